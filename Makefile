@@ -1,0 +1,51 @@
+# One command each: `make run` serves both services, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROTOS := $(shell find protos -name '*.proto')
+GEN_STAMP := exchange/.generated
+
+.PHONY: setup proto run test lint unit clean
+
+setup: $(GEN_STAMP)
+
+$(VENV)/.deps: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || (echo "Python 3.11+ required" && exit 1)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Generated code is a package of its own (`exchange`), produced from protos/ and never edited.
+# The project is reinstalled afterwards so the editable install maps the new package.
+$(GEN_STAMP): $(PROTOS) $(VENV)/.deps
+	rm -rf exchange
+	mkdir -p exchange
+	$(PY) -m grpc_tools.protoc -I protos \
+		--python_out=. --grpc_python_out=. \
+		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
+		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
+		--mypy_out=. --mypy_grpc_out=. $(PROTOS)
+	find exchange -type d -exec touch {}/__init__.py \;
+	touch exchange/py.typed
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+proto: $(GEN_STAMP)
+
+run: setup
+	$(PY) -m scripts.run_local
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(PY) -m pytest tests/unit -q
+
+test: lint
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf exchange .pytest_cache .mypy_cache .ruff_cache *.egg-info

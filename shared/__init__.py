@@ -1,0 +1,1 @@
+"""What both services truly share: configuration, database, logging, gRPC server plumbing."""

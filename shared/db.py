@@ -1,0 +1,78 @@
+"""Connection pools, the migrations runner, and telling an outage from a bug."""
+
+import logging
+from importlib import resources
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.InterfaceError,
+)
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """True when `exc` means the database cannot be reached now, not that a query is wrong."""
+    return isinstance(exc, _OUTAGE_ERRORS)
+
+
+async def create_pool(dsn: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=30,
+        # Keep the search path empty so every query names its own schema.
+        server_settings={"search_path": "pg_catalog"},
+    )
+    assert pool is not None
+    return pool
+
+
+async def apply_migrations(pool: asyncpg.Pool, schema: str, package: str) -> list[str]:
+    """Apply `package`'s ordered `NNN_name.sql` files not yet recorded in `schema`.
+
+    A session advisory lock serialises replicas that start at once; each file runs
+    in its own transaction together with its bookkeeping row. Returns what was applied.
+    """
+    files = sorted(
+        (entry for entry in resources.files(package).iterdir() if entry.name.endswith(".sql")),
+        key=lambda entry: entry.name,
+    )
+    applied: list[str] = []
+    async with pool.acquire() as conn:
+        lock_key = f"migrations:{schema}"
+        await conn.execute("SELECT pg_advisory_lock(hashtext($1))", lock_key)
+        try:
+            await conn.execute(
+                f"""
+                CREATE SCHEMA IF NOT EXISTS {schema};
+                CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+                    version text PRIMARY KEY,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )"""
+            )
+            done = {
+                row["version"]
+                for row in await conn.fetch(f"SELECT version FROM {schema}.schema_migrations")
+            }
+            for entry in files:
+                version = entry.name.removesuffix(".sql")
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(entry.read_text(encoding="utf-8"))
+                    await conn.execute(
+                        f"INSERT INTO {schema}.schema_migrations (version) VALUES ($1)", version
+                    )
+                applied.append(version)
+                log.info("migration applied", extra={"schema": schema, "version": version})
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", lock_key)
+    return applied

@@ -1,0 +1,1 @@
+"""The wallet pool service: deposit addresses, their allocation, and the waiting queue."""

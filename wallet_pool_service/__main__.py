@@ -1,0 +1,3 @@
+from wallet_pool_service.app import main
+
+main()

@@ -1,0 +1,110 @@
+"""Repository interfaces of the pool and their PostgreSQL adapters (SQL only).
+
+Adapters are bound to one connection, so a use case runs them inside its own transaction.
+"""
+
+import functools
+import uuid
+from typing import Protocol
+
+import asyncpg
+
+from shared.sql import load_queries
+from wallet_pool_service.domain import HeldWallet
+
+
+@functools.cache
+def queries() -> dict[str, str]:
+    return load_queries("wallet_pool_service")
+
+
+class WalletRepository(Protocol):
+    async def held_by(self, order_id: uuid.UUID) -> HeldWallet | None: ...
+    async def claim(self, network: str, order_id: uuid.UUID) -> str | None: ...
+    async def mark_as_available(self, order_id: uuid.UUID, address: str) -> HeldWallet | None: ...
+    async def add(self, network: str, addresses: list[str]) -> list[str]: ...
+    async def count(self, network: str) -> int: ...
+    async def counts(self, network: str) -> dict[str, tuple[int, int, int]]: ...
+
+
+class QueueRepository(Protocol):
+    async def lock_order(self, order_id: uuid.UUID) -> None: ...
+    async def is_released(self, order_id: uuid.UUID) -> bool: ...
+    async def mark_released(self, order_id: uuid.UUID) -> None: ...
+    async def enqueue(self, order_id: uuid.UUID, network: str) -> None: ...
+    async def position(self, order_id: uuid.UUID) -> tuple[str, int] | None: ...
+    async def remove(self, order_id: uuid.UUID) -> bool: ...
+    async def hand_off_head(self, network: str) -> tuple[uuid.UUID, str] | None: ...
+    async def networks_ready_for_hand_off(self) -> list[str]: ...
+    async def counts(self, network: str) -> dict[str, int]: ...
+
+
+class PostgresWalletAdapter:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._q = queries()
+
+    async def held_by(self, order_id: uuid.UUID) -> HeldWallet | None:
+        row = await self._conn.fetchrow(self._q["wallet_held_by"], order_id)
+        return HeldWallet(row["address"], row["network"]) if row else None
+
+    async def claim(self, network: str, order_id: uuid.UUID) -> str | None:
+        address: str | None = await self._conn.fetchval(self._q["claim_wallet"], network, order_id)
+        return address
+
+    async def mark_as_available(self, order_id: uuid.UUID, address: str) -> HeldWallet | None:
+        """Free the wallet `order_id` holds (only `address`, unless it is empty)."""
+        row = await self._conn.fetchrow(self._q["mark_as_available"], order_id, address)
+        return HeldWallet(row["address"], row["network"]) if row else None
+
+    async def add(self, network: str, addresses: list[str]) -> list[str]:
+        rows = await self._conn.fetch(self._q["insert_wallets"], network, addresses)
+        return [row["address"] for row in rows]
+
+    async def count(self, network: str) -> int:
+        total: int = await self._conn.fetchval(self._q["count_wallets"], network)
+        return total
+
+    async def counts(self, network: str) -> dict[str, tuple[int, int, int]]:
+        """network -> (total, available, allocated); `network` empty means all."""
+        rows = await self._conn.fetch(self._q["wallet_counts"], network)
+        return {r["network"]: (r["total"], r["available"], r["allocated"]) for r in rows}
+
+
+class PostgresQueueAdapter:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._q = queries()
+
+    async def lock_order(self, order_id: uuid.UUID) -> None:
+        await self._conn.execute(self._q["lock_order"], order_id)
+
+    async def is_released(self, order_id: uuid.UUID) -> bool:
+        released: bool = await self._conn.fetchval(self._q["is_order_released"], order_id)
+        return released
+
+    async def mark_released(self, order_id: uuid.UUID) -> None:
+        await self._conn.execute(self._q["mark_order_released"], order_id)
+
+    async def enqueue(self, order_id: uuid.UUID, network: str) -> None:
+        await self._conn.execute(self._q["enqueue"], order_id, network)
+
+    async def position(self, order_id: uuid.UUID) -> tuple[str, int] | None:
+        row = await self._conn.fetchrow(self._q["queue_position"], order_id)
+        return (row["network"], row["position"]) if row else None
+
+    async def remove(self, order_id: uuid.UUID) -> bool:
+        status: str = await self._conn.execute(self._q["dequeue"], order_id)
+        return status == "DELETE 1"
+
+    async def hand_off_head(self, network: str) -> tuple[uuid.UUID, str] | None:
+        row = await self._conn.fetchrow(self._q["hand_off_head"], network)
+        return (row["order_id"], row["address"]) if row else None
+
+    async def networks_ready_for_hand_off(self) -> list[str]:
+        rows = await self._conn.fetch(self._q["networks_ready_for_hand_off"])
+        return [row["network"] for row in rows]
+
+    async def counts(self, network: str) -> dict[str, int]:
+        rows = await self._conn.fetch(self._q["queue_counts"], network)
+        return {r["network"]: r["queued"] for r in rows}

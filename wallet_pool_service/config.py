@@ -1,0 +1,38 @@
+"""The wallet pool service's settings, read once from the environment at start-up."""
+
+from dataclasses import dataclass
+
+from shared import config
+from shared.embedded_db import DEFAULT_DATA_DIR
+from shared.networks import DEFAULT_NETWORKS
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    environment: str
+    database_url: str | None
+    address: str
+    operator_token: str | None
+    networks: tuple[str, ...]
+    demo_wallets_per_network: int
+    hand_off_sweep_seconds: float
+    db_pool_size: int
+    embedded_data_dir: str
+    shutdown_grace_seconds: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls) -> "PoolSettings":
+        return cls(
+            environment=config.environment(),
+            database_url=config.env_optional("WALLET_POOL_DATABASE_URL", "DATABASE_URL"),
+            address=config.env_str("WALLET_POOL_SERVICE_ADDR", "127.0.0.1:50052"),
+            operator_token=config.env_optional("OPERATOR_TOKEN"),
+            networks=config.env_list("SUPPORTED_NETWORKS", DEFAULT_NETWORKS),
+            demo_wallets_per_network=config.env_int("DEMO_WALLETS_PER_NETWORK", 5),
+            hand_off_sweep_seconds=config.env_float("HAND_OFF_SWEEP_SECONDS", 1.0, minimum=0.05),
+            db_pool_size=config.env_int("WALLET_POOL_DB_POOL_SIZE", 8, minimum=1),
+            embedded_data_dir=config.env_str("EMBEDDED_PG_DIR", DEFAULT_DATA_DIR),
+            shutdown_grace_seconds=config.env_float("SHUTDOWN_GRACE_SECONDS", 10.0),
+            log_level=config.env_str("LOG_LEVEL", "INFO"),
+        )

@@ -1,0 +1,224 @@
+"""Pool use cases: each one a transaction over the wallet and queue repositories."""
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+
+from shared.config import ConfigError
+from shared.db import apply_migrations, create_pool
+from shared.embedded_db import EmbeddedPostgres
+from shared.networks import parse_network
+from wallet_pool_service import domain
+from wallet_pool_service.adapters import (
+    PostgresQueueAdapter,
+    PostgresWalletAdapter,
+    QueueRepository,
+    WalletRepository,
+)
+from wallet_pool_service.config import PoolSettings
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "wallet_pool"
+
+
+class WalletPoolManager:
+    """Allocation, release, hand-off to the queue, stats and pool administration."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        networks: tuple[str, ...],
+        embedded: EmbeddedPostgres | None = None,
+    ) -> None:
+        self._pool = pool
+        self.networks = networks
+        self._embedded = embedded
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[tuple[WalletRepository, QueueRepository]]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield PostgresWalletAdapter(conn), PostgresQueueAdapter(conn)
+
+    async def allocate_wallet(self, order_id: uuid.UUID, network: str) -> domain.Allocation:
+        """The order's wallet, or its place in the network's queue. Idempotent per order."""
+        network = parse_network(network, self.networks)
+        async with self._transaction() as (wallets, queue):
+            await queue.lock_order(order_id)
+            if await queue.is_released(order_id):
+                raise domain.OrderAlreadyReleased()
+            held = await wallets.held_by(order_id)
+            if held is not None:
+                if held.network != network:
+                    raise domain.NetworkMismatch(held.network, network)
+                return domain.Allocation(address=held.address)
+            waiting = await queue.position(order_id)
+            if waiting is not None:
+                if waiting[0] != network:
+                    raise domain.NetworkMismatch(waiting[0], network)
+                return domain.Allocation(queue_position=waiting[1])
+            address = await wallets.claim(network, order_id)
+            if address is not None:
+                return domain.Allocation(address=address)
+            await queue.enqueue(order_id, network)
+        # A release that committed while this order was joining the queue saw no one waiting;
+        # hand off now so the free wallet does not sit beside a waiting order.
+        if await self.hand_off(network):
+            return await self._current_allocation(order_id)
+        async with self._transaction() as (_, queue):
+            waiting = await queue.position(order_id)
+        return domain.Allocation(queue_position=waiting[1] if waiting else None)
+
+    async def _current_allocation(self, order_id: uuid.UUID) -> domain.Allocation:
+        async with self._transaction() as (wallets, queue):
+            held = await wallets.held_by(order_id)
+            if held is not None:
+                return domain.Allocation(address=held.address)
+            waiting = await queue.position(order_id)
+            return domain.Allocation(queue_position=waiting[1] if waiting else None)
+
+    async def release_wallet(self, order_id: uuid.UUID, address: str = "") -> domain.Release:
+        """Free the wallet held by `order_id` (guarded by holder), or take it out of the queue.
+
+        The freed wallet goes to the head of its network's queue in the same transaction.
+        The order is remembered as released: it is never given a wallet again.
+        """
+        async with self._transaction() as (wallets, queue):
+            await queue.lock_order(order_id)
+            await queue.mark_released(order_id)
+            dequeued = await queue.remove(order_id)
+            freed = await wallets.mark_as_available(order_id, address.strip())
+            handed = await queue.hand_off_head(freed.network) if freed else None
+        if freed is not None:
+            log.info(
+                "wallet released",
+                extra={"order_id": str(order_id), "address": freed.address},
+            )
+            if handed is None:
+                # An order that joined the queue during this transaction was not visible to it.
+                await self.hand_off(freed.network)
+            else:
+                log.info(
+                    "wallet handed to queued order",
+                    extra={"order_id": str(handed[0]), "address": handed[1]},
+                )
+        return domain.Release(released=freed is not None, dequeued=dequeued)
+
+    async def hand_off(self, network: str) -> int:
+        """Give free wallets of `network` to its waiting orders, oldest first. Returns how many."""
+        handed = 0
+        while True:
+            async with self._transaction() as (_, queue):
+                result = await queue.hand_off_head(network)
+            if result is None:
+                return handed
+            handed += 1
+            log.info(
+                "wallet handed to queued order",
+                extra={"order_id": str(result[0]), "address": result[1]},
+            )
+
+    async def hand_off_everywhere(self) -> bool:
+        """Safety net for hand-offs a crash interrupted; a background loop step."""
+        async with self._transaction() as (_, queue):
+            networks = await queue.networks_ready_for_hand_off()
+        for network in networks:
+            await self.hand_off(network)
+        return False
+
+    async def get_pool_stats(self, network: str = "") -> list[domain.NetworkStats]:
+        if network:
+            network = parse_network(network, self.networks)
+        async with self._transaction() as (wallets, queue):
+            wallet_counts = await wallets.counts(network)
+            queue_counts = await queue.counts(network)
+        names = sorted(set(wallet_counts) | set(queue_counts) | ({network} if network else set()))
+        return [
+            domain.NetworkStats(
+                network=name,
+                total=wallet_counts.get(name, (0, 0, 0))[0],
+                available=wallet_counts.get(name, (0, 0, 0))[1],
+                allocated=wallet_counts.get(name, (0, 0, 0))[2],
+                queued=queue_counts.get(name, 0),
+            )
+            for name in names
+        ]
+
+    async def add_wallets(self, network: str, addresses: list[str]) -> domain.AddedWallets:
+        """Add addresses to the pool; already known ones are reported, not added twice."""
+        network = parse_network(network, self.networks)
+        unique, repeats = domain.split_repeats(domain.check_addresses(network, addresses))
+        async with self._transaction() as (wallets, _):
+            added = await wallets.add(network, unique)
+        added_set = set(added)
+        duplicates = [a for a in unique if a not in added_set] + repeats
+        if added:
+            log.info("wallets added", extra={"network": network, "count": len(added)})
+            await self.hand_off(network)
+        return domain.AddedWallets(added=added, duplicates=duplicates)
+
+    async def seed_demo_wallets(self, per_network: int) -> int:
+        """Fill empty networks with demo addresses (development only)."""
+        seeded = 0
+        for network in self.networks:
+            async with self._transaction() as (wallets, _):
+                if await wallets.count(network):
+                    continue
+            result = await self.add_wallets(network, domain.demo_addresses(network, per_network))
+            seeded += len(result.added)
+        return seeded
+
+    async def database_ready(self) -> bool:
+        async with self._pool.acquire() as conn:
+            return bool(await conn.fetchval("SELECT true"))
+
+    async def close(self) -> None:
+        await self._pool.close()
+        if self._embedded is not None:
+            self._embedded.close()
+
+
+class WalletPoolManagerFactory:
+    """Builds a ready manager: database pool, migrations, and (in development) demo wallets."""
+
+    @staticmethod
+    async def create_for_development(settings: PoolSettings) -> WalletPoolManager:
+        """The given database, or the embedded one; seeds demo wallets into empty networks."""
+        embedded = None
+        url = settings.database_url
+        if url is None:
+            embedded = EmbeddedPostgres(settings.embedded_data_dir)
+            url = embedded.url
+        manager = await _connect(url, settings, embedded)
+        seeded = await manager.seed_demo_wallets(settings.demo_wallets_per_network)
+        if seeded:
+            log.info("demo wallets seeded", extra={"count": seeded})
+        return manager
+
+    @staticmethod
+    async def create_for_production(settings: PoolSettings) -> WalletPoolManager:
+        """Needs an explicit database URL; never seeds."""
+        if settings.database_url is None:
+            raise ConfigError("WALLET_POOL_DATABASE_URL or DATABASE_URL is required in production")
+        return await _connect(settings.database_url, settings, None)
+
+    @classmethod
+    async def create(cls, settings: PoolSettings) -> WalletPoolManager:
+        if settings.environment == "production":
+            return await cls.create_for_production(settings)
+        return await cls.create_for_development(settings)
+
+
+async def _connect(
+    url: str, settings: PoolSettings, embedded: EmbeddedPostgres | None
+) -> WalletPoolManager:
+    pool = await create_pool(url, min_size=1, max_size=settings.db_pool_size)
+    try:
+        await apply_migrations(pool, SCHEMA, "wallet_pool_service.migrations")
+    except BaseException:
+        await pool.close()
+        raise
+    return WalletPoolManager(pool, settings.networks, embedded)

@@ -1,0 +1,108 @@
+-- lock_order --
+-- Serialises allocation and release of one order across transactions and replicas.
+SELECT pg_advisory_xact_lock(8201, hashtext($1::uuid::text))
+
+-- is_order_released --
+SELECT EXISTS (SELECT 1 FROM wallet_pool.released_orders WHERE order_id = $1)
+
+-- mark_order_released --
+INSERT INTO wallet_pool.released_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING
+
+-- wallet_held_by --
+SELECT address, network FROM wallet_pool.wallets WHERE order_id = $1
+
+-- claim_wallet --
+-- One statement: take the least recently released available wallet of the network,
+-- unless orders are already waiting for that network (they come first).
+UPDATE wallet_pool.wallets
+SET order_id = $2, allocated_at = now()
+WHERE id = (
+    SELECT id FROM wallet_pool.wallets
+    WHERE network = $1 AND order_id IS NULL
+      AND NOT EXISTS (SELECT 1 FROM wallet_pool.queue WHERE network = $1)
+    ORDER BY released_at NULLS FIRST, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING address
+
+-- mark_as_available --
+-- Guarded by the holder: frees the wallet only while this order holds it
+-- ($2 = '' means whichever wallet the order holds).
+UPDATE wallet_pool.wallets
+SET order_id = NULL, allocated_at = NULL, released_at = now()
+WHERE order_id = $1 AND ($2 = '' OR address = $2)
+RETURNING address, network
+
+-- insert_wallets --
+INSERT INTO wallet_pool.wallets (network, address)
+SELECT $1, address FROM unnest($2::text[]) AS address
+ON CONFLICT (address) DO NOTHING
+RETURNING address
+
+-- count_wallets --
+SELECT count(*) FROM wallet_pool.wallets WHERE network = $1
+
+-- wallet_counts --
+SELECT network,
+       count(*) AS total,
+       count(*) FILTER (WHERE order_id IS NULL) AS available,
+       count(*) FILTER (WHERE order_id IS NOT NULL) AS allocated
+FROM wallet_pool.wallets
+WHERE $1 = '' OR network = $1
+GROUP BY network
+
+-- enqueue --
+INSERT INTO wallet_pool.queue (order_id, network) VALUES ($1, $2)
+
+-- queue_position --
+SELECT q.network,
+       (SELECT count(*) FROM wallet_pool.queue ahead
+        WHERE ahead.network = q.network AND ahead.seq <= q.seq) AS position
+FROM wallet_pool.queue q
+WHERE q.order_id = $1
+
+-- dequeue --
+DELETE FROM wallet_pool.queue WHERE order_id = $1
+
+-- queue_counts --
+SELECT network, count(*) AS queued
+FROM wallet_pool.queue
+WHERE $1 = '' OR network = $1
+GROUP BY network
+
+-- hand_off_head --
+-- Gives the oldest waiting order of the network the least recently released available
+-- wallet, in one statement; nothing happens unless both exist.
+WITH head AS (
+    SELECT order_id FROM wallet_pool.queue
+    WHERE network = $1
+    ORDER BY seq
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), free AS (
+    SELECT id FROM wallet_pool.wallets
+    WHERE network = $1 AND order_id IS NULL
+    ORDER BY released_at NULLS FIRST, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), dequeued AS (
+    DELETE FROM wallet_pool.queue q
+    USING head, free
+    WHERE q.order_id = head.order_id
+    RETURNING q.order_id
+)
+UPDATE wallet_pool.wallets w
+SET order_id = dequeued.order_id, allocated_at = now()
+FROM dequeued, free
+WHERE w.id = free.id
+RETURNING w.order_id, w.address
+
+-- networks_ready_for_hand_off --
+-- Networks where an order waits while a wallet is free (a safety net for hand-offs
+-- interrupted by a crash).
+SELECT DISTINCT q.network
+FROM wallet_pool.queue q
+WHERE EXISTS (
+    SELECT 1 FROM wallet_pool.wallets w WHERE w.network = q.network AND w.order_id IS NULL
+)
