@@ -1,6 +1,8 @@
 """gRPC server plumbing shared by both services: one interceptor that authorizes calls and
 turns errors into status codes, health and reflection, and a graceful stop on SIGTERM."""
 
+from __future__ import annotations
+
 import asyncio
 import logging
 import signal
@@ -39,7 +41,7 @@ def status_code_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
-class RpcInterceptor(grpc.aio.ServerInterceptor):
+class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # not generic at run time
     """Authorizes each unary call, translates its errors once, and logs one line per call."""
 
     def __init__(self, authenticator: Authenticator) -> None:
@@ -47,9 +49,11 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
@@ -61,10 +65,12 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                principal = authenticator.authorize(method, context.invocation_metadata() or ())
+                principal = authenticator.authorize(
+                    method, tuple(context.invocation_metadata() or ())
+                )
                 reset_token = current_principal.set(principal)
                 try:
-                    return await behavior(request, context)
+                    return await behavior(request, context)  # type: ignore[arg-type]
                 finally:
                     current_principal.reset(reset_token)
             except Exception as exc:
@@ -109,7 +115,7 @@ class GrpcServer:
         self._grace = grace_seconds
         self.server = grpc.aio.server(interceptors=[RpcInterceptor(authenticator)])
         register(self.server)
-        self.health = health.aio.HealthServicer()
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server

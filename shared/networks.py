@@ -16,5 +16,7 @@ def parse_network(value: str, supported: tuple[str, ...], field: str = "network"
     if not _NETWORK_CODE.match(code):
         raise InvalidArgument(field, f"{value[:32]!r} is not a network code")
     if code not in supported:
-        raise InvalidArgument(field, f"unsupported network {code!r}; supported: {', '.join(supported)}")
+        raise InvalidArgument(
+            field, f"unsupported network {code!r}; supported: {', '.join(supported)}"
+        )
     return code

@@ -7,7 +7,7 @@ _HEADER = re.compile(r"^--\s*([a-z_][a-z0-9_]*)\s*--\s*$", re.MULTILINE)
 
 
 def parse_queries(text: str) -> dict[str, str]:
-    """Split `text` at `-- name --` lines. A block's leading `--` lines describe it and are dropped."""
+    """Split `text` at `-- name --` lines; leading `--` lines of a block describe it, dropped."""
     parts = _HEADER.split(text)
     queries: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):

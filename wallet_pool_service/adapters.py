@@ -7,8 +7,7 @@ import functools
 import uuid
 from typing import Protocol
 
-import asyncpg
-
+from shared.db import Connection
 from shared.sql import load_queries
 from wallet_pool_service.domain import HeldWallet
 
@@ -40,7 +39,7 @@ class QueueRepository(Protocol):
 
 
 class PostgresWalletAdapter:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._q = queries()
 
@@ -72,7 +71,7 @@ class PostgresWalletAdapter:
 
 
 class PostgresQueueAdapter:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._q = queries()
 

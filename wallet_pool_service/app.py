@@ -1,5 +1,6 @@
 """Wiring of the wallet pool service: settings, manager, server, background loop, shutdown."""
 
+import asyncio
 import logging
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
@@ -23,7 +24,9 @@ async def serve(settings: PoolSettings) -> None:
     if not settings.operator_token:
         log.warning("OPERATOR_TOKEN is not set: operator calls will be refused")
     manager = await WalletPoolManagerFactory.create(settings)
-    sweeper = PeriodicTask("hand-off-sweep", manager.hand_off_everywhere, settings.hand_off_sweep_seconds)
+    sweeper = PeriodicTask(
+        "hand-off-sweep", manager.hand_off_everywhere, settings.hand_off_sweep_seconds
+    )
     try:
         servicer = WalletPoolServicer(manager)
         server = GrpcServer(
@@ -43,8 +46,6 @@ async def serve(settings: PoolSettings) -> None:
 
 
 def main() -> None:
-    import asyncio
-
     settings = PoolSettings.from_env()
     configure_logging("wallet_pool_service", settings.log_level)
     asyncio.run(serve(settings))

@@ -132,7 +132,8 @@ def check_addresses(network: str, addresses: list[str]) -> list[str]:
 def split_repeats(addresses: list[str]) -> tuple[list[str], list[str]]:
     """(first occurrences in order, later repeats)."""
     seen: set[str] = set()
-    unique, repeats = [], []
+    unique: list[str] = []
+    repeats: list[str] = []
     for address in addresses:
         (repeats if address in seen else unique).append(address)
         seen.add(address)

@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from shared.config import ConfigError
 from shared.db import apply_migrations, create_pool
-from shared.embedded_db import EmbeddedPostgres
+from shared.embedded_db import EmbeddedPostgres, resolve_database
 from shared.networks import parse_network
 from wallet_pool_service import domain
 from wallet_pool_service.adapters import (
@@ -187,11 +186,9 @@ class WalletPoolManagerFactory:
     @staticmethod
     async def create_for_development(settings: PoolSettings) -> WalletPoolManager:
         """The given database, or the embedded one; seeds demo wallets into empty networks."""
-        embedded = None
-        url = settings.database_url
-        if url is None:
-            embedded = EmbeddedPostgres(settings.embedded_data_dir)
-            url = embedded.url
+        url, embedded = resolve_database(
+            settings.database_url, "development", settings.embedded_data_dir
+        )
         manager = await _connect(url, settings, embedded)
         seeded = await manager.seed_demo_wallets(settings.demo_wallets_per_network)
         if seeded:
@@ -201,9 +198,8 @@ class WalletPoolManagerFactory:
     @staticmethod
     async def create_for_production(settings: PoolSettings) -> WalletPoolManager:
         """Needs an explicit database URL; never seeds."""
-        if settings.database_url is None:
-            raise ConfigError("WALLET_POOL_DATABASE_URL or DATABASE_URL is required in production")
-        return await _connect(settings.database_url, settings, None)
+        url, _ = resolve_database(settings.database_url, "production", settings.embedded_data_dir)
+        return await _connect(url, settings, None)
 
     @classmethod
     async def create(cls, settings: PoolSettings) -> WalletPoolManager:
@@ -220,5 +216,7 @@ async def _connect(
         await apply_migrations(pool, SCHEMA, "wallet_pool_service.migrations")
     except BaseException:
         await pool.close()
+        if embedded is not None:
+            embedded.close()
         raise
     return WalletPoolManager(pool, settings.networks, embedded)

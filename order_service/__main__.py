@@ -1,0 +1,3 @@
+from order_service.app import main
+
+main()

@@ -1,0 +1,80 @@
+"""Wiring of the order service: settings, database, pool channel, server, loops, shutdown."""
+
+import asyncio
+import logging
+
+from exchange.order.v1 import order_service_pb2_grpc as pb_grpc
+from order_service.config import OrderSettings
+from order_service.manager import OrderManager, ReleasePolicy
+from order_service.servicer import OPERATOR_METHODS, SERVICE_NAME, OrderServicer
+from order_service.wallet_pool_client import GrpcWalletPoolGateway
+from shared.auth import Authenticator, Principal
+from shared.db import apply_migrations, create_pool
+from shared.embedded_db import resolve_database
+from shared.grpc_server import GrpcServer
+from shared.logs import configure_logging
+from shared.loops import PeriodicTask
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "orders"
+
+
+def build_authenticator(operator_token: str | None) -> Authenticator:
+    tokens = {operator_token: Principal("operator", "operator")} if operator_token else {}
+    return Authenticator(tokens, {method: frozenset({"operator"}) for method in OPERATOR_METHODS})
+
+
+async def serve(settings: OrderSettings) -> None:
+    if not settings.operator_token:
+        log.warning("OPERATOR_TOKEN is not set: operator calls will be refused")
+    url, embedded = resolve_database(
+        settings.database_url, settings.environment, settings.embedded_data_dir
+    )
+    pool = await create_pool(url, min_size=1, max_size=settings.db_pool_size)
+    gateway = GrpcWalletPoolGateway.connect(
+        settings.wallet_pool_target, settings.wallet_pool_timeout_seconds
+    )
+    loops: list[PeriodicTask] = []
+    try:
+        await apply_migrations(pool, SCHEMA, "order_service.migrations")
+        manager = OrderManager(
+            pool,
+            gateway,
+            settings.networks,
+            ReleasePolicy(backoff_cap_seconds=settings.release_retry_max_backoff_seconds),
+        )
+        servicer = OrderServicer(manager)
+        server = GrpcServer(
+            address=settings.address,
+            service_names=[SERVICE_NAME],
+            register=lambda s: pb_grpc.add_OrderServiceServicer_to_server(servicer, s),
+            authenticator=build_authenticator(settings.operator_token),
+            grace_seconds=settings.shutdown_grace_seconds,
+        )
+        await server.start()
+        loops = [
+            PeriodicTask(
+                "release-retry", manager.deliver_due_releases, settings.release_retry_seconds
+            ),
+            PeriodicTask(
+                "allocation-sync", manager.sync_waiting_orders, settings.allocation_sync_seconds
+            ),
+        ]
+        for loop in loops:
+            loop.start()
+        await server.run_until_stopped()
+    finally:
+        for loop in loops:
+            await loop.stop()
+        await gateway.close()
+        await pool.close()
+        if embedded is not None:
+            embedded.close()
+        log.info("stopped")
+
+
+def main() -> None:
+    settings = OrderSettings.from_env()
+    configure_logging("order_service", settings.log_level)
+    asyncio.run(serve(settings))

@@ -1,0 +1,48 @@
+"""The order service's settings, read once from the environment at start-up."""
+
+from dataclasses import dataclass
+
+from shared import config
+from shared.embedded_db import DEFAULT_DATA_DIR
+from shared.networks import DEFAULT_NETWORKS
+
+
+@dataclass(frozen=True)
+class OrderSettings:
+    environment: str
+    database_url: str | None
+    address: str
+    wallet_pool_target: str
+    wallet_pool_timeout_seconds: float
+    operator_token: str | None
+    networks: tuple[str, ...]
+    allocation_sync_seconds: float
+    release_retry_seconds: float
+    release_retry_max_backoff_seconds: float
+    db_pool_size: int
+    embedded_data_dir: str
+    shutdown_grace_seconds: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls) -> "OrderSettings":
+        return cls(
+            environment=config.environment(),
+            database_url=config.env_optional("ORDER_DATABASE_URL", "DATABASE_URL"),
+            address=config.env_str("ORDER_SERVICE_ADDR", "127.0.0.1:50051"),
+            wallet_pool_target=config.env_str("WALLET_POOL_TARGET", "localhost:50052"),
+            wallet_pool_timeout_seconds=config.env_float(
+                "WALLET_POOL_TIMEOUT_SECONDS", 2.0, minimum=0.05
+            ),
+            operator_token=config.env_optional("OPERATOR_TOKEN"),
+            networks=config.env_list("SUPPORTED_NETWORKS", DEFAULT_NETWORKS),
+            allocation_sync_seconds=config.env_float("ALLOCATION_SYNC_SECONDS", 0.5, minimum=0.05),
+            release_retry_seconds=config.env_float("RELEASE_RETRY_SECONDS", 1.0, minimum=0.05),
+            release_retry_max_backoff_seconds=config.env_float(
+                "RELEASE_RETRY_MAX_BACKOFF_SECONDS", 10.0, minimum=0.1
+            ),
+            db_pool_size=config.env_int("ORDER_DB_POOL_SIZE", 8, minimum=1),
+            embedded_data_dir=config.env_str("EMBEDDED_PG_DIR", DEFAULT_DATA_DIR),
+            shutdown_grace_seconds=config.env_float("SHUTDOWN_GRACE_SECONDS", 10.0),
+            log_level=config.env_str("LOG_LEVEL", "INFO"),
+        )

@@ -1,0 +1,163 @@
+"""Order statuses, the transition table, and value types: no I/O here.
+
+The transition table below is the only place that knows which status may follow which.
+"""
+
+import enum
+import random
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+MAX_REQUEST_ID_LENGTH = 128
+MAX_REASON_LENGTH = 500
+_AMOUNT = re.compile(r"^(\d{1,24})(\.\d{1,18})?$")
+
+
+class OrderStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+
+
+TRANSITIONS: Mapping[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.PENDING: frozenset({OrderStatus.PROCESSING, OrderStatus.CANCELLED}),
+    OrderStatus.PROCESSING: frozenset({OrderStatus.COMPLETED, OrderStatus.CANCELLED}),
+    OrderStatus.COMPLETED: frozenset(),
+    OrderStatus.CANCELLED: frozenset(),
+}
+LIVE_STATUSES = frozenset(s for s in OrderStatus if TRANSITIONS[s])
+
+
+class WalletRelease(enum.Enum):
+    """What a status update did with the order's wallet."""
+
+    NOT_NEEDED = "not_needed"
+    RELEASED = "released"
+    PENDING = "pending"
+
+
+class Row(Protocol):
+    def __getitem__(self, key: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Order:
+    id: uuid.UUID
+    status: OrderStatus
+    network: str
+    amount: Decimal
+    wallet_address: str | None
+    queue_position: int | None
+    request_id: str | None
+    create_time: datetime
+    update_time: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> "Order":
+        return cls(
+            id=row["id"],
+            status=OrderStatus(row["status"]),
+            network=row["network"],
+            amount=row["amount"],
+            wallet_address=row["wallet_address"],
+            queue_position=row["queue_position"],
+            request_id=row["request_id"],
+            create_time=row["create_time"],
+            update_time=row["update_time"],
+        )
+
+
+@dataclass(frozen=True)
+class PendingRelease:
+    order_id: uuid.UUID
+    address: str
+    attempts: int
+
+
+class OrderNotFound(NotFound):
+    def __init__(self, order_id: uuid.UUID) -> None:
+        super().__init__(f"order_id: no order {order_id}")
+
+
+class IllegalTransition(FailedPrecondition):
+    def __init__(self, current: OrderStatus, target: OrderStatus) -> None:
+        allowed = ", ".join(sorted(TRANSITIONS[current])) or "none: the status is final"
+        super().__init__(
+            f"status: cannot move an order from {current} to {target}; allowed: {allowed}"
+        )
+        self.current = current
+        self.target = target
+
+
+class RequestIdReused(AlreadyExists):
+    def __init__(self) -> None:
+        super().__init__("request_id: already used for an order with other parameters")
+
+
+def is_final_status(status: OrderStatus) -> bool:
+    return not TRANSITIONS[status]
+
+
+def is_completed_order(order: Order) -> bool:
+    return order.status is OrderStatus.COMPLETED
+
+
+def is_cancelled_order(order: Order) -> bool:
+    return order.status is OrderStatus.CANCELLED
+
+
+def needs_change(current: OrderStatus, target: OrderStatus) -> bool:
+    """False if the order already has `target` (a safe retry); IllegalTransition if not allowed."""
+    if current is target:
+        return False
+    if target not in TRANSITIONS[current]:
+        raise IllegalTransition(current, target)
+    return True
+
+
+def parse_amount(text: str) -> Decimal:
+    """A positive plain decimal ("0.015"); no signs, exponents or separators."""
+    value = text.strip()
+    if not value:
+        raise InvalidArgument("amount", "is required")
+    if not _AMOUNT.match(value):
+        raise InvalidArgument(
+            "amount", f"{value[:40]!r} is not a plain decimal like 0.015 (up to 18 decimals)"
+        )
+    amount = Decimal(value)
+    if amount <= 0:
+        raise InvalidArgument("amount", "must be greater than zero")
+    return amount
+
+
+def parse_request_id(text: str) -> str | None:
+    value = text.strip()
+    if len(value) > MAX_REQUEST_ID_LENGTH:
+        raise InvalidArgument("request_id", f"longer than {MAX_REQUEST_ID_LENGTH} characters")
+    return value or None
+
+
+def parse_reason(text: str) -> str:
+    value = text.strip()
+    if len(value) > MAX_REASON_LENGTH:
+        raise InvalidArgument("reason", f"longer than {MAX_REASON_LENGTH} characters")
+    return value
+
+
+def same_request(order: Order, network: str, amount: Decimal) -> bool:
+    return order.network == network and order.amount == amount
+
+
+def retry_delay(attempts: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with jitter for the `attempts`-th failed release (1-based)."""
+    ceiling = min(cap, base * 2 ** max(0, attempts - 1))
+    jitter = float((rng or random).random())
+    return float(ceiling * (0.5 + 0.5 * jitter))

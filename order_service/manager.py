@@ -1,0 +1,221 @@
+"""Order use cases: each a transaction over the order repository, plus calls to the pool."""
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+import asyncpg
+
+from order_service import domain
+from order_service.domain import Order, OrderStatus, WalletRelease
+from order_service.repository import OrderRepository, PostgresOrderRepository
+from order_service.wallet_pool_client import WalletPoolError, WalletPoolGateway
+from shared.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+_RETRY_BATCH = 50
+_SYNC_BATCH = 100
+_POOL_CALL_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class ReleasePolicy:
+    # How long an attempt in progress keeps other attempts (loop, replicas) off its record.
+    lease_seconds: float = 30.0
+    backoff_base_seconds: float = 0.5
+    backoff_cap_seconds: float = 10.0
+
+
+class OrderManager:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        wallet_pool: WalletPoolGateway,
+        networks: tuple[str, ...],
+        release_policy: ReleasePolicy = ReleasePolicy(),
+    ) -> None:
+        self._pool = pool
+        self._wallet_pool = wallet_pool
+        self.networks = networks
+        self._release_policy = release_policy
+        self._pool_calls = asyncio.Semaphore(_POOL_CALL_CONCURRENCY)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[OrderRepository]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield PostgresOrderRepository(conn)
+
+    async def create_order(
+        self, network: str, amount: Decimal, request_id: str | None, actor: str
+    ) -> Order:
+        """Record the order, then ask the pool for its wallet (or queue place).
+
+        The order is committed first, so a wallet is never allocated to an order that does
+        not exist; if the pool cannot be reached, the allocation loop asks again later.
+        """
+        async with self._transaction() as orders:
+            order = await orders.insert(uuid.uuid4(), network, amount, request_id)
+            if order is None:
+                assert request_id is not None
+                existing = await orders.by_request_id(request_id)
+                assert existing is not None
+                if not domain.same_request(existing, network, amount):
+                    raise domain.RequestIdReused()
+                return existing
+            await orders.add_history(order.id, None, order.status, "created", actor)
+        await self._sync_allocation(order.id, order.network)
+        return await self.get_order(order.id)
+
+    async def get_order(self, order_id: uuid.UUID) -> Order:
+        async with self._transaction() as orders:
+            order = await orders.get(order_id)
+        if order is None:
+            raise domain.OrderNotFound(order_id)
+        return order
+
+    async def list_orders(
+        self,
+        status: OrderStatus | None,
+        network: str | None,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[Order], str]:
+        """Newest first. Returns the page and the token of the next one ('' on the last)."""
+        if page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = decode_page_token(page_token) if page_token else None
+        async with self._transaction() as orders:
+            page = await orders.page(status, network, after, size + 1)
+        if len(page) <= size:
+            return page, ""
+        last = page[size - 1]
+        return page[:size], encode_page_token(last.create_time, last.id)
+
+    async def update_status(
+        self, order_id: uuid.UUID, status: OrderStatus, reason: str, actor: str
+    ) -> tuple[Order, WalletRelease]:
+        """Move the order to `status`; on a final status, give its wallet back to the pool.
+
+        The status, its history row and the owed release commit together. The release is
+        then attempted at once; if the pool is unreachable the update still succeeds and
+        the release is retried in the background until the pool accepts it.
+        """
+        async with self._transaction() as orders:
+            current = await orders.get(order_id, lock=True)
+            if current is None:
+                raise domain.OrderNotFound(order_id)
+            if not domain.needs_change(current.status, status):
+                pending = domain.is_final_status(status) and await orders.release_pending(order_id)
+                outcome = WalletRelease.PENDING if pending else WalletRelease.NOT_NEEDED
+                return current, outcome
+            order = await orders.set_status(order_id, status)
+            await orders.add_history(order_id, current.status, status, reason, actor)
+            if domain.is_final_status(status):
+                await orders.add_pending_release(
+                    order_id, order.wallet_address or "", self._release_policy.lease_seconds
+                )
+        if not domain.is_final_status(status):
+            return order, WalletRelease.NOT_NEEDED
+        released = await self._deliver_release(
+            domain.PendingRelease(order_id, order.wallet_address or "", attempts=0)
+        )
+        return order, WalletRelease.RELEASED if released else WalletRelease.PENDING
+
+    async def _deliver_release(self, release: domain.PendingRelease) -> bool:
+        """One attempt to hand a release to the pool; records the outcome."""
+        try:
+            async with self._pool_calls:
+                await self._wallet_pool.release(release.order_id, release.address)
+        except WalletPoolError as exc:
+            attempts = release.attempts + 1
+            delay = domain.retry_delay(
+                attempts,
+                self._release_policy.backoff_base_seconds,
+                self._release_policy.backoff_cap_seconds,
+            )
+            log.warning(
+                "wallet release failed; will retry",
+                extra={
+                    "order_id": str(release.order_id),
+                    "address": release.address,
+                    "code": exc.code,
+                    "attempt": attempts,
+                    "retry_in_seconds": round(delay, 2),
+                },
+            )
+            async with self._transaction() as orders:
+                await orders.postpone_release(release.order_id, delay, str(exc)[:500])
+            return False
+        async with self._transaction() as orders:
+            await orders.mark_release_done(release.order_id)
+        log.info(
+            "wallet released",
+            extra={"order_id": str(release.order_id), "address": release.address},
+        )
+        return True
+
+    async def deliver_due_releases(self) -> bool:
+        """Retry-loop step: deliver releases whose next attempt is due. True if a full batch."""
+        async with self._transaction() as orders:
+            due = await orders.claim_due_releases(_RETRY_BATCH, self._release_policy.lease_seconds)
+        await asyncio.gather(*(self._deliver_release(release) for release in due))
+        return len(due) == _RETRY_BATCH
+
+    async def sync_waiting_orders(self) -> bool:
+        """Allocation-loop step: learn the wallets (or queue places) of waiting orders."""
+        async with self._transaction() as orders:
+            waiting = await orders.waiting(_SYNC_BATCH)
+        await asyncio.gather(*(self._sync_allocation(oid, net) for oid, net in waiting))
+        return False
+
+    async def _sync_allocation(self, order_id: uuid.UUID, network: str) -> None:
+        """Ask the pool (idempotently) what the order holds and copy it onto the order."""
+        try:
+            async with self._pool_calls:
+                allocation = await self._wallet_pool.allocate(order_id, network)
+        except WalletPoolError as exc:
+            level = logging.INFO if exc.refused else logging.WARNING
+            log.log(
+                level,
+                "allocation not obtained",
+                extra={"order_id": str(order_id), "code": exc.code},
+            )
+            return
+        async with self._transaction() as orders:
+            if allocation.address is not None:
+                if await orders.set_wallet(order_id, allocation.address):
+                    log.info(
+                        "wallet assigned",
+                        extra={"order_id": str(order_id), "address": allocation.address},
+                    )
+            elif allocation.queue_position is not None:
+                await orders.set_queue_position(order_id, allocation.queue_position)
+
+    async def database_ready(self) -> bool:
+        async with self._pool.acquire() as conn:
+            return bool(await conn.fetchval("SELECT true"))
+
+
+def encode_page_token(create_time: datetime, order_id: uuid.UUID) -> str:
+    payload = json.dumps({"t": create_time.isoformat(), "id": str(order_id)})
+    return base64.urlsafe_b64encode(payload.encode()).decode()
+
+
+def decode_page_token(token: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return datetime.fromisoformat(payload["t"]), uuid.UUID(payload["id"])
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise InvalidArgument("page_token", "is not a token this service issued") from None

@@ -1,0 +1,86 @@
+-- insert_order --
+-- Nothing is returned when the request_id was used before.
+INSERT INTO orders.orders (id, status, network, amount, request_id)
+VALUES ($1, 'PENDING', $2, $3, $4)
+ON CONFLICT (request_id) DO NOTHING
+RETURNING *
+
+-- order_by_request_id --
+SELECT * FROM orders.orders WHERE request_id = $1
+
+-- get_order --
+SELECT * FROM orders.orders WHERE id = $1
+
+-- lock_order --
+SELECT * FROM orders.orders WHERE id = $1 FOR UPDATE
+
+-- list_orders --
+-- Newest first; keyset pagination on (create_time, id).
+SELECT * FROM orders.orders
+WHERE ($1::text IS NULL OR status = $1)
+  AND ($2::text IS NULL OR network = $2)
+  AND ($3::timestamptz IS NULL OR (create_time, id) < ($3, $4::uuid))
+ORDER BY create_time DESC, id DESC
+LIMIT $5
+
+-- set_status --
+UPDATE orders.orders SET status = $2, update_time = now()
+WHERE id = $1
+RETURNING *
+
+-- add_history --
+INSERT INTO orders.status_history (order_id, from_status, to_status, reason, actor)
+VALUES ($1, $2, $3, $4, $5)
+
+-- set_wallet --
+-- Only a live order still waiting takes the address the pool gave it.
+UPDATE orders.orders SET wallet_address = $2, queue_position = NULL, update_time = now()
+WHERE id = $1 AND wallet_address IS NULL AND status IN ('PENDING', 'PROCESSING')
+
+-- set_queue_position --
+UPDATE orders.orders SET queue_position = $2
+WHERE id = $1 AND wallet_address IS NULL AND status IN ('PENDING', 'PROCESSING')
+  AND queue_position IS DISTINCT FROM $2
+
+-- waiting_orders --
+SELECT id, network FROM orders.orders
+WHERE wallet_address IS NULL AND status IN ('PENDING', 'PROCESSING')
+ORDER BY create_time
+LIMIT $1
+
+-- add_pending_release --
+-- The first attempt is made right after commit; the lease keeps the retry loop off it meanwhile.
+INSERT INTO orders.pending_releases (order_id, address, next_attempt_time)
+VALUES ($1, $2, now() + make_interval(secs => $3))
+ON CONFLICT (order_id) DO NOTHING
+
+-- release_pending --
+SELECT EXISTS (
+    SELECT 1 FROM orders.pending_releases WHERE order_id = $1 AND release_time IS NULL
+)
+
+-- claim_due_releases --
+-- Leases a batch of due releases, so replicas never deliver the same one at once.
+UPDATE orders.pending_releases p
+SET next_attempt_time = now() + make_interval(secs => $2)
+WHERE p.order_id IN (
+    SELECT order_id FROM orders.pending_releases
+    WHERE release_time IS NULL AND next_attempt_time <= now()
+    ORDER BY next_attempt_time
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING p.order_id, p.address, p.attempts
+
+-- mark_release_done --
+UPDATE orders.pending_releases
+SET release_time = now(), attempts = attempts + 1, last_error = ''
+WHERE order_id = $1 AND release_time IS NULL
+
+-- postpone_release --
+UPDATE orders.pending_releases
+SET attempts = attempts + 1,
+    next_attempt_time = now() + make_interval(secs => $2),
+    last_error = $3
+WHERE order_id = $1 AND release_time IS NULL
+RETURNING attempts

@@ -1,0 +1,143 @@
+"""The order repository interface and its PostgreSQL adapter (SQL only, one connection)."""
+
+import functools
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+
+from order_service.domain import Order, OrderStatus, PendingRelease
+from shared.db import Connection
+from shared.sql import load_queries
+
+
+@functools.cache
+def queries() -> dict[str, str]:
+    return load_queries("order_service")
+
+
+class OrderRepository(Protocol):
+    async def insert(
+        self, order_id: uuid.UUID, network: str, amount: Decimal, request_id: str | None
+    ) -> Order | None: ...
+    async def by_request_id(self, request_id: str) -> Order | None: ...
+    async def get(self, order_id: uuid.UUID, *, lock: bool = False) -> Order | None: ...
+    async def page(
+        self,
+        status: OrderStatus | None,
+        network: str | None,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[Order]: ...
+    async def set_status(self, order_id: uuid.UUID, status: OrderStatus) -> Order: ...
+    async def add_history(
+        self,
+        order_id: uuid.UUID,
+        from_status: OrderStatus | None,
+        to_status: OrderStatus,
+        reason: str,
+        actor: str,
+    ) -> None: ...
+    async def set_wallet(self, order_id: uuid.UUID, address: str) -> bool: ...
+    async def set_queue_position(self, order_id: uuid.UUID, position: int) -> None: ...
+    async def waiting(self, limit: int) -> list[tuple[uuid.UUID, str]]: ...
+    async def add_pending_release(
+        self, order_id: uuid.UUID, address: str, lease_seconds: float
+    ) -> None: ...
+    async def release_pending(self, order_id: uuid.UUID) -> bool: ...
+    async def claim_due_releases(
+        self, limit: int, lease_seconds: float
+    ) -> list[PendingRelease]: ...
+    async def mark_release_done(self, order_id: uuid.UUID) -> None: ...
+    async def postpone_release(self, order_id: uuid.UUID, delay: float, error: str) -> None: ...
+
+
+class PostgresOrderRepository:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._q = queries()
+
+    async def _one(self, query: str, *args: object) -> Order | None:
+        row = await self._conn.fetchrow(self._q[query], *args)
+        return Order.from_row(row) if row else None
+
+    async def insert(
+        self, order_id: uuid.UUID, network: str, amount: Decimal, request_id: str | None
+    ) -> Order | None:
+        return await self._one("insert_order", order_id, network, amount, request_id)
+
+    async def by_request_id(self, request_id: str) -> Order | None:
+        return await self._one("order_by_request_id", request_id)
+
+    async def get(self, order_id: uuid.UUID, *, lock: bool = False) -> Order | None:
+        return await self._one("lock_order" if lock else "get_order", order_id)
+
+    async def page(
+        self,
+        status: OrderStatus | None,
+        network: str | None,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[Order]:
+        after_time, after_id = after if after else (None, None)
+        rows = await self._conn.fetch(
+            self._q["list_orders"],
+            status.value if status else None,
+            network,
+            after_time,
+            after_id,
+            limit,
+        )
+        return [Order.from_row(row) for row in rows]
+
+    async def set_status(self, order_id: uuid.UUID, status: OrderStatus) -> Order:
+        order = await self._one("set_status", order_id, status.value)
+        assert order is not None, "set_status runs on a locked, existing order"
+        return order
+
+    async def add_history(
+        self,
+        order_id: uuid.UUID,
+        from_status: OrderStatus | None,
+        to_status: OrderStatus,
+        reason: str,
+        actor: str,
+    ) -> None:
+        await self._conn.execute(
+            self._q["add_history"],
+            order_id,
+            from_status.value if from_status else None,
+            to_status.value,
+            reason,
+            actor,
+        )
+
+    async def set_wallet(self, order_id: uuid.UUID, address: str) -> bool:
+        status: str = await self._conn.execute(self._q["set_wallet"], order_id, address)
+        return status == "UPDATE 1"
+
+    async def set_queue_position(self, order_id: uuid.UUID, position: int) -> None:
+        await self._conn.execute(self._q["set_queue_position"], order_id, position)
+
+    async def waiting(self, limit: int) -> list[tuple[uuid.UUID, str]]:
+        rows = await self._conn.fetch(self._q["waiting_orders"], limit)
+        return [(row["id"], row["network"]) for row in rows]
+
+    async def add_pending_release(
+        self, order_id: uuid.UUID, address: str, lease_seconds: float
+    ) -> None:
+        await self._conn.execute(self._q["add_pending_release"], order_id, address, lease_seconds)
+
+    async def release_pending(self, order_id: uuid.UUID) -> bool:
+        pending: bool = await self._conn.fetchval(self._q["release_pending"], order_id)
+        return pending
+
+    async def claim_due_releases(self, limit: int, lease_seconds: float) -> list[PendingRelease]:
+        rows = await self._conn.fetch(self._q["claim_due_releases"], limit, lease_seconds)
+        return [PendingRelease(r["order_id"], r["address"], r["attempts"]) for r in rows]
+
+    async def mark_release_done(self, order_id: uuid.UUID) -> None:
+        await self._conn.execute(self._q["mark_release_done"], order_id)
+
+    async def postpone_release(self, order_id: uuid.UUID, delay: float, error: str) -> None:
+        await self._conn.execute(self._q["postpone_release"], order_id, delay, error)

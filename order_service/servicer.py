@@ -1,0 +1,106 @@
+"""gRPC face of the order service: protobuf in, use case, protobuf out. Errors are mapped by
+the shared interceptor."""
+
+from typing import Any
+
+import grpc
+
+from exchange.order.v1 import order_service_pb2 as pb
+from exchange.order.v1 import order_service_pb2_grpc as pb_grpc
+from order_service import domain
+from order_service.domain import Order, OrderStatus, WalletRelease
+from order_service.manager import OrderManager
+from shared.auth import current_principal
+from shared.errors import InvalidArgument
+from shared.networks import parse_network
+from shared.validation import parse_uuid
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrderService"].full_name
+OPERATOR_METHODS = frozenset({f"/{SERVICE_NAME}/UpdateOrderStatus"})
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_STATUS_TO_PB = {
+    OrderStatus.PENDING: pb.ORDER_STATUS_PENDING,
+    OrderStatus.PROCESSING: pb.ORDER_STATUS_PROCESSING,
+    OrderStatus.COMPLETED: pb.ORDER_STATUS_COMPLETED,
+    OrderStatus.CANCELLED: pb.ORDER_STATUS_CANCELLED,
+}
+_STATUS_FROM_PB = {number: status for status, number in _STATUS_TO_PB.items()}
+_RELEASE_TO_PB = {
+    WalletRelease.NOT_NEEDED: pb.WALLET_RELEASE_NOT_NEEDED,
+    WalletRelease.RELEASED: pb.WALLET_RELEASE_RELEASED,
+    WalletRelease.PENDING: pb.WALLET_RELEASE_PENDING,
+}
+
+
+def parse_status(number: int, *, required: bool) -> OrderStatus | None:
+    if number == pb.ORDER_STATUS_UNSPECIFIED and not required:
+        return None
+    status: OrderStatus | None = _STATUS_FROM_PB.get(number)  # type: ignore[call-overload]
+    if status is None:
+        raise InvalidArgument("status", f"{number} is not a valid order status")
+    return status
+
+
+def order_to_pb(order: Order) -> pb.Order:
+    message = pb.Order(
+        id=str(order.id),
+        status=_STATUS_TO_PB[order.status],
+        network=order.network,
+        amount=str(order.amount),
+        wallet_address=order.wallet_address or "",
+        queue_position=order.queue_position or 0,
+        request_id=order.request_id or "",
+    )
+    message.create_time.FromDatetime(order.create_time)
+    message.update_time.FromDatetime(order.update_time)
+    return message
+
+
+class OrderServicer(pb_grpc.OrderServiceServicer):
+    def __init__(self, manager: OrderManager) -> None:
+        self._manager = manager
+
+    async def CreateOrder(
+        self, request: pb.CreateOrderRequest, context: Context
+    ) -> pb.CreateOrderResponse:
+        network = parse_network(request.network, self._manager.networks)
+        amount = domain.parse_amount(request.amount)
+        request_id = domain.parse_request_id(request.request_id)
+        order = await self._manager.create_order(
+            network, amount, request_id, current_principal.get().name
+        )
+        return pb.CreateOrderResponse(order=order_to_pb(order))
+
+    async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
+        order = await self._manager.get_order(parse_uuid(request.order_id, "order_id"))
+        return pb.GetOrderResponse(order=order_to_pb(order))
+
+    async def ListOrders(
+        self, request: pb.ListOrdersRequest, context: Context
+    ) -> pb.ListOrdersResponse:
+        status = parse_status(request.status, required=False)
+        network = (
+            parse_network(request.network, self._manager.networks) if request.network else None
+        )
+        orders, next_token = await self._manager.list_orders(
+            status, network, request.page_size, request.page_token
+        )
+        return pb.ListOrdersResponse(
+            orders=[order_to_pb(o) for o in orders], next_page_token=next_token
+        )
+
+    async def UpdateOrderStatus(
+        self, request: pb.UpdateOrderStatusRequest, context: Context
+    ) -> pb.UpdateOrderStatusResponse:
+        order_id = parse_uuid(request.order_id, "order_id")
+        status = parse_status(request.status, required=True)
+        assert status is not None
+        reason = domain.parse_reason(request.reason)
+        order, release = await self._manager.update_status(
+            order_id, status, reason, current_principal.get().name
+        )
+        return pb.UpdateOrderStatusResponse(
+            order=order_to_pb(order), wallet_release=_RELEASE_TO_PB[release]
+        )
