@@ -17,7 +17,7 @@ from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, No
 
 MAX_REQUEST_ID_LENGTH = 128
 MAX_REASON_LENGTH = 500
-_AMOUNT = re.compile(r"^(\d{1,24})(\.\d{1,18})?$")
+_AMOUNT = re.compile(r"^([0-9]{1,24})(\.[0-9]{1,18})?$")
 
 
 class OrderStatus(enum.StrEnum):

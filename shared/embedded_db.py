@@ -1,5 +1,6 @@
 """The embedded PostgreSQL (pgserver) used when no DATABASE_URL is given in development."""
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,14 @@ class EmbeddedPostgres:
     """A handle on a pgserver instance; the server stops when its last handle closes."""
 
     def __init__(self, data_dir: str | Path = DEFAULT_DATA_DIR) -> None:
-        from pgserver import get_server  # type: ignore[attr-defined]  # dev dependency only
-
         path = Path(data_dir).resolve()
         path.mkdir(parents=True, exist_ok=True)
-        self._server: Any = get_server(path, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            # pgserver's lock file lives in the runtime dir; falling back to /tmp is fine.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+            from pgserver import get_server  # type: ignore[attr-defined]  # dev dependency only
+
+            self._server: Any = get_server(path, cleanup_mode="stop")
         self.url: str = self._server.get_uri()
 
     def close(self) -> None:

@@ -1,0 +1,81 @@
+"""Test databases: one server (DATABASE_URL, or an embedded one), a migrated template,
+and a fresh clone of it per test."""
+
+import itertools
+import os
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from shared.db import apply_migrations, create_pool
+from shared.embedded_db import EmbeddedPostgres
+
+ROOT = Path(__file__).resolve().parents[1]
+MIGRATIONS = (
+    ("wallet_pool", "wallet_pool_service.migrations"),
+    ("orders", "order_service.migrations"),
+)
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+class DatabaseFactory:
+    """Creates databases on one server; every name carries a per-run prefix."""
+
+    def __init__(self) -> None:
+        self._embedded: EmbeddedPostgres | None = None
+        server_url = os.environ.get("DATABASE_URL")
+        if not server_url:
+            self._embedded = EmbeddedPostgres(ROOT / ".data" / "test-postgres")
+            server_url = self._embedded.url
+        self.server_url = server_url
+        self._prefix = f"exchange_test_{uuid.uuid4().hex[:8]}"
+        self._counter = itertools.count()
+        self.template = f"{self._prefix}_template"
+        self._created: list[str] = []
+
+    async def _admin(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.server_url)
+
+    async def create_template(self) -> None:
+        conn = await self._admin()
+        try:
+            await conn.execute(f'CREATE DATABASE "{self.template}"')
+        finally:
+            await conn.close()
+        self._created.append(self.template)
+        pool = await create_pool(
+            with_database(self.server_url, self.template), min_size=1, max_size=2
+        )
+        try:
+            for schema, package in MIGRATIONS:
+                await apply_migrations(pool, schema, package)
+        finally:
+            await pool.close()
+
+    async def create(self, *, migrated: bool = True) -> str:
+        """A new database (a clone of the migrated template, or empty); returns its URL."""
+        name = f"{self._prefix}_{next(self._counter)}"
+        template = f'TEMPLATE "{self.template}"' if migrated else ""
+        conn = await self._admin()
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}" {template}')
+        finally:
+            await conn.close()
+        self._created.append(name)
+        return with_database(self.server_url, name)
+
+    async def drop_all(self) -> None:
+        conn = await self._admin()
+        try:
+            for name in reversed(self._created):
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+        if self._embedded is not None:
+            self._embedded.close()

@@ -1,0 +1,60 @@
+import asyncio
+
+import asyncpg
+
+from shared.db import apply_migrations, create_pool
+from tests.databases import MIGRATIONS, DatabaseFactory
+
+
+async def _tables(pool: asyncpg.Pool) -> set[str]:
+    rows = await pool.fetch(
+        "SELECT table_schema || '.' || table_name AS name FROM information_schema.tables"
+        " WHERE table_schema IN ('orders', 'wallet_pool')"
+    )
+    return {row["name"] for row in rows}
+
+
+async def test_migrations_build_each_service_schema_once_even_when_replicas_start_together(
+    databases: DatabaseFactory,
+) -> None:
+    url = await databases.create(migrated=False)
+    pools = [await create_pool(url, min_size=1, max_size=2) for _ in range(3)]
+    try:
+        results = await asyncio.gather(
+            *(apply_migrations(p, schema, package) for p in pools for schema, package in MIGRATIONS)
+        )
+        applied = [version for result in results for version in result]
+        assert sorted(applied) == ["001_orders", "001_pool_and_queue"]
+        assert await _tables(pools[0]) == {
+            "orders.orders",
+            "orders.status_history",
+            "orders.pending_releases",
+            "orders.schema_migrations",
+            "wallet_pool.wallets",
+            "wallet_pool.queue",
+            "wallet_pool.released_orders",
+            "wallet_pool.schema_migrations",
+        }
+        assert await apply_migrations(pools[0], "orders", "order_service.migrations") == []
+    finally:
+        for pool in pools:
+            await pool.close()
+
+
+async def test_the_database_refuses_a_second_holder_for_an_order_or_an_address(
+    db_pool: asyncpg.Pool,
+) -> None:
+    await db_pool.execute(
+        "INSERT INTO wallet_pool.wallets (network, address, order_id, allocated_at)"
+        " VALUES ('ETH', 'a1', '00000000-0000-4000-8000-000000000001', now())"
+    )
+    for statement in [
+        "INSERT INTO wallet_pool.wallets (network, address) VALUES ('ETH', 'a1')",
+        "INSERT INTO wallet_pool.wallets (network, address, order_id, allocated_at)"
+        " VALUES ('ETH', 'a2', '00000000-0000-4000-8000-000000000001', now())",
+    ]:
+        try:
+            await db_pool.execute(statement)
+        except asyncpg.UniqueViolationError:
+            continue
+        raise AssertionError(f"accepted: {statement}")

@@ -1,0 +1,207 @@
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from shared.errors import FailedPrecondition, InvalidArgument
+from wallet_pool_service.domain import Allocation, demo_addresses
+from wallet_pool_service.manager import WalletPoolManager
+
+NETWORKS = ("BTC", "ETH", "TRON")
+
+
+@pytest.fixture
+def manager(db_pool: asyncpg.Pool) -> WalletPoolManager:
+    return WalletPoolManager(db_pool, NETWORKS)
+
+
+async def _holder(db_pool: asyncpg.Pool, address: str) -> uuid.UUID | None:
+    holder: uuid.UUID | None = await db_pool.fetchval(
+        "SELECT order_id FROM wallet_pool.wallets WHERE address = $1", address
+    )
+    return holder
+
+
+async def test_allocation_gives_a_wallet_and_repeating_it_gives_the_same_one(
+    manager: WalletPoolManager, db_pool: asyncpg.Pool
+) -> None:
+    [address] = demo_addresses("ETH", 1)
+    await manager.add_wallets("ETH", [address])
+    order = uuid.uuid4()
+    assert await manager.allocate_wallet(order, "eth") == Allocation(address=address)
+    assert await manager.allocate_wallet(order, "ETH") == Allocation(address=address)
+    assert await _holder(db_pool, address) == order
+
+
+async def test_orders_queue_in_arrival_order_and_receive_released_wallets_first_come_first_served(
+    manager: WalletPoolManager, db_pool: asyncpg.Pool
+) -> None:
+    [address] = demo_addresses("BTC", 1)
+    await manager.add_wallets("BTC", [address])
+    holder, first, second = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await manager.allocate_wallet(holder, "BTC")
+    assert await manager.allocate_wallet(first, "BTC") == Allocation(queue_position=1)
+    assert await manager.allocate_wallet(second, "BTC") == Allocation(queue_position=2)
+    assert await manager.allocate_wallet(second, "BTC") == Allocation(queue_position=2)
+
+    release = await manager.release_wallet(holder, address)
+    assert release.released
+    assert await _holder(db_pool, address) == first
+    assert await manager.allocate_wallet(second, "BTC") == Allocation(queue_position=1)
+
+    await manager.release_wallet(first, address)
+    assert await _holder(db_pool, address) == second
+    [stats] = await manager.get_pool_stats("BTC")
+    assert (stats.total, stats.available, stats.allocated, stats.queued) == (1, 0, 1, 0)
+
+
+async def test_a_newcomer_cannot_jump_the_queue_when_a_wallet_is_free(
+    manager: WalletPoolManager, db_pool: asyncpg.Pool
+) -> None:
+    waiting = uuid.uuid4()
+    assert await manager.allocate_wallet(waiting, "TRON") == Allocation(queue_position=1)
+    # A wallet appears directly in the table (as after a crash mid hand-off): the newcomer
+    # still queues behind the waiting order, and the sweep serves the waiting order.
+    [address] = demo_addresses("TRON", 1)
+    await db_pool.execute(
+        "INSERT INTO wallet_pool.wallets (network, address) VALUES ('TRON', $1)", address
+    )
+    newcomer = uuid.uuid4()
+    assert await manager.allocate_wallet(newcomer, "TRON") == Allocation(queue_position=1)
+    assert await _holder(db_pool, address) == waiting
+
+
+async def test_release_is_guarded_by_the_holder_and_harmless_to_repeat(
+    manager: WalletPoolManager, db_pool: asyncpg.Pool
+) -> None:
+    a, b = demo_addresses("ETH", 2)
+    await manager.add_wallets("ETH", [a, b])
+    owner, stranger = uuid.uuid4(), uuid.uuid4()
+    assert (await manager.allocate_wallet(owner, "ETH")).address == a
+
+    assert not (await manager.release_wallet(stranger, a)).released
+    assert not (await manager.release_wallet(owner, b)).released
+    assert await _holder(db_pool, a) == owner
+
+    assert (await manager.release_wallet(owner, a)).released
+    assert not (await manager.release_wallet(owner, a)).released
+    assert await _holder(db_pool, a) is None
+
+
+async def test_a_late_release_cannot_free_a_wallet_that_moved_on(
+    manager: WalletPoolManager, db_pool: asyncpg.Pool
+) -> None:
+    [address] = demo_addresses("BTC", 1)
+    await manager.add_wallets("BTC", [address])
+    first, second = uuid.uuid4(), uuid.uuid4()
+    await manager.allocate_wallet(first, "BTC")
+    await manager.release_wallet(first, address)
+    assert (await manager.allocate_wallet(second, "BTC")).address == address
+    assert not (await manager.release_wallet(first, address)).released
+    assert await _holder(db_pool, address) == second
+
+
+async def test_a_released_order_never_gets_another_wallet(manager: WalletPoolManager) -> None:
+    await manager.add_wallets("ETH", demo_addresses("ETH", 2))
+    order = uuid.uuid4()
+    await manager.allocate_wallet(order, "ETH")
+    await manager.release_wallet(order)
+    with pytest.raises(FailedPrecondition, match="already released"):
+        await manager.allocate_wallet(order, "ETH")
+
+
+async def test_releasing_a_queued_order_takes_it_out_of_the_queue(
+    manager: WalletPoolManager,
+) -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    await manager.allocate_wallet(first, "BTC")
+    await manager.allocate_wallet(second, "BTC")
+    release = await manager.release_wallet(first)
+    assert (release.released, release.dequeued) == (False, True)
+    assert await manager.allocate_wallet(second, "BTC") == Allocation(queue_position=1)
+
+
+async def test_an_order_keeps_its_network(manager: WalletPoolManager) -> None:
+    await manager.add_wallets("ETH", demo_addresses("ETH", 1))
+    order = uuid.uuid4()
+    await manager.allocate_wallet(order, "ETH")
+    with pytest.raises(FailedPrecondition, match="^network: "):
+        await manager.allocate_wallet(order, "BTC")
+
+
+async def test_the_least_recently_released_wallet_is_given_first(
+    manager: WalletPoolManager,
+) -> None:
+    a, b, c = demo_addresses("ETH", 3)
+    await manager.add_wallets("ETH", [a, b, c])
+    orders = [uuid.uuid4() for _ in range(3)]
+    given = [(await manager.allocate_wallet(o, "ETH")).address for o in orders]
+    assert given == [a, b, c]
+    for order, address in zip([orders[1], orders[0], orders[2]], [b, a, c], strict=True):
+        await manager.release_wallet(order, address)
+    assert (await manager.allocate_wallet(uuid.uuid4(), "ETH")).address == b
+
+
+async def test_adding_wallets_reports_duplicates_and_serves_the_queue(
+    manager: WalletPoolManager, db_pool: asyncpg.Pool
+) -> None:
+    waiting = uuid.uuid4()
+    await manager.allocate_wallet(waiting, "BTC")
+    a, b = demo_addresses("BTC", 2)
+    result = await manager.add_wallets("BTC", [a, b, a])
+    assert (result.added, result.duplicates) == ([a, b], [a])
+    again = await manager.add_wallets("btc", [b])
+    assert (again.added, again.duplicates) == ([], [b])
+    assert await _holder(db_pool, a) == waiting
+    with pytest.raises(InvalidArgument, match=r"^addresses\[0\]: "):
+        await manager.add_wallets("BTC", ["0x52908400098527886E0F7030069857D2E4169EE7"])
+    with pytest.raises(InvalidArgument, match="^network: "):
+        await manager.add_wallets("DOGE", [a])
+
+
+async def test_200_concurrent_allocations_over_100_wallets_give_100_distinct_wallets_and_queue_100(
+    manager: WalletPoolManager, db_pool: asyncpg.Pool
+) -> None:
+    await manager.add_wallets("ETH", demo_addresses("ETH", 100))
+    orders = [uuid.uuid4() for _ in range(200)]
+    results = await asyncio.gather(*(manager.allocate_wallet(o, "ETH") for o in orders))
+
+    addresses = [r.address for r in results if r.address is not None]
+    positions = sorted(r.queue_position for r in results if r.queue_position is not None)
+    assert len(addresses) == 100 and len(set(addresses)) == 100
+    assert len(positions) == 100 and len(set(positions)) == 100
+    held = await db_pool.fetchval(
+        "SELECT count(DISTINCT order_id) FROM wallet_pool.wallets WHERE order_id IS NOT NULL"
+    )
+    queued = await db_pool.fetchval("SELECT count(*) FROM wallet_pool.queue")
+    assert (held, queued) == (100, 100)
+    both = await db_pool.fetchval(
+        "SELECT count(*) FROM wallet_pool.queue q JOIN wallet_pool.wallets w USING (order_id)"
+    )
+    assert both == 0
+
+
+async def test_concurrent_releases_and_allocations_never_share_a_wallet_and_serve_the_queue(
+    manager: WalletPoolManager, db_pool: asyncpg.Pool
+) -> None:
+    await manager.add_wallets("BTC", demo_addresses("BTC", 20))
+    holders = [uuid.uuid4() for _ in range(20)]
+    first = await asyncio.gather(*(manager.allocate_wallet(o, "BTC") for o in holders))
+    newcomers = [uuid.uuid4() for _ in range(60)]
+
+    await asyncio.gather(
+        *(manager.release_wallet(o, a.address or "") for o, a in zip(holders, first, strict=True)),
+        *(manager.allocate_wallet(o, "BTC") for o in newcomers),
+    )
+    await manager.hand_off_everywhere()
+
+    rows = await db_pool.fetch(
+        "SELECT order_id FROM wallet_pool.wallets WHERE order_id IS NOT NULL"
+    )
+    holding = {row["order_id"] for row in rows}
+    assert len(holding) == 20 and holding <= set(newcomers)
+    queued = await db_pool.fetchval("SELECT count(*) FROM wallet_pool.queue")
+    assert queued == 40
+    free = await db_pool.fetchval("SELECT count(*) FROM wallet_pool.wallets WHERE order_id IS NULL")
+    assert free == 0

@@ -1,0 +1,75 @@
+import pytest
+
+from shared.errors import InvalidArgument
+from wallet_pool_service.domain import (
+    address_problem,
+    base58check_encode,
+    check_addresses,
+    demo_addresses,
+    split_repeats,
+)
+
+VALID = {
+    # Bitcoin's genesis block address (P2PKH) and a well-known P2SH address.
+    "BTC": [
+        "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa",
+        "3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy",
+        "bc1qw508d6qejxtdg4c3cdetvq7k3j9sl6m8yryk8y",
+    ],
+    "ETH": [
+        "0x52908400098527886E0F7030069857D2E4169EE7",
+        "0xde709f2102306220921060314715629080e2fb77",
+    ],
+    # The USDT contract address on TRON.
+    "TRON": ["TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"],
+}
+INVALID = {
+    "BTC": [
+        "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNb",
+        "0x52908400098527886E0F7030069857D2E4169EE7",
+        "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t",
+        "bc1",
+        "hello",
+    ],
+    "ETH": [
+        "52908400098527886E0F7030069857D2E4169EE7",
+        "0x1234",
+        "0xZZ908400098527886E0F7030069857D2E4169EE7",
+    ],
+    "TRON": ["1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa", "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6u"],
+}
+
+
+@pytest.mark.parametrize(("network", "address"), [(n, a) for n, xs in VALID.items() for a in xs])
+def test_published_addresses_are_accepted(network: str, address: str) -> None:
+    assert address_problem(network, address) is None
+
+
+@pytest.mark.parametrize(("network", "address"), [(n, a) for n, xs in INVALID.items() for a in xs])
+def test_malformed_or_foreign_addresses_are_refused(network: str, address: str) -> None:
+    assert address_problem(network, address) is not None
+
+
+def test_check_addresses_names_the_bad_entry_and_limits_the_batch() -> None:
+    with pytest.raises(InvalidArgument, match=r"^addresses\[1\]: "):
+        check_addresses("ETH", [VALID["ETH"][0], "0xnope"])
+    with pytest.raises(InvalidArgument, match="^addresses: "):
+        check_addresses("ETH", [])
+    with pytest.raises(InvalidArgument, match="^addresses: "):
+        check_addresses("ETH", demo_addresses("ETH", 1001))
+
+
+def test_demo_addresses_are_valid_and_distinct() -> None:
+    for network in ("BTC", "ETH", "TRON"):
+        addresses = demo_addresses(network, 20)
+        assert len(set(addresses)) == 20
+        assert all(address_problem(network, a) is None for a in addresses)
+
+
+def test_base58check_encoding_reproduces_a_known_address() -> None:
+    payload = bytes.fromhex("0062e907b15cbf27d5425399ebf6f0fb50ebb88f18")
+    assert base58check_encode(payload) == "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa"
+
+
+def test_repeats_within_a_request_are_split_off_in_order() -> None:
+    assert split_repeats(["a", "b", "a", "c", "b"]) == (["a", "b", "c"], ["a", "b"])
