@@ -1,0 +1,50 @@
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.databases import DatabaseFactory
+from tests.e2e.stack import LocalStack, Stack
+
+EXTERNAL = bool(os.environ.get("E2E_ORDER_ADDR"))
+local_only = pytest.mark.skipif(
+    EXTERNAL, reason="stops or inspects processes; needs the suite's own local stack"
+)
+
+
+@pytest.fixture
+async def e2e_database_url(databases: DatabaseFactory) -> str:
+    if EXTERNAL:
+        url = os.environ.get("E2E_DATABASE_URL")
+        if not url:
+            pytest.skip("E2E_DATABASE_URL is needed to inspect an external stack's database")
+        return url
+    # Empty: the services apply their own migrations at start-up.
+    return await databases.create(migrated=False)
+
+
+@pytest.fixture
+async def stack(e2e_database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    if EXTERNAL:
+        started: Stack = Stack(
+            os.environ["E2E_ORDER_ADDR"],
+            os.environ["E2E_WALLET_POOL_ADDR"],
+            os.environ.get("E2E_OPERATOR_TOKEN", os.environ.get("OPERATOR_TOKEN", "")),
+        )
+    else:
+        started = await LocalStack.start(e2e_database_url, tmp_path)
+    try:
+        yield started
+    finally:
+        await started.close()
+
+
+@pytest.fixture
+async def db(e2e_database_url: str, stack: Stack) -> AsyncIterator[asyncpg.Pool]:
+    """The stack's database, opened after the services migrated it."""
+    pool = await asyncpg.create_pool(e2e_database_url, min_size=1, max_size=2)
+    assert pool is not None
+    yield pool
+    await pool.close()

@@ -1,0 +1,110 @@
+"""Both services as real processes on free ports (or, with E2E_ORDER_ADDR and
+E2E_WALLET_POOL_ADDR, an already running stack such as docker compose)."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+
+from exchange.order.v1 import order_service_pb2_grpc as order_grpc
+from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
+
+OPERATOR_TOKEN = "e2e-operator-token"
+
+
+class ServiceProcess:
+    """One service started with `python -m`, logging JSON lines to a file."""
+
+    def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
+        self.module = module
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        """Start and wait until it logs that it serves; returns the bound port."""
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", self.module], env=self.env, stdout=log, stderr=log
+            )
+        for _ in range(300):
+            for line in self.log_path.read_bytes()[offset:].decode(errors="replace").splitlines():
+                if '"event": "serving"' in line:
+                    self.port = int(json.loads(line)["port"])
+                    return self.port
+            if self.process.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.module} did not start:\n{self.logs()}")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Stack:
+    def __init__(self, order_addr: str, pool_addr: str, token: str) -> None:
+        self.order_addr = order_addr
+        self.pool_addr = pool_addr
+        self.token = token
+        self.order_channel = grpc.aio.insecure_channel(order_addr)
+        self.pool_channel = grpc.aio.insecure_channel(pool_addr)
+        self.orders = order_grpc.OrderServiceStub(self.order_channel)
+        self.pool = pool_grpc.WalletPoolServiceStub(self.pool_channel)
+        self.operator = (("authorization", f"Bearer {token}"),)
+
+    async def close(self) -> None:
+        await self.order_channel.close(None)
+        await self.pool_channel.close(None)
+
+
+class LocalStack(Stack):
+    def __init__(self, pool: ServiceProcess, order: ServiceProcess) -> None:
+        super().__init__(f"127.0.0.1:{order.port}", f"127.0.0.1:{pool.port}", OPERATOR_TOKEN)
+        self.pool_process = pool
+        self.order_process = order
+
+    @classmethod
+    async def start(cls, database_url: str, log_dir: Path) -> "LocalStack":
+        env = {
+            **os.environ,
+            "APP_ENV": "production",
+            "DATABASE_URL": database_url,
+            "OPERATOR_TOKEN": OPERATOR_TOKEN,
+            "WALLET_POOL_SERVICE_ADDR": "127.0.0.1:0",
+            "ORDER_SERVICE_ADDR": "127.0.0.1:0",
+            "ALLOCATION_SYNC_SECONDS": "0.2",
+            "RELEASE_RETRY_SECONDS": "0.2",
+            "RELEASE_RETRY_MAX_BACKOFF_SECONDS": "1",
+            "WALLET_POOL_TIMEOUT_SECONDS": "1",
+            "SHUTDOWN_GRACE_SECONDS": "2",
+        }
+        pool = ServiceProcess("wallet_pool_service", env, log_dir / "wallet_pool_service.log")
+        pool_port = await pool.start()
+        # Restarts of the pool reuse its first port, so the order service finds it again.
+        pool.env = {**env, "WALLET_POOL_SERVICE_ADDR": f"127.0.0.1:{pool_port}"}
+        order_env = {**env, "WALLET_POOL_TARGET": f"127.0.0.1:{pool_port}"}
+        order = ServiceProcess("order_service", order_env, log_dir / "order_service.log")
+        await order.start()
+        return cls(pool, order)
+
+    async def close(self) -> None:
+        await super().close()
+        for process in (self.order_process, self.pool_process):
+            if process.process is not None and process.process.poll() is None:
+                process.stop()

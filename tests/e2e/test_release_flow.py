@@ -1,0 +1,277 @@
+"""End to end: both services as real processes, talking gRPC over sockets, on PostgreSQL."""
+
+import asyncio
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+
+from exchange.order.v1 import order_service_pb2 as opb
+from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
+from tests.e2e.conftest import local_only
+from tests.e2e.stack import LocalStack, Stack
+
+FINAL = [opb.ORDER_STATUS_COMPLETED, opb.ORDER_STATUS_CANCELLED]
+
+
+def eth_address() -> str:
+    return "0x" + secrets.token_hex(20)
+
+
+async def add_wallets(stack: Stack, network: str, addresses: list[str]) -> None:
+    response = await stack.pool.AddWallets(
+        wpb.AddWalletsRequest(network=network, addresses=addresses), metadata=stack.operator
+    )
+    assert list(response.added) == addresses
+
+
+async def create(stack: Stack, network: str = "ETH", amount: str = "0.5") -> opb.Order:
+    response = await stack.orders.CreateOrder(
+        opb.CreateOrderRequest(network=network, amount=amount)
+    )
+    return response.order
+
+
+async def move(
+    stack: Stack, order_id: str, status: int, reason: str = ""
+) -> opb.UpdateOrderStatusResponse:
+    request = opb.UpdateOrderStatusRequest(order_id=order_id, status=status, reason=reason)  # type: ignore[arg-type]
+    response: opb.UpdateOrderStatusResponse = await stack.orders.UpdateOrderStatus(
+        request, metadata=stack.operator
+    )
+    return response
+
+
+async def finish(stack: Stack, order_id: str, status: int) -> opb.UpdateOrderStatusResponse:
+    if status == opb.ORDER_STATUS_COMPLETED:
+        await move(stack, order_id, opb.ORDER_STATUS_PROCESSING)
+    return await move(stack, order_id, status, "e2e")
+
+
+async def holder(db: asyncpg.Pool, address: str) -> str | None:
+    value = await db.fetchval(
+        "SELECT order_id FROM wallet_pool.wallets WHERE address = $1", address
+    )
+    return str(value) if value else None
+
+
+@local_only
+@pytest.mark.parametrize("final", FINAL, ids=["completed", "cancelled"])
+async def test_a_final_status_puts_the_wallet_back_in_the_pool(
+    stack: Stack, db: asyncpg.Pool, final: int
+) -> None:
+    address = eth_address()
+    await add_wallets(stack, "ETH", [address])
+    order = await create(stack)
+    assert order.wallet_address == address
+    assert await holder(db, address) == order.id
+
+    response = await finish(stack, order.id, final)
+
+    assert response.order.status == final
+    assert response.wallet_release == opb.WALLET_RELEASE_RELEASED
+    assert await holder(db, address) is None
+    stats = await stack.pool.GetPoolStats(wpb.GetPoolStatsRequest(network="ETH"))
+    assert (stats.networks[0].available, stats.networks[0].allocated) == (1, 0)
+
+
+@local_only
+async def test_an_order_waiting_in_the_queue_receives_the_released_wallet_within_a_second(
+    stack: Stack, db: asyncpg.Pool
+) -> None:
+    address = eth_address()
+    await add_wallets(stack, "ETH", [address])
+    first = await create(stack)
+    waiting = await create(stack)
+    assert (waiting.wallet_address, waiting.queue_position) == ("", 1)
+
+    await finish(stack, first.id, opb.ORDER_STATUS_COMPLETED)
+    released_at = time.monotonic()
+    while True:
+        seen = (await stack.orders.GetOrder(opb.GetOrderRequest(order_id=waiting.id))).order
+        if seen.wallet_address or time.monotonic() - released_at > 1.0:
+            break
+        await asyncio.sleep(0.05)
+
+    assert seen.wallet_address == address
+    assert seen.queue_position == 0
+    assert await holder(db, address) == waiting.id
+
+
+@local_only
+async def test_a_release_while_the_pool_is_down_is_kept_and_delivered_when_it_is_back(
+    stack: LocalStack, db: asyncpg.Pool
+) -> None:
+    address = eth_address()
+    await add_wallets(stack, "ETH", [address])
+    order = await create(stack)
+    await move(stack, order.id, opb.ORDER_STATUS_PROCESSING)
+    assert stack.pool_process.stop() == 0
+
+    response = await move(stack, order.id, opb.ORDER_STATUS_COMPLETED, "paid")
+
+    assert response.order.status == opb.ORDER_STATUS_COMPLETED
+    assert response.wallet_release == opb.WALLET_RELEASE_PENDING
+    assert await holder(db, address) == order.id
+    assert "wallet release failed; will retry" in stack.order_process.logs()
+
+    await stack.pool_process.start()
+    deadline = time.monotonic() + 15
+    while await holder(db, address) is not None and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert await holder(db, address) is None
+    done = await db.fetchval(
+        "SELECT release_time IS NOT NULL FROM orders.pending_releases WHERE order_id = $1::uuid",
+        order.id,
+    )
+    assert done is True
+
+
+async def test_operator_calls_are_refused_without_or_with_a_wrong_token(stack: Stack) -> None:
+    order_id = "00000000-0000-4000-8000-000000000000"
+    calls = [
+        lambda md: stack.orders.UpdateOrderStatus(
+            opb.UpdateOrderStatusRequest(order_id=order_id, status=opb.ORDER_STATUS_CANCELLED),
+            metadata=md,
+        ),
+        lambda md: stack.pool.AddWallets(
+            wpb.AddWalletsRequest(network="ETH", addresses=[eth_address()]), metadata=md
+        ),
+    ]
+    for call in calls:
+        for metadata, code in [
+            ((), grpc.StatusCode.UNAUTHENTICATED),
+            ((("authorization", "Bearer not-the-token"),), grpc.StatusCode.PERMISSION_DENIED),
+        ]:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await call(metadata)
+            assert raised.value.code() == code
+            assert "not-the-token" not in (raised.value.details() or "")
+
+
+async def test_client_mistakes_get_the_status_code_and_the_field_name(stack: Stack) -> None:
+    unknown = "00000000-0000-4000-8000-000000000000"
+    cases = [
+        (
+            stack.orders.CreateOrder(opb.CreateOrderRequest(network="DOGE", amount="1")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "network",
+        ),
+        (
+            stack.orders.CreateOrder(opb.CreateOrderRequest(network="ETH", amount="1e5")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "amount",
+        ),
+        (
+            stack.orders.CreateOrder(opb.CreateOrderRequest(network="ETH", amount="-2")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "amount",
+        ),
+        (
+            stack.orders.GetOrder(opb.GetOrderRequest(order_id="42")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "order_id",
+        ),
+        (
+            stack.orders.GetOrder(opb.GetOrderRequest(order_id=unknown)),
+            grpc.StatusCode.NOT_FOUND,
+            "order_id",
+        ),
+        (
+            stack.orders.ListOrders(opb.ListOrdersRequest(page_token="nope")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "page_token",
+        ),
+        (
+            stack.orders.UpdateOrderStatus(
+                opb.UpdateOrderStatusRequest(order_id=unknown), metadata=stack.operator
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "status",
+        ),
+        (
+            stack.orders.UpdateOrderStatus(
+                opb.UpdateOrderStatusRequest(order_id=unknown, status=opb.ORDER_STATUS_CANCELLED),
+                metadata=stack.operator,
+            ),
+            grpc.StatusCode.NOT_FOUND,
+            "order_id",
+        ),
+        (
+            stack.pool.AllocateWallet(wpb.AllocateWalletRequest(order_id="x", network="ETH")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "order_id",
+        ),
+        (
+            stack.pool.AddWallets(
+                wpb.AddWalletsRequest(network="ETH", addresses=["0x12"]), metadata=stack.operator
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "addresses[0]",
+        ),
+    ]
+    for call, code, field in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call
+        assert raised.value.code() == code, raised.value.details()
+        assert (raised.value.details() or "").startswith(f"{field}: ")
+
+
+async def test_an_illegal_transition_is_a_failed_precondition(stack: Stack) -> None:
+    order = await create(stack, network="BTC")
+    await finish(stack, order.id, opb.ORDER_STATUS_CANCELLED)
+    again = await move(stack, order.id, opb.ORDER_STATUS_CANCELLED)
+    assert again.order.status == opb.ORDER_STATUS_CANCELLED
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await move(stack, order.id, opb.ORDER_STATUS_PROCESSING)
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "from CANCELLED to PROCESSING" in (raised.value.details() or "")
+
+
+def _grpcurl() -> str:
+    found = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
+    if not Path(found).exists():
+        pytest.skip("grpcurl is not installed")
+    return found
+
+
+async def test_grpcurl_lists_both_services_and_their_health_through_reflection(
+    stack: Stack,
+) -> None:
+    grpcurl = _grpcurl()
+    for address, service in [
+        (stack.order_addr, "exchange.order.v1.OrderService"),
+        (stack.pool_addr, "exchange.wallet_pool.v1.WalletPoolService"),
+    ]:
+        listed = subprocess.run(
+            [grpcurl, "-plaintext", address, "list"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert {service, "grpc.health.v1.Health"} <= set(listed)
+        health = subprocess.run(
+            [
+                grpcurl,
+                "-plaintext",
+                "-d",
+                f'{{"service": "{service}"}}',
+                address,
+                "grpc.health.v1.Health/Check",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert '"SERVING"' in health
+
+
+@local_only
+async def test_sigterm_stops_both_services_cleanly(stack: LocalStack) -> None:
+    assert stack.order_process.stop(signal.SIGTERM) == 0
+    assert stack.pool_process.stop(signal.SIGTERM) == 0
+    assert '"event": "stopped"' in stack.order_process.logs()

@@ -1,0 +1,177 @@
+"""The order manager against a real database and a real wallet pool gRPC server on a socket."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
+from order_service.domain import IllegalTransition, OrderStatus, RequestIdReused, WalletRelease
+from order_service.manager import OrderManager, ReleasePolicy
+from order_service.wallet_pool_client import GrpcWalletPoolGateway
+from shared.auth import Authenticator
+from shared.grpc_server import GrpcServer
+from wallet_pool_service.domain import demo_addresses
+from wallet_pool_service.manager import WalletPoolManager
+from wallet_pool_service.servicer import WalletPoolServicer
+
+NETWORKS = ("BTC", "ETH", "TRON")
+FAST_RETRY = ReleasePolicy(lease_seconds=5, backoff_base_seconds=0.05, backoff_cap_seconds=0.1)
+
+
+@pytest.fixture
+def pool_manager(db_pool: asyncpg.Pool) -> WalletPoolManager:
+    return WalletPoolManager(db_pool, NETWORKS)
+
+
+async def _start_pool_server(manager: WalletPoolManager, address: str) -> GrpcServer:
+    servicer = WalletPoolServicer(manager)
+    server = GrpcServer(
+        address=address,
+        service_names=[],
+        register=lambda s: pool_grpc.add_WalletPoolServiceServicer_to_server(servicer, s),
+        authenticator=Authenticator({}, {}),
+        grace_seconds=1,
+    )
+    await server.start()
+    return server
+
+
+@pytest.fixture
+async def pool_server(pool_manager: WalletPoolManager) -> AsyncIterator[GrpcServer]:
+    server = await _start_pool_server(pool_manager, "127.0.0.1:0")
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def orders(db_pool: asyncpg.Pool, pool_server: GrpcServer) -> AsyncIterator[OrderManager]:
+    gateway = GrpcWalletPoolGateway.connect(f"127.0.0.1:{pool_server.port}", timeout_seconds=1)
+    yield OrderManager(db_pool, gateway, NETWORKS, FAST_RETRY)
+    await gateway.close()
+
+
+async def _finish(orders: OrderManager, order_id: uuid.UUID, status: OrderStatus) -> WalletRelease:
+    if status is OrderStatus.COMPLETED:
+        await orders.update_status(order_id, OrderStatus.PROCESSING, "", "test")
+    _, release = await orders.update_status(order_id, status, "done", "test")
+    return release
+
+
+async def test_a_new_order_gets_a_wallet_and_returns_it_on_completion(
+    orders: OrderManager, pool_manager: WalletPoolManager, db_pool: asyncpg.Pool
+) -> None:
+    [address] = demo_addresses("ETH", 1)
+    await pool_manager.add_wallets("ETH", [address])
+    order = await orders.create_order("ETH", Decimal("1.5"), None, "client")
+    assert order.wallet_address == address and order.status is OrderStatus.PENDING
+
+    assert await _finish(orders, order.id, OrderStatus.COMPLETED) is WalletRelease.RELEASED
+    held = await db_pool.fetchval(
+        "SELECT order_id FROM wallet_pool.wallets WHERE address = $1", address
+    )
+    assert held is None
+    history = await db_pool.fetch(
+        "SELECT from_status, to_status, actor FROM orders.status_history"
+        " WHERE order_id = $1 ORDER BY id",
+        order.id,
+    )
+    assert [tuple(r) for r in history] == [
+        (None, "PENDING", "client"),
+        ("PENDING", "PROCESSING", "test"),
+        ("PROCESSING", "COMPLETED", "test"),
+    ]
+
+
+async def test_same_status_again_is_a_no_op_and_illegal_moves_are_refused(
+    orders: OrderManager, db_pool: asyncpg.Pool
+) -> None:
+    order = await orders.create_order("BTC", Decimal("1"), None, "client")
+    await orders.update_status(order.id, OrderStatus.PROCESSING, "", "op")
+    again, release = await orders.update_status(order.id, OrderStatus.PROCESSING, "", "op")
+    assert again.status is OrderStatus.PROCESSING and release is WalletRelease.NOT_NEEDED
+    with pytest.raises(IllegalTransition):
+        await orders.update_status(order.id, OrderStatus.PENDING, "", "op")
+    rows = await db_pool.fetchval(
+        "SELECT count(*) FROM orders.status_history WHERE order_id = $1", order.id
+    )
+    assert rows == 2
+
+
+async def test_the_same_request_id_returns_the_same_order_and_refuses_other_parameters(
+    orders: OrderManager,
+) -> None:
+    first = await orders.create_order("BTC", Decimal("2"), "key-1", "client")
+    again = await orders.create_order("BTC", Decimal("2.0"), "key-1", "client")
+    assert again.id == first.id
+    with pytest.raises(RequestIdReused):
+        await orders.create_order("BTC", Decimal("3"), "key-1", "client")
+
+
+async def test_a_release_that_fails_is_kept_and_delivered_when_the_pool_is_back(
+    orders: OrderManager,
+    pool_manager: WalletPoolManager,
+    pool_server: GrpcServer,
+    db_pool: asyncpg.Pool,
+) -> None:
+    [address] = demo_addresses("BTC", 1)
+    await pool_manager.add_wallets("BTC", [address])
+    order = await orders.create_order("BTC", Decimal("1"), None, "client")
+    await pool_server.stop()
+
+    assert await _finish(orders, order.id, OrderStatus.CANCELLED) is WalletRelease.PENDING
+    assert await orders.deliver_due_releases() is False
+    still_held = await db_pool.fetchval(
+        "SELECT order_id FROM wallet_pool.wallets WHERE address = $1", address
+    )
+    assert still_held == order.id
+
+    restarted = await _start_pool_server(pool_manager, f"127.0.0.1:{pool_server.port}")
+    try:
+        for _ in range(100):
+            await orders.deliver_due_releases()
+            pending = await db_pool.fetchval(
+                "SELECT count(*) FROM orders.pending_releases WHERE release_time IS NULL"
+            )
+            if pending == 0:
+                break
+            await asyncio.sleep(0.05)
+        held = await db_pool.fetchval(
+            "SELECT order_id FROM wallet_pool.wallets WHERE address = $1", address
+        )
+        assert (pending, held) == (0, None)
+    finally:
+        await restarted.stop()
+
+
+async def test_concurrent_completes_and_creates_never_give_one_wallet_to_two_live_orders(
+    orders: OrderManager, pool_manager: WalletPoolManager, db_pool: asyncpg.Pool
+) -> None:
+    await pool_manager.add_wallets("ETH", demo_addresses("ETH", 10))
+    first = [await orders.create_order("ETH", Decimal("1"), None, "c") for _ in range(10)]
+    assert all(o.wallet_address for o in first)
+
+    await asyncio.gather(
+        *(_finish(orders, o.id, OrderStatus.COMPLETED) for o in first[:5]),
+        *(_finish(orders, o.id, OrderStatus.CANCELLED) for o in first[5:]),
+        *(orders.create_order("ETH", Decimal("1"), None, "c") for _ in range(30)),
+    )
+    await pool_manager.hand_off_everywhere()
+    await orders.sync_waiting_orders()
+
+    live = await db_pool.fetch(
+        "SELECT id, wallet_address FROM orders.orders WHERE status IN ('PENDING', 'PROCESSING')"
+    )
+    shown = [r["wallet_address"] for r in live if r["wallet_address"]]
+    assert len(live) == 30 and len(shown) == 10 and len(set(shown)) == 10
+    pool_view = {
+        r["address"]: r["order_id"]
+        for r in await db_pool.fetch(
+            "SELECT address, order_id FROM wallet_pool.wallets WHERE order_id IS NOT NULL"
+        )
+    }
+    assert pool_view == {r["wallet_address"]: r["id"] for r in live if r["wallet_address"]}
+    assert await db_pool.fetchval("SELECT count(*) FROM wallet_pool.queue") == 20
