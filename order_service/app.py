@@ -1,6 +1,5 @@
 """Wiring of the order service: settings, database, pool channel, server, loops, shutdown."""
 
-import asyncio
 import logging
 
 from exchange.order.v1 import order_service_pb2_grpc as pb_grpc
@@ -8,21 +7,16 @@ from order_service.config import OrderSettings
 from order_service.manager import OrderManager, ReleasePolicy
 from order_service.servicer import OPERATOR_METHODS, SERVICE_NAME, OrderServicer
 from order_service.wallet_pool_client import GrpcWalletPoolGateway
-from shared.auth import Authenticator, Principal
+from shared.auth import operator_authenticator
+from shared.config import run_service
 from shared.db import apply_migrations, create_pool
 from shared.embedded_db import resolve_database
 from shared.grpc_server import GrpcServer
-from shared.logs import configure_logging
 from shared.loops import PeriodicTask
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "orders"
-
-
-def build_authenticator(operator_token: str | None) -> Authenticator:
-    tokens = {operator_token: Principal("operator", "operator")} if operator_token else {}
-    return Authenticator(tokens, {method: frozenset({"operator"}) for method in OPERATOR_METHODS})
 
 
 async def serve(settings: OrderSettings) -> None:
@@ -49,7 +43,7 @@ async def serve(settings: OrderSettings) -> None:
             address=settings.address,
             service_names=[SERVICE_NAME],
             register=lambda s: pb_grpc.add_OrderServiceServicer_to_server(servicer, s),
-            authenticator=build_authenticator(settings.operator_token),
+            authenticator=operator_authenticator(settings.operator_token, OPERATOR_METHODS),
             grace_seconds=settings.shutdown_grace_seconds,
         )
         await server.start()
@@ -75,6 +69,4 @@ async def serve(settings: OrderSettings) -> None:
 
 
 def main() -> None:
-    settings = OrderSettings.from_env()
-    configure_logging("order_service", settings.log_level)
-    asyncio.run(serve(settings))
+    run_service("order_service", OrderSettings.from_env, serve)

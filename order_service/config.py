@@ -22,7 +22,6 @@ class OrderSettings:
     db_pool_size: int
     embedded_data_dir: str
     shutdown_grace_seconds: float
-    log_level: str
 
     @classmethod
     def from_env(cls) -> "OrderSettings":
@@ -44,5 +43,4 @@ class OrderSettings:
             db_pool_size=config.env_int("ORDER_DB_POOL_SIZE", 8, minimum=1),
             embedded_data_dir=config.env_str("EMBEDDED_PG_DIR", DEFAULT_DATA_DIR),
             shutdown_grace_seconds=config.env_float("SHUTDOWN_GRACE_SECONDS", 10.0),
-            log_level=config.env_str("LOG_LEVEL", "INFO"),
         )

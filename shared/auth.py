@@ -67,3 +67,9 @@ def _bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
             return token.strip()
         raise Unauthenticated("malformed authorization header: expected 'Bearer <token>'")
     return None
+
+
+def operator_authenticator(operator_token: str | None, methods: frozenset[str]) -> Authenticator:
+    """Only the operator token may call `methods`; everything else is open."""
+    tokens = {operator_token: Principal("operator", "operator")} if operator_token else {}
+    return Authenticator(tokens, dict.fromkeys(methods, frozenset({"operator"})))

@@ -1,6 +1,12 @@
 """Reading configuration from environment variables, with errors that name the variable."""
 
+import asyncio
 import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+S = TypeVar("S")
 
 
 class ConfigError(Exception):
@@ -59,3 +65,18 @@ def environment() -> str:
     if value not in ("development", "production"):
         raise ConfigError(f"APP_ENV must be development or production, got {value!r}")
     return value
+
+
+def run_service(
+    name: str, load: Callable[[], S], serve: Callable[[S], Coroutine[Any, Any, None]]
+) -> None:
+    """Entry point of a service: settings, JSON logs, serve; a configuration error is one line."""
+    from shared.logs import configure_logging
+
+    try:
+        settings = load()
+        configure_logging(name, env_str("LOG_LEVEL", "INFO"))
+        asyncio.run(serve(settings))
+    except ConfigError as exc:
+        print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,23 +1,17 @@
 """Wiring of the wallet pool service: settings, manager, server, background loop, shutdown."""
 
-import asyncio
 import logging
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
-from shared.auth import Authenticator, Principal
+from shared.auth import operator_authenticator
+from shared.config import run_service
 from shared.grpc_server import GrpcServer
-from shared.logs import configure_logging
 from shared.loops import PeriodicTask
 from wallet_pool_service.config import PoolSettings
 from wallet_pool_service.manager import WalletPoolManagerFactory
 from wallet_pool_service.servicer import OPERATOR_METHODS, SERVICE_NAME, WalletPoolServicer
 
 log = logging.getLogger(__name__)
-
-
-def build_authenticator(operator_token: str | None) -> Authenticator:
-    tokens = {operator_token: Principal("operator", "operator")} if operator_token else {}
-    return Authenticator(tokens, {method: frozenset({"operator"}) for method in OPERATOR_METHODS})
 
 
 async def serve(settings: PoolSettings) -> None:
@@ -33,7 +27,7 @@ async def serve(settings: PoolSettings) -> None:
             address=settings.address,
             service_names=[SERVICE_NAME],
             register=lambda s: pb_grpc.add_WalletPoolServiceServicer_to_server(servicer, s),
-            authenticator=build_authenticator(settings.operator_token),
+            authenticator=operator_authenticator(settings.operator_token, OPERATOR_METHODS),
             grace_seconds=settings.shutdown_grace_seconds,
         )
         await server.start()
@@ -46,6 +40,4 @@ async def serve(settings: PoolSettings) -> None:
 
 
 def main() -> None:
-    settings = PoolSettings.from_env()
-    configure_logging("wallet_pool_service", settings.log_level)
-    asyncio.run(serve(settings))
+    run_service("wallet_pool_service", PoolSettings.from_env, serve)

@@ -19,7 +19,6 @@ class PoolSettings:
     db_pool_size: int
     embedded_data_dir: str
     shutdown_grace_seconds: float
-    log_level: str
 
     @classmethod
     def from_env(cls) -> "PoolSettings":
@@ -34,5 +33,4 @@ class PoolSettings:
             db_pool_size=config.env_int("WALLET_POOL_DB_POOL_SIZE", 8, minimum=1),
             embedded_data_dir=config.env_str("EMBEDDED_PG_DIR", DEFAULT_DATA_DIR),
             shutdown_grace_seconds=config.env_float("SHUTDOWN_GRACE_SECONDS", 10.0),
-            log_level=config.env_str("LOG_LEVEL", "INFO"),
         )

@@ -1,60 +1,16 @@
 """Both services as real processes on free ports (or, with E2E_ORDER_ADDR and
 E2E_WALLET_POOL_ADDR, an already running stack such as docker compose)."""
 
-import asyncio
-import json
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
 
 from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
+from scripts.processes import ServiceProcess
 
 OPERATOR_TOKEN = "e2e-operator-token"
-
-
-class ServiceProcess:
-    """One service started with `python -m`, logging JSON lines to a file."""
-
-    def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
-        self.module = module
-        self.env = env
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    async def start(self) -> int:
-        """Start and wait until it logs that it serves; returns the bound port."""
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", self.module], env=self.env, stdout=log, stderr=log
-            )
-        for _ in range(300):
-            for line in self.log_path.read_bytes()[offset:].decode(errors="replace").splitlines():
-                if '"event": "serving"' in line:
-                    self.port = int(json.loads(line)["port"])
-                    return self.port
-            if self.process.poll() is not None:
-                break
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"{self.module} did not start:\n{self.logs()}")
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 class Stack:
@@ -80,10 +36,12 @@ class LocalStack(Stack):
         self.order_process = order
 
     @classmethod
-    async def start(cls, database_url: str, log_dir: Path) -> "LocalStack":
+    async def start(
+        cls, database_url: str, log_dir: Path, environment: str = "production"
+    ) -> "LocalStack":
         env = {
             **os.environ,
-            "APP_ENV": "production",
+            "APP_ENV": environment,
             "DATABASE_URL": database_url,
             "OPERATOR_TOKEN": OPERATOR_TOKEN,
             "WALLET_POOL_SERVICE_ADDR": "127.0.0.1:0",

@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -136,22 +138,23 @@ async def test_a_release_while_the_pool_is_down_is_kept_and_delivered_when_it_is
 
 async def test_operator_calls_are_refused_without_or_with_a_wrong_token(stack: Stack) -> None:
     order_id = "00000000-0000-4000-8000-000000000000"
-    calls = [
-        lambda md: stack.orders.UpdateOrderStatus(
+    calls: list[tuple[Callable[..., Awaitable[Any]], Any]] = [
+        (
+            stack.orders.UpdateOrderStatus,
             opb.UpdateOrderStatusRequest(order_id=order_id, status=opb.ORDER_STATUS_CANCELLED),
-            metadata=md,
         ),
-        lambda md: stack.pool.AddWallets(
-            wpb.AddWalletsRequest(network="ETH", addresses=[eth_address()]), metadata=md
+        (
+            stack.pool.AddWallets,
+            wpb.AddWalletsRequest(network="ETH", addresses=[eth_address()]),
         ),
     ]
-    for call in calls:
+    for method, request in calls:
         for metadata, code in [
             ((), grpc.StatusCode.UNAUTHENTICATED),
             ((("authorization", "Bearer not-the-token"),), grpc.StatusCode.PERMISSION_DENIED),
         ]:
             with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await call(metadata)
+                await method(request, metadata=metadata)
             assert raised.value.code() == code
             assert "not-the-token" not in (raised.value.details() or "")
 
@@ -217,6 +220,7 @@ async def test_client_mistakes_get_the_status_code_and_the_field_name(stack: Sta
             "addresses[0]",
         ),
     ]
+    call: Any
     for call, code, field in cases:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await call

@@ -126,7 +126,7 @@ async def test_an_order_keeps_its_network(manager: WalletPoolManager) -> None:
     await manager.add_wallets("ETH", demo_addresses("ETH", 1))
     order = uuid.uuid4()
     await manager.allocate_wallet(order, "ETH")
-    with pytest.raises(FailedPrecondition, match="^network: "):
+    with pytest.raises(FailedPrecondition, match=r"^network: "):
         await manager.allocate_wallet(order, "BTC")
 
 
@@ -156,7 +156,7 @@ async def test_adding_wallets_reports_duplicates_and_serves_the_queue(
     assert await _holder(db_pool, a) == waiting
     with pytest.raises(InvalidArgument, match=r"^addresses\[0\]: "):
         await manager.add_wallets("BTC", ["0x52908400098527886E0F7030069857D2E4169EE7"])
-    with pytest.raises(InvalidArgument, match="^network: "):
+    with pytest.raises(InvalidArgument, match=r"^network: "):
         await manager.add_wallets("DOGE", [a])
 
 

@@ -16,7 +16,7 @@ def test_named_blocks_are_parsed_with_descriptions_dropped() -> None:
     "text", ["-- a --\nSELECT 1\n-- a --\nSELECT 2", "-- empty --\n-- only a note\n"]
 )
 def test_duplicate_or_empty_blocks_are_errors(text: str) -> None:
-    with pytest.raises(ValueError, match="query 'a' is defined twice|query 'empty' is empty"):
+    with pytest.raises(ValueError, match=r"query 'a' is defined twice|query 'empty' is empty"):
         parse_queries(text)
 
 

@@ -50,7 +50,7 @@ def test_anything_else_is_refused_naming_the_amount_field(text: str) -> None:
 def test_networks_are_case_insensitive_but_must_be_supported() -> None:
     assert parse_network("btc", ("BTC", "ETH")) == "BTC"
     for bad in ["", "DOGE", "b t c", "💰"]:
-        with pytest.raises(InvalidArgument, match="^network: "):
+        with pytest.raises(InvalidArgument, match=r"^network: "):
             parse_network(bad, ("BTC", "ETH"))
 
 
@@ -58,16 +58,16 @@ def test_uuids_are_checked_and_the_field_is_named() -> None:
     value = uuid.uuid4()
     assert parse_uuid(str(value), "order_id") == value
     for bad in ["", "123", "not-a-uuid", "x" * 1000]:
-        with pytest.raises(InvalidArgument, match="^order_id: "):
+        with pytest.raises(InvalidArgument, match=r"^order_id: "):
             parse_uuid(bad, "order_id")
 
 
 def test_request_id_and_reason_have_length_limits() -> None:
     assert parse_request_id("  ") is None
     assert parse_request_id("abc") == "abc"
-    with pytest.raises(InvalidArgument, match="^request_id: "):
+    with pytest.raises(InvalidArgument, match=r"^request_id: "):
         parse_request_id("x" * 129)
-    with pytest.raises(InvalidArgument, match="^reason: "):
+    with pytest.raises(InvalidArgument, match=r"^reason: "):
         parse_reason("x" * 501)
 
 
@@ -75,7 +75,7 @@ def test_page_tokens_round_trip_and_foreign_tokens_are_refused() -> None:
     now, order_id = datetime.now(UTC), uuid.uuid4()
     assert decode_page_token(encode_page_token(now, order_id)) == (now, order_id)
     for bad in ["garbage", "e30=", "!!!"]:
-        with pytest.raises(InvalidArgument, match="^page_token: "):
+        with pytest.raises(InvalidArgument, match=r"^page_token: "):
             decode_page_token(bad)
 
 

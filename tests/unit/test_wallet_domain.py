@@ -53,9 +53,9 @@ def test_malformed_or_foreign_addresses_are_refused(network: str, address: str) 
 def test_check_addresses_names_the_bad_entry_and_limits_the_batch() -> None:
     with pytest.raises(InvalidArgument, match=r"^addresses\[1\]: "):
         check_addresses("ETH", [VALID["ETH"][0], "0xnope"])
-    with pytest.raises(InvalidArgument, match="^addresses: "):
+    with pytest.raises(InvalidArgument, match=r"^addresses: "):
         check_addresses("ETH", [])
-    with pytest.raises(InvalidArgument, match="^addresses: "):
+    with pytest.raises(InvalidArgument, match=r"^addresses: "):
         check_addresses("ETH", demo_addresses("ETH", 1001))
 
 

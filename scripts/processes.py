@@ -1,0 +1,49 @@
+"""Starting a service as a real process and waiting until it serves (for `make run` and tests)."""
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+class ServiceProcess:
+    """One service started with `python -m`, logging JSON lines to a file."""
+
+    def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
+        self.module = module
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        """Start and wait until it logs that it serves; returns the bound port."""
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            # Popen only forks; waiting for readiness below is asynchronous.
+            self.process = subprocess.Popen(  # noqa: ASYNC220
+                [sys.executable, "-m", self.module], env=self.env, stdout=log, stderr=log
+            )
+        for _ in range(300):
+            for line in self.log_path.read_bytes()[offset:].decode(errors="replace").splitlines():
+                if '"event": "serving"' in line:
+                    self.port = int(json.loads(line)["port"])
+                    return self.port
+            if self.process.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.module} did not start:\n{self.logs()}")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,0 +1,26 @@
+"""`python -m shared.healthcheck HOST:PORT`: exit 0 if the server reports SERVING (for
+container health checks, where no grpcurl is installed)."""
+
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def main() -> int:
+    address = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:50051"
+    with grpc.insecure_channel(address) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=3
+            )
+        except grpc.RpcError as exc:
+            print(f"{address}: {exc.code().name}", file=sys.stderr)
+            return 1
+    serving = response.status == health_pb2.HealthCheckResponse.SERVING
+    print(f"{address}: {health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)}")
+    return 0 if serving else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
