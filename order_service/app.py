@@ -3,16 +3,18 @@
 import logging
 
 from exchange.order.v1 import order_service_pb2_grpc as pb_grpc
+from order_service import metrics
 from order_service.config import OrderSettings
 from order_service.manager import OrderManager, ReleasePolicy
-from order_service.servicer import OPERATOR_METHODS, SERVICE_NAME, OrderServicer
+from order_service.servicer import METHOD_ROLES, SERVICE_NAME, OrderServicer
 from order_service.wallet_pool_client import GrpcWalletPoolGateway
-from shared.auth import operator_authenticator
+from shared.auth import Authenticator
 from shared.config import run_service
 from shared.db import apply_migrations, create_pool
 from shared.embedded_db import resolve_database
 from shared.grpc_server import GrpcServer
 from shared.loops import PeriodicTask
+from shared.metrics import serve_metrics
 
 log = logging.getLogger(__name__)
 
@@ -20,14 +22,19 @@ SCHEMA = "orders"
 
 
 async def serve(settings: OrderSettings) -> None:
-    if not settings.operator_token:
-        log.warning("OPERATOR_TOKEN is not set: operator calls will be refused")
+    if not settings.tokens:
+        log.warning("no credentials configured (OPERATOR_TOKEN, ...): every call will be refused")
+    if not settings.service_token:
+        log.warning("SERVICE_TOKEN is not set: the wallet pool will refuse this service's calls")
     url, embedded = resolve_database(
         settings.database_url, settings.environment, settings.embedded_data_dir
     )
     pool = await create_pool(url, min_size=1, max_size=settings.db_pool_size)
     gateway = GrpcWalletPoolGateway.connect(
-        settings.wallet_pool_target, settings.wallet_pool_timeout_seconds
+        settings.wallet_pool_target,
+        settings.wallet_pool_timeout_seconds,
+        settings.service_token,
+        settings.wallet_pool_tls,
     )
     loops: list[PeriodicTask] = []
     try:
@@ -43,17 +50,27 @@ async def serve(settings: OrderSettings) -> None:
             address=settings.address,
             service_names=[SERVICE_NAME],
             register=lambda s: pb_grpc.add_OrderServiceServicer_to_server(servicer, s),
-            authenticator=operator_authenticator(settings.operator_token, OPERATOR_METHODS),
+            authenticator=Authenticator(settings.tokens, METHOD_ROLES),
             grace_seconds=settings.shutdown_grace_seconds,
+            tls=settings.tls,
         )
+        if settings.metrics_addr:
+            serve_metrics(settings.metrics_addr)
         await server.start()
+
+        async def publish_pending_releases() -> bool:
+            metrics.PENDING_RELEASES.set(await manager.count_pending_releases())
+            return False
+
         loops = [
+            server.follow_dependency(manager.database_ready, settings.health_check_seconds),
             PeriodicTask(
                 "release-retry", manager.deliver_due_releases, settings.release_retry_seconds
             ),
             PeriodicTask(
                 "allocation-sync", manager.sync_waiting_orders, settings.allocation_sync_seconds
             ),
+            PeriodicTask("pending-release-gauge", publish_pending_releases, 5.0),
         ]
         for loop in loops:
             loop.start()

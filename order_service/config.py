@@ -3,8 +3,10 @@
 from dataclasses import dataclass
 
 from shared import config
+from shared.auth import Principal, load_tokens
 from shared.embedded_db import DEFAULT_DATA_DIR
 from shared.networks import DEFAULT_NETWORKS
+from shared.tls import ClientTls, ServerTls
 
 
 @dataclass(frozen=True)
@@ -14,12 +16,18 @@ class OrderSettings:
     address: str
     wallet_pool_target: str
     wallet_pool_timeout_seconds: float
-    operator_token: str | None
+    tokens: dict[str, Principal]
+    # The order service's own credential towards the wallet pool.
+    service_token: str | None
     networks: tuple[str, ...]
     allocation_sync_seconds: float
     release_retry_seconds: float
     release_retry_max_backoff_seconds: float
     db_pool_size: int
+    metrics_addr: str | None
+    health_check_seconds: float
+    tls: ServerTls | None
+    wallet_pool_tls: ClientTls | None
     embedded_data_dir: str
     shutdown_grace_seconds: float
 
@@ -33,7 +41,8 @@ class OrderSettings:
             wallet_pool_timeout_seconds=config.env_float(
                 "WALLET_POOL_TIMEOUT_SECONDS", 2.0, minimum=0.05
             ),
-            operator_token=config.env_optional("OPERATOR_TOKEN"),
+            tokens=load_tokens(),
+            service_token=config.env_optional("SERVICE_TOKEN"),
             networks=config.env_list("SUPPORTED_NETWORKS", DEFAULT_NETWORKS),
             allocation_sync_seconds=config.env_float("ALLOCATION_SYNC_SECONDS", 0.5, minimum=0.05),
             release_retry_seconds=config.env_float("RELEASE_RETRY_SECONDS", 1.0, minimum=0.05),
@@ -41,6 +50,10 @@ class OrderSettings:
                 "RELEASE_RETRY_MAX_BACKOFF_SECONDS", 10.0, minimum=0.1
             ),
             db_pool_size=config.env_int("ORDER_DB_POOL_SIZE", 8, minimum=1),
+            metrics_addr=config.env_address("ORDER_METRICS_ADDR", "127.0.0.1:9451"),
+            health_check_seconds=config.env_float("HEALTH_CHECK_SECONDS", 2.0, minimum=0.1),
+            tls=ServerTls.from_env(),
+            wallet_pool_tls=ClientTls.from_env(),
             embedded_data_dir=config.env_str("EMBEDDED_PG_DIR", DEFAULT_DATA_DIR),
             shutdown_grace_seconds=config.env_float("SHUTDOWN_GRACE_SECONDS", 10.0),
         )

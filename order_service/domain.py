@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Violation
 
 MAX_REQUEST_ID_LENGTH = 128
 MAX_REASON_LENGTH = 500
@@ -76,6 +76,23 @@ class Order:
 
 
 @dataclass(frozen=True)
+class OrderFilter:
+    status: OrderStatus | None = None
+    network: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    from_status: OrderStatus | None
+    to_status: OrderStatus
+    actor: str
+    reason: str
+    change_time: datetime
+
+
+@dataclass(frozen=True)
 class PendingRelease:
     order_id: uuid.UUID
     address: str
@@ -95,6 +112,13 @@ class IllegalTransition(FailedPrecondition):
         )
         self.current = current
         self.target = target
+        self.violations = (
+            Violation(
+                type="STATUS_TRANSITION",
+                subject=f"status:{current}",
+                description=f"current status {current}; allowed next: {allowed}",
+            ),
+        )
 
 
 class RequestIdReused(AlreadyExists):

@@ -1,10 +1,7 @@
 """Order use cases: each a transaction over the order repository, plus calls to the pool."""
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -15,15 +12,15 @@ from decimal import Decimal
 import asyncpg
 
 from order_service import domain
-from order_service.domain import Order, OrderStatus, WalletRelease
+from order_service.domain import Order, OrderFilter, OrderStatus, StatusChange, WalletRelease
+from order_service.metrics import RELEASE_ATTEMPTS
 from order_service.repository import OrderRepository, PostgresOrderRepository
 from order_service.wallet_pool_client import WalletPoolError, WalletPoolGateway
 from shared.errors import InvalidArgument
+from shared.pagination import decode_page_token, encode_page_token, page_size
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 _RETRY_BATCH = 50
 _SYNC_BATCH = 100
 _POOL_CALL_CONCURRENCY = 8
@@ -86,22 +83,24 @@ class OrderManager:
 
     async def list_orders(
         self,
-        status: OrderStatus | None,
-        network: str | None,
-        page_size: int,
+        filters: OrderFilter,
+        requested_size: int,
         page_token: str,
     ) -> tuple[list[Order], str]:
         """Newest first. Returns the page and the token of the next one ('' on the last)."""
-        if page_size < 0:
-            raise InvalidArgument("page_size", "must not be negative")
-        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = decode_page_token(page_token) if page_token else None
+        size = page_size(requested_size)
+        after = decode_order_page_token(page_token) if page_token else None
         async with self._transaction() as orders:
-            page = await orders.page(status, network, after, size + 1)
+            page = await orders.page(filters, after, size + 1)
         if len(page) <= size:
             return page, ""
-        last = page[size - 1]
-        return page[:size], encode_page_token(last.create_time, last.id)
+        return page[:size], order_page_token(page[size - 1])
+
+    async def get_history(self, order_id: uuid.UUID) -> list[StatusChange]:
+        async with self._transaction() as orders:
+            if await orders.get(order_id) is None:
+                raise domain.OrderNotFound(order_id)
+            return await orders.history(order_id)
 
     async def update_status(
         self, order_id: uuid.UUID, status: OrderStatus, reason: str, actor: str
@@ -129,16 +128,17 @@ class OrderManager:
         if not domain.is_final_status(status):
             return order, WalletRelease.NOT_NEEDED
         released = await self._deliver_release(
-            domain.PendingRelease(order_id, order.wallet_address or "", attempts=0)
+            domain.PendingRelease(order_id, order.wallet_address or "", attempts=0), "inline"
         )
         return order, WalletRelease.RELEASED if released else WalletRelease.PENDING
 
-    async def _deliver_release(self, release: domain.PendingRelease) -> bool:
+    async def _deliver_release(self, release: domain.PendingRelease, path: str) -> bool:
         """One attempt to hand a release to the pool; records the outcome."""
         try:
             async with self._pool_calls:
                 await self._wallet_pool.release(release.order_id, release.address)
         except WalletPoolError as exc:
+            RELEASE_ATTEMPTS.labels(path, "failed").inc()
             attempts = release.attempts + 1
             delay = domain.retry_delay(
                 attempts,
@@ -158,6 +158,7 @@ class OrderManager:
             async with self._transaction() as orders:
                 await orders.postpone_release(release.order_id, delay, str(exc)[:500])
             return False
+        RELEASE_ATTEMPTS.labels(path, "released").inc()
         async with self._transaction() as orders:
             await orders.mark_release_done(release.order_id)
         log.info(
@@ -170,7 +171,7 @@ class OrderManager:
         """Retry-loop step: deliver releases whose next attempt is due. True if a full batch."""
         async with self._transaction() as orders:
             due = await orders.claim_due_releases(_RETRY_BATCH, self._release_policy.lease_seconds)
-        await asyncio.gather(*(self._deliver_release(release) for release in due))
+        await asyncio.gather(*(self._deliver_release(release, "retry") for release in due))
         return len(due) == _RETRY_BATCH
 
     async def sync_waiting_orders(self) -> bool:
@@ -203,19 +204,22 @@ class OrderManager:
             elif allocation.queue_position is not None:
                 await orders.set_queue_position(order_id, allocation.queue_position)
 
+    async def count_pending_releases(self) -> int:
+        async with self._transaction() as orders:
+            return await orders.count_pending_releases()
+
     async def database_ready(self) -> bool:
         async with self._pool.acquire() as conn:
             return bool(await conn.fetchval("SELECT true"))
 
 
-def encode_page_token(create_time: datetime, order_id: uuid.UUID) -> str:
-    payload = json.dumps({"t": create_time.isoformat(), "id": str(order_id)})
-    return base64.urlsafe_b64encode(payload.encode()).decode()
+def order_page_token(order: Order) -> str:
+    return encode_page_token({"t": order.create_time.isoformat(), "id": str(order.id)})
 
 
-def decode_page_token(token: str) -> tuple[datetime, uuid.UUID]:
+def decode_order_page_token(token: str) -> tuple[datetime, uuid.UUID]:
+    position = decode_page_token(token)
     try:
-        payload = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return datetime.fromisoformat(payload["t"]), uuid.UUID(payload["id"])
-    except (ValueError, KeyError, TypeError, binascii.Error):
+        return datetime.fromisoformat(position["t"]), uuid.UUID(position["id"])
+    except (ValueError, KeyError, TypeError):
         raise InvalidArgument("page_token", "is not a token this service issued") from None

@@ -20,6 +20,8 @@ SELECT * FROM orders.orders
 WHERE ($1::text IS NULL OR status = $1)
   AND ($2::text IS NULL OR network = $2)
   AND ($3::timestamptz IS NULL OR (create_time, id) < ($3, $4::uuid))
+  AND ($6::timestamptz IS NULL OR create_time >= $6)
+  AND ($7::timestamptz IS NULL OR create_time < $7)
 ORDER BY create_time DESC, id DESC
 LIMIT $5
 
@@ -31,6 +33,12 @@ RETURNING *
 -- add_history --
 INSERT INTO orders.status_history (order_id, from_status, to_status, reason, actor)
 VALUES ($1, $2, $3, $4, $5)
+
+-- order_history --
+SELECT from_status, to_status, actor, reason, change_time
+FROM orders.status_history
+WHERE order_id = $1
+ORDER BY id
 
 -- set_wallet --
 -- Only a live order still waiting takes the address the pool gave it.
@@ -58,6 +66,9 @@ ON CONFLICT (order_id) DO NOTHING
 SELECT EXISTS (
     SELECT 1 FROM orders.pending_releases WHERE order_id = $1 AND release_time IS NULL
 )
+
+-- count_pending_releases --
+SELECT count(*) FROM orders.pending_releases WHERE release_time IS NULL
 
 -- claim_due_releases --
 -- Leases a batch of due releases, so replicas never deliver the same one at once.

@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
-from order_service.domain import Order, OrderStatus, PendingRelease
+from order_service.domain import Order, OrderFilter, OrderStatus, PendingRelease, StatusChange
 from shared.db import Connection
 from shared.sql import load_queries
 
@@ -23,12 +23,9 @@ class OrderRepository(Protocol):
     async def by_request_id(self, request_id: str) -> Order | None: ...
     async def get(self, order_id: uuid.UUID, *, lock: bool = False) -> Order | None: ...
     async def page(
-        self,
-        status: OrderStatus | None,
-        network: str | None,
-        after: tuple[datetime, uuid.UUID] | None,
-        limit: int,
+        self, filters: OrderFilter, after: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[Order]: ...
+    async def history(self, order_id: uuid.UUID) -> list[StatusChange]: ...
     async def set_status(self, order_id: uuid.UUID, status: OrderStatus) -> Order: ...
     async def add_history(
         self,
@@ -45,6 +42,7 @@ class OrderRepository(Protocol):
         self, order_id: uuid.UUID, address: str, lease_seconds: float
     ) -> None: ...
     async def release_pending(self, order_id: uuid.UUID) -> bool: ...
+    async def count_pending_releases(self) -> int: ...
     async def claim_due_releases(
         self, limit: int, lease_seconds: float
     ) -> list[PendingRelease]: ...
@@ -73,22 +71,33 @@ class PostgresOrderRepository:
         return await self._one("lock_order" if lock else "get_order", order_id)
 
     async def page(
-        self,
-        status: OrderStatus | None,
-        network: str | None,
-        after: tuple[datetime, uuid.UUID] | None,
-        limit: int,
+        self, filters: OrderFilter, after: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[Order]:
         after_time, after_id = after if after else (None, None)
         rows = await self._conn.fetch(
             self._q["list_orders"],
-            status.value if status else None,
-            network,
+            filters.status.value if filters.status else None,
+            filters.network,
             after_time,
             after_id,
             limit,
+            filters.created_after,
+            filters.created_before,
         )
         return [Order.from_row(row) for row in rows]
+
+    async def history(self, order_id: uuid.UUID) -> list[StatusChange]:
+        rows = await self._conn.fetch(self._q["order_history"], order_id)
+        return [
+            StatusChange(
+                from_status=OrderStatus(r["from_status"]) if r["from_status"] else None,
+                to_status=OrderStatus(r["to_status"]),
+                actor=r["actor"],
+                reason=r["reason"],
+                change_time=r["change_time"],
+            )
+            for r in rows
+        ]
 
     async def set_status(self, order_id: uuid.UUID, status: OrderStatus) -> Order:
         order = await self._one("set_status", order_id, status.value)
@@ -131,6 +140,10 @@ class PostgresOrderRepository:
     async def release_pending(self, order_id: uuid.UUID) -> bool:
         pending: bool = await self._conn.fetchval(self._q["release_pending"], order_id)
         return pending
+
+    async def count_pending_releases(self) -> int:
+        count: int = await self._conn.fetchval(self._q["count_pending_releases"])
+        return count
 
     async def claim_due_releases(self, limit: int, lease_seconds: float) -> list[PendingRelease]:
         rows = await self._conn.fetch(self._q["claim_due_releases"], limit, lease_seconds)

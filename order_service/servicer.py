@@ -1,6 +1,7 @@
 """gRPC face of the order service: protobuf in, use case, protobuf out. Errors are mapped by
 the shared interceptor."""
 
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -8,15 +9,28 @@ import grpc
 from exchange.order.v1 import order_service_pb2 as pb
 from exchange.order.v1 import order_service_pb2_grpc as pb_grpc
 from order_service import domain
-from order_service.domain import Order, OrderStatus, WalletRelease
+from order_service.domain import Order, OrderFilter, OrderStatus, StatusChange, WalletRelease
 from order_service.manager import OrderManager
-from shared.auth import current_principal
+from shared.auth import CLIENT, OPERATOR, current_principal, method_policy
 from shared.errors import InvalidArgument
 from shared.networks import parse_network
+from shared.timestamps import from_timestamp, to_timestamp
 from shared.validation import parse_uuid
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrderService"].full_name
-OPERATOR_METHODS = frozenset({f"/{SERVICE_NAME}/UpdateOrderStatus"})
+_SERVICE = pb.DESCRIPTOR.services_by_name["OrderService"]
+SERVICE_NAME = _SERVICE.full_name
+_READERS = frozenset({CLIENT, OPERATOR})
+METHOD_ROLES = method_policy(
+    SERVICE_NAME,
+    _SERVICE.methods_by_name,
+    {
+        "CreateOrder": _READERS,
+        "GetOrder": _READERS,
+        "ListOrders": _READERS,
+        "GetOrderHistory": _READERS,
+        "UpdateOrderStatus": frozenset({OPERATOR}),
+    },
+)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -43,6 +57,15 @@ def parse_status(number: int, *, required: bool) -> OrderStatus | None:
     return status
 
 
+def optional_time(request: pb.ListOrdersRequest, field: str) -> datetime | None:
+    if not request.HasField(field):  # type: ignore[arg-type]
+        return None
+    try:
+        return from_timestamp(getattr(request, field))
+    except (ValueError, OverflowError):
+        raise InvalidArgument(field, "is not a valid time") from None
+
+
 def order_to_pb(order: Order) -> pb.Order:
     message = pb.Order(
         id=str(order.id),
@@ -56,6 +79,18 @@ def order_to_pb(order: Order) -> pb.Order:
     message.create_time.FromDatetime(order.create_time)
     message.update_time.FromDatetime(order.update_time)
     return message
+
+
+def change_to_pb(change: StatusChange) -> pb.StatusChange:
+    return pb.StatusChange(
+        from_status=_STATUS_TO_PB[change.from_status]
+        if change.from_status
+        else pb.ORDER_STATUS_UNSPECIFIED,
+        to_status=_STATUS_TO_PB[change.to_status],
+        actor=change.actor,
+        reason=change.reason,
+        change_time=to_timestamp(change.change_time),
+    )
 
 
 class OrderServicer(pb_grpc.OrderServiceServicer):
@@ -80,12 +115,15 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     async def ListOrders(
         self, request: pb.ListOrdersRequest, context: Context
     ) -> pb.ListOrdersResponse:
-        status = parse_status(request.status, required=False)
-        network = (
-            parse_network(request.network, self._manager.networks) if request.network else None
+        network = request.network
+        filters = OrderFilter(
+            status=parse_status(request.status, required=False),
+            network=parse_network(network, self._manager.networks) if network else None,
+            created_after=optional_time(request, "created_after"),
+            created_before=optional_time(request, "created_before"),
         )
         orders, next_token = await self._manager.list_orders(
-            status, network, request.page_size, request.page_token
+            filters, request.page_size, request.page_token
         )
         return pb.ListOrdersResponse(
             orders=[order_to_pb(o) for o in orders], next_page_token=next_token
@@ -104,3 +142,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         return pb.UpdateOrderStatusResponse(
             order=order_to_pb(order), wallet_release=_RELEASE_TO_PB[release]
         )
+
+    async def GetOrderHistory(
+        self, request: pb.GetOrderHistoryRequest, context: Context
+    ) -> pb.GetOrderHistoryResponse:
+        changes = await self._manager.get_history(parse_uuid(request.order_id, "order_id"))
+        return pb.GetOrderHistoryResponse(changes=[change_to_pb(c) for c in changes])

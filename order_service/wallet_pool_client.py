@@ -9,6 +9,8 @@ import grpc
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as pb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
+from shared.logs import current_request_id
+from shared.tls import ClientTls
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["WalletPoolService"].full_name
 
@@ -67,19 +69,43 @@ class WalletPoolGateway(Protocol):
 
 
 class GrpcWalletPoolGateway:
-    def __init__(self, channel: grpc.aio.Channel, timeout_seconds: float) -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, timeout_seconds: float, token: str | None
+    ) -> None:
         self._channel = channel
         self._stub = pb_grpc.WalletPoolServiceStub(channel)
         self._timeout = timeout_seconds
+        self._authorization = (("authorization", f"Bearer {token}"),) if token else ()
 
     @classmethod
-    def connect(cls, target: str, timeout_seconds: float) -> "GrpcWalletPoolGateway":
-        return cls(grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS), timeout_seconds)
+    def connect(
+        cls,
+        target: str,
+        timeout_seconds: float,
+        token: str | None,
+        tls: ClientTls | None = None,
+    ) -> "GrpcWalletPoolGateway":
+        if tls is None:
+            channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        else:
+            options = list(_CHANNEL_OPTIONS)
+            if tls.server_name:
+                options.append(("grpc.ssl_target_name_override", tls.server_name))
+            channel = grpc.aio.secure_channel(target, tls.credentials(), options=options)
+        return cls(channel, timeout_seconds, token)
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        request_id = current_request_id.get()
+        if request_id:
+            return (*self._authorization, ("x-request-id", request_id))
+        return self._authorization
 
     async def allocate(self, order_id: uuid.UUID, network: str) -> PoolAllocation:
         request = pb.AllocateWalletRequest(order_id=str(order_id), network=network)
         try:
-            response = await self._stub.AllocateWallet(request, timeout=self._timeout)
+            response = await self._stub.AllocateWallet(
+                request, timeout=self._timeout, metadata=self._metadata()
+            )
         except grpc.aio.AioRpcError as exc:
             raise WalletPoolError(exc.code().name, exc.details() or "") from None
         if response.WhichOneof("result") == "address":
@@ -89,7 +115,9 @@ class GrpcWalletPoolGateway:
     async def release(self, order_id: uuid.UUID, address: str) -> None:
         request = pb.ReleaseWalletRequest(order_id=str(order_id), address=address)
         try:
-            await self._stub.ReleaseWallet(request, timeout=self._timeout)
+            await self._stub.ReleaseWallet(
+                request, timeout=self._timeout, metadata=self._metadata()
+            )
         except grpc.aio.AioRpcError as exc:
             raise WalletPoolError(exc.code().name, exc.details() or "") from None
 

@@ -17,6 +17,7 @@ class ServiceProcess:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.metrics_port = 0
 
     async def start(self) -> int:
         """Start and wait until it logs that it serves; returns the bound port."""
@@ -28,6 +29,8 @@ class ServiceProcess:
             )
         for _ in range(300):
             for line in self.log_path.read_bytes()[offset:].decode(errors="replace").splitlines():
+                if '"event": "metrics"' in line:
+                    self.metrics_port = int(json.loads(line)["port"])
                 if '"event": "serving"' in line:
                     self.port = int(json.loads(line)["port"])
                     return self.port

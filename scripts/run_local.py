@@ -12,38 +12,40 @@ from shared.embedded_db import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".data"
+METRICS = {
+    "order": os.environ.get("ORDER_METRICS_ADDR", "127.0.0.1:9451"),
+    "pool": os.environ.get("WALLET_POOL_METRICS_ADDR", "127.0.0.1:9452"),
+}
 
 
-def operator_token() -> str:
-    """OPERATOR_TOKEN, or one generated once and kept in .data/ for later runs."""
-    if os.environ.get("OPERATOR_TOKEN"):
-        return os.environ["OPERATOR_TOKEN"]
-    path = DATA / "operator_token"
+def token(role: str) -> str:
+    """<ROLE>_TOKEN, or one generated once and kept in .data/<role>_token for later runs."""
+    variable = f"{role.upper()}_TOKEN"
+    if os.environ.get(variable):
+        return os.environ[variable]
+    path = DATA / f"{role}_token"
     if not path.exists():
         path.write_text(secrets.token_urlsafe(24))
         path.chmod(0o600)
     return path.read_text().strip()
 
 
-def walkthrough(order_addr: str, pool_addr: str, token: str) -> str:
-    grpcurl = ROOT / ".venv" / "bin" / "grpcurl"
-    g = f"{grpcurl} -plaintext"
+def walkthrough(order_addr: str, pool_addr: str, tokens: dict[str, str]) -> str:
+    g = f"{ROOT / '.venv' / 'bin' / 'grpcurl'} -plaintext"
     return f"""
 Both services are up.
-  order service:       {order_addr}
-  wallet pool service: {pool_addr}
-  operator token:      {token}
+  order service:       {order_addr}   (metrics: http://{METRICS["order"]}/metrics)
+  wallet pool service: {pool_addr}   (metrics: http://{METRICS["pool"]}/metrics)
+  operator token:      {tokens["operator"]}   (.data/operator_token)
+  client token:        {tokens["client"]}   (.data/client_token)
 
 Try:
   {g} {order_addr} list
-  {g} -d '{{"network": "BTC", "amount": "0.015"}}' \\
+  {g} -H 'authorization: Bearer {tokens["client"]}' -d '{{"network": "BTC", "amount": "0.015"}}' \\
       {order_addr} exchange.order.v1.OrderService/CreateOrder
-  {g} -H 'authorization: Bearer {token}' \\
-      -d '{{"order_id": "<id>", "status": "ORDER_STATUS_PROCESSING"}}' \\
-      {order_addr} exchange.order.v1.OrderService/UpdateOrderStatus
-  {g} -emit-defaults {pool_addr} exchange.wallet_pool.v1.WalletPoolService/GetPoolStats
-
-Ctrl-C stops everything.
+  {g} -emit-defaults -H 'authorization: Bearer {tokens["operator"]}' \\
+      {pool_addr} exchange.wallet_pool.v1.WalletPoolService/GetPoolStats
+The README has the whole cookbook. Ctrl-C stops everything.
 """
 
 
@@ -55,13 +57,15 @@ async def run() -> int:
         embedded = EmbeddedPostgres(DATA / "postgres")
         database_url = embedded.url
         print(f"Embedded PostgreSQL under {DATA / 'postgres'}", flush=True)
-    token = operator_token()
+    tokens = {role: token(role) for role in ("operator", "client", "service")}
     pool_addr = os.environ.get("WALLET_POOL_SERVICE_ADDR", "127.0.0.1:50052")
     order_addr = os.environ.get("ORDER_SERVICE_ADDR", "127.0.0.1:50051")
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
-        "OPERATOR_TOKEN": token,
+        "OPERATOR_TOKEN": tokens["operator"],
+        "CLIENT_TOKEN": tokens["client"],
+        "SERVICE_TOKEN": tokens["service"],
         "WALLET_POOL_SERVICE_ADDR": pool_addr,
         "ORDER_SERVICE_ADDR": order_addr,
         "WALLET_POOL_TARGET": os.environ.get("WALLET_POOL_TARGET", pool_addr),
@@ -78,7 +82,7 @@ async def run() -> int:
     try:
         await pool.start()
         await order.start()
-        print(walkthrough(order_addr, pool_addr, token), flush=True)
+        print(walkthrough(order_addr, pool_addr, tokens), flush=True)
         print(f"Logs: {logs}/", flush=True)
         while not stop.is_set():
             if any(p.process is not None and p.process.poll() is not None for p in (pool, order)):

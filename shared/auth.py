@@ -2,10 +2,16 @@
 
 import contextvars
 import hmac
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from shared.config import ConfigError
 from shared.errors import PermissionDenied, Unauthenticated
+
+CLIENT, OPERATOR, SERVICE = "client", "operator", "service"
+ROLES = frozenset({CLIENT, OPERATOR, SERVICE})
 
 
 @dataclass(frozen=True)
@@ -23,13 +29,53 @@ current_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar(
 )
 
 
+def parse_token_entries(lines: Iterable[str], source: str) -> dict[str, Principal]:
+    """`name:role:token` entries (blank lines and `#` comments skipped)."""
+    tokens: dict[str, Principal] = {}
+    for number, line in enumerate(lines, start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        name, _, rest = entry.partition(":")
+        role, _, token = rest.partition(":")
+        if not (name and token):
+            raise ConfigError(f"{source} entry {number}: expected name:role:token")
+        if role not in ROLES:
+            raise ConfigError(f"{source} entry {number}: role must be one of {sorted(ROLES)}")
+        tokens[token] = Principal(name, role)
+    return tokens
+
+
+def load_tokens(environ: Mapping[str, str] = os.environ) -> dict[str, Principal]:
+    """Credentials from OPERATOR_TOKEN, CLIENT_TOKEN, SERVICE_TOKEN, AUTH_TOKENS and
+    AUTH_TOKENS_FILE (entries `name:role:token`, comma- or line-separated)."""
+    tokens: dict[str, Principal] = {}
+    for variable, principal in [
+        ("OPERATOR_TOKEN", Principal("operator", OPERATOR)),
+        ("CLIENT_TOKEN", Principal("client", CLIENT)),
+        ("SERVICE_TOKEN", Principal("order_service", SERVICE)),
+    ]:
+        if environ.get(variable, "").strip():
+            tokens[environ[variable].strip()] = principal
+    tokens |= parse_token_entries(environ.get("AUTH_TOKENS", "").split(","), "AUTH_TOKENS")
+    path = environ.get("AUTH_TOKENS_FILE", "").strip()
+    if path:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"AUTH_TOKENS_FILE: cannot read {path}: {exc.strerror}") from None
+        tokens |= parse_token_entries(lines, "AUTH_TOKENS_FILE")
+    return tokens
+
+
 class Authenticator:
     """Decides who a call comes from and whether that role may call the method."""
 
     def __init__(
         self, tokens: Mapping[str, Principal], policy: Mapping[str, frozenset[str]]
     ) -> None:
-        # policy: full method name -> roles allowed; methods not listed are open to anyone.
+        # policy: full method name -> roles allowed; methods not listed (health, reflection)
+        # are open to anyone.
         self._tokens = [(token.encode(), principal) for token, principal in tokens.items() if token]
         self._policy = policy
 
@@ -57,6 +103,17 @@ class Authenticator:
         return found
 
 
+def method_policy(
+    service_name: str, method_names: Iterable[str], roles: Mapping[str, frozenset[str]]
+) -> dict[str, frozenset[str]]:
+    """Full method names -> roles; every method of the service must be given its roles, so a
+    new RPC cannot be left open by accident."""
+    missing = set(method_names) - set(roles)
+    if missing:
+        raise ValueError(f"no roles for {service_name} methods: {sorted(missing)}")
+    return {f"/{service_name}/{method}": allowed for method, allowed in roles.items()}
+
+
 def _bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
     for key, value in metadata:
         if key.lower() != "authorization":
@@ -67,9 +124,3 @@ def _bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
             return token.strip()
         raise Unauthenticated("malformed authorization header: expected 'Bearer <token>'")
     return None
-
-
-def operator_authenticator(operator_token: str | None, methods: frozenset[str]) -> Authenticator:
-    """Only the operator token may call `methods`; everything else is open."""
-    tokens = {operator_token: Principal("operator", "operator")} if operator_token else {}
-    return Authenticator(tokens, dict.fromkeys(methods, frozenset({"operator"})))

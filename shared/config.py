@@ -48,6 +48,17 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     return _env_number(name, default, minimum, int, "a whole number")
 
 
+def env_address(name: str, default: str) -> str | None:
+    """host:port, or None when the variable is `off`."""
+    value = env_str(name, default)
+    if value.lower() == "off":
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"{name} must be host:port or off, got {value!r}")
+    return value
+
+
 def env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     raw = os.environ.get(name, "").strip()
     if not raw:

@@ -1,5 +1,7 @@
 """Error kinds a use case can raise; the gRPC layer maps each kind to one status code."""
 
+from dataclasses import dataclass
+
 
 class ServiceError(Exception):
     """Root of the errors a client can be told about."""
@@ -9,6 +11,7 @@ class InvalidArgument(ServiceError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+        self.problem = problem
 
 
 class NotFound(ServiceError):
@@ -19,8 +22,17 @@ class AlreadyExists(ServiceError):
     pass
 
 
+@dataclass(frozen=True)
+class Violation:
+    """One unmet precondition (google.rpc.PreconditionFailure.Violation)."""
+
+    type: str
+    subject: str
+    description: str
+
+
 class FailedPrecondition(ServiceError):
-    pass
+    violations: tuple[Violation, ...] = ()
 
 
 class Unauthenticated(ServiceError):

@@ -1,5 +1,6 @@
-"""gRPC server plumbing shared by both services: one interceptor that authorizes calls and
-turns errors into status codes, health and reflection, and a graceful stop on SIGTERM."""
+"""gRPC server plumbing shared by both services: one interceptor that authorizes calls,
+turns errors into status codes (with google.rpc details), logs and measures each call;
+health that follows the database; reflection; optional TLS; a graceful stop on SIGTERM."""
 
 from __future__ import annotations
 
@@ -7,16 +8,24 @@ import asyncio
 import logging
 import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
 
 from shared import errors
 from shared.auth import Authenticator, current_principal
 from shared.db import is_database_outage
+from shared.logs import current_request_id
+from shared.loops import PeriodicTask
+from shared.metrics import RPC_HANDLED, RPC_SECONDS
+from shared.tls import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +38,7 @@ _STATUS_CODES: dict[type[errors.ServiceError], grpc.StatusCode] = {
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
+_MAX_REQUEST_ID = 128
 
 
 def status_code_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -41,8 +51,58 @@ def status_code_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
+def error_details(exc: BaseException) -> list[Any]:
+    """google.rpc detail messages for a client's mistake: which field, which precondition."""
+    if isinstance(exc, errors.InvalidArgument):
+        return [
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=exc.field, description=exc.problem
+                    )
+                ]
+            )
+        ]
+    if isinstance(exc, errors.FailedPrecondition) and exc.violations:
+        return [
+            error_details_pb2.PreconditionFailure(
+                violations=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type=v.type, subject=v.subject, description=v.description
+                    )
+                    for v in exc.violations
+                ]
+            )
+        ]
+    return []
+
+
+def _status_metadata(
+    code: grpc.StatusCode, message: str, details: list[Any]
+) -> Sequence[tuple[str, str | bytes]]:
+    packed = []
+    for detail in details:
+        wrapper = any_pb2.Any()
+        wrapper.Pack(detail)
+        packed.append(wrapper)
+    status = status_pb2.Status(code=code.value[0], message=message, details=packed)
+    assert status.code != code_pb2.OK
+    trailing: Sequence[tuple[str, str | bytes]] = rpc_status.to_status(status).trailing_metadata
+    return trailing
+
+
+def _request_id(metadata: Sequence[tuple[str, str | bytes]]) -> str:
+    for key, value in metadata:
+        if key.lower() == "x-request-id":
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            text = text.strip()[:_MAX_REQUEST_ID]
+            if text.isprintable() and text:
+                return text
+    return uuid.uuid4().hex
+
+
 class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # not generic at run time
-    """Authorizes each unary call, translates its errors once, and logs one line per call."""
+    """Authorizes each unary call, translates its errors once, logs and measures it."""
 
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
@@ -58,21 +118,22 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # n
         if handler is None or handler.unary_unary is None:
             return handler
         method: str = handler_call_details.method
+        service_name, _, method_name = method.strip("/").rpartition("/")
         behavior = handler.unary_unary
         authenticator = self._authenticator
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
+            metadata = tuple(context.invocation_metadata() or ())
+            request_token = current_request_id.set(_request_id(metadata))
             code = grpc.StatusCode.OK
             try:
-                principal = authenticator.authorize(
-                    method, tuple(context.invocation_metadata() or ())
-                )
-                reset_token = current_principal.set(principal)
+                principal = authenticator.authorize(method, metadata)
+                principal_token = current_principal.set(principal)
                 try:
                     return await behavior(request, context)  # type: ignore[arg-type]
                 finally:
-                    current_principal.reset(reset_token)
+                    current_principal.reset(principal_token)
             except Exception as exc:
                 if isinstance(exc, grpc.aio.AbortError):
                     code = context.code() or grpc.StatusCode.UNKNOWN
@@ -80,16 +141,22 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # n
                 code, message = status_code_for(exc)
                 if code is grpc.StatusCode.INTERNAL:
                     log.exception("unhandled error", extra={"method": method})
-                await context.abort(code, message)
+                await context.abort(
+                    code, message, _status_metadata(code, message, error_details(exc))
+                )
             finally:
+                elapsed = time.perf_counter() - started
+                RPC_HANDLED.labels(service_name, method_name, code.name).inc()
+                RPC_SECONDS.labels(service_name, method_name).observe(elapsed)
                 log.info(
                     "rpc",
                     extra={
                         "method": method,
                         "code": code.name,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "duration_ms": round(elapsed * 1000, 2),
                     },
                 )
+                current_request_id.reset(request_token)
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
@@ -99,7 +166,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # n
 
 
 class GrpcServer:
-    """A started server with health and reflection; `run_until_stopped` serves until SIGTERM."""
+    """A server with health and reflection; `run_until_stopped` serves until SIGTERM."""
 
     def __init__(
         self,
@@ -109,10 +176,12 @@ class GrpcServer:
         register: Callable[[grpc.aio.Server], None],
         authenticator: Authenticator,
         grace_seconds: float,
+        tls: ServerTls | None = None,
     ) -> None:
         self._address = address
         self._service_names = list(service_names)
         self._grace = grace_seconds
+        self._tls = tls
         self.server = grpc.aio.server(interceptors=[RpcInterceptor(authenticator)])
         register(self.server)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -121,17 +190,58 @@ class GrpcServer:
             [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
         self.port = 0
+        self._stopping = False
+        self._serving: bool | None = None
 
     async def start(self) -> int:
-        self.port = self.server.add_insecure_port(self._address)
+        if self._tls is None:
+            self.port = self.server.add_insecure_port(self._address)
+        else:
+            self.port = self.server.add_secure_port(self._address, self._tls.credentials())
         if self.port == 0:
             raise OSError(f"could not bind {self._address}")
         await self.server.start()
-        for name in ["", *self._service_names]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.set_serving(True)
         host = self._address.rsplit(":", 1)[0]
-        log.info("serving", extra={"address": f"{host}:{self.port}", "port": self.port})
+        log.info(
+            "serving",
+            extra={"address": f"{host}:{self.port}", "port": self.port, "tls": bool(self._tls)},
+        )
         return self.port
+
+    async def set_serving(self, serving: bool) -> None:
+        """Health of every service on this server (and of the server as a whole)."""
+        if self._stopping or serving == self._serving:
+            return
+        self._serving = serving
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *self._service_names]:
+            await self.health.set(name, status)
+        if self._serving is not None:
+            log.log(
+                logging.INFO if serving else logging.WARNING,
+                "health changed",
+                extra={"serving": serving},
+            )
+
+    def follow_dependency(
+        self, check: Callable[[], Awaitable[bool]], interval: float
+    ) -> PeriodicTask:
+        """A loop that reports SERVING only while `check` (the database) answers in time."""
+
+        async def step() -> bool:
+            try:
+                healthy = await asyncio.wait_for(check(), timeout=max(interval, 1.0))
+            except Exception:
+                healthy = False
+            await self.set_serving(healthy)
+            return False
+
+        return PeriodicTask("health", step, interval)
 
     async def run_until_stopped(self) -> None:
         """Serve until SIGTERM or SIGINT, then stop gracefully: health first, then calls."""
@@ -154,5 +264,6 @@ class GrpcServer:
                 await stopping[0]
 
     async def stop(self) -> None:
+        self._stopping = True
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self._grace)

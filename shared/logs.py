@@ -1,5 +1,6 @@
 """One JSON object per log line, with the structured fields passed as `extra`."""
 
+import contextvars
 import json
 import logging
 import sys
@@ -11,6 +12,12 @@ _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
     "asctime",
     "taskName",
 }
+
+
+# The x-request-id of the call being served, logged with every line it causes.
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "current_request_id", default=""
+)
 
 
 class JsonFormatter(logging.Formatter):
@@ -26,6 +33,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
+        request_id = current_request_id.get()
+        if request_id:
+            entry["request_id"] = request_id
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from shared.db import Connection
 from shared.sql import load_queries
-from wallet_pool_service.domain import HeldWallet
+from wallet_pool_service.domain import Assignment, HeldWallet, Wallet, WalletState
 
 
 @functools.cache
@@ -23,7 +23,13 @@ class WalletRepository(Protocol):
     async def mark_as_available(self, order_id: uuid.UUID, address: str) -> HeldWallet | None: ...
     async def add(self, network: str, addresses: list[str]) -> list[str]: ...
     async def count(self, network: str) -> int: ...
-    async def counts(self, network: str) -> dict[str, tuple[int, int, int]]: ...
+    async def counts(self, network: str) -> dict[str, tuple[int, int, int, int]]: ...
+    async def get(self, address: str) -> Wallet | None: ...
+    async def set_disabled(self, address: str, reason: str | None) -> Wallet | None: ...
+    async def page(
+        self, network: str, state: WalletState | None, after_id: int, limit: int
+    ) -> list[tuple[int, Wallet]]: ...
+    async def history(self, address: str) -> list[Assignment]: ...
 
 
 class QueueRepository(Protocol):
@@ -64,10 +70,36 @@ class PostgresWalletAdapter:
         total: int = await self._conn.fetchval(self._q["count_wallets"], network)
         return total
 
-    async def counts(self, network: str) -> dict[str, tuple[int, int, int]]:
-        """network -> (total, available, allocated); `network` empty means all."""
+    async def counts(self, network: str) -> dict[str, tuple[int, int, int, int]]:
+        """network -> (total, available, allocated, disabled); `network` empty means all."""
         rows = await self._conn.fetch(self._q["wallet_counts"], network)
-        return {r["network"]: (r["total"], r["available"], r["allocated"]) for r in rows}
+        return {
+            r["network"]: (r["total"], r["available"], r["allocated"], r["disabled"]) for r in rows
+        }
+
+    async def get(self, address: str) -> Wallet | None:
+        row = await self._conn.fetchrow(self._q["get_wallet"], address)
+        return Wallet.from_row(row) if row else None
+
+    async def set_disabled(self, address: str, reason: str | None) -> Wallet | None:
+        """Disable with `reason`, or enable with None."""
+        row = await self._conn.fetchrow(self._q["set_disabled"], address, reason)
+        return Wallet.from_row(row) if row else None
+
+    async def page(
+        self, network: str, state: WalletState | None, after_id: int, limit: int
+    ) -> list[tuple[int, Wallet]]:
+        rows = await self._conn.fetch(
+            self._q["list_wallets"], network, state.value if state else "", after_id, limit
+        )
+        return [(row["id"], Wallet.from_row(row)) for row in rows]
+
+    async def history(self, address: str) -> list[Assignment]:
+        rows = await self._conn.fetch(self._q["wallet_history"], address)
+        return [
+            Assignment(r["order_id"], r["network"], r["assigned_at"], r["released_at"])
+            for r in rows
+        ]
 
 
 class PostgresQueueAdapter:

@@ -1,40 +1,58 @@
-"""Wiring of the wallet pool service: settings, manager, server, background loop, shutdown."""
+"""Wiring of the wallet pool service: settings, manager, server, background loops, shutdown."""
 
 import logging
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
-from shared.auth import operator_authenticator
+from shared.auth import Authenticator
 from shared.config import run_service
 from shared.grpc_server import GrpcServer
 from shared.loops import PeriodicTask
+from shared.metrics import serve_metrics
 from wallet_pool_service.config import PoolSettings
 from wallet_pool_service.manager import WalletPoolManagerFactory
-from wallet_pool_service.servicer import OPERATOR_METHODS, SERVICE_NAME, WalletPoolServicer
+from wallet_pool_service.metrics import PoolGauges
+from wallet_pool_service.servicer import METHOD_ROLES, SERVICE_NAME, WalletPoolServicer
 
 log = logging.getLogger(__name__)
 
 
 async def serve(settings: PoolSettings) -> None:
-    if not settings.operator_token:
-        log.warning("OPERATOR_TOKEN is not set: operator calls will be refused")
+    if not settings.tokens:
+        log.warning("no credentials configured (OPERATOR_TOKEN, ...): every call will be refused")
     manager = await WalletPoolManagerFactory.create(settings)
-    sweeper = PeriodicTask(
-        "hand-off-sweep", manager.hand_off_everywhere, settings.hand_off_sweep_seconds
-    )
+    loops: list[PeriodicTask] = []
     try:
         servicer = WalletPoolServicer(manager)
         server = GrpcServer(
             address=settings.address,
             service_names=[SERVICE_NAME],
             register=lambda s: pb_grpc.add_WalletPoolServiceServicer_to_server(servicer, s),
-            authenticator=operator_authenticator(settings.operator_token, OPERATOR_METHODS),
+            authenticator=Authenticator(settings.tokens, METHOD_ROLES),
             grace_seconds=settings.shutdown_grace_seconds,
+            tls=settings.tls,
         )
+        if settings.metrics_addr:
+            serve_metrics(settings.metrics_addr)
         await server.start()
-        sweeper.start()
+        gauges = PoolGauges()
+
+        async def publish_gauges() -> bool:
+            gauges.publish(await manager.get_pool_stats())
+            return False
+
+        loops = [
+            server.follow_dependency(manager.database_ready, settings.health_check_seconds),
+            PeriodicTask(
+                "hand-off-sweep", manager.hand_off_everywhere, settings.hand_off_sweep_seconds
+            ),
+            PeriodicTask("pool-gauges", publish_gauges, settings.metrics_refresh_seconds),
+        ]
+        for loop in loops:
+            loop.start()
         await server.run_until_stopped()
     finally:
-        await sweeper.stop()
+        for loop in loops:
+            await loop.stop()
         await manager.close()
         log.info("stopped")
 

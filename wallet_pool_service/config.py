@@ -3,8 +3,10 @@
 from dataclasses import dataclass
 
 from shared import config
+from shared.auth import Principal, load_tokens
 from shared.embedded_db import DEFAULT_DATA_DIR
 from shared.networks import DEFAULT_NETWORKS
+from shared.tls import ServerTls
 
 
 @dataclass(frozen=True)
@@ -12,11 +14,16 @@ class PoolSettings:
     environment: str
     database_url: str | None
     address: str
-    operator_token: str | None
+    tokens: dict[str, Principal]
     networks: tuple[str, ...]
     demo_wallets_per_network: int
+    low_water_mark: int
     hand_off_sweep_seconds: float
     db_pool_size: int
+    metrics_addr: str | None
+    metrics_refresh_seconds: float
+    health_check_seconds: float
+    tls: ServerTls | None
     embedded_data_dir: str
     shutdown_grace_seconds: float
 
@@ -26,11 +33,16 @@ class PoolSettings:
             environment=config.environment(),
             database_url=config.env_optional("WALLET_POOL_DATABASE_URL", "DATABASE_URL"),
             address=config.env_str("WALLET_POOL_SERVICE_ADDR", "127.0.0.1:50052"),
-            operator_token=config.env_optional("OPERATOR_TOKEN"),
+            tokens=load_tokens(),
             networks=config.env_list("SUPPORTED_NETWORKS", DEFAULT_NETWORKS),
             demo_wallets_per_network=config.env_int("DEMO_WALLETS_PER_NETWORK", 5),
+            low_water_mark=config.env_int("POOL_LOW_WATER_MARK", 2),
             hand_off_sweep_seconds=config.env_float("HAND_OFF_SWEEP_SECONDS", 1.0, minimum=0.05),
             db_pool_size=config.env_int("WALLET_POOL_DB_POOL_SIZE", 8, minimum=1),
+            metrics_addr=config.env_address("WALLET_POOL_METRICS_ADDR", "127.0.0.1:9452"),
+            metrics_refresh_seconds=config.env_float("METRICS_REFRESH_SECONDS", 5.0, minimum=0.1),
+            health_check_seconds=config.env_float("HEALTH_CHECK_SECONDS", 2.0, minimum=0.1),
+            tls=ServerTls.from_env(),
             embedded_data_dir=config.env_str("EMBEDDED_PG_DIR", DEFAULT_DATA_DIR),
             shutdown_grace_seconds=config.env_float("SHUTDOWN_GRACE_SECONDS", 10.0),
         )

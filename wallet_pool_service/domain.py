@@ -1,10 +1,14 @@
 """Pool decisions and value types: no I/O here."""
 
+import enum
 import hashlib
 import re
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
 
-from shared.errors import FailedPrecondition, InvalidArgument
+from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 
 MAX_ADDRESSES_PER_CALL = 1000
 MAX_ADDRESS_LENGTH = 128
@@ -45,6 +49,64 @@ class NetworkStats:
     available: int
     allocated: int
     queued: int
+    disabled: int
+    low_water_mark: int
+
+    @property
+    def below_low_water_mark(self) -> bool:
+        return self.available < self.low_water_mark
+
+
+class WalletState(enum.StrEnum):
+    AVAILABLE = "AVAILABLE"
+    ALLOCATED = "ALLOCATED"
+    DISABLED = "DISABLED"
+
+
+class Row(Protocol):
+    def __getitem__(self, key: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Wallet:
+    address: str
+    network: str
+    order_id: uuid.UUID | None
+    disabled: bool
+    disabled_reason: str
+    create_time: datetime
+    release_time: datetime | None
+
+    @property
+    def state(self) -> WalletState:
+        if self.order_id is not None:
+            return WalletState.ALLOCATED
+        return WalletState.DISABLED if self.disabled else WalletState.AVAILABLE
+
+    @classmethod
+    def from_row(cls, row: Row) -> "Wallet":
+        return cls(
+            address=row["address"],
+            network=row["network"],
+            order_id=row["order_id"],
+            disabled=row["disabled_at"] is not None,
+            disabled_reason=row["disabled_reason"],
+            create_time=row["created_at"],
+            release_time=row["released_at"],
+        )
+
+
+@dataclass(frozen=True)
+class Assignment:
+    order_id: uuid.UUID
+    network: str
+    assign_time: datetime
+    release_time: datetime | None
+
+
+class WalletNotFound(NotFound):
+    def __init__(self, address: str) -> None:
+        super().__init__(f"address: no wallet {address[:MAX_ADDRESS_LENGTH]!r} in the pool")
 
 
 @dataclass(frozen=True)
@@ -106,6 +168,16 @@ def address_problem(network: str, address: str) -> str | None:
             return f"not a {network} address (version byte {payload[0]:#04x})"
         return None
     return None if _GENERIC.match(address) else "expected 16 to 128 letters and digits"
+
+
+def check_address_field(address: str, field: str = "address") -> str:
+    """A non-empty, bounded address to look up (its network is not known yet)."""
+    value = address.strip()
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > MAX_ADDRESS_LENGTH:
+        raise InvalidArgument(field, f"longer than {MAX_ADDRESS_LENGTH} characters")
+    return value
 
 
 def check_addresses(network: str, addresses: list[str]) -> list[str]:

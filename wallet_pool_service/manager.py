@@ -9,7 +9,9 @@ import asyncpg
 
 from shared.db import apply_migrations, create_pool
 from shared.embedded_db import EmbeddedPostgres, resolve_database
+from shared.errors import InvalidArgument
 from shared.networks import parse_network
+from shared.pagination import decode_page_token, encode_page_token, page_size
 from wallet_pool_service import domain
 from wallet_pool_service.adapters import (
     PostgresQueueAdapter,
@@ -32,10 +34,12 @@ class WalletPoolManager:
         pool: asyncpg.Pool,
         networks: tuple[str, ...],
         embedded: EmbeddedPostgres | None = None,
+        low_water_mark: int = 0,
     ) -> None:
         self._pool = pool
         self.networks = networks
         self._embedded = embedded
+        self.low_water_mark = low_water_mark
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[tuple[WalletRepository, QueueRepository]]:
@@ -134,17 +138,22 @@ class WalletPoolManager:
         async with self._transaction() as (wallets, queue):
             wallet_counts = await wallets.counts(network)
             queue_counts = await queue.counts(network)
-        names = sorted(set(wallet_counts) | set(queue_counts) | ({network} if network else set()))
-        return [
-            domain.NetworkStats(
-                network=name,
-                total=wallet_counts.get(name, (0, 0, 0))[0],
-                available=wallet_counts.get(name, (0, 0, 0))[1],
-                allocated=wallet_counts.get(name, (0, 0, 0))[2],
-                queued=queue_counts.get(name, 0),
+        names = sorted({*wallet_counts, *queue_counts, *([network] if network else self.networks)})
+        stats = []
+        for name in names:
+            total, available, allocated, disabled = wallet_counts.get(name, (0, 0, 0, 0))
+            stats.append(
+                domain.NetworkStats(
+                    network=name,
+                    total=total,
+                    available=available,
+                    allocated=allocated,
+                    queued=queue_counts.get(name, 0),
+                    disabled=disabled,
+                    low_water_mark=self.low_water_mark,
+                )
             )
-            for name in names
-        ]
+        return stats
 
     async def add_wallets(self, network: str, addresses: list[str]) -> domain.AddedWallets:
         """Add addresses to the pool; already known ones are reported, not added twice."""
@@ -158,6 +167,47 @@ class WalletPoolManager:
             log.info("wallets added", extra={"network": network, "count": len(added)})
             await self.hand_off(network)
         return domain.AddedWallets(added=added, duplicates=duplicates)
+
+    async def set_wallet_disabled(self, address: str, reason: str | None) -> domain.Wallet:
+        """Disable (with a reason) or enable (None) a wallet. A disabled wallet is never
+        allocated; one that is held keeps serving its order and leaves the pool on release.
+        Enabling serves waiting orders at once."""
+        address = domain.check_address_field(address)
+        async with self._transaction() as (wallets, _):
+            wallet = await wallets.set_disabled(address, reason)
+        if wallet is None:
+            raise domain.WalletNotFound(address)
+        log.info(
+            "wallet disabled" if reason is not None else "wallet enabled",
+            extra={"address": address, "reason": reason},
+        )
+        if reason is None:
+            await self.hand_off(wallet.network)
+        return wallet
+
+    async def list_wallets(
+        self, network: str, state: domain.WalletState | None, requested_size: int, page_token: str
+    ) -> tuple[list[domain.Wallet], str]:
+        if network:
+            network = parse_network(network, self.networks)
+        size = page_size(requested_size)
+        after_id = 0
+        if page_token:
+            after_id = decode_page_token(page_token).get("id", -1)
+            if not isinstance(after_id, int) or after_id < 0:
+                raise InvalidArgument("page_token", "is not a token this service issued")
+        async with self._transaction() as (wallets, _):
+            page = await wallets.page(network, state, after_id, size + 1)
+        if len(page) <= size:
+            return [wallet for _, wallet in page], ""
+        return [wallet for _, wallet in page[:size]], encode_page_token({"id": page[size - 1][0]})
+
+    async def get_wallet_history(self, address: str) -> list[domain.Assignment]:
+        address = domain.check_address_field(address)
+        async with self._transaction() as (wallets, _):
+            if await wallets.get(address) is None:
+                raise domain.WalletNotFound(address)
+            return await wallets.history(address)
 
     async def seed_demo_wallets(self, per_network: int) -> int:
         """Fill empty networks with demo addresses (development only)."""
@@ -219,4 +269,4 @@ async def _connect(
         if embedded is not None:
             embedded.close()
         raise
-    return WalletPoolManager(pool, settings.networks, embedded)
+    return WalletPoolManager(pool, settings.networks, embedded, settings.low_water_mark)

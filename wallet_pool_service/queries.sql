@@ -13,26 +13,39 @@ SELECT address, network FROM wallet_pool.wallets WHERE order_id = $1
 
 -- claim_wallet --
 -- One statement: take the least recently released available wallet of the network,
--- unless orders are already waiting for that network (they come first).
-UPDATE wallet_pool.wallets
-SET order_id = $2, allocated_at = now()
-WHERE id = (
-    SELECT id FROM wallet_pool.wallets
-    WHERE network = $1 AND order_id IS NULL
-      AND NOT EXISTS (SELECT 1 FROM wallet_pool.queue WHERE network = $1)
-    ORDER BY released_at NULLS FIRST, id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
+-- unless orders are already waiting for that network (they come first); record who holds it.
+WITH claimed AS (
+    UPDATE wallet_pool.wallets
+    SET order_id = $2, allocated_at = now()
+    WHERE id = (
+        SELECT id FROM wallet_pool.wallets
+        WHERE network = $1 AND order_id IS NULL AND disabled_at IS NULL
+          AND NOT EXISTS (SELECT 1 FROM wallet_pool.queue WHERE network = $1)
+        ORDER BY released_at NULLS FIRST, id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING address, network, order_id, allocated_at
 )
+INSERT INTO wallet_pool.assignments (address, network, order_id, assigned_at)
+SELECT address, network, order_id, allocated_at FROM claimed
 RETURNING address
 
 -- mark_as_available --
 -- Guarded by the holder: frees the wallet only while this order holds it
--- ($2 = '' means whichever wallet the order holds).
-UPDATE wallet_pool.wallets
-SET order_id = NULL, allocated_at = NULL, released_at = now()
-WHERE order_id = $1 AND ($2 = '' OR address = $2)
-RETURNING address, network
+-- ($2 = '' means whichever wallet the order holds), and closes its assignment.
+WITH freed AS (
+    UPDATE wallet_pool.wallets
+    SET order_id = NULL, allocated_at = NULL, released_at = now()
+    WHERE order_id = $1 AND ($2 = '' OR address = $2)
+    RETURNING address, network, released_at
+), closed AS (
+    UPDATE wallet_pool.assignments a
+    SET released_at = freed.released_at
+    FROM freed
+    WHERE a.order_id = $1 AND a.address = freed.address AND a.released_at IS NULL
+)
+SELECT address, network FROM freed
 
 -- insert_wallets --
 INSERT INTO wallet_pool.wallets (network, address)
@@ -46,8 +59,9 @@ SELECT count(*) FROM wallet_pool.wallets WHERE network = $1
 -- wallet_counts --
 SELECT network,
        count(*) AS total,
-       count(*) FILTER (WHERE order_id IS NULL) AS available,
-       count(*) FILTER (WHERE order_id IS NOT NULL) AS allocated
+       count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NULL) AS available,
+       count(*) FILTER (WHERE order_id IS NOT NULL) AS allocated,
+       count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NOT NULL) AS disabled
 FROM wallet_pool.wallets
 WHERE $1 = '' OR network = $1
 GROUP BY network
@@ -82,7 +96,7 @@ WITH head AS (
     FOR UPDATE SKIP LOCKED
 ), free AS (
     SELECT id FROM wallet_pool.wallets
-    WHERE network = $1 AND order_id IS NULL
+    WHERE network = $1 AND order_id IS NULL AND disabled_at IS NULL
     ORDER BY released_at NULLS FIRST, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -91,12 +105,16 @@ WITH head AS (
     USING head, free
     WHERE q.order_id = head.order_id
     RETURNING q.order_id
+), handed AS (
+    UPDATE wallet_pool.wallets w
+    SET order_id = dequeued.order_id, allocated_at = now()
+    FROM dequeued, free
+    WHERE w.id = free.id
+    RETURNING w.order_id, w.address, w.network, w.allocated_at
 )
-UPDATE wallet_pool.wallets w
-SET order_id = dequeued.order_id, allocated_at = now()
-FROM dequeued, free
-WHERE w.id = free.id
-RETURNING w.order_id, w.address
+INSERT INTO wallet_pool.assignments (address, network, order_id, assigned_at)
+SELECT address, network, order_id, allocated_at FROM handed
+RETURNING order_id, address
 
 -- networks_ready_for_hand_off --
 -- Networks where an order waits while a wallet is free (a safety net for hand-offs
@@ -104,5 +122,37 @@ RETURNING w.order_id, w.address
 SELECT DISTINCT q.network
 FROM wallet_pool.queue q
 WHERE EXISTS (
-    SELECT 1 FROM wallet_pool.wallets w WHERE w.network = q.network AND w.order_id IS NULL
+    SELECT 1 FROM wallet_pool.wallets w
+    WHERE w.network = q.network AND w.order_id IS NULL AND w.disabled_at IS NULL
 )
+
+-- get_wallet --
+SELECT * FROM wallet_pool.wallets WHERE address = $1
+
+-- set_disabled --
+-- $2: the reason, or NULL to enable. Returns the wallet as it is now.
+UPDATE wallet_pool.wallets
+SET disabled_at = CASE WHEN $2::text IS NULL THEN NULL ELSE coalesce(disabled_at, now()) END,
+    disabled_reason = coalesce($2, '')
+WHERE address = $1
+RETURNING *
+
+-- list_wallets --
+-- Keyset pagination on id; $2: '' (any), 'AVAILABLE', 'ALLOCATED' or 'DISABLED'.
+SELECT * FROM wallet_pool.wallets
+WHERE ($1 = '' OR network = $1)
+  AND (
+    $2 = ''
+    OR ($2 = 'AVAILABLE' AND order_id IS NULL AND disabled_at IS NULL)
+    OR ($2 = 'ALLOCATED' AND order_id IS NOT NULL)
+    OR ($2 = 'DISABLED' AND order_id IS NULL AND disabled_at IS NOT NULL)
+  )
+  AND id > $3
+ORDER BY id
+LIMIT $4
+
+-- wallet_history --
+SELECT order_id, network, assigned_at, released_at
+FROM wallet_pool.assignments
+WHERE address = $1
+ORDER BY id

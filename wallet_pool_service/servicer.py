@@ -7,11 +7,60 @@ import grpc
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as pb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
+from shared.auth import OPERATOR, SERVICE, method_policy
+from shared.errors import InvalidArgument
+from shared.timestamps import to_timestamp
 from shared.validation import parse_uuid
+from wallet_pool_service.domain import Wallet, WalletState
 from wallet_pool_service.manager import WalletPoolManager
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WalletPoolService"].full_name
-OPERATOR_METHODS = frozenset({f"/{SERVICE_NAME}/AddWallets"})
+_SERVICE = pb.DESCRIPTOR.services_by_name["WalletPoolService"]
+SERVICE_NAME = _SERVICE.full_name
+_OPERATOR = frozenset({OPERATOR})
+METHOD_ROLES = method_policy(
+    SERVICE_NAME,
+    _SERVICE.methods_by_name,
+    {
+        # Only the order service allocates and releases.
+        "AllocateWallet": frozenset({SERVICE}),
+        "ReleaseWallet": frozenset({SERVICE}),
+        "GetPoolStats": frozenset({OPERATOR, SERVICE}),
+        "AddWallets": _OPERATOR,
+        "DisableWallet": _OPERATOR,
+        "EnableWallet": _OPERATOR,
+        "ListWallets": _OPERATOR,
+        "GetWalletHistory": _OPERATOR,
+    },
+)
+_STATE_TO_PB = {
+    WalletState.AVAILABLE: pb.WALLET_STATE_AVAILABLE,
+    WalletState.ALLOCATED: pb.WALLET_STATE_ALLOCATED,
+    WalletState.DISABLED: pb.WALLET_STATE_DISABLED,
+}
+_STATE_FROM_PB = {number: state for state, number in _STATE_TO_PB.items()}
+
+
+def wallet_to_pb(wallet: Wallet) -> pb.Wallet:
+    return pb.Wallet(
+        address=wallet.address,
+        network=wallet.network,
+        state=_STATE_TO_PB[wallet.state],
+        order_id=str(wallet.order_id) if wallet.order_id else "",
+        disabled=wallet.disabled,
+        disabled_reason=wallet.disabled_reason,
+        create_time=to_timestamp(wallet.create_time),
+        release_time=to_timestamp(wallet.release_time),
+    )
+
+
+def parse_state(number: int) -> WalletState | None:
+    if number == pb.WALLET_STATE_UNSPECIFIED:
+        return None
+    state: WalletState | None = _STATE_FROM_PB.get(number)  # type: ignore[call-overload]
+    if state is None:
+        raise InvalidArgument("state", f"{number} is not a valid wallet state")
+    return state
+
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -48,6 +97,9 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
                     available=s.available,
                     allocated=s.allocated,
                     queued=s.queued,
+                    disabled=s.disabled,
+                    below_low_water_mark=s.below_low_water_mark,
+                    low_water_mark=s.low_water_mark,
                 )
                 for s in stats
             ]
@@ -58,3 +110,45 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
     ) -> pb.AddWalletsResponse:
         result = await self._manager.add_wallets(request.network, list(request.addresses))
         return pb.AddWalletsResponse(added=result.added, duplicates=result.duplicates)
+
+    async def DisableWallet(
+        self, request: pb.DisableWalletRequest, context: Context
+    ) -> pb.DisableWalletResponse:
+        reason = request.reason.strip()
+        if len(reason) > 500:
+            raise InvalidArgument("reason", "longer than 500 characters")
+        wallet = await self._manager.set_wallet_disabled(request.address, reason)
+        return pb.DisableWalletResponse(wallet=wallet_to_pb(wallet))
+
+    async def EnableWallet(
+        self, request: pb.EnableWalletRequest, context: Context
+    ) -> pb.EnableWalletResponse:
+        wallet = await self._manager.set_wallet_disabled(request.address, None)
+        return pb.EnableWalletResponse(wallet=wallet_to_pb(wallet))
+
+    async def ListWallets(
+        self, request: pb.ListWalletsRequest, context: Context
+    ) -> pb.ListWalletsResponse:
+        wallets, next_token = await self._manager.list_wallets(
+            request.network, parse_state(request.state), request.page_size, request.page_token
+        )
+        return pb.ListWalletsResponse(
+            wallets=[wallet_to_pb(w) for w in wallets], next_page_token=next_token
+        )
+
+    async def GetWalletHistory(
+        self, request: pb.GetWalletHistoryRequest, context: Context
+    ) -> pb.GetWalletHistoryResponse:
+        history = await self._manager.get_wallet_history(request.address)
+        return pb.GetWalletHistoryResponse(
+            address=request.address.strip(),
+            assignments=[
+                pb.WalletAssignment(
+                    order_id=str(a.order_id),
+                    network=a.network,
+                    assign_time=to_timestamp(a.assign_time),
+                    release_time=to_timestamp(a.release_time),
+                )
+                for a in history
+            ],
+        )

@@ -31,7 +31,11 @@ async def stack(e2e_database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
         started: Stack = Stack(
             os.environ["E2E_ORDER_ADDR"],
             os.environ["E2E_WALLET_POOL_ADDR"],
-            os.environ.get("E2E_OPERATOR_TOKEN", os.environ.get("OPERATOR_TOKEN", "")),
+            (
+                os.environ.get("E2E_OPERATOR_TOKEN", os.environ.get("OPERATOR_TOKEN", "")),
+                os.environ.get("E2E_CLIENT_TOKEN", os.environ.get("CLIENT_TOKEN", "")),
+                os.environ.get("E2E_SERVICE_TOKEN", os.environ.get("SERVICE_TOKEN", "")),
+            ),
         )
     else:
         started = await LocalStack.start(e2e_database_url, tmp_path)

@@ -11,18 +11,27 @@ from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from scripts.processes import ServiceProcess
 
 OPERATOR_TOKEN = "e2e-operator-token"
+CLIENT_TOKEN = "e2e-client-token"
+SERVICE_TOKEN = "e2e-service-token"
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
 
 
 class Stack:
-    def __init__(self, order_addr: str, pool_addr: str, token: str) -> None:
+    def __init__(self, order_addr: str, pool_addr: str, tokens: tuple[str, str, str]) -> None:
+        """`tokens`: the operator's, a client's and the order service's."""
         self.order_addr = order_addr
         self.pool_addr = pool_addr
-        self.token = token
+        self.tokens = tokens
         self.order_channel = grpc.aio.insecure_channel(order_addr)
         self.pool_channel = grpc.aio.insecure_channel(pool_addr)
         self.orders = order_grpc.OrderServiceStub(self.order_channel)
         self.pool = pool_grpc.WalletPoolServiceStub(self.pool_channel)
-        self.operator = (("authorization", f"Bearer {token}"),)
+        self.operator = bearer(tokens[0])
+        self.client = bearer(tokens[1])
+        self.service = bearer(tokens[2])
 
     async def close(self) -> None:
         await self.order_channel.close(None)
@@ -31,7 +40,11 @@ class Stack:
 
 class LocalStack(Stack):
     def __init__(self, pool: ServiceProcess, order: ServiceProcess) -> None:
-        super().__init__(f"127.0.0.1:{order.port}", f"127.0.0.1:{pool.port}", OPERATOR_TOKEN)
+        super().__init__(
+            f"127.0.0.1:{order.port}",
+            f"127.0.0.1:{pool.port}",
+            (OPERATOR_TOKEN, CLIENT_TOKEN, SERVICE_TOKEN),
+        )
         self.pool_process = pool
         self.order_process = order
 
@@ -44,6 +57,12 @@ class LocalStack(Stack):
             "APP_ENV": environment,
             "DATABASE_URL": database_url,
             "OPERATOR_TOKEN": OPERATOR_TOKEN,
+            "CLIENT_TOKEN": CLIENT_TOKEN,
+            "SERVICE_TOKEN": SERVICE_TOKEN,
+            "ORDER_METRICS_ADDR": "127.0.0.1:0",
+            "WALLET_POOL_METRICS_ADDR": "127.0.0.1:0",
+            "HEALTH_CHECK_SECONDS": "0.5",
+            "METRICS_REFRESH_SECONDS": "0.5",
             "WALLET_POOL_SERVICE_ADDR": "127.0.0.1:0",
             "ORDER_SERVICE_ADDR": "127.0.0.1:0",
             "ALLOCATION_SYNC_SECONDS": "0.2",

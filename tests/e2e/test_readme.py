@@ -9,12 +9,12 @@ import pytest
 from exchange.order.v1 import order_service_pb2 as opb
 from tests.databases import ROOT, DatabaseFactory
 from tests.e2e.conftest import local_only
-from tests.e2e.stack import OPERATOR_TOKEN, LocalStack
+from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, LocalStack
 
 
 def walkthrough() -> str:
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("## A walk through with grpcurl", 1)[1]
+    section = readme.split("## grpcurl cookbook", 1)[1]
     match = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
     assert match, "README.md has no walk-through block"
     return match.group(1)
@@ -28,21 +28,22 @@ async def test_the_readme_walkthrough_works_as_written(
         pytest.skip("grpcurl is installed by make setup")
     stack = await LocalStack.start(await databases.create(), tmp_path, environment="development")
     try:
-        token_file = tmp_path / "operator_token"
-        token_file.write_text(OPERATOR_TOKEN)
         script = (
             walkthrough()
             .replace("localhost:50051", stack.order_addr)
             .replace("localhost:50052", stack.pool_addr)
-            .replace(".data/operator_token", str(token_file))
+            .replace('"$PWD/.venv/bin', f'"{ROOT}/.venv/bin')
         )
+        for role, token in [("operator", OPERATOR_TOKEN), ("client", CLIENT_TOKEN)]:
+            (tmp_path / f"{role}_token").write_text(token)
+            script = script.replace(f".data/{role}_token", str(tmp_path / f"{role}_token"))
         process = await asyncio.create_subprocess_exec(
             "bash",
             "-euo",
             "pipefail",
             "-c",
             script + '\necho "RESULT $ORDER $WAITING"\n',
-            cwd=ROOT,
+            cwd=tmp_path,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -51,11 +52,30 @@ async def test_the_readme_walkthrough_works_as_written(
         assert process.returncode == 0, output
 
         assert "WALLET_RELEASE_RELEASED" in output
-        for expected in ["Unauthenticated", "FailedPrecondition", "InvalidArgument", "SERVING"]:
+        for expected in [
+            "Unauthenticated",
+            "FailedPrecondition",
+            "PreconditionFailure",
+            "InvalidArgument",
+            "BadRequest",
+            "WALLET_STATE_DISABLED",
+            "key rotated",
+            "paid out",
+            "assign_time",
+            "SERVING",
+        ]:
             assert expected in output, expected
         order_id, waiting_id = output.rsplit("RESULT ", 1)[1].split()
-        order = (await stack.orders.GetOrder(opb.GetOrderRequest(order_id=order_id))).order
-        waiting = (await stack.orders.GetOrder(opb.GetOrderRequest(order_id=waiting_id))).order
+        order = (
+            await stack.orders.GetOrder(
+                opb.GetOrderRequest(order_id=order_id), metadata=stack.client
+            )
+        ).order
+        waiting = (
+            await stack.orders.GetOrder(
+                opb.GetOrderRequest(order_id=waiting_id), metadata=stack.client
+            )
+        ).order
         assert order.status == opb.ORDER_STATUS_COMPLETED
         assert waiting.wallet_address == order.wallet_address != ""
         # The waiting order's GetOrder after `sleep 1` already shows the released address.

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
@@ -36,7 +37,7 @@ async def add_wallets(stack: Stack, network: str, addresses: list[str]) -> None:
 
 async def create(stack: Stack, network: str = "ETH", amount: str = "0.5") -> opb.Order:
     response = await stack.orders.CreateOrder(
-        opb.CreateOrderRequest(network=network, amount=amount)
+        opb.CreateOrderRequest(network=network, amount=amount), metadata=stack.client
     )
     return response.order
 
@@ -80,7 +81,9 @@ async def test_a_final_status_puts_the_wallet_back_in_the_pool(
     assert response.order.status == final
     assert response.wallet_release == opb.WALLET_RELEASE_RELEASED
     assert await holder(db, address) is None
-    stats = await stack.pool.GetPoolStats(wpb.GetPoolStatsRequest(network="ETH"))
+    stats = await stack.pool.GetPoolStats(
+        wpb.GetPoolStatsRequest(network="ETH"), metadata=stack.operator
+    )
     assert (stats.networks[0].available, stats.networks[0].allocated) == (1, 0)
 
 
@@ -97,7 +100,11 @@ async def test_an_order_waiting_in_the_queue_receives_the_released_wallet_within
     await finish(stack, first.id, opb.ORDER_STATUS_COMPLETED)
     released_at = time.monotonic()
     while True:
-        seen = (await stack.orders.GetOrder(opb.GetOrderRequest(order_id=waiting.id))).order
+        seen = (
+            await stack.orders.GetOrder(
+                opb.GetOrderRequest(order_id=waiting.id), metadata=stack.client
+            )
+        ).order
         if seen.wallet_address or time.monotonic() - released_at > 1.0:
             break
         await asyncio.sleep(0.05)
@@ -136,65 +143,102 @@ async def test_a_release_while_the_pool_is_down_is_kept_and_delivered_when_it_is
     assert done is True
 
 
-async def test_operator_calls_are_refused_without_or_with_a_wrong_token(stack: Stack) -> None:
+def status_details(error: grpc.aio.AioRpcError) -> status_pb2.Status:
+    """The google.rpc.Status a server attached to an error."""
+    metadata: Any = error.trailing_metadata() or ()
+    for key, value in metadata:
+        if key == "grpc-status-details-bin":
+            assert isinstance(value, bytes)
+            return status_pb2.Status.FromString(value)
+    raise AssertionError(f"no status details in {error}")
+
+
+async def test_each_method_takes_only_its_roles_and_refuses_missing_or_wrong_tokens(
+    stack: Stack,
+) -> None:
     order_id = "00000000-0000-4000-8000-000000000000"
-    calls: list[tuple[Callable[..., Awaitable[Any]], Any]] = [
+    anyone_wrong = (("authorization", "Bearer not-the-token"),)
+    # (method, request, metadata of a role that may not call it)
+    calls: list[tuple[Callable[..., Awaitable[Any]], Any, Any]] = [
         (
             stack.orders.UpdateOrderStatus,
             opb.UpdateOrderStatusRequest(order_id=order_id, status=opb.ORDER_STATUS_CANCELLED),
+            stack.client,
+        ),
+        (
+            stack.orders.CreateOrder,
+            opb.CreateOrderRequest(network="ETH", amount="1"),
+            stack.service,
         ),
         (
             stack.pool.AddWallets,
             wpb.AddWalletsRequest(network="ETH", addresses=[eth_address()]),
+            stack.client,
         ),
+        (
+            stack.pool.AllocateWallet,
+            wpb.AllocateWalletRequest(order_id=order_id, network="ETH"),
+            stack.operator,
+        ),
+        (stack.pool.ReleaseWallet, wpb.ReleaseWalletRequest(order_id=order_id), stack.client),
+        (stack.pool.ListWallets, wpb.ListWalletsRequest(), stack.client),
     ]
-    for method, request in calls:
+    for method, request, other_role in calls:
         for metadata, code in [
             ((), grpc.StatusCode.UNAUTHENTICATED),
-            ((("authorization", "Bearer not-the-token"),), grpc.StatusCode.PERMISSION_DENIED),
+            (anyone_wrong, grpc.StatusCode.PERMISSION_DENIED),
+            (other_role, grpc.StatusCode.PERMISSION_DENIED),
         ]:
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await method(request, metadata=metadata)
-            assert raised.value.code() == code
-            assert "not-the-token" not in (raised.value.details() or "")
+            assert raised.value.code() == code, method
+            for token in ("not-the-token", *stack.tokens):
+                assert token not in (raised.value.details() or "")
 
 
 async def test_client_mistakes_get_the_status_code_and_the_field_name(stack: Stack) -> None:
     unknown = "00000000-0000-4000-8000-000000000000"
+    client, operator = stack.client, stack.operator
     cases = [
         (
-            stack.orders.CreateOrder(opb.CreateOrderRequest(network="DOGE", amount="1")),
+            stack.orders.CreateOrder(
+                opb.CreateOrderRequest(network="DOGE", amount="1"), metadata=client
+            ),
             grpc.StatusCode.INVALID_ARGUMENT,
             "network",
         ),
         (
-            stack.orders.CreateOrder(opb.CreateOrderRequest(network="ETH", amount="1e5")),
+            stack.orders.CreateOrder(
+                opb.CreateOrderRequest(network="ETH", amount="1e5"), metadata=client
+            ),
             grpc.StatusCode.INVALID_ARGUMENT,
             "amount",
         ),
         (
-            stack.orders.CreateOrder(opb.CreateOrderRequest(network="ETH", amount="-2")),
+            stack.orders.CreateOrder(
+                opb.CreateOrderRequest(network="ETH", amount="-2"), metadata=client
+            ),
             grpc.StatusCode.INVALID_ARGUMENT,
             "amount",
         ),
         (
-            stack.orders.GetOrder(opb.GetOrderRequest(order_id="42")),
+            stack.orders.GetOrder(opb.GetOrderRequest(order_id="42"), metadata=client),
             grpc.StatusCode.INVALID_ARGUMENT,
             "order_id",
         ),
         (
-            stack.orders.GetOrder(opb.GetOrderRequest(order_id=unknown)),
+            stack.orders.GetOrder(opb.GetOrderRequest(order_id=unknown), metadata=client),
             grpc.StatusCode.NOT_FOUND,
             "order_id",
         ),
         (
-            stack.orders.ListOrders(opb.ListOrdersRequest(page_token="nope")),
+            stack.orders.ListOrders(opb.ListOrdersRequest(page_token="nope"), metadata=client),
             grpc.StatusCode.INVALID_ARGUMENT,
             "page_token",
         ),
         (
             stack.orders.UpdateOrderStatus(
-                opb.UpdateOrderStatusRequest(order_id=unknown), metadata=stack.operator
+                opb.UpdateOrderStatusRequest(order_id=unknown), metadata=operator
             ),
             grpc.StatusCode.INVALID_ARGUMENT,
             "status",
@@ -202,22 +246,31 @@ async def test_client_mistakes_get_the_status_code_and_the_field_name(stack: Sta
         (
             stack.orders.UpdateOrderStatus(
                 opb.UpdateOrderStatusRequest(order_id=unknown, status=opb.ORDER_STATUS_CANCELLED),
-                metadata=stack.operator,
+                metadata=operator,
             ),
             grpc.StatusCode.NOT_FOUND,
             "order_id",
         ),
         (
-            stack.pool.AllocateWallet(wpb.AllocateWalletRequest(order_id="x", network="ETH")),
+            stack.pool.AllocateWallet(
+                wpb.AllocateWalletRequest(order_id="x", network="ETH"), metadata=stack.service
+            ),
             grpc.StatusCode.INVALID_ARGUMENT,
             "order_id",
         ),
         (
             stack.pool.AddWallets(
-                wpb.AddWalletsRequest(network="ETH", addresses=["0x12"]), metadata=stack.operator
+                wpb.AddWalletsRequest(network="ETH", addresses=["0x12"]), metadata=operator
             ),
             grpc.StatusCode.INVALID_ARGUMENT,
             "addresses[0]",
+        ),
+        (
+            stack.pool.GetWalletHistory(
+                wpb.GetWalletHistoryRequest(address=eth_address()), metadata=operator
+            ),
+            grpc.StatusCode.NOT_FOUND,
+            "address",
         ),
     ]
     call: Any
@@ -226,6 +279,11 @@ async def test_client_mistakes_get_the_status_code_and_the_field_name(stack: Sta
             await call
         assert raised.value.code() == code, raised.value.details()
         assert (raised.value.details() or "").startswith(f"{field}: ")
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            [detail] = status_details(raised.value).details
+            bad_request = error_details_pb2.BadRequest()
+            assert detail.Unpack(bad_request)
+            assert bad_request.field_violations[0].field == field
 
 
 async def test_an_illegal_transition_is_a_failed_precondition(stack: Stack) -> None:
@@ -237,6 +295,11 @@ async def test_an_illegal_transition_is_a_failed_precondition(stack: Stack) -> N
         await move(stack, order.id, opb.ORDER_STATUS_PROCESSING)
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "from CANCELLED to PROCESSING" in (raised.value.details() or "")
+    [detail] = status_details(raised.value).details
+    failure = error_details_pb2.PreconditionFailure()
+    assert detail.Unpack(failure)
+    assert failure.violations[0].subject == "status:CANCELLED"
+    assert "allowed next: none" in failure.violations[0].description
 
 
 def _grpcurl() -> str:

@@ -24,7 +24,7 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             *(apply_migrations(p, schema, package) for p in pools for schema, package in MIGRATIONS)
         )
         applied = [version for result in results for version in result]
-        assert sorted(applied) == ["001_orders", "001_pool_and_queue"]
+        assert sorted(applied) == ["001_orders", "001_pool_and_queue", "002_disable_and_history"]
         assert await _tables(pools[0]) == {
             "orders.orders",
             "orders.status_history",
@@ -33,6 +33,7 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "wallet_pool.wallets",
             "wallet_pool.queue",
             "wallet_pool.released_orders",
+            "wallet_pool.assignments",
             "wallet_pool.schema_migrations",
         }
         assert await apply_migrations(pools[0], "orders", "order_service.migrations") == []

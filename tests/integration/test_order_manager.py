@@ -12,13 +12,14 @@ from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from order_service.domain import IllegalTransition, OrderStatus, RequestIdReused, WalletRelease
 from order_service.manager import OrderManager, ReleasePolicy
 from order_service.wallet_pool_client import GrpcWalletPoolGateway
-from shared.auth import Authenticator
+from shared.auth import SERVICE, Authenticator, Principal
 from shared.grpc_server import GrpcServer
 from wallet_pool_service.domain import demo_addresses
 from wallet_pool_service.manager import WalletPoolManager
-from wallet_pool_service.servicer import WalletPoolServicer
+from wallet_pool_service.servicer import METHOD_ROLES, WalletPoolServicer
 
 NETWORKS = ("BTC", "ETH", "TRON")
+SERVICE_TOKEN = "integration-service-token"
 FAST_RETRY = ReleasePolicy(lease_seconds=5, backoff_base_seconds=0.05, backoff_cap_seconds=0.1)
 
 
@@ -33,7 +34,7 @@ async def _start_pool_server(manager: WalletPoolManager, address: str) -> GrpcSe
         address=address,
         service_names=[],
         register=lambda s: pool_grpc.add_WalletPoolServiceServicer_to_server(servicer, s),
-        authenticator=Authenticator({}, {}),
+        authenticator=Authenticator({SERVICE_TOKEN: Principal("orders", SERVICE)}, METHOD_ROLES),
         grace_seconds=1,
     )
     await server.start()
@@ -49,7 +50,9 @@ async def pool_server(pool_manager: WalletPoolManager) -> AsyncIterator[GrpcServ
 
 @pytest.fixture
 async def orders(db_pool: asyncpg.Pool, pool_server: GrpcServer) -> AsyncIterator[OrderManager]:
-    gateway = GrpcWalletPoolGateway.connect(f"127.0.0.1:{pool_server.port}", timeout_seconds=1)
+    gateway = GrpcWalletPoolGateway.connect(
+        f"127.0.0.1:{pool_server.port}", timeout_seconds=1, token=SERVICE_TOKEN
+    )
     yield OrderManager(db_pool, gateway, NETWORKS, FAST_RETRY)
     await gateway.close()
 

@@ -1,12 +1,11 @@
 import random
 import uuid
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
 from order_service.domain import parse_amount, parse_reason, parse_request_id, retry_delay
-from order_service.manager import decode_page_token, encode_page_token
+from order_service.manager import decode_order_page_token
 from shared.errors import InvalidArgument
 from shared.networks import parse_network
 from shared.validation import parse_uuid
@@ -71,12 +70,10 @@ def test_request_id_and_reason_have_length_limits() -> None:
         parse_reason("x" * 501)
 
 
-def test_page_tokens_round_trip_and_foreign_tokens_are_refused() -> None:
-    now, order_id = datetime.now(UTC), uuid.uuid4()
-    assert decode_page_token(encode_page_token(now, order_id)) == (now, order_id)
-    for bad in ["garbage", "e30=", "!!!"]:
+def test_page_tokens_are_opaque_and_foreign_tokens_are_refused() -> None:
+    for bad in ["garbage", "e30=", "!!!", "WzFd", "eyJ0IjogMX0="]:
         with pytest.raises(InvalidArgument, match=r"^page_token: "):
-            decode_page_token(bad)
+            decode_order_page_token(bad)
 
 
 def test_release_retry_delay_grows_with_jitter_up_to_the_cap() -> None:

@@ -1,0 +1,30 @@
+"""Prometheus metrics shared by both services, and the HTTP endpoint that exposes them.
+
+Metric objects live in the default registry, as prometheus_client expects."""
+
+import logging
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+RPC_HANDLED = Counter(
+    "grpc_server_handled_total",
+    "RPCs completed on the server, by method and status code.",
+    ["grpc_service", "grpc_method", "grpc_code"],
+)
+RPC_SECONDS = Histogram(
+    "grpc_server_handling_seconds",
+    "Time to handle an RPC on the server, by method.",
+    ["grpc_service", "grpc_method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+def serve_metrics(address: str) -> int:
+    """Expose /metrics on `address` (host:port; port 0 picks one). Returns the port."""
+    host, _, port = address.rpartition(":")
+    server, _ = start_http_server(int(port), addr=host or "0.0.0.0")
+    bound = int(server.server_port)
+    log.info("metrics", extra={"address": f"{host}:{bound}", "port": bound})
+    return bound

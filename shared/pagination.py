@@ -1,0 +1,32 @@
+"""Page sizes and opaque keyset page tokens shared by the List RPCs."""
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from shared.errors import InvalidArgument
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def page_size(requested: int) -> int:
+    """0 means the default; larger than the maximum is capped to it."""
+    if requested < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def encode_page_token(position: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
+
+
+def decode_page_token(token: str) -> dict[str, Any]:
+    try:
+        position = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, binascii.Error):
+        position = None
+    if not isinstance(position, dict):
+        raise InvalidArgument("page_token", "is not a token this service issued")
+    return position
