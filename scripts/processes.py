@@ -39,14 +39,18 @@ class ServiceProcess:
             await asyncio.sleep(0.1)
         raise RuntimeError(f"{self.module} did not start:\n{self.logs()}")
 
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        """Signal the process and wait for it without blocking the event loop (which may
+        be serving what the process needs to shut down). Kills it after 20 s."""
         assert self.process is not None
         self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
+        for _ in range(400):
+            code = self.process.poll()
+            if code is not None:
+                return code
+            await asyncio.sleep(0.05)
+        self.process.kill()
+        raise TimeoutError(f"{self.module} did not stop in 20 s:\n{self.logs()[-3000:]}")
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -98,7 +98,7 @@ async def run() -> int:
         print("Stopping...", flush=True)
         for process in (order, pool):
             if process.process is not None and process.process.poll() is None:
-                process.stop()
+                await process.stop()
         if embedded is not None:
             embedded.close()
     return exit_code

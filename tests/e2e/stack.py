@@ -20,13 +20,19 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 
 
 class Stack:
-    def __init__(self, order_addr: str, pool_addr: str, tokens: tuple[str, str, str]) -> None:
+    def __init__(
+        self,
+        order_addr: str,
+        pool_addr: str,
+        tokens: tuple[str, str, str],
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         """`tokens`: the operator's, a client's and the order service's."""
         self.order_addr = order_addr
         self.pool_addr = pool_addr
         self.tokens = tokens
-        self.order_channel = grpc.aio.insecure_channel(order_addr)
-        self.pool_channel = grpc.aio.insecure_channel(pool_addr)
+        self.order_channel = _channel(order_addr, credentials)
+        self.pool_channel = _channel(pool_addr, credentials)
         self.orders = order_grpc.OrderServiceStub(self.order_channel)
         self.pool = pool_grpc.WalletPoolServiceStub(self.pool_channel)
         self.operator = bearer(tokens[0])
@@ -38,19 +44,40 @@ class Stack:
         await self.pool_channel.close(None)
 
 
+def _channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+    if credentials is None:
+        return grpc.aio.insecure_channel(address)
+    return grpc.aio.secure_channel(address, credentials)
+
+
 class LocalStack(Stack):
-    def __init__(self, pool: ServiceProcess, order: ServiceProcess) -> None:
+    """Both services as processes on free ports; TLS when `credentials` are given (the
+    certificate must name localhost)."""
+
+    def __init__(
+        self,
+        pool: ServiceProcess,
+        order: ServiceProcess,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        host = "localhost" if credentials else "127.0.0.1"
         super().__init__(
-            f"127.0.0.1:{order.port}",
-            f"127.0.0.1:{pool.port}",
+            f"{host}:{order.port}",
+            f"{host}:{pool.port}",
             (OPERATOR_TOKEN, CLIENT_TOKEN, SERVICE_TOKEN),
+            credentials,
         )
         self.pool_process = pool
         self.order_process = order
 
     @classmethod
     async def start(
-        cls, database_url: str, log_dir: Path, environment: str = "production"
+        cls,
+        database_url: str,
+        log_dir: Path,
+        environment: str = "production",
+        extra_env: dict[str, str] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> "LocalStack":
         env = {
             **os.environ,
@@ -70,18 +97,20 @@ class LocalStack(Stack):
             "RELEASE_RETRY_MAX_BACKOFF_SECONDS": "1",
             "WALLET_POOL_TIMEOUT_SECONDS": "1",
             "SHUTDOWN_GRACE_SECONDS": "2",
+            **(extra_env or {}),
         }
         pool = ServiceProcess("wallet_pool_service", env, log_dir / "wallet_pool_service.log")
         pool_port = await pool.start()
         # Restarts of the pool reuse its first port, so the order service finds it again.
         pool.env = {**env, "WALLET_POOL_SERVICE_ADDR": f"127.0.0.1:{pool_port}"}
-        order_env = {**env, "WALLET_POOL_TARGET": f"127.0.0.1:{pool_port}"}
+        pool_host = "localhost" if credentials else "127.0.0.1"
+        order_env = {**env, "WALLET_POOL_TARGET": f"{pool_host}:{pool_port}"}
         order = ServiceProcess("order_service", order_env, log_dir / "order_service.log")
         await order.start()
-        return cls(pool, order)
+        return cls(pool, order, credentials)
 
     async def close(self) -> None:
         await super().close()
         for process in (self.order_process, self.pool_process):
             if process.process is not None and process.process.poll() is None:
-                process.stop()
+                await process.stop()

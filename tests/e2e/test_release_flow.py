@@ -122,7 +122,7 @@ async def test_a_release_while_the_pool_is_down_is_kept_and_delivered_when_it_is
     await add_wallets(stack, "ETH", [address])
     order = await create(stack)
     await move(stack, order.id, opb.ORDER_STATUS_PROCESSING)
-    assert stack.pool_process.stop() == 0
+    assert await stack.pool_process.stop() == 0
 
     response = await move(stack, order.id, opb.ORDER_STATUS_COMPLETED, "paid")
 
@@ -339,6 +339,6 @@ async def test_grpcurl_lists_both_services_and_their_health_through_reflection(
 
 @local_only
 async def test_sigterm_stops_both_services_cleanly(stack: LocalStack) -> None:
-    assert stack.order_process.stop(signal.SIGTERM) == 0
-    assert stack.pool_process.stop(signal.SIGTERM) == 0
+    assert await stack.order_process.stop(signal.SIGTERM) == 0
+    assert await stack.pool_process.stop(signal.SIGTERM) == 0
     assert '"event": "stopped"' in stack.order_process.logs()

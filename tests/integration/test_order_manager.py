@@ -9,7 +9,13 @@ import asyncpg
 import pytest
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
-from order_service.domain import IllegalTransition, OrderStatus, RequestIdReused, WalletRelease
+from order_service.domain import (
+    IllegalTransition,
+    OrderFilter,
+    OrderStatus,
+    RequestIdReused,
+    WalletRelease,
+)
 from order_service.manager import OrderManager, ReleasePolicy
 from order_service.wallet_pool_client import GrpcWalletPoolGateway
 from shared.auth import SERVICE, Authenticator, Principal
@@ -178,3 +184,45 @@ async def test_concurrent_completes_and_creates_never_give_one_wallet_to_two_liv
     }
     assert pool_view == {r["wallet_address"]: r["id"] for r in live if r["wallet_address"]}
     assert await db_pool.fetchval("SELECT count(*) FROM wallet_pool.queue") == 20
+
+
+async def test_orders_list_newest_first_with_filters_and_pages_stable_under_inserts(
+    orders: OrderManager,
+) -> None:
+    created = [await orders.create_order("BTC", Decimal(i + 1), None, "c") for i in range(7)]
+    await orders.create_order("ETH", Decimal("1"), None, "c")
+    await orders.update_status(created[0].id, OrderStatus.CANCELLED, "", "op")
+
+    seen: list[uuid.UUID] = []
+    token = ""
+    while True:
+        page, token = await orders.list_orders(OrderFilter(network="BTC"), 3, token)
+        seen += [o.id for o in page]
+        if not token:
+            break
+        await orders.create_order("BTC", Decimal("9"), None, "c")  # newer: not in later pages
+    assert seen == [o.id for o in reversed(created)]
+
+    pending, _ = await orders.list_orders(
+        OrderFilter(status=OrderStatus.PENDING, network="BTC"), 500, ""
+    )
+    assert created[0].id not in {o.id for o in pending}
+    window, _ = await orders.list_orders(
+        OrderFilter(created_after=created[2].create_time, created_before=created[5].create_time),
+        0,
+        "",
+    )
+    assert [o.id for o in window] == [created[4].id, created[3].id, created[2].id]
+
+
+async def test_history_records_who_changed_what_and_why(orders: OrderManager) -> None:
+    order = await orders.create_order("ETH", Decimal("1"), None, "shop")
+    await orders.update_status(order.id, OrderStatus.PROCESSING, "deposit seen", "alice")
+    await orders.update_status(order.id, OrderStatus.CANCELLED, "customer asked", "bob")
+    history = await orders.get_history(order.id)
+    assert [(h.from_status, h.to_status, h.actor, h.reason) for h in history] == [
+        (None, OrderStatus.PENDING, "shop", "created"),
+        (OrderStatus.PENDING, OrderStatus.PROCESSING, "alice", "deposit seen"),
+        (OrderStatus.PROCESSING, OrderStatus.CANCELLED, "bob", "customer asked"),
+    ]
+    assert history[0].change_time <= history[1].change_time <= history[2].change_time

@@ -4,8 +4,8 @@ import uuid
 import asyncpg
 import pytest
 
-from shared.errors import FailedPrecondition, InvalidArgument
-from wallet_pool_service.domain import Allocation, demo_addresses
+from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from wallet_pool_service.domain import Allocation, WalletState, demo_addresses
 from wallet_pool_service.manager import WalletPoolManager
 
 NETWORKS = ("BTC", "ETH", "TRON")
@@ -205,3 +205,84 @@ async def test_concurrent_releases_and_allocations_never_share_a_wallet_and_serv
     assert queued == 40
     free = await db_pool.fetchval("SELECT count(*) FROM wallet_pool.wallets WHERE order_id IS NULL")
     assert free == 0
+
+
+async def test_a_disabled_wallet_is_never_allocated_and_a_held_one_leaves_after_its_order(
+    manager: WalletPoolManager, db_pool: asyncpg.Pool
+) -> None:
+    idle, held = demo_addresses("ETH", 2)
+    await manager.add_wallets("ETH", [idle, held])
+    holder_order = uuid.uuid4()
+    await manager.allocate_wallet(holder_order, "ETH")  # takes `idle` (the oldest)
+    assert await _holder(db_pool, idle) == holder_order
+    await manager.set_wallet_disabled(idle, "compromised")
+    await manager.set_wallet_disabled(held, "rotated")
+
+    newcomer = uuid.uuid4()
+    assert await manager.allocate_wallet(newcomer, "ETH") == Allocation(queue_position=1)
+    [stats] = await manager.get_pool_stats("ETH")
+    assert (stats.available, stats.allocated, stats.disabled, stats.queued) == (0, 1, 1, 1)
+
+    await manager.release_wallet(holder_order, idle)
+    assert await _holder(db_pool, idle) is None
+    [stats] = await manager.get_pool_stats("ETH")
+    assert (stats.available, stats.allocated, stats.disabled, stats.queued) == (0, 0, 2, 1)
+
+    enabled = await manager.set_wallet_disabled(held, None)
+    assert not enabled.disabled
+    assert await _holder(db_pool, held) == newcomer
+
+
+async def test_stats_flag_networks_below_the_low_water_mark(db_pool: asyncpg.Pool) -> None:
+    manager = WalletPoolManager(db_pool, NETWORKS, low_water_mark=2)
+    await manager.add_wallets("BTC", demo_addresses("BTC", 2))
+    stats = {s.network: s for s in await manager.get_pool_stats()}
+    assert set(stats) == set(NETWORKS)
+    assert not stats["BTC"].below_low_water_mark
+    assert stats["ETH"].below_low_water_mark
+    await manager.allocate_wallet(uuid.uuid4(), "BTC")
+    [btc] = await manager.get_pool_stats("BTC")
+    assert btc.below_low_water_mark
+
+
+async def test_wallets_list_by_network_and_state_in_stable_pages(
+    manager: WalletPoolManager,
+) -> None:
+    addresses = demo_addresses("TRON", 7)
+    await manager.add_wallets("TRON", addresses)
+    await manager.add_wallets("ETH", demo_addresses("ETH", 3))
+    await manager.allocate_wallet(uuid.uuid4(), "TRON")
+
+    seen, token = [], ""
+    while True:
+        page, token = await manager.list_wallets("TRON", None, 3, token)
+        seen += [w.address for w in page]
+        if not token:
+            break
+        if len(seen) == 3:
+            # A wallet added between pages does not shift or repeat what comes next.
+            await manager.add_wallets("ETH", demo_addresses("ETH", 4)[3:])
+    assert seen == addresses
+    allocated, _ = await manager.list_wallets("TRON", WalletState.ALLOCATED, 0, "")
+    assert [w.address for w in allocated] == addresses[:1]
+    available, _ = await manager.list_wallets("", WalletState.AVAILABLE, 500, "")
+    assert len(available) == 6 + 4
+    with pytest.raises(InvalidArgument, match=r"^page_token: "):
+        await manager.list_wallets("", None, 0, "bm90LWEtdG9rZW4=")
+
+
+async def test_wallet_history_names_every_holder_with_times(manager: WalletPoolManager) -> None:
+    [address] = demo_addresses("BTC", 1)
+    await manager.add_wallets("BTC", [address])
+    first, second = uuid.uuid4(), uuid.uuid4()
+    await manager.allocate_wallet(first, "BTC")
+    await manager.allocate_wallet(second, "BTC")  # queued
+    await manager.release_wallet(first, address)  # hands the wallet to `second`
+
+    history = await manager.get_wallet_history(address)
+    assert [h.order_id for h in history] == [first, second]
+    assert history[0].release_time is not None
+    assert history[0].assign_time <= history[0].release_time <= history[1].assign_time
+    assert history[1].release_time is None
+    with pytest.raises(NotFound, match=r"^address: "):
+        await manager.get_wallet_history(demo_addresses("BTC", 2)[1])

@@ -1,0 +1,61 @@
+"""A TCP proxy in front of PostgreSQL that a test can cut and restore: a database outage
+as the services see it (connections reset, new ones refused)."""
+
+import asyncio
+import contextlib
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+
+class DatabaseProxy:
+    def __init__(self, server_url: str) -> None:
+        self._server_url = server_url
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    def url_for(self, database: str) -> str:
+        """A URL of `database` that goes through this proxy."""
+        parts = urlsplit(self._server_url)
+        user = parts.username or "postgres"
+        password = f":{parts.password}" if parts.password else ""
+        netloc = f"{user}{password}@127.0.0.1:{self.port}"
+        return urlunsplit(("postgresql", netloc, f"/{database}", "", ""))
+
+    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        parts = urlsplit(self._server_url)
+        socket_dir = parse_qs(parts.query).get("host", [None])[0]
+        if socket_dir:
+            return await asyncio.open_unix_connection(f"{socket_dir}/.s.PGSQL.5432")
+        return await asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 5432)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        """Refuse new connections and reset the open ones."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await self._open_upstream()
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}

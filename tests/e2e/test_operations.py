@@ -1,0 +1,203 @@
+"""What an operations team sees: metrics, request ids in logs, health that follows the
+database, and TLS."""
+
+import asyncio
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from exchange.order.v1 import order_service_pb2 as opb
+from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
+from tests.databases import DatabaseFactory
+from tests.e2e.conftest import local_only
+from tests.e2e.proxy import DatabaseProxy
+from tests.e2e.stack import LocalStack
+from tests.e2e.test_release_flow import add_wallets, create, eth_address, finish
+
+
+async def scrape(port: int) -> str:
+    def fetch() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            body: bytes = response.read()
+            return body.decode()
+
+    return await asyncio.to_thread(fetch)
+
+
+async def wait_for(predicate_text: str, port: int, seconds: float = 5) -> str:
+    deadline = time.monotonic() + seconds
+    while True:
+        text = await scrape(port)
+        if predicate_text in text or time.monotonic() > deadline:
+            return text
+        await asyncio.sleep(0.1)
+
+
+@local_only
+async def test_metrics_count_rpcs_by_code_and_show_the_pool_and_releases(
+    stack: LocalStack,
+) -> None:
+    await add_wallets(stack, "ETH", [eth_address()])
+    order = await create(stack)
+    await finish(stack, order.id, opb.ORDER_STATUS_CANCELLED)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stack.orders.GetOrder(opb.GetOrderRequest(order_id="nope"), metadata=stack.client)
+
+    orders = await scrape(stack.order_process.metrics_port)
+    assert (
+        'grpc_server_handled_total{grpc_code="OK",grpc_method="CreateOrder",'
+        'grpc_service="exchange.order.v1.OrderService"} 1.0' in orders
+    )
+    assert 'grpc_code="INVALID_ARGUMENT",grpc_method="GetOrder"' in orders
+    assert 'grpc_server_handling_seconds_bucket{grpc_method="UpdateOrderStatus"' in orders
+    assert 'order_release_attempts_total{outcome="released",path="inline"} 1.0' in orders
+    assert "order_pending_releases 0.0" in orders
+
+    pool = await wait_for(
+        'wallet_pool_wallets{network="ETH",state="available"} 1.0', stack.pool_process.metrics_port
+    )
+    assert 'wallet_pool_wallets{network="ETH",state="available"} 1.0' in pool
+    assert 'wallet_pool_queue_length{network="ETH"} 0.0' in pool
+    assert 'wallet_pool_below_low_water_mark{network="ETH"} 1.0' in pool
+    assert "available wallets below the low-water mark" in stack.pool_process.logs()
+
+
+@local_only
+async def test_the_callers_request_id_is_logged_by_both_services(stack: LocalStack) -> None:
+    await add_wallets(stack, "ETH", [eth_address()])
+    order = await create(stack)
+    await stack.orders.UpdateOrderStatus(
+        opb.UpdateOrderStatusRequest(order_id=order.id, status=opb.ORDER_STATUS_CANCELLED),
+        metadata=(*stack.operator, ("x-request-id", "e2e-request-42")),
+    )
+    order_lines = [
+        line for line in stack.order_process.logs().splitlines() if "e2e-request-42" in line
+    ]
+    pool_lines = [
+        line for line in stack.pool_process.logs().splitlines() if "e2e-request-42" in line
+    ]
+    assert any(
+        '"method": "/exchange.order.v1.OrderService/UpdateOrderStatus"' in x for x in order_lines
+    )
+    assert any("ReleaseWallet" in line for line in pool_lines)
+    assert any('"event": "wallet released"' in line for line in pool_lines)
+
+
+async def _health(channel: grpc.aio.Channel) -> int:
+    try:
+        response = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=2
+        )
+    except grpc.aio.AioRpcError:
+        return -1
+    status: int = response.status
+    return status
+
+
+async def _wait_health(channel: grpc.aio.Channel, wanted: int, seconds: float = 10) -> int:
+    deadline = time.monotonic() + seconds
+    while (status := await _health(channel)) != wanted and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return status
+
+
+@local_only
+async def test_during_a_database_outage_services_stay_up_not_serving_and_recover(
+    databases: DatabaseFactory, tmp_path: Path
+) -> None:
+    direct_url = await databases.create(migrated=False)
+    proxy = DatabaseProxy(databases.server_url)
+    await proxy.start()
+    stack = await LocalStack.start(proxy.url_for(urlsplit(direct_url).path.lstrip("/")), tmp_path)
+    try:
+        await add_wallets(stack, "ETH", [eth_address()])
+        order = await create(stack)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+
+        await proxy.cut()
+        assert await _wait_health(stack.order_channel, not_serving) == not_serving
+        assert await _wait_health(stack.pool_channel, not_serving) == not_serving
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stack.orders.GetOrder(
+                opb.GetOrderRequest(order_id=order.id), metadata=stack.client
+            )
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stack.pool.GetPoolStats(wpb.GetPoolStatsRequest(), metadata=stack.operator)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        await proxy.start()
+        assert await _wait_health(stack.order_channel, serving) == serving
+        assert await _wait_health(stack.pool_channel, serving) == serving
+        again = await stack.orders.GetOrder(
+            opb.GetOrderRequest(order_id=order.id), metadata=stack.client
+        )
+        assert again.order.wallet_address == order.wallet_address
+        assert stack.order_process.process is not None
+        assert stack.order_process.process.poll() is None
+    finally:
+        await stack.close()
+        await proxy.cut()
+
+
+def _self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@local_only
+async def test_both_servers_and_the_internal_channel_can_use_tls(
+    databases: DatabaseFactory, tmp_path: Path
+) -> None:
+    cert, key = _self_signed_certificate(tmp_path)
+    credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+    stack = await LocalStack.start(
+        await databases.create(migrated=False),
+        tmp_path,
+        extra_env={
+            "TLS_CERT_FILE": str(cert),
+            "TLS_KEY_FILE": str(key),
+            "WALLET_POOL_TLS_CA_FILE": str(cert),
+        },
+        credentials=credentials,
+    )
+    try:
+        await add_wallets(stack, "ETH", [eth_address()])
+        order = await create(stack)  # the order service reached the pool over TLS
+        assert order.wallet_address
+        plaintext = grpc.aio.insecure_channel(stack.order_addr)
+        try:
+            assert await _health(plaintext) == -1
+        finally:
+            await plaintext.close(None)
+    finally:
+        await stack.close()
