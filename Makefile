@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 GEN_STAMP := exchange/.generated
 
-.PHONY: setup proto run test lint unit clean
+.PHONY: setup proto run test lint unit clean compose-env compose-up compose-e2e compose-down
 
 setup: $(GEN_STAMP)
 
@@ -37,6 +37,7 @@ run: setup
 	$(PY) -m scripts.run_local
 
 lint: setup
+	$(VENV)/bin/buf lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -46,6 +47,23 @@ unit: setup
 
 test: lint
 	$(PY) -m pytest -q
+
+# Secrets for docker compose, generated once into .env (never committed).
+compose-env: setup
+	$(PY) -m scripts.compose_env
+
+compose-up: compose-env
+	docker compose up --build --detach --wait
+
+# The end-to-end suite against the running compose stack, by address.
+compose-e2e: compose-env
+	set -a && . ./.env && set +a && \
+	E2E_ORDER_ADDR=localhost:50051 E2E_WALLET_POOL_ADDR=localhost:50052 \
+	E2E_DATABASE_URL=postgresql://postgres:$$POSTGRES_PASSWORD@localhost:5432/exchange \
+	$(PY) -m pytest tests/e2e -q
+
+compose-down:
+	docker compose down
 
 clean:
 	rm -rf exchange .pytest_cache .mypy_cache .ruff_cache *.egg-info

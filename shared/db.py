@@ -59,9 +59,14 @@ async def apply_migrations(pool: asyncpg.Pool, schema: str, package: str) -> lis
         lock_key = f"migrations:{schema}"
         await conn.execute("SELECT pg_advisory_lock(hashtext($1))", lock_key)
         try:
+            # A least-privilege role owns its schema but may not create schemas, and
+            # CREATE SCHEMA IF NOT EXISTS checks that right even when the schema exists.
+            if not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema
+            ):
+                await conn.execute(f"CREATE SCHEMA {schema}")
             await conn.execute(
                 f"""
-                CREATE SCHEMA IF NOT EXISTS {schema};
                 CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
                     version text PRIMARY KEY,
                     applied_at timestamptz NOT NULL DEFAULT now()

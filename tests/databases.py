@@ -70,6 +70,15 @@ class DatabaseFactory:
         self._created.append(name)
         return with_database(self.server_url, name)
 
+    async def drop_database(self, url: str) -> None:
+        name = urlsplit(url).path.lstrip("/")
+        conn = await self._admin()
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+        self._created.remove(name)
+
     async def drop_all(self) -> None:
         conn = await self._admin()
         try:

@@ -1,0 +1,10 @@
+-- One database role per service, each owning its own schema and nothing else.
+-- psql variables: order_role, order_password, pool_role, pool_password, database.
+CREATE ROLE :"order_role" LOGIN PASSWORD :'order_password';
+CREATE ROLE :"pool_role" LOGIN PASSWORD :'pool_password';
+CREATE SCHEMA orders AUTHORIZATION :"order_role";
+CREATE SCHEMA wallet_pool AUTHORIZATION :"pool_role";
+-- Nobody else may create objects in the public schema or connect by default.
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+REVOKE ALL ON DATABASE :"database" FROM PUBLIC;
+GRANT CONNECT, TEMPORARY ON DATABASE :"database" TO :"order_role", :"pool_role";
