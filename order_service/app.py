@@ -52,6 +52,7 @@ async def serve(settings: OrderSettings) -> None:
             register=lambda s: pb_grpc.add_OrderServiceServicer_to_server(servicer, s),
             authenticator=Authenticator(settings.tokens, METHOD_ROLES),
             grace_seconds=settings.shutdown_grace_seconds,
+            drain_seconds=settings.shutdown_drain_seconds,
             tls=settings.tls,
         )
         if settings.metrics_addr:

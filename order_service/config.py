@@ -30,6 +30,7 @@ class OrderSettings:
     wallet_pool_tls: ClientTls | None
     embedded_data_dir: str
     shutdown_grace_seconds: float
+    shutdown_drain_seconds: float
 
     @classmethod
     def from_env(cls) -> "OrderSettings":
@@ -56,4 +57,5 @@ class OrderSettings:
             wallet_pool_tls=ClientTls.from_env(),
             embedded_data_dir=config.env_str("EMBEDDED_PG_DIR", DEFAULT_DATA_DIR),
             shutdown_grace_seconds=config.env_float("SHUTDOWN_GRACE_SECONDS", 10.0),
+            shutdown_drain_seconds=config.env_float("SHUTDOWN_DRAIN_SECONDS", 1.0),
         )

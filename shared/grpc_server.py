@@ -176,11 +176,13 @@ class GrpcServer:
         register: Callable[[grpc.aio.Server], None],
         authenticator: Authenticator,
         grace_seconds: float,
+        drain_seconds: float = 0.0,
         tls: ServerTls | None = None,
     ) -> None:
         self._address = address
         self._service_names = list(service_names)
         self._grace = grace_seconds
+        self._drain = drain_seconds
         self._tls = tls
         self.server = grpc.aio.server(interceptors=[RpcInterceptor(authenticator)])
         register(self.server)
@@ -264,6 +266,11 @@ class GrpcServer:
                 await stopping[0]
 
     async def stop(self) -> None:
+        """NOT_SERVING first; keep serving for the drain period (calls already queued, and
+        callers that have not yet seen the health change); then let calls in flight finish
+        within the grace period."""
         self._stopping = True
         await self.health.enter_graceful_shutdown()
+        if self._drain:
+            await asyncio.sleep(self._drain)
         await self.server.stop(self._grace)

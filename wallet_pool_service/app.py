@@ -29,6 +29,7 @@ async def serve(settings: PoolSettings) -> None:
             register=lambda s: pb_grpc.add_WalletPoolServiceServicer_to_server(servicer, s),
             authenticator=Authenticator(settings.tokens, METHOD_ROLES),
             grace_seconds=settings.shutdown_grace_seconds,
+            drain_seconds=settings.shutdown_drain_seconds,
             tls=settings.tls,
         )
         if settings.metrics_addr:

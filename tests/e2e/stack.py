@@ -97,6 +97,7 @@ class LocalStack(Stack):
             "RELEASE_RETRY_MAX_BACKOFF_SECONDS": "1",
             "WALLET_POOL_TIMEOUT_SECONDS": "1",
             "SHUTDOWN_GRACE_SECONDS": "2",
+            "SHUTDOWN_DRAIN_SECONDS": "0.3",
             **(extra_env or {}),
         }
         pool = ServiceProcess("wallet_pool_service", env, log_dir / "wallet_pool_service.log")

@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -201,3 +202,31 @@ async def test_both_servers_and_the_internal_channel_can_use_tls(
             await plaintext.close(None)
     finally:
         await stack.close()
+
+
+@local_only
+async def test_sigterm_under_load_fails_no_call_the_server_accepted(
+    stack: LocalStack, db: asyncpg.Pool
+) -> None:
+    async def create_one(index: int) -> grpc.StatusCode:
+        try:
+            await stack.orders.CreateOrder(
+                opb.CreateOrderRequest(network="BTC", amount="1", request_id=f"load-{index}"),
+                metadata=stack.client,
+                timeout=10,
+            )
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+    calls = [asyncio.ensure_future(create_one(i)) for i in range(60)]
+    await asyncio.sleep(0.05)
+    stopped = asyncio.ensure_future(stack.order_process.stop())
+    codes = await asyncio.gather(*calls)
+    assert await stopped == 0
+
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
+    acknowledged = codes.count(grpc.StatusCode.OK)
+    assert acknowledged > 0
+    stored = await db.fetchval("SELECT count(*) FROM orders.orders")
+    assert stored >= acknowledged
