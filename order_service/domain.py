@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Violation
+from shared.validation import parse_text
 
 MAX_REQUEST_ID_LENGTH = 128
 MAX_REASON_LENGTH = 500
@@ -163,17 +164,11 @@ def parse_amount(text: str) -> Decimal:
 
 
 def parse_request_id(text: str) -> str | None:
-    value = text.strip()
-    if len(value) > MAX_REQUEST_ID_LENGTH:
-        raise InvalidArgument("request_id", f"longer than {MAX_REQUEST_ID_LENGTH} characters")
-    return value or None
+    return parse_text(text, "request_id", MAX_REQUEST_ID_LENGTH) or None
 
 
 def parse_reason(text: str) -> str:
-    value = text.strip()
-    if len(value) > MAX_REASON_LENGTH:
-        raise InvalidArgument("reason", f"longer than {MAX_REASON_LENGTH} characters")
-    return value
+    return parse_text(text, "reason", MAX_REASON_LENGTH)
 
 
 def same_request(order: Order, network: str, amount: Decimal) -> bool:

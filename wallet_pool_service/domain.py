@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from shared.validation import parse_text
 
 MAX_ADDRESSES_PER_CALL = 1000
 MAX_ADDRESS_LENGTH = 128
@@ -172,12 +173,7 @@ def address_problem(network: str, address: str) -> str | None:
 
 def check_address_field(address: str, field: str = "address") -> str:
     """A non-empty, bounded address to look up (its network is not known yet)."""
-    value = address.strip()
-    if not value:
-        raise InvalidArgument(field, "is required")
-    if len(value) > MAX_ADDRESS_LENGTH:
-        raise InvalidArgument(field, f"longer than {MAX_ADDRESS_LENGTH} characters")
-    return value
+    return parse_text(address, field, MAX_ADDRESS_LENGTH, required=True)
 
 
 def check_addresses(network: str, addresses: list[str]) -> list[str]:

@@ -10,7 +10,7 @@ from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
 from shared.auth import OPERATOR, SERVICE, method_policy
 from shared.errors import InvalidArgument
 from shared.timestamps import to_timestamp
-from shared.validation import parse_uuid
+from shared.validation import parse_text, parse_uuid
 from wallet_pool_service.domain import Wallet, WalletState
 from wallet_pool_service.manager import WalletPoolManager
 
@@ -114,9 +114,7 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
     async def DisableWallet(
         self, request: pb.DisableWalletRequest, context: Context
     ) -> pb.DisableWalletResponse:
-        reason = request.reason.strip()
-        if len(reason) > 500:
-            raise InvalidArgument("reason", "longer than 500 characters")
+        reason = parse_text(request.reason, "reason", 500)
         wallet = await self._manager.set_wallet_disabled(request.address, reason)
         return pb.DisableWalletResponse(wallet=wallet_to_pb(wallet))
 

@@ -222,6 +222,19 @@ async def test_client_mistakes_get_the_status_code_and_the_field_name(stack: Sta
             "amount",
         ),
         (
+            stack.orders.CreateOrder(
+                opb.CreateOrderRequest(network="ETH", amount="1", request_id="a\x00b"),
+                metadata=client,
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "request_id",
+        ),
+        (
+            stack.pool.DisableWallet(wpb.DisableWalletRequest(address="0x\x00"), metadata=operator),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "address",
+        ),
+        (
             stack.orders.GetOrder(opb.GetOrderRequest(order_id="42"), metadata=client),
             grpc.StatusCode.INVALID_ARGUMENT,
             "order_id",

@@ -81,3 +81,12 @@ def test_release_retry_delay_grows_with_jitter_up_to_the_cap() -> None:
     delays = [retry_delay(attempt, 0.5, 10.0, rng) for attempt in range(1, 12)]
     assert all(0.25 <= d <= 10.0 for d in delays)
     assert delays[0] <= 0.5 and delays[-1] >= 5.0
+
+
+@pytest.mark.parametrize("text", ["a\x00b", "line\nbreak", "\x1b[31m"])
+def test_control_characters_are_refused_in_free_text(text: str) -> None:
+    with pytest.raises(InvalidArgument, match=r"^request_id: contains control"):
+        parse_request_id(text)
+    with pytest.raises(InvalidArgument, match=r"^reason: contains control"):
+        parse_reason(text)
+    assert parse_reason("  customer asked — ünïcode ok ") == "customer asked — ünïcode ok"
