@@ -43,7 +43,14 @@ async def serve(settings: OrderSettings) -> None:
             pool,
             gateway,
             settings.networks,
-            ReleasePolicy(backoff_cap_seconds=settings.release_retry_max_backoff_seconds),
+            ReleasePolicy(
+                # Long enough for an inline attempt (with its transparent retries) to finish;
+                # short enough that a crash right after commit delays the release little.
+                lease_seconds=5 * settings.wallet_pool_timeout_seconds,
+                backoff_cap_seconds=settings.release_retry_max_backoff_seconds,
+            ),
+            sync_lease_seconds=settings.allocation_sync_seconds,
+            order_ttl_seconds=settings.order_ttl_seconds,
         )
         servicer = OrderServicer(manager)
         server = GrpcServer(
@@ -73,6 +80,10 @@ async def serve(settings: OrderSettings) -> None:
             ),
             PeriodicTask("pending-release-gauge", publish_pending_releases, 5.0),
         ]
+        if settings.order_ttl_seconds:
+            loops.append(
+                PeriodicTask("expiry", manager.expire_stale_orders, settings.expiry_check_seconds)
+            )
         for loop in loops:
             loop.start()
         await server.run_until_stopped()

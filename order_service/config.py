@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from shared import config
 from shared.auth import Principal, load_tokens
 from shared.embedded_db import DEFAULT_DATA_DIR
-from shared.networks import DEFAULT_NETWORKS
+from shared.networks import supported_networks
 from shared.tls import ClientTls, ServerTls
 
 
@@ -21,6 +21,8 @@ class OrderSettings:
     service_token: str | None
     networks: tuple[str, ...]
     allocation_sync_seconds: float
+    order_ttl_seconds: float
+    expiry_check_seconds: float
     release_retry_seconds: float
     release_retry_max_backoff_seconds: float
     db_pool_size: int
@@ -44,8 +46,10 @@ class OrderSettings:
             ),
             tokens=load_tokens(),
             service_token=config.env_optional("SERVICE_TOKEN"),
-            networks=config.env_list("SUPPORTED_NETWORKS", DEFAULT_NETWORKS),
+            networks=supported_networks(),
             allocation_sync_seconds=config.env_float("ALLOCATION_SYNC_SECONDS", 0.5, minimum=0.05),
+            order_ttl_seconds=config.env_float("ORDER_TTL_SECONDS", 1800.0),
+            expiry_check_seconds=config.env_float("EXPIRY_CHECK_SECONDS", 1.0, minimum=0.05),
             release_retry_seconds=config.env_float("RELEASE_RETRY_SECONDS", 1.0, minimum=0.05),
             release_retry_max_backoff_seconds=config.env_float(
                 "RELEASE_RETRY_MAX_BACKOFF_SECONDS", 10.0, minimum=0.1

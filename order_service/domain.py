@@ -17,6 +17,9 @@ from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, No
 from shared.validation import parse_text
 
 MAX_REQUEST_ID_LENGTH = 128
+# Who and why, in the history of an order the expiry loop cancelled.
+SYSTEM_ACTOR = "system"
+EXPIRED_REASON = "expired"
 MAX_REASON_LENGTH = 500
 _AMOUNT = re.compile(r"^([0-9]{1,24})(\.[0-9]{1,18})?$")
 
@@ -98,6 +101,11 @@ class PendingRelease:
     order_id: uuid.UUID
     address: str
     attempts: int
+
+    @classmethod
+    def of(cls, order: Order) -> "PendingRelease":
+        """The release an order owes on reaching a final status, before any attempt."""
+        return cls(order.id, order.wallet_address or "", attempts=0)
 
 
 class OrderNotFound(NotFound):

@@ -23,13 +23,14 @@ log = logging.getLogger(__name__)
 
 _RETRY_BATCH = 50
 _SYNC_BATCH = 100
+_EXPIRY_BATCH = 50
 _POOL_CALL_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
 class ReleasePolicy:
     # How long an attempt in progress keeps other attempts (loop, replicas) off its record.
-    lease_seconds: float = 30.0
+    lease_seconds: float = 10.0
     backoff_base_seconds: float = 0.5
     backoff_cap_seconds: float = 10.0
 
@@ -41,11 +42,19 @@ class OrderManager:
         wallet_pool: WalletPoolGateway,
         networks: tuple[str, ...],
         release_policy: ReleasePolicy = ReleasePolicy(),
+        *,
+        sync_lease_seconds: float = 0.5,
+        order_ttl_seconds: float = 0.0,
     ) -> None:
+        """`sync_lease_seconds`: how long one replica keeps a waiting order to itself when it
+        asks the pool about it. `order_ttl_seconds`: PENDING orders older than this expire
+        (0: never)."""
         self._pool = pool
         self._wallet_pool = wallet_pool
         self.networks = networks
         self._release_policy = release_policy
+        self._sync_lease_seconds = sync_lease_seconds
+        self._order_ttl_seconds = order_ttl_seconds
         self._pool_calls = asyncio.Semaphore(_POOL_CALL_CONCURRENCY)
 
     @contextlib.asynccontextmanager
@@ -62,10 +71,10 @@ class OrderManager:
         not exist; if the pool cannot be reached, the allocation loop asks again later.
         """
         async with self._transaction() as orders:
-            order = await orders.insert(uuid.uuid4(), network, amount, request_id)
+            order = await orders.insert(uuid.uuid4(), network, amount, request_id, actor)
             if order is None:
                 assert request_id is not None
-                existing = await orders.by_request_id(request_id)
+                existing = await orders.by_request_id(actor, request_id)
                 assert existing is not None
                 if not domain.same_request(existing, network, amount):
                     raise domain.RequestIdReused()
@@ -119,18 +128,49 @@ class OrderManager:
                 pending = domain.is_final_status(status) and await orders.release_pending(order_id)
                 outcome = WalletRelease.PENDING if pending else WalletRelease.NOT_NEEDED
                 return current, outcome
-            order = await orders.set_status(order_id, status)
-            await orders.add_history(order_id, current.status, status, reason, actor)
-            if domain.is_final_status(status):
-                await orders.add_pending_release(
-                    order_id, order.wallet_address or "", self._release_policy.lease_seconds
-                )
+            order = await self._record_change(orders, current, status, reason, actor)
         if not domain.is_final_status(status):
             return order, WalletRelease.NOT_NEEDED
-        released = await self._deliver_release(
-            domain.PendingRelease(order_id, order.wallet_address or "", attempts=0), "inline"
-        )
+        released = await self._deliver_release(domain.PendingRelease.of(order), "inline")
         return order, WalletRelease.RELEASED if released else WalletRelease.PENDING
+
+    async def _record_change(
+        self,
+        orders: OrderRepository,
+        current: Order,
+        status: OrderStatus,
+        reason: str,
+        actor: str,
+    ) -> Order:
+        """Status, history row and (on a final status) the owed release, in the caller's
+        transaction on the locked order."""
+        order = await orders.set_status(current.id, status)
+        await orders.add_history(current.id, current.status, status, reason, actor)
+        if domain.is_final_status(status):
+            await orders.add_pending_release(
+                current.id, order.wallet_address or "", self._release_policy.lease_seconds
+            )
+        return order
+
+    async def expire_stale_orders(self) -> bool:
+        """Expiry-loop step: cancel PENDING orders older than the TTL, as the system, and
+        release what they hold. True if a full batch (more may be waiting)."""
+        if not self._order_ttl_seconds:
+            return False
+        async with self._transaction() as orders:
+            stale = await orders.claim_expired(self._order_ttl_seconds, _EXPIRY_BATCH)
+            expired = [
+                await self._record_change(
+                    orders, order, OrderStatus.CANCELLED, domain.EXPIRED_REASON, domain.SYSTEM_ACTOR
+                )
+                for order in stale
+            ]
+        for order in expired:
+            log.info("order expired", extra={"order_id": str(order.id)})
+        await asyncio.gather(
+            *(self._deliver_release(domain.PendingRelease.of(order), "expiry") for order in expired)
+        )
+        return len(stale) == _EXPIRY_BATCH
 
     async def _deliver_release(self, release: domain.PendingRelease, path: str) -> bool:
         """One attempt to hand a release to the pool; records the outcome."""
@@ -177,7 +217,7 @@ class OrderManager:
     async def sync_waiting_orders(self) -> bool:
         """Allocation-loop step: learn the wallets (or queue places) of waiting orders."""
         async with self._transaction() as orders:
-            waiting = await orders.waiting(_SYNC_BATCH)
+            waiting = await orders.claim_waiting(_SYNC_BATCH, self._sync_lease_seconds)
         await asyncio.gather(*(self._sync_allocation(oid, net) for oid, net in waiting))
         return False
 

@@ -1,12 +1,12 @@
 -- insert_order --
--- Nothing is returned when the request_id was used before.
-INSERT INTO orders.orders (id, status, network, amount, request_id)
-VALUES ($1, 'PENDING', $2, $3, $4)
-ON CONFLICT (request_id) DO NOTHING
+-- Nothing is returned when the creator used the request_id before.
+INSERT INTO orders.orders (id, status, network, amount, request_id, created_by)
+VALUES ($1, 'PENDING', $2, $3, $4, $5)
+ON CONFLICT (created_by, request_id) DO NOTHING
 RETURNING *
 
 -- order_by_request_id --
-SELECT * FROM orders.orders WHERE request_id = $1
+SELECT * FROM orders.orders WHERE created_by = $1 AND request_id = $2
 
 -- get_order --
 SELECT * FROM orders.orders WHERE id = $1
@@ -50,11 +50,28 @@ UPDATE orders.orders SET queue_position = $2
 WHERE id = $1 AND wallet_address IS NULL AND status IN ('PENDING', 'PROCESSING')
   AND queue_position IS DISTINCT FROM $2
 
--- waiting_orders --
-SELECT id, network FROM orders.orders
-WHERE wallet_address IS NULL AND status IN ('PENDING', 'PROCESSING')
+-- claim_waiting_orders --
+-- Leases a batch of live orders still waiting for their wallet for $2 seconds, so that
+-- replicas never ask the pool about the same order at once.
+UPDATE orders.orders o
+SET next_sync_time = now() + make_interval(secs => $2)
+WHERE o.id IN (
+    SELECT id FROM orders.orders
+    WHERE wallet_address IS NULL AND status IN ('PENDING', 'PROCESSING')
+      AND next_sync_time <= now()
+    ORDER BY next_sync_time
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING o.id, o.network
+
+-- claim_expired_orders --
+-- PENDING orders older than $1 seconds, locked for the expiry; replicas skip each other's.
+SELECT * FROM orders.orders
+WHERE status = 'PENDING' AND create_time < now() - make_interval(secs => $1)
 ORDER BY create_time
-LIMIT $1
+LIMIT $2
+FOR UPDATE SKIP LOCKED
 
 -- add_pending_release --
 -- The first attempt is made right after commit; the lease keeps the retry loop off it meanwhile.

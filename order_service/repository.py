@@ -18,9 +18,14 @@ def queries() -> dict[str, str]:
 
 class OrderRepository(Protocol):
     async def insert(
-        self, order_id: uuid.UUID, network: str, amount: Decimal, request_id: str | None
+        self,
+        order_id: uuid.UUID,
+        network: str,
+        amount: Decimal,
+        request_id: str | None,
+        created_by: str,
     ) -> Order | None: ...
-    async def by_request_id(self, request_id: str) -> Order | None: ...
+    async def by_request_id(self, created_by: str, request_id: str) -> Order | None: ...
     async def get(self, order_id: uuid.UUID, *, lock: bool = False) -> Order | None: ...
     async def page(
         self, filters: OrderFilter, after: tuple[datetime, uuid.UUID] | None, limit: int
@@ -37,7 +42,10 @@ class OrderRepository(Protocol):
     ) -> None: ...
     async def set_wallet(self, order_id: uuid.UUID, address: str) -> bool: ...
     async def set_queue_position(self, order_id: uuid.UUID, position: int) -> None: ...
-    async def waiting(self, limit: int) -> list[tuple[uuid.UUID, str]]: ...
+    async def claim_waiting(
+        self, limit: int, lease_seconds: float
+    ) -> list[tuple[uuid.UUID, str]]: ...
+    async def claim_expired(self, ttl_seconds: float, limit: int) -> list[Order]: ...
     async def add_pending_release(
         self, order_id: uuid.UUID, address: str, lease_seconds: float
     ) -> None: ...
@@ -60,12 +68,18 @@ class PostgresOrderRepository:
         return Order.from_row(row) if row else None
 
     async def insert(
-        self, order_id: uuid.UUID, network: str, amount: Decimal, request_id: str | None
+        self,
+        order_id: uuid.UUID,
+        network: str,
+        amount: Decimal,
+        request_id: str | None,
+        created_by: str,
     ) -> Order | None:
-        return await self._one("insert_order", order_id, network, amount, request_id)
+        """None when `created_by` used `request_id` before."""
+        return await self._one("insert_order", order_id, network, amount, request_id, created_by)
 
-    async def by_request_id(self, request_id: str) -> Order | None:
-        return await self._one("order_by_request_id", request_id)
+    async def by_request_id(self, created_by: str, request_id: str) -> Order | None:
+        return await self._one("order_by_request_id", created_by, request_id)
 
     async def get(self, order_id: uuid.UUID, *, lock: bool = False) -> Order | None:
         return await self._one("lock_order" if lock else "get_order", order_id)
@@ -128,9 +142,13 @@ class PostgresOrderRepository:
     async def set_queue_position(self, order_id: uuid.UUID, position: int) -> None:
         await self._conn.execute(self._q["set_queue_position"], order_id, position)
 
-    async def waiting(self, limit: int) -> list[tuple[uuid.UUID, str]]:
-        rows = await self._conn.fetch(self._q["waiting_orders"], limit)
+    async def claim_waiting(self, limit: int, lease_seconds: float) -> list[tuple[uuid.UUID, str]]:
+        rows = await self._conn.fetch(self._q["claim_waiting_orders"], limit, lease_seconds)
         return [(row["id"], row["network"]) for row in rows]
+
+    async def claim_expired(self, ttl_seconds: float, limit: int) -> list[Order]:
+        rows = await self._conn.fetch(self._q["claim_expired_orders"], ttl_seconds, limit)
+        return [Order.from_row(row) for row in rows]
 
     async def add_pending_release(
         self, order_id: uuid.UUID, address: str, lease_seconds: float

@@ -2,10 +2,29 @@
 
 import re
 
+from shared import config
 from shared.errors import InvalidArgument
 
-DEFAULT_NETWORKS = ("BTC", "ETH", "TRON")
+# The networks whose addresses the wallet pool can check (wallet_pool_service/addresses.py,
+# kept in step by a unit test). SUPPORTED_NETWORKS may only name these.
+KNOWN_NETWORKS = ("BTC", "ETH", "TRON")
+DEFAULT_NETWORKS = KNOWN_NETWORKS
 _NETWORK_CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,15}$")
+
+
+def supported_networks() -> tuple[str, ...]:
+    """SUPPORTED_NETWORKS, read the same way by both services: any network without an
+    address check is a configuration error, so the two cannot disagree at run time."""
+    networks = tuple(dict.fromkeys(config.env_list("SUPPORTED_NETWORKS", DEFAULT_NETWORKS)))
+    known = ", ".join(KNOWN_NETWORKS)
+    if not networks:
+        raise config.ConfigError(f"SUPPORTED_NETWORKS names no network; known: {known}")
+    unknown = [network for network in networks if network not in KNOWN_NETWORKS]
+    if unknown:
+        raise config.ConfigError(
+            f"SUPPORTED_NETWORKS: no address check for {', '.join(unknown)}; known: {known}"
+        )
+    return networks
 
 
 def parse_network(value: str, supported: tuple[str, ...], field: str = "network") -> str:

@@ -9,7 +9,13 @@ from typing import Protocol
 
 from shared.db import Connection
 from shared.sql import load_queries
-from wallet_pool_service.domain import Assignment, HeldWallet, Wallet, WalletState
+from wallet_pool_service.domain import (
+    Assignment,
+    HeldWallet,
+    Wallet,
+    WalletCounts,
+    WalletState,
+)
 
 
 @functools.cache
@@ -20,10 +26,12 @@ def queries() -> dict[str, str]:
 class WalletRepository(Protocol):
     async def held_by(self, order_id: uuid.UUID) -> HeldWallet | None: ...
     async def claim(self, network: str, order_id: uuid.UUID) -> str | None: ...
-    async def mark_as_available(self, order_id: uuid.UUID, address: str) -> HeldWallet | None: ...
+    async def mark_as_available(
+        self, order_id: uuid.UUID, address: str, cooldown_seconds: float
+    ) -> HeldWallet | None: ...
     async def add(self, network: str, addresses: list[str]) -> list[str]: ...
     async def count(self, network: str) -> int: ...
-    async def counts(self, network: str) -> dict[str, tuple[int, int, int, int]]: ...
+    async def counts(self, network: str) -> dict[str, WalletCounts]: ...
     async def get(self, address: str) -> Wallet | None: ...
     async def set_disabled(self, address: str, reason: str | None) -> Wallet | None: ...
     async def page(
@@ -57,9 +65,14 @@ class PostgresWalletAdapter:
         address: str | None = await self._conn.fetchval(self._q["claim_wallet"], network, order_id)
         return address
 
-    async def mark_as_available(self, order_id: uuid.UUID, address: str) -> HeldWallet | None:
-        """Free the wallet `order_id` holds (only `address`, unless it is empty)."""
-        row = await self._conn.fetchrow(self._q["mark_as_available"], order_id, address)
+    async def mark_as_available(
+        self, order_id: uuid.UUID, address: str, cooldown_seconds: float
+    ) -> HeldWallet | None:
+        """Free the wallet `order_id` holds (only `address`, unless it is empty); it cools
+        down for `cooldown_seconds` before it can be given out again."""
+        row = await self._conn.fetchrow(
+            self._q["mark_as_available"], order_id, address, cooldown_seconds
+        )
         return HeldWallet(row["address"], row["network"]) if row else None
 
     async def add(self, network: str, addresses: list[str]) -> list[str]:
@@ -70,11 +83,14 @@ class PostgresWalletAdapter:
         total: int = await self._conn.fetchval(self._q["count_wallets"], network)
         return total
 
-    async def counts(self, network: str) -> dict[str, tuple[int, int, int, int]]:
-        """network -> (total, available, allocated, disabled); `network` empty means all."""
+    async def counts(self, network: str) -> dict[str, WalletCounts]:
+        """Wallets by state per network; `network` empty means all."""
         rows = await self._conn.fetch(self._q["wallet_counts"], network)
         return {
-            r["network"]: (r["total"], r["available"], r["allocated"], r["disabled"]) for r in rows
+            r["network"]: WalletCounts(
+                r["total"], r["available"], r["allocated"], r["disabled"], r["cooling"]
+            )
+            for r in rows
         }
 
     async def get(self, address: str) -> Wallet | None:

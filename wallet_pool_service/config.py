@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from shared import config
 from shared.auth import Principal, load_tokens
 from shared.embedded_db import DEFAULT_DATA_DIR
-from shared.networks import DEFAULT_NETWORKS
+from shared.networks import supported_networks
 from shared.tls import ServerTls
 
 
@@ -18,6 +18,7 @@ class PoolSettings:
     networks: tuple[str, ...]
     demo_wallets_per_network: int
     low_water_mark: int
+    wallet_cooldown_seconds: float
     hand_off_sweep_seconds: float
     db_pool_size: int
     metrics_addr: str | None
@@ -35,9 +36,10 @@ class PoolSettings:
             database_url=config.env_optional("WALLET_POOL_DATABASE_URL", "DATABASE_URL"),
             address=config.env_str("WALLET_POOL_SERVICE_ADDR", "127.0.0.1:50052"),
             tokens=load_tokens(),
-            networks=config.env_list("SUPPORTED_NETWORKS", DEFAULT_NETWORKS),
+            networks=supported_networks(),
             demo_wallets_per_network=config.env_int("DEMO_WALLETS_PER_NETWORK", 5),
             low_water_mark=config.env_int("POOL_LOW_WATER_MARK", 2),
+            wallet_cooldown_seconds=config.env_float("WALLET_COOLDOWN_SECONDS", 0.0),
             hand_off_sweep_seconds=config.env_float("HAND_OFF_SWEEP_SECONDS", 1.0, minimum=0.05),
             db_pool_size=config.env_int("WALLET_POOL_DB_POOL_SIZE", 8, minimum=1),
             metrics_addr=config.env_address("WALLET_POOL_METRICS_ADDR", "127.0.0.1:9452"),

@@ -1,5 +1,6 @@
 """Pool use cases: each one a transaction over the wallet and queue repositories."""
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -35,11 +36,15 @@ class WalletPoolManager:
         networks: tuple[str, ...],
         embedded: EmbeddedPostgres | None = None,
         low_water_mark: int = 0,
+        cooldown_seconds: float = 0.0,
     ) -> None:
         self._pool = pool
         self.networks = networks
         self._embedded = embedded
         self.low_water_mark = low_water_mark
+        self.cooldown_seconds = cooldown_seconds
+        self._cooldown_timers: set[asyncio.TimerHandle] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[tuple[WalletRepository, QueueRepository]]:
@@ -93,13 +98,17 @@ class WalletPoolManager:
             await queue.lock_order(order_id)
             await queue.mark_released(order_id)
             dequeued = await queue.remove(order_id)
-            freed = await wallets.mark_as_available(order_id, address.strip())
+            freed = await wallets.mark_as_available(
+                order_id, address.strip(), self.cooldown_seconds
+            )
             handed = await queue.hand_off_head(freed.network) if freed else None
         if freed is not None:
             log.info(
                 "wallet released",
                 extra={"order_id": str(order_id), "address": freed.address},
             )
+            if self.cooldown_seconds:
+                self._hand_off_after_cooldown(freed.network)
             if handed is None:
                 # An order that joined the queue during this transaction was not visible to it.
                 await self.hand_off(freed.network)
@@ -124,6 +133,26 @@ class WalletPoolManager:
                 extra={"order_id": str(result[0]), "address": result[1]},
             )
 
+    def _hand_off_after_cooldown(self, network: str) -> None:
+        """Serve the queue as soon as the wallet's cooldown ends (the sweep is the safety net
+        when this process is gone by then)."""
+
+        async def hand_off() -> None:
+            try:
+                await self.hand_off(network)
+            except Exception:
+                log.warning("hand-off after cooldown failed; the sweep will retry", exc_info=True)
+
+        def start() -> None:
+            self._cooldown_timers.discard(timer)
+            task = asyncio.create_task(hand_off())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        # A little late rather than early: the database's clock decides when it ends.
+        timer = asyncio.get_running_loop().call_later(self.cooldown_seconds + 0.01, start)
+        self._cooldown_timers.add(timer)
+
     async def hand_off_everywhere(self) -> bool:
         """Safety net for hand-offs a crash interrupted; a background loop step."""
         async with self._transaction() as (_, queue):
@@ -141,15 +170,16 @@ class WalletPoolManager:
         names = sorted({*wallet_counts, *queue_counts, *([network] if network else self.networks)})
         stats = []
         for name in names:
-            total, available, allocated, disabled = wallet_counts.get(name, (0, 0, 0, 0))
+            counts = wallet_counts.get(name, domain.WalletCounts())
             stats.append(
                 domain.NetworkStats(
                     network=name,
-                    total=total,
-                    available=available,
-                    allocated=allocated,
+                    total=counts.total,
+                    available=counts.available,
+                    allocated=counts.allocated,
                     queued=queue_counts.get(name, 0),
-                    disabled=disabled,
+                    disabled=counts.disabled,
+                    cooling=counts.cooling,
                     low_water_mark=self.low_water_mark,
                 )
             )
@@ -225,6 +255,11 @@ class WalletPoolManager:
             return bool(await conn.fetchval("SELECT true"))
 
     async def close(self) -> None:
+        for timer in self._cooldown_timers:
+            timer.cancel()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self._pool.close()
         if self._embedded is not None:
             self._embedded.close()
@@ -269,4 +304,10 @@ async def _connect(
         if embedded is not None:
             embedded.close()
         raise
-    return WalletPoolManager(pool, settings.networks, embedded, settings.low_water_mark)
+    return WalletPoolManager(
+        pool,
+        settings.networks,
+        embedded,
+        settings.low_water_mark,
+        settings.wallet_cooldown_seconds,
+    )

@@ -29,6 +29,7 @@ class PoolGauges:
                 ("available", s.available),
                 ("allocated", s.allocated),
                 ("disabled", s.disabled),
+                ("cooling", s.cooling),
             ]:
                 WALLETS.labels(s.network, state).set(count)
             QUEUE_LENGTH.labels(s.network).set(s.queued)

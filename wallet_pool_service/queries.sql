@@ -20,6 +20,7 @@ WITH claimed AS (
     WHERE id = (
         SELECT id FROM wallet_pool.wallets
         WHERE network = $1 AND order_id IS NULL AND disabled_at IS NULL
+          AND (cooldown_until IS NULL OR cooldown_until <= now())
           AND NOT EXISTS (SELECT 1 FROM wallet_pool.queue WHERE network = $1)
         ORDER BY released_at NULLS FIRST, id
         LIMIT 1
@@ -33,10 +34,12 @@ RETURNING address
 
 -- mark_as_available --
 -- Guarded by the holder: frees the wallet only while this order holds it
--- ($2 = '' means whichever wallet the order holds), and closes its assignment.
+-- ($2 = '' means whichever wallet the order holds), closes its assignment, and keeps the
+-- wallet cooling for $3 seconds.
 WITH freed AS (
     UPDATE wallet_pool.wallets
-    SET order_id = NULL, allocated_at = NULL, released_at = now()
+    SET order_id = NULL, allocated_at = NULL, released_at = now(),
+        cooldown_until = CASE WHEN $3::float8 > 0 THEN now() + make_interval(secs => $3) END
     WHERE order_id = $1 AND ($2 = '' OR address = $2)
     RETURNING address, network, released_at
 ), closed AS (
@@ -59,9 +62,12 @@ SELECT count(*) FROM wallet_pool.wallets WHERE network = $1
 -- wallet_counts --
 SELECT network,
        count(*) AS total,
-       count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NULL) AS available,
+       count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NULL
+                        AND (cooldown_until IS NULL OR cooldown_until <= now())) AS available,
        count(*) FILTER (WHERE order_id IS NOT NULL) AS allocated,
-       count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NOT NULL) AS disabled
+       count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NOT NULL) AS disabled,
+       count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NULL
+                        AND cooldown_until > now()) AS cooling
 FROM wallet_pool.wallets
 WHERE $1 = '' OR network = $1
 GROUP BY network
@@ -97,6 +103,7 @@ WITH head AS (
 ), free AS (
     SELECT id FROM wallet_pool.wallets
     WHERE network = $1 AND order_id IS NULL AND disabled_at IS NULL
+      AND (cooldown_until IS NULL OR cooldown_until <= now())
     ORDER BY released_at NULLS FIRST, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -124,10 +131,11 @@ FROM wallet_pool.queue q
 WHERE EXISTS (
     SELECT 1 FROM wallet_pool.wallets w
     WHERE w.network = q.network AND w.order_id IS NULL AND w.disabled_at IS NULL
+      AND (w.cooldown_until IS NULL OR w.cooldown_until <= now())
 )
 
 -- get_wallet --
-SELECT * FROM wallet_pool.wallets WHERE address = $1
+SELECT *, cooldown_until > now() AS cooling FROM wallet_pool.wallets WHERE address = $1
 
 -- set_disabled --
 -- $2: the reason, or NULL to enable. Returns the wallet as it is now.
@@ -135,17 +143,19 @@ UPDATE wallet_pool.wallets
 SET disabled_at = CASE WHEN $2::text IS NULL THEN NULL ELSE coalesce(disabled_at, now()) END,
     disabled_reason = coalesce($2, '')
 WHERE address = $1
-RETURNING *
+RETURNING *, cooldown_until > now() AS cooling
 
 -- list_wallets --
--- Keyset pagination on id; $2: '' (any), 'AVAILABLE', 'ALLOCATED' or 'DISABLED'.
-SELECT * FROM wallet_pool.wallets
+-- Keyset pagination on id; $2: '' (any), 'AVAILABLE', 'ALLOCATED', 'DISABLED' or 'COOLING'.
+SELECT *, cooldown_until > now() AS cooling FROM wallet_pool.wallets
 WHERE ($1 = '' OR network = $1)
   AND (
     $2 = ''
-    OR ($2 = 'AVAILABLE' AND order_id IS NULL AND disabled_at IS NULL)
+    OR ($2 = 'AVAILABLE' AND order_id IS NULL AND disabled_at IS NULL
+        AND (cooldown_until IS NULL OR cooldown_until <= now()))
     OR ($2 = 'ALLOCATED' AND order_id IS NOT NULL)
     OR ($2 = 'DISABLED' AND order_id IS NULL AND disabled_at IS NOT NULL)
+    OR ($2 = 'COOLING' AND order_id IS NULL AND disabled_at IS NULL AND cooldown_until > now())
   )
   AND id > $3
 ORDER BY id

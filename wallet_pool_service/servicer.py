@@ -36,6 +36,7 @@ _STATE_TO_PB = {
     WalletState.AVAILABLE: pb.WALLET_STATE_AVAILABLE,
     WalletState.ALLOCATED: pb.WALLET_STATE_ALLOCATED,
     WalletState.DISABLED: pb.WALLET_STATE_DISABLED,
+    WalletState.COOLING: pb.WALLET_STATE_COOLING,
 }
 _STATE_FROM_PB = {number: state for state, number in _STATE_TO_PB.items()}
 
@@ -50,6 +51,7 @@ def wallet_to_pb(wallet: Wallet) -> pb.Wallet:
         disabled_reason=wallet.disabled_reason,
         create_time=to_timestamp(wallet.create_time),
         release_time=to_timestamp(wallet.release_time),
+        cooldown_end_time=to_timestamp(wallet.cooldown_end_time),
     )
 
 
@@ -98,6 +100,7 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
                     allocated=s.allocated,
                     queued=s.queued,
                     disabled=s.disabled,
+                    cooling=s.cooling,
                     below_low_water_mark=s.below_low_water_mark,
                     low_water_mark=s.low_water_mark,
                 )

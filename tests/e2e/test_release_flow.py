@@ -18,6 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
+from tests.databases import DatabaseFactory
 from tests.e2e.conftest import local_only
 from tests.e2e.stack import LocalStack, Stack
 
@@ -355,3 +356,45 @@ async def test_sigterm_stops_both_services_cleanly(stack: LocalStack) -> None:
     assert await stack.order_process.stop(signal.SIGTERM) == 0
     assert await stack.pool_process.stop(signal.SIGTERM) == 0
     assert '"event": "stopped"' in stack.order_process.logs()
+
+
+@local_only
+async def test_with_a_cooldown_the_released_wallet_rests_before_the_queue_gets_it(
+    databases: DatabaseFactory, tmp_path: Path
+) -> None:
+    stack = await LocalStack.start(
+        await databases.create(migrated=False),
+        tmp_path,
+        extra_env={"WALLET_COOLDOWN_SECONDS": "1", "HAND_OFF_SWEEP_SECONDS": "5"},
+    )
+    try:
+        address = eth_address()
+        await add_wallets(stack, "ETH", [address])
+        first = await create(stack)
+        await finish(stack, first.id, opb.ORDER_STATUS_CANCELLED)
+        released_at = time.monotonic()
+        waiting = await create(stack)
+        assert (waiting.wallet_address, waiting.queue_position) == ("", 1)
+        stats = await stack.pool.GetPoolStats(
+            wpb.GetPoolStatsRequest(network="ETH"), metadata=stack.operator
+        )
+        assert (stats.networks[0].cooling, stats.networks[0].available) == (1, 0)
+        listed = await stack.pool.ListWallets(
+            wpb.ListWalletsRequest(state=wpb.WALLET_STATE_COOLING), metadata=stack.operator
+        )
+        assert [w.address for w in listed.wallets] == [address]
+        assert listed.wallets[0].cooldown_end_time.seconds > 0
+
+        while not (
+            seen := (
+                await stack.orders.GetOrder(
+                    opb.GetOrderRequest(order_id=waiting.id), metadata=stack.client
+                )
+            ).order
+        ).wallet_address:
+            assert time.monotonic() - released_at < 2.5
+            await asyncio.sleep(0.05)
+        assert seen.wallet_address == address
+        assert time.monotonic() - released_at >= 1.0
+    finally:
+        await stack.close()

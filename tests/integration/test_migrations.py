@@ -24,7 +24,13 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             *(apply_migrations(p, schema, package) for p in pools for schema, package in MIGRATIONS)
         )
         applied = [version for result in results for version in result]
-        assert sorted(applied) == ["001_orders", "001_pool_and_queue", "002_disable_and_history"]
+        assert sorted(applied) == [
+            "001_orders",
+            "001_pool_and_queue",
+            "002_disable_and_history",
+            "002_replicas_expiry_idempotency",
+            "003_cooldown",
+        ]
         assert await _tables(pools[0]) == {
             "orders.orders",
             "orders.status_history",

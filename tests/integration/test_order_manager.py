@@ -17,7 +17,7 @@ from order_service.domain import (
     WalletRelease,
 )
 from order_service.manager import OrderManager, ReleasePolicy
-from order_service.wallet_pool_client import GrpcWalletPoolGateway
+from order_service.wallet_pool_client import GrpcWalletPoolGateway, PoolAllocation
 from shared.auth import SERVICE, Authenticator, Principal
 from shared.grpc_server import GrpcServer
 from wallet_pool_service.domain import demo_addresses
@@ -226,3 +226,109 @@ async def test_history_records_who_changed_what_and_why(orders: OrderManager) ->
         (OrderStatus.PROCESSING, OrderStatus.CANCELLED, "bob", "customer asked"),
     ]
     assert history[0].change_time <= history[1].change_time <= history[2].change_time
+
+
+async def test_request_ids_belong_to_their_creator_and_are_kept_past_a_day(
+    orders: OrderManager, db_pool: asyncpg.Pool
+) -> None:
+    mine = await orders.create_order("BTC", Decimal("2"), "shared-key", "shop-a")
+    theirs = await orders.create_order("BTC", Decimal("5"), "shared-key", "shop-b")
+    assert theirs.id != mine.id and theirs.amount == Decimal("5")
+
+    await db_pool.execute(
+        "UPDATE orders.orders SET create_time = now() - interval '25 hours' WHERE id = $1",
+        mine.id,
+    )
+    again = await orders.create_order("BTC", Decimal("2"), "shared-key", "shop-a")
+    assert again.id == mine.id
+    with pytest.raises(RequestIdReused):
+        await orders.create_order("ETH", Decimal("2"), "shared-key", "shop-a")
+
+
+async def _backdate(db_pool: asyncpg.Pool, order_id: uuid.UUID, seconds: int) -> None:
+    await db_pool.execute(
+        "UPDATE orders.orders SET create_time = now() - make_interval(secs => $2) WHERE id = $1",
+        order_id,
+        seconds,
+    )
+
+
+async def test_pending_orders_past_their_ttl_expire_once_as_the_system_and_free_their_wallet(
+    db_pool: asyncpg.Pool, pool_server: GrpcServer, pool_manager: WalletPoolManager
+) -> None:
+    [address] = demo_addresses("ETH", 1)
+    await pool_manager.add_wallets("ETH", [address])
+    gateway = GrpcWalletPoolGateway.connect(
+        f"127.0.0.1:{pool_server.port}", timeout_seconds=1, token=SERVICE_TOKEN
+    )
+    # Two replicas running the expiry loop at once.
+    replicas = [
+        OrderManager(db_pool, gateway, NETWORKS, FAST_RETRY, order_ttl_seconds=60) for _ in range(2)
+    ]
+    try:
+        holding = await replicas[0].create_order("ETH", Decimal("1"), None, "c")
+        waiting = await replicas[0].create_order("ETH", Decimal("1"), None, "c")
+        young = await replicas[0].create_order("ETH", Decimal("1"), None, "c")
+        processing = await replicas[0].create_order("ETH", Decimal("1"), None, "c")
+        await replicas[0].update_status(processing.id, OrderStatus.PROCESSING, "", "op")
+        assert (holding.wallet_address, waiting.queue_position) == (address, 1)
+        for order in (holding, waiting, processing):
+            await _backdate(db_pool, order.id, 3600)
+
+        await asyncio.gather(*(r.expire_stale_orders() for r in replicas))
+
+        for order in (holding, waiting):
+            history = await replicas[1].get_history(order.id)
+            assert [(h.to_status, h.actor, h.reason) for h in history[1:]] == [
+                (OrderStatus.CANCELLED, "system", "expired")
+            ]
+        for order in (young, processing):
+            assert (await replicas[1].get_order(order.id)).status is not OrderStatus.CANCELLED
+        # The expired holder's wallet went back to the pool, to the next order in the queue.
+        assert (
+            await db_pool.fetchval(
+                "SELECT order_id FROM wallet_pool.wallets WHERE address = $1", address
+            )
+            == young.id
+        )
+        assert await db_pool.fetchval("SELECT count(*) FROM wallet_pool.queue") == 1
+        assert await replicas[0].count_pending_releases() == 0
+    finally:
+        await gateway.close()
+
+
+class CountingGateway:
+    """The real gateway, counting the allocation calls that go through it."""
+
+    def __init__(self, inner: GrpcWalletPoolGateway) -> None:
+        self._inner = inner
+        self.allocations: list[uuid.UUID] = []
+
+    async def allocate(self, order_id: uuid.UUID, network: str) -> PoolAllocation:
+        self.allocations.append(order_id)
+        return await self._inner.allocate(order_id, network)
+
+    async def release(self, order_id: uuid.UUID, address: str) -> None:
+        await self._inner.release(order_id, address)
+
+
+async def test_replicas_share_the_allocation_sync_without_asking_twice_about_an_order(
+    db_pool: asyncpg.Pool, pool_server: GrpcServer, orders: OrderManager
+) -> None:
+    waiting = [await orders.create_order("BTC", Decimal("1"), None, "c") for _ in range(20)]
+    assert all(o.queue_position for o in waiting)
+    gateway = GrpcWalletPoolGateway.connect(
+        f"127.0.0.1:{pool_server.port}", timeout_seconds=1, token=SERVICE_TOKEN
+    )
+    counters = [CountingGateway(gateway) for _ in range(3)]
+    replicas = [
+        OrderManager(db_pool, counter, NETWORKS, FAST_RETRY, sync_lease_seconds=30)
+        for counter in counters
+    ]
+    try:
+        await asyncio.gather(*(r.sync_waiting_orders() for r in replicas))
+        await asyncio.gather(*(r.sync_waiting_orders() for r in replicas))
+    finally:
+        await gateway.close()
+    asked = [order_id for counter in counters for order_id in counter.allocations]
+    assert sorted(asked) == sorted(o.id for o in waiting)

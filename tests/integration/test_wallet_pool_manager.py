@@ -286,3 +286,45 @@ async def test_wallet_history_names_every_holder_with_times(manager: WalletPoolM
     assert history[1].release_time is None
     with pytest.raises(NotFound, match=r"^address: "):
         await manager.get_wallet_history(demo_addresses("BTC", 2)[1])
+
+
+async def test_a_released_wallet_cools_down_before_anyone_gets_it_then_serves_the_queue(
+    db_pool: asyncpg.Pool,
+) -> None:
+    manager = WalletPoolManager(db_pool, NETWORKS, cooldown_seconds=0.6)
+    [address] = demo_addresses("TRON", 1)
+    await manager.add_wallets("TRON", [address])
+    first, newcomer = uuid.uuid4(), uuid.uuid4()
+    await manager.allocate_wallet(first, "TRON")
+
+    await manager.release_wallet(first, address)
+    released = asyncio.get_running_loop().time()
+    [stats] = await manager.get_pool_stats("TRON")
+    assert (stats.available, stats.cooling, stats.allocated, stats.total) == (0, 1, 0, 1)
+    [cooling], _ = await manager.list_wallets("TRON", WalletState.COOLING, 10, "")
+    assert cooling.address == address and cooling.cooldown_end_time is not None
+    assert await manager.allocate_wallet(newcomer, "TRON") == Allocation(queue_position=1)
+    assert await _holder(db_pool, address) is None
+
+    # Nobody calls anything: the cooldown's end hands the wallet to the waiting order.
+    while await _holder(db_pool, address) is None:
+        assert asyncio.get_running_loop().time() - released < 2.0
+        await asyncio.sleep(0.02)
+    assert asyncio.get_running_loop().time() - released >= 0.6
+    assert await _holder(db_pool, address) == newcomer
+    [stats] = await manager.get_pool_stats("TRON")
+    assert (stats.available, stats.cooling, stats.allocated, stats.queued) == (0, 0, 1, 0)
+    await manager.close()
+
+
+async def test_without_cooldown_a_released_wallet_is_available_at_once(
+    manager: WalletPoolManager,
+) -> None:
+    [address] = demo_addresses("ETH", 1)
+    await manager.add_wallets("ETH", [address])
+    order = uuid.uuid4()
+    await manager.allocate_wallet(order, "ETH")
+    await manager.release_wallet(order, address)
+    [stats] = await manager.get_pool_stats("ETH")
+    assert (stats.available, stats.cooling) == (1, 0)
+    assert await manager.allocate_wallet(uuid.uuid4(), "ETH") == Allocation(address=address)

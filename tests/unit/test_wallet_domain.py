@@ -1,9 +1,10 @@
 import pytest
 
 from shared.errors import InvalidArgument
+from shared.networks import KNOWN_NETWORKS
+from wallet_pool_service.addresses import address_problem, base58check_encode
 from wallet_pool_service.domain import (
-    address_problem,
-    base58check_encode,
+    check_address_field,
     check_addresses,
     demo_addresses,
     split_repeats,
@@ -14,7 +15,9 @@ VALID = {
     "BTC": [
         "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa",
         "3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy",
-        "bc1qw508d6qejxtdg4c3cdetvq7k3j9sl6m8yryk8y",
+        # BIP-173's P2WPKH and BIP-350's P2TR test vectors.
+        "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4",
+        "bc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqzk5jj0",
     ],
     "ETH": [
         "0x52908400098527886E0F7030069857D2E4169EE7",
@@ -59,8 +62,22 @@ def test_check_addresses_names_the_bad_entry_and_limits_the_batch() -> None:
         check_addresses("ETH", demo_addresses("ETH", 1001))
 
 
+def test_segwit_and_eth_addresses_are_stored_and_looked_up_in_lower_case() -> None:
+    upper = "BC1QW508D6QEJXTDG4Y5R3ZARVARY0C5XW7KV8F3T4"
+    assert check_addresses("BTC", [upper]) == [upper.lower()]
+    assert check_address_field(upper) == upper.lower()
+    # A checksummed and a plain spelling of one ETH account are one wallet.
+    eth = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+    assert check_addresses("ETH", [eth, eth.lower()]) == [eth.lower(), eth.lower()]
+    assert check_address_field(eth) == eth.lower()
+    # Base58Check is case-sensitive: kept as given.
+    tron = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
+    assert check_addresses("TRON", [tron]) == [tron]
+    assert check_address_field(tron) == tron
+
+
 def test_demo_addresses_are_valid_and_distinct() -> None:
-    for network in ("BTC", "ETH", "TRON"):
+    for network in KNOWN_NETWORKS:
         addresses = demo_addresses(network, 20)
         assert len(set(addresses)) == 20
         assert all(address_problem(network, a) is None for a in addresses)

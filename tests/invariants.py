@@ -1,0 +1,217 @@
+"""The six invariants of the system, checked on the database both services use.
+
+Each check returns human-readable violations (empty when the invariant holds), so a test can
+report every broken one at once. The tests that use them (replicas, chaos, fuzz) run both
+schemas on one database.
+"""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping
+
+import asyncpg
+
+from shared.db import Connection
+
+LIVE = ("PENDING", "PROCESSING")
+# Which statuses may follow an acknowledged one: an acknowledged update is never undone.
+_AT_OR_AFTER = {
+    "PENDING": {"PENDING", "PROCESSING", "COMPLETED", "CANCELLED"},
+    "PROCESSING": {"PROCESSING", "COMPLETED", "CANCELLED"},
+    "COMPLETED": {"COMPLETED"},
+    "CANCELLED": {"CANCELLED"},
+}
+
+
+async def no_address_held_by_two_live_orders(conn: Connection) -> list[str]:
+    """1: an address is shown to one live order at most, and the pool agrees who holds it."""
+    violations = [
+        f"address {r['wallet_address']} shown to {r['n']} live orders"
+        for r in await conn.fetch(
+            """SELECT wallet_address, count(*) AS n FROM orders.orders
+               WHERE status = ANY($1) AND wallet_address IS NOT NULL
+               GROUP BY wallet_address HAVING count(*) > 1""",
+            list(LIVE),
+        )
+    ]
+    violations += [
+        f"live order {r['id']} shows {r['wallet_address']} but the pool gives it to "
+        f"{r['holder'] or 'nobody'}"
+        for r in await conn.fetch(
+            """SELECT o.id, o.wallet_address, w.order_id AS holder
+               FROM orders.orders o
+               LEFT JOIN wallet_pool.wallets w ON w.address = o.wallet_address
+               WHERE o.status = ANY($1) AND o.wallet_address IS NOT NULL
+                 AND w.order_id IS DISTINCT FROM o.id""",
+            list(LIVE),
+        )
+    ]
+    return violations
+
+
+async def no_final_order_holds_anything(conn: Connection) -> list[str]:
+    """2: once releases have drained, no final order holds a wallet or a queue place."""
+    held = await conn.fetch(
+        """SELECT o.id, o.status, w.address FROM orders.orders o
+           JOIN wallet_pool.wallets w ON w.order_id = o.id
+           WHERE o.status <> ALL($1)""",
+        list(LIVE),
+    )
+    queued = await conn.fetch(
+        """SELECT o.id, o.status FROM orders.orders o
+           JOIN wallet_pool.queue q ON q.order_id = o.id
+           WHERE o.status <> ALL($1)""",
+        list(LIVE),
+    )
+    return [f"{r['status']} order {r['id']} still holds {r['address']}" for r in held] + [
+        f"{r['status']} order {r['id']} still waits in the queue" for r in queued
+    ]
+
+
+async def every_live_order_is_served_once(conn: Connection) -> list[str]:
+    """3: a live order holds exactly one wallet of its network or has one place in its
+    network's queue; and the pool serves no order the order service does not know."""
+    rows = await conn.fetch(
+        """SELECT o.id, o.network,
+                  (SELECT count(*) FROM wallet_pool.wallets w
+                   WHERE w.order_id = o.id AND w.network = o.network) AS wallets,
+                  (SELECT count(*) FROM wallet_pool.queue q
+                   WHERE q.order_id = o.id AND q.network = o.network) AS places
+           FROM orders.orders o
+           WHERE o.status = ANY($1)""",
+        list(LIVE),
+    )
+    violations = [
+        f"live {r['network']} order {r['id']} has {r['wallets']} wallets and "
+        f"{r['places']} queue places"
+        for r in rows
+        if r["wallets"] + r["places"] != 1
+    ]
+    violations += [
+        f"the pool serves order {r['order_id']}, unknown to the order service"
+        for r in await conn.fetch(
+            """SELECT order_id FROM wallet_pool.wallets WHERE order_id IS NOT NULL
+               UNION ALL SELECT order_id FROM wallet_pool.queue
+               EXCEPT SELECT id FROM orders.orders"""
+        )
+    ]
+    return violations
+
+
+async def wallet_states_add_up(conn: Connection) -> list[str]:
+    """4: every wallet is in exactly one state, and per network the states add up."""
+    rows = await conn.fetch(
+        """SELECT network, count(*) AS total,
+                  count(*) FILTER (WHERE order_id IS NOT NULL) AS held,
+                  count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NOT NULL)
+                      AS disabled,
+                  count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NULL
+                                   AND cooldown_until > now()) AS cooling,
+                  count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NULL
+                                   AND (cooldown_until IS NULL OR cooldown_until <= now()))
+                      AS available,
+                  count(*) FILTER (WHERE (order_id IS NULL) <> (allocated_at IS NULL))
+                      AS inconsistent
+           FROM wallet_pool.wallets GROUP BY network"""
+    )
+    violations = [
+        f"{r['network']}: {r['held']} held + {r['disabled']} disabled + {r['cooling']} cooling "
+        f"+ {r['available']} available != {r['total']} wallets"
+        for r in rows
+        if r["held"] + r["disabled"] + r["cooling"] + r["available"] != r["total"]
+    ]
+    violations += [
+        f"{r['network']}: {r['inconsistent']} wallets with a holder but no allocation time"
+        for r in rows
+        if r["inconsistent"]
+    ]
+    violations += [
+        f"wallet {r['address']} held by {r['order_id']} has no open assignment"
+        for r in await conn.fetch(
+            """SELECT w.address, w.order_id FROM wallet_pool.wallets w
+               WHERE w.order_id IS NOT NULL AND NOT EXISTS (
+                   SELECT 1 FROM wallet_pool.assignments a
+                   WHERE a.address = w.address AND a.order_id = w.order_id
+                     AND a.released_at IS NULL)"""
+        )
+    ]
+    return violations
+
+
+async def acknowledged_updates_are_recorded(
+    conn: Connection, acknowledged: Mapping[uuid.UUID, str]
+) -> list[str]:
+    """5: every status the service acknowledged is in the database (or a later one), with
+    its history row. `acknowledged`: order id -> the last status acknowledged for it."""
+    rows = await conn.fetch(
+        """SELECT o.id, o.status,
+                  array(SELECT to_status FROM orders.status_history h
+                        WHERE h.order_id = o.id) AS history
+           FROM orders.orders o WHERE o.id = ANY($1)""",
+        list(acknowledged),
+    )
+    found = {r["id"]: r for r in rows}
+    violations = []
+    for order_id, status in acknowledged.items():
+        row = found.get(order_id)
+        if row is None:
+            violations.append(f"acknowledged order {order_id} is not in the database")
+            continue
+        if row["status"] not in _AT_OR_AFTER[status]:
+            violations.append(f"order {order_id} acknowledged {status}, stored {row['status']}")
+        if status not in row["history"]:
+            violations.append(f"order {order_id} acknowledged {status} without a history row")
+        if len(row["history"]) != len(set(row["history"])):
+            violations.append(f"order {order_id} has duplicate history rows: {row['history']}")
+    return violations
+
+
+async def undelivered_releases(conn: Connection) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM orders.pending_releases WHERE release_time IS NULL"
+    )
+    return count
+
+
+async def releases_drain(conn: Connection, within_seconds: float) -> list[str]:
+    """6: pending releases drain to zero within a bounded time."""
+    deadline = time.monotonic() + within_seconds
+    while (left := await undelivered_releases(conn)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return [f"{left} releases still pending after {within_seconds} s"] if left else []
+
+
+async def settled_allocations(conn: Connection) -> int:
+    """Live orders whose copy of the pool's answer is not yet what the pool holds for them
+    (the allocation sync has not caught up)."""
+    count: int = await conn.fetchval(
+        """SELECT count(*) FROM orders.orders o
+           LEFT JOIN wallet_pool.wallets w ON w.order_id = o.id
+           WHERE o.status = ANY($1) AND o.wallet_address IS DISTINCT FROM w.address""",
+        list(LIVE),
+    )
+    return count
+
+
+async def check_all(
+    pool: asyncpg.Pool,
+    acknowledged: Mapping[uuid.UUID, str] | None = None,
+    *,
+    settle_seconds: float = 20.0,
+) -> list[str]:
+    """Waits (bounded) for releases to drain and allocations to settle, then checks all six.
+    Invariant 1 is also checked before waiting: it must hold at every moment."""
+    async with pool.acquire() as conn:
+        violations = await no_address_held_by_two_live_orders(conn)
+        violations += await releases_drain(conn, settle_seconds)
+        deadline = time.monotonic() + settle_seconds
+        while await settled_allocations(conn) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            violations += await no_address_held_by_two_live_orders(conn)
+            violations += await no_final_order_holds_anything(conn)
+            violations += await every_live_order_is_served_once(conn)
+            violations += await wallet_states_add_up(conn)
+            violations += await acknowledged_updates_are_recorded(conn, acknowledged or {})
+    return violations
