@@ -6,7 +6,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
@@ -16,8 +16,7 @@ from order_service.domain import Order, OrderFilter, OrderStatus, StatusChange, 
 from order_service.metrics import RELEASE_ATTEMPTS
 from order_service.repository import OrderRepository, PostgresOrderRepository
 from order_service.wallet_pool_client import WalletPoolError, WalletPoolGateway
-from shared.errors import InvalidArgument
-from shared.pagination import decode_page_token, encode_page_token, page_size
+from shared.pagination import decode_page_token, encode_page_token, foreign_page_token, page_size
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +258,13 @@ def order_page_token(order: Order) -> str:
 
 def decode_order_page_token(token: str) -> tuple[datetime, uuid.UUID]:
     position = decode_page_token(token)
+    created, order_id = position.get("t"), position.get("id")
+    if not isinstance(created, str) or not isinstance(order_id, str):
+        raise foreign_page_token()
     try:
-        return datetime.fromisoformat(position["t"]), uuid.UUID(position["id"])
-    except (ValueError, KeyError, TypeError):
-        raise InvalidArgument("page_token", "is not a token this service issued") from None
+        created_time = datetime.fromisoformat(created)
+        if created_time.tzinfo is None:
+            raise ValueError("a naive time")
+        return created_time.astimezone(UTC), uuid.UUID(order_id)
+    except (ValueError, OverflowError):
+        raise foreign_page_token() from None

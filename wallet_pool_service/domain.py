@@ -137,10 +137,10 @@ class NetworkMismatch(FailedPrecondition):
         super().__init__(f"network: the order is already allocated on {held}, not {asked}")
 
 
-def check_address_field(address: str, field: str = "address") -> str:
-    """A non-empty, bounded address to look up (its network is not known yet), in the form
-    AddWallets stores it."""
-    return canonical_address(parse_text(address, field, MAX_ADDRESS_LENGTH, required=True))
+def check_address_field(address: str, *, required: bool = True) -> str:
+    """A bounded address to look up (its network is not known yet), in the form AddWallets
+    stores it; '' when it is optional and not given."""
+    return canonical_address(parse_text(address, "address", MAX_ADDRESS_LENGTH, required=required))
 
 
 def check_addresses(network: str, addresses: list[str]) -> list[str]:

@@ -10,9 +10,8 @@ import asyncpg
 
 from shared.db import apply_migrations, create_pool
 from shared.embedded_db import EmbeddedPostgres, resolve_database
-from shared.errors import InvalidArgument
 from shared.networks import parse_network
-from shared.pagination import decode_page_token, encode_page_token, page_size
+from shared.pagination import decode_page_token, encode_page_token, foreign_page_token, page_size
 from wallet_pool_service import domain
 from wallet_pool_service.adapters import (
     PostgresQueueAdapter,
@@ -94,13 +93,12 @@ class WalletPoolManager:
         The freed wallet goes to the head of its network's queue in the same transaction.
         The order is remembered as released: it is never given a wallet again.
         """
+        address = domain.check_address_field(address, required=False)
         async with self._transaction() as (wallets, queue):
             await queue.lock_order(order_id)
             await queue.mark_released(order_id)
             dequeued = await queue.remove(order_id)
-            freed = await wallets.mark_as_available(
-                order_id, address.strip(), self.cooldown_seconds
-            )
+            freed = await wallets.mark_as_available(order_id, address, self.cooldown_seconds)
             handed = await queue.hand_off_head(freed.network) if freed else None
         if freed is not None:
             log.info(
@@ -221,11 +219,10 @@ class WalletPoolManager:
         if network:
             network = parse_network(network, self.networks)
         size = page_size(requested_size)
-        after_id = 0
-        if page_token:
-            after_id = decode_page_token(page_token).get("id", -1)
-            if not isinstance(after_id, int) or after_id < 0:
-                raise InvalidArgument("page_token", "is not a token this service issued")
+        after_id: object = decode_page_token(page_token).get("id") if page_token else 0
+        # A bigint id: anything else was not issued here.
+        if type(after_id) is not int or not 0 <= after_id < 2**63:
+            raise foreign_page_token()
         async with self._transaction() as (wallets, _):
             page = await wallets.page(network, state, after_id, size + 1)
         if len(page) <= size:
