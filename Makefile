@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 GEN_STAMP := exchange/.generated
 
-.PHONY: setup proto run test lint unit clean compose-env compose-up compose-e2e compose-down
+.PHONY: setup proto run test lint unit chaos clean compose-env compose-up compose-e2e compose-down
 
 setup: $(GEN_STAMP)
 
@@ -47,6 +47,11 @@ unit: setup
 
 test: lint
 	$(PY) -m pytest -q
+
+# A long chaos run (kills both services, restarts PostgreSQL) and its report; CHAOS_SEED replays.
+CHAOS_SECONDS ?= 300
+chaos: setup
+	$(PY) -m tests.chaos --seconds $(CHAOS_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 # Secrets for docker compose, generated once into .env (never committed).
 compose-env: setup

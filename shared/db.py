@@ -23,6 +23,9 @@ _OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.OperatorInterventionError,
     asyncpg.InsufficientResourcesError,
     asyncpg.InterfaceError,
+    # A connection whose server went away mid-operation can be left in a state asyncpg
+    # refuses to use ("cannot switch to state …", MagicStack/asyncpg#784).
+    asyncpg.InternalClientError,
 )
 
 

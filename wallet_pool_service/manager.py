@@ -70,7 +70,11 @@ class WalletPoolManager:
             address = await wallets.claim(network, order_id)
             if address is not None:
                 return domain.Allocation(address=address)
-            await queue.enqueue(order_id, network)
+            if not await queue.enqueue(order_id, network):
+                # A hand-off served the order from the queue while this call was looking.
+                held = await wallets.held_by(order_id)
+                assert held is not None, "enqueue refuses only an order that holds a wallet"
+                return domain.Allocation(address=held.address)
         # A release that committed while this order was joining the queue saw no one waiting;
         # hand off now so the free wallet does not sit beside a waiting order.
         if await self.hand_off(network):

@@ -73,7 +73,11 @@ WHERE $1 = '' OR network = $1
 GROUP BY network
 
 -- enqueue --
-INSERT INTO wallet_pool.queue (order_id, network) VALUES ($1, $2)
+-- Not if a hand-off gave the order a wallet after this transaction looked: hand-offs do not
+-- take the order's lock, and an order that holds a wallet must never wait as well.
+INSERT INTO wallet_pool.queue (order_id, network)
+SELECT $1, $2
+WHERE NOT EXISTS (SELECT 1 FROM wallet_pool.wallets WHERE order_id = $1)
 
 -- queue_position --
 SELECT q.network,

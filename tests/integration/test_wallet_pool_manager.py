@@ -5,6 +5,7 @@ import asyncpg
 import pytest
 
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from wallet_pool_service.adapters import PostgresQueueAdapter, PostgresWalletAdapter
 from wallet_pool_service.domain import Allocation, WalletState, demo_addresses
 from wallet_pool_service.manager import WalletPoolManager
 
@@ -328,3 +329,43 @@ async def test_without_cooldown_a_released_wallet_is_available_at_once(
     [stats] = await manager.get_pool_stats("ETH")
     assert (stats.available, stats.cooling) == (1, 0)
     assert await manager.allocate_wallet(uuid.uuid4(), "ETH") == Allocation(address=address)
+
+
+async def test_an_order_served_from_the_queue_while_it_asks_again_is_not_queued_twice(
+    database_url: str,
+) -> None:
+    """The allocation sync asks about a waiting order while a release hands it a wallet: the
+    hand-off commits between the ask's reads, and the order must not join the queue again."""
+    asking, releasing = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        order, behind = uuid.uuid4(), uuid.uuid4()
+        [free, held] = demo_addresses("ETH", 2)
+        await releasing.execute(
+            "INSERT INTO wallet_pool.wallets (network, address) VALUES ('ETH', $1), ('ETH', $2)",
+            free,
+            held,
+        )
+        first, second = uuid.uuid4(), uuid.uuid4()
+        assert await PostgresWalletAdapter(releasing).claim("ETH", first) == free
+        assert await PostgresWalletAdapter(releasing).claim("ETH", second) == held
+        await PostgresQueueAdapter(releasing).enqueue(order, "ETH")
+        await PostgresQueueAdapter(releasing).enqueue(behind, "ETH")
+        # `first` is released, as a release's transaction does before it hands off.
+        await PostgresWalletAdapter(releasing).mark_as_available(first, free, 0)
+
+        wallets, queue = PostgresWalletAdapter(asking), PostgresQueueAdapter(asking)
+        async with asking.transaction():
+            await queue.lock_order(order)
+            assert await wallets.held_by(order) is None
+            handed = await PostgresQueueAdapter(releasing).hand_off_head("ETH")
+            assert handed == (order, free)
+            assert await queue.position(order) is None
+            assert await wallets.claim("ETH", order) is None  # `behind` still waits
+            assert await queue.enqueue(order, "ETH") is False
+        queued = await asking.fetchval(
+            "SELECT count(*) FROM wallet_pool.queue WHERE order_id = $1", order
+        )
+        assert queued == 0
+    finally:
+        await asking.close()
+        await releasing.close()

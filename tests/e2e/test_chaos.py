@@ -1,0 +1,29 @@
+"""A short run of the chaos harness (tests/chaos.py): order lifecycles while both services
+are SIGKILLed and PostgreSQL restarts; nothing acknowledged is lost, nothing is shared.
+`make chaos` runs a long one; CHAOS_SEED replays a run."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.chaos import run_chaos
+from tests.e2e.conftest import local_only
+
+CHAOS_SECONDS = 35
+
+
+@local_only
+@pytest.mark.timeout(240)
+async def test_under_chaos_no_acknowledged_update_is_lost_and_no_wallet_is_shared(
+    tmp_path: Path,
+) -> None:
+    seconds = float(os.environ.get("CHAOS_SHORT_SECONDS", CHAOS_SECONDS))
+    report = await run_chaos(seconds, log_dir=tmp_path)
+    print(report.render())
+    assert report.kills["order_service"] >= 1, report.render()
+    assert report.kills["wallet_pool_service"] >= 1, report.render()
+    assert sum(report.postgres_restarts.values()) >= 1, report.render()
+    assert report.orders >= 100, report.render()
+    assert report.violations == [], report.render()
+    assert report.log_problems == [], report.render()

@@ -1,0 +1,284 @@
+"""Two replicas of each service on one database: they start together, share the work, and
+no background loop does any of it twice."""
+
+# The generated async stub types exist only in the stubs (.pyi).
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+
+from exchange.order.v1 import order_service_pb2 as opb
+from exchange.order.v1 import order_service_pb2_grpc as order_grpc
+from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
+from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
+from scripts.processes import ServiceProcess
+from tests.chaos import (
+    CLIENT_TOKEN,
+    OPERATOR_TOKEN,
+    bearer,
+    log_problems,
+    no_work_done_twice,
+    service_env,
+)
+from tests.databases import DatabaseFactory
+from tests.e2e.conftest import local_only
+from tests.e2e.test_release_flow import eth_address
+from tests.invariants import check_all
+
+WALLETS = 8
+KEPT = 24  # moved to PROCESSING at once, then finished in waves (some left live)
+EXPIRING = 6  # left PENDING until the expiry loop cancels them
+LEFT_LIVE = 4
+TTL_SECONDS = 2
+
+
+@dataclass
+class Replicas:
+    pools: list[ServiceProcess]
+    orders: list[ServiceProcess]
+    order_stubs: list[order_grpc.OrderServiceAsyncStub]
+    pool_stub: pool_grpc.WalletPoolServiceAsyncStub
+
+
+@pytest.fixture
+async def replicas(databases: DatabaseFactory, tmp_path: Path) -> AsyncIterator[Replicas]:
+    # An empty database: the two replicas of each service migrate it as they start together.
+    env = service_env(
+        await databases.create(migrated=False),
+        {
+            "ORDER_TTL_SECONDS": str(TTL_SECONDS),
+            "EXPIRY_CHECK_SECONDS": "0.2",
+            "WALLET_COOLDOWN_SECONDS": "0",
+        },
+    )
+    pools = [
+        ServiceProcess("wallet_pool_service", env, tmp_path / f"wallet_pool_{name}.log")
+        for name in "ab"
+    ]
+    channels: list[grpc.aio.Channel] = []
+    processes = list(pools)
+    try:
+        pool_ports = await asyncio.gather(*(pool.start() for pool in pools))
+        # One target for both pool replicas; the order service's channel balances over them.
+        target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in pool_ports)
+        orders = [
+            ServiceProcess(
+                "order_service",
+                {**env, "WALLET_POOL_TARGET": target},
+                tmp_path / f"order_{name}.log",
+            )
+            for name in "ab"
+        ]
+        processes += orders
+        order_ports = await asyncio.gather(*(order.start() for order in orders))
+        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for port in order_ports]
+        channels.append(grpc.aio.insecure_channel(f"127.0.0.1:{pool_ports[0]}"))
+        yield Replicas(
+            pools,
+            orders,
+            [order_grpc.OrderServiceStub(channel) for channel in channels[:2]],
+            pool_grpc.WalletPoolServiceStub(channels[2]),
+        )
+        for process in processes:
+            assert process.process is not None and process.process.poll() is None, (
+                f"{process.module} died:\n{process.logs()[-3000:]}"
+            )
+    finally:
+        for channel in channels:
+            await channel.close(None)
+        for process in processes:
+            if process.process is not None and process.process.poll() is None:
+                await process.stop()
+
+
+@pytest.fixture
+async def db(replicas: Replicas) -> AsyncIterator[asyncpg.Pool]:
+    url = replicas.pools[0].env["DATABASE_URL"]
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    assert pool is not None
+    yield pool
+    await pool.close()
+
+
+async def update(
+    stub: order_grpc.OrderServiceAsyncStub, order_id: str, status: int, reason: str = ""
+) -> opb.UpdateOrderStatusResponse:
+    request = opb.UpdateOrderStatusRequest(order_id=order_id, status=status, reason=reason)  # type: ignore[arg-type]
+    response: opb.UpdateOrderStatusResponse = await stub.UpdateOrderStatus(
+        request, metadata=bearer(OPERATOR_TOKEN), timeout=10
+    )
+    return response
+
+
+async def addresses(
+    stubs: list[order_grpc.OrderServiceAsyncStub], order_ids: list[str]
+) -> dict[str, str]:
+    """Each order's address as the order service shows it, read through both replicas."""
+    responses = await asyncio.gather(
+        *(
+            stubs[i % 2].GetOrder(
+                opb.GetOrderRequest(order_id=order_id), metadata=bearer(CLIENT_TOKEN), timeout=10
+            )
+            for i, order_id in enumerate(order_ids)
+        )
+    )
+    return {r.order.id: r.order.wallet_address for r in responses}
+
+
+@local_only
+async def test_two_replicas_of_each_service_serve_every_order_once_and_expire_each_once(
+    replicas: Replicas, db: asyncpg.Pool
+) -> None:
+    stubs = replicas.order_stubs
+    added = await replicas.pool_stub.AddWallets(
+        wpb.AddWalletsRequest(network="ETH", addresses=[eth_address() for _ in range(WALLETS)]),
+        metadata=bearer(OPERATOR_TOKEN),
+    )
+    assert len(added.added) == WALLETS
+    acknowledged: dict[uuid.UUID, str] = {}
+    kept: list[str] = []
+    expiring: list[str] = []
+
+    async def start(index: int) -> None:
+        """Created through one replica; all but the expiring ones moved on through the other
+        at once (a PENDING order older than the TTL would expire)."""
+        created = await stubs[index % 2].CreateOrder(
+            opb.CreateOrderRequest(network="ETH", amount="1.5", request_id=f"replicas-{index}"),
+            metadata=bearer(CLIENT_TOKEN),
+            timeout=10,
+        )
+        order_id = created.order.id
+        acknowledged[uuid.UUID(order_id)] = "PENDING"
+        if index % 5 == 4:
+            expiring.append(order_id)
+            return
+        try:
+            await update(stubs[(index + 1) % 2], order_id, opb.ORDER_STATUS_PROCESSING)
+        except grpc.aio.AioRpcError as exc:
+            # Only if the machine was so slow that the order outlived its TTL first.
+            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            expiring.append(order_id)
+            return
+        acknowledged[uuid.UUID(order_id)] = "PROCESSING"
+        kept.append(order_id)
+
+    started = time.monotonic()
+    await asyncio.gather(*(start(i) for i in range(KEPT + EXPIRING)))
+    assert len(expiring) >= EXPIRING
+
+    # The expiry loops of both order replicas cancel the stale PENDING orders (once each).
+    deadline = time.monotonic() + TTL_SECONDS + 15
+    while time.monotonic() < deadline:
+        still = await db.fetchval(
+            "SELECT count(*) FROM orders.orders WHERE id = ANY($1::uuid[]) AND status = 'PENDING'",
+            expiring,
+        )
+        if not still:
+            break
+        await asyncio.sleep(0.1)
+    assert not still, f"{still} PENDING orders outlived their TTL by 15 s"
+
+    # Finish the orders that hold a wallet, in waves spread over both replicas: every freed
+    # wallet goes to the head of the queue, and the waiting orders learn their address.
+    live = list(kept)
+    wave = 0
+    while len(live) > LEFT_LIVE:
+        expected = min(len(live), WALLETS)
+        deadline = time.monotonic() + 10
+        while True:
+            shown = await addresses(stubs, live)
+            holders = [order_id for order_id in live if shown[order_id]]
+            if len(holders) >= expected or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert len(holders) == expected, f"wave {wave}: {len(holders)} of {expected} served"
+        batch = holders[: len(live) - LEFT_LIVE]
+        finals = [opb.ORDER_STATUS_COMPLETED, opb.ORDER_STATUS_CANCELLED]
+        responses = await asyncio.gather(
+            *(
+                update(stubs[(wave + i) % 2], order_id, finals[i % 2], f"wave {wave}")
+                for i, order_id in enumerate(batch)
+            )
+        )
+        for i, (order_id, response) in enumerate(zip(batch, responses, strict=True)):
+            assert response.wallet_release == opb.WALLET_RELEASE_RELEASED
+            acknowledged[uuid.UUID(order_id)] = "COMPLETED" if i % 2 == 0 else "CANCELLED"
+        live = [order_id for order_id in live if order_id not in batch]
+        wave += 1
+    assert wave >= 3
+
+    assert await check_all(db, acknowledged) == []
+    async with db.acquire() as conn:
+        assert await no_work_done_twice(conn) == []
+    all_ids = [*kept, *expiring]
+
+    # Every order was given a wallet at most once, and each address it shows is its one.
+    assert (
+        await db.fetch(
+            """SELECT order_id, count(*) FROM wallet_pool.assignments
+               GROUP BY order_id HAVING count(*) > 1"""
+        )
+        == []
+    )
+    served = await db.fetch(
+        """SELECT o.id, o.wallet_address, a.address AS assigned
+           FROM orders.orders o
+           LEFT JOIN wallet_pool.assignments a ON a.order_id = o.id
+           WHERE o.id = ANY($1::uuid[])""",
+        all_ids,
+    )
+    for row in served:
+        assert row["wallet_address"] == row["assigned"], dict(row)
+    assert all(row["assigned"] for row in served if str(row["id"]) in kept)
+
+    # One 'created' row per order and never the same status twice.
+    history = await db.fetch(
+        """SELECT order_id, from_status, to_status, actor, reason FROM orders.status_history
+           WHERE order_id = ANY($1::uuid[]) ORDER BY id""",
+        all_ids,
+    )
+    by_order: dict[str, list[asyncpg.Record]] = {}
+    for row in history:
+        by_order.setdefault(str(row["order_id"]), []).append(row)
+    assert set(by_order) == set(all_ids)
+    for order_id, rows in by_order.items():
+        statuses = [row["to_status"] for row in rows]
+        assert [row["from_status"] for row in rows].count(None) == 1, (order_id, statuses)
+        assert len(statuses) == len(set(statuses)), (order_id, statuses)
+        system = [(row["to_status"], row["reason"]) for row in rows if row["actor"] == "system"]
+        # Each expired order was cancelled exactly once, by the system, although both
+        # replicas run the expiry loop; no other order was.
+        assert system == ([("CANCELLED", "expired")] if order_id in expiring else []), rows
+
+    # Each release was delivered once, at the first attempt (the pool was up throughout).
+    releases = await db.fetch(
+        """SELECT order_id, attempts, release_time FROM orders.pending_releases
+           WHERE order_id = ANY($1::uuid[])""",
+        all_ids,
+    )
+    assert len(releases) == len(all_ids) - LEFT_LIVE
+    for release in releases:
+        assert release["release_time"] is not None and release["attempts"] == 1, dict(release)
+
+    # Both pool replicas were called, waiting orders were served by hand-offs, and every
+    # replica's logs are clean.
+    for pool in replicas.pools:
+        assert "WalletPoolService/AllocateWallet" in pool.logs()
+    handed = sum(
+        pool.logs().count('"event": "wallet handed to queued order"') for pool in replicas.pools
+    )
+    assert handed >= KEPT - WALLETS
+    expired_logs = sum(order.logs().count('"event": "order expired"') for order in replicas.orders)
+    assert expired_logs == len(expiring)
+    for process in [*replicas.pools, *replicas.orders]:
+        assert log_problems(process.logs()) == [], process.module
+    assert time.monotonic() - started < 30
