@@ -47,11 +47,9 @@ from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from scripts.processes import ServiceProcess
 from shared.db import Connection
+from tests.e2e import stack
+from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, bearer
 from tests.invariants import check_all, no_address_held_by_two_live_orders
-
-CLIENT_TOKEN = "chaos-client-token"
-OPERATOR_TOKEN = "chaos-operator-token"
-SERVICE_TOKEN = "chaos-service-token"
 
 # Answers a client must expect while something is down; it retries or gives up.
 TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -72,10 +70,6 @@ _CLIENT_OPTIONS = [
 ]
 
 
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -88,29 +82,13 @@ def eth_address(rng: random.Random) -> str:
 
 
 def service_env(database_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of both services for a local run on free ports, with fast loops."""
-    return {
-        **os.environ,
-        "APP_ENV": "production",
-        "DATABASE_URL": database_url,
-        "OPERATOR_TOKEN": OPERATOR_TOKEN,
-        "CLIENT_TOKEN": CLIENT_TOKEN,
-        "SERVICE_TOKEN": SERVICE_TOKEN,
+    """The suite's service environment without metrics ports, with a quicker hand-off sweep."""
+    quiet = {
         "ORDER_METRICS_ADDR": "off",
         "WALLET_POOL_METRICS_ADDR": "off",
-        "HEALTH_CHECK_SECONDS": "0.5",
-        "METRICS_REFRESH_SECONDS": "0.5",
-        "WALLET_POOL_SERVICE_ADDR": "127.0.0.1:0",
-        "ORDER_SERVICE_ADDR": "127.0.0.1:0",
-        "ALLOCATION_SYNC_SECONDS": "0.2",
-        "RELEASE_RETRY_SECONDS": "0.2",
-        "RELEASE_RETRY_MAX_BACKOFF_SECONDS": "1",
         "HAND_OFF_SWEEP_SECONDS": "0.5",
-        "WALLET_POOL_TIMEOUT_SECONDS": "1",
-        "SHUTDOWN_GRACE_SECONDS": "2",
-        "SHUTDOWN_DRAIN_SECONDS": "0.3",
-        **(extra or {}),
     }
+    return stack.service_env(database_url, extra={**quiet, **(extra or {})})
 
 
 async def no_work_done_twice(conn: Connection) -> list[str]:

@@ -20,16 +20,10 @@ from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from scripts.processes import ServiceProcess
-from tests.chaos import (
-    CLIENT_TOKEN,
-    OPERATOR_TOKEN,
-    bearer,
-    log_problems,
-    no_work_done_twice,
-    service_env,
-)
+from tests.chaos import log_problems, no_work_done_twice, service_env
 from tests.databases import DatabaseFactory
 from tests.e2e.conftest import local_only
+from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, bearer
 from tests.e2e.test_release_flow import eth_address
 from tests.invariants import check_all
 
