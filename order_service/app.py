@@ -79,6 +79,8 @@ async def serve(settings: OrderSettings) -> None:
                 "allocation-sync", manager.sync_waiting_orders, settings.allocation_sync_seconds
             ),
             PeriodicTask("pending-release-gauge", publish_pending_releases, 5.0),
+            # Reconnects half a second after the stream ends.
+            PeriodicTask("hand-off-watch", manager.follow_hand_offs, 0.5),
         ]
         if settings.order_ttl_seconds:
             loops.append(

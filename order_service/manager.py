@@ -233,15 +233,28 @@ class OrderManager:
                 extra={"order_id": str(order_id), "code": exc.code},
             )
             return
-        async with self._transaction() as orders:
-            if allocation.address is not None:
-                if await orders.set_wallet(order_id, allocation.address):
-                    log.info(
-                        "wallet assigned",
-                        extra={"order_id": str(order_id), "address": allocation.address},
-                    )
-            elif allocation.queue_position is not None:
+        if allocation.address is not None:
+            await self._assign(order_id, allocation.address)
+        elif allocation.queue_position is not None:
+            async with self._transaction() as orders:
                 await orders.set_queue_position(order_id, allocation.queue_position)
+
+    async def _assign(self, order_id: uuid.UUID, address: str) -> None:
+        """Copy the wallet the pool gave a waiting order onto it (once; a no-op after)."""
+        async with self._transaction() as orders:
+            assigned = await orders.set_wallet(order_id, address)
+        if assigned:
+            log.info("wallet assigned", extra={"order_id": str(order_id), "address": address})
+
+    async def follow_hand_offs(self) -> bool:
+        """Push-channel step: copy each hand-off onto its order as the pool reports it, until
+        the stream ends. The allocation sync covers what a broken stream misses."""
+        try:
+            async for order_id, address in self._wallet_pool.watch_hand_offs():
+                await self._assign(order_id, address)
+        except WalletPoolError as exc:
+            log.info("hand-off watch interrupted; reconnecting", extra={"code": exc.code})
+        return False
 
     async def count_pending_releases(self) -> int:
         async with self._transaction() as orders:

@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,6 +44,10 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+# A watch stream is renewed this often, so that no call is without a deadline.
+_WATCH_SECONDS = 300.0
+
+
 @dataclass(frozen=True)
 class PoolAllocation:
     address: str | None
@@ -66,6 +71,7 @@ class WalletPoolError(Exception):
 class WalletPoolGateway(Protocol):
     async def allocate(self, order_id: uuid.UUID, network: str) -> PoolAllocation: ...
     async def release(self, order_id: uuid.UUID, address: str) -> None: ...
+    def watch_hand_offs(self) -> AsyncIterator[tuple[uuid.UUID, str]]: ...
 
 
 class GrpcWalletPoolGateway:
@@ -120,6 +126,21 @@ class GrpcWalletPoolGateway:
             )
         except grpc.aio.AioRpcError as exc:
             raise WalletPoolError(exc.code().name, exc.details() or "") from None
+
+    async def watch_hand_offs(self) -> AsyncIterator[tuple[uuid.UUID, str]]:
+        """(order id, address) of each wallet the pool hands to a waiting order, until the
+        stream ends (the pool stops, or the stream's deadline passes: watch again)."""
+        call = self._stub.WatchHandOffs(
+            pb.WatchHandOffsRequest(), timeout=_WATCH_SECONDS, metadata=self._authorization
+        )
+        try:
+            async for hand_off in call:
+                yield uuid.UUID(hand_off.order_id), hand_off.address
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise WalletPoolError(exc.code().name, exc.details() or "") from None
+        finally:
+            call.cancel()
 
     async def close(self) -> None:
         await self._channel.close(None)

@@ -5,11 +5,13 @@ health that follows the database; reflection; optional TLS; a graceful stop on S
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -103,7 +105,8 @@ def _request_id(metadata: Sequence[tuple[str, str | bytes]]) -> str:
 
 
 class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # not generic at run time
-    """Authorizes each unary call, then parses its request (bytes that are not the request
+    """Guards each call of the services' own methods (unary, and server streams written as
+    async generators): authorizes it, then parses its request (bytes that are not the request
     message are INVALID_ARGUMENT), translates its errors once, logs and measures it."""
 
     def __init__(self, authenticator: Authenticator) -> None:
@@ -117,66 +120,92 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # n
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
         method: str = handler_call_details.method
-        service_name, _, method_name = method.strip("/").rpartition("/")
-        behavior = handler.unary_unary
         deserialize = handler.request_deserializer
         message_name = _message_name(deserialize)
-        authenticator = self._authenticator
 
-        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            started = time.perf_counter()
-            metadata = tuple(context.invocation_metadata() or ())
-            request_token = current_request_id.set(_request_id(metadata))
-            code = grpc.StatusCode.OK
+        def parse(request: Any) -> Any:
+            if deserialize is None:
+                return request
+            # Parsed here, not by grpcio: grpcio.aio answers a parse failure with UNKNOWN
+            # and the parser's own words.
             try:
-                principal = authenticator.authorize(method, metadata)
-                principal_token = current_principal.set(principal)
-                try:
-                    if deserialize is not None:
-                        # Parsed here, not by grpcio: grpcio.aio answers a parse failure
-                        # with UNKNOWN and the parser's own words.
-                        try:
-                            request = deserialize(request)
-                        except DecodeError:
-                            raise errors.InvalidArgument(
-                                "request", f"is not a valid {message_name} message"
-                            ) from None
-                    return await behavior(request, context)  # type: ignore[arg-type]
-                finally:
-                    current_principal.reset(principal_token)
-            except Exception as exc:
-                if isinstance(exc, grpc.aio.AbortError):
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                code, message = status_code_for(exc)
-                if code is grpc.StatusCode.INTERNAL:
-                    log.exception("unhandled error", extra={"method": method})
-                await context.abort(
-                    code, message, _status_metadata(code, message, error_details(exc))
-                )
-            finally:
-                elapsed = time.perf_counter() - started
-                RPC_HANDLED.labels(service_name, method_name, code.name).inc()
-                RPC_SECONDS.labels(service_name, method_name).observe(elapsed)
-                log.info(
-                    "rpc",
-                    extra={
-                        "method": method,
-                        "code": code.name,
-                        "duration_ms": round(elapsed * 1000, 2),
-                    },
-                )
-                current_request_id.reset(request_token)
+                return deserialize(request)
+            except DecodeError:
+                raise errors.InvalidArgument(
+                    "request", f"is not a valid {message_name} message"
+                ) from None
 
-        # The handler receives the request's bytes and parses them itself (above).
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=None,
-            response_serializer=handler.response_serializer,
-        )
+        # The handlers below receive the request's bytes and parse them themselves.
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                async with self._guard(method, context):
+                    return await unary(parse(request), context)  # type: ignore[arg-type]
+
+            return grpc.unary_unary_rpc_method_handler(
+                guarded, request_deserializer=None, response_serializer=handler.response_serializer
+            )
+        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            stream = handler.unary_stream
+
+            async def guarded_stream(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                async with self._guard(method, context):
+                    async for response in stream(parse(request), context):  # type: ignore[arg-type]
+                        yield response
+
+            return grpc.unary_stream_rpc_method_handler(
+                guarded_stream,
+                request_deserializer=None,
+                response_serializer=handler.response_serializer,
+            )
+        # Health's Watch and reflection: open to all, written with context.write.
+        return handler
+
+    @contextlib.asynccontextmanager
+    async def _guard(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        service_name, _, method_name = method.strip("/").rpartition("/")
+        started = time.perf_counter()
+        metadata = tuple(context.invocation_metadata() or ())
+        request_token = current_request_id.set(_request_id(metadata))
+        code = grpc.StatusCode.OK
+        try:
+            principal_token = current_principal.set(self._authenticator.authorize(method, metadata))
+            try:
+                yield
+            finally:
+                current_principal.reset(principal_token)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            code, message = status_code_for(exc)
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("unhandled error", extra={"method": method})
+            await context.abort(code, message, _status_metadata(code, message, error_details(exc)))
+        finally:
+            elapsed = time.perf_counter() - started
+            RPC_HANDLED.labels(service_name, method_name, code.name).inc()
+            RPC_SECONDS.labels(service_name, method_name).observe(elapsed)
+            log.info(
+                "rpc",
+                extra={
+                    "method": method,
+                    "code": code.name,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
+            current_request_id.reset(request_token)
 
 
 def _message_name(deserializer: Callable[[bytes], Any] | None) -> str:
@@ -198,8 +227,12 @@ class GrpcServer:
         grace_seconds: float,
         drain_seconds: float = 0.0,
         tls: ServerTls | None = None,
+        end_streams: Callable[[], None] = lambda: None,
     ) -> None:
+        """`end_streams`: ends the server's long-lived streams, so that a graceful stop
+        need not wait the whole grace period for them."""
         self._address = address
+        self._end_streams = end_streams
         self._service_names = list(service_names)
         self._grace = grace_seconds
         self._drain = drain_seconds
@@ -293,4 +326,5 @@ class GrpcServer:
         await self.health.enter_graceful_shutdown()
         if self._drain:
             await asyncio.sleep(self._drain)
+        self._end_streams()
         await self.server.stop(self._grace)

@@ -1,5 +1,7 @@
 """Wiring of the wallet pool service: settings, manager, server, background loops, shutdown."""
 
+import asyncio
+import contextlib
 import logging
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
@@ -21,6 +23,7 @@ async def serve(settings: PoolSettings) -> None:
         log.warning("no credentials configured (OPERATOR_TOKEN, ...): every call will be refused")
     manager = await WalletPoolManagerFactory.create(settings)
     loops: list[PeriodicTask] = []
+    listener: asyncio.Task[None] | None = None
     try:
         servicer = WalletPoolServicer(manager)
         server = GrpcServer(
@@ -31,6 +34,7 @@ async def serve(settings: PoolSettings) -> None:
             grace_seconds=settings.shutdown_grace_seconds,
             drain_seconds=settings.shutdown_drain_seconds,
             tls=settings.tls,
+            end_streams=manager.hand_offs.close,
         )
         if settings.metrics_addr:
             serve_metrics(settings.metrics_addr)
@@ -50,8 +54,13 @@ async def serve(settings: PoolSettings) -> None:
         ]
         for loop in loops:
             loop.start()
+        listener = asyncio.create_task(manager.hand_offs.run(), name="hand-off-listener")
         await server.run_until_stopped()
     finally:
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
         for loop in loops:
             await loop.stop()
         await manager.close()

@@ -33,6 +33,15 @@ class HeldWallet:
 
 
 @dataclass(frozen=True)
+class HandOff:
+    """A wallet given to an order that waited in the queue."""
+
+    order_id: uuid.UUID
+    address: str
+    network: str
+
+
+@dataclass(frozen=True)
 class Release:
     released: bool
     dequeued: bool

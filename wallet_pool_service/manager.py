@@ -20,6 +20,7 @@ from wallet_pool_service.adapters import (
     WalletRepository,
 )
 from wallet_pool_service.config import PoolSettings
+from wallet_pool_service.hand_offs import HandOffFeed
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class WalletPoolManager:
         self._embedded = embedded
         self.low_water_mark = low_water_mark
         self.cooldown_seconds = cooldown_seconds
+        self.hand_offs = HandOffFeed(pool)
         self._cooldown_timers: set[asyncio.TimerHandle] = set()
         self._background: set[asyncio.Task[None]] = set()
 

@@ -97,7 +97,8 @@ GROUP BY network
 
 -- hand_off_head --
 -- Gives the oldest waiting order of the network the least recently released available
--- wallet, in one statement; nothing happens unless both exist.
+-- wallet, in one statement; nothing happens unless both exist. Watchers on every replica
+-- hear of it when it commits (NOTIFY is transactional).
 WITH head AS (
     SELECT order_id FROM wallet_pool.queue
     WHERE network = $1
@@ -125,7 +126,10 @@ WITH head AS (
 )
 INSERT INTO wallet_pool.assignments (address, network, order_id, assigned_at)
 SELECT address, network, order_id, allocated_at FROM handed
-RETURNING order_id, address
+RETURNING order_id, address, pg_notify(
+    'wallet_pool_hand_off',
+    json_build_object('order_id', order_id, 'address', address, 'network', network)::text
+)
 
 -- networks_ready_for_hand_off --
 -- Networks where an order waits while a wallet is free (a safety net for hand-offs

@@ -1,6 +1,7 @@
 """gRPC face of the pool: protobuf in, use case, protobuf out. Errors are mapped by the
 shared interceptor."""
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -30,6 +31,7 @@ METHOD_ROLES = method_policy(
         "EnableWallet": _OPERATOR,
         "ListWallets": _OPERATOR,
         "GetWalletHistory": _OPERATOR,
+        "WatchHandOffs": frozenset({SERVICE}),
     },
 )
 _STATE_TO_PB = {
@@ -153,3 +155,14 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
                 for a in history
             ],
         )
+
+    async def WatchHandOffs(
+        self, request: pb.WatchHandOffsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchHandOffsResponse]:
+        async with self._manager.hand_offs.watch() as hand_offs:
+            async for hand_off in hand_offs:
+                yield pb.WatchHandOffsResponse(
+                    order_id=str(hand_off.order_id),
+                    address=hand_off.address,
+                    network=hand_off.network,
+                )

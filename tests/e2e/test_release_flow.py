@@ -133,15 +133,21 @@ async def test_a_release_while_the_pool_is_down_is_kept_and_delivered_when_it_is
     assert "wallet release failed; will retry" in stack.order_process.logs()
 
     await stack.pool_process.start()
+
+    async def delivered() -> bool:
+        done = await db.fetchval(
+            "SELECT release_time IS NOT NULL FROM orders.pending_releases"
+            " WHERE order_id = $1::uuid",
+            order.id,
+        )
+        return bool(done)
+
+    # The pool frees the wallet, then the order service records the delivery.
     deadline = time.monotonic() + 15
-    while await holder(db, address) is not None and time.monotonic() < deadline:
+    while not await delivered() and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
+    assert await delivered()
     assert await holder(db, address) is None
-    done = await db.fetchval(
-        "SELECT release_time IS NOT NULL FROM orders.pending_releases WHERE order_id = $1::uuid",
-        order.id,
-    )
-    assert done is True
 
 
 def status_details(error: grpc.aio.AioRpcError) -> status_pb2.Status:
@@ -398,3 +404,63 @@ async def test_with_a_cooldown_the_released_wallet_rests_before_the_queue_gets_i
         assert time.monotonic() - released_at >= 1.0
     finally:
         await stack.close()
+
+
+@local_only
+async def test_a_waiting_order_learns_its_wallet_by_push_without_polling(
+    databases: DatabaseFactory, tmp_path: Path
+) -> None:
+    # The allocation sync (polling) is slowed to once a minute: only the push can be in time.
+    stack = await LocalStack.start(
+        await databases.create(migrated=False),
+        tmp_path,
+        extra_env={"ALLOCATION_SYNC_SECONDS": "60"},
+    )
+    try:
+        address = eth_address()
+        await add_wallets(stack, "ETH", [address])
+        first = await create(stack)
+        waiting = [await create(stack) for _ in range(3)]
+        await asyncio.sleep(0.5)  # the order service's watch is connected by now
+        latencies: list[float] = []
+        for order in [first, *waiting[:-1]]:
+            await move(stack, order.id, opb.ORDER_STATUS_CANCELLED)
+            released_at = time.monotonic()
+            following = waiting[len(latencies)]
+            while not (
+                await stack.orders.GetOrder(
+                    opb.GetOrderRequest(order_id=following.id), metadata=stack.client
+                )
+            ).order.wallet_address:
+                assert time.monotonic() - released_at < 1.0, "no push within a second"
+                await asyncio.sleep(0.002)
+            latencies.append(time.monotonic() - released_at)
+        assert max(latencies) < 0.5, latencies
+
+        # A watched pool still stops at once: its streams end, they do not hold the stop.
+        started = time.monotonic()
+        assert await stack.pool_process.stop() == 0
+        assert time.monotonic() - started < 1.5
+    finally:
+        await stack.close()
+
+
+async def test_only_the_service_role_may_watch_hand_offs_and_garbage_is_refused(
+    stack: Stack,
+) -> None:
+    for metadata, code in [
+        ((), grpc.StatusCode.UNAUTHENTICATED),
+        ((("authorization", "Bearer not-the-token"),), grpc.StatusCode.PERMISSION_DENIED),
+        (stack.operator, grpc.StatusCode.PERMISSION_DENIED),
+    ]:
+        call = stack.pool.WatchHandOffs(wpb.WatchHandOffsRequest(), metadata=metadata, timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call.read()
+        assert raised.value.code() == code
+    garbage = stack.pool_channel.unary_stream(
+        "/exchange.wallet_pool.v1.WalletPoolService/WatchHandOffs", None, None
+    )(b"\xff\xff\xff", metadata=stack.service, timeout=5)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await garbage.read()
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (raised.value.details() or "").startswith("request: ")

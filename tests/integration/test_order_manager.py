@@ -311,6 +311,9 @@ class CountingGateway:
     async def release(self, order_id: uuid.UUID, address: str) -> None:
         await self._inner.release(order_id, address)
 
+    def watch_hand_offs(self) -> AsyncIterator[tuple[uuid.UUID, str]]:
+        return self._inner.watch_hand_offs()
+
 
 async def test_replicas_share_the_allocation_sync_without_asking_twice_about_an_order(
     db_pool: asyncpg.Pool, pool_server: GrpcServer, orders: OrderManager
