@@ -29,7 +29,9 @@ async def serve(settings: OrderSettings) -> None:
     url, embedded = resolve_database(
         settings.database_url, settings.environment, settings.embedded_data_dir
     )
-    pool = await create_pool(url, min_size=1, max_size=settings.db_pool_size)
+    pool = await create_pool(
+        url, min_size=1, max_size=settings.db_pool_size, application_name="order_service"
+    )
     gateway = GrpcWalletPoolGateway.connect(
         settings.wallet_pool_target,
         settings.wallet_pool_timeout_seconds,

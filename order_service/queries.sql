@@ -53,16 +53,18 @@ WHERE id = $1 AND wallet_address IS NULL AND status IN ('PENDING', 'PROCESSING')
 -- claim_waiting_orders --
 -- Leases a batch of live orders still waiting for their wallet for $2 seconds, so that
 -- replicas never ask the pool about the same order at once.
+-- (= ANY (ARRAY(…)) makes the batch an init plan, so the update finds its rows by key
+-- instead of joining against the whole table.)
 UPDATE orders.orders o
 SET next_sync_time = now() + make_interval(secs => $2)
-WHERE o.id IN (
+WHERE o.id = ANY (ARRAY(
     SELECT id FROM orders.orders
     WHERE wallet_address IS NULL AND status IN ('PENDING', 'PROCESSING')
       AND next_sync_time <= now()
     ORDER BY next_sync_time
     LIMIT $1
     FOR UPDATE SKIP LOCKED
-)
+))
 RETURNING o.id, o.network
 
 -- claim_expired_orders --
@@ -91,13 +93,13 @@ SELECT count(*) FROM orders.pending_releases WHERE release_time IS NULL
 -- Leases a batch of due releases, so replicas never deliver the same one at once.
 UPDATE orders.pending_releases p
 SET next_attempt_time = now() + make_interval(secs => $2)
-WHERE p.order_id IN (
+WHERE p.order_id = ANY (ARRAY(
     SELECT order_id FROM orders.pending_releases
     WHERE release_time IS NULL AND next_attempt_time <= now()
     ORDER BY next_attempt_time
     LIMIT $1
     FOR UPDATE SKIP LOCKED
-)
+))
 RETURNING p.order_id, p.address, p.attempts
 
 -- mark_release_done --

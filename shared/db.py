@@ -34,14 +34,17 @@ def is_database_outage(exc: BaseException) -> bool:
     return isinstance(exc, _OUTAGE_ERRORS)
 
 
-async def create_pool(dsn: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int, max_size: int, application_name: str = "exchange"
+) -> asyncpg.Pool:
+    """`application_name` names the service's connections in pg_stat_activity."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         command_timeout=30,
         # Keep the search path empty so every query names its own schema.
-        server_settings={"search_path": "pg_catalog"},
+        server_settings={"search_path": "pg_catalog", "application_name": application_name},
     )
     assert pool is not None
     return pool

@@ -48,7 +48,7 @@ class QueueRepository(Protocol):
     async def position(self, order_id: uuid.UUID) -> tuple[str, int] | None: ...
     async def remove(self, order_id: uuid.UUID) -> bool: ...
     async def hand_off_head(self, network: str) -> tuple[uuid.UUID, str] | None: ...
-    async def networks_ready_for_hand_off(self) -> list[str]: ...
+    async def networks_ready_for_hand_off(self, networks: tuple[str, ...]) -> list[str]: ...
     async def counts(self, network: str) -> dict[str, int]: ...
 
 
@@ -150,8 +150,8 @@ class PostgresQueueAdapter:
         row = await self._conn.fetchrow(self._q["hand_off_head"], network)
         return (row["order_id"], row["address"]) if row else None
 
-    async def networks_ready_for_hand_off(self) -> list[str]:
-        rows = await self._conn.fetch(self._q["networks_ready_for_hand_off"])
+    async def networks_ready_for_hand_off(self, networks: tuple[str, ...]) -> list[str]:
+        rows = await self._conn.fetch(self._q["networks_ready_for_hand_off"], list(networks))
         return [row["network"] for row in rows]
 
     async def counts(self, network: str) -> dict[str, int]:

@@ -160,7 +160,7 @@ class WalletPoolManager:
     async def hand_off_everywhere(self) -> bool:
         """Safety net for hand-offs a crash interrupted; a background loop step."""
         async with self._transaction() as (_, queue):
-            networks = await queue.networks_ready_for_hand_off()
+            networks = await queue.networks_ready_for_hand_off(self.networks)
         for network in networks:
             await self.hand_off(network)
         return False
@@ -299,7 +299,9 @@ class WalletPoolManagerFactory:
 async def _connect(
     url: str, settings: PoolSettings, embedded: EmbeddedPostgres | None
 ) -> WalletPoolManager:
-    pool = await create_pool(url, min_size=1, max_size=settings.db_pool_size)
+    pool = await create_pool(
+        url, min_size=1, max_size=settings.db_pool_size, application_name="wallet_pool_service"
+    )
     try:
         await apply_migrations(pool, SCHEMA, "wallet_pool_service.migrations")
     except BaseException:

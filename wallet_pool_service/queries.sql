@@ -132,15 +132,20 @@ RETURNING order_id, address, pg_notify(
 )
 
 -- networks_ready_for_hand_off --
--- Networks where an order waits while a wallet is free (a safety net for hand-offs
--- interrupted by a crash).
-SELECT DISTINCT q.network
-FROM wallet_pool.queue q
-WHERE EXISTS (
-    SELECT 1 FROM wallet_pool.wallets w
-    WHERE w.network = q.network AND w.order_id IS NULL AND w.disabled_at IS NULL
+-- Which of the networks $1 have an order waiting while a wallet is free (a safety net for
+-- hand-offs a crash interrupted). Two index probes per network, however long the queue.
+-- (Scalar subqueries in index order with LIMIT 1: the planner keeps them as index probes,
+-- which stay cheap when a network is rare, instead of joins or scans.)
+SELECT n.network
+FROM unnest($1::text[]) AS n (network)
+WHERE (SELECT true FROM wallet_pool.queue q WHERE q.network = n.network ORDER BY seq LIMIT 1)
+  AND (
+    SELECT true FROM wallet_pool.wallets w
+    WHERE w.network = n.network AND w.order_id IS NULL AND w.disabled_at IS NULL
       AND (w.cooldown_until IS NULL OR w.cooldown_until <= now())
-)
+    ORDER BY released_at NULLS FIRST, id
+    LIMIT 1
+  )
 
 -- get_wallet --
 SELECT *, cooldown_until > now() AS cooling FROM wallet_pool.wallets WHERE address = $1

@@ -464,3 +464,15 @@ async def test_only_the_service_role_may_watch_hand_offs_and_garbage_is_refused(
         await garbage.read()
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (raised.value.details() or "").startswith("request: ")
+
+
+@local_only
+async def test_each_service_names_its_database_connections(stack: Stack, db: asyncpg.Pool) -> None:
+    await create(stack, network="BTC")
+    names = {
+        r["application_name"]
+        for r in await db.fetch(
+            "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
+        )
+    }
+    assert {"order_service", "wallet_pool_service"} <= names

@@ -29,7 +29,9 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "001_pool_and_queue",
             "002_disable_and_history",
             "002_replicas_expiry_idempotency",
+            "003_churn",
             "003_cooldown",
+            "004_churn",
         ]
         assert await _tables(pools[0]) == {
             "orders.orders",

@@ -1,0 +1,93 @@
+"""The hot queries use the indexes made for them (EXPLAIN on a filled, analyzed database)."""
+
+import json
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from order_service.repository import queries as order_queries
+from wallet_pool_service.adapters import queries as pool_queries
+
+ORDER = uuid.uuid4()
+
+
+def _indexes(plan: dict[str, Any]) -> set[str]:
+    found = {plan["Index Name"]} if "Index Name" in plan else set()
+    for child in plan.get("Plans", []):
+        found |= _indexes(child)
+    return found
+
+
+def _seq_scans(plan: dict[str, Any]) -> set[str]:
+    found = {plan["Relation Name"]} if plan["Node Type"] == "Seq Scan" else set()
+    for child in plan.get("Plans", []):
+        found |= _seq_scans(child)
+    return found
+
+
+@pytest.fixture
+async def filled(db_pool: asyncpg.Pool) -> asyncpg.Pool:
+    return await fill(db_pool)
+
+
+async def fill(db_pool: asyncpg.Pool) -> asyncpg.Pool:
+    """20,000 wallets in two networks (a quarter held), 5,000 waiting orders, 20,000 orders."""
+    await db_pool.execute(
+        """INSERT INTO wallet_pool.wallets (network, address, order_id, allocated_at)
+           SELECT CASE WHEN i % 2 = 0 THEN 'BTC' ELSE 'ETH' END, 'addr-' || i,
+                  CASE WHEN i % 4 = 0 THEN gen_random_uuid() END,
+                  CASE WHEN i % 4 = 0 THEN now() END
+           FROM generate_series(1, 20000) AS i"""
+    )
+    await db_pool.execute(
+        """INSERT INTO wallet_pool.queue (order_id, network)
+           SELECT gen_random_uuid(), 'ETH' FROM generate_series(1, 5000)"""
+    )
+    await db_pool.execute(
+        """INSERT INTO orders.orders (id, status, network, amount, create_time, wallet_address)
+           SELECT gen_random_uuid(), (ARRAY['PENDING', 'PROCESSING', 'COMPLETED'])[i % 3 + 1],
+                  'BTC', 1, now() - make_interval(secs => i),
+                  CASE WHEN i % 5 <> 0 THEN 'addr-' || i END
+           FROM generate_series(1, 20000) AS i"""
+    )
+    await db_pool.execute(
+        """INSERT INTO orders.pending_releases (order_id, next_attempt_time, release_time)
+           SELECT id, now(), CASE WHEN random() < 0.99 THEN now() END FROM orders.orders
+           WHERE status = 'COMPLETED'"""
+    )
+    await db_pool.execute("ANALYZE")
+    return db_pool
+
+
+POOL_PLANS = [
+    ("claim_wallet", ("BTC", ORDER), {"wallets_available_idx"}),
+    ("hand_off_head", ("ETH",), {"queue_fifo_idx", "wallets_available_idx"}),
+    ("wallet_held_by", (ORDER,), {"wallets_order_id_key"}),
+    ("mark_as_available", (ORDER, "", 0.0), {"wallets_order_id_key"}),
+    ("networks_ready_for_hand_off", (["BTC", "ETH"],), {"queue_fifo_idx", "wallets_available_idx"}),
+]
+ORDER_PLANS = [
+    ("lock_order", (ORDER,), {"orders_pkey"}),
+    ("claim_waiting_orders", (100, 0.5), {"orders_waiting_idx", "orders_pkey"}),
+    ("claim_expired_orders", (1800.0, 50), {"orders_pending_age_idx"}),
+    ("claim_due_releases", (50, 10.0), {"pending_releases_due_idx", "pending_releases_pkey"}),
+    ("list_orders", (None, None, None, None, 50, None, None), {"orders_newest_idx"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("service", "name", "args", "expected"),
+    [("pool", *plan) for plan in POOL_PLANS] + [("orders", *plan) for plan in ORDER_PLANS],
+    ids=[name for name, _, _ in POOL_PLANS + ORDER_PLANS],
+)
+async def test_hot_queries_use_their_indexes_and_scan_no_big_table(
+    filled: asyncpg.Pool, service: str, name: str, args: tuple[Any, ...], expected: set[str]
+) -> None:
+    query = (pool_queries() if service == "pool" else order_queries())[name]
+    async with filled.acquire() as conn, conn.transaction():
+        raw = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", *args)
+    plan = json.loads(raw)[0]["Plan"]
+    assert expected <= _indexes(plan), json.dumps(plan, indent=1)
+    assert not _seq_scans(plan) & {"wallets", "queue", "orders", "pending_releases"}, plan
