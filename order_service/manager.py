@@ -61,6 +61,12 @@ class OrderManager:
         async with self._pool.acquire() as conn, conn.transaction():
             yield PostgresOrderRepository(conn)
 
+    @contextlib.asynccontextmanager
+    async def _statement(self) -> AsyncIterator[OrderRepository]:
+        """For a use case of one statement, atomic on its own: no BEGIN/COMMIT round trips."""
+        async with self._pool.acquire() as conn:
+            yield PostgresOrderRepository(conn)
+
     async def create_order(
         self, network: str, amount: Decimal, request_id: str | None, actor: str
     ) -> Order:
@@ -83,7 +89,7 @@ class OrderManager:
         return await self.get_order(order.id)
 
     async def get_order(self, order_id: uuid.UUID) -> Order:
-        async with self._transaction() as orders:
+        async with self._statement() as orders:
             order = await orders.get(order_id)
         if order is None:
             raise domain.OrderNotFound(order_id)
@@ -98,7 +104,7 @@ class OrderManager:
         """Newest first. Returns the page and the token of the next one ('' on the last)."""
         size = page_size(requested_size)
         after = decode_order_page_token(page_token) if page_token else None
-        async with self._transaction() as orders:
+        async with self._statement() as orders:
             page = await orders.page(filters, after, size + 1)
         if len(page) <= size:
             return page, ""
@@ -194,11 +200,11 @@ class OrderManager:
                     "retry_in_seconds": round(delay, 2),
                 },
             )
-            async with self._transaction() as orders:
+            async with self._statement() as orders:
                 await orders.postpone_release(release.order_id, delay, str(exc)[:500])
             return False
         RELEASE_ATTEMPTS.labels(path, "released").inc()
-        async with self._transaction() as orders:
+        async with self._statement() as orders:
             await orders.mark_release_done(release.order_id)
         log.info(
             "wallet released",
@@ -208,14 +214,14 @@ class OrderManager:
 
     async def deliver_due_releases(self) -> bool:
         """Retry-loop step: deliver releases whose next attempt is due. True if a full batch."""
-        async with self._transaction() as orders:
+        async with self._statement() as orders:
             due = await orders.claim_due_releases(_RETRY_BATCH, self._release_policy.lease_seconds)
         await asyncio.gather(*(self._deliver_release(release, "retry") for release in due))
         return len(due) == _RETRY_BATCH
 
     async def sync_waiting_orders(self) -> bool:
         """Allocation-loop step: learn the wallets (or queue places) of waiting orders."""
-        async with self._transaction() as orders:
+        async with self._statement() as orders:
             waiting = await orders.claim_waiting(_SYNC_BATCH, self._sync_lease_seconds)
         await asyncio.gather(*(self._sync_allocation(oid, net) for oid, net in waiting))
         return False
@@ -236,12 +242,12 @@ class OrderManager:
         if allocation.address is not None:
             await self._assign(order_id, allocation.address)
         elif allocation.queue_position is not None:
-            async with self._transaction() as orders:
+            async with self._statement() as orders:
                 await orders.set_queue_position(order_id, allocation.queue_position)
 
     async def _assign(self, order_id: uuid.UUID, address: str) -> None:
         """Copy the wallet the pool gave a waiting order onto it (once; a no-op after)."""
-        async with self._transaction() as orders:
+        async with self._statement() as orders:
             assigned = await orders.set_wallet(order_id, address)
         if assigned:
             log.info("wallet assigned", extra={"order_id": str(order_id), "address": address})
@@ -257,7 +263,7 @@ class OrderManager:
         return False
 
     async def count_pending_releases(self) -> int:
-        async with self._transaction() as orders:
+        async with self._statement() as orders:
             return await orders.count_pending_releases()
 
     async def database_ready(self) -> bool:

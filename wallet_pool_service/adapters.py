@@ -12,6 +12,7 @@ from shared.sql import load_queries
 from wallet_pool_service.domain import (
     Assignment,
     HeldWallet,
+    OrderPlace,
     Wallet,
     WalletCounts,
     WalletState,
@@ -24,7 +25,6 @@ def queries() -> dict[str, str]:
 
 
 class WalletRepository(Protocol):
-    async def held_by(self, order_id: uuid.UUID) -> HeldWallet | None: ...
     async def claim(self, network: str, order_id: uuid.UUID) -> str | None: ...
     async def mark_as_available(
         self, order_id: uuid.UUID, address: str, cooldown_seconds: float
@@ -42,11 +42,9 @@ class WalletRepository(Protocol):
 
 class QueueRepository(Protocol):
     async def lock_order(self, order_id: uuid.UUID) -> None: ...
-    async def is_released(self, order_id: uuid.UUID) -> bool: ...
-    async def mark_released(self, order_id: uuid.UUID) -> None: ...
+    async def place(self, order_id: uuid.UUID) -> OrderPlace: ...
+    async def retire(self, order_id: uuid.UUID) -> bool: ...
     async def enqueue(self, order_id: uuid.UUID, network: str) -> bool: ...
-    async def position(self, order_id: uuid.UUID) -> tuple[str, int] | None: ...
-    async def remove(self, order_id: uuid.UUID) -> bool: ...
     async def hand_off_head(self, network: str) -> tuple[uuid.UUID, str] | None: ...
     async def networks_ready_for_hand_off(self, networks: tuple[str, ...]) -> list[str]: ...
     async def counts(self, network: str) -> dict[str, int]: ...
@@ -56,10 +54,6 @@ class PostgresWalletAdapter:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._q = queries()
-
-    async def held_by(self, order_id: uuid.UUID) -> HeldWallet | None:
-        row = await self._conn.fetchrow(self._q["wallet_held_by"], order_id)
-        return HeldWallet(row["address"], row["network"]) if row else None
 
     async def claim(self, network: str, order_id: uuid.UUID) -> str | None:
         address: str | None = await self._conn.fetchval(self._q["claim_wallet"], network, order_id)
@@ -126,25 +120,24 @@ class PostgresQueueAdapter:
     async def lock_order(self, order_id: uuid.UUID) -> None:
         await self._conn.execute(self._q["lock_order"], order_id)
 
-    async def is_released(self, order_id: uuid.UUID) -> bool:
-        released: bool = await self._conn.fetchval(self._q["is_order_released"], order_id)
-        return released
+    async def place(self, order_id: uuid.UUID) -> OrderPlace:
+        row = await self._conn.fetchrow(self._q["order_place"], order_id)
+        assert row is not None, "order_place always returns one row"
+        return OrderPlace(
+            released=row["released"],
+            held=HeldWallet(row["address"], row["wallet_network"]) if row["address"] else None,
+            waiting=(row["queue_network"], row["position"]) if row["queue_network"] else None,
+        )
 
-    async def mark_released(self, order_id: uuid.UUID) -> None:
-        await self._conn.execute(self._q["mark_order_released"], order_id)
+    async def retire(self, order_id: uuid.UUID) -> bool:
+        """Never to be given a wallet again; out of the queue (True if it was waiting)."""
+        status: str = await self._conn.execute(self._q["retire_order"], order_id)
+        return status == "DELETE 1"
 
     async def enqueue(self, order_id: uuid.UUID, network: str) -> bool:
         """False when the order holds a wallet by now (a hand-off got there first)."""
         status: str = await self._conn.execute(self._q["enqueue"], order_id, network)
         return status == "INSERT 0 1"
-
-    async def position(self, order_id: uuid.UUID) -> tuple[str, int] | None:
-        row = await self._conn.fetchrow(self._q["queue_position"], order_id)
-        return (row["network"], row["position"]) if row else None
-
-    async def remove(self, order_id: uuid.UUID) -> bool:
-        status: str = await self._conn.execute(self._q["dequeue"], order_id)
-        return status == "DELETE 1"
 
     async def hand_off_head(self, network: str) -> tuple[uuid.UUID, str] | None:
         row = await self._conn.fetchrow(self._q["hand_off_head"], network)

@@ -33,6 +33,39 @@ class HeldWallet:
 
 
 @dataclass(frozen=True)
+class OrderPlace:
+    """What the pool has for an order: released or not, a wallet, or a place in a queue."""
+
+    released: bool
+    held: HeldWallet | None
+    waiting: tuple[str, int] | None  # (network, 1-based position)
+
+
+def current_allocation(place: OrderPlace) -> Allocation:
+    """What the order has now: its wallet, its place in the queue, or (released) neither."""
+    if place.held is not None:
+        return Allocation(address=place.held.address)
+    return Allocation(queue_position=place.waiting[1] if place.waiting else None)
+
+
+def existing_allocation(place: OrderPlace, network: str) -> Allocation | None:
+    """What an allocation request for `network` gets from what the order already has (None:
+    nothing yet, so claim or queue). A released order gets nothing again; an order stays on
+    its network."""
+    if place.released:
+        raise OrderAlreadyReleased()
+    if place.held is not None:
+        if place.held.network != network:
+            raise NetworkMismatch(place.held.network, network)
+        return Allocation(address=place.held.address)
+    if place.waiting is not None:
+        if place.waiting[0] != network:
+            raise NetworkMismatch(place.waiting[0], network)
+        return Allocation(queue_position=place.waiting[1])
+    return None
+
+
+@dataclass(frozen=True)
 class HandOff:
     """A wallet given to an order that waited in the queue."""
 

@@ -52,46 +52,32 @@ class WalletPoolManager:
         async with self._pool.acquire() as conn, conn.transaction():
             yield PostgresWalletAdapter(conn), PostgresQueueAdapter(conn)
 
+    @contextlib.asynccontextmanager
+    async def _statement(self) -> AsyncIterator[tuple[WalletRepository, QueueRepository]]:
+        """For a use case of one statement, atomic on its own: no BEGIN/COMMIT round trips."""
+        async with self._pool.acquire() as conn:
+            yield PostgresWalletAdapter(conn), PostgresQueueAdapter(conn)
+
     async def allocate_wallet(self, order_id: uuid.UUID, network: str) -> domain.Allocation:
         """The order's wallet, or its place in the network's queue. Idempotent per order."""
         network = parse_network(network, self.networks)
         async with self._transaction() as (wallets, queue):
             await queue.lock_order(order_id)
-            if await queue.is_released(order_id):
-                raise domain.OrderAlreadyReleased()
-            held = await wallets.held_by(order_id)
-            if held is not None:
-                if held.network != network:
-                    raise domain.NetworkMismatch(held.network, network)
-                return domain.Allocation(address=held.address)
-            waiting = await queue.position(order_id)
-            if waiting is not None:
-                if waiting[0] != network:
-                    raise domain.NetworkMismatch(waiting[0], network)
-                return domain.Allocation(queue_position=waiting[1])
+            existing = domain.existing_allocation(await queue.place(order_id), network)
+            if existing is not None:
+                return existing
             address = await wallets.claim(network, order_id)
             if address is not None:
                 return domain.Allocation(address=address)
             if not await queue.enqueue(order_id, network):
                 # A hand-off served the order from the queue while this call was looking.
-                held = await wallets.held_by(order_id)
-                assert held is not None, "enqueue refuses only an order that holds a wallet"
-                return domain.Allocation(address=held.address)
+                return domain.current_allocation(await queue.place(order_id))
         # A release that committed while this order was joining the queue saw no one waiting;
-        # hand off now so the free wallet does not sit beside a waiting order.
-        if await self.hand_off(network):
-            return await self._current_allocation(order_id)
-        async with self._transaction() as (_, queue):
-            waiting = await queue.position(order_id)
-        return domain.Allocation(queue_position=waiting[1] if waiting else None)
-
-    async def _current_allocation(self, order_id: uuid.UUID) -> domain.Allocation:
-        async with self._transaction() as (wallets, queue):
-            held = await wallets.held_by(order_id)
-            if held is not None:
-                return domain.Allocation(address=held.address)
-            waiting = await queue.position(order_id)
-            return domain.Allocation(queue_position=waiting[1] if waiting else None)
+        # hand off now so the free wallet does not sit beside a waiting order. Then read the
+        # place after both commits, so that orders joining together get distinct places.
+        await self.hand_off(network)
+        async with self._statement() as (_, queue):
+            return domain.current_allocation(await queue.place(order_id))
 
     async def release_wallet(self, order_id: uuid.UUID, address: str = "") -> domain.Release:
         """Free the wallet held by `order_id` (guarded by holder), or take it out of the queue.
@@ -102,8 +88,7 @@ class WalletPoolManager:
         address = domain.check_address_field(address, required=False)
         async with self._transaction() as (wallets, queue):
             await queue.lock_order(order_id)
-            await queue.mark_released(order_id)
-            dequeued = await queue.remove(order_id)
+            dequeued = await queue.retire(order_id)
             freed = await wallets.mark_as_available(order_id, address, self.cooldown_seconds)
             handed = await queue.hand_off_head(freed.network) if freed else None
         if freed is not None:
@@ -127,7 +112,7 @@ class WalletPoolManager:
         """Give free wallets of `network` to its waiting orders, oldest first. Returns how many."""
         handed = 0
         while True:
-            async with self._transaction() as (_, queue):
+            async with self._statement() as (_, queue):
                 result = await queue.hand_off_head(network)
             if result is None:
                 return handed
@@ -159,7 +144,7 @@ class WalletPoolManager:
 
     async def hand_off_everywhere(self) -> bool:
         """Safety net for hand-offs a crash interrupted; a background loop step."""
-        async with self._transaction() as (_, queue):
+        async with self._statement() as (_, queue):
             networks = await queue.networks_ready_for_hand_off(self.networks)
         for network in networks:
             await self.hand_off(network)

@@ -2,14 +2,24 @@
 -- Serialises allocation and release of one order across transactions and replicas.
 SELECT pg_advisory_xact_lock(8201, hashtext($1::uuid::text))
 
--- is_order_released --
-SELECT EXISTS (SELECT 1 FROM wallet_pool.released_orders WHERE order_id = $1)
+-- order_place --
+-- Everything the pool has for an order, in one read: whether it was released, the wallet it
+-- holds, its network's queue and its 1-based place there.
+SELECT EXISTS (SELECT 1 FROM wallet_pool.released_orders r WHERE r.order_id = $1) AS released,
+       w.address, w.network AS wallet_network, q.network AS queue_network,
+       (SELECT count(*) FROM wallet_pool.queue ahead
+        WHERE ahead.network = q.network AND ahead.seq <= q.seq) AS position
+FROM (SELECT) AS one
+LEFT JOIN wallet_pool.wallets w ON w.order_id = $1
+LEFT JOIN wallet_pool.queue q ON q.order_id = $1
 
--- mark_order_released --
-INSERT INTO wallet_pool.released_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING
-
--- wallet_held_by --
-SELECT address, network FROM wallet_pool.wallets WHERE order_id = $1
+-- retire_order --
+-- Remembers the order as released (it never gets a wallet again) and takes it out of its
+-- queue, in one statement: DELETE 1 if it was waiting.
+WITH released AS (
+    INSERT INTO wallet_pool.released_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING
+)
+DELETE FROM wallet_pool.queue WHERE order_id = $1
 
 -- claim_wallet --
 -- One statement: take the least recently released available wallet of the network,
@@ -78,16 +88,6 @@ GROUP BY network
 INSERT INTO wallet_pool.queue (order_id, network)
 SELECT $1, $2
 WHERE NOT EXISTS (SELECT 1 FROM wallet_pool.wallets WHERE order_id = $1)
-
--- queue_position --
-SELECT q.network,
-       (SELECT count(*) FROM wallet_pool.queue ahead
-        WHERE ahead.network = q.network AND ahead.seq <= q.seq) AS position
-FROM wallet_pool.queue q
-WHERE q.order_id = $1
-
--- dequeue --
-DELETE FROM wallet_pool.queue WHERE order_id = $1
 
 -- queue_counts --
 SELECT network, count(*) AS queued

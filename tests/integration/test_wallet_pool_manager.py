@@ -6,7 +6,7 @@ import pytest
 
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 from wallet_pool_service.adapters import PostgresQueueAdapter, PostgresWalletAdapter
-from wallet_pool_service.domain import Allocation, WalletState, demo_addresses
+from wallet_pool_service.domain import Allocation, HeldWallet, WalletState, demo_addresses
 from wallet_pool_service.manager import WalletPoolManager
 
 NETWORKS = ("BTC", "ETH", "TRON")
@@ -356,10 +356,14 @@ async def test_an_order_served_from_the_queue_while_it_asks_again_is_not_queued_
         wallets, queue = PostgresWalletAdapter(asking), PostgresQueueAdapter(asking)
         async with asking.transaction():
             await queue.lock_order(order)
-            assert await wallets.held_by(order) is None
+            # One read: the order is seen waiting (before the hand-off) or holding (after).
+            before = await queue.place(order)
             handed = await PostgresQueueAdapter(releasing).hand_off_head("ETH")
             assert handed == (order, free)
-            assert await queue.position(order) is None
+            after = await queue.place(order)
+            assert (before.waiting, before.held) == (("ETH", 1), None)
+            assert (after.waiting, after.held) == (None, HeldWallet(free, "ETH"))
+            # And should a caller still try to queue it, the database refuses.
             assert await wallets.claim("ETH", order) is None  # `behind` still waits
             assert await queue.enqueue(order, "ETH") is False
         queued = await asking.fetchval(

@@ -1,12 +1,20 @@
+from dataclasses import replace
+
 import pytest
 
 from shared.errors import InvalidArgument
 from shared.networks import KNOWN_NETWORKS
 from wallet_pool_service.addresses import address_problem, base58check_encode
 from wallet_pool_service.domain import (
+    Allocation,
+    HeldWallet,
+    NetworkMismatch,
+    OrderAlreadyReleased,
+    OrderPlace,
     check_address_field,
     check_addresses,
     demo_addresses,
+    existing_allocation,
     split_repeats,
 )
 
@@ -90,3 +98,18 @@ def test_base58check_encoding_reproduces_a_known_address() -> None:
 
 def test_repeats_within_a_request_are_split_off_in_order() -> None:
     assert split_repeats(["a", "b", "a", "c", "b"]) == (["a", "b", "c"], ["a", "b"])
+
+
+def test_an_order_keeps_what_it_has_on_its_network_and_a_released_one_gets_nothing() -> None:
+    nothing = OrderPlace(released=False, held=None, waiting=None)
+    holding = OrderPlace(released=False, held=HeldWallet("0xabc", "ETH"), waiting=None)
+    waiting = OrderPlace(released=False, held=None, waiting=("ETH", 3))
+    assert existing_allocation(nothing, "ETH") is None
+    assert existing_allocation(holding, "ETH") == Allocation(address="0xabc")
+    assert existing_allocation(waiting, "ETH") == Allocation(queue_position=3)
+    for place in (holding, waiting):
+        with pytest.raises(NetworkMismatch):
+            existing_allocation(place, "BTC")
+    for place in (nothing, holding, waiting):
+        with pytest.raises(OrderAlreadyReleased):
+            existing_allocation(replace(place, released=True), "ETH")
