@@ -85,8 +85,8 @@ class OrderManager:
                     raise domain.RequestIdReused()
                 return existing
             await orders.add_history(order.id, None, order.status, "created", actor)
-        await self._sync_allocation(order.id, order.network)
-        return await self.get_order(order.id)
+        synced = await self._sync_allocation(order.id, order.network)
+        return synced or await self.get_order(order.id)
 
     async def get_order(self, order_id: uuid.UUID) -> Order:
         async with self._statement() as orders:
@@ -226,8 +226,9 @@ class OrderManager:
         await asyncio.gather(*(self._sync_allocation(oid, net) for oid, net in waiting))
         return False
 
-    async def _sync_allocation(self, order_id: uuid.UUID, network: str) -> None:
-        """Ask the pool (idempotently) what the order holds and copy it onto the order."""
+    async def _sync_allocation(self, order_id: uuid.UUID, network: str) -> Order | None:
+        """Ask the pool (idempotently) what the order holds and copy it onto the order;
+        returns the order if that changed it."""
         try:
             async with self._pool_calls:
                 allocation = await self._wallet_pool.allocate(order_id, network)
@@ -238,19 +239,21 @@ class OrderManager:
                 "allocation not obtained",
                 extra={"order_id": str(order_id), "code": exc.code},
             )
-            return
+            return None
         if allocation.address is not None:
-            await self._assign(order_id, allocation.address)
-        elif allocation.queue_position is not None:
+            return await self._assign(order_id, allocation.address)
+        if allocation.queue_position is not None:
             async with self._statement() as orders:
-                await orders.set_queue_position(order_id, allocation.queue_position)
+                return await orders.set_queue_position(order_id, allocation.queue_position)
+        return None
 
-    async def _assign(self, order_id: uuid.UUID, address: str) -> None:
-        """Copy the wallet the pool gave a waiting order onto it (once; a no-op after)."""
+    async def _assign(self, order_id: uuid.UUID, address: str) -> Order | None:
+        """Copy the wallet the pool gave a waiting order onto it (once; None after)."""
         async with self._statement() as orders:
             assigned = await orders.set_wallet(order_id, address)
         if assigned:
             log.info("wallet assigned", extra={"order_id": str(order_id), "address": address})
+        return assigned
 
     async def follow_hand_offs(self) -> bool:
         """Push-channel step: copy each hand-off onto its order as the pool reports it, until

@@ -44,11 +44,13 @@ ORDER BY id
 -- Only a live order still waiting takes the address the pool gave it.
 UPDATE orders.orders SET wallet_address = $2, queue_position = NULL, update_time = now()
 WHERE id = $1 AND wallet_address IS NULL AND status IN ('PENDING', 'PROCESSING')
+RETURNING *
 
 -- set_queue_position --
 UPDATE orders.orders SET queue_position = $2
 WHERE id = $1 AND wallet_address IS NULL AND status IN ('PENDING', 'PROCESSING')
   AND queue_position IS DISTINCT FROM $2
+RETURNING *
 
 -- claim_waiting_orders --
 -- Leases a batch of live orders still waiting for their wallet for $2 seconds, so that

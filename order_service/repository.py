@@ -40,8 +40,8 @@ class OrderRepository(Protocol):
         reason: str,
         actor: str,
     ) -> None: ...
-    async def set_wallet(self, order_id: uuid.UUID, address: str) -> bool: ...
-    async def set_queue_position(self, order_id: uuid.UUID, position: int) -> None: ...
+    async def set_wallet(self, order_id: uuid.UUID, address: str) -> Order | None: ...
+    async def set_queue_position(self, order_id: uuid.UUID, position: int) -> Order | None: ...
     async def claim_waiting(
         self, limit: int, lease_seconds: float
     ) -> list[tuple[uuid.UUID, str]]: ...
@@ -135,12 +135,13 @@ class PostgresOrderRepository:
             actor,
         )
 
-    async def set_wallet(self, order_id: uuid.UUID, address: str) -> bool:
-        status: str = await self._conn.execute(self._q["set_wallet"], order_id, address)
-        return status == "UPDATE 1"
+    async def set_wallet(self, order_id: uuid.UUID, address: str) -> Order | None:
+        """The order with its address; None if it is not a live order still waiting."""
+        return await self._one("set_wallet", order_id, address)
 
-    async def set_queue_position(self, order_id: uuid.UUID, position: int) -> None:
-        await self._conn.execute(self._q["set_queue_position"], order_id, position)
+    async def set_queue_position(self, order_id: uuid.UUID, position: int) -> Order | None:
+        """The order with its new place; None if it is not waiting or the place is the same."""
+        return await self._one("set_queue_position", order_id, position)
 
     async def claim_waiting(self, limit: int, lease_seconds: float) -> list[tuple[uuid.UUID, str]]:
         rows = await self._conn.fetch(self._q["claim_waiting_orders"], limit, lease_seconds)
