@@ -24,6 +24,8 @@ DELETE FROM wallet_pool.queue WHERE order_id = $1
 -- claim_wallet --
 -- One statement: take the least recently released available wallet of the network,
 -- unless orders are already waiting for that network (they come first); record who holds it.
+-- (The queue is probed in index order: a NOT EXISTS here lets a prepared statement's
+-- generic plan scan a long queue of another network from end to end.)
 WITH claimed AS (
     UPDATE wallet_pool.wallets
     SET order_id = $2, allocated_at = now()
@@ -31,7 +33,8 @@ WITH claimed AS (
         SELECT id FROM wallet_pool.wallets
         WHERE network = $1 AND order_id IS NULL AND disabled_at IS NULL
           AND (cooldown_until IS NULL OR cooldown_until <= now())
-          AND NOT EXISTS (SELECT 1 FROM wallet_pool.queue WHERE network = $1)
+          AND (SELECT true FROM wallet_pool.queue q WHERE q.network = $1 ORDER BY seq LIMIT 1)
+              IS NULL
         ORDER BY released_at NULLS FIRST, id
         LIMIT 1
         FOR UPDATE SKIP LOCKED
