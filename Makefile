@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 GEN_STAMP := exchange/.generated
 
-.PHONY: setup proto run test lint unit chaos clean compose-env compose-up compose-e2e compose-down
+.PHONY: setup proto run test lint unit chaos bench clean compose-env compose-up compose-e2e compose-down
 
 setup: $(GEN_STAMP)
 
@@ -52,6 +52,10 @@ test: lint
 CHAOS_SECONDS ?= 300
 chaos: setup
 	$(PY) -m tests.chaos --seconds $(CHAOS_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
+
+# The benchmark suite (bench/README.md); BENCH_QUICK=1 for a short run while developing.
+bench: setup
+	$(PY) -m bench
 
 # Secrets for docker compose, generated once into .env (never committed).
 compose-env: setup

@@ -1,0 +1,289 @@
+"""The SQL floor: pgbench (the one pgserver ships, so a fresh machine has it) running the
+statements the services run for one operation, read from their queries.sql, in the same
+transactions, with as many clients as the RPC load has workers.
+
+A script is a list of units (a transaction, or a statement on its own); each statement names
+its query and gives an SQL expression for each `$n`. Order ids are made in the script from
+the client id and a random number, so no statement is added; the address the claim returns
+is kept with `\\aset` for the statements that need it. pgbench runs in prepared mode, as
+asyncpg does. Everything above SQL is left out, on purpose.
+
+The claim can come back empty under concurrency although thousands of wallets are free (the
+service then queues the order and hands it a wallet at once). The floor does not stop there:
+`address` then keeps a per-run number that matches no wallet, the release frees nothing, and
+the caller counts such misses from the rows the claims wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.util
+import os
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.sql import load_queries
+
+POOL = "wallet_pool_service"
+ORDERS = "order_service"
+
+# A fresh order id per script run: the client id and a random 62-bit number, as a uuid.
+ORDER_ID = "(lpad(to_hex(:client_id::bigint), 16, '0') || lpad(to_hex(:r::bigint), 16, '0'))::uuid"
+NETWORK = ":network"
+ADDRESS = ":address"  # set by \gset from claim_wallet's RETURNING address
+
+# Values the services pass as parameters; given to pgbench with -D.
+DEFINES = {
+    "network": "ETH",
+    "amount": "1.5",
+    "client": "client",
+    "operator": "operator",
+    "cooldown": "0",
+    "lease": "10",
+}
+
+
+@dataclass(frozen=True)
+class Statement:
+    package: str
+    query: str
+    params: tuple[str, ...] = ()
+    gset: bool = False
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What a use case sends at once: statements in a transaction (BEGIN ... COMMIT), or a
+    single statement on its own (atomic by itself; the services skip BEGIN/COMMIT there)."""
+
+    statements: tuple[Statement, ...]
+    transaction: bool = True
+
+
+def _pool(query: str, *params: str, gset: bool = False) -> Statement:
+    return Statement(POOL, query, params, gset)
+
+
+def _orders(query: str, *params: str) -> Statement:
+    return Statement(ORDERS, query, params)
+
+
+def _tx(*statements: Statement) -> Unit:
+    return Unit(statements)
+
+
+def _alone(statement: Statement) -> Unit:
+    return Unit((statement,), transaction=False)
+
+
+# These mirror the services' code paths (WalletPoolManager, OrderManager): when those change,
+# change these. `commits` below is checked against what the services commit per operation.
+
+# allocate_wallet for an order that holds nothing, with a free wallet.
+POOL_ALLOCATE = _tx(
+    _pool("lock_order", ORDER_ID),
+    _pool("order_place", ORDER_ID),
+    _pool("claim_wallet", NETWORK, ORDER_ID, gset=True),
+)
+# release_wallet of a held wallet with nobody waiting: its transaction, then hand_off()
+# (one statement on its own; it runs whenever the transaction handed nothing).
+POOL_RELEASE = _tx(
+    _pool("lock_order", ORDER_ID),
+    _pool("retire_order", ORDER_ID),
+    _pool("mark_as_available", ORDER_ID, ADDRESS, ":cooldown"),
+    _pool("hand_off_head", NETWORK),
+)
+POOL_HAND_OFF = _alone(_pool("hand_off_head", NETWORK))
+
+CLAIM_CYCLE: tuple[Unit, ...] = (POOL_ALLOCATE, POOL_RELEASE, POOL_HAND_OFF)
+
+# CreateOrder, UpdateOrderStatus PROCESSING, UpdateOrderStatus COMPLETED, with the pool's
+# units where the order service calls the pool.
+LIFECYCLE: tuple[Unit, ...] = (
+    _tx(
+        _orders("insert_order", ORDER_ID, NETWORK, ":amount", "NULL", ":client"),
+        _orders("add_history", ORDER_ID, "NULL", "'PENDING'", "'created'", ":client"),
+    ),
+    POOL_ALLOCATE,
+    # CreateOrder answers with the row set_wallet returns (no read after it).
+    _alone(_orders("set_wallet", ORDER_ID, ADDRESS)),
+    _tx(
+        _orders("lock_order", ORDER_ID),
+        _orders("set_status", ORDER_ID, "'PROCESSING'"),
+        _orders("add_history", ORDER_ID, "'PENDING'", "'PROCESSING'", "''", ":operator"),
+    ),
+    _tx(
+        _orders("lock_order", ORDER_ID),
+        _orders("set_status", ORDER_ID, "'COMPLETED'"),
+        _orders("add_history", ORDER_ID, "'PROCESSING'", "'COMPLETED'", "''", ":operator"),
+        _orders("add_pending_release", ORDER_ID, ADDRESS, ":lease"),
+    ),
+    POOL_RELEASE,
+    POOL_HAND_OFF,
+    _alone(_orders("mark_release_done", ORDER_ID)),
+)
+
+_PARAM = re.compile(r"\$(\d+)")
+
+
+def _value(params: tuple[str, ...], match: re.Match[str]) -> str:
+    return params[int(match.group(1)) - 1]
+
+
+def render(units: Sequence[Unit]) -> str:
+    """The pgbench script for one operation."""
+    queries = {POOL: load_queries(POOL), ORDERS: load_queries(ORDERS)}
+    lines = ["\\set r random(1, 4611686018427387903)", "\\set address :r"]
+    for unit in units:
+        if unit.transaction:
+            lines.append("BEGIN;")
+        for statement in unit.statements:
+            sql = queries[statement.package].get(statement.query)
+            if sql is None:
+                raise LookupError(
+                    f"{statement.package}/queries.sql has no query {statement.query!r} any more: "
+                    "bench/sqlfloor.py must follow the service's code paths"
+                )
+            used = {int(n) for n in _PARAM.findall(sql)}
+            if used != set(range(1, len(statement.params) + 1)):
+                raise ValueError(
+                    f"{statement.package}.{statement.query} takes ${sorted(used)}, "
+                    f"the floor gives {len(statement.params)} values"
+                )
+            sql = _PARAM.sub(functools.partial(_value, statement.params), sql)
+            lines.append(f"{sql} \\aset" if statement.gset else f"{sql};")
+        if unit.transaction:
+            lines.append("COMMIT;")
+    return "\n".join(lines) + "\n"
+
+
+def statement_count(units: Sequence[Unit]) -> int:
+    """SQL statements per operation, BEGIN and COMMIT not counted."""
+    return sum(len(unit.statements) for unit in units)
+
+
+def round_trips(units: Sequence[Unit]) -> int:
+    return sum(len(unit.statements) + (2 if unit.transaction else 0) for unit in units)
+
+
+def commits(units: Sequence[Unit]) -> int:
+    """Transactions committed per operation: one per unit (a statement alone is its own)."""
+    return len(units)
+
+
+def pgbench_path() -> Path:
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("pgserver is not installed (make setup installs it)")
+    path = Path(spec.origin).parent / "pginstall" / "bin" / "pgbench"
+    if not path.exists():
+        raise RuntimeError(f"pgbench not found at {path}")
+    return path
+
+
+@dataclass(frozen=True)
+class PgbenchResult:
+    clients: int
+    seconds: float
+    tps: float
+    transactions: int
+    all_transactions: int  # the warm-up's too
+    latencies: list[float]  # seconds, one per script run in the measured run
+    cpu_cores: float  # pgbench's own CPU use during the measured run
+
+    @property
+    def throughput(self) -> float:
+        return self.tps
+
+
+_TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
+_PROCESSED = re.compile(r"^number of transactions actually processed: (\d+)", re.MULTILINE)
+
+
+async def _pgbench(
+    url: str, script: Path, clients: int, seconds: int, log_prefix: Path | None
+) -> str:
+    args = [
+        str(pgbench_path()),
+        "--no-vacuum",
+        "--protocol=prepared",
+        f"--client={clients}",
+        f"--jobs={min(clients, 2)}",
+        f"--time={seconds}",
+        f"--file={script}",
+    ]
+    for name, value in DEFINES.items():
+        args.append(f"--define={name}={value}")
+    if log_prefix is not None:
+        args += ["--log", f"--log-prefix={log_prefix}"]
+    args.append(url)
+    process = await asyncio.create_subprocess_exec(
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=script.parent,
+    )
+    out, err = await process.communicate()
+    stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+    if process.returncode != 0 or "aborted" in stderr:
+        raise RuntimeError(f"pgbench failed ({process.returncode}):\n{stderr[-3000:]}")
+    return stdout
+
+
+def _logged_latencies(workdir: Path) -> list[float]:
+    """Seconds per script run, from pgbench's per-transaction logs (the third field, µs)."""
+    latencies: list[float] = []
+    for log in workdir.glob("log.*"):
+        for line in log.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3:
+                latencies.append(int(fields[2]) / 1_000_000)
+    return latencies
+
+
+async def run_pgbench(
+    url: str,
+    units: Sequence[Unit],
+    clients: int,
+    warmup_seconds: float,
+    duration_seconds: float,
+) -> PgbenchResult:
+    """A warm-up run, then the measured run with one latency per script run."""
+    with tempfile.TemporaryDirectory(prefix="bench-pgbench-") as tmp:
+        workdir = Path(tmp)
+        script = workdir / "operation.sql"
+        script.write_text(render(units))
+        warmup_transactions = 0
+        if warmup_seconds > 0:
+            warmup = await _pgbench(url, script, clients, max(1, round(warmup_seconds)), None)
+            counted = _PROCESSED.search(warmup)
+            warmup_transactions = int(counted.group(1)) if counted else 0
+        seconds = max(1, round(duration_seconds))
+        started, cpu_before = time.monotonic(), os.times()
+        stdout = await _pgbench(url, script, clients, seconds, workdir / "log")
+        elapsed, cpu_after = time.monotonic() - started, os.times()
+        tps_match, processed = _TPS.search(stdout), _PROCESSED.search(stdout)
+        if tps_match is None or processed is None:
+            raise RuntimeError(f"unexpected pgbench output:\n{stdout}")
+        latencies = await asyncio.to_thread(_logged_latencies, workdir)
+    return PgbenchResult(
+        clients=clients,
+        seconds=min(float(seconds), elapsed),
+        tps=float(tps_match.group(1)),
+        transactions=int(processed.group(1)),
+        all_transactions=warmup_transactions + int(processed.group(1)),
+        latencies=latencies,
+        # pgbench is this process's only child that ends meanwhile.
+        cpu_cores=(
+            cpu_after.children_user
+            + cpu_after.children_system
+            - cpu_before.children_user
+            - cpu_before.children_system
+        )
+        / elapsed,
+    )

@@ -1,0 +1,231 @@
+"""The run's database server, its databases, and the processes under test, built from the
+project's own helpers: tests.databases (a migrated template cloned per database),
+tests.e2e.stack (both services as processes on free ports) and scripts.processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from bench.loadgen import Target
+from scripts.processes import ServiceProcess
+from shared.embedded_db import EmbeddedPostgres
+from tests.databases import ROOT, DatabaseFactory
+from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, SERVICE_TOKEN, LocalStack
+
+TOKENS = (OPERATOR_TOKEN, CLIENT_TOKEN, SERVICE_TOKEN)
+ORDER_APP = "bench-order_service"
+POOL_APP = "bench-wallet_pool_service"
+
+# The services' documented defaults, where LocalStack shortens them for tests: a benchmark
+# measures what a deployment runs (each can still be overridden from the environment).
+SERVICE_DEFAULTS = {
+    "HEALTH_CHECK_SECONDS": "2",
+    "METRICS_REFRESH_SECONDS": "5",
+    "ALLOCATION_SYNC_SECONDS": "0.5",
+    "RELEASE_RETRY_SECONDS": "1",
+    "RELEASE_RETRY_MAX_BACKOFF_SECONDS": "10",
+    "WALLET_POOL_TIMEOUT_SECONDS": "2",
+}
+
+
+def with_application_name(url: str, name: str) -> str:
+    """The URL with `application_name` set (asyncpg passes unknown URL parameters to the
+    server as settings), so pg_stat_activity tells the services' connections apart."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "application_name"]
+    query.append(("application_name", name))
+    return urlunsplit(parts._replace(query=urlencode(query, safe="/")))
+
+
+def service_settings() -> dict[str, str]:
+    return {name: os.environ.get(name, default) for name, default in SERVICE_DEFAULTS.items()}
+
+
+class BenchServer:
+    """DATABASE_URL's server, or an embedded PostgreSQL of the benchmark's own (BENCH_PG_DIR,
+    default .data/bench-postgres, apart from the test suite's so neither disturbs the other)."""
+
+    def __init__(
+        self,
+        factory: DatabaseFactory,
+        embedded: EmbeddedPostgres | None,
+        lock: asyncpg.Connection[Any],
+    ) -> None:
+        self.factory = factory
+        self._embedded = embedded
+        self._lock = lock
+
+    @classmethod
+    async def start(cls) -> BenchServer:
+        embedded = None
+        server_url = os.environ.get("DATABASE_URL", "").strip()
+        if not server_url:
+            embedded = EmbeddedPostgres(
+                os.environ.get("BENCH_PG_DIR", "").strip() or ROOT / ".data" / "bench-postgres"
+            )
+            server_url = embedded.url
+        # One run per server at a time: two would disturb each other's figures (and an
+        # embedded server's leftovers are dropped only by the run that holds the lock).
+        lock = await asyncpg.connect(server_url)
+        if not await lock.fetchval("SELECT pg_try_advisory_lock(hashtext('exchange-bench'))"):
+            # The server stays up for the run that uses it.
+            await lock.close()
+            raise RuntimeError("another benchmark run is using this database server")
+        if embedded is not None:
+            await _drop_leftovers(server_url)
+        # The factory creates its databases on DATABASE_URL's server when that is set.
+        previous = os.environ.get("DATABASE_URL")
+        os.environ["DATABASE_URL"] = server_url
+        try:
+            factory = DatabaseFactory()
+        finally:
+            if previous is None:
+                del os.environ["DATABASE_URL"]
+            else:
+                os.environ["DATABASE_URL"] = previous
+        await factory.create_template()
+        return cls(factory, embedded, lock)
+
+    async def database(self) -> str:
+        """A new database with both services' schemas."""
+        return await self.factory.create()
+
+    async def drop(self, url: str) -> None:
+        await self.factory.drop_database(url)
+
+    async def close(self) -> None:
+        await self.factory.drop_all()
+        await self._lock.close()  # releases the run's lock
+        if self._embedded is not None:
+            self._embedded.close()
+
+
+async def _drop_leftovers(server_url: str) -> None:
+    """Databases an interrupted run left on the benchmark's own embedded server."""
+    conn = await asyncpg.connect(server_url)
+    try:
+        names = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'exchange\\_test\\_%'"
+        )
+        for row in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def start_services(database_url: str, log_dir: Path) -> LocalStack:
+    await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
+    return await LocalStack.start(
+        database_url,
+        log_dir,
+        environment="production",
+        extra_env={
+            **service_settings(),
+            "ORDER_DATABASE_URL": with_application_name(database_url, ORDER_APP),
+            "WALLET_POOL_DATABASE_URL": with_application_name(database_url, POOL_APP),
+        },
+    )
+
+
+def target_of(stack: LocalStack) -> Target:
+    return Target(stack.order_addr, stack.pool_addr, TOKENS)
+
+
+def pids_of(stack: LocalStack) -> dict[str, list[int]]:
+    pids = {}
+    for name, process in (
+        ("order_service", stack.order_process),
+        ("wallet_pool_service", stack.pool_process),
+    ):
+        assert process.process is not None
+        pids[name] = [process.process.pid]
+    return pids
+
+
+async def start_noop(log_dir: Path) -> ServiceProcess:
+    """The RPC floor's server as a process of its own, like each service."""
+    await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "OPERATOR_TOKEN": OPERATOR_TOKEN,
+        "CLIENT_TOKEN": CLIENT_TOKEN,
+        "SERVICE_TOKEN": SERVICE_TOKEN,
+        "BENCH_NOOP_ADDR": "127.0.0.1:0",
+    }
+    process = ServiceProcess("bench.noop_server", env, log_dir / "noop_server.log")
+    await process.start()
+    return process
+
+
+def noop_target(process: ServiceProcess) -> Target:
+    address = f"127.0.0.1:{process.port}"
+    return Target(address, address, TOKENS)
+
+
+# --- Data put in directly with SQL (faster than the API, and sizes the API would not reach) --
+
+
+async def add_wallets(url: str, network: str, first: int, count: int) -> None:
+    """Wallets `bench-<network>-<n>` for n in [first, first + count): unique text is all
+    the SQL needs (AddWallets would check the address format)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            """
+            INSERT INTO wallet_pool.wallets (network, address)
+            SELECT $1, 'bench-' || lower($1) || '-' || n
+            FROM generate_series($2::bigint, $3::bigint) AS n
+            """,
+            network,
+            first,
+            first + count - 1,
+        )
+        await conn.execute("ANALYZE wallet_pool.wallets")
+    finally:
+        await conn.close()
+
+
+async def add_queued_orders(url: str, network: str, count: int) -> None:
+    """Orders waiting in `network`'s queue (the pool has no wallet of that network)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            """
+            INSERT INTO wallet_pool.queue (order_id, network)
+            SELECT gen_random_uuid(), $1 FROM generate_series(1, $2::bigint)
+            """,
+            network,
+            count,
+        )
+        await conn.execute("ANALYZE wallet_pool.queue")
+    finally:
+        await conn.close()
+
+
+async def clear_queue(url: str, network: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("DELETE FROM wallet_pool.queue WHERE network = $1", network)
+        await conn.execute("VACUUM ANALYZE wallet_pool.queue")
+    finally:
+        await conn.close()
+
+
+async def pool_counters(url: str) -> dict[str, int]:
+    """Claims made so far (assignment rows, hand-offs included) and orders ever queued
+    (the queue's identity sequence)."""
+    conn = await asyncpg.connect(url)
+    try:
+        assignments: int = await conn.fetchval("SELECT count(*) FROM wallet_pool.assignments")
+        queued: int = await conn.fetchval(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM wallet_pool.queue_seq_seq"
+        )
+    finally:
+        await conn.close()
+    return {"assignments": assignments, "queued": queued}

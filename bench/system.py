@@ -1,0 +1,188 @@
+"""What the machine and the processes did: resident memory, CPU time per process group and for
+the whole machine (so the share of other processes shows), database connections per service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """VmRSS of a process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def _cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """User and system CPU of a process; with `reaped_children`, also that of its children
+    that have exited (so a group stays continuous while its members come and go)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # The command may contain spaces; fields after it are fixed (utime, stime, cutime, cstime).
+    fields = stat[stat.rindex(")") + 2 :].split()
+    seconds = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        seconds += int(fields[13]) + int(fields[14])
+    return seconds / _TICKS
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent:
+            found.append(int(entry.name))
+    return found
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+@dataclass
+class CpuSample:
+    wall: float
+    groups: dict[str, float]
+    machine: tuple[int, int]
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds per group of processes between two samples. `postmaster`: the database
+    server's pid, whose children (backends, background workers) are counted as `postgres`."""
+
+    groups: dict[str, list[int]] = field(default_factory=dict)
+    postmaster: int | None = None
+
+    def sample(self, extra: Mapping[str, Sequence[int]] = {}) -> CpuSample:
+        groups = {**self.groups, **{k: list(v) for k, v in extra.items()}}
+        seconds = {name: sum(_cpu_seconds(pid) for pid in pids) for name, pids in groups.items()}
+        if self.postmaster is not None:
+            # Backends and autovacuum workers exit all the time: the postmaster's reaped
+            # children's time keeps what they used.
+            seconds["postgres"] = _cpu_seconds(self.postmaster, reaped_children=True) + sum(
+                _cpu_seconds(pid) for pid in _children(self.postmaster)
+            )
+        return CpuSample(time.monotonic(), seconds, _machine_ticks())
+
+    @staticmethod
+    def usage(before: CpuSample, after: CpuSample) -> dict[str, float]:
+        """Cores used per group, the machine's busy cores, and `other`: what no measured
+        group used (other processes on the machine)."""
+        wall = after.wall - before.wall
+        if wall <= 0:
+            return {}
+        cores = os.cpu_count() or 1
+        used = {
+            name: round((after.groups.get(name, 0.0) - seconds) / wall, 3)
+            for name, seconds in before.groups.items()
+        }
+        busy = after.machine[0] - before.machine[0]
+        total = after.machine[1] - before.machine[1]
+        machine = cores * busy / total if total else 0.0
+        used["machine_busy"] = round(machine, 3)
+        used["other"] = round(
+            max(0.0, machine - sum(v for k, v in used.items() if k != "machine_busy")), 3
+        )
+        used["cores"] = cores
+        return used
+
+    async def measure(
+        self, start: float, end: float, extra: Mapping[str, Sequence[int]] = {}
+    ) -> dict[str, float]:
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        before = self.sample(extra)
+        await asyncio.sleep(max(0.0, end - time.monotonic()))
+        return self.usage(before, self.sample(extra))
+
+
+async def postmaster_pid(url: str) -> int | None:
+    """The database server's pid when it runs on this machine (the parent of a backend)."""
+    conn = await asyncpg.connect(url)
+    try:
+        backend: int = await conn.fetchval("SELECT pg_backend_pid()")
+        # While the connection is open: its backend exits when it closes.
+        return await asyncio.to_thread(_parent_pid, backend)
+    finally:
+        await conn.close()
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None  # not on this machine
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+_CONNECTIONS = """
+SELECT application_name, state, count(*) AS n
+FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+GROUP BY 1, 2
+"""
+
+
+async def connection_counts(conn: asyncpg.Connection[Any]) -> dict[str, dict[str, int]]:
+    """Client connections to this database per application_name, by state."""
+    counts: dict[str, dict[str, int]] = {}
+    for row in await conn.fetch(_CONNECTIONS):
+        name = row["application_name"] or "(none)"
+        counts.setdefault(name, {})[row["state"] or "unknown"] = row["n"]
+    return counts
+
+
+async def sample_connections(
+    url: str, start: float, end: float, every: float = 0.25
+) -> dict[str, dict[str, int]]:
+    """The most connections each application held during the window, in all and active."""
+    conn = await asyncpg.connect(url)
+    peak: dict[str, dict[str, int]] = {}
+    try:
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        while time.monotonic() < end:
+            for name, states in (await connection_counts(conn)).items():
+                entry = peak.setdefault(name, {"total": 0, "active": 0, "idle_in_transaction": 0})
+                entry["total"] = max(entry["total"], sum(states.values()))
+                entry["active"] = max(entry["active"], states.get("active", 0))
+                entry["idle_in_transaction"] = max(
+                    entry["idle_in_transaction"], states.get("idle in transaction", 0)
+                )
+            await asyncio.sleep(every)
+    finally:
+        await conn.close()
+    return peak
+
+
+async def commits(url: str) -> int:
+    """Transactions committed in this database so far (pg_stat_database.xact_commit)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        value: int = await conn.fetchval(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
+    finally:
+        await conn.close()
+    return value
