@@ -82,7 +82,10 @@ class HandOffFeed:
             def on_notify(_conn: object, _pid: int, _channel: str, payload: object) -> None:
                 self._publish(str(payload))
 
-            conn.add_termination_listener(lambda _conn: lost.set())
+            def on_lost(_conn: object) -> None:
+                lost.set()
+
+            conn.add_termination_listener(on_lost)
             await conn.add_listener(CHANNEL, on_notify)
             try:
                 while not lost.is_set():
@@ -92,5 +95,7 @@ class HandOffFeed:
                         # A server that vanished without closing the socket shows here.
                         await conn.fetchval("SELECT 1", timeout=self._check_seconds)
             finally:
+                # The pool keeps the connection: leave nothing of this listener on it.
+                conn.remove_termination_listener(on_lost)
                 if not conn.is_closed():
                     await conn.remove_listener(CHANNEL, on_notify)
