@@ -26,7 +26,11 @@ async def e2e_database_url(databases: DatabaseFactory) -> str:
 
 
 @pytest.fixture
-async def stack(e2e_database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+async def stack(
+    e2e_database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Stack]:
+    """The stack under test; `@pytest.mark.stack_env(NAME="value")` configures the suite's
+    own processes further."""
     if EXTERNAL:
         started: Stack = Stack(
             os.environ["E2E_ORDER_ADDR"],
@@ -38,7 +42,9 @@ async def stack(e2e_database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
             ),
         )
     else:
-        started = await LocalStack.start(e2e_database_url, tmp_path)
+        marker = request.node.get_closest_marker("stack_env")
+        extra_env = dict(marker.kwargs) if marker else None
+        started = await LocalStack.start(e2e_database_url, tmp_path, extra_env=extra_env)
     try:
         yield started
     finally:

@@ -18,7 +18,6 @@ from google.rpc import error_details_pb2, status_pb2
 
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
-from tests.databases import DatabaseFactory
 from tests.e2e.conftest import local_only
 from tests.e2e.stack import LocalStack, Stack
 
@@ -57,6 +56,24 @@ async def finish(stack: Stack, order_id: str, status: int) -> opb.UpdateOrderSta
     if status == opb.ORDER_STATUS_COMPLETED:
         await move(stack, order_id, opb.ORDER_STATUS_PROCESSING)
     return await move(stack, order_id, status, "e2e")
+
+
+async def shown_address(
+    stack: Stack, order_id: str, *, within: float, every: float = 0.05
+) -> tuple[opb.Order, float]:
+    """The order as GetOrder shows it once it has an address (or after `within` seconds),
+    and how long that took."""
+    started = time.monotonic()
+    while True:
+        seen = (
+            await stack.orders.GetOrder(
+                opb.GetOrderRequest(order_id=order_id), metadata=stack.client
+            )
+        ).order
+        waited = time.monotonic() - started
+        if seen.wallet_address or waited > within:
+            return seen, waited
+        await asyncio.sleep(every)
 
 
 async def holder(db: asyncpg.Pool, address: str) -> str | None:
@@ -99,16 +116,7 @@ async def test_an_order_waiting_in_the_queue_receives_the_released_wallet_within
     assert (waiting.wallet_address, waiting.queue_position) == ("", 1)
 
     await finish(stack, first.id, opb.ORDER_STATUS_COMPLETED)
-    released_at = time.monotonic()
-    while True:
-        seen = (
-            await stack.orders.GetOrder(
-                opb.GetOrderRequest(order_id=waiting.id), metadata=stack.client
-            )
-        ).order
-        if seen.wallet_address or time.monotonic() - released_at > 1.0:
-            break
-        await asyncio.sleep(0.05)
+    seen, _ = await shown_address(stack, waiting.id, within=1.0)
 
     assert seen.wallet_address == address
     assert seen.queue_position == 0
@@ -365,84 +373,55 @@ async def test_sigterm_stops_both_services_cleanly(stack: LocalStack) -> None:
 
 
 @local_only
+@pytest.mark.stack_env(WALLET_COOLDOWN_SECONDS="1", HAND_OFF_SWEEP_SECONDS="5")
 async def test_with_a_cooldown_the_released_wallet_rests_before_the_queue_gets_it(
-    databases: DatabaseFactory, tmp_path: Path
+    stack: Stack,
 ) -> None:
-    stack = await LocalStack.start(
-        await databases.create(migrated=False),
-        tmp_path,
-        extra_env={"WALLET_COOLDOWN_SECONDS": "1", "HAND_OFF_SWEEP_SECONDS": "5"},
+    address = eth_address()
+    await add_wallets(stack, "ETH", [address])
+    first = await create(stack)
+    await finish(stack, first.id, opb.ORDER_STATUS_CANCELLED)
+    released_at = time.monotonic()
+    waiting = await create(stack)
+    assert (waiting.wallet_address, waiting.queue_position) == ("", 1)
+    stats = await stack.pool.GetPoolStats(
+        wpb.GetPoolStatsRequest(network="ETH"), metadata=stack.operator
     )
-    try:
-        address = eth_address()
-        await add_wallets(stack, "ETH", [address])
-        first = await create(stack)
-        await finish(stack, first.id, opb.ORDER_STATUS_CANCELLED)
-        released_at = time.monotonic()
-        waiting = await create(stack)
-        assert (waiting.wallet_address, waiting.queue_position) == ("", 1)
-        stats = await stack.pool.GetPoolStats(
-            wpb.GetPoolStatsRequest(network="ETH"), metadata=stack.operator
-        )
-        assert (stats.networks[0].cooling, stats.networks[0].available) == (1, 0)
-        listed = await stack.pool.ListWallets(
-            wpb.ListWalletsRequest(state=wpb.WALLET_STATE_COOLING), metadata=stack.operator
-        )
-        assert [w.address for w in listed.wallets] == [address]
-        assert listed.wallets[0].cooldown_end_time.seconds > 0
+    assert (stats.networks[0].cooling, stats.networks[0].available) == (1, 0)
+    listed = await stack.pool.ListWallets(
+        wpb.ListWalletsRequest(state=wpb.WALLET_STATE_COOLING), metadata=stack.operator
+    )
+    assert [w.address for w in listed.wallets] == [address]
+    assert listed.wallets[0].cooldown_end_time.seconds > 0
 
-        while not (
-            seen := (
-                await stack.orders.GetOrder(
-                    opb.GetOrderRequest(order_id=waiting.id), metadata=stack.client
-                )
-            ).order
-        ).wallet_address:
-            assert time.monotonic() - released_at < 2.5
-            await asyncio.sleep(0.05)
-        assert seen.wallet_address == address
-        assert time.monotonic() - released_at >= 1.0
-    finally:
-        await stack.close()
+    seen, _ = await shown_address(stack, waiting.id, within=2.5)
+    assert seen.wallet_address == address
+    assert 1.0 <= time.monotonic() - released_at < 2.5
 
 
 @local_only
+# The allocation sync (polling) is slowed to once a minute: only the push can be in time.
+@pytest.mark.stack_env(ALLOCATION_SYNC_SECONDS="60")
 async def test_a_waiting_order_learns_its_wallet_by_push_without_polling(
-    databases: DatabaseFactory, tmp_path: Path
+    stack: LocalStack,
 ) -> None:
-    # The allocation sync (polling) is slowed to once a minute: only the push can be in time.
-    stack = await LocalStack.start(
-        await databases.create(migrated=False),
-        tmp_path,
-        extra_env={"ALLOCATION_SYNC_SECONDS": "60"},
-    )
-    try:
-        address = eth_address()
-        await add_wallets(stack, "ETH", [address])
-        first = await create(stack)
-        waiting = [await create(stack) for _ in range(3)]
-        await asyncio.sleep(0.5)  # the order service's watch is connected by now
-        latencies: list[float] = []
-        for order in [first, *waiting[:-1]]:
-            await move(stack, order.id, opb.ORDER_STATUS_CANCELLED)
-            released_at = time.monotonic()
-            following = waiting[len(latencies)]
-            while not (
-                await stack.orders.GetOrder(
-                    opb.GetOrderRequest(order_id=following.id), metadata=stack.client
-                )
-            ).order.wallet_address:
-                assert time.monotonic() - released_at < 1.0, "no push within a second"
-                await asyncio.sleep(0.002)
-            latencies.append(time.monotonic() - released_at)
-        assert max(latencies) < 0.5, latencies
+    address = eth_address()
+    await add_wallets(stack, "ETH", [address])
+    first = await create(stack)
+    waiting = [await create(stack) for _ in range(3)]
+    await asyncio.sleep(0.5)  # the order service's watch is connected by now
+    latencies: list[float] = []
+    for order, following in zip([first, *waiting[:-1]], waiting, strict=True):
+        await move(stack, order.id, opb.ORDER_STATUS_CANCELLED)
+        seen, waited = await shown_address(stack, following.id, within=1.0, every=0.002)
+        assert seen.wallet_address == address, "no push within a second"
+        latencies.append(waited)
+    assert max(latencies) < 0.5, latencies
 
-        # A watched pool still stops at once: its streams end, they do not hold the stop.
-        started = time.monotonic()
-        assert await stack.pool_process.stop() == 0
-        assert time.monotonic() - started < 1.5
-    finally:
-        await stack.close()
+    # A watched pool still stops at once: its streams end, they do not hold the stop.
+    started = time.monotonic()
+    assert await stack.pool_process.stop() == 0
+    assert time.monotonic() - started < 1.5
 
 
 async def test_only_the_service_role_may_watch_hand_offs_and_garbage_is_refused(
