@@ -109,9 +109,11 @@ WITH head AS (
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 ), free AS (
+    -- Only when someone waits: locking a wallet for nobody costs a lock and a WAL record.
     SELECT id FROM wallet_pool.wallets
     WHERE network = $1 AND order_id IS NULL AND disabled_at IS NULL
       AND (cooldown_until IS NULL OR cooldown_until <= now())
+      AND EXISTS (SELECT FROM head)
     ORDER BY released_at NULLS FIRST, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
