@@ -51,7 +51,9 @@ async def serve(settings: OrderSettings) -> None:
                 lease_seconds=5 * settings.wallet_pool_timeout_seconds,
                 backoff_cap_seconds=settings.release_retry_max_backoff_seconds,
             ),
-            sync_lease_seconds=settings.allocation_sync_seconds,
+            sync_lease_seconds=max(
+                settings.allocation_sync_seconds, settings.wallet_pool_timeout_seconds
+            ),
             order_ttl_seconds=settings.order_ttl_seconds,
         )
         servicer = OrderServicer(manager)

@@ -1,4 +1,5 @@
-"""Order use cases: each a transaction over the order repository, plus calls to the pool."""
+"""Order use cases over the order repository (each one transaction, or a single statement
+that is atomic on its own), plus calls to the pool."""
 
 import asyncio
 import contextlib
@@ -46,8 +47,9 @@ class OrderManager:
         order_ttl_seconds: float = 0.0,
     ) -> None:
         """`sync_lease_seconds`: how long one replica keeps a waiting order to itself when it
-        asks the pool about it. `order_ttl_seconds`: PENDING orders older than this expire
-        (0: never)."""
+        asks the pool about it (longer than a call's deadline, so that replicas do not ask at
+        once; also how often a waiting order is asked about again). `order_ttl_seconds`:
+        PENDING orders older than this expire (0: never)."""
         self._pool = pool
         self._wallet_pool = wallet_pool
         self.networks = networks

@@ -53,8 +53,8 @@ WHERE id = $1 AND wallet_address IS NULL AND status IN ('PENDING', 'PROCESSING')
 RETURNING *
 
 -- claim_waiting_orders --
--- Leases a batch of live orders still waiting for their wallet for $2 seconds, so that
--- replicas never ask the pool about the same order at once.
+-- Leases a batch of live orders still waiting for their wallet for $2 seconds (longer than
+-- a pool call's deadline), so that replicas do not ask the pool about the same order at once.
 -- (= ANY (ARRAY(…)) makes the batch an init plan, so the update finds its rows by key
 -- instead of joining against the whole table.)
 UPDATE orders.orders o

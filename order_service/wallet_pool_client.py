@@ -131,7 +131,7 @@ class GrpcWalletPoolGateway:
         """(order id, address) of each wallet the pool hands to a waiting order, until the
         stream ends (the pool stops, or the stream's deadline passes: watch again)."""
         call = self._stub.WatchHandOffs(
-            pb.WatchHandOffsRequest(), timeout=_WATCH_SECONDS, metadata=self._authorization
+            pb.WatchHandOffsRequest(), timeout=_WATCH_SECONDS, metadata=self._metadata()
         )
         try:
             async for hand_off in call:

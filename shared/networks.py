@@ -8,14 +8,13 @@ from shared.errors import InvalidArgument
 # The networks whose addresses the wallet pool can check (wallet_pool_service/addresses.py,
 # kept in step by a unit test). SUPPORTED_NETWORKS may only name these.
 KNOWN_NETWORKS = ("BTC", "ETH", "TRON")
-DEFAULT_NETWORKS = KNOWN_NETWORKS
 _NETWORK_CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,15}$")
 
 
 def supported_networks() -> tuple[str, ...]:
     """SUPPORTED_NETWORKS, read the same way by both services: any network without an
     address check is a configuration error, so the two cannot disagree at run time."""
-    networks = tuple(dict.fromkeys(config.env_list("SUPPORTED_NETWORKS", DEFAULT_NETWORKS)))
+    networks = tuple(dict.fromkeys(config.env_list("SUPPORTED_NETWORKS", KNOWN_NETWORKS)))
     known = ", ".join(KNOWN_NETWORKS)
     if not networks:
         raise config.ConfigError(f"SUPPORTED_NETWORKS names no network; known: {known}")

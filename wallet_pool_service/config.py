@@ -41,7 +41,8 @@ class PoolSettings:
             low_water_mark=config.env_int("POOL_LOW_WATER_MARK", 2),
             wallet_cooldown_seconds=config.env_float("WALLET_COOLDOWN_SECONDS", 0.0),
             hand_off_sweep_seconds=config.env_float("HAND_OFF_SWEEP_SECONDS", 1.0, minimum=0.05),
-            db_pool_size=config.env_int("WALLET_POOL_DB_POOL_SIZE", 8, minimum=1),
+            # One connection listens for hand-offs for as long as the service runs.
+            db_pool_size=config.env_int("WALLET_POOL_DB_POOL_SIZE", 8, minimum=2),
             metrics_addr=config.env_address("WALLET_POOL_METRICS_ADDR", "127.0.0.1:9452"),
             metrics_refresh_seconds=config.env_float("METRICS_REFRESH_SECONDS", 5.0, minimum=0.1),
             health_check_seconds=config.env_float("HEALTH_CHECK_SECONDS", 2.0, minimum=0.1),

@@ -1,4 +1,5 @@
-"""Pool use cases: each one a transaction over the wallet and queue repositories."""
+"""Pool use cases over the wallet and queue repositories: each one transaction, or a single
+statement that is atomic on its own."""
 
 import asyncio
 import contextlib
@@ -70,7 +71,8 @@ class WalletPoolManager:
             if address is not None:
                 return domain.Allocation(address=address)
             if not await queue.enqueue(order_id, network):
-                # A hand-off served the order from the queue while this call was looking.
+                # A defence: the order's lock and one read of its place leave no way for a
+                # hand-off to serve it meanwhile, but an order must never hold and wait.
                 return domain.current_allocation(await queue.place(order_id))
         # A release that committed while this order was joining the queue saw no one waiting;
         # hand off now so the free wallet does not sit beside a waiting order. Then read the
@@ -82,8 +84,9 @@ class WalletPoolManager:
     async def release_wallet(self, order_id: uuid.UUID, address: str = "") -> domain.Release:
         """Free the wallet held by `order_id` (guarded by holder), or take it out of the queue.
 
-        The freed wallet goes to the head of its network's queue in the same transaction.
-        The order is remembered as released: it is never given a wallet again.
+        The freed wallet goes to the head of its network's queue in the same transaction, or,
+        with a cooldown, when the cooldown ends. The order is remembered as released: it is
+        never given a wallet again.
         """
         address = domain.check_address_field(address, required=False)
         async with self._transaction() as (wallets, queue):
