@@ -1,9 +1,12 @@
 import asyncio
+import uuid
+from importlib import resources
 
 import asyncpg
 
 from shared.db import apply_migrations, create_pool
 from tests.databases import MIGRATIONS, DatabaseFactory
+from wallet_pool_service.manager import WalletPoolManager
 
 
 async def _tables(pool: asyncpg.Pool) -> set[str]:
@@ -32,6 +35,7 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "003_churn",
             "003_cooldown",
             "004_churn",
+            "005_one_spelling",
         ]
         assert await _tables(pools[0]) == {
             "orders.orders",
@@ -67,3 +71,31 @@ async def test_the_database_refuses_a_second_holder_for_an_order_or_an_address(
         except asyncpg.UniqueViolationError:
             continue
         raise AssertionError(f"accepted: {statement}")
+
+
+async def test_eth_addresses_stored_in_mixed_case_before_are_brought_to_lower_case(
+    db_pool: asyncpg.Pool,
+) -> None:
+    checksummed = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+    order = uuid.uuid4()
+    # As an older version stored it: held, with its open assignment.
+    await db_pool.execute(
+        "INSERT INTO wallet_pool.wallets (network, address, order_id, allocated_at)"
+        " VALUES ('ETH', $1, $2, now())",
+        checksummed,
+        order,
+    )
+    await db_pool.execute(
+        "INSERT INTO wallet_pool.assignments (address, network, order_id) VALUES ($1, 'ETH', $2)",
+        checksummed,
+        order,
+    )
+    migration = resources.files("wallet_pool_service.migrations") / "005_one_spelling.sql"
+    await db_pool.execute(migration.read_text(encoding="utf-8"))
+
+    stored = await db_pool.fetchval("SELECT address FROM wallet_pool.wallets")
+    assigned = await db_pool.fetchval("SELECT address FROM wallet_pool.assignments")
+    assert stored == assigned == checksummed.lower()
+    # The order service still holds the old spelling; its release finds the wallet.
+    release = await WalletPoolManager(db_pool, ("ETH",)).release_wallet(order, checksummed)
+    assert release.released
