@@ -105,23 +105,20 @@ CLAIM_CYCLE: tuple[Unit, ...] = (POOL_ALLOCATE, POOL_RELEASE, POOL_HAND_OFF)
 # CreateOrder, UpdateOrderStatus PROCESSING, UpdateOrderStatus COMPLETED, with the pool's
 # units where the order service calls the pool.
 LIFECYCLE: tuple[Unit, ...] = (
-    _tx(
-        _orders("insert_order", ORDER_ID, NETWORK, ":amount", "NULL", ":client"),
-        _orders("add_history", ORDER_ID, "NULL", "'PENDING'", "'created'", ":client"),
-    ),
+    _alone(_orders("create_order", ORDER_ID, NETWORK, ":amount", "NULL", ":client")),
     POOL_ALLOCATE,
     # CreateOrder answers with the row set_wallet returns (no read after it).
     _alone(_orders("set_wallet", ORDER_ID, ADDRESS)),
-    _tx(
-        _orders("lock_order", ORDER_ID),
-        _orders("set_status", ORDER_ID, "'PROCESSING'"),
-        _orders("add_history", ORDER_ID, "'PENDING'", "'PROCESSING'", "''", ":operator"),
+    # A status change reads the order, then sets the status only if it is still the one read.
+    _alone(_orders("get_order", ORDER_ID)),
+    _alone(
+        _orders("change_status", ORDER_ID, "'PENDING'", "'PROCESSING'", "''", ":operator", "NULL")
     ),
-    _tx(
-        _orders("lock_order", ORDER_ID),
-        _orders("set_status", ORDER_ID, "'COMPLETED'"),
-        _orders("add_history", ORDER_ID, "'PROCESSING'", "'COMPLETED'", "''", ":operator"),
-        _orders("add_pending_release", ORDER_ID, ADDRESS, ":lease"),
+    _alone(_orders("get_order", ORDER_ID)),
+    _alone(
+        _orders(
+            "change_status", ORDER_ID, "'PROCESSING'", "'COMPLETED'", "''", ":operator", ":lease"
+        )
     ),
     POOL_RELEASE,
     POOL_HAND_OFF,

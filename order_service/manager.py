@@ -77,8 +77,8 @@ class OrderManager:
         The order is committed first, so a wallet is never allocated to an order that does
         not exist; if the pool cannot be reached, the allocation loop asks again later.
         """
-        async with self._transaction() as orders:
-            order = await orders.insert(uuid.uuid4(), network, amount, request_id, actor)
+        async with self._statement() as orders:
+            order = await orders.create(uuid.uuid4(), network, amount, request_id, actor)
             if order is None:
                 assert request_id is not None
                 existing = await orders.by_request_id(actor, request_id)
@@ -86,7 +86,6 @@ class OrderManager:
                 if not domain.same_request(existing, network, amount):
                     raise domain.RequestIdReused()
                 return existing
-            await orders.add_history(order.id, None, order.status, "created", actor)
         synced = await self._sync_allocation(order.id, order.network)
         return synced or await self.get_order(order.id)
 
@@ -127,19 +126,26 @@ class OrderManager:
         then attempted at once; if the pool is unreachable the update still succeeds and
         the release is retried in the background until the pool accepts it.
         """
-        async with self._transaction() as orders:
-            current = await orders.get(order_id, lock=True)
-            if current is None:
-                raise domain.OrderNotFound(order_id)
-            if not domain.needs_change(current.status, status):
-                pending = domain.is_final_status(status) and await orders.release_pending(order_id)
-                outcome = WalletRelease.PENDING if pending else WalletRelease.NOT_NEEDED
-                return current, outcome
-            order = await self._record_change(orders, current, status, reason, actor)
-        if not domain.is_final_status(status):
-            return order, WalletRelease.NOT_NEEDED
-        released = await self._deliver_release(domain.PendingRelease.of(order), "inline")
-        return order, WalletRelease.RELEASED if released else WalletRelease.PENDING
+        # Statuses only move forward, so a change can lose the race at most once per status.
+        for _ in OrderStatus:
+            async with self._statement() as orders:
+                current = await orders.get(order_id)
+                if current is None:
+                    raise domain.OrderNotFound(order_id)
+                if not domain.needs_change(current.status, status):
+                    pending = domain.is_final_status(status) and await orders.release_pending(
+                        order_id
+                    )
+                    outcome = WalletRelease.PENDING if pending else WalletRelease.NOT_NEEDED
+                    return current, outcome
+                order = await self._record_change(orders, current, status, reason, actor)
+            if order is None:
+                continue  # another change came first: decide again on what it left
+            if not domain.is_final_status(status):
+                return order, WalletRelease.NOT_NEEDED
+            released = await self._deliver_release(domain.PendingRelease.of(order), "inline")
+            return order, WalletRelease.RELEASED if released else WalletRelease.PENDING
+        raise AssertionError("an order changed status more often than it has statuses")
 
     async def _record_change(
         self,
@@ -148,16 +154,11 @@ class OrderManager:
         status: OrderStatus,
         reason: str,
         actor: str,
-    ) -> Order:
-        """Status, history row and (on a final status) the owed release, in the caller's
-        transaction on the locked order."""
-        order = await orders.set_status(current.id, status)
-        await orders.add_history(current.id, current.status, status, reason, actor)
-        if domain.is_final_status(status):
-            await orders.add_pending_release(
-                current.id, order.wallet_address or "", self._release_policy.lease_seconds
-            )
-        return order
+    ) -> Order | None:
+        """Status, history row and (on a final status) the owed release, in one statement;
+        None if the order no longer has `current.status`."""
+        lease = self._release_policy.lease_seconds if domain.is_final_status(status) else None
+        return await orders.change_status(current, status, reason, actor, lease)
 
     async def expire_stale_orders(self) -> bool:
         """Expiry-loop step: cancel PENDING orders older than the TTL, as the system, and
@@ -166,12 +167,14 @@ class OrderManager:
             return False
         async with self._transaction() as orders:
             stale = await orders.claim_expired(self._order_ttl_seconds, _EXPIRY_BATCH)
-            expired = [
+            changed = [
                 await self._record_change(
                     orders, order, OrderStatus.CANCELLED, domain.EXPIRED_REASON, domain.SYSTEM_ACTOR
                 )
                 for order in stale
             ]
+        # The orders are locked, so each change is made.
+        expired = [order for order in changed if order is not None]
         for order in expired:
             log.info("order expired", extra={"order_id": str(order.id)})
         await asyncio.gather(

@@ -1,18 +1,22 @@
--- insert_order --
--- Nothing is returned when the creator used the request_id before.
-INSERT INTO orders.orders (id, status, network, amount, request_id, created_by)
-VALUES ($1, 'PENDING', $2, $3, $4, $5)
-ON CONFLICT (created_by, request_id) DO NOTHING
-RETURNING *
+-- create_order --
+-- The order and its 'created' history row, in one statement. Nothing is returned when the
+-- creator used the request_id before.
+WITH created AS (
+    INSERT INTO orders.orders (id, status, network, amount, request_id, created_by)
+    VALUES ($1, 'PENDING', $2, $3, $4, $5)
+    ON CONFLICT (created_by, request_id) DO NOTHING
+    RETURNING *
+), history AS (
+    INSERT INTO orders.status_history (order_id, from_status, to_status, reason, actor)
+    SELECT id, NULL, status, 'created', created_by FROM created
+)
+SELECT * FROM created
 
 -- order_by_request_id --
 SELECT * FROM orders.orders WHERE created_by = $1 AND request_id = $2
 
 -- get_order --
 SELECT * FROM orders.orders WHERE id = $1
-
--- lock_order --
-SELECT * FROM orders.orders WHERE id = $1 FOR UPDATE
 
 -- list_orders --
 -- Newest first; keyset pagination on (create_time, id).
@@ -25,14 +29,26 @@ WHERE ($1::text IS NULL OR status = $1)
 ORDER BY create_time DESC, id DESC
 LIMIT $5
 
--- set_status --
-UPDATE orders.orders SET status = $2, update_time = now()
-WHERE id = $1
-RETURNING *
-
--- add_history --
-INSERT INTO orders.status_history (order_id, from_status, to_status, reason, actor)
-VALUES ($1, $2, $3, $4, $5)
+-- change_status --
+-- Compare-and-set, in one statement: moves the order from $2 to $3 only while it still has
+-- $2, with its history row and, when $6 is not NULL, the release it owes (first attempted
+-- right after, so the lease of $6 seconds keeps the retry loop off it meanwhile).
+-- No row: another change came first.
+WITH changed AS (
+    UPDATE orders.orders SET status = $3, update_time = now()
+    WHERE id = $1 AND status = $2
+    RETURNING *
+), history AS (
+    INSERT INTO orders.status_history (order_id, from_status, to_status, reason, actor)
+    SELECT id, $2, $3, $4, $5 FROM changed
+), owed AS (
+    INSERT INTO orders.pending_releases (order_id, address, next_attempt_time)
+    SELECT id, coalesce(wallet_address, ''), now() + make_interval(secs => $6::float8)
+    FROM changed
+    WHERE $6::float8 IS NOT NULL
+    ON CONFLICT (order_id) DO NOTHING
+)
+SELECT * FROM changed
 
 -- order_history --
 SELECT from_status, to_status, actor, reason, change_time
@@ -76,12 +92,6 @@ WHERE status = 'PENDING' AND create_time < now() - make_interval(secs => $1)
 ORDER BY create_time
 LIMIT $2
 FOR UPDATE SKIP LOCKED
-
--- add_pending_release --
--- The first attempt is made right after commit; the lease keeps the retry loop off it meanwhile.
-INSERT INTO orders.pending_releases (order_id, address, next_attempt_time)
-VALUES ($1, $2, now() + make_interval(secs => $3))
-ON CONFLICT (order_id) DO NOTHING
 
 -- release_pending --
 SELECT EXISTS (

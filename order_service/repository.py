@@ -17,7 +17,7 @@ def queries() -> dict[str, str]:
 
 
 class OrderRepository(Protocol):
-    async def insert(
+    async def create(
         self,
         order_id: uuid.UUID,
         network: str,
@@ -26,29 +26,25 @@ class OrderRepository(Protocol):
         created_by: str,
     ) -> Order | None: ...
     async def by_request_id(self, created_by: str, request_id: str) -> Order | None: ...
-    async def get(self, order_id: uuid.UUID, *, lock: bool = False) -> Order | None: ...
+    async def get(self, order_id: uuid.UUID) -> Order | None: ...
     async def page(
         self, filters: OrderFilter, after: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[Order]: ...
     async def history(self, order_id: uuid.UUID) -> list[StatusChange]: ...
-    async def set_status(self, order_id: uuid.UUID, status: OrderStatus) -> Order: ...
-    async def add_history(
+    async def change_status(
         self,
-        order_id: uuid.UUID,
-        from_status: OrderStatus | None,
-        to_status: OrderStatus,
+        current: Order,
+        status: OrderStatus,
         reason: str,
         actor: str,
-    ) -> None: ...
+        release_lease_seconds: float | None,
+    ) -> Order | None: ...
     async def set_wallet(self, order_id: uuid.UUID, address: str) -> Order | None: ...
     async def set_queue_position(self, order_id: uuid.UUID, position: int) -> Order | None: ...
     async def claim_waiting(
         self, limit: int, lease_seconds: float
     ) -> list[tuple[uuid.UUID, str]]: ...
     async def claim_expired(self, ttl_seconds: float, limit: int) -> list[Order]: ...
-    async def add_pending_release(
-        self, order_id: uuid.UUID, address: str, lease_seconds: float
-    ) -> None: ...
     async def release_pending(self, order_id: uuid.UUID) -> bool: ...
     async def count_pending_releases(self) -> int: ...
     async def claim_due_releases(
@@ -67,7 +63,7 @@ class PostgresOrderRepository:
         row = await self._conn.fetchrow(self._q[query], *args)
         return Order.from_row(row) if row else None
 
-    async def insert(
+    async def create(
         self,
         order_id: uuid.UUID,
         network: str,
@@ -75,14 +71,15 @@ class PostgresOrderRepository:
         request_id: str | None,
         created_by: str,
     ) -> Order | None:
-        """None when `created_by` used `request_id` before."""
-        return await self._one("insert_order", order_id, network, amount, request_id, created_by)
+        """The new order, with its 'created' history row; None when `created_by` used
+        `request_id` before."""
+        return await self._one("create_order", order_id, network, amount, request_id, created_by)
 
     async def by_request_id(self, created_by: str, request_id: str) -> Order | None:
         return await self._one("order_by_request_id", created_by, request_id)
 
-    async def get(self, order_id: uuid.UUID, *, lock: bool = False) -> Order | None:
-        return await self._one("lock_order" if lock else "get_order", order_id)
+    async def get(self, order_id: uuid.UUID) -> Order | None:
+        return await self._one("get_order", order_id)
 
     async def page(
         self, filters: OrderFilter, after: tuple[datetime, uuid.UUID] | None, limit: int
@@ -113,26 +110,25 @@ class PostgresOrderRepository:
             for r in rows
         ]
 
-    async def set_status(self, order_id: uuid.UUID, status: OrderStatus) -> Order:
-        order = await self._one("set_status", order_id, status.value)
-        assert order is not None, "set_status runs on a locked, existing order"
-        return order
-
-    async def add_history(
+    async def change_status(
         self,
-        order_id: uuid.UUID,
-        from_status: OrderStatus | None,
-        to_status: OrderStatus,
+        current: Order,
+        status: OrderStatus,
         reason: str,
         actor: str,
-    ) -> None:
-        await self._conn.execute(
-            self._q["add_history"],
-            order_id,
-            from_status.value if from_status else None,
-            to_status.value,
+        release_lease_seconds: float | None,
+    ) -> Order | None:
+        """Compare-and-set from `current.status`, with the history row and, given a lease,
+        the owed release; None (nothing written) if the order's status is no longer
+        `current.status`."""
+        return await self._one(
+            "change_status",
+            current.id,
+            current.status.value,
+            status.value,
             reason,
             actor,
+            release_lease_seconds,
         )
 
     async def set_wallet(self, order_id: uuid.UUID, address: str) -> Order | None:
@@ -150,11 +146,6 @@ class PostgresOrderRepository:
     async def claim_expired(self, ttl_seconds: float, limit: int) -> list[Order]:
         rows = await self._conn.fetch(self._q["claim_expired_orders"], ttl_seconds, limit)
         return [Order.from_row(row) for row in rows]
-
-    async def add_pending_release(
-        self, order_id: uuid.UUID, address: str, lease_seconds: float
-    ) -> None:
-        await self._conn.execute(self._q["add_pending_release"], order_id, address, lease_seconds)
 
     async def release_pending(self, order_id: uuid.UUID) -> bool:
         pending: bool = await self._conn.fetchval(self._q["release_pending"], order_id)

@@ -228,6 +228,43 @@ async def test_history_records_who_changed_what_and_why(orders: OrderManager) ->
     assert history[0].change_time <= history[1].change_time <= history[2].change_time
 
 
+async def test_racing_status_changes_each_decide_on_the_status_the_other_left(
+    orders: OrderManager, db_pool: asyncpg.Pool
+) -> None:
+    """A change checks the status it read is still there as it writes (compare-and-set), so
+    the loser of a race decides again: CANCELLED after PROCESSING is allowed, PROCESSING
+    after CANCELLED is not. The history stays one unbroken chain and one release is owed."""
+    targets = [OrderStatus.PROCESSING, OrderStatus.CANCELLED] * 4
+    for _ in range(10):
+        order = await orders.create_order("BTC", Decimal("1"), None, "shop")
+        outcomes = await asyncio.gather(
+            *(orders.update_status(order.id, target, "", "op") for target in targets),
+            return_exceptions=True,
+        )
+        for target, outcome in zip(targets, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                assert isinstance(outcome, IllegalTransition), outcome
+                assert target is OrderStatus.PROCESSING
+        history = await orders.get_history(order.id)
+        chain = [h.to_status for h in history]
+        assert [h.from_status for h in history[1:]] == chain[:-1]
+        assert chain[-1] is OrderStatus.CANCELLED
+        assert chain in (
+            [OrderStatus.PENDING, OrderStatus.CANCELLED],
+            [OrderStatus.PENDING, OrderStatus.PROCESSING, OrderStatus.CANCELLED],
+        )
+        owed = await db_pool.fetch(
+            "SELECT release_time FROM orders.pending_releases WHERE order_id = $1", order.id
+        )
+        assert len(owed) == 1 and owed[0]["release_time"] is not None
+        assert (
+            await db_pool.fetchval(
+                "SELECT count(*) FROM wallet_pool.wallets WHERE order_id = $1", order.id
+            )
+            == 0
+        )
+
+
 async def test_request_ids_belong_to_their_creator_and_are_kept_past_a_day(
     orders: OrderManager, db_pool: asyncpg.Pool
 ) -> None:

@@ -74,7 +74,8 @@ POOL_PLANS = [
     ("networks_ready_for_hand_off", (["BTC", "ETH"],), {"queue_fifo_idx", "wallets_available_idx"}),
 ]
 ORDER_PLANS = [
-    ("lock_order", (ORDER,), {"orders_pkey"}),
+    ("get_order", (ORDER,), {"orders_pkey"}),
+    ("change_status", (ORDER, "PROCESSING", "COMPLETED", "", "op", 10.0), {"orders_pkey"}),
     ("claim_waiting_orders", (100, 0.5), {"orders_waiting_idx", "orders_pkey"}),
     ("claim_expired_orders", (1800.0, 50), {"orders_pending_age_idx"}),
     ("claim_due_releases", (50, 10.0), {"pending_releases_due_idx", "pending_releases_pkey"}),
