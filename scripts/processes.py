@@ -5,6 +5,7 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -54,3 +55,13 @@ class ServiceProcess:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+async def stop_all(processes: Iterable[ServiceProcess]) -> None:
+    """Stop every process still running, all at once, so that one that has to be killed
+    does not leave the others running; then raise its error, if any."""
+    running = [p for p in processes if p.process is not None and p.process.poll() is None]
+    outcomes = await asyncio.gather(*(p.stop() for p in running), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome

@@ -19,7 +19,7 @@ from exchange.order.v1 import order_service_pb2 as opb
 from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
-from scripts.processes import ServiceProcess
+from scripts.processes import ServiceProcess, stop_all
 from tests.chaos import log_problems, no_work_done_twice, service_env
 from tests.databases import DatabaseFactory
 from tests.e2e.conftest import local_only
@@ -88,9 +88,7 @@ async def replicas(databases: DatabaseFactory, tmp_path: Path) -> AsyncIterator[
     finally:
         for channel in channels:
             await channel.close(None)
-        for process in processes:
-            if process.process is not None and process.process.poll() is None:
-                await process.stop()
+        await stop_all(processes)
 
 
 @pytest.fixture
