@@ -63,6 +63,9 @@ class Unit:
 
     statements: tuple[Statement, ...]
     transaction: bool = True
+    # A script that begins the transaction and takes the order's lock in one round trip
+    # (`{order_id}` formatted in); pgbench sends its commands as one pipeline.
+    opening: Statement | None = None
 
 
 def _pool(query: str, *params: str, gset: bool = False) -> Statement:
@@ -77,6 +80,10 @@ def _tx(*statements: Statement) -> Unit:
     return Unit(statements)
 
 
+def _tx_for_order(*statements: Statement) -> Unit:
+    return Unit(statements, opening=_pool("begin_for_order", ORDER_ID))
+
+
 def _alone(statement: Statement) -> Unit:
     return Unit((statement,), transaction=False)
 
@@ -85,18 +92,15 @@ def _alone(statement: Statement) -> Unit:
 # change these. `commits` below is checked against what the services commit per operation.
 
 # allocate_wallet for an order that holds nothing, with a free wallet.
-POOL_ALLOCATE = _tx(
-    _pool("lock_order", ORDER_ID),
+POOL_ALLOCATE = _tx_for_order(
     _pool("order_place", ORDER_ID),
     _pool("claim_wallet", NETWORK, ORDER_ID, gset=True),
 )
-# release_wallet of a held wallet with nobody waiting: its transaction, then hand_off()
-# (one statement on its own; it runs whenever the transaction handed nothing).
-POOL_RELEASE = _tx(
-    _pool("lock_order", ORDER_ID),
+# release_wallet of a held wallet with nobody waiting: its transaction, then one hand-off
+# (a statement on its own, after the commit).
+POOL_RELEASE = _tx_for_order(
     _pool("retire_order", ORDER_ID),
     _pool("mark_as_available", ORDER_ID, ADDRESS, ":cooldown"),
-    _pool("hand_off_head", NETWORK),
 )
 POOL_HAND_OFF = _alone(_pool("hand_off_head", NETWORK))
 
@@ -132,20 +136,32 @@ def _value(params: tuple[str, ...], match: re.Match[str]) -> str:
     return params[int(match.group(1)) - 1]
 
 
+def _query(queries: dict[str, dict[str, str]], statement: Statement) -> str:
+    sql = queries[statement.package].get(statement.query)
+    if sql is None:
+        raise LookupError(
+            f"{statement.package}/queries.sql has no query {statement.query!r} any more: "
+            "bench/sqlfloor.py must follow the service's code paths"
+        )
+    return sql
+
+
 def render(units: Sequence[Unit]) -> str:
     """The pgbench script for one operation."""
     queries = {POOL: load_queries(POOL), ORDERS: load_queries(ORDERS)}
     lines = ["\\set r random(1, 4611686018427387903)", "\\set address :r"]
     for unit in units:
-        if unit.transaction:
+        if unit.opening is not None:
+            opening = _query(queries, unit.opening)
+            lines += [
+                "\\startpipeline",
+                opening.replace("'{order_id}'", f"({unit.opening.params[0]})") + ";",
+                "\\endpipeline",
+            ]
+        elif unit.transaction:
             lines.append("BEGIN;")
         for statement in unit.statements:
-            sql = queries[statement.package].get(statement.query)
-            if sql is None:
-                raise LookupError(
-                    f"{statement.package}/queries.sql has no query {statement.query!r} any more: "
-                    "bench/sqlfloor.py must follow the service's code paths"
-                )
+            sql = _query(queries, statement)
             used = {int(n) for n in _PARAM.findall(sql)}
             if used != set(range(1, len(statement.params) + 1)):
                 raise ValueError(
@@ -161,10 +177,11 @@ def render(units: Sequence[Unit]) -> str:
 
 def statement_count(units: Sequence[Unit]) -> int:
     """SQL statements per operation, BEGIN and COMMIT not counted."""
-    return sum(len(unit.statements) for unit in units)
+    return sum(len(unit.statements) + (unit.opening is not None) for unit in units)
 
 
 def round_trips(units: Sequence[Unit]) -> int:
+    """BEGIN (with the opening lock, if any), each statement, COMMIT."""
     return sum(len(unit.statements) + (2 if unit.transaction else 0) for unit in units)
 
 

@@ -24,6 +24,12 @@ def queries() -> dict[str, str]:
     return load_queries("wallet_pool_service")
 
 
+def begin_for_order(order_id: uuid.UUID) -> str:
+    """The script that opens a transaction holding the order's lock (see queries.sql)."""
+    # A UUID formats as hex and dashes only: nothing of a caller's reaches the SQL text.
+    return queries()["begin_for_order"].format(order_id=uuid.UUID(str(order_id)))
+
+
 class WalletRepository(Protocol):
     async def claim(self, network: str, order_id: uuid.UUID) -> str | None: ...
     async def mark_as_available(
@@ -41,7 +47,6 @@ class WalletRepository(Protocol):
 
 
 class QueueRepository(Protocol):
-    async def lock_order(self, order_id: uuid.UUID) -> None: ...
     async def place(self, order_id: uuid.UUID) -> OrderPlace: ...
     async def retire(self, order_id: uuid.UUID) -> bool: ...
     async def enqueue(self, order_id: uuid.UUID, network: str) -> bool: ...
@@ -116,9 +121,6 @@ class PostgresQueueAdapter:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._q = queries()
-
-    async def lock_order(self, order_id: uuid.UUID) -> None:
-        await self._conn.execute(self._q["lock_order"], order_id)
 
     async def place(self, order_id: uuid.UUID) -> OrderPlace:
         row = await self._conn.fetchrow(self._q["order_place"], order_id)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from shared.db import apply_migrations, create_pool
+from shared.db import apply_migrations, create_pool, transaction_opened_by
 from shared.embedded_db import EmbeddedPostgres, resolve_database
 from shared.networks import parse_network
 from shared.pagination import decode_page_token, encode_page_token, foreign_page_token, page_size
@@ -19,6 +19,7 @@ from wallet_pool_service.adapters import (
     PostgresWalletAdapter,
     QueueRepository,
     WalletRepository,
+    begin_for_order,
 )
 from wallet_pool_service.config import PoolSettings
 from wallet_pool_service.hand_offs import HandOffFeed
@@ -54,6 +55,17 @@ class WalletPoolManager:
             yield PostgresWalletAdapter(conn), PostgresQueueAdapter(conn)
 
     @contextlib.asynccontextmanager
+    async def _order_transaction(
+        self, order_id: uuid.UUID
+    ) -> AsyncIterator[tuple[WalletRepository, QueueRepository]]:
+        """A transaction holding the order's lock, begun in one round trip."""
+        async with (
+            self._pool.acquire() as conn,
+            transaction_opened_by(conn, begin_for_order(order_id)),
+        ):
+            yield PostgresWalletAdapter(conn), PostgresQueueAdapter(conn)
+
+    @contextlib.asynccontextmanager
     async def _statement(self) -> AsyncIterator[tuple[WalletRepository, QueueRepository]]:
         """For a use case of one statement, atomic on its own: no BEGIN/COMMIT round trips."""
         async with self._pool.acquire() as conn:
@@ -62,8 +74,7 @@ class WalletPoolManager:
     async def allocate_wallet(self, order_id: uuid.UUID, network: str) -> domain.Allocation:
         """The order's wallet, or its place in the network's queue. Idempotent per order."""
         network = parse_network(network, self.networks)
-        async with self._transaction() as (wallets, queue):
-            await queue.lock_order(order_id)
+        async with self._order_transaction(order_id) as (wallets, queue):
             existing = domain.existing_allocation(await queue.place(order_id), network)
             if existing is not None:
                 return existing
@@ -84,16 +95,15 @@ class WalletPoolManager:
     async def release_wallet(self, order_id: uuid.UUID, address: str = "") -> domain.Release:
         """Free the wallet held by `order_id` (guarded by holder), or take it out of the queue.
 
-        The freed wallet goes to the head of its network's queue in the same transaction, or,
-        with a cooldown, when the cooldown ends. The order is remembered as released: it is
-        never given a wallet again.
+        The freed wallet goes to the head of its network's queue as soon as the release
+        commits, or, with a cooldown, when the cooldown ends (the sweep is the safety net for
+        a process gone meanwhile). The order is remembered as released: it is never given a
+        wallet again.
         """
         address = domain.check_address_field(address, required=False)
-        async with self._transaction() as (wallets, queue):
-            await queue.lock_order(order_id)
+        async with self._order_transaction(order_id) as (wallets, queue):
             dequeued = await queue.retire(order_id)
             freed = await wallets.mark_as_available(order_id, address, self.cooldown_seconds)
-            handed = await queue.hand_off_head(freed.network) if freed else None
         if freed is not None:
             log.info(
                 "wallet released",
@@ -101,29 +111,29 @@ class WalletPoolManager:
             )
             if self.cooldown_seconds:
                 self._hand_off_after_cooldown(freed.network)
-            if handed is None:
-                # An order that joined the queue during this transaction was not visible to it.
-                await self.hand_off(freed.network)
-            else:
-                log.info(
-                    "wallet handed to queued order",
-                    extra={"order_id": str(handed[0]), "address": handed[1]},
-                )
+            # After the commit, so that an order that joined the queue meanwhile is seen: its
+            # allocation hands off after its own commit too, and the later of the two sees both.
+            await self._hand_off_one(freed.network)
         return domain.Release(released=freed is not None, dequeued=dequeued)
 
     async def hand_off(self, network: str) -> int:
         """Give free wallets of `network` to its waiting orders, oldest first. Returns how many."""
         handed = 0
-        while True:
-            async with self._statement() as (_, queue):
-                result = await queue.hand_off_head(network)
-            if result is None:
-                return handed
+        while await self._hand_off_one(network):
             handed += 1
+        return handed
+
+    async def _hand_off_one(self, network: str) -> bool:
+        """The least recently released free wallet of `network` to its oldest waiting order,
+        if both exist."""
+        async with self._statement() as (_, queue):
+            result = await queue.hand_off_head(network)
+        if result is not None:
             log.info(
                 "wallet handed to queued order",
                 extra={"order_id": str(result[0]), "address": result[1]},
             )
+        return result is not None
 
     def _hand_off_after_cooldown(self, network: str) -> None:
         """Serve the queue as soon as the wallet's cooldown ends (the sweep is the safety net

@@ -1,6 +1,8 @@
--- lock_order --
--- Serialises allocation and release of one order across transactions and replicas.
-SELECT pg_advisory_xact_lock(8201, hashtext($1::uuid::text))
+-- begin_for_order --
+-- Opens a transaction holding the order's lock, which serialises the allocation and release
+-- of one order across transactions and replicas. One round trip: a simple-query script, so
+-- {order_id} is formatted in; only ever from a UUID (begin_for_order in adapters.py).
+BEGIN; SELECT pg_advisory_xact_lock(8201, hashtext('{order_id}'::uuid::text))
 
 -- order_place --
 -- Everything the pool has for an order, in one read: whether it was released, the wallet it

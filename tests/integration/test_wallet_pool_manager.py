@@ -4,8 +4,13 @@ import uuid
 import asyncpg
 import pytest
 
+from shared.db import transaction_opened_by
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
-from wallet_pool_service.adapters import PostgresQueueAdapter, PostgresWalletAdapter
+from wallet_pool_service.adapters import (
+    PostgresQueueAdapter,
+    PostgresWalletAdapter,
+    begin_for_order,
+)
 from wallet_pool_service.domain import Allocation, HeldWallet, WalletState, demo_addresses
 from wallet_pool_service.manager import WalletPoolManager
 
@@ -354,8 +359,7 @@ async def test_an_order_served_from_the_queue_while_it_asks_again_is_not_queued_
         await PostgresWalletAdapter(releasing).mark_as_available(first, free, 0)
 
         wallets, queue = PostgresWalletAdapter(asking), PostgresQueueAdapter(asking)
-        async with asking.transaction():
-            await queue.lock_order(order)
+        async with transaction_opened_by(asking, begin_for_order(order)):
             # One read: the order is seen waiting (before the hand-off) or holding (after).
             before = await queue.place(order)
             handed = await PostgresQueueAdapter(releasing).hand_off_head("ETH")
