@@ -139,6 +139,22 @@ async def wallet_states_add_up(conn: Connection) -> list[str]:
     return violations
 
 
+async def queue_blocks_add_up(conn: Connection) -> list[str]:
+    """Not one of the six: the per-block waiting counts that queue places are read from
+    match the queue itself."""
+    return [
+        f"{r['network']} block {r['block']}: {r['counted']} waiting counted, {r['actual']} wait"
+        for r in await conn.fetch(
+            """SELECT network, block, coalesce(b.waiting, 0) AS counted,
+                      coalesce(q.actual, 0) AS actual
+               FROM wallet_pool.queue_blocks b
+               FULL JOIN (SELECT network, seq >> 10 AS block, count(*) AS actual
+                          FROM wallet_pool.queue GROUP BY 1, 2) q USING (network, block)
+               WHERE coalesce(b.waiting, 0) <> coalesce(q.actual, 0)"""
+        )
+    ]
+
+
 async def acknowledged_updates_are_recorded(
     conn: Connection, acknowledged: Mapping[uuid.UUID, str]
 ) -> list[str]:
@@ -213,5 +229,6 @@ async def check_all(
             violations += await no_final_order_holds_anything(conn)
             violations += await every_live_order_is_served_once(conn)
             violations += await wallet_states_add_up(conn)
+            violations += await queue_blocks_add_up(conn)
             violations += await acknowledged_updates_are_recorded(conn, acknowledged or {})
     return violations

@@ -6,11 +6,15 @@ BEGIN; SELECT pg_advisory_xact_lock(8201, hashtext('{order_id}'::uuid::text))
 
 -- order_place --
 -- Everything the pool has for an order, in one read: whether it was released, the wallet it
--- holds, its network's queue and its 1-based place there.
+-- holds, its network's queue and its 1-based place there: the orders waiting in earlier
+-- blocks of the queue (queue_blocks) and those up to it in its own block.
 SELECT EXISTS (SELECT 1 FROM wallet_pool.released_orders r WHERE r.order_id = $1) AS released,
        w.address, w.network AS wallet_network, q.network AS queue_network,
-       (SELECT count(*) FROM wallet_pool.queue ahead
-        WHERE ahead.network = q.network AND ahead.seq <= q.seq) AS position
+       (SELECT coalesce(sum(b.waiting), 0) FROM wallet_pool.queue_blocks b
+        WHERE b.network = q.network AND b.block < (q.seq >> 10))
+       + (SELECT count(*) FROM wallet_pool.queue ahead
+          WHERE ahead.network = q.network AND ahead.seq >= (q.seq >> 10 << 10)
+            AND ahead.seq <= q.seq) AS position
 FROM (SELECT) AS one
 LEFT JOIN wallet_pool.wallets w ON w.order_id = $1
 LEFT JOIN wallet_pool.queue q ON q.order_id = $1
@@ -90,13 +94,17 @@ GROUP BY network
 -- enqueue --
 -- Not if a hand-off gave the order a wallet after this transaction looked: hand-offs do not
 -- take the order's lock, and an order that holds a wallet must never wait as well.
+-- Orders join a network's queue one at a time (the lock lasts until commit), so they commit
+-- in the order of their sequence numbers, and a place read after commit counts everyone
+-- ahead.
 INSERT INTO wallet_pool.queue (order_id, network)
 SELECT $1, $2
+FROM (SELECT pg_advisory_xact_lock(8202, hashtext($2))) AS one_at_a_time
 WHERE NOT EXISTS (SELECT 1 FROM wallet_pool.wallets WHERE order_id = $1)
 
 -- queue_counts --
-SELECT network, count(*) AS queued
-FROM wallet_pool.queue
+SELECT network, sum(waiting)::bigint AS queued
+FROM wallet_pool.queue_blocks
 WHERE $1 = '' OR network = $1
 GROUP BY network
 

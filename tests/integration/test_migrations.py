@@ -36,6 +36,7 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "003_cooldown",
             "004_churn",
             "005_one_spelling",
+            "006_queue_places",
         ]
         assert await _tables(pools[0]) == {
             "orders.orders",
@@ -44,6 +45,7 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "orders.schema_migrations",
             "wallet_pool.wallets",
             "wallet_pool.queue",
+            "wallet_pool.queue_blocks",
             "wallet_pool.released_orders",
             "wallet_pool.assignments",
             "wallet_pool.schema_migrations",

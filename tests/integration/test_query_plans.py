@@ -96,6 +96,5 @@ async def test_hot_queries_use_their_indexes_and_scan_no_big_table(
         raw = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", *args)
     plan = json.loads(raw)[0]["Plan"]
     assert expected <= _indexes(plan), json.dumps(plan, indent=1)
-    # A queue place is a count of the orders ahead: its cost grows with the place itself.
     big = {"wallets", "queue", "orders", "pending_releases", "released_orders"}
-    assert not _seq_scans(plan) & (big - {"queue"} if name == "order_place" else big), plan
+    assert not _seq_scans(plan) & big, plan

@@ -6,6 +6,7 @@ import pytest
 
 from shared.db import transaction_opened_by
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from tests.invariants import queue_blocks_add_up
 from wallet_pool_service.adapters import (
     PostgresQueueAdapter,
     PostgresWalletAdapter,
@@ -164,6 +165,42 @@ async def test_adding_wallets_reports_duplicates_and_serves_the_queue(
         await manager.add_wallets("BTC", ["0x52908400098527886E0F7030069857D2E4169EE7"])
     with pytest.raises(InvalidArgument, match=r"^network: "):
         await manager.add_wallets("DOGE", [a])
+
+
+async def test_queue_places_stay_exact_across_blocks_as_orders_leave_anywhere(
+    manager: WalletPoolManager, db_pool: asyncpg.Pool
+) -> None:
+    """Places are read from per-block counts (blocks of 1,024 sequence numbers) plus a count
+    within one block: they must match a plain count of everyone ahead, wherever orders
+    leave and whichever networks interleave."""
+    waiting = [uuid.uuid4() for _ in range(2600)]
+    others = [uuid.uuid4() for _ in range(600)]
+    await db_pool.execute(
+        """INSERT INTO wallet_pool.queue (order_id, network)
+           SELECT o, CASE WHEN i % 5 = 0 THEN 'BTC' ELSE 'ETH' END
+           FROM unnest($1::uuid[]) WITH ORDINALITY AS t (o, i)""",
+        [*waiting, *others],
+    )
+    gone = list(dict.fromkeys(waiting[::7] + waiting[1000:1100] + waiting[-5:]))
+    for order_id in gone:
+        assert (await manager.release_wallet(order_id)).dequeued
+
+    expected = await db_pool.fetch(
+        """SELECT order_id, network,
+                  rank() OVER (PARTITION BY network ORDER BY seq) AS place
+           FROM wallet_pool.queue"""
+    )
+    assert len(expected) == 3200 - len(gone)
+    for row in expected[::13] + expected[-3:]:
+        allocation = await manager.allocate_wallet(row["order_id"], row["network"])
+        assert allocation.queue_position == row["place"], row
+    stats = {s.network: s.queued for s in await manager.get_pool_stats()}
+    assert stats["ETH"] + stats["BTC"] == len(expected)
+    async with db_pool.acquire() as conn:
+        assert await queue_blocks_add_up(conn) == []
+    # Emptied blocks are dropped, so the blocks ahead of a place stay few.
+    await db_pool.execute("DELETE FROM wallet_pool.queue")
+    assert await db_pool.fetchval("SELECT count(*) FROM wallet_pool.queue_blocks") == 0
 
 
 async def test_200_concurrent_allocations_over_100_wallets_give_100_distinct_wallets_and_queue_100(
