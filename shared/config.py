@@ -1,10 +1,11 @@
 """Reading configuration from environment variables, with errors that name the variable."""
 
-import asyncio
 import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+
+import uvloop
 
 S = TypeVar("S")
 N = TypeVar("N", int, float)
@@ -83,7 +84,8 @@ def run_service(
     try:
         settings = load()
         configure_logging(name, env_str("LOG_LEVEL", "INFO"))
-        asyncio.run(serve(settings))
+        # uvloop: asyncpg's protocol and gRPC's callbacks cost less CPU on its event loop.
+        uvloop.run(serve(settings))
     except ConfigError as exc:
         print(f"{name}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
