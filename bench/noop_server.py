@@ -3,11 +3,18 @@ response; an empty stream), behind the same GrpcServer, interceptor (auth, parsi
 metrics), health and reflection as the real services. `python -m bench.noop_server`; reads
 BENCH_NOOP_ADDR (default 127.0.0.1:0), LOG_LEVEL and the same token variables.
 
+With BENCH_NOOP_POOL_TARGET set, it relays as the order service does: CreateOrder calls
+AllocateWallet there, and UpdateOrderStatus to a final status calls ReleaseWallet (with
+SERVICE_TOKEN), before answering empty. Two of these servers are then the whole RPC path
+of an order's lifecycle, with nothing behind it.
+
 Handlers are made from the services' descriptors, the way the generated
 `add_*Servicer_to_server` registers a servicer, so every RPC in protos/ is served."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +25,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from exchange.order.v1 import order_service_pb2 as order_pb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as pool_pb
+from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from order_service.servicer import METHOD_ROLES as ORDER_ROLES
 from shared.auth import Authenticator, Principal, load_tokens
 from shared.config import env_str, run_service
@@ -42,12 +50,47 @@ async def _empty_stream(request: Any, context: Any) -> AsyncIterator[Any]:
     yield  # an async generator that ends at once
 
 
-def noop_handler(service: ServiceDescriptor) -> grpc.GenericRpcHandler[Any, Any]:
+_FINAL = {order_pb.ORDER_STATUS_COMPLETED, order_pb.ORDER_STATUS_CANCELLED}
+
+
+def _relays(
+    pool: pool_grpc.WalletPoolServiceAsyncStub, token: str
+) -> dict[str, Callable[..., Any]]:
+    """The order service's calls to the pool, and nothing else."""
+    metadata = (("authorization", f"Bearer {token}"),)
+
+    async def create(request: Any, context: Any) -> Any:
+        await pool.AllocateWallet(
+            pool_pb.AllocateWalletRequest(order_id=str(uuid.uuid4()), network=request.network),
+            metadata=metadata,
+        )
+        return order_pb.CreateOrderResponse()
+
+    async def update(request: Any, context: Any) -> Any:
+        if request.status in _FINAL:
+            await pool.ReleaseWallet(
+                pool_pb.ReleaseWalletRequest(order_id=request.order_id), metadata=metadata
+            )
+        return order_pb.UpdateOrderStatusResponse()
+
+    return {"CreateOrder": create, "UpdateOrderStatus": update}
+
+
+def noop_handler(
+    service: ServiceDescriptor, relays: dict[str, Callable[..., Any]] | None = None
+) -> grpc.GenericRpcHandler[Any, Any]:
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
         request = message_factory.GetMessageClass(method.input_type)
         response = message_factory.GetMessageClass(method.output_type)
-        if method.server_streaming:
+        relay = (relays or {}).get(method.name) if service.name == "OrderService" else None
+        if relay is not None:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                relay,
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+        elif method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 _empty_stream,
                 request_deserializer=request.FromString,
@@ -66,26 +109,41 @@ def noop_handler(service: ServiceDescriptor) -> grpc.GenericRpcHandler[Any, Any]
 class NoopSettings:
     address: str
     tokens: dict[str, Principal]
+    pool_target: str
+    service_token: str
 
     @classmethod
     def from_env(cls) -> NoopSettings:
-        return cls(address=env_str("BENCH_NOOP_ADDR", "127.0.0.1:0"), tokens=load_tokens())
-
-
-def _register(server: grpc.aio.Server) -> None:
-    server.add_generic_rpc_handlers(tuple(noop_handler(service) for service in SERVICES))
+        return cls(
+            address=env_str("BENCH_NOOP_ADDR", "127.0.0.1:0"),
+            tokens=load_tokens(),
+            pool_target=env_str("BENCH_NOOP_POOL_TARGET", ""),
+            service_token=os.environ.get("SERVICE_TOKEN", ""),
+        )
 
 
 async def serve(settings: NoopSettings) -> None:
+    channel = grpc.aio.insecure_channel(settings.pool_target) if settings.pool_target else None
+    relays = (
+        _relays(pool_grpc.WalletPoolServiceStub(channel), settings.service_token)
+        if channel is not None
+        else None
+    )
     server = GrpcServer(
         address=settings.address,
         service_names=[service.full_name for service in SERVICES],
-        register=_register,
+        register=lambda server: server.add_generic_rpc_handlers(
+            tuple(noop_handler(service, relays) for service in SERVICES)
+        ),
         authenticator=Authenticator(settings.tokens, {**ORDER_ROLES, **POOL_ROLES}),
         grace_seconds=1.0,
     )
     await server.start()
-    await server.run_until_stopped()
+    try:
+        await server.run_until_stopped()
+    finally:
+        if channel is not None:
+            await channel.close(None)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from bench.report import Row, Series, draw_chart, table, write_json
 from bench.settings import BenchSettings
 from bench.stack import BenchServer, service_settings, start_noop
 from bench.system import postmaster_pid
+from scripts.processes import stop_all
 from shared.config import ConfigError
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -180,17 +181,19 @@ async def bench(settings: BenchSettings) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
     print(f"benchmark {stamp}: scenarios {', '.join(settings.scenarios)}; logs in {work_dir}")
     server = await BenchServer.start()
-    noop = None
+    noop = relay = None
     failed = False
     run: scenarios.Run | None = None
     try:
         environment = await _environment(server)
         noop = await start_noop(work_dir)
+        relay = await start_noop(work_dir, relay_to=noop)
         run = scenarios.Run(
             settings=settings,
             server=server,
             work_dir=work_dir,
             noop=noop,
+            noop_relay=relay,
             postmaster=await postmaster_pid(server.factory.server_url),
         )
         if {"claim", "lifecycle", "handoff"} & set(settings.scenarios):
@@ -203,8 +206,7 @@ async def bench(settings: BenchSettings) -> int:
         failed = True
         raise
     finally:
-        if noop is not None:
-            await noop.stop()
+        await stop_all(p for p in (relay, noop) if p is not None)
         await server.close()
         if not failed and not os.environ.get("BENCH_KEEP_LOGS"):
             shutil.rmtree(work_dir, ignore_errors=True)

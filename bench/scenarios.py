@@ -53,6 +53,8 @@ class Run:
     server: BenchServer
     work_dir: Path
     noop: ServiceProcess
+    # A second noop server that calls `noop` as the order service calls the pool.
+    noop_relay: ServiceProcess
     postmaster: int | None
     rows: list[Row] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
@@ -448,13 +450,40 @@ async def lifecycle(
             )
         )
     point.add_floor_rows(run, concurrency, LIFECYCLE)
+    relayed, relayed_samples = await _relayed_floor(run, job)
+    relayed_latency = Latency.of(relayed.latencies.get(LIFECYCLE, []))
+    relayed_limit = ceiling(relayed.throughput, point.pg.tps)
+    run.add(
+        Row(
+            scenario="  floor N2: same RPCs + the 2 order->pool calls, noop servers",
+            concurrency=str(concurrency),
+            throughput=relayed.throughput,
+            p50=relayed_latency.p50,
+            p99=relayed_latency.p99,
+            baseline=f"C2 {relayed_limit:,.0f}/s = 1/(1/N2 + 1/P)",
+            ratio=point.real.throughput / relayed_limit if relayed_limit else 0.0,
+            note=_errors(relayed),
+        )
+    )
     run.details["lifecycle"] = {
         "concurrency": concurrency,
         **point.details(),
+        "noop_relayed": _summary(relayed),
+        "cpu_cores_noop_relayed": relayed_samples.get("cpu"),
+        "ceiling_relayed": round(relayed_limit, 2),
         **_sql_details(sqlfloor.LIFECYCLE),
     }
     if point.samples.get("connections") is not None:
         _connection_rows(run, "lifecycle", concurrency, point.samples["connections"], idle)
+
+
+async def _relayed_floor(run: Run, job: LoadJob) -> tuple[LoadResult, dict[str, Any]]:
+    """The lifecycle's RPC floor with the order service's own calls to the pool: the load
+    against a noop server that relays AllocateWallet and ReleaseWallet to another."""
+    pids = [p.process.pid for p in (run.noop, run.noop_relay) if p.process is not None]
+    return await _load(
+        run, replace(job, target=noop_target(run.noop_relay)), {"noop_server": pids}, None
+    )
 
 
 async def hand_off(run: Run, stack: LocalStack, database: str) -> None:

@@ -148,8 +148,9 @@ def pids_of(stack: LocalStack) -> dict[str, list[int]]:
     return pids
 
 
-async def start_noop(log_dir: Path) -> ServiceProcess:
-    """The RPC floor's server as a process of its own, like each service."""
+async def start_noop(log_dir: Path, relay_to: ServiceProcess | None = None) -> ServiceProcess:
+    """The RPC floor's server as a process of its own, like each service; `relay_to`: a noop
+    server that this one calls as the order service calls the pool."""
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -158,7 +159,11 @@ async def start_noop(log_dir: Path) -> ServiceProcess:
         "SERVICE_TOKEN": SERVICE_TOKEN,
         "BENCH_NOOP_ADDR": "127.0.0.1:0",
     }
-    process = ServiceProcess("bench.noop_server", env, log_dir / "noop_server.log")
+    name = "noop_server"
+    if relay_to is not None:
+        env["BENCH_NOOP_POOL_TARGET"] = f"127.0.0.1:{relay_to.port}"
+        name = "noop_relay"
+    process = ServiceProcess("bench.noop_server", env, log_dir / f"{name}.log")
     await process.start()
     return process
 
