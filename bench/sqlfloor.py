@@ -35,7 +35,7 @@ ORDERS = "order_service"
 # A fresh order id per script run: the client id and a random 62-bit number, as a uuid.
 ORDER_ID = "(lpad(to_hex(:client_id::bigint), 16, '0') || lpad(to_hex(:r::bigint), 16, '0'))::uuid"
 NETWORK = ":network"
-ADDRESS = ":address"  # set by \gset from claim_wallet's RETURNING address
+ADDRESS = ":address"  # set by \aset from allocate_wallet's address
 
 # Values the services pass as parameters; given to pgbench with -D.
 DEFINES = {
@@ -63,9 +63,6 @@ class Unit:
 
     statements: tuple[Statement, ...]
     transaction: bool = True
-    # A script that begins the transaction and takes the order's lock in one round trip
-    # (`{order_id}` formatted in); pgbench sends its commands as one pipeline.
-    opening: Statement | None = None
 
 
 def _pool(query: str, *params: str, gset: bool = False) -> Statement:
@@ -76,14 +73,6 @@ def _orders(query: str, *params: str) -> Statement:
     return Statement(ORDERS, query, params)
 
 
-def _tx(*statements: Statement) -> Unit:
-    return Unit(statements)
-
-
-def _tx_for_order(*statements: Statement) -> Unit:
-    return Unit(statements, opening=_pool("begin_for_order", ORDER_ID))
-
-
 def _alone(statement: Statement) -> Unit:
     return Unit((statement,), transaction=False)
 
@@ -91,17 +80,11 @@ def _alone(statement: Statement) -> Unit:
 # These mirror the services' code paths (WalletPoolManager, OrderManager): when those change,
 # change these. `commits` below is checked against what the services commit per operation.
 
-# allocate_wallet for an order that holds nothing, with a free wallet.
-POOL_ALLOCATE = _tx_for_order(
-    _pool("order_place", ORDER_ID),
-    _pool("claim_wallet", NETWORK, ORDER_ID, gset=True),
-)
-# release_wallet of a held wallet with nobody waiting: its transaction, then one hand-off
-# (a statement on its own, after the commit).
-POOL_RELEASE = _tx_for_order(
-    _pool("retire_order", ORDER_ID),
-    _pool("mark_as_available", ORDER_ID, ADDRESS, ":cooldown"),
-)
+# allocate_wallet for an order that holds nothing, with a free wallet: one call.
+POOL_ALLOCATE = _alone(_pool("allocate_wallet", ORDER_ID, NETWORK, gset=True))
+# release_wallet of a held wallet with nobody waiting: one call, then one hand-off (a
+# statement on its own, after the commit).
+POOL_RELEASE = _alone(_pool("release_wallet", ORDER_ID, ADDRESS, ":cooldown"))
 POOL_HAND_OFF = _alone(_pool("hand_off_head", NETWORK))
 
 CLAIM_CYCLE: tuple[Unit, ...] = (POOL_ALLOCATE, POOL_RELEASE, POOL_HAND_OFF)
@@ -151,14 +134,7 @@ def render(units: Sequence[Unit]) -> str:
     queries = {POOL: load_queries(POOL), ORDERS: load_queries(ORDERS)}
     lines = ["\\set r random(1, 4611686018427387903)", "\\set address :r"]
     for unit in units:
-        if unit.opening is not None:
-            opening = _query(queries, unit.opening)
-            lines += [
-                "\\startpipeline",
-                opening.replace("'{order_id}'", f"({unit.opening.params[0]})") + ";",
-                "\\endpipeline",
-            ]
-        elif unit.transaction:
+        if unit.transaction:
             lines.append("BEGIN;")
         for statement in unit.statements:
             sql = _query(queries, statement)
@@ -177,11 +153,11 @@ def render(units: Sequence[Unit]) -> str:
 
 def statement_count(units: Sequence[Unit]) -> int:
     """SQL statements per operation, BEGIN and COMMIT not counted."""
-    return sum(len(unit.statements) + (unit.opening is not None) for unit in units)
+    return sum(len(unit.statements) for unit in units)
 
 
 def round_trips(units: Sequence[Unit]) -> int:
-    """BEGIN (with the opening lock, if any), each statement, COMMIT."""
+    """BEGIN, each statement, COMMIT."""
     return sum(len(unit.statements) + (2 if unit.transaction else 0) for unit in units)
 
 

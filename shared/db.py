@@ -1,8 +1,6 @@
 """Connection pools, the migrations runner, and telling an outage from a bug."""
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from importlib import resources
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -40,23 +38,6 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Skips asyncpg's reset query (a round trip on every release): no code here leaves
     session state behind (no SET, no held cursors; LISTEN and session locks are undone by
     the code that takes them), and an open transaction is still rolled back."""
-
-
-@contextlib.asynccontextmanager
-async def transaction_opened_by(conn: Connection, opening: str) -> AsyncIterator[None]:
-    """A transaction that `opening` begins: a simple-query script starting with BEGIN that
-    also takes what the transaction needs first (a lock) in the same round trip. Committed
-    when the block ends, rolled back when it raises."""
-    try:
-        await conn.execute(opening)
-        yield
-    except BaseException:
-        # A broken connection cannot roll back; the pool discards it.
-        if not conn.is_closed():
-            with contextlib.suppress(Exception):
-                await conn.execute("ROLLBACK")
-        raise
-    await conn.execute("COMMIT")
 
 
 async def create_pool(

@@ -7,10 +7,13 @@ import functools
 import uuid
 from typing import Protocol
 
+import asyncpg
+
 from shared.db import Connection
 from shared.sql import load_queries
 from wallet_pool_service.domain import (
     Assignment,
+    ClaimAttempt,
     HeldWallet,
     OrderPlace,
     Wallet,
@@ -24,17 +27,11 @@ def queries() -> dict[str, str]:
     return load_queries("wallet_pool_service")
 
 
-def begin_for_order(order_id: uuid.UUID) -> str:
-    """The script that opens a transaction holding the order's lock (see queries.sql)."""
-    # A UUID formats as hex and dashes only: nothing of a caller's reaches the SQL text.
-    return queries()["begin_for_order"].format(order_id=uuid.UUID(str(order_id)))
-
-
 class WalletRepository(Protocol):
-    async def claim(self, network: str, order_id: uuid.UUID) -> str | None: ...
+    async def claim(self, order_id: uuid.UUID, network: str) -> ClaimAttempt: ...
     async def mark_as_available(
         self, order_id: uuid.UUID, address: str, cooldown_seconds: float
-    ) -> HeldWallet | None: ...
+    ) -> tuple[HeldWallet | None, bool]: ...
     async def add(self, network: str, addresses: list[str]) -> list[str]: ...
     async def count(self, network: str) -> int: ...
     async def counts(self, network: str) -> dict[str, WalletCounts]: ...
@@ -48,11 +45,17 @@ class WalletRepository(Protocol):
 
 class QueueRepository(Protocol):
     async def place(self, order_id: uuid.UUID) -> OrderPlace: ...
-    async def retire(self, order_id: uuid.UUID) -> bool: ...
-    async def enqueue(self, order_id: uuid.UUID, network: str) -> bool: ...
     async def hand_off_head(self, network: str) -> tuple[uuid.UUID, str] | None: ...
     async def networks_ready_for_hand_off(self, networks: tuple[str, ...]) -> list[str]: ...
     async def counts(self, network: str) -> dict[str, int]: ...
+
+
+def _place(row: asyncpg.Record) -> OrderPlace:
+    return OrderPlace(
+        released=row["released"],
+        held=HeldWallet(row["address"], row["wallet_network"]) if row["address"] else None,
+        waiting=(row["queue_network"], row["position"]) if row["queue_network"] else None,
+    )
 
 
 class PostgresWalletAdapter:
@@ -60,19 +63,28 @@ class PostgresWalletAdapter:
         self._conn = conn
         self._q = queries()
 
-    async def claim(self, network: str, order_id: uuid.UUID) -> str | None:
-        address: str | None = await self._conn.fetchval(self._q["claim_wallet"], network, order_id)
-        return address
+    async def claim(self, order_id: uuid.UUID, network: str) -> ClaimAttempt:
+        """Under the order's lock, in one round trip: what the order has, or when it has
+        nothing, a wallet of `network` claimed for it, or else a place at the back of the
+        network's queue (the lock lasts until the caller's transaction ends)."""
+        row = await self._conn.fetchrow(self._q["allocate_wallet"], order_id, network)
+        assert row is not None, "allocate_wallet always returns one row"
+        claimed = row["address"] if row["claimed"] else None
+        return ClaimAttempt(place=_place(row), claimed=claimed, enqueued=row["enqueued"])
 
     async def mark_as_available(
         self, order_id: uuid.UUID, address: str, cooldown_seconds: float
-    ) -> HeldWallet | None:
-        """Free the wallet `order_id` holds (only `address`, unless it is empty); it cools
-        down for `cooldown_seconds` before it can be given out again."""
+    ) -> tuple[HeldWallet | None, bool]:
+        """Retire `order_id` (it is never given a wallet again) and free the wallet it holds
+        (only `address`, unless it is empty), which cools down for `cooldown_seconds` before
+        it can be given out again. Returns the freed wallet and whether the order was
+        waiting in a queue (it leaves it)."""
         row = await self._conn.fetchrow(
-            self._q["mark_as_available"], order_id, address, cooldown_seconds
+            self._q["release_wallet"], order_id, address, cooldown_seconds
         )
-        return HeldWallet(row["address"], row["network"]) if row else None
+        assert row is not None, "release_wallet always returns one row"
+        freed = HeldWallet(row["address"], row["network"]) if row["address"] else None
+        return freed, row["dequeued"]
 
     async def add(self, network: str, addresses: list[str]) -> list[str]:
         rows = await self._conn.fetch(self._q["insert_wallets"], network, addresses)
@@ -125,21 +137,7 @@ class PostgresQueueAdapter:
     async def place(self, order_id: uuid.UUID) -> OrderPlace:
         row = await self._conn.fetchrow(self._q["order_place"], order_id)
         assert row is not None, "order_place always returns one row"
-        return OrderPlace(
-            released=row["released"],
-            held=HeldWallet(row["address"], row["wallet_network"]) if row["address"] else None,
-            waiting=(row["queue_network"], row["position"]) if row["queue_network"] else None,
-        )
-
-    async def retire(self, order_id: uuid.UUID) -> bool:
-        """Never to be given a wallet again; out of the queue (True if it was waiting)."""
-        status: str = await self._conn.execute(self._q["retire_order"], order_id)
-        return status == "DELETE 1"
-
-    async def enqueue(self, order_id: uuid.UUID, network: str) -> bool:
-        """False when the order holds a wallet by now (a hand-off got there first)."""
-        status: str = await self._conn.execute(self._q["enqueue"], order_id, network)
-        return status == "INSERT 0 1"
+        return _place(row)
 
     async def hand_off_head(self, network: str) -> tuple[uuid.UUID, str] | None:
         row = await self._conn.fetchrow(self._q["hand_off_head"], network)

@@ -41,6 +41,16 @@ class OrderPlace:
     waiting: tuple[str, int] | None  # (network, 1-based position)
 
 
+@dataclass(frozen=True)
+class ClaimAttempt:
+    """One allocation request's work: what the order had (`place`), and, when it had
+    nothing, the wallet claimed for it or whether it joined the queue."""
+
+    place: OrderPlace
+    claimed: str | None
+    enqueued: bool
+
+
 def current_allocation(place: OrderPlace) -> Allocation:
     """What the order has now: its wallet, its place in the queue, or (released) neither."""
     if place.held is not None:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from shared.db import apply_migrations, create_pool, transaction_opened_by
+from shared.db import apply_migrations, create_pool
 from shared.embedded_db import EmbeddedPostgres, resolve_database
 from shared.networks import parse_network
 from shared.pagination import decode_page_token, encode_page_token, foreign_page_token, page_size
@@ -19,7 +19,6 @@ from wallet_pool_service.adapters import (
     PostgresWalletAdapter,
     QueueRepository,
     WalletRepository,
-    begin_for_order,
 )
 from wallet_pool_service.config import PoolSettings
 from wallet_pool_service.hand_offs import HandOffFeed
@@ -55,17 +54,6 @@ class WalletPoolManager:
             yield PostgresWalletAdapter(conn), PostgresQueueAdapter(conn)
 
     @contextlib.asynccontextmanager
-    async def _order_transaction(
-        self, order_id: uuid.UUID
-    ) -> AsyncIterator[tuple[WalletRepository, QueueRepository]]:
-        """A transaction holding the order's lock, begun in one round trip."""
-        async with (
-            self._pool.acquire() as conn,
-            transaction_opened_by(conn, begin_for_order(order_id)),
-        ):
-            yield PostgresWalletAdapter(conn), PostgresQueueAdapter(conn)
-
-    @contextlib.asynccontextmanager
     async def _statement(self) -> AsyncIterator[tuple[WalletRepository, QueueRepository]]:
         """For a use case of one statement, atomic on its own: no BEGIN/COMMIT round trips."""
         async with self._pool.acquire() as conn:
@@ -74,20 +62,17 @@ class WalletPoolManager:
     async def allocate_wallet(self, order_id: uuid.UUID, network: str) -> domain.Allocation:
         """The order's wallet, or its place in the network's queue. Idempotent per order."""
         network = parse_network(network, self.networks)
-        async with self._order_transaction(order_id) as (wallets, queue):
-            existing = domain.existing_allocation(await queue.place(order_id), network)
-            if existing is not None:
-                return existing
-            address = await wallets.claim(network, order_id)
-            if address is not None:
-                return domain.Allocation(address=address)
-            if not await queue.enqueue(order_id, network):
-                # A defence: the order's lock and one read of its place leave no way for a
-                # hand-off to serve it meanwhile, but an order must never hold and wait.
-                return domain.current_allocation(await queue.place(order_id))
-        # A release that committed while this order was joining the queue saw no one waiting;
-        # hand off now so the free wallet does not sit beside a waiting order. Then read the
-        # place after both commits, so that orders joining together get distinct places.
+        async with self._statement() as (wallets, _):
+            attempt = await wallets.claim(order_id, network)
+        existing = domain.existing_allocation(attempt.place, network)
+        if existing is not None:
+            return existing
+        if attempt.claimed is not None:
+            return domain.Allocation(address=attempt.claimed)
+        # Queued. A release that committed while this order was joining the queue saw no one
+        # waiting; hand off now so the free wallet does not sit beside a waiting order. Then
+        # read the place after both commits, so that orders joining together get distinct
+        # places.
         await self.hand_off(network)
         async with self._statement() as (_, queue):
             return domain.current_allocation(await queue.place(order_id))
@@ -101,9 +86,10 @@ class WalletPoolManager:
         wallet again.
         """
         address = domain.check_address_field(address, required=False)
-        async with self._order_transaction(order_id) as (wallets, queue):
-            dequeued = await queue.retire(order_id)
-            freed = await wallets.mark_as_available(order_id, address, self.cooldown_seconds)
+        async with self._statement() as (wallets, _):
+            freed, dequeued = await wallets.mark_as_available(
+                order_id, address, self.cooldown_seconds
+            )
         if freed is not None:
             log.info(
                 "wallet released",

@@ -1,73 +1,16 @@
--- begin_for_order --
--- Opens a transaction holding the order's lock, which serialises the allocation and release
--- of one order across transactions and replicas. One round trip: a simple-query script, so
--- {order_id} is formatted in; only ever from a UUID (begin_for_order in adapters.py).
-BEGIN; SELECT pg_advisory_xact_lock(8201, hashtext('{order_id}'::uuid::text))
-
 -- order_place --
--- Everything the pool has for an order, in one read: whether it was released, the wallet it
--- holds, its network's queue and its 1-based place there: the orders waiting in earlier
--- blocks of the queue (queue_blocks) and those up to it in its own block.
-SELECT EXISTS (SELECT 1 FROM wallet_pool.released_orders r WHERE r.order_id = $1) AS released,
-       w.address, w.network AS wallet_network, q.network AS queue_network,
-       (SELECT coalesce(sum(b.waiting), 0) FROM wallet_pool.queue_blocks b
-        WHERE b.network = q.network AND b.block < (q.seq >> 10))
-       + (SELECT count(*) FROM wallet_pool.queue ahead
-          WHERE ahead.network = q.network AND ahead.seq >= (q.seq >> 10 << 10)
-            AND ahead.seq <= q.seq) AS position
-FROM (SELECT) AS one
-LEFT JOIN wallet_pool.wallets w ON w.order_id = $1
-LEFT JOIN wallet_pool.queue q ON q.order_id = $1
+-- Everything the pool has for an order, in one read (see the function).
+SELECT * FROM wallet_pool.order_place($1)
 
--- retire_order --
--- Remembers the order as released (it never gets a wallet again) and takes it out of its
--- queue, in one statement: DELETE 1 if it was waiting.
-WITH released AS (
-    INSERT INTO wallet_pool.released_orders (order_id) VALUES ($1) ON CONFLICT DO NOTHING
-)
-DELETE FROM wallet_pool.queue WHERE order_id = $1
+-- allocate_wallet --
+-- The order's lock, what the pool has for it, and when it has nothing a claim or a place at
+-- the back of the queue: one round trip (the function says why it is a function).
+SELECT * FROM wallet_pool.allocate_wallet($1, $2)
 
--- claim_wallet --
--- One statement: take the least recently released available wallet of the network,
--- unless orders are already waiting for that network (they come first); record who holds it.
--- (The queue is probed in index order: a NOT EXISTS here lets a prepared statement's
--- generic plan scan a long queue of another network from end to end.)
-WITH claimed AS (
-    UPDATE wallet_pool.wallets
-    SET order_id = $2, allocated_at = now()
-    WHERE id = (
-        SELECT id FROM wallet_pool.wallets
-        WHERE network = $1 AND order_id IS NULL AND disabled_at IS NULL
-          AND (cooldown_until IS NULL OR cooldown_until <= now())
-          AND (SELECT true FROM wallet_pool.queue q WHERE q.network = $1 ORDER BY seq LIMIT 1)
-              IS NULL
-        ORDER BY released_at NULLS FIRST, id
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED
-    )
-    RETURNING address, network, order_id, allocated_at
-)
-INSERT INTO wallet_pool.assignments (address, network, order_id, assigned_at)
-SELECT address, network, order_id, allocated_at FROM claimed
-RETURNING address
-
--- mark_as_available --
--- Guarded by the holder: frees the wallet only while this order holds it
--- ($2 = '' means whichever wallet the order holds), closes its assignment, and keeps the
--- wallet cooling for $3 seconds.
-WITH freed AS (
-    UPDATE wallet_pool.wallets
-    SET order_id = NULL, allocated_at = NULL, released_at = now(),
-        cooldown_until = CASE WHEN $3::float8 > 0 THEN now() + make_interval(secs => $3) END
-    WHERE order_id = $1 AND ($2 = '' OR address = $2)
-    RETURNING address, network, released_at
-), closed AS (
-    UPDATE wallet_pool.assignments a
-    SET released_at = freed.released_at
-    FROM freed
-    WHERE a.order_id = $1 AND a.address = freed.address AND a.released_at IS NULL
-)
-SELECT address, network FROM freed
+-- release_wallet --
+-- The order's lock, retired (never allocated again), out of its queue, and its wallet freed
+-- guarded by the holder ($2 = '' means whichever wallet it holds), cooling for $3 seconds.
+SELECT * FROM wallet_pool.release_wallet($1, $2, $3)
 
 -- insert_wallets --
 INSERT INTO wallet_pool.wallets (network, address)
@@ -90,17 +33,6 @@ SELECT network,
 FROM wallet_pool.wallets
 WHERE $1 = '' OR network = $1
 GROUP BY network
-
--- enqueue --
--- Not if a hand-off gave the order a wallet after this transaction looked: hand-offs do not
--- take the order's lock, and an order that holds a wallet must never wait as well.
--- Orders join a network's queue one at a time (the lock lasts until commit), so they commit
--- in the order of their sequence numbers, and a place read after commit counts everyone
--- ahead.
-INSERT INTO wallet_pool.queue (order_id, network)
-SELECT $1, $2
-FROM (SELECT pg_advisory_xact_lock(8202, hashtext($2))) AS one_at_a_time
-WHERE NOT EXISTS (SELECT 1 FROM wallet_pool.wallets WHERE order_id = $1)
 
 -- queue_counts --
 SELECT network, sum(waiting)::bigint AS queued

@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from order_service.repository import queries as order_queries
+from shared.db import Connection
 from wallet_pool_service.adapters import queries as pool_queries
 
 ORDER = uuid.uuid4()
@@ -67,10 +68,8 @@ async def fill(db_pool: asyncpg.Pool) -> asyncpg.Pool:
 
 
 POOL_PLANS = [
-    ("claim_wallet", ("BTC", ORDER), {"wallets_available_idx"}),
     ("hand_off_head", ("ETH",), {"queue_fifo_idx", "wallets_available_idx"}),
     ("order_place", (ORDER,), {"wallets_order_id_key", "queue_pkey", "released_orders_pkey"}),
-    ("mark_as_available", (ORDER, "", 0.0), {"wallets_order_id_key"}),
     ("networks_ready_for_hand_off", (["BTC", "ETH"],), {"queue_fifo_idx", "wallets_available_idx"}),
 ]
 ORDER_PLANS = [
@@ -98,3 +97,67 @@ async def test_hot_queries_use_their_indexes_and_scan_no_big_table(
     assert expected <= _indexes(plan), json.dumps(plan, indent=1)
     big = {"wallets", "queue", "orders", "pending_releases", "released_orders"}
     assert not _seq_scans(plan) & big, plan
+
+
+async def _scans(conn: Connection) -> dict[str, int]:
+    """Scans so far of each table (seq:name) and index (idx:name) of both schemas."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    rows = await conn.fetch(
+        """SELECT 'seq:' || relname AS name, seq_scan AS scans FROM pg_stat_user_tables
+           WHERE schemaname IN ('wallet_pool', 'orders')
+           UNION ALL
+           SELECT 'idx:' || indexrelname, idx_scan FROM pg_stat_user_indexes
+           WHERE schemaname IN ('wallet_pool', 'orders')"""
+    )
+    return {row["name"]: row["scans"] for row in rows}
+
+
+FUNCTION_CALLS = [
+    # A new order, free wallets and nobody waiting: a claim.
+    (
+        "allocate_wallet",
+        "SELECT * FROM wallet_pool.allocate_wallet($1, 'BTC')",
+        {"wallets_available_idx", "queue_fifo_idx", "released_orders_pkey"},
+    ),
+    # A new order behind 5,000 waiting: the back of the queue.
+    (
+        "allocate_wallet_queued",
+        "SELECT * FROM wallet_pool.allocate_wallet($1, 'ETH')",
+        {"queue_fifo_idx", "wallets_order_id_key"},
+    ),
+    (
+        "release_wallet",
+        "SELECT * FROM wallet_pool.release_wallet($1, '', 0)",
+        {"wallets_order_id_key", "queue_pkey"},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [(sql, expected) for _, sql, expected in FUNCTION_CALLS],
+    ids=[name for name, _, _ in FUNCTION_CALLS],
+)
+async def test_the_pools_functions_use_their_indexes_and_scan_no_big_table(
+    filled: asyncpg.Pool, sql: str, expected: set[str]
+) -> None:
+    """EXPLAIN does not see inside a function, so its scans are counted instead."""
+    order = (
+        await filled.fetchval(
+            "SELECT order_id FROM wallet_pool.wallets WHERE order_id IS NOT NULL LIMIT 1"
+        )
+        if "release" in sql
+        else uuid.uuid4()
+    )
+    async with filled.acquire() as caller, filled.acquire() as reader:
+        # A backend reports its counts when it goes idle, before it answers the statement
+        # after which this is called: first what the caller did earlier, then the call.
+        await caller.execute("SELECT pg_stat_force_next_flush()")
+        before = await _scans(reader)
+        await caller.fetch(sql, order)
+        await caller.execute("SELECT pg_stat_force_next_flush()")
+        after = await _scans(reader)
+    used = {name for name, scans in after.items() if scans > before.get(name, 0)}
+    assert {f"idx:{index}" for index in expected} <= used, sorted(used)
+    big = {"wallets", "queue", "orders", "pending_releases", "released_orders"}
+    assert not {f"seq:{table}" for table in big} & used, " ".join(sorted(used))

@@ -4,14 +4,9 @@ import uuid
 import asyncpg
 import pytest
 
-from shared.db import transaction_opened_by
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 from tests.invariants import queue_blocks_add_up
-from wallet_pool_service.adapters import (
-    PostgresQueueAdapter,
-    PostgresWalletAdapter,
-    begin_for_order,
-)
+from wallet_pool_service.adapters import PostgresQueueAdapter, PostgresWalletAdapter
 from wallet_pool_service.domain import Allocation, HeldWallet, WalletState, demo_addresses
 from wallet_pool_service.manager import WalletPoolManager
 
@@ -377,7 +372,8 @@ async def test_an_order_served_from_the_queue_while_it_asks_again_is_not_queued_
     database_url: str,
 ) -> None:
     """The allocation sync asks about a waiting order while a release hands it a wallet: the
-    hand-off commits between the ask's reads, and the order must not join the queue again."""
+    ask sees the order waiting (the hand-off has not committed) or holding (it has), never
+    neither, so the order cannot join the queue again."""
     asking, releasing = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
     try:
         order, behind = uuid.uuid4(), uuid.uuid4()
@@ -388,25 +384,24 @@ async def test_an_order_served_from_the_queue_while_it_asks_again_is_not_queued_
             held,
         )
         first, second = uuid.uuid4(), uuid.uuid4()
-        assert await PostgresWalletAdapter(releasing).claim("ETH", first) == free
-        assert await PostgresWalletAdapter(releasing).claim("ETH", second) == held
-        await PostgresQueueAdapter(releasing).enqueue(order, "ETH")
-        await PostgresQueueAdapter(releasing).enqueue(behind, "ETH")
-        # `first` is released, as a release's transaction does before it hands off.
-        await PostgresWalletAdapter(releasing).mark_as_available(first, free, 0)
+        pool = PostgresWalletAdapter(releasing)
+        assert (await pool.claim(first, "ETH")).claimed == free
+        assert (await pool.claim(second, "ETH")).claimed == held
+        assert (await pool.claim(order, "ETH")).enqueued
+        assert (await pool.claim(behind, "ETH")).enqueued
+        # `first` is released, as a release does before it hands off.
+        assert await pool.mark_as_available(first, free, 0) == (HeldWallet(free, "ETH"), False)
 
-        wallets, queue = PostgresWalletAdapter(asking), PostgresQueueAdapter(asking)
-        async with transaction_opened_by(asking, begin_for_order(order)):
-            # One read: the order is seen waiting (before the hand-off) or holding (after).
-            before = await queue.place(order)
+        wallets = PostgresWalletAdapter(asking)
+        async with releasing.transaction():
             handed = await PostgresQueueAdapter(releasing).hand_off_head("ETH")
             assert handed == (order, free)
-            after = await queue.place(order)
-            assert (before.waiting, before.held) == (("ETH", 1), None)
-            assert (after.waiting, after.held) == (None, HeldWallet(free, "ETH"))
-            # And should a caller still try to queue it, the database refuses.
-            assert await wallets.claim("ETH", order) is None  # `behind` still waits
-            assert await queue.enqueue(order, "ETH") is False
+            before = await wallets.claim(order, "ETH")
+        after = await wallets.claim(order, "ETH")
+        assert (before.place.waiting, before.place.held) == (("ETH", 1), None)
+        assert (after.place.waiting, after.place.held) == (None, HeldWallet(free, "ETH"))
+        assert not before.enqueued and not after.enqueued
+        assert before.claimed is None and after.claimed is None
         queued = await asking.fetchval(
             "SELECT count(*) FROM wallet_pool.queue WHERE order_id = $1", order
         )

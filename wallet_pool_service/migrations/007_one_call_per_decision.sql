@@ -1,0 +1,120 @@
+-- Allocation and release each in one round trip. Each function takes the order's lock first;
+-- the statements after it then see everything that committed before the lock was granted
+-- (under READ COMMITTED a function's statements each take a new snapshot, whereas a single
+-- statement keeps the one it took before it waited for the lock). The lock serialises the
+-- allocation and release of one order across transactions and replicas.
+
+-- What the pool has for the order (released, a wallet, or a place in a queue); when it has
+-- nothing, the least recently released available wallet of the network (unless orders of
+-- that network already wait: they come first), or else the back of the network's queue.
+-- claimed/enqueued say which of the two it did.
+CREATE FUNCTION wallet_pool.allocate_wallet(p_order_id uuid, p_network text)
+RETURNS TABLE (
+    released boolean, address text, wallet_network text, queue_network text,
+    "position" bigint, claimed boolean, enqueued boolean
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM pg_advisory_xact_lock(8201, hashtext(p_order_id::text));
+    claimed := false;
+    enqueued := false;
+    SELECT p.released, p.address, p.wallet_network, p.queue_network, p."position"
+    INTO released, address, wallet_network, queue_network, "position"
+    FROM wallet_pool.order_place(p_order_id) AS p;
+    IF released OR address IS NOT NULL OR queue_network IS NOT NULL THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- The queue is probed in index order: a NOT EXISTS here lets the cached generic plan
+    -- scan a long queue of another network from end to end.
+    WITH claimed_wallet AS (
+        UPDATE wallet_pool.wallets
+        SET order_id = p_order_id, allocated_at = now()
+        WHERE id = (
+            SELECT id FROM wallet_pool.wallets
+            WHERE network = p_network AND order_id IS NULL AND disabled_at IS NULL
+              AND (cooldown_until IS NULL OR cooldown_until <= now())
+              AND (SELECT true FROM wallet_pool.queue q WHERE q.network = p_network
+                   ORDER BY seq LIMIT 1) IS NULL
+            ORDER BY released_at NULLS FIRST, id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING address, network, order_id, allocated_at
+    )
+    INSERT INTO wallet_pool.assignments (address, network, order_id, assigned_at)
+    SELECT address, network, order_id, allocated_at FROM claimed_wallet
+    RETURNING address INTO address;
+    IF address IS NOT NULL THEN
+        claimed := true;
+        wallet_network := p_network;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- Orders join a network's queue one at a time (the lock lasts until commit), so they
+    -- commit in the order of their sequence numbers, and a place read after commit counts
+    -- everyone ahead. The NOT EXISTS is a defence: only queued orders are handed wallets,
+    -- and this one was not queued when it was read under its lock.
+    PERFORM pg_advisory_xact_lock(8202, hashtext(p_network));
+    INSERT INTO wallet_pool.queue (order_id, network)
+    SELECT p_order_id, p_network
+    WHERE NOT EXISTS (SELECT 1 FROM wallet_pool.wallets WHERE order_id = p_order_id);
+    enqueued := FOUND;
+    RETURN NEXT;
+END
+$$;
+
+-- Remembers the order as released (it never gets a wallet again), takes it out of its queue,
+-- and frees its wallet guarded by the holder ($2 = '' means whichever wallet the order
+-- holds), closing the assignment and keeping the wallet cooling for p_cooldown seconds.
+-- One row: the freed wallet (NULLs when none) and whether the order was waiting.
+CREATE FUNCTION wallet_pool.release_wallet(p_order_id uuid, p_address text, p_cooldown float8)
+RETURNS TABLE (address text, network text, dequeued boolean)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM pg_advisory_xact_lock(8201, hashtext(p_order_id::text));
+    INSERT INTO wallet_pool.released_orders (order_id) VALUES (p_order_id)
+    ON CONFLICT DO NOTHING;
+    DELETE FROM wallet_pool.queue WHERE order_id = p_order_id;
+    dequeued := FOUND;
+    WITH freed AS (
+        UPDATE wallet_pool.wallets
+        SET order_id = NULL, allocated_at = NULL, released_at = now(),
+            cooldown_until = CASE WHEN p_cooldown > 0
+                                  THEN now() + make_interval(secs => p_cooldown) END
+        WHERE order_id = p_order_id AND (p_address = '' OR address = p_address)
+        RETURNING address, network, released_at
+    ), closed AS (
+        UPDATE wallet_pool.assignments a
+        SET released_at = freed.released_at
+        FROM freed
+        WHERE a.order_id = p_order_id AND a.address = freed.address AND a.released_at IS NULL
+    )
+    SELECT freed.address, freed.network INTO address, network FROM freed;
+    RETURN NEXT;
+END
+$$;
+
+-- Everything the pool has for an order, in one read: whether it was released, the wallet it
+-- holds, its network's queue and its 1-based place there: the orders waiting in earlier
+-- blocks of the queue (queue_blocks) and those up to it in its own block.
+CREATE FUNCTION wallet_pool.order_place(p_order_id uuid)
+RETURNS TABLE (
+    released boolean, address text, wallet_network text, queue_network text, "position" bigint
+)
+LANGUAGE sql STABLE AS $$
+SELECT EXISTS (SELECT 1 FROM wallet_pool.released_orders r WHERE r.order_id = p_order_id),
+       w.address, w.network, q.network,
+       (SELECT coalesce(sum(b.waiting), 0) FROM wallet_pool.queue_blocks b
+        WHERE b.network = q.network AND b.block < (q.seq >> 10))
+       + (SELECT count(*) FROM wallet_pool.queue ahead
+          WHERE ahead.network = q.network AND ahead.seq >= (q.seq >> 10 << 10)
+            AND ahead.seq <= q.seq)
+FROM (SELECT) AS one
+LEFT JOIN wallet_pool.wallets w ON w.order_id = p_order_id
+LEFT JOIN wallet_pool.queue q ON q.order_id = p_order_id
+$$;
