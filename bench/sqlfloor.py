@@ -96,12 +96,10 @@ LIFECYCLE: tuple[Unit, ...] = (
     POOL_ALLOCATE,
     # CreateOrder answers with the row set_wallet returns (no read after it).
     _alone(_orders("set_wallet", ORDER_ID, ADDRESS)),
-    # A status change reads the order, then sets the status only if it is still the one read.
-    _alone(_orders("get_order", ORDER_ID)),
+    # A status with one possible predecessor is set from it at once (compare-and-set).
     _alone(
         _orders("change_status", ORDER_ID, "'PENDING'", "'PROCESSING'", "''", ":operator", "NULL")
     ),
-    _alone(_orders("get_order", ORDER_ID)),
     _alone(
         _orders(
             "change_status", ORDER_ID, "'PROCESSING'", "'COMPLETED'", "''", ":operator", ":lease"

@@ -156,6 +156,13 @@ def needs_change(current: OrderStatus, target: OrderStatus) -> bool:
     return True
 
 
+def only_source(target: OrderStatus) -> OrderStatus | None:
+    """The one status that `target` can follow, when there is only one (a status change can
+    then be tried as a compare-and-set without reading the order first)."""
+    sources = [status for status, nexts in TRANSITIONS.items() if target in nexts]
+    return sources[0] if len(sources) == 1 else None
+
+
 def parse_amount(text: str) -> Decimal:
     """A positive plain decimal ("0.015"); no signs, exponents or separators."""
     value = text.strip()

@@ -126,6 +126,14 @@ class OrderManager:
         then attempted at once; if the pool is unreachable the update still succeeds and
         the release is retried in the background until the pool accepts it.
         """
+        # A status with one possible predecessor is tried from it at once (one round trip);
+        # anything else (a repeat, an illegal move, a lost race) reads the order and decides.
+        source = domain.only_source(status)
+        if source is not None:
+            async with self._statement() as orders:
+                order = await self._record_change(orders, order_id, source, status, reason, actor)
+            if order is not None:
+                return order, await self._release_after(order)
         # Statuses only move forward, so a change can lose the race at most once per status.
         for _ in OrderStatus:
             async with self._statement() as orders:
@@ -138,27 +146,34 @@ class OrderManager:
                     )
                     outcome = WalletRelease.PENDING if pending else WalletRelease.NOT_NEEDED
                     return current, outcome
-                order = await self._record_change(orders, current, status, reason, actor)
-            if order is None:
-                continue  # another change came first: decide again on what it left
-            if not domain.is_final_status(status):
-                return order, WalletRelease.NOT_NEEDED
-            released = await self._deliver_release(domain.PendingRelease.of(order), "inline")
-            return order, WalletRelease.RELEASED if released else WalletRelease.PENDING
+                order = await self._record_change(
+                    orders, order_id, current.status, status, reason, actor
+                )
+            if order is not None:
+                return order, await self._release_after(order)
+            # another change came first: decide again on what it left
         raise AssertionError("an order changed status more often than it has statuses")
+
+    async def _release_after(self, order: Order) -> WalletRelease:
+        """The release a change to `order.status` owes, attempted at once."""
+        if not domain.is_final_status(order.status):
+            return WalletRelease.NOT_NEEDED
+        released = await self._deliver_release(domain.PendingRelease.of(order), "inline")
+        return WalletRelease.RELEASED if released else WalletRelease.PENDING
 
     async def _record_change(
         self,
         orders: OrderRepository,
-        current: Order,
+        order_id: uuid.UUID,
+        current: OrderStatus,
         status: OrderStatus,
         reason: str,
         actor: str,
     ) -> Order | None:
         """Status, history row and (on a final status) the owed release, in one statement;
-        None if the order no longer has `current.status`."""
+        None if the order does not have `current` (any more)."""
         lease = self._release_policy.lease_seconds if domain.is_final_status(status) else None
-        return await orders.change_status(current, status, reason, actor, lease)
+        return await orders.change_status(order_id, current, status, reason, actor, lease)
 
     async def expire_stale_orders(self) -> bool:
         """Expiry-loop step: cancel PENDING orders older than the TTL, as the system, and
@@ -169,7 +184,12 @@ class OrderManager:
             stale = await orders.claim_expired(self._order_ttl_seconds, _EXPIRY_BATCH)
             changed = [
                 await self._record_change(
-                    orders, order, OrderStatus.CANCELLED, domain.EXPIRED_REASON, domain.SYSTEM_ACTOR
+                    orders,
+                    order.id,
+                    order.status,
+                    OrderStatus.CANCELLED,
+                    domain.EXPIRED_REASON,
+                    domain.SYSTEM_ACTOR,
                 )
                 for order in stale
             ]

@@ -33,7 +33,8 @@ class OrderRepository(Protocol):
     async def history(self, order_id: uuid.UUID) -> list[StatusChange]: ...
     async def change_status(
         self,
-        current: Order,
+        order_id: uuid.UUID,
+        current: OrderStatus,
         status: OrderStatus,
         reason: str,
         actor: str,
@@ -112,19 +113,20 @@ class PostgresOrderRepository:
 
     async def change_status(
         self,
-        current: Order,
+        order_id: uuid.UUID,
+        current: OrderStatus,
         status: OrderStatus,
         reason: str,
         actor: str,
         release_lease_seconds: float | None,
     ) -> Order | None:
-        """Compare-and-set from `current.status`, with the history row and, given a lease,
-        the owed release; None (nothing written) if the order's status is no longer
-        `current.status`."""
+        """Compare-and-set from `current`, with the history row and, given a lease, the owed
+        release; None (nothing written) if the order is unknown or its status is not
+        `current`."""
         return await self._one(
             "change_status",
-            current.id,
-            current.status.value,
+            order_id,
+            current.value,
             status.value,
             reason,
             actor,
