@@ -13,6 +13,7 @@ from order_service.domain import (
     is_completed_order,
     is_final_status,
     needs_change,
+    only_source,
 )
 
 P, R, C, X = (
@@ -37,6 +38,14 @@ def test_every_pair_of_statuses_follows_the_lifecycle(
         with pytest.raises(IllegalTransition) as raised:
             needs_change(current, target)
         assert str(current) in str(raised.value) and str(target) in str(raised.value)
+
+
+@pytest.mark.parametrize("target", list(OrderStatus))
+def test_a_status_reached_from_exactly_one_other_names_it_as_its_only_source(
+    target: OrderStatus,
+) -> None:
+    sources = [current for current, to in EXPECTED_ALLOWED if to is target]
+    assert only_source(target) == (sources[0] if len(sources) == 1 else None)
 
 
 def test_only_completed_and_cancelled_are_final() -> None:
