@@ -348,11 +348,13 @@ class HandOffJob:
 
 
 async def _hand_off_rounds(job: HandOffJob) -> dict[str, Any]:
-    """Each round completes the oldest holder and polls GetOrder on the head of the queue
-    until it shows the released address; the head then holds it, and a new order joins the
-    back of the queue, so the queue keeps its length."""
-    client = _Client(job.target)
+    """Each round completes the oldest holder while the head of the queue, as its customer
+    would, polls GetOrder over a channel of its own from the moment COMPLETED is sent until
+    it shows the released address; the head then holds it, and a new order joins the back of
+    the queue, so the queue keeps its length."""
+    client, customer = _Client(job.target), _Client(job.target)
     await client.ready()
+    await customer.ready()
     try:
         holders: list[str] = []
         for _ in range(job.holders):
@@ -368,46 +370,52 @@ async def _hand_off_rounds(job: HandOffJob) -> dict[str, Any]:
                 raise RuntimeError("a waiting order got a wallet; the pool has more wallets")
             waiting.append(order.id)
         from_sent: list[float] = []
-        from_ack: list[float] = []
+        completed_calls: list[float] = []
         polls: list[float] = []
         poll_counts: list[int] = []
         timeouts = 0
+
+        async def complete(holder: str) -> float:
+            started = time.monotonic()
+            answer = await client.set_status(holder, order_pb.ORDER_STATUS_COMPLETED)
+            if answer.wallet_release != order_pb.WALLET_RELEASE_RELEASED:
+                raise RuntimeError(f"release not done inline: {answer.wallet_release}")
+            return time.monotonic() - started
+
         for _ in range(job.rounds):
             holder, head = holders.pop(0), waiting.pop(0)
             await asyncio.sleep(random.uniform(0, job.pause_seconds))
             sent = time.monotonic()
-            answer = await client.set_status(holder, order_pb.ORDER_STATUS_COMPLETED)
-            acked = time.monotonic()
-            if answer.wallet_release != order_pb.WALLET_RELEASE_RELEASED:
-                raise RuntimeError(f"release not done inline: {answer.wallet_release}")
+            completing = asyncio.create_task(complete(holder))
             count = 0
             while True:
                 before = time.monotonic()
-                order = await client.get_order(head)
+                order = await customer.get_order(head)
                 seen = time.monotonic()
                 polls.append(seen - before)
                 count += 1
                 if order.wallet_address:
                     from_sent.append(seen - sent)
-                    from_ack.append(seen - acked)
                     break
                 if seen - sent > job.timeout_seconds:
                     timeouts += 1
                     break
                 await asyncio.sleep(job.poll_seconds)
+            completed_calls.append(await completing)
             poll_counts.append(count)
             await client.set_status(head, order_pb.ORDER_STATUS_PROCESSING)
             holders.append(head)
             waiting.append((await client.create_order(job.network)).id)
         return {
             "from_sent": from_sent,
-            "from_ack": from_ack,
+            "completed_call": completed_calls,
             "get_order": polls,
             "polls_per_round": poll_counts,
             "timeouts": timeouts,
         }
     finally:
         await client.close()
+        await customer.close()
 
 
 def _hand_off_process(job: HandOffJob, conn: Connection) -> None:
