@@ -16,6 +16,7 @@ from wallet_pool_service.domain import (
     ClaimAttempt,
     HeldWallet,
     OrderPlace,
+    ReleasedOrder,
     Wallet,
     WalletCounts,
     WalletState,
@@ -31,7 +32,7 @@ class WalletRepository(Protocol):
     async def claim(self, order_id: uuid.UUID, network: str) -> ClaimAttempt: ...
     async def mark_as_available(
         self, order_id: uuid.UUID, address: str, cooldown_seconds: float
-    ) -> tuple[HeldWallet | None, bool]: ...
+    ) -> ReleasedOrder: ...
     async def add(self, network: str, addresses: list[str]) -> list[str]: ...
     async def count(self, network: str) -> int: ...
     async def counts(self, network: str) -> dict[str, WalletCounts]: ...
@@ -74,17 +75,17 @@ class PostgresWalletAdapter:
 
     async def mark_as_available(
         self, order_id: uuid.UUID, address: str, cooldown_seconds: float
-    ) -> tuple[HeldWallet | None, bool]:
+    ) -> ReleasedOrder:
         """Retire `order_id` (it is never given a wallet again) and free the wallet it holds
         (only `address`, unless it is empty), which cools down for `cooldown_seconds` before
-        it can be given out again. Returns the freed wallet and whether the order was
-        waiting in a queue (it leaves it)."""
+        it can be given out again; if an order waits in the network, it gets a free wallet
+        in the same transaction. The order leaves its queue if it was waiting."""
         row = await self._conn.fetchrow(
             self._q["release_wallet"], order_id, address, cooldown_seconds
         )
         assert row is not None, "release_wallet always returns one row"
         freed = HeldWallet(row["address"], row["network"]) if row["address"] else None
-        return freed, row["dequeued"]
+        return ReleasedOrder(freed, row["dequeued"], row["handed_to"])
 
     async def add(self, network: str, addresses: list[str]) -> list[str]:
         rows = await self._conn.fetch(self._q["insert_wallets"], network, addresses)

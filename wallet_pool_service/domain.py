@@ -51,6 +51,16 @@ class ClaimAttempt:
     enqueued: bool
 
 
+@dataclass(frozen=True)
+class ReleasedOrder:
+    """One release's work: the wallet freed (if the order held one), whether the order left
+    a queue, and the waiting order the freed wallet went to at once (if any)."""
+
+    freed: HeldWallet | None
+    dequeued: bool
+    handed_to: uuid.UUID | None
+
+
 def current_allocation(place: OrderPlace) -> Allocation:
     """What the order has now: its wallet, its place in the queue, or (released) neither."""
     if place.held is not None:

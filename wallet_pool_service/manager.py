@@ -80,16 +80,15 @@ class WalletPoolManager:
     async def release_wallet(self, order_id: uuid.UUID, address: str = "") -> domain.Release:
         """Free the wallet held by `order_id` (guarded by holder), or take it out of the queue.
 
-        The freed wallet goes to the head of its network's queue as soon as the release
-        commits, or, with a cooldown, when the cooldown ends (the sweep is the safety net for
-        a process gone meanwhile). The order is remembered as released: it is never given a
+        The freed wallet goes to the head of its network's queue in the same transaction, or,
+        with a cooldown, when the cooldown ends (the sweep is the safety net for a process
+        gone meanwhile). The order is remembered as released: it is never given a
         wallet again.
         """
         address = domain.check_address_field(address, required=False)
         async with self._statement() as (wallets, _):
-            freed, dequeued = await wallets.mark_as_available(
-                order_id, address, self.cooldown_seconds
-            )
+            released = await wallets.mark_as_available(order_id, address, self.cooldown_seconds)
+        freed = released.freed
         if freed is not None:
             log.info(
                 "wallet released",
@@ -97,10 +96,14 @@ class WalletPoolManager:
             )
             if self.cooldown_seconds:
                 self._hand_off_after_cooldown(freed.network)
-            # After the commit, so that an order that joined the queue meanwhile is seen: its
-            # allocation hands off after its own commit too, and the later of the two sees both.
-            await self._hand_off_one(freed.network)
-        return domain.Release(released=freed is not None, dequeued=dequeued)
+            if released.handed_to is not None:
+                _log_hand_off(released.handed_to, freed.address)
+            else:
+                # Nobody waited when the release looked. An order that joined the queue
+                # meanwhile hands off after its own commit too; this one after the release's
+                # commit, so the later of the two sees both.
+                await self._hand_off_one(freed.network)
+        return domain.Release(released=freed is not None, dequeued=released.dequeued)
 
     async def hand_off(self, network: str) -> int:
         """Give free wallets of `network` to its waiting orders, oldest first. Returns how many."""
@@ -115,10 +118,7 @@ class WalletPoolManager:
         async with self._statement() as (_, queue):
             result = await queue.hand_off_head(network)
         if result is not None:
-            log.info(
-                "wallet handed to queued order",
-                extra={"order_id": str(result[0]), "address": result[1]},
-            )
+            _log_hand_off(*result)
         return result is not None
 
     def _hand_off_after_cooldown(self, network: str) -> None:
@@ -250,6 +250,10 @@ class WalletPoolManager:
         await self._pool.close()
         if self._embedded is not None:
             self._embedded.close()
+
+
+def _log_hand_off(order_id: uuid.UUID, address: str) -> None:
+    log.info("wallet handed to queued order", extra={"order_id": str(order_id), "address": address})
 
 
 class WalletPoolManagerFactory:

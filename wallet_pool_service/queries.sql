@@ -9,7 +9,8 @@ SELECT * FROM wallet_pool.allocate_wallet($1, $2)
 
 -- release_wallet --
 -- The order's lock, retired (never allocated again), out of its queue, and its wallet freed
--- guarded by the holder ($2 = '' means whichever wallet it holds), cooling for $3 seconds.
+-- guarded by the holder ($2 = '' means whichever wallet it holds), cooling for $3 seconds,
+-- and handed to the head of its network's queue in the same transaction if someone waits.
 SELECT * FROM wallet_pool.release_wallet($1, $2, $3)
 
 -- insert_wallets --
@@ -41,42 +42,9 @@ WHERE $1 = '' OR network = $1
 GROUP BY network
 
 -- hand_off_head --
--- Gives the oldest waiting order of the network the least recently released available
--- wallet, in one statement; nothing happens unless both exist. Watchers on every replica
--- hear of it when it commits (NOTIFY is transactional).
-WITH head AS (
-    SELECT order_id FROM wallet_pool.queue
-    WHERE network = $1
-    ORDER BY seq
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-), free AS (
-    -- Only when someone waits: locking a wallet for nobody costs a lock and a WAL record.
-    SELECT id FROM wallet_pool.wallets
-    WHERE network = $1 AND order_id IS NULL AND disabled_at IS NULL
-      AND (cooldown_until IS NULL OR cooldown_until <= now())
-      AND EXISTS (SELECT FROM head)
-    ORDER BY released_at NULLS FIRST, id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-), dequeued AS (
-    DELETE FROM wallet_pool.queue q
-    USING head, free
-    WHERE q.order_id = head.order_id
-    RETURNING q.order_id
-), handed AS (
-    UPDATE wallet_pool.wallets w
-    SET order_id = dequeued.order_id, allocated_at = now()
-    FROM dequeued, free
-    WHERE w.id = free.id
-    RETURNING w.order_id, w.address, w.network, w.allocated_at
-)
-INSERT INTO wallet_pool.assignments (address, network, order_id, assigned_at)
-SELECT address, network, order_id, allocated_at FROM handed
-RETURNING order_id, address, pg_notify(
-    'wallet_pool_hand_off',
-    json_build_object('order_id', order_id, 'address', address, 'network', network)::text
-)
+-- The oldest waiting order of the network gets the least recently released available wallet
+-- (see the function); no row unless both exist.
+SELECT order_id, address FROM wallet_pool.hand_off_head($1)
 
 -- networks_ready_for_hand_off --
 -- Which of the networks $1 have an order waiting while a wallet is free (a safety net for

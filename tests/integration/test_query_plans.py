@@ -68,7 +68,6 @@ async def fill(db_pool: asyncpg.Pool) -> asyncpg.Pool:
 
 
 POOL_PLANS = [
-    ("hand_off_head", ("ETH",), {"queue_fifo_idx", "wallets_available_idx"}),
     ("order_place", (ORDER,), {"wallets_order_id_key", "queue_pkey", "released_orders_pkey"}),
     ("networks_ready_for_hand_off", (["BTC", "ETH"],), {"queue_fifo_idx", "wallets_available_idx"}),
 ]
@@ -113,6 +112,12 @@ async def _scans(conn: Connection) -> dict[str, int]:
 
 
 FUNCTION_CALLS = [
+    # 5,000 waiting and free wallets: the head gets one.
+    (
+        "hand_off_head",
+        "SELECT * FROM wallet_pool.hand_off_head('ETH')",
+        {"queue_fifo_idx", "wallets_available_idx"},
+    ),
     # A new order, free wallets and nobody waiting: a claim.
     (
         "allocate_wallet",
@@ -154,7 +159,7 @@ async def test_the_pools_functions_use_their_indexes_and_scan_no_big_table(
         # after which this is called: first what the caller did earlier, then the call.
         await caller.execute("SELECT pg_stat_force_next_flush()")
         before = await _scans(reader)
-        await caller.fetch(sql, order)
+        await caller.fetch(sql, *([order] if "$1" in sql else []))
         await caller.execute("SELECT pg_stat_force_next_flush()")
         after = await _scans(reader)
     used = {name for name, scans in after.items() if scans > before.get(name, 0)}

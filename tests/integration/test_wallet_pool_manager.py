@@ -6,8 +6,14 @@ import pytest
 
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 from tests.invariants import queue_blocks_add_up
-from wallet_pool_service.adapters import PostgresQueueAdapter, PostgresWalletAdapter
-from wallet_pool_service.domain import Allocation, HeldWallet, WalletState, demo_addresses
+from wallet_pool_service.adapters import PostgresWalletAdapter
+from wallet_pool_service.domain import (
+    Allocation,
+    HeldWallet,
+    ReleasedOrder,
+    WalletState,
+    demo_addresses,
+)
 from wallet_pool_service.manager import WalletPoolManager
 
 NETWORKS = ("BTC", "ETH", "TRON")
@@ -372,7 +378,7 @@ async def test_an_order_served_from_the_queue_while_it_asks_again_is_not_queued_
     database_url: str,
 ) -> None:
     """The allocation sync asks about a waiting order while a release hands it a wallet: the
-    ask sees the order waiting (the hand-off has not committed) or holding (it has), never
+    ask sees the order waiting (the release has not committed) or holding (it has), never
     neither, so the order cannot join the queue again."""
     asking, releasing = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
     try:
@@ -389,13 +395,11 @@ async def test_an_order_served_from_the_queue_while_it_asks_again_is_not_queued_
         assert (await pool.claim(second, "ETH")).claimed == held
         assert (await pool.claim(order, "ETH")).enqueued
         assert (await pool.claim(behind, "ETH")).enqueued
-        # `first` is released, as a release does before it hands off.
-        assert await pool.mark_as_available(first, free, 0) == (HeldWallet(free, "ETH"), False)
-
         wallets = PostgresWalletAdapter(asking)
         async with releasing.transaction():
-            handed = await PostgresQueueAdapter(releasing).hand_off_head("ETH")
-            assert handed == (order, free)
+            # `first` is released, and its wallet handed to `order`, not yet committed.
+            released = await pool.mark_as_available(first, free, 0)
+            assert released == ReleasedOrder(HeldWallet(free, "ETH"), False, order)
             before = await wallets.claim(order, "ETH")
         after = await wallets.claim(order, "ETH")
         assert (before.place.waiting, before.place.held) == (("ETH", 1), None)

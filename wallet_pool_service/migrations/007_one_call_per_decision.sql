@@ -67,12 +67,55 @@ BEGIN
 END
 $$;
 
+-- Gives the oldest waiting order of the network the least recently released available
+-- wallet, in one statement; nothing happens unless both exist. Watchers on every replica
+-- hear of it when it commits (NOTIFY is transactional).
+CREATE FUNCTION wallet_pool.hand_off_head(p_network text)
+RETURNS TABLE (order_id uuid, address text, notified text)
+LANGUAGE sql AS $$
+WITH head AS (
+    SELECT order_id FROM wallet_pool.queue
+    WHERE network = p_network
+    ORDER BY seq
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), free AS (
+    -- Only when someone waits: locking a wallet for nobody costs a lock and a WAL record.
+    SELECT id FROM wallet_pool.wallets
+    WHERE network = p_network AND order_id IS NULL AND disabled_at IS NULL
+      AND (cooldown_until IS NULL OR cooldown_until <= now())
+      AND EXISTS (SELECT FROM head)
+    ORDER BY released_at NULLS FIRST, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), dequeued AS (
+    DELETE FROM wallet_pool.queue q
+    USING head, free
+    WHERE q.order_id = head.order_id
+    RETURNING q.order_id
+), handed AS (
+    UPDATE wallet_pool.wallets w
+    SET order_id = dequeued.order_id, allocated_at = now()
+    FROM dequeued, free
+    WHERE w.id = free.id
+    RETURNING w.order_id, w.address, w.network, w.allocated_at
+)
+INSERT INTO wallet_pool.assignments (address, network, order_id, assigned_at)
+SELECT address, network, order_id, allocated_at FROM handed
+RETURNING order_id, address, pg_notify(
+    'wallet_pool_hand_off',
+    json_build_object('order_id', order_id, 'address', address, 'network', network)::text
+)::text
+$$;
+
 -- Remembers the order as released (it never gets a wallet again), takes it out of its queue,
 -- and frees its wallet guarded by the holder ($2 = '' means whichever wallet the order
 -- holds), closing the assignment and keeping the wallet cooling for p_cooldown seconds.
--- One row: the freed wallet (NULLs when none) and whether the order was waiting.
+-- A freed wallet goes to the head of its network's queue in the same transaction, when
+-- someone waits. One row: the freed wallet (NULLs when none), whether the order was waiting,
+-- and the order the wallet was handed to (NULL when nobody waited).
 CREATE FUNCTION wallet_pool.release_wallet(p_order_id uuid, p_address text, p_cooldown float8)
-RETURNS TABLE (address text, network text, dequeued boolean)
+RETURNS TABLE (address text, network text, dequeued boolean, handed_to uuid)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
@@ -95,6 +138,9 @@ BEGIN
         WHERE a.order_id = p_order_id AND a.address = freed.address AND a.released_at IS NULL
     )
     SELECT freed.address, freed.network INTO address, network FROM freed;
+    IF network IS NOT NULL THEN
+        SELECT h.order_id INTO handed_to FROM wallet_pool.hand_off_head(network) AS h;
+    END IF;
     RETURN NEXT;
 END
 $$;
