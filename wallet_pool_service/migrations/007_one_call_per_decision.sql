@@ -1,4 +1,6 @@
--- Allocation and release each in one round trip. Each function takes the order's lock first;
+-- Allocation and release each in one round trip (plpgsql, whose statements' plans are
+-- cached per connection, as prepared statements are; an SQL function that is not inlined
+-- is planned again on every call). Each function takes the order's lock first;
 -- the statements after it then see everything that committed before the lock was granted
 -- (under READ COMMITTED a function's statements each take a new snapshot, whereas a single
 -- statement keeps the one it took before it waited for the lock). The lock serialises the
@@ -27,26 +29,32 @@ BEGIN
         RETURN;
     END IF;
 
-    -- The queue is probed in index order: a NOT EXISTS here lets the cached generic plan
-    -- scan a long queue of another network from end to end.
-    WITH claimed_wallet AS (
-        UPDATE wallet_pool.wallets
-        SET order_id = p_order_id, allocated_at = now()
-        WHERE id = (
-            SELECT id FROM wallet_pool.wallets
-            WHERE network = p_network AND order_id IS NULL AND disabled_at IS NULL
-              AND (cooldown_until IS NULL OR cooldown_until <= now())
-              AND (SELECT true FROM wallet_pool.queue q WHERE q.network = p_network
-                   ORDER BY seq LIMIT 1) IS NULL
-            ORDER BY released_at NULLS FIRST, id
-            LIMIT 1
-            FOR UPDATE SKIP LOCKED
+    -- A claim can come back empty under concurrency although wallets are free (its snapshot
+    -- chose rows that concurrent claims took meanwhile); a new statement sees those claims
+    -- and picks another, so a miss is tried again before the order joins the queue.
+    FOR attempt IN 1..3 LOOP
+        -- The queue is probed in index order: a NOT EXISTS here lets the cached generic plan
+        -- scan a long queue of another network from end to end.
+        WITH claimed_wallet AS (
+            UPDATE wallet_pool.wallets
+            SET order_id = p_order_id, allocated_at = now()
+            WHERE id = (
+                SELECT id FROM wallet_pool.wallets
+                WHERE network = p_network AND order_id IS NULL AND disabled_at IS NULL
+                  AND (cooldown_until IS NULL OR cooldown_until <= now())
+                  AND (SELECT true FROM wallet_pool.queue q WHERE q.network = p_network
+                       ORDER BY seq LIMIT 1) IS NULL
+                ORDER BY released_at NULLS FIRST, id
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING address, network, order_id, allocated_at
         )
-        RETURNING address, network, order_id, allocated_at
-    )
-    INSERT INTO wallet_pool.assignments (address, network, order_id, assigned_at)
-    SELECT address, network, order_id, allocated_at FROM claimed_wallet
-    RETURNING address INTO address;
+        INSERT INTO wallet_pool.assignments (address, network, order_id, assigned_at)
+        SELECT address, network, order_id, allocated_at FROM claimed_wallet
+        RETURNING address INTO address;
+        EXIT WHEN address IS NOT NULL;
+    END LOOP;
     IF address IS NOT NULL THEN
         claimed := true;
         wallet_network := p_network;
@@ -71,41 +79,52 @@ $$;
 -- wallet, in one statement; nothing happens unless both exist. Watchers on every replica
 -- hear of it when it commits (NOTIFY is transactional).
 CREATE FUNCTION wallet_pool.hand_off_head(p_network text)
-RETURNS TABLE (order_id uuid, address text, notified text)
-LANGUAGE sql AS $$
-WITH head AS (
-    SELECT order_id FROM wallet_pool.queue
-    WHERE network = p_network
-    ORDER BY seq
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-), free AS (
-    -- Only when someone waits: locking a wallet for nobody costs a lock and a WAL record.
-    SELECT id FROM wallet_pool.wallets
-    WHERE network = p_network AND order_id IS NULL AND disabled_at IS NULL
-      AND (cooldown_until IS NULL OR cooldown_until <= now())
-      AND EXISTS (SELECT FROM head)
-    ORDER BY released_at NULLS FIRST, id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-), dequeued AS (
-    DELETE FROM wallet_pool.queue q
-    USING head, free
-    WHERE q.order_id = head.order_id
-    RETURNING q.order_id
-), handed AS (
-    UPDATE wallet_pool.wallets w
-    SET order_id = dequeued.order_id, allocated_at = now()
-    FROM dequeued, free
-    WHERE w.id = free.id
-    RETURNING w.order_id, w.address, w.network, w.allocated_at
-)
-INSERT INTO wallet_pool.assignments (address, network, order_id, assigned_at)
-SELECT address, network, order_id, allocated_at FROM handed
-RETURNING order_id, address, pg_notify(
-    'wallet_pool_hand_off',
-    json_build_object('order_id', order_id, 'address', address, 'network', network)::text
-)::text
+RETURNS TABLE (order_id uuid, address text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    handed_network text;
+BEGIN
+    WITH head AS (
+        SELECT order_id FROM wallet_pool.queue
+        WHERE network = p_network
+        ORDER BY seq
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ), free AS (
+        -- Only when someone waits: locking a wallet for nobody costs a lock and a WAL record.
+        SELECT id FROM wallet_pool.wallets
+        WHERE network = p_network AND order_id IS NULL AND disabled_at IS NULL
+          AND (cooldown_until IS NULL OR cooldown_until <= now())
+          AND EXISTS (SELECT FROM head)
+        ORDER BY released_at NULLS FIRST, id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ), dequeued AS (
+        DELETE FROM wallet_pool.queue q
+        USING head, free
+        WHERE q.order_id = head.order_id
+        RETURNING q.order_id
+    ), handed AS (
+        UPDATE wallet_pool.wallets w
+        SET order_id = dequeued.order_id, allocated_at = now()
+        FROM dequeued, free
+        WHERE w.id = free.id
+        RETURNING w.order_id, w.address, w.network, w.allocated_at
+    )
+    INSERT INTO wallet_pool.assignments (address, network, order_id, assigned_at)
+    SELECT address, network, order_id, allocated_at FROM handed
+    RETURNING order_id, address, network INTO order_id, address, handed_network;
+    IF handed_network IS NOT NULL THEN
+        PERFORM pg_notify(
+            'wallet_pool_hand_off',
+            json_build_object(
+                'order_id', order_id, 'address', address, 'network', handed_network
+            )::text
+        );
+        RETURN NEXT;
+    END IF;
+END
 $$;
 
 -- Remembers the order as released (it never gets a wallet again), takes it out of its queue,
