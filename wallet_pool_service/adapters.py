@@ -67,7 +67,7 @@ class PostgresWalletAdapter:
     async def claim(self, order_id: uuid.UUID, network: str) -> ClaimAttempt:
         """Under the order's lock, in one round trip: what the order has, or when it has
         nothing, a wallet of `network` claimed for it, or else a place at the back of the
-        network's queue (the lock lasts until the caller's transaction ends)."""
+        network's queue; with the order's place after that."""
         row = await self._conn.fetchrow(self._q["allocate_wallet"], order_id, network)
         assert row is not None, "allocate_wallet always returns one row"
         claimed = row["address"] if row["claimed"] else None

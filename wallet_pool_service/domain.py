@@ -43,8 +43,8 @@ class OrderPlace:
 
 @dataclass(frozen=True)
 class ClaimAttempt:
-    """One allocation request's work: what the order had (`place`), and, when it had
-    nothing, the wallet claimed for it or whether it joined the queue."""
+    """One allocation request's work: when the order had nothing, the wallet claimed for it
+    or whether it joined the queue; `place`: what the order has after it."""
 
     place: OrderPlace
     claimed: str | None
@@ -83,6 +83,16 @@ def existing_allocation(place: OrderPlace, network: str) -> Allocation | None:
             raise NetworkMismatch(place.waiting[0], network)
         return Allocation(queue_position=place.waiting[1])
     return None
+
+
+def allocation_after(attempt: ClaimAttempt, network: str) -> Allocation:
+    """What an allocation request for `network` answers: the wallet it claimed or the place
+    it queued for, or else what the order already had (see existing_allocation)."""
+    if attempt.claimed is None and not attempt.enqueued:
+        existing = existing_allocation(attempt.place, network)
+        if existing is not None:
+            return existing
+    return current_allocation(attempt.place)
 
 
 @dataclass(frozen=True)

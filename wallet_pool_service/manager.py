@@ -64,18 +64,7 @@ class WalletPoolManager:
         network = parse_network(network, self.networks)
         async with self._statement() as (wallets, _):
             attempt = await wallets.claim(order_id, network)
-        existing = domain.existing_allocation(attempt.place, network)
-        if existing is not None:
-            return existing
-        if attempt.claimed is not None:
-            return domain.Allocation(address=attempt.claimed)
-        # Queued. A release that committed while this order was joining the queue saw no one
-        # waiting; hand off now so the free wallet does not sit beside a waiting order. Then
-        # read the place after both commits, so that orders joining together get distinct
-        # places.
-        await self.hand_off(network)
-        async with self._statement() as (_, queue):
-            return domain.current_allocation(await queue.place(order_id))
+        return domain.allocation_after(attempt, network)
 
     async def release_wallet(self, order_id: uuid.UUID, address: str = "") -> domain.Release:
         """Free the wallet held by `order_id` (guarded by holder), or take it out of the queue.
@@ -99,9 +88,8 @@ class WalletPoolManager:
             if released.handed_to is not None:
                 _log_hand_off(released.handed_to, freed.address)
             else:
-                # Nobody waited when the release looked. An order that joined the queue
-                # meanwhile hands off after its own commit too; this one after the release's
-                # commit, so the later of the two sees both.
+                # Nobody waited when the release looked; an order joining the queue meanwhile
+                # is seen by a hand-off after the commit (see hand_off_waiting).
                 await self._hand_off_one(freed.network)
         return domain.Release(released=freed is not None, dequeued=released.dequeued)
 

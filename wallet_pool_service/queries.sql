@@ -4,7 +4,7 @@ SELECT * FROM wallet_pool.order_place($1)
 
 -- allocate_wallet --
 -- The order's lock, what the pool has for it, and when it has nothing a claim or a place at
--- the back of the queue: one round trip (the function says why it is a function).
+-- the back of the queue, and its place then: one round trip (see the function).
 SELECT * FROM wallet_pool.allocate_wallet($1, $2)
 
 -- release_wallet --
@@ -42,9 +42,9 @@ WHERE $1 = '' OR network = $1
 GROUP BY network
 
 -- hand_off_head --
--- The oldest waiting order of the network gets the least recently released available wallet
--- (see the function); no row unless both exist.
-SELECT order_id, address FROM wallet_pool.hand_off_head($1)
+-- The oldest waiting order of the network gets the least recently released available wallet,
+-- after any order joining the queue has joined (see the function); no row unless both exist.
+SELECT order_id, address FROM wallet_pool.hand_off_waiting($1)
 
 -- networks_ready_for_hand_off --
 -- Which of the networks $1 have an order waiting while a wallet is free (a safety net for

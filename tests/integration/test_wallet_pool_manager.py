@@ -251,6 +251,29 @@ async def test_concurrent_releases_and_allocations_never_share_a_wallet_and_serv
     assert free == 0
 
 
+async def test_no_wallet_stays_free_beside_a_waiting_order_without_the_sweep(
+    manager: WalletPoolManager, db_pool: asyncpg.Pool
+) -> None:
+    """Releases and orders joining the queue at once, round after round: every wallet freed
+    goes to a waiting order by the calls themselves, with no sweep to catch one left over."""
+    await manager.add_wallets("TRON", demo_addresses("TRON", 10))
+    holders = [uuid.uuid4() for _ in range(10)]
+    for order in holders:
+        assert (await manager.allocate_wallet(order, "TRON")).address is not None
+    for _ in range(5):
+        newcomers = [uuid.uuid4() for _ in range(10)]
+        await asyncio.gather(
+            *(manager.release_wallet(order) for order in holders),
+            *(manager.allocate_wallet(order, "TRON") for order in newcomers),
+        )
+        free = await db_pool.fetchval(
+            "SELECT count(*) FROM wallet_pool.wallets WHERE order_id IS NULL"
+        )
+        queued = await db_pool.fetchval("SELECT count(*) FROM wallet_pool.queue")
+        assert (free, queued) == (0, 0)
+        holders = newcomers
+
+
 async def test_a_disabled_wallet_is_never_allocated_and_a_held_one_leaves_after_its_order(
     manager: WalletPoolManager, db_pool: asyncpg.Pool
 ) -> None:

@@ -6,10 +6,47 @@
 -- statement keeps the one it took before it waited for the lock). The lock serialises the
 -- allocation and release of one order across transactions and replicas.
 
+-- The least recently released available wallet of the network for the order, unless orders
+-- of that network already wait (they come first): its address, or NULL.
+CREATE FUNCTION wallet_pool.claim_wallet(p_order_id uuid, p_network text) RETURNS text
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    claimed_address text;
+BEGIN
+    -- The queue is probed in index order: a NOT EXISTS here lets the cached generic plan
+    -- scan a long queue of another network from end to end.
+    WITH claimed AS (
+        UPDATE wallet_pool.wallets
+        SET order_id = p_order_id, allocated_at = now()
+        WHERE id = (
+            SELECT id FROM wallet_pool.wallets
+            WHERE network = p_network AND order_id IS NULL AND disabled_at IS NULL
+              AND (cooldown_until IS NULL OR cooldown_until <= now())
+              AND (SELECT true FROM wallet_pool.queue q WHERE q.network = p_network
+                   ORDER BY seq LIMIT 1) IS NULL
+            ORDER BY released_at NULLS FIRST, id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING address, network, order_id, allocated_at
+    )
+    INSERT INTO wallet_pool.assignments (address, network, order_id, assigned_at)
+    SELECT address, network, order_id, allocated_at FROM claimed
+    RETURNING address INTO claimed_address;
+    RETURN claimed_address;
+END
+$$;
+
 -- What the pool has for the order (released, a wallet, or a place in a queue); when it has
--- nothing, the least recently released available wallet of the network (unless orders of
--- that network already wait: they come first), or else the back of the network's queue.
--- claimed/enqueued say which of the two it did.
+-- nothing, a claimed wallet, or else a place at the back of the network's queue. Returns the
+-- order's place as it is then, and whether it claimed or queued.
+--
+-- Joining a queue takes the network's lock until commit, which hand-offs after a commit
+-- (hand_off_waiting) share. So a joining order is seen by every hand-off that starts before
+-- it commits, and it claims once more under the lock, seeing every wallet that an earlier
+-- hand-off left free: no wallet stays free beside a waiting order, with no hand-off after
+-- this commit. Orders also join one at a time, so a place read here counts everyone ahead.
 CREATE FUNCTION wallet_pool.allocate_wallet(p_order_id uuid, p_network text)
 RETURNS TABLE (
     released boolean, address text, wallet_network text, queue_network text,
@@ -31,46 +68,33 @@ BEGIN
 
     -- A claim can come back empty under concurrency although wallets are free (its snapshot
     -- chose rows that concurrent claims took meanwhile); a new statement sees those claims
-    -- and picks another, so a miss is tried again before the order joins the queue.
+    -- and picks another, so a miss is tried again before the order joins the queue; the
+    -- last try is under the network's lock.
     FOR attempt IN 1..3 LOOP
-        -- The queue is probed in index order: a NOT EXISTS here lets the cached generic plan
-        -- scan a long queue of another network from end to end.
-        WITH claimed_wallet AS (
-            UPDATE wallet_pool.wallets
-            SET order_id = p_order_id, allocated_at = now()
-            WHERE id = (
-                SELECT id FROM wallet_pool.wallets
-                WHERE network = p_network AND order_id IS NULL AND disabled_at IS NULL
-                  AND (cooldown_until IS NULL OR cooldown_until <= now())
-                  AND (SELECT true FROM wallet_pool.queue q WHERE q.network = p_network
-                       ORDER BY seq LIMIT 1) IS NULL
-                ORDER BY released_at NULLS FIRST, id
-                LIMIT 1
-                FOR UPDATE SKIP LOCKED
-            )
-            RETURNING address, network, order_id, allocated_at
-        )
-        INSERT INTO wallet_pool.assignments (address, network, order_id, assigned_at)
-        SELECT address, network, order_id, allocated_at FROM claimed_wallet
-        RETURNING address INTO address;
-        EXIT WHEN address IS NOT NULL;
+        IF attempt = 3 THEN
+            PERFORM pg_advisory_xact_lock(8202, hashtext(p_network));
+        END IF;
+        address := wallet_pool.claim_wallet(p_order_id, p_network);
+        IF address IS NOT NULL THEN
+            claimed := true;
+            wallet_network := p_network;
+            RETURN NEXT;
+            RETURN;
+        END IF;
     END LOOP;
-    IF address IS NOT NULL THEN
-        claimed := true;
-        wallet_network := p_network;
-        RETURN NEXT;
-        RETURN;
-    END IF;
 
-    -- Orders join a network's queue one at a time (the lock lasts until commit), so they
-    -- commit in the order of their sequence numbers, and a place read after commit counts
-    -- everyone ahead. The NOT EXISTS is a defence: only queued orders are handed wallets,
-    -- and this one was not queued when it was read under its lock.
-    PERFORM pg_advisory_xact_lock(8202, hashtext(p_network));
+    -- The NOT EXISTS is a defence: only queued orders are handed wallets, and this one was
+    -- not queued when it was read under its lock.
     INSERT INTO wallet_pool.queue (order_id, network)
     SELECT p_order_id, p_network
     WHERE NOT EXISTS (SELECT 1 FROM wallet_pool.wallets WHERE order_id = p_order_id);
     enqueued := FOUND;
+    -- A wallet can be free beside the queue only after a crash between a release and its
+    -- hand-off (the sweep's case): serve the head at once.
+    PERFORM wallet_pool.hand_off_head(p_network);
+    SELECT p.released, p.address, p.wallet_network, p.queue_network, p."position"
+    INTO released, address, wallet_network, queue_network, "position"
+    FROM wallet_pool.order_place(p_order_id) AS p;
     RETURN NEXT;
 END
 $$;
@@ -124,6 +148,18 @@ BEGIN
         );
         RETURN NEXT;
     END IF;
+END
+$$;
+
+-- The hand-off after a commit that left wallets free (a release that found nobody waiting,
+-- added or enabled wallets, a cooldown's end, the sweep): it first waits for orders that are
+-- joining the network's queue (see allocate_wallet), so that it sees them.
+CREATE FUNCTION wallet_pool.hand_off_waiting(p_network text)
+RETURNS TABLE (order_id uuid, address text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(8202, hashtext(p_network));
+    RETURN QUERY SELECT h.order_id, h.address FROM wallet_pool.hand_off_head(p_network) AS h;
 END
 $$;
 
