@@ -85,7 +85,7 @@ POOL_ALLOCATE = _alone(_pool("allocate_wallet", ORDER_ID, NETWORK, gset=True))
 # release_wallet of a held wallet with nobody waiting: one call, then one hand-off (a
 # statement on its own, after the commit).
 POOL_RELEASE = _alone(_pool("release_wallet", ORDER_ID, ADDRESS, ":cooldown"))
-POOL_HAND_OFF = _alone(_pool("hand_off_head", NETWORK))
+POOL_HAND_OFF = _alone(_pool("hand_off_waiting", NETWORK))
 
 CLAIM_CYCLE: tuple[Unit, ...] = (POOL_ALLOCATE, POOL_RELEASE, POOL_HAND_OFF)
 

@@ -29,7 +29,7 @@ def queries() -> dict[str, str]:
 
 
 class WalletRepository(Protocol):
-    async def claim(self, order_id: uuid.UUID, network: str) -> ClaimAttempt: ...
+    async def allocate(self, order_id: uuid.UUID, network: str) -> ClaimAttempt: ...
     async def mark_as_available(
         self, order_id: uuid.UUID, address: str, cooldown_seconds: float
     ) -> ReleasedOrder: ...
@@ -45,8 +45,7 @@ class WalletRepository(Protocol):
 
 
 class QueueRepository(Protocol):
-    async def place(self, order_id: uuid.UUID) -> OrderPlace: ...
-    async def hand_off_head(self, network: str) -> tuple[uuid.UUID, str] | None: ...
+    async def hand_off_waiting(self, network: str) -> tuple[uuid.UUID, str] | None: ...
     async def networks_ready_for_hand_off(self, networks: tuple[str, ...]) -> list[str]: ...
     async def counts(self, network: str) -> dict[str, int]: ...
 
@@ -64,7 +63,7 @@ class PostgresWalletAdapter:
         self._conn = conn
         self._q = queries()
 
-    async def claim(self, order_id: uuid.UUID, network: str) -> ClaimAttempt:
+    async def allocate(self, order_id: uuid.UUID, network: str) -> ClaimAttempt:
         """Under the order's lock, in one round trip: what the order has, or when it has
         nothing, a wallet of `network` claimed for it, or else a place at the back of the
         network's queue; with the order's place after that."""
@@ -85,7 +84,8 @@ class PostgresWalletAdapter:
         )
         assert row is not None, "release_wallet always returns one row"
         freed = HeldWallet(row["address"], row["network"]) if row["address"] else None
-        return ReleasedOrder(freed, row["dequeued"], row["handed_to"])
+        handed = (row["handed_to"], row["handed_address"]) if row["handed_to"] else None
+        return ReleasedOrder(freed, row["dequeued"], handed)
 
     async def add(self, network: str, addresses: list[str]) -> list[str]:
         rows = await self._conn.fetch(self._q["insert_wallets"], network, addresses)
@@ -135,13 +135,10 @@ class PostgresQueueAdapter:
         self._conn = conn
         self._q = queries()
 
-    async def place(self, order_id: uuid.UUID) -> OrderPlace:
-        row = await self._conn.fetchrow(self._q["order_place"], order_id)
-        assert row is not None, "order_place always returns one row"
-        return _place(row)
-
-    async def hand_off_head(self, network: str) -> tuple[uuid.UUID, str] | None:
-        row = await self._conn.fetchrow(self._q["hand_off_head"], network)
+    async def hand_off_waiting(self, network: str) -> tuple[uuid.UUID, str] | None:
+        """A free wallet of `network` to its oldest waiting order, after any order joining
+        the queue has joined; None unless both exist."""
+        row = await self._conn.fetchrow(self._q["hand_off_waiting"], network)
         return (row["order_id"], row["address"]) if row else None
 
     async def networks_ready_for_hand_off(self, networks: tuple[str, ...]) -> list[str]:

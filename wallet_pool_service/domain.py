@@ -54,11 +54,11 @@ class ClaimAttempt:
 @dataclass(frozen=True)
 class ReleasedOrder:
     """One release's work: the wallet freed (if the order held one), whether the order left
-    a queue, and the waiting order the freed wallet went to at once (if any)."""
+    a queue, and (order id, address) of the wallet a waiting order got at once (if any)."""
 
     freed: HeldWallet | None
     dequeued: bool
-    handed_to: uuid.UUID | None
+    handed: tuple[uuid.UUID, str] | None
 
 
 def current_allocation(place: OrderPlace) -> Allocation:

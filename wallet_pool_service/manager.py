@@ -63,7 +63,7 @@ class WalletPoolManager:
         """The order's wallet, or its place in the network's queue. Idempotent per order."""
         network = parse_network(network, self.networks)
         async with self._statement() as (wallets, _):
-            attempt = await wallets.claim(order_id, network)
+            attempt = await wallets.allocate(order_id, network)
         return domain.allocation_after(attempt, network)
 
     async def release_wallet(self, order_id: uuid.UUID, address: str = "") -> domain.Release:
@@ -85,11 +85,12 @@ class WalletPoolManager:
             )
             if self.cooldown_seconds:
                 self._hand_off_after_cooldown(freed.network)
-            if released.handed_to is not None:
-                _log_hand_off(released.handed_to, freed.address)
-            else:
-                # Nobody waited when the release looked; an order joining the queue meanwhile
-                # is seen by a hand-off after the commit (see hand_off_waiting).
+            if released.handed is not None:
+                _log_hand_off(*released.handed)
+            if released.handed is None or released.handed[1] != freed.address:
+                # The freed wallet is still free (nobody waited when the release looked, or
+                # another went first); an order joining the queue meanwhile is seen by a
+                # hand-off after the commit (see hand_off_waiting).
                 await self._hand_off_one(freed.network)
         return domain.Release(released=freed is not None, dequeued=released.dequeued)
 
@@ -104,7 +105,7 @@ class WalletPoolManager:
         """The least recently released free wallet of `network` to its oldest waiting order,
         if both exist."""
         async with self._statement() as (_, queue):
-            result = await queue.hand_off_head(network)
+            result = await queue.hand_off_waiting(network)
         if result is not None:
             _log_hand_off(*result)
         return result is not None

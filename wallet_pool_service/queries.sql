@@ -1,7 +1,3 @@
--- order_place --
--- Everything the pool has for an order, in one read (see the function).
-SELECT * FROM wallet_pool.order_place($1)
-
 -- allocate_wallet --
 -- The order's lock, what the pool has for it, and when it has nothing a claim or a place at
 -- the back of the queue, and its place then: one round trip (see the function).
@@ -41,7 +37,7 @@ FROM wallet_pool.queue_blocks
 WHERE $1 = '' OR network = $1
 GROUP BY network
 
--- hand_off_head --
+-- hand_off_waiting --
 -- The oldest waiting order of the network gets the least recently released available wallet,
 -- after any order joining the queue has joined (see the function); no row unless both exist.
 SELECT order_id, address FROM wallet_pool.hand_off_waiting($1)

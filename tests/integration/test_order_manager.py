@@ -12,6 +12,7 @@ from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from order_service.domain import (
     IllegalTransition,
     OrderFilter,
+    OrderNotFound,
     OrderStatus,
     RequestIdReused,
     WalletRelease,
@@ -108,6 +109,34 @@ async def test_same_status_again_is_a_no_op_and_illegal_moves_are_refused(
         "SELECT count(*) FROM orders.status_history WHERE order_id = $1", order.id
     )
     assert rows == 2
+
+
+async def test_a_status_set_without_reading_first_still_refuses_what_the_lifecycle_does_not_allow(
+    orders: OrderManager, db_pool: asyncpg.Pool
+) -> None:
+    """PROCESSING and COMPLETED are tried as a compare-and-set from their one predecessor;
+    when that misses, the order is read and the answer is the same as ever."""
+    with pytest.raises(OrderNotFound):
+        await orders.update_status(uuid.uuid4(), OrderStatus.COMPLETED, "", "op")
+    with pytest.raises(OrderNotFound):
+        await orders.update_status(uuid.uuid4(), OrderStatus.PROCESSING, "", "op")
+    order = await orders.create_order("BTC", Decimal("1"), None, "client")
+    with pytest.raises(IllegalTransition):
+        await orders.update_status(order.id, OrderStatus.COMPLETED, "", "op")
+    await orders.update_status(order.id, OrderStatus.PROCESSING, "", "op")
+    done, release = await orders.update_status(order.id, OrderStatus.COMPLETED, "paid", "op")
+    assert done.status is OrderStatus.COMPLETED and release is WalletRelease.RELEASED
+    again, _ = await orders.update_status(order.id, OrderStatus.COMPLETED, "", "op")
+    assert again.status is OrderStatus.COMPLETED
+    history = await db_pool.fetch(
+        "SELECT from_status, to_status FROM orders.status_history WHERE order_id = $1 ORDER BY id",
+        order.id,
+    )
+    assert [(r["from_status"], r["to_status"]) for r in history] == [
+        (None, "PENDING"),
+        ("PENDING", "PROCESSING"),
+        ("PROCESSING", "COMPLETED"),
+    ]
 
 
 async def test_the_same_request_id_returns_the_same_order_and_refuses_other_parameters(

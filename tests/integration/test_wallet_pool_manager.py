@@ -6,7 +6,7 @@ import pytest
 
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 from tests.invariants import queue_blocks_add_up
-from wallet_pool_service.adapters import PostgresWalletAdapter
+from wallet_pool_service.adapters import PostgresQueueAdapter, PostgresWalletAdapter
 from wallet_pool_service.domain import (
     Allocation,
     HeldWallet,
@@ -274,6 +274,31 @@ async def test_no_wallet_stays_free_beside_a_waiting_order_without_the_sweep(
         holders = newcomers
 
 
+async def test_a_hand_off_after_a_commit_waits_for_an_order_joining_the_queue(
+    database_url: str,
+) -> None:
+    """An order joins the queue (uncommitted) while a wallet comes free and its hand-off
+    runs: the hand-off waits for the join to commit, then gives the wallet to that order."""
+    joining, freeing = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        order = uuid.uuid4()
+        [address] = demo_addresses("TRON", 1)
+        join = joining.transaction()
+        await join.start()
+        assert (await PostgresWalletAdapter(joining).allocate(order, "TRON")).enqueued
+        await freeing.execute(
+            "INSERT INTO wallet_pool.wallets (network, address) VALUES ('TRON', $1)", address
+        )
+        hand_off = asyncio.create_task(PostgresQueueAdapter(freeing).hand_off_waiting("TRON"))
+        await asyncio.sleep(0.3)
+        assert not hand_off.done()  # it would have found nobody waiting
+        await join.commit()
+        assert await asyncio.wait_for(hand_off, 5) == (order, address)
+    finally:
+        await joining.close()
+        await freeing.close()
+
+
 async def test_a_disabled_wallet_is_never_allocated_and_a_held_one_leaves_after_its_order(
     manager: WalletPoolManager, db_pool: asyncpg.Pool
 ) -> None:
@@ -414,17 +439,17 @@ async def test_an_order_served_from_the_queue_while_it_asks_again_is_not_queued_
         )
         first, second = uuid.uuid4(), uuid.uuid4()
         pool = PostgresWalletAdapter(releasing)
-        assert (await pool.claim(first, "ETH")).claimed == free
-        assert (await pool.claim(second, "ETH")).claimed == held
-        assert (await pool.claim(order, "ETH")).enqueued
-        assert (await pool.claim(behind, "ETH")).enqueued
+        assert (await pool.allocate(first, "ETH")).claimed == free
+        assert (await pool.allocate(second, "ETH")).claimed == held
+        assert (await pool.allocate(order, "ETH")).enqueued
+        assert (await pool.allocate(behind, "ETH")).enqueued
         wallets = PostgresWalletAdapter(asking)
         async with releasing.transaction():
             # `first` is released, and its wallet handed to `order`, not yet committed.
             released = await pool.mark_as_available(first, free, 0)
-            assert released == ReleasedOrder(HeldWallet(free, "ETH"), False, order)
-            before = await wallets.claim(order, "ETH")
-        after = await wallets.claim(order, "ETH")
+            assert released == ReleasedOrder(HeldWallet(free, "ETH"), False, (order, free))
+            before = await wallets.allocate(order, "ETH")
+        after = await wallets.allocate(order, "ETH")
         assert (before.place.waiting, before.place.held) == (("ETH", 1), None)
         assert (after.place.waiting, after.place.held) == (None, HeldWallet(free, "ETH"))
         assert not before.enqueued and not after.enqueued

@@ -1,14 +1,17 @@
 -- Allocation and release each in one round trip (plpgsql, whose statements' plans are
 -- cached per connection, as prepared statements are; an SQL function that is not inlined
--- is planned again on every call). Each function takes the order's lock first;
--- the statements after it then see everything that committed before the lock was granted
--- (under READ COMMITTED a function's statements each take a new snapshot, whereas a single
--- statement keeps the one it took before it waited for the lock). The lock serialises the
--- allocation and release of one order across transactions and replicas.
+-- is planned again on every call). Allocation and release take the order's lock first; the
+-- statements after it then see everything that committed before the lock was granted (under
+-- READ COMMITTED a function's statements each take a new snapshot, whereas a single statement
+-- keeps the one it took before it waited for the lock). The lock serialises the allocation
+-- and release of one order across transactions and replicas. For the same reason, whether a
+-- cooldown has ended is judged by the clock after the locks (p_now), not by now(), which is
+-- when the transaction began.
 
 -- The least recently released available wallet of the network for the order, unless orders
 -- of that network already wait (they come first): its address, or NULL.
-CREATE FUNCTION wallet_pool.claim_wallet(p_order_id uuid, p_network text) RETURNS text
+CREATE FUNCTION wallet_pool.claim_wallet(p_order_id uuid, p_network text, p_now timestamptz)
+RETURNS text
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -22,7 +25,7 @@ BEGIN
         WHERE id = (
             SELECT id FROM wallet_pool.wallets
             WHERE network = p_network AND order_id IS NULL AND disabled_at IS NULL
-              AND (cooldown_until IS NULL OR cooldown_until <= now())
+              AND (cooldown_until IS NULL OR cooldown_until <= p_now)
               AND (SELECT true FROM wallet_pool.queue q WHERE q.network = p_network
                    ORDER BY seq LIMIT 1) IS NULL
             ORDER BY released_at NULLS FIRST, id
@@ -69,12 +72,13 @@ BEGIN
     -- A claim can come back empty under concurrency although wallets are free (its snapshot
     -- chose rows that concurrent claims took meanwhile); a new statement sees those claims
     -- and picks another, so a miss is tried again before the order joins the queue; the
-    -- last try is under the network's lock.
+    -- last try is under the network's lock. (An order that arrives meanwhile may claim a
+    -- wallet freed before a joining order commits: orders that overlap have no order.)
     FOR attempt IN 1..3 LOOP
         IF attempt = 3 THEN
             PERFORM pg_advisory_xact_lock(8202, hashtext(p_network));
         END IF;
-        address := wallet_pool.claim_wallet(p_order_id, p_network);
+        address := wallet_pool.claim_wallet(p_order_id, p_network, clock_timestamp());
         IF address IS NOT NULL THEN
             claimed := true;
             wallet_network := p_network;
@@ -89,9 +93,10 @@ BEGIN
     SELECT p_order_id, p_network
     WHERE NOT EXISTS (SELECT 1 FROM wallet_pool.wallets WHERE order_id = p_order_id);
     enqueued := FOUND;
-    -- A wallet can be free beside the queue only after a crash between a release and its
-    -- hand-off (the sweep's case): serve the head at once.
-    PERFORM wallet_pool.hand_off_head(p_network);
+    -- A wallet can be free beside the queue here only when nothing handed it off yet: a
+    -- cooldown that just ended, or a crash between a release and its hand-off (the sweep's
+    -- cases). Serve the head at once.
+    PERFORM wallet_pool.hand_off_head(p_network, clock_timestamp());
     SELECT p.released, p.address, p.wallet_network, p.queue_network, p."position"
     INTO released, address, wallet_network, queue_network, "position"
     FROM wallet_pool.order_place(p_order_id) AS p;
@@ -102,7 +107,7 @@ $$;
 -- Gives the oldest waiting order of the network the least recently released available
 -- wallet, in one statement; nothing happens unless both exist. Watchers on every replica
 -- hear of it when it commits (NOTIFY is transactional).
-CREATE FUNCTION wallet_pool.hand_off_head(p_network text)
+CREATE FUNCTION wallet_pool.hand_off_head(p_network text, p_now timestamptz)
 RETURNS TABLE (order_id uuid, address text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -110,8 +115,19 @@ DECLARE
     handed_network text;
 BEGIN
     WITH head AS (
+        -- Only when a wallet is free: a row lock costs a WAL record, and an order that joins
+        -- a long queue looks here too.
+        -- (The wallet is probed in index order: an EXISTS lets a generic plan scan every
+        -- wallet of the table when none of the network is free.)
         SELECT order_id FROM wallet_pool.queue
         WHERE network = p_network
+          AND (
+              SELECT true FROM wallet_pool.wallets
+              WHERE network = p_network AND order_id IS NULL AND disabled_at IS NULL
+                AND (cooldown_until IS NULL OR cooldown_until <= p_now)
+              ORDER BY released_at NULLS FIRST, id
+              LIMIT 1
+          )
         ORDER BY seq
         LIMIT 1
         FOR UPDATE SKIP LOCKED
@@ -119,7 +135,7 @@ BEGIN
         -- Only when someone waits: locking a wallet for nobody costs a lock and a WAL record.
         SELECT id FROM wallet_pool.wallets
         WHERE network = p_network AND order_id IS NULL AND disabled_at IS NULL
-          AND (cooldown_until IS NULL OR cooldown_until <= now())
+          AND (cooldown_until IS NULL OR cooldown_until <= p_now)
           AND EXISTS (SELECT FROM head)
         ORDER BY released_at NULLS FIRST, id
         LIMIT 1
@@ -159,7 +175,8 @@ RETURNS TABLE (order_id uuid, address text)
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock_shared(8202, hashtext(p_network));
-    RETURN QUERY SELECT h.order_id, h.address FROM wallet_pool.hand_off_head(p_network) AS h;
+    RETURN QUERY
+    SELECT h.order_id, h.address FROM wallet_pool.hand_off_head(p_network, clock_timestamp()) AS h;
 END
 $$;
 
@@ -168,9 +185,11 @@ $$;
 -- holds), closing the assignment and keeping the wallet cooling for p_cooldown seconds.
 -- A freed wallet goes to the head of its network's queue in the same transaction, when
 -- someone waits. One row: the freed wallet (NULLs when none), whether the order was waiting,
--- and the order the wallet was handed to (NULL when nobody waited).
+-- and the order a wallet was handed to and which (NULLs when nobody waited).
 CREATE FUNCTION wallet_pool.release_wallet(p_order_id uuid, p_address text, p_cooldown float8)
-RETURNS TABLE (address text, network text, dequeued boolean, handed_to uuid)
+RETURNS TABLE (
+    address text, network text, dequeued boolean, handed_to uuid, handed_address text
+)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
@@ -194,7 +213,8 @@ BEGIN
     )
     SELECT freed.address, freed.network INTO address, network FROM freed;
     IF network IS NOT NULL THEN
-        SELECT h.order_id INTO handed_to FROM wallet_pool.hand_off_head(network) AS h;
+        SELECT h.order_id, h.address INTO handed_to, handed_address
+        FROM wallet_pool.hand_off_head(network, clock_timestamp()) AS h;
     END IF;
     RETURN NEXT;
 END
