@@ -191,7 +191,8 @@ async def add_wallets(url: str, network: str, first: int, count: int) -> None:
             first,
             first + count - 1,
         )
-        await conn.execute("ANALYZE wallet_pool.wallets")
+        # Vacuumed as well, as autovacuum would have done by the time a pool grew this big.
+        await conn.execute("VACUUM ANALYZE wallet_pool.wallets")
     finally:
         await conn.close()
 
@@ -208,7 +209,9 @@ async def add_queued_orders(url: str, network: str, count: int) -> None:
             network,
             count,
         )
-        await conn.execute("ANALYZE wallet_pool.queue")
+        # Vacuumed as well (the queue and the per-block counts the trigger churned through),
+        # as autovacuum would have done by the time a queue grew this long.
+        await conn.execute("VACUUM ANALYZE wallet_pool.queue, wallet_pool.queue_blocks")
     finally:
         await conn.close()
 
