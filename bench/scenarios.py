@@ -83,10 +83,10 @@ def _errors(result: LoadResult) -> str:
     return "errors " + ", ".join(f"{code} {n}" for code, n in sorted(result.errors.items()))
 
 
-def _drift(measured: float, units: Sequence[sqlfloor.Unit]) -> str:
+def _drift(measured: float, statements: Sequence[sqlfloor.Statement]) -> str:
     """A warning when the services commit a different number of transactions per operation
     than the floor's script (the background loops add a little): the script may be stale."""
-    expected = sqlfloor.commits(units)
+    expected = sqlfloor.commits(statements)
     if abs(measured - expected) <= 0.6:
         return ""
     return f"service commits {measured:.1f}/op, SQL floor {expected}: floor script stale?"
@@ -124,7 +124,7 @@ async def _load(
 
 
 async def _pgbench(
-    run: Run, url: str, script: Sequence[sqlfloor.Unit], clients: int
+    run: Run, url: str, script: Sequence[sqlfloor.Statement], clients: int
 ) -> tuple[sqlfloor.PgbenchResult, dict[str, float]]:
     """pgbench with CPU sampled, and `claim_misses`: script runs whose claim came back
     empty (every run claims once)."""
@@ -246,7 +246,7 @@ class FloorPoint:
     commits_per_op: float
     drift: str
     queued: int
-    transactions: Sequence[sqlfloor.Unit]
+    statements: Sequence[sqlfloor.Statement]
 
     def latency(self, kind: str) -> Latency:
         return Latency.of(self.real.latencies.get(kind, []))
@@ -291,7 +291,7 @@ class FloorPoint:
             "ceiling": round(self.limit, 2),
             "ratio": round(self.ratio, 4),
             "commits_per_operation": round(self.commits_per_op, 2),
-            "floor_commits_per_operation": sqlfloor.commits(self.transactions),
+            "floor_commits_per_operation": sqlfloor.commits(self.statements),
             "orders_queued_beside_free_wallets": self.queued,
             "pgbench_empty_claims": self.pg_misses,
             "cpu_cores": {
@@ -309,7 +309,7 @@ async def _against_floors(
     job: LoadJob,
     database: str,
     floor_database: str,
-    transactions: Sequence[sqlfloor.Unit],
+    statements: Sequence[sqlfloor.Statement],
 ) -> FloorPoint:
     commits_before, counters_before = await commits(database), await pool_counters(database)
     real, samples = await _load(run, job, pids_of(stack), database)
@@ -322,7 +322,7 @@ async def _against_floors(
         {"noop_server": [run.noop.process.pid]},
         None,
     )
-    pg, pg_cpu = await _pgbench(run, floor_database, transactions, job.concurrency)
+    pg, pg_cpu = await _pgbench(run, floor_database, statements, job.concurrency)
     commits_per_op = await _commits_since(database, commits_before, load_ended) / max(1, real.total)
     return FloorPoint(
         real=real,
@@ -334,17 +334,16 @@ async def _against_floors(
         pg_misses=int(pg_cpu.pop("claim_misses")),
         limit=ceiling(noop.throughput, pg.tps),
         commits_per_op=commits_per_op,
-        drift=_drift(commits_per_op, transactions),
+        drift=_drift(commits_per_op, statements),
         queued=queued,
-        transactions=transactions,
+        statements=statements,
     )
 
 
-def _sql_details(transactions: Sequence[sqlfloor.Unit]) -> dict[str, Any]:
+def _sql_details(statements: Sequence[sqlfloor.Statement]) -> dict[str, Any]:
     return {
-        "sql_statements_per_operation": sqlfloor.statement_count(transactions),
-        "sql_round_trips_per_operation": sqlfloor.round_trips(transactions),
-        "pgbench_script": sqlfloor.render(transactions),
+        "sql_statements_per_operation": len(statements),
+        "pgbench_script": sqlfloor.render(statements),
     }
 
 

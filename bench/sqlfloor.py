@@ -1,17 +1,18 @@
 """The SQL floor: pgbench (the one pgserver ships, so a fresh machine has it) running the
-statements the services run for one operation, read from their queries.sql, in the same
-transactions, with as many clients as the RPC load has workers.
+statements the services run for one operation, read from their queries.sql, with as many
+clients as the RPC load has workers.
 
-A script is a list of units (a transaction, or a statement on its own); each statement names
-its query and gives an SQL expression for each `$n`. Order ids are made in the script from
+A script is a list of statements, each on its own as the services send them (every use case
+on these paths is one statement, atomic by itself: no BEGIN/COMMIT); each names its query and
+gives an SQL expression for each `$n`. Order ids are made in the script from
 the client id and a random number, so no statement is added; the address the claim returns
 is kept with `\\aset` for the statements that need it. pgbench runs in prepared mode, as
 asyncpg does. Everything above SQL is left out, on purpose.
 
-The claim can come back empty under concurrency although thousands of wallets are free (the
-service then queues the order and hands it a wallet at once). The floor does not stop there:
-`address` then keeps a per-run number that matches no wallet, the release frees nothing, and
-the caller counts such misses from the rows the claims wrote.
+Should an allocation still come back without a wallet under concurrency (allocate_wallet
+retries a missed claim first), it queues the order and `address` is empty: the release then
+takes the order out of the queue, and the caller counts such misses from the rows the claims
+wrote.
 """
 
 from __future__ import annotations
@@ -56,15 +57,6 @@ class Statement:
     gset: bool = False
 
 
-@dataclass(frozen=True)
-class Unit:
-    """What a use case sends at once: statements in a transaction (BEGIN ... COMMIT), or a
-    single statement on its own (atomic by itself; the services skip BEGIN/COMMIT there)."""
-
-    statements: tuple[Statement, ...]
-    transaction: bool = True
-
-
 def _pool(query: str, *params: str, gset: bool = False) -> Statement:
     return Statement(POOL, query, params, gset)
 
@@ -73,41 +65,31 @@ def _orders(query: str, *params: str) -> Statement:
     return Statement(ORDERS, query, params)
 
 
-def _alone(statement: Statement) -> Unit:
-    return Unit((statement,), transaction=False)
-
-
 # These mirror the services' code paths (WalletPoolManager, OrderManager): when those change,
 # change these. `commits` below is checked against what the services commit per operation.
 
 # allocate_wallet for an order that holds nothing, with a free wallet: one call.
-POOL_ALLOCATE = _alone(_pool("allocate_wallet", ORDER_ID, NETWORK, gset=True))
+POOL_ALLOCATE = _pool("allocate_wallet", ORDER_ID, NETWORK, gset=True)
 # release_wallet of a held wallet with nobody waiting: one call, then one hand-off (a
 # statement on its own, after the commit).
-POOL_RELEASE = _alone(_pool("release_wallet", ORDER_ID, ADDRESS, ":cooldown"))
-POOL_HAND_OFF = _alone(_pool("hand_off_waiting", NETWORK))
+POOL_RELEASE = _pool("release_wallet", ORDER_ID, ADDRESS, ":cooldown")
+POOL_HAND_OFF = _pool("hand_off_waiting", NETWORK)
 
-CLAIM_CYCLE: tuple[Unit, ...] = (POOL_ALLOCATE, POOL_RELEASE, POOL_HAND_OFF)
+CLAIM_CYCLE: tuple[Statement, ...] = (POOL_ALLOCATE, POOL_RELEASE, POOL_HAND_OFF)
 
 # CreateOrder, UpdateOrderStatus PROCESSING, UpdateOrderStatus COMPLETED, with the pool's
-# units where the order service calls the pool.
-LIFECYCLE: tuple[Unit, ...] = (
-    _alone(_orders("create_order", ORDER_ID, NETWORK, ":amount", "NULL", ":client")),
+# statements where the order service calls the pool.
+LIFECYCLE: tuple[Statement, ...] = (
+    _orders("create_order", ORDER_ID, NETWORK, ":amount", "NULL", ":client"),
     POOL_ALLOCATE,
     # CreateOrder answers with the row set_wallet returns (no read after it).
-    _alone(_orders("set_wallet", ORDER_ID, ADDRESS)),
+    _orders("set_wallet", ORDER_ID, ADDRESS),
     # A status with one possible predecessor is set from it at once (compare-and-set).
-    _alone(
-        _orders("change_status", ORDER_ID, "'PENDING'", "'PROCESSING'", "''", ":operator", "NULL")
-    ),
-    _alone(
-        _orders(
-            "change_status", ORDER_ID, "'PROCESSING'", "'COMPLETED'", "''", ":operator", ":lease"
-        )
-    ),
+    _orders("change_status", ORDER_ID, "'PENDING'", "'PROCESSING'", "''", ":operator", "NULL"),
+    _orders("change_status", ORDER_ID, "'PROCESSING'", "'COMPLETED'", "''", ":operator", ":lease"),
     POOL_RELEASE,
     POOL_HAND_OFF,
-    _alone(_orders("mark_release_done", ORDER_ID)),
+    _orders("mark_release_done", ORDER_ID),
 )
 
 _PARAM = re.compile(r"\$(\d+)")
@@ -127,41 +109,26 @@ def _query(queries: dict[str, dict[str, str]], statement: Statement) -> str:
     return sql
 
 
-def render(units: Sequence[Unit]) -> str:
+def render(statements: Sequence[Statement]) -> str:
     """The pgbench script for one operation."""
     queries = {POOL: load_queries(POOL), ORDERS: load_queries(ORDERS)}
-    lines = ["\\set r random(1, 4611686018427387903)", "\\set address :r"]
-    for unit in units:
-        if unit.transaction:
-            lines.append("BEGIN;")
-        for statement in unit.statements:
-            sql = _query(queries, statement)
-            used = {int(n) for n in _PARAM.findall(sql)}
-            if used != set(range(1, len(statement.params) + 1)):
-                raise ValueError(
-                    f"{statement.package}.{statement.query} takes ${sorted(used)}, "
-                    f"the floor gives {len(statement.params)} values"
-                )
-            sql = _PARAM.sub(functools.partial(_value, statement.params), sql)
-            lines.append(f"{sql} \\aset" if statement.gset else f"{sql};")
-        if unit.transaction:
-            lines.append("COMMIT;")
+    lines = ["\\set r random(1, 4611686018427387903)"]
+    for statement in statements:
+        sql = _query(queries, statement)
+        used = {int(n) for n in _PARAM.findall(sql)}
+        if used != set(range(1, len(statement.params) + 1)):
+            raise ValueError(
+                f"{statement.package}.{statement.query} takes ${sorted(used)}, "
+                f"the floor gives {len(statement.params)} values"
+            )
+        sql = _PARAM.sub(functools.partial(_value, statement.params), sql)
+        lines.append(f"{sql} \\aset" if statement.gset else f"{sql};")
     return "\n".join(lines) + "\n"
 
 
-def statement_count(units: Sequence[Unit]) -> int:
-    """SQL statements per operation, BEGIN and COMMIT not counted."""
-    return sum(len(unit.statements) for unit in units)
-
-
-def round_trips(units: Sequence[Unit]) -> int:
-    """BEGIN, each statement, COMMIT."""
-    return sum(len(unit.statements) + (2 if unit.transaction else 0) for unit in units)
-
-
-def commits(units: Sequence[Unit]) -> int:
-    """Transactions committed per operation: one per unit (a statement alone is its own)."""
-    return len(units)
+def commits(statements: Sequence[Statement]) -> int:
+    """Transactions committed per operation: each statement is its own."""
+    return len(statements)
 
 
 def pgbench_path() -> Path:
@@ -236,7 +203,7 @@ def _logged_latencies(workdir: Path) -> list[float]:
 
 async def run_pgbench(
     url: str,
-    units: Sequence[Unit],
+    statements: Sequence[Statement],
     clients: int,
     warmup_seconds: float,
     duration_seconds: float,
@@ -245,7 +212,7 @@ async def run_pgbench(
     with tempfile.TemporaryDirectory(prefix="bench-pgbench-") as tmp:
         workdir = Path(tmp)
         script = workdir / "operation.sql"
-        script.write_text(render(units))
+        script.write_text(render(statements))
         warmup_transactions = 0
         if warmup_seconds > 0:
             warmup = await _pgbench(url, script, clients, max(1, round(warmup_seconds)), None)
