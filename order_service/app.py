@@ -10,7 +10,7 @@ from order_service.servicer import METHOD_ROLES, SERVICE_NAME, OrderServicer
 from order_service.wallet_pool_client import GrpcWalletPoolGateway
 from shared.auth import Authenticator
 from shared.config import run_service
-from shared.db import apply_migrations, create_pool
+from shared.db import apply_migrations, close_pool, create_pool
 from shared.embedded_db import resolve_database
 from shared.grpc_server import GrpcServer
 from shared.loops import PeriodicTask
@@ -97,7 +97,7 @@ async def serve(settings: OrderSettings) -> None:
         for loop in loops:
             await loop.stop()
         await gateway.close()
-        await pool.close()
+        await close_pool(pool)
         if embedded is not None:
             embedded.close()
         log.info("stopped")

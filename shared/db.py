@@ -1,5 +1,6 @@
 """Connection pools, the migrations runner, and telling an outage from a bug."""
 
+import asyncio
 import logging
 from importlib import resources
 from typing import TYPE_CHECKING, TypeAlias
@@ -38,6 +39,20 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Skips asyncpg's reset query (a round trip on every release): no code here leaves
     session state behind (no SET, no held cursors; LISTEN and session locks are undone by
     the code that takes them), and an open transaction is still rolled back."""
+
+
+async def close_pool(pool: asyncpg.Pool, timeout_seconds: float = 5.0) -> None:
+    """Close gracefully, but not forever: asyncpg's close waits for every connection to be
+    released, and one still held by a call cut short at shutdown would keep the process
+    from exiting. Past the timeout the remaining connections are terminated."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout_seconds)
+    except TimeoutError:
+        log.warning(
+            "database pool did not close in time; terminating its connections",
+            extra={"timeout_seconds": timeout_seconds},
+        )
+        pool.terminate()
 
 
 async def create_pool(

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from shared.db import apply_migrations, create_pool
+from shared.db import apply_migrations, close_pool, create_pool
 from shared.embedded_db import EmbeddedPostgres, resolve_database
 from shared.networks import parse_network
 from shared.pagination import decode_page_token, encode_page_token, foreign_page_token, page_size
@@ -236,7 +236,7 @@ class WalletPoolManager:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        await self._pool.close()
+        await close_pool(self._pool)
         if self._embedded is not None:
             self._embedded.close()
 

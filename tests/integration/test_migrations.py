@@ -4,7 +4,7 @@ from importlib import resources
 
 import asyncpg
 
-from shared.db import apply_migrations, create_pool
+from shared.db import apply_migrations, close_pool, create_pool
 from tests.databases import MIGRATIONS, DatabaseFactory
 from wallet_pool_service.manager import WalletPoolManager
 
@@ -102,3 +102,27 @@ async def test_eth_addresses_stored_in_mixed_case_before_are_brought_to_lower_ca
     # The order service still holds the old spelling; its release finds the wallet.
     release = await WalletPoolManager(db_pool, ("ETH",)).release_wallet(order, checksummed)
     assert release.released
+
+
+async def test_closing_a_pool_does_not_wait_forever_for_a_connection_still_held(
+    database_url: str,
+) -> None:
+    name = f"close-test-{uuid.uuid4().hex[:8]}"
+    pool = await create_pool(database_url, min_size=1, max_size=2, application_name=name)
+    await pool.acquire()  # never released, as by a call cut short at shutdown
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await close_pool(pool, timeout_seconds=0.3)
+    assert loop.time() - started < 2
+    conn = await asyncpg.connect(database_url)
+    try:
+        left = 1
+        for _ in range(40):  # the server sees the sockets close a moment later
+            query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+            left = await conn.fetchval(query, name)
+            if left == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert left == 0
+    finally:
+        await conn.close()
