@@ -215,7 +215,9 @@ class OrderManager:
                 self._release_policy.backoff_base_seconds,
                 self._release_policy.backoff_cap_seconds,
             )
-            log.warning(
+            # A refusal is a disagreement with the pool that retrying alone will not mend.
+            log.log(
+                logging.ERROR if exc.refused else logging.WARNING,
                 "wallet release failed; will retry",
                 extra={
                     "order_id": str(release.order_id),

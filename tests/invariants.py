@@ -51,7 +51,8 @@ async def no_address_held_by_two_live_orders(conn: Connection) -> list[str]:
 
 
 async def no_final_order_holds_anything(conn: Connection) -> list[str]:
-    """2: once releases have drained, no final order holds a wallet or a queue place."""
+    """2: once releases have drained, no final order holds a wallet or a queue place, and
+    no order the pool released does."""
     held = await conn.fetch(
         """SELECT o.id, o.status, w.address FROM orders.orders o
            JOIN wallet_pool.wallets w ON w.order_id = o.id
@@ -64,14 +65,28 @@ async def no_final_order_holds_anything(conn: Connection) -> list[str]:
            WHERE o.status <> ALL($1)""",
         list(LIVE),
     )
-    return [f"{r['status']} order {r['id']} still holds {r['address']}" for r in held] + [
-        f"{r['status']} order {r['id']} still waits in the queue" for r in queued
-    ]
+    # The pool retires an order when it releases it; a retired order holds nothing either.
+    retired = await conn.fetch(
+        """SELECT r.order_id, w.address, q.network FROM wallet_pool.released_orders r
+           LEFT JOIN wallet_pool.wallets w ON w.order_id = r.order_id
+           LEFT JOIN wallet_pool.queue q ON q.order_id = r.order_id
+           WHERE w.address IS NOT NULL OR q.network IS NOT NULL"""
+    )
+    return (
+        [f"{r['status']} order {r['id']} still holds {r['address']}" for r in held]
+        + [f"{r['status']} order {r['id']} still waits in the queue" for r in queued]
+        + [
+            f"order {r['order_id']}, released by the pool, still holds "
+            f"{r['address'] or 'a place in the ' + r['network'] + ' queue'}"
+            for r in retired
+        ]
+    )
 
 
 async def every_live_order_is_served_once(conn: Connection) -> list[str]:
     """3: a live order holds exactly one wallet of its network or has one place in its
-    network's queue; and the pool serves no order the order service does not know."""
+    network's queue, and the pool has not retired it (a retired order gets no wallet); and
+    the pool serves no order the order service does not know."""
     rows = await conn.fetch(
         """SELECT o.id, o.network,
                   (SELECT count(*) FROM wallet_pool.wallets w
@@ -87,6 +102,15 @@ async def every_live_order_is_served_once(conn: Connection) -> list[str]:
         f"{r['places']} queue places"
         for r in rows
         if r["wallets"] + r["places"] != 1
+    ]
+    violations += [
+        f"live order {r['id']} was released by the pool: it will never get a wallet"
+        for r in await conn.fetch(
+            """SELECT o.id FROM orders.orders o
+               JOIN wallet_pool.released_orders r ON r.order_id = o.id
+               WHERE o.status = ANY($1)""",
+            list(LIVE),
+        )
     ]
     violations += [
         f"the pool serves order {r['order_id']}, unknown to the order service"

@@ -78,14 +78,15 @@ class PostgresWalletAdapter:
         """Retire `order_id` (it is never given a wallet again) and free the wallet it holds
         (only `address`, unless it is empty), which cools down for `cooldown_seconds` before
         it can be given out again; if an order waits in the network, it gets a free wallet
-        in the same transaction. The order leaves its queue if it was waiting."""
+        in the same transaction. The order leaves its queue if it was waiting. A non-empty
+        `address` the order does not hold changes nothing (see ReleasedOrder)."""
         row = await self._conn.fetchrow(
             self._q["release_wallet"], order_id, address, cooldown_seconds
         )
         assert row is not None, "release_wallet always returns one row"
         freed = HeldWallet(row["address"], row["network"]) if row["address"] else None
         handed = (row["handed_to"], row["handed_address"]) if row["handed_to"] else None
-        return ReleasedOrder(freed, row["dequeued"], handed)
+        return ReleasedOrder(freed, row["dequeued"], handed, row["kept_address"], row["kept_queue"])
 
     async def add(self, network: str, addresses: list[str]) -> list[str]:
         rows = await self._conn.fetch(self._q["insert_wallets"], network, addresses)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from shared.errors import FailedPrecondition, InvalidArgument, NotFound, Violation
 from shared.validation import parse_text
 from wallet_pool_service.addresses import address_problem, base58check_encode, canonical_address
 
@@ -54,11 +54,15 @@ class ClaimAttempt:
 @dataclass(frozen=True)
 class ReleasedOrder:
     """One release's work: the wallet freed (if the order held one), whether the order left
-    a queue, and (order id, address) of the wallet a waiting order got at once (if any)."""
+    a queue, and (order id, address) of the wallet a waiting order got at once (if any).
+    A release that named a wallet the order does not hold did nothing; then `kept_address`
+    is the wallet the order holds, or `kept_queue` the network whose queue it waits in."""
 
     freed: HeldWallet | None
     dequeued: bool
     handed: tuple[uuid.UUID, str] | None
+    kept_address: str | None = None
+    kept_queue: str | None = None
 
 
 def current_allocation(place: OrderPlace) -> Allocation:
@@ -108,6 +112,18 @@ class HandOff:
 class Release:
     released: bool
     dequeued: bool
+
+
+def release_outcome(order_id: uuid.UUID, address: str, work: ReleasedOrder) -> Release:
+    """What a release answers; ReleaseMismatch when it named a wallet the order does not hold
+    (it then changed nothing)."""
+    if work.kept_address is not None:
+        raise ReleaseMismatch(order_id, address, f"it holds {work.kept_address}")
+    if work.kept_queue is not None:
+        raise ReleaseMismatch(
+            order_id, address, f"it holds no wallet and waits in the {work.kept_queue} queue"
+        )
+    return Release(released=work.freed is not None, dequeued=work.dequeued)
 
 
 @dataclass(frozen=True)
@@ -202,6 +218,22 @@ class AddedWallets:
 class OrderAlreadyReleased(FailedPrecondition):
     def __init__(self) -> None:
         super().__init__("order_id: this order's wallet was already released; it gets no other")
+
+
+class ReleaseMismatch(FailedPrecondition):
+    """A release named a wallet the order does not hold: nothing was released or dequeued."""
+
+    def __init__(self, order_id: uuid.UUID, address: str, kept: str) -> None:
+        super().__init__(
+            f"address: order {order_id} does not hold {address}: {kept}; nothing was released"
+        )
+        self.violations = (
+            Violation(
+                type="WALLET_HOLDER",
+                subject=f"order:{order_id}",
+                description=f"the order does not hold {address}: {kept}",
+            ),
+        )
 
 
 class NetworkMismatch(FailedPrecondition):

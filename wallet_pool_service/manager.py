@@ -68,6 +68,8 @@ class WalletPoolManager:
 
     async def release_wallet(self, order_id: uuid.UUID, address: str = "") -> domain.Release:
         """Free the wallet held by `order_id` (guarded by holder), or take it out of the queue.
+        A release naming an `address` the order does not hold (for a waiting order: any
+        address) changes nothing and raises ReleaseMismatch.
 
         The freed wallet goes to the head of its network's queue in the same transaction, or,
         with a cooldown, when the cooldown ends (the sweep is the safety net for a process
@@ -77,6 +79,7 @@ class WalletPoolManager:
         address = domain.check_address_field(address, required=False)
         async with self._statement() as (wallets, _):
             released = await wallets.mark_as_available(order_id, address, self.cooldown_seconds)
+        outcome = domain.release_outcome(order_id, address, released)
         freed = released.freed
         if freed is not None:
             log.info(
@@ -92,7 +95,7 @@ class WalletPoolManager:
                 # another went first); an order joining the queue meanwhile is seen by a
                 # hand-off after the commit (see hand_off_waiting).
                 await self._hand_off_one(freed.network)
-        return domain.Release(released=freed is not None, dequeued=released.dequeued)
+        return outcome
 
     async def hand_off(self, network: str) -> int:
         """Give free wallets of `network` to its waiting orders, oldest first. Returns how many."""

@@ -11,6 +11,7 @@ from wallet_pool_service.domain import (
     Allocation,
     HeldWallet,
     ReleasedOrder,
+    ReleaseMismatch,
     WalletState,
     demo_addresses,
 )
@@ -89,12 +90,35 @@ async def test_release_is_guarded_by_the_holder_and_harmless_to_repeat(
     assert (await manager.allocate_wallet(owner, "ETH")).address == a
 
     assert not (await manager.release_wallet(stranger, a)).released
-    assert not (await manager.release_wallet(owner, b)).released
+    with pytest.raises(ReleaseMismatch, match=f"does not hold {b}: it holds {a}"):
+        await manager.release_wallet(owner, b)
     assert await _holder(db_pool, a) == owner
 
     assert (await manager.release_wallet(owner, a)).released
     assert not (await manager.release_wallet(owner, a)).released
     assert await _holder(db_pool, a) is None
+
+
+async def test_a_release_naming_a_wallet_the_order_does_not_hold_changes_nothing(
+    manager: WalletPoolManager, db_pool: asyncpg.Pool
+) -> None:
+    w_a, w_b = demo_addresses("ETH", 2)
+    await manager.add_wallets("ETH", [w_a, w_b])
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await manager.allocate_wallet(a, "ETH")
+    await manager.allocate_wallet(b, "ETH")
+    assert await manager.allocate_wallet(c, "ETH") == Allocation(queue_position=1)
+
+    with pytest.raises(ReleaseMismatch, match="waits in the ETH queue"):
+        await manager.release_wallet(c, w_a)
+    with pytest.raises(ReleaseMismatch, match=f"it holds {w_b}"):
+        await manager.release_wallet(b, w_a)
+
+    # B keeps its wallet (asking again gets it), C its place; A's release then serves C.
+    assert await manager.allocate_wallet(b, "ETH") == Allocation(address=w_b)
+    assert await manager.allocate_wallet(c, "ETH") == Allocation(queue_position=1)
+    assert (await manager.release_wallet(a, w_a)).released
+    assert await _holder(db_pool, w_a) == c
 
 
 async def test_a_late_release_cannot_free_a_wallet_that_moved_on(
