@@ -19,6 +19,8 @@ from shared.metrics import serve_metrics
 log = logging.getLogger(__name__)
 
 SCHEMA = "orders"
+# Of a graceful stop's grace period, what calls cut off from the pool keep for answering.
+_ANSWER_AFTER_CUT_OFF_SECONDS = 1.0
 
 
 async def serve(settings: OrderSettings) -> None:
@@ -65,6 +67,10 @@ async def serve(settings: OrderSettings) -> None:
             grace_seconds=settings.shutdown_grace_seconds,
             drain_seconds=settings.shutdown_drain_seconds,
             tls=settings.tls,
+            # Calls waiting on the pool give up in time to answer with what they committed.
+            before_grace=lambda grace: gateway.cut_off(
+                max(0.0, grace - _ANSWER_AFTER_CUT_OFF_SECONDS)
+            ),
         )
         if settings.metrics_addr:
             serve_metrics(settings.metrics_addr)

@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 _RETRY_BATCH = 50
 _SYNC_BATCH = 100
 _EXPIRY_BATCH = 50
-_POOL_CALL_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,6 @@ class OrderManager:
         self._release_policy = release_policy
         self._sync_lease_seconds = sync_lease_seconds
         self._order_ttl_seconds = order_ttl_seconds
-        self._pool_calls = asyncio.Semaphore(_POOL_CALL_CONCURRENCY)
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[OrderRepository]:
@@ -205,8 +203,7 @@ class OrderManager:
     async def _deliver_release(self, release: domain.PendingRelease, path: str) -> bool:
         """One attempt to hand a release to the pool; records the outcome."""
         try:
-            async with self._pool_calls:
-                await self._wallet_pool.release(release.order_id, release.address)
+            await self._wallet_pool.release(release.order_id, release.address)
         except WalletPoolError as exc:
             RELEASE_ATTEMPTS.labels(path, "failed").inc()
             attempts = release.attempts + 1
@@ -257,8 +254,7 @@ class OrderManager:
         """Ask the pool (idempotently) what the order holds and copy it onto the order;
         returns the order if that changed it."""
         try:
-            async with self._pool_calls:
-                allocation = await self._wallet_pool.allocate(order_id, network)
+            allocation = await self._wallet_pool.allocate(order_id, network)
         except WalletPoolError as exc:
             level = logging.INFO if exc.refused else logging.WARNING
             log.log(

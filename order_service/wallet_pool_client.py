@@ -1,15 +1,18 @@
 """The order service's view of the wallet pool service, and its gRPC adapter."""
 
+import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
+from google.protobuf.message import Message
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as pb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
+from shared.grpc_server import current_deadline
 from shared.logs import current_request_id
 from shared.tls import ClientTls
 
@@ -46,6 +49,11 @@ _CHANNEL_OPTIONS = [
 
 # A watch stream is renewed this often, so that no call is without a deadline.
 _WATCH_SECONDS = 300.0
+# Calls to the pool at once; more wait for a slot, and that wait counts against their deadline.
+MAX_CONCURRENT_CALLS = 8
+# Of the time a caller gave the call being served, what is kept for answering after the pool
+# call (writing its outcome and the response).
+ANSWER_RESERVE_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,11 @@ class WalletPoolGateway(Protocol):
 
 
 class GrpcWalletPoolGateway:
+    """Every call, the wait for one of MAX_CONCURRENT_CALLS slots included, ends by its
+    deadline: `timeout_seconds`, or sooner when the call being served must answer its own
+    caller sooner (shared.grpc_server.current_deadline, less ANSWER_RESERVE_SECONDS), or when
+    `cut_off` was called. A call that ends without an answer raises WalletPoolError."""
+
     def __init__(
         self, channel: grpc.aio.Channel, timeout_seconds: float, token: str | None
     ) -> None:
@@ -82,6 +95,9 @@ class GrpcWalletPoolGateway:
         self._stub = pb_grpc.WalletPoolServiceStub(channel)
         self._timeout = timeout_seconds
         self._authorization = (("authorization", f"Bearer {token}"),) if token else ()
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
+        self._calls: set[grpc.aio.Call] = set()
+        self._cut_off_at: float | None = None
 
     @classmethod
     def connect(
@@ -106,26 +122,71 @@ class GrpcWalletPoolGateway:
             return (*self._authorization, ("x-request-id", request_id))
         return self._authorization
 
+    def _deadline(self) -> float:
+        """When the next call must end, on the event loop's clock."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        caller = current_deadline.get()
+        if caller is not None:
+            deadline = min(deadline, caller - ANSWER_RESERVE_SECONDS)
+        if self._cut_off_at is not None:
+            deadline = min(deadline, self._cut_off_at)
+        return deadline
+
+    async def _call(self, method: Callable[..., Any], request: Message) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = self._deadline()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise WalletPoolError(
+                "DEADLINE_EXCEEDED", "no call to the wallet pool could start within the deadline"
+            ) from None
+        try:
+            # A cut-off may have come while this call waited for its slot.
+            left = min(deadline, self._cut_off_at or deadline) - loop.time()
+            if left <= 0:
+                raise WalletPoolError("DEADLINE_EXCEEDED", "no time left to call the wallet pool")
+            call = method(request, timeout=left, metadata=self._metadata())
+            self._calls.add(call)
+            try:
+                return await call
+            except grpc.aio.AioRpcError as exc:
+                raise WalletPoolError(exc.code().name, exc.details() or "") from None
+            except asyncio.CancelledError:
+                # cut_off cancelled the call, not this task: the call ends without an answer.
+                task = asyncio.current_task()
+                if call.cancelled() and task is not None and not task.cancelling():
+                    raise WalletPoolError("CANCELLED", "cut off: the service is stopping") from None
+                raise
+            finally:
+                self._calls.discard(call)
+        finally:
+            self._slots.release()
+
+    def cut_off(self, within_seconds: float) -> None:
+        """End every call (and wait for a slot) by `within_seconds` from now: for a graceful
+        stop, so that the calls being served answer before their grace period ends."""
+        loop = asyncio.get_running_loop()
+        self._cut_off_at = loop.time() + within_seconds
+
+        def cancel_calls() -> None:
+            for call in list(self._calls):
+                call.cancel()
+
+        loop.call_at(self._cut_off_at, cancel_calls)
+
     async def allocate(self, order_id: uuid.UUID, network: str) -> PoolAllocation:
         request = pb.AllocateWalletRequest(order_id=str(order_id), network=network)
-        try:
-            response = await self._stub.AllocateWallet(
-                request, timeout=self._timeout, metadata=self._metadata()
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise WalletPoolError(exc.code().name, exc.details() or "") from None
+        response = await self._call(self._stub.AllocateWallet, request)
         if response.WhichOneof("result") == "address":
             return PoolAllocation(address=response.address, queue_position=None)
         return PoolAllocation(address=None, queue_position=response.queue_position or None)
 
     async def release(self, order_id: uuid.UUID, address: str) -> None:
         request = pb.ReleaseWalletRequest(order_id=str(order_id), address=address)
-        try:
-            await self._stub.ReleaseWallet(
-                request, timeout=self._timeout, metadata=self._metadata()
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise WalletPoolError(exc.code().name, exc.details() or "") from None
+        await self._call(self._stub.ReleaseWallet, request)
 
     async def watch_hand_offs(self) -> AsyncIterator[tuple[uuid.UUID, str]]:
         """(order id, address) of each wallet the pool hands to a waiting order, until the

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import signal
@@ -42,6 +43,13 @@ _STATUS_CODES: dict[type[errors.ServiceError], grpc.StatusCode] = {
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 _MAX_REQUEST_ID = 128
+
+# By when the call being served must have answered its caller, on the event loop's clock
+# (None: the caller set no deadline); set by the RPC interceptor, so that waits on other
+# services can end in time for the answer.
+current_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "current_deadline", default=None
+)
 
 
 def status_code_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -175,6 +183,10 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # n
         started = time.perf_counter()
         metadata = tuple(context.invocation_metadata() or ())
         request_token = current_request_id.set(_request_id(metadata))
+        remaining = context.time_remaining()
+        deadline_token = current_deadline.set(
+            None if remaining is None else asyncio.get_running_loop().time() + remaining
+        )
         code = grpc.StatusCode.OK
         try:
             principal_token = current_principal.set(self._authenticator.authorize(method, metadata))
@@ -206,6 +218,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # n
                 },
             )
             current_request_id.reset(request_token)
+            current_deadline.reset(deadline_token)
 
 
 def _message_name(deserializer: Callable[[bytes], Any] | None) -> str:
@@ -227,12 +240,13 @@ class GrpcServer:
         grace_seconds: float,
         drain_seconds: float = 0.0,
         tls: ServerTls | None = None,
-        end_streams: Callable[[], None] = lambda: None,
+        before_grace: Callable[[float], None] = lambda grace_seconds: None,
     ) -> None:
-        """`end_streams`: ends the server's long-lived streams, so that a graceful stop
-        need not wait the whole grace period for them."""
+        """`before_grace`: called as the grace period of a graceful stop begins, with its
+        length: ends what would hold calls past it (long-lived streams, waits on other
+        services)."""
         self._address = address
-        self._end_streams = end_streams
+        self._before_grace = before_grace
         self._service_names = list(service_names)
         self._grace = grace_seconds
         self._drain = drain_seconds
@@ -326,5 +340,5 @@ class GrpcServer:
         await self.health.enter_graceful_shutdown()
         if self._drain:
             await asyncio.sleep(self._drain)
-        self._end_streams()
+        self._before_grace(self._grace)
         await self.server.stop(self._grace)

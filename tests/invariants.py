@@ -223,12 +223,15 @@ async def releases_drain(conn: Connection, within_seconds: float) -> list[str]:
 
 
 async def settled_allocations(conn: Connection) -> int:
-    """Live orders whose copy of the pool's answer is not yet what the pool holds for them
-    (the allocation sync has not caught up)."""
+    """Live orders whose copy of the pool's answer is not yet what the pool holds for them,
+    or that the pool has not served yet (the allocation sync has not caught up)."""
     count: int = await conn.fetchval(
         """SELECT count(*) FROM orders.orders o
            LEFT JOIN wallet_pool.wallets w ON w.order_id = o.id
-           WHERE o.status = ANY($1) AND o.wallet_address IS DISTINCT FROM w.address""",
+           WHERE o.status = ANY($1)
+             AND (o.wallet_address IS DISTINCT FROM w.address
+                  OR (w.address IS NULL AND NOT EXISTS (
+                      SELECT 1 FROM wallet_pool.queue q WHERE q.order_id = o.id)))""",
         list(LIVE),
     )
     return count

@@ -34,7 +34,7 @@ async def serve(settings: PoolSettings) -> None:
             grace_seconds=settings.shutdown_grace_seconds,
             drain_seconds=settings.shutdown_drain_seconds,
             tls=settings.tls,
-            end_streams=manager.hand_offs.close,
+            before_grace=lambda _grace_seconds: manager.hand_offs.close(),
         )
         if settings.metrics_addr:
             serve_metrics(settings.metrics_addr)
