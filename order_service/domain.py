@@ -13,7 +13,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Violation
+from shared.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutcomeUnknown,
+    Violation,
+)
 from shared.validation import parse_text
 
 MAX_REQUEST_ID_LENGTH = 128
@@ -133,6 +140,39 @@ class IllegalTransition(FailedPrecondition):
 class RequestIdReused(AlreadyExists):
     def __init__(self) -> None:
         super().__init__("request_id: already used for an order with other parameters")
+
+
+# The domain of the google.rpc.ErrorInfo this service attaches.
+ERROR_DOMAIN = "exchange.order.v1"
+
+
+class ChangeOutcomeUnknown(OutcomeUnknown):
+    def __init__(self, order_id: uuid.UUID) -> None:
+        super().__init__(
+            "the database connection was lost while the change was being written; it may have"
+            " been applied. Retrying the same status is safe (a no-op if it was applied)",
+            ERROR_DOMAIN,
+            {"order_id": str(order_id)},
+        )
+
+
+class CreationOutcomeUnknown(OutcomeUnknown):
+    def __init__(self, order_id: uuid.UUID, request_id: str | None) -> None:
+        if request_id is None:
+            advice = (
+                "Without a request_id a retry may create a second order: look this one up"
+                " first (GetOrder), and send a request_id to make retries safe"
+            )
+            metadata = {"order_id": str(order_id)}
+        else:
+            advice = "Retrying with the same request_id is safe (it returns the same order)"
+            metadata = {"order_id": str(order_id), "request_id": request_id}
+        super().__init__(
+            "the database connection was lost while the order was being written; it may have"
+            f" been created as order {order_id}. {advice}",
+            ERROR_DOMAIN,
+            metadata,
+        )
 
 
 def is_final_status(status: OrderStatus) -> bool:

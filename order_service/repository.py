@@ -1,14 +1,20 @@
 """The order repository interface and its PostgreSQL adapter (SQL only, one connection)."""
 
 import functools
+import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
+from order_service import domain
 from order_service.domain import Order, OrderFilter, OrderStatus, PendingRelease, StatusChange
-from shared.db import Connection
+from shared.db import Connection, is_database_outage
+from shared.errors import OutcomeUnknown
 from shared.sql import load_queries
+
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -64,6 +70,30 @@ class PostgresOrderRepository:
         row = await self._conn.fetchrow(self._q[query], *args)
         return Order.from_row(row) if row else None
 
+    async def _write(
+        self, unknown: Callable[[], OutcomeUnknown], query: str, *args: object
+    ) -> Order | None:
+        """`_one` for a write. Outside a transaction the statement commits on its own, so an
+        outage while it is in flight (the connection lost after it was sent) leaves its
+        outcome unknown: `unknown()` is raised. Inside one, nothing commits before COMMIT."""
+        if self._conn.is_in_transaction():
+            return await self._one(query, *args)
+        try:
+            return await self._one(query, *args)
+        except Exception as exc:
+            if not is_database_outage(exc):
+                raise
+            error = unknown()
+            log.warning(
+                "database connection lost during a write; its outcome is unknown",
+                extra={
+                    "order_id": error.metadata.get("order_id"),
+                    "query": query,
+                    "error": repr(exc),
+                },
+            )
+            raise error from exc
+
     async def create(
         self,
         order_id: uuid.UUID,
@@ -73,8 +103,16 @@ class PostgresOrderRepository:
         created_by: str,
     ) -> Order | None:
         """The new order, with its 'created' history row; None when `created_by` used
-        `request_id` before."""
-        return await self._one("create_order", order_id, network, amount, request_id, created_by)
+        `request_id` before. CreationOutcomeUnknown if the connection is lost meanwhile."""
+        return await self._write(
+            lambda: domain.CreationOutcomeUnknown(order_id, request_id),
+            "create_order",
+            order_id,
+            network,
+            amount,
+            request_id,
+            created_by,
+        )
 
     async def by_request_id(self, created_by: str, request_id: str) -> Order | None:
         return await self._one("order_by_request_id", created_by, request_id)
@@ -122,8 +160,10 @@ class PostgresOrderRepository:
     ) -> Order | None:
         """Compare-and-set from `current`, with the history row and, given a lease, the owed
         release; None (nothing written) if the order is unknown or its status is not
-        `current`."""
-        return await self._one(
+        `current`. ChangeOutcomeUnknown if the connection is lost meanwhile (outside a
+        transaction)."""
+        return await self._write(
+            lambda: domain.ChangeOutcomeUnknown(order_id),
             "change_status",
             order_id,
             current.value,

@@ -1,5 +1,6 @@
 """Error kinds a use case can raise; the gRPC layer maps each kind to one status code."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -45,3 +46,16 @@ class PermissionDenied(ServiceError):
 
 class Unavailable(ServiceError):
     pass
+
+
+class OutcomeUnknown(Unavailable):
+    """The database connection was lost while a write was in flight: it may have committed.
+    The answer carries a google.rpc.ErrorInfo (reason OUTCOME_UNKNOWN, `domain`, `metadata`),
+    so that a client can tell it from an outage in which nothing was written."""
+
+    reason = "OUTCOME_UNKNOWN"
+
+    def __init__(self, message: str, domain: str, metadata: Mapping[str, str]) -> None:
+        super().__init__(f"outcome unknown: {message}")
+        self.domain = domain
+        self.metadata = dict(metadata)

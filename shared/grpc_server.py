@@ -63,7 +63,8 @@ def status_code_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 def error_details(exc: BaseException) -> list[Any]:
-    """google.rpc detail messages for a client's mistake: which field, which precondition."""
+    """google.rpc detail messages: for a client's mistake, which field or precondition; for
+    a write whose outcome is unknown, an ErrorInfo saying so."""
     if isinstance(exc, errors.InvalidArgument):
         return [
             error_details_pb2.BadRequest(
@@ -84,6 +85,10 @@ def error_details(exc: BaseException) -> list[Any]:
                     for v in exc.violations
                 ]
             )
+        ]
+    if isinstance(exc, errors.OutcomeUnknown):
+        return [
+            error_details_pb2.ErrorInfo(reason=exc.reason, domain=exc.domain, metadata=exc.metadata)
         ]
     return []
 

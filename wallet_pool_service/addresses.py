@@ -298,6 +298,18 @@ def address_problem(network: str, address: str) -> str | None:
     return None
 
 
+def lookup_problem(address: str) -> str | None:
+    """Why no checked network takes `address` (one looked up without its network), naming
+    each network's reason; None if one takes it."""
+    problems = []
+    for network in sorted(CHECKED_NETWORKS):
+        problem = address_problem(network, address)
+        if problem is None:
+            return None
+        problems.append(f"{network}: {problem}")
+    return "; ".join(problems)
+
+
 def canonical_address(address: str) -> str:
     """The form an address is stored and looked up in, so that one wallet cannot enter the pool
     twice in two spellings: a BTC segwit address in lower case (BIP-173's canonical form;

@@ -9,7 +9,12 @@ from typing import Any, Protocol
 
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound, Violation
 from shared.validation import parse_text
-from wallet_pool_service.addresses import address_problem, base58check_encode, canonical_address
+from wallet_pool_service.addresses import (
+    address_problem,
+    base58check_encode,
+    canonical_address,
+    lookup_problem,
+)
 
 MAX_ADDRESSES_PER_CALL = 1000
 MAX_ADDRESS_LENGTH = 128
@@ -242,9 +247,18 @@ class NetworkMismatch(FailedPrecondition):
 
 
 def check_address_field(address: str, *, required: bool = True) -> str:
-    """A bounded address to look up (its network is not known yet), in the form AddWallets
-    stores it; '' when it is optional and not given."""
-    return canonical_address(parse_text(address, "address", MAX_ADDRESS_LENGTH, required=required))
+    """An address to look up (its network is not known yet) in the form AddWallets stores it,
+    or InvalidArgument if no network's check takes it (as AddWallets would refuse it); ''
+    when it is optional and not given."""
+    text = parse_text(address, "address", MAX_ADDRESS_LENGTH, required=required)
+    if not text:
+        return text
+    problem = lookup_problem(text)
+    if problem:
+        raise InvalidArgument(
+            "address", f"{text!r} is not a valid address of any network ({problem})"
+        )
+    return canonical_address(text)
 
 
 def check_addresses(network: str, addresses: list[str]) -> list[str]:

@@ -1,5 +1,6 @@
 """A TCP proxy in front of PostgreSQL that a test can cut and restore: a database outage
-as the services see it (connections reset, new ones refused)."""
+as the services see it (connections reset, new ones refused); or that loses one write's
+answer (the server commits, the client's connection is reset before it hears so)."""
 
 import asyncio
 import contextlib
@@ -11,6 +12,7 @@ class DatabaseProxy:
         self._server_url = server_url
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._lose_answer_to: bytes | None = None
         self.port = 0
 
     def url_for(self, database: str) -> str:
@@ -42,6 +44,13 @@ class DatabaseProxy:
             writer.transport.abort()
         self._writers.clear()
 
+    def lose_answer_to(self, marker: bytes) -> None:
+        """The next bytes a client sends that contain `marker` (say a parameter of a Bind
+        message) reach the server; once the server answers, the answer is dropped and that
+        client's connection reset: the server completed the statement, the client never
+        hears so."""
+        self._lose_answer_to = marker
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await self._open_upstream()
@@ -49,13 +58,27 @@ class DatabaseProxy:
             writer.close()
             return
         self._writers |= {writer, up_writer}
+        answer_lost = asyncio.Event()
 
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        async def to_server() -> None:
             with contextlib.suppress(ConnectionError, OSError):
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            sink.transport.abort()
+                while data := await reader.read(65536):
+                    if self._lose_answer_to is not None and self._lose_answer_to in data:
+                        self._lose_answer_to = None
+                        answer_lost.set()
+                        up_writer.write(data)
+                        return  # the client's connection is reset once the answer comes
+                    up_writer.write(data)
+                    await up_writer.drain()
+            up_writer.transport.abort()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        async def to_client() -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while (data := await up_reader.read(65536)) and not answer_lost.is_set():
+                    writer.write(data)
+                    await writer.drain()
+            writer.transport.abort()
+            up_writer.transport.abort()
+
+        await asyncio.gather(to_server(), to_client())
         self._writers -= {writer, up_writer}

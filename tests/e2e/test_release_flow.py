@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from tests.e2e.conftest import local_only
 from tests.e2e.stack import LocalStack, Stack
+from wallet_pool_service.addresses import eip55_checksum
 
 FINAL = [opb.ORDER_STATUS_COMPLETED, opb.ORDER_STATUS_CANCELLED]
 
@@ -312,6 +314,61 @@ async def test_client_mistakes_get_the_status_code_and_the_field_name(stack: Sta
             bad_request = error_details_pb2.BadRequest()
             assert detail.Unpack(bad_request)
             assert bad_request.field_violations[0].field == field
+
+
+def checksummed_eth_address() -> str:
+    """A new ETH address in EIP-55 mixed case, with letters in both cases."""
+    while True:
+        address = eip55_checksum(eth_address())
+        if address[2:] not in (address[2:].lower(), address[2:].upper()):
+            return address
+
+
+@local_only  # the phantom order must get this wallet: no other ETH wallet may be free
+async def test_a_lookup_with_a_wrong_eip55_checksum_is_an_invalid_argument_in_every_call(
+    stack: Stack,
+) -> None:
+    address = checksummed_eth_address()
+    wrong = "0x" + address[2:].swapcase()  # every letter in the other case
+    await stack.pool.AddWallets(
+        wpb.AddWalletsRequest(network="ETH", addresses=[address]), metadata=stack.operator
+    )
+    order_id = str(uuid.uuid4())
+    allocated = await stack.pool.AllocateWallet(
+        wpb.AllocateWalletRequest(order_id=order_id, network="ETH"), metadata=stack.service
+    )
+    assert allocated.address == address.lower()
+    pool, operator = stack.pool, stack.operator
+    calls: dict[str, Callable[[str], Awaitable[Any]]] = {
+        "DisableWallet": lambda a: pool.DisableWallet(
+            wpb.DisableWalletRequest(address=a, reason="e2e"), metadata=operator
+        ),
+        "EnableWallet": lambda a: pool.EnableWallet(
+            wpb.EnableWalletRequest(address=a), metadata=operator
+        ),
+        "GetWalletHistory": lambda a: pool.GetWalletHistory(
+            wpb.GetWalletHistoryRequest(address=a), metadata=operator
+        ),
+        "ReleaseWallet": lambda a: pool.ReleaseWallet(
+            wpb.ReleaseWalletRequest(order_id=order_id, address=a), metadata=stack.service
+        ),
+    }
+    answers = {}
+    for name, call in calls.items():
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call(wrong)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+        assert (raised.value.details() or "").startswith("address: "), name
+        assert "EIP-55" in (raised.value.details() or ""), name
+        [detail] = status_details(raised.value).details
+        bad_request = error_details_pb2.BadRequest()
+        assert detail.Unpack(bad_request)
+        assert bad_request.field_violations[0].field == "address", name
+        answers[name] = await call(address)
+    assert answers["DisableWallet"].wallet.disabled
+    assert not answers["EnableWallet"].wallet.disabled
+    assert [a.order_id for a in answers["GetWalletHistory"].assignments] == [order_id]
+    assert answers["ReleaseWallet"].released
 
 
 async def test_an_illegal_transition_is_a_failed_precondition(stack: Stack) -> None:

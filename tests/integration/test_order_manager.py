@@ -2,14 +2,17 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from order_service.domain import (
+    ChangeOutcomeUnknown,
+    CreationOutcomeUnknown,
     IllegalTransition,
     OrderFilter,
     OrderNotFound,
@@ -18,9 +21,14 @@ from order_service.domain import (
     WalletRelease,
 )
 from order_service.manager import OrderManager, ReleasePolicy
+from order_service.repository import PostgresOrderRepository
 from order_service.wallet_pool_client import GrpcWalletPoolGateway, PoolAllocation
 from shared.auth import SERVICE, Authenticator, Principal
+from shared.db import is_database_outage
+from shared.errors import OutcomeUnknown
 from shared.grpc_server import GrpcServer
+from tests.databases import DatabaseFactory
+from tests.e2e.proxy import DatabaseProxy
 from wallet_pool_service.domain import demo_addresses
 from wallet_pool_service.manager import WalletPoolManager
 from wallet_pool_service.servicer import METHOD_ROLES, WalletPoolServicer
@@ -147,6 +155,57 @@ async def test_the_same_request_id_returns_the_same_order_and_refuses_other_para
     assert again.id == first.id
     with pytest.raises(RequestIdReused):
         await orders.create_order("BTC", Decimal("3"), "key-1", "client")
+
+
+async def test_a_write_whose_answer_is_lost_has_an_unknown_outcome_unless_in_a_transaction(
+    databases: DatabaseFactory, database_url: str, db_pool: asyncpg.Pool
+) -> None:
+    proxy = DatabaseProxy(databases.server_url)
+    await proxy.start()
+    order_id = uuid.uuid4()
+
+    async def answer_lost(write: Callable[[asyncpg.Connection], Awaitable[object]]) -> Exception:
+        """What `write` raises when the answer to the statement about the order is lost."""
+        conn = await asyncpg.connect(proxy.url_for(urlsplit(database_url).path.lstrip("/")))
+        proxy.lose_answer_to(order_id.bytes)
+        try:
+            await write(conn)
+        except Exception as exc:
+            return exc
+        finally:
+            await conn.close()
+        raise AssertionError("the answer was not lost")
+
+    async def cancel(conn: asyncpg.Connection) -> object:
+        return await PostgresOrderRepository(conn).change_status(
+            order_id, OrderStatus.PENDING, OrderStatus.CANCELLED, "", "test", None
+        )
+
+    async def cancel_in_transaction(conn: asyncpg.Connection) -> object:
+        async with conn.transaction():
+            return await cancel(conn)
+
+    async def status() -> object:
+        return await db_pool.fetchval("SELECT status FROM orders.orders WHERE id = $1", order_id)
+
+    try:
+        created = await answer_lost(
+            lambda conn: PostgresOrderRepository(conn).create(
+                order_id, "ETH", Decimal(1), None, "c"
+            )
+        )
+        assert isinstance(created, CreationOutcomeUnknown), created
+        assert "a retry may create a second order" in str(created)
+        assert await status() == "PENDING"
+        # Nothing commits before COMMIT: the server rolled the change back.
+        in_transaction = await answer_lost(cancel_in_transaction)
+        assert is_database_outage(in_transaction), in_transaction
+        assert not isinstance(in_transaction, OutcomeUnknown)
+        assert await status() == "PENDING"
+        assert isinstance(await answer_lost(cancel), ChangeOutcomeUnknown)
+        assert await status() == "CANCELLED"
+    finally:
+        await proxy.cut()
 
 
 async def test_a_release_that_fails_is_kept_and_delivered_when_the_pool_is_back(

@@ -84,6 +84,23 @@ def test_segwit_and_eth_addresses_are_stored_and_looked_up_in_lower_case() -> No
     assert check_address_field(tron) == tron
 
 
+def test_a_lookup_address_that_no_network_takes_is_refused_with_each_reason() -> None:
+    checksummed = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+    wrong_checksum = checksummed[:-1] + "D"
+    with pytest.raises(InvalidArgument) as raised:
+        check_address_field(wrong_checksum)
+    assert raised.value.field == "address"
+    assert "ETH: mixed case that does not match the EIP-55 checksum" in raised.value.problem
+    # Whatever AddWallets refuses on every network, lookups refuse too.
+    for address in INVALID["BTC"][:1] + INVALID["TRON"][1:] + ["hello"]:
+        with pytest.raises(InvalidArgument, match=r"^address: .* is not a valid address"):
+            check_address_field(address)
+    # A spelling some network takes is looked up as stored; an optional one may be empty.
+    assert check_address_field(checksummed) == checksummed.lower()
+    assert all(check_address_field(a) for addresses in VALID.values() for a in addresses)
+    assert check_address_field("", required=False) == ""
+
+
 def test_demo_addresses_are_valid_and_distinct() -> None:
     for network in KNOWN_NETWORKS:
         addresses = demo_addresses(network, 20)
