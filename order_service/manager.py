@@ -17,6 +17,7 @@ from order_service.domain import Order, OrderFilter, OrderStatus, StatusChange, 
 from order_service.metrics import RELEASE_ATTEMPTS
 from order_service.repository import OrderRepository, PostgresOrderRepository
 from order_service.wallet_pool_client import WalletPoolError, WalletPoolGateway
+from shared.db import is_database_outage
 from shared.pagination import decode_page_token, encode_page_token, foreign_page_token, page_size
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,10 @@ class OrderManager:
                 if not domain.same_request(existing, network, amount):
                     raise domain.RequestIdReused()
                 return existing
-        synced = await self._sync_allocation(order.id, order.network)
-        return synced or await self.get_order(order.id)
+        async with _after_commit("order allocation", order.id):
+            synced = await self._sync_allocation(order.id, order.network)
+            return synced or await self.get_order(order.id)
+        return order
 
     async def get_order(self, order_id: uuid.UUID) -> Order:
         async with self._statement() as orders:
@@ -224,11 +227,17 @@ class OrderManager:
                     "retry_in_seconds": round(delay, 2),
                 },
             )
-            async with self._statement() as orders:
+            async with (
+                _after_commit("release attempt", release.order_id),
+                self._statement() as orders,
+            ):
                 await orders.postpone_release(release.order_id, delay, str(exc)[:500])
             return False
         RELEASE_ATTEMPTS.labels(path, "released").inc()
-        async with self._statement() as orders:
+        async with (
+            _after_commit("delivered release", release.order_id),
+            self._statement() as orders,
+        ):
             await orders.mark_release_done(release.order_id)
         log.info(
             "wallet released",
@@ -295,6 +304,23 @@ class OrderManager:
     async def database_ready(self) -> bool:
         async with self._pool.acquire() as conn:
             return bool(await conn.fetchval("SELECT true"))
+
+
+@contextlib.asynccontextmanager
+async def _after_commit(what: str, order_id: uuid.UUID) -> AsyncIterator[None]:
+    """Around the bookkeeping that follows a committed change: a database outage there must
+    not answer the committed change with an error. What it would have recorded is done again
+    later (a release stays owed and is delivered again; a waiting order is asked about
+    again), so it is logged and the change answered as committed."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_database_outage(exc):
+            raise
+        log.warning(
+            f"{what} not recorded: database unavailable; it will be done again",
+            extra={"order_id": str(order_id)},
+        )
 
 
 def order_page_token(order: Order) -> str:

@@ -13,6 +13,7 @@ class DatabaseProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._lose_answer_to: bytes | None = None
+        self._skip = 0
         self.port = 0
 
     def url_for(self, database: str) -> str:
@@ -44,12 +45,13 @@ class DatabaseProxy:
             writer.transport.abort()
         self._writers.clear()
 
-    def lose_answer_to(self, marker: bytes) -> None:
+    def lose_answer_to(self, marker: bytes, *, skip: int = 0) -> None:
         """The next bytes a client sends that contain `marker` (say a parameter of a Bind
-        message) reach the server; once the server answers, the answer is dropped and that
-        client's connection reset: the server completed the statement, the client never
-        hears so."""
+        message), after `skip` such sends have passed, reach the server; once the server
+        answers, the answer is dropped and that client's connection reset: the server
+        completed the statement, the client never hears so."""
         self._lose_answer_to = marker
+        self._skip = skip
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -63,7 +65,10 @@ class DatabaseProxy:
         async def to_server() -> None:
             with contextlib.suppress(ConnectionError, OSError):
                 while data := await reader.read(65536):
-                    if self._lose_answer_to is not None and self._lose_answer_to in data:
+                    marked = self._lose_answer_to is not None and self._lose_answer_to in data
+                    if marked and self._skip:
+                        self._skip -= 1
+                    elif marked:
                         self._lose_answer_to = None
                         answer_lost.set()
                         up_writer.write(data)

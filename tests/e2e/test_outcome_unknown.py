@@ -101,3 +101,26 @@ async def test_a_creation_whose_answer_was_lost_says_its_outcome_is_unknown(
     again = await stack.orders.CreateOrder(request, metadata=stack.client)
     assert again.order.id == info.metadata["order_id"]
     assert await statuses(db, again.order.id) == ("PENDING", ["PENDING"])
+
+
+async def test_bookkeeping_lost_after_a_committed_change_still_answers_what_was_committed(
+    proxied: tuple[LocalStack, DatabaseProxy, asyncpg.Connection],
+) -> None:
+    stack, proxy, db = proxied
+    address = eth_address()
+    await add_wallets(stack, "ETH", [address])
+    # The copy of the wallet onto the new order is the one statement that carries its address.
+    proxy.lose_answer_to(address.encode())
+    created = await create(stack)
+    assert created.status == opb.ORDER_STATUS_PENDING
+    await move(stack, created.id, opb.ORDER_STATUS_PROCESSING)
+
+    # After the change itself, the next statement with the order id records the delivery.
+    proxy.lose_answer_to(uuid.UUID(created.id).bytes, skip=1)
+    done = await move(stack, created.id, opb.ORDER_STATUS_COMPLETED)
+    assert done.order.status == opb.ORDER_STATUS_COMPLETED
+    assert done.wallet_release == opb.WALLET_RELEASE_RELEASED
+    assert await statuses(db, created.id) == (
+        "COMPLETED",
+        ["PENDING", "PROCESSING", "COMPLETED"],
+    )
