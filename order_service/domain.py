@@ -1,4 +1,4 @@
-"""Order statuses, the transition table, and value types: no I/O here.
+"""Order statuses, the transition table, who sees which order, and value types: no I/O here.
 
 The transition table below is the only place that knows which status may follow which.
 """
@@ -13,12 +13,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from shared.auth import CLIENT, OPERATOR, Principal
 from shared.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     OutcomeUnknown,
+    PermissionDenied,
     Violation,
 )
 from shared.validation import parse_text
@@ -70,6 +72,8 @@ class Order:
     request_id: str | None
     create_time: datetime
     update_time: datetime
+    # The name of the credential that created the order (`request_id` is its key).
+    created_by: str
 
     @classmethod
     def from_row(cls, row: Row) -> "Order":
@@ -83,7 +87,50 @@ class Order:
             request_id=row["request_id"],
             create_time=row["create_time"],
             update_time=row["update_time"],
+            created_by=row["created_by"],
         )
+
+
+@dataclass(frozen=True)
+class OrderScope:
+    """Which orders a caller may see: every order, or only those one credential created.
+
+    The one place that decides visibility: `of` gives a call's scope from its credential,
+    single-order reads ask `sees`, and listings filter on `creator` in SQL with the same
+    meaning (None: every order)."""
+
+    creator: str | None
+
+    def __post_init__(self) -> None:
+        if self.creator == "":
+            raise ValueError("a creator's scope needs the creator's name")
+
+    @classmethod
+    def every_order(cls) -> "OrderScope":
+        return cls(creator=None)
+
+    @classmethod
+    def created_by(cls, name: str) -> "OrderScope":
+        return cls(creator=name)
+
+    @classmethod
+    def of(cls, principal: Principal) -> "OrderScope":
+        """An operator sees every order; a client only the orders it created."""
+        if principal.role == OPERATOR:
+            return cls.every_order()
+        if principal.role == CLIENT:
+            return cls.created_by(principal.name)
+        raise PermissionDenied(f"role {principal.role!r} may not read orders")
+
+    def sees(self, order: Order) -> bool:
+        return self.creator is None or order.created_by == self.creator
+
+    def require_visible(self, order_id: uuid.UUID, order: Order | None) -> Order:
+        """`order` if this scope sees it; OrderNotFound, exactly as for an order that does
+        not exist, when it is missing or not this scope's to see."""
+        if order is None or not self.sees(order):
+            raise OrderNotFound(order_id)
+        return order
 
 
 @dataclass(frozen=True)
@@ -116,6 +163,8 @@ class PendingRelease:
 
 
 class OrderNotFound(NotFound):
+    """No such order, or none the caller may see: the two are told apart to nobody."""
+
     def __init__(self, order_id: uuid.UUID) -> None:
         super().__init__(f"order_id: no order {order_id}")
 

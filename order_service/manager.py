@@ -13,7 +13,14 @@ from decimal import Decimal
 import asyncpg
 
 from order_service import domain
-from order_service.domain import Order, OrderFilter, OrderStatus, StatusChange, WalletRelease
+from order_service.domain import (
+    Order,
+    OrderFilter,
+    OrderScope,
+    OrderStatus,
+    StatusChange,
+    WalletRelease,
+)
 from order_service.metrics import RELEASE_ATTEMPTS
 from order_service.repository import OrderRepository, PostgresOrderRepository
 from order_service.wallet_pool_client import WalletPoolError, WalletPoolGateway
@@ -87,35 +94,35 @@ class OrderManager:
                 return existing
         async with _after_commit("order allocation", order.id):
             synced = await self._sync_allocation(order.id, order.network)
-            return synced or await self.get_order(order.id)
+            return synced or await self.get_order(order.id, OrderScope.created_by(actor))
         return order
 
-    async def get_order(self, order_id: uuid.UUID) -> Order:
+    async def get_order(self, order_id: uuid.UUID, scope: OrderScope) -> Order:
+        """The order, if `scope` sees it; OrderNotFound alike for unknown and unseen ones."""
         async with self._statement() as orders:
-            order = await orders.get(order_id)
-        if order is None:
-            raise domain.OrderNotFound(order_id)
-        return order
+            return scope.require_visible(order_id, await orders.get(order_id))
 
     async def list_orders(
         self,
         filters: OrderFilter,
         requested_size: int,
         page_token: str,
+        scope: OrderScope,
     ) -> tuple[list[Order], str]:
-        """Newest first. Returns the page and the token of the next one ('' on the last)."""
+        """The orders `scope` sees, newest first. Returns the page and the token of the next
+        one ('' on the last)."""
         size = page_size(requested_size)
         after = decode_order_page_token(page_token) if page_token else None
         async with self._statement() as orders:
-            page = await orders.page(filters, after, size + 1)
+            page = await orders.page(scope, filters, after, size + 1)
         if len(page) <= size:
             return page, ""
         return page[:size], order_page_token(page[size - 1])
 
-    async def get_history(self, order_id: uuid.UUID) -> list[StatusChange]:
+    async def get_history(self, order_id: uuid.UUID, scope: OrderScope) -> list[StatusChange]:
+        """The order's status changes, if `scope` sees the order (else OrderNotFound)."""
         async with self._transaction() as orders:
-            if await orders.get(order_id) is None:
-                raise domain.OrderNotFound(order_id)
+            scope.require_visible(order_id, await orders.get(order_id))
             return await orders.history(order_id)
 
     async def update_status(

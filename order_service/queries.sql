@@ -19,9 +19,11 @@ SELECT * FROM orders.orders WHERE created_by = $1 AND request_id = $2
 SELECT * FROM orders.orders WHERE id = $1
 
 -- list_orders --
--- Newest first; keyset pagination on (create_time, id).
+-- Newest first; keyset pagination on (create_time, id). $8: only the orders that credential
+-- created (a client's scope; NULL: every order).
 SELECT * FROM orders.orders
-WHERE ($1::text IS NULL OR status = $1)
+WHERE ($8::text IS NULL OR created_by = $8)
+  AND ($1::text IS NULL OR status = $1)
   AND ($2::text IS NULL OR network = $2)
   AND ($3::timestamptz IS NULL OR (create_time, id) < ($3, $4::uuid))
   AND ($6::timestamptz IS NULL OR create_time >= $6)

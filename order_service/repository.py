@@ -9,7 +9,14 @@ from decimal import Decimal
 from typing import Protocol
 
 from order_service import domain
-from order_service.domain import Order, OrderFilter, OrderStatus, PendingRelease, StatusChange
+from order_service.domain import (
+    Order,
+    OrderFilter,
+    OrderScope,
+    OrderStatus,
+    PendingRelease,
+    StatusChange,
+)
 from shared.db import Connection, is_database_outage
 from shared.errors import OutcomeUnknown
 from shared.sql import load_queries
@@ -34,7 +41,11 @@ class OrderRepository(Protocol):
     async def by_request_id(self, created_by: str, request_id: str) -> Order | None: ...
     async def get(self, order_id: uuid.UUID) -> Order | None: ...
     async def page(
-        self, filters: OrderFilter, after: tuple[datetime, uuid.UUID] | None, limit: int
+        self,
+        scope: OrderScope,
+        filters: OrderFilter,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
     ) -> list[Order]: ...
     async def history(self, order_id: uuid.UUID) -> list[StatusChange]: ...
     async def change_status(
@@ -121,8 +132,13 @@ class PostgresOrderRepository:
         return await self._one("get_order", order_id)
 
     async def page(
-        self, filters: OrderFilter, after: tuple[datetime, uuid.UUID] | None, limit: int
+        self,
+        scope: OrderScope,
+        filters: OrderFilter,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
     ) -> list[Order]:
+        """The orders `scope` sees that match `filters`, newest first, after `after`."""
         after_time, after_id = after if after else (None, None)
         rows = await self._conn.fetch(
             self._q["list_orders"],
@@ -133,6 +149,7 @@ class PostgresOrderRepository:
             limit,
             filters.created_after,
             filters.created_before,
+            scope.creator,
         )
         return [Order.from_row(row) for row in rows]
 

@@ -9,7 +9,14 @@ import grpc
 from exchange.order.v1 import order_service_pb2 as pb
 from exchange.order.v1 import order_service_pb2_grpc as pb_grpc
 from order_service import domain
-from order_service.domain import Order, OrderFilter, OrderStatus, StatusChange, WalletRelease
+from order_service.domain import (
+    Order,
+    OrderFilter,
+    OrderScope,
+    OrderStatus,
+    StatusChange,
+    WalletRelease,
+)
 from order_service.manager import OrderManager
 from shared.auth import CLIENT, OPERATOR, current_principal, method_policy
 from shared.errors import InvalidArgument
@@ -66,6 +73,11 @@ def optional_time(request: pb.ListOrdersRequest, field: str) -> datetime | None:
         raise InvalidArgument(field, "is not a valid time") from None
 
 
+def caller_scope() -> OrderScope:
+    """The orders the credential of the call being served may see."""
+    return OrderScope.of(current_principal.get())
+
+
 def order_to_pb(order: Order) -> pb.Order:
     message = pb.Order(
         id=str(order.id),
@@ -109,7 +121,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         return pb.CreateOrderResponse(order=order_to_pb(order))
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
-        order = await self._manager.get_order(parse_uuid(request.order_id, "order_id"))
+        order = await self._manager.get_order(
+            parse_uuid(request.order_id, "order_id"), caller_scope()
+        )
         return pb.GetOrderResponse(order=order_to_pb(order))
 
     async def ListOrders(
@@ -123,7 +137,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             created_before=optional_time(request, "created_before"),
         )
         orders, next_token = await self._manager.list_orders(
-            filters, request.page_size, request.page_token
+            filters, request.page_size, request.page_token, caller_scope()
         )
         return pb.ListOrdersResponse(
             orders=[order_to_pb(o) for o in orders], next_page_token=next_token
@@ -146,5 +160,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     async def GetOrderHistory(
         self, request: pb.GetOrderHistoryRequest, context: Context
     ) -> pb.GetOrderHistoryResponse:
-        changes = await self._manager.get_history(parse_uuid(request.order_id, "order_id"))
+        changes = await self._manager.get_history(
+            parse_uuid(request.order_id, "order_id"), caller_scope()
+        )
         return pb.GetOrderHistoryResponse(changes=[change_to_pb(c) for c in changes])

@@ -35,6 +35,7 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "003_churn",
             "003_cooldown",
             "004_churn",
+            "004_orders_by_creator",
             "005_one_spelling",
             "006_queue_places",
             "007_one_call_per_decision",

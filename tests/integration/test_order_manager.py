@@ -16,6 +16,7 @@ from order_service.domain import (
     IllegalTransition,
     OrderFilter,
     OrderNotFound,
+    OrderScope,
     OrderStatus,
     RequestIdReused,
     WalletRelease,
@@ -35,6 +36,7 @@ from wallet_pool_service.servicer import METHOD_ROLES, WalletPoolServicer
 
 NETWORKS = ("BTC", "ETH", "TRON")
 SERVICE_TOKEN = "integration-service-token"
+EVERY_ORDER = OrderScope.every_order()
 FAST_RETRY = ReleasePolicy(lease_seconds=5, backoff_base_seconds=0.05, backoff_cap_seconds=0.1)
 
 
@@ -284,7 +286,7 @@ async def test_orders_list_newest_first_with_filters_and_pages_stable_under_inse
     seen: list[uuid.UUID] = []
     token = ""
     while True:
-        page, token = await orders.list_orders(OrderFilter(network="BTC"), 3, token)
+        page, token = await orders.list_orders(OrderFilter(network="BTC"), 3, token, EVERY_ORDER)
         seen += [o.id for o in page]
         if not token:
             break
@@ -292,13 +294,14 @@ async def test_orders_list_newest_first_with_filters_and_pages_stable_under_inse
     assert seen == [o.id for o in reversed(created)]
 
     pending, _ = await orders.list_orders(
-        OrderFilter(status=OrderStatus.PENDING, network="BTC"), 500, ""
+        OrderFilter(status=OrderStatus.PENDING, network="BTC"), 500, "", EVERY_ORDER
     )
     assert created[0].id not in {o.id for o in pending}
     window, _ = await orders.list_orders(
         OrderFilter(created_after=created[2].create_time, created_before=created[5].create_time),
         0,
         "",
+        EVERY_ORDER,
     )
     assert [o.id for o in window] == [created[4].id, created[3].id, created[2].id]
 
@@ -307,7 +310,7 @@ async def test_history_records_who_changed_what_and_why(orders: OrderManager) ->
     order = await orders.create_order("ETH", Decimal("1"), None, "shop")
     await orders.update_status(order.id, OrderStatus.PROCESSING, "deposit seen", "alice")
     await orders.update_status(order.id, OrderStatus.CANCELLED, "customer asked", "bob")
-    history = await orders.get_history(order.id)
+    history = await orders.get_history(order.id, EVERY_ORDER)
     assert [(h.from_status, h.to_status, h.actor, h.reason) for h in history] == [
         (None, OrderStatus.PENDING, "shop", "created"),
         (OrderStatus.PENDING, OrderStatus.PROCESSING, "alice", "deposit seen"),
@@ -333,7 +336,7 @@ async def test_racing_status_changes_each_decide_on_the_status_the_other_left(
             if isinstance(outcome, BaseException):
                 assert isinstance(outcome, IllegalTransition), outcome
                 assert target is OrderStatus.PROCESSING
-        history = await orders.get_history(order.id)
+        history = await orders.get_history(order.id, EVERY_ORDER)
         chain = [h.to_status for h in history]
         assert [h.from_status for h in history[1:]] == chain[:-1]
         assert chain[-1] is OrderStatus.CANCELLED
@@ -370,6 +373,52 @@ async def test_request_ids_belong_to_their_creator_and_are_kept_past_a_day(
         await orders.create_order("ETH", Decimal("2"), "shared-key", "shop-a")
 
 
+async def _listed(
+    orders: OrderManager, scope: OrderScope, network: str | None = None
+) -> list[uuid.UUID]:
+    """Every order `scope` lists, two to a page."""
+    seen: list[uuid.UUID] = []
+    token = ""
+    while True:
+        page, token = await orders.list_orders(OrderFilter(network=network), 2, token, scope)
+        seen += [o.id for o in page]
+        if not token:
+            return seen
+
+
+async def test_a_clients_scope_reads_and_lists_only_the_orders_it_created(
+    orders: OrderManager,
+) -> None:
+    plan = [("BTC", "alice"), ("BTC", "bob"), ("ETH", "alice"), ("BTC", "bob"), ("BTC", "alice")]
+    created = [
+        await orders.create_order(network, Decimal(i + 1), None, creator)
+        for i, (network, creator) in enumerate(plan)
+    ]
+    newest_first = list(reversed(created))
+    everything = await _listed(orders, EVERY_ORDER)
+    assert everything == [o.id for o in newest_first]
+    for name in ("alice", "bob"):
+        scope = OrderScope.created_by(name)
+        own = [o for o in newest_first if o.created_by == name]
+        # The listing's filter in SQL and the scope's own decision agree.
+        assert await _listed(orders, scope) == [o.id for o in own]
+        assert [o.id for o in newest_first if scope.sees(o)] == [o.id for o in own]
+        assert await _listed(orders, scope, network="BTC") == [
+            o.id for o in own if o.network == "BTC"
+        ]
+        for order in own:
+            assert (await orders.get_order(order.id, scope)).id == order.id
+            assert len(await orders.get_history(order.id, scope)) == 1
+        for order in created:
+            if order in own:
+                continue
+            with pytest.raises(OrderNotFound, match=f"^order_id: no order {order.id}$"):
+                await orders.get_order(order.id, scope)
+            with pytest.raises(OrderNotFound, match=f"^order_id: no order {order.id}$"):
+                await orders.get_history(order.id, scope)
+    assert await _listed(orders, OrderScope.created_by("carol")) == []
+
+
 async def _backdate(db_pool: asyncpg.Pool, order_id: uuid.UUID, seconds: int) -> None:
     await db_pool.execute(
         "UPDATE orders.orders SET create_time = now() - make_interval(secs => $2) WHERE id = $1",
@@ -403,12 +452,14 @@ async def test_pending_orders_past_their_ttl_expire_once_as_the_system_and_free_
         await asyncio.gather(*(r.expire_stale_orders() for r in replicas))
 
         for order in (holding, waiting):
-            history = await replicas[1].get_history(order.id)
+            history = await replicas[1].get_history(order.id, EVERY_ORDER)
             assert [(h.to_status, h.actor, h.reason) for h in history[1:]] == [
                 (OrderStatus.CANCELLED, "system", "expired")
             ]
         for order in (young, processing):
-            assert (await replicas[1].get_order(order.id)).status is not OrderStatus.CANCELLED
+            assert (
+                await replicas[1].get_order(order.id, EVERY_ORDER)
+            ).status is not OrderStatus.CANCELLED
         # The expired holder's wallet went back to the pool, to the next order in the queue.
         assert (
             await db_pool.fetchval(

@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -12,6 +13,7 @@ from shared.db import Connection
 from wallet_pool_service.adapters import queries as pool_queries
 
 ORDER = uuid.uuid4()
+HOURS_AGO = datetime.now(UTC) - timedelta(hours=3)
 
 
 def _indexes(plan: dict[str, Any]) -> set[str]:
@@ -19,6 +21,11 @@ def _indexes(plan: dict[str, Any]) -> set[str]:
     for child in plan.get("Plans", []):
         found |= _indexes(child)
     return found
+
+
+def _nodes(plan: dict[str, Any], node_type: str) -> int:
+    found = int(plan["Node Type"] == node_type)
+    return found + sum(_nodes(child, node_type) for child in plan.get("Plans", []))
 
 
 def _seq_scans(plan: dict[str, Any]) -> set[str]:
@@ -35,7 +42,7 @@ async def filled(db_pool: asyncpg.Pool) -> asyncpg.Pool:
 
 async def fill(db_pool: asyncpg.Pool) -> asyncpg.Pool:
     """20,000 wallets in two networks (a quarter held), 5,000 waiting orders, 10,000 released
-    ones, 20,000 orders."""
+    ones, 20,000 orders of 50 clients (400 each)."""
     await db_pool.execute(
         """INSERT INTO wallet_pool.wallets (network, address, order_id, allocated_at)
            SELECT CASE WHEN i % 2 = 0 THEN 'BTC' ELSE 'ETH' END, 'addr-' || i,
@@ -48,10 +55,11 @@ async def fill(db_pool: asyncpg.Pool) -> asyncpg.Pool:
            SELECT gen_random_uuid(), 'ETH' FROM generate_series(1, 5000)"""
     )
     await db_pool.execute(
-        """INSERT INTO orders.orders (id, status, network, amount, create_time, wallet_address)
+        """INSERT INTO orders.orders
+               (id, status, network, amount, create_time, wallet_address, created_by)
            SELECT gen_random_uuid(), (ARRAY['PENDING', 'PROCESSING', 'COMPLETED'])[i % 3 + 1],
                   'BTC', 1, now() - make_interval(secs => i),
-                  CASE WHEN i % 5 <> 0 THEN 'addr-' || i END
+                  CASE WHEN i % 5 <> 0 THEN 'addr-' || i END, 'client-' || i % 50
            FROM generate_series(1, 20000) AS i"""
     )
     await db_pool.execute(
@@ -76,7 +84,12 @@ ORDER_PLANS = [
     ("claim_waiting_orders", (100, 0.5), {"orders_waiting_idx", "orders_pkey"}),
     ("claim_expired_orders", (1800.0, 50), {"orders_pending_age_idx"}),
     ("claim_due_releases", (50, 10.0), {"pending_releases_due_idx", "pending_releases_pkey"}),
-    ("list_orders", (None, None, None, None, 50, None, None), {"orders_newest_idx"}),
+    ("list_orders", (None, None, None, None, 50, None, None, None), {"orders_newest_idx"}),
+]
+# A client's listing (the scope's creator is $8): its first page and one further on.
+CLIENT_LISTINGS = [
+    ("first_page", (None, None, None, None, 50, None, None, "client-7")),
+    ("later_page", (None, None, HOURS_AGO, ORDER, 50, None, None, "client-7")),
 ]
 
 
@@ -89,12 +102,30 @@ async def test_hot_queries_use_their_indexes_and_scan_no_big_table(
     filled: asyncpg.Pool, service: str, name: str, args: tuple[Any, ...], expected: set[str]
 ) -> None:
     query = (pool_queries() if service == "pool" else order_queries())[name]
-    async with filled.acquire() as conn, conn.transaction():
-        raw = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", *args)
-    plan = json.loads(raw)[0]["Plan"]
+    plan = await _plan(filled, query, args)
     assert expected <= _indexes(plan), json.dumps(plan, indent=1)
     big = {"wallets", "queue", "orders", "pending_releases", "released_orders"}
     assert not _seq_scans(plan) & big, plan
+
+
+@pytest.mark.parametrize(
+    "args", [args for _, args in CLIENT_LISTINGS], ids=[name for name, _ in CLIENT_LISTINGS]
+)
+async def test_a_clients_listing_scans_only_its_own_orders_by_index(
+    filled: asyncpg.Pool, args: tuple[Any, ...]
+) -> None:
+    """In index order from the client's position: a page's worth of rows, however many
+    orders the client and the others have (no sort of all its orders, no other index)."""
+    plan = await _plan(filled, order_queries()["list_orders"], args)
+    assert _indexes(plan) == {"orders_creator_newest_idx"}, json.dumps(plan, indent=1)
+    assert not _seq_scans(plan) and not _nodes(plan, "Sort"), json.dumps(plan, indent=1)
+
+
+async def _plan(pool: asyncpg.Pool, query: str, args: tuple[Any, ...]) -> dict[str, Any]:
+    async with pool.acquire() as conn, conn.transaction():
+        raw = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", *args)
+    plan: dict[str, Any] = json.loads(raw)[0]["Plan"]
+    return plan
 
 
 async def _scans(conn: Connection) -> dict[str, int]:

@@ -61,7 +61,7 @@ def test_illegal_transition_message_names_the_allowed_statuses() -> None:
 
 def _order(status: OrderStatus) -> Order:
     now = datetime.now(UTC)
-    return Order(uuid4(), status, "BTC", Decimal("1"), None, None, None, now, now)
+    return Order(uuid4(), status, "BTC", Decimal("1"), None, None, None, now, now, "client")
 
 
 def test_completed_and_cancelled_helpers_tell_the_final_statuses_apart() -> None:
