@@ -1,10 +1,13 @@
 """Wiring of the order service: settings, database, pool channel, server, loops, shutdown."""
 
+import asyncio
+import contextlib
 import logging
 
 from exchange.order.v1 import order_service_pb2_grpc as pb_grpc
 from order_service import metrics
 from order_service.config import OrderSettings
+from order_service.feed import OrderFeed
 from order_service.manager import OrderManager, ReleasePolicy
 from order_service.servicer import METHOD_ROLES, SERVICE_NAME, OrderServicer
 from order_service.wallet_pool_client import GrpcWalletPoolGateway
@@ -13,6 +16,7 @@ from shared.config import run_service
 from shared.db import apply_migrations, close_pool, create_pool
 from shared.embedded_db import resolve_database
 from shared.grpc_server import GrpcServer
+from shared.listen import Listener
 from shared.loops import PeriodicTask
 from shared.metrics import serve_metrics
 
@@ -41,6 +45,8 @@ async def serve(settings: OrderSettings) -> None:
         settings.wallet_pool_tls,
     )
     loops: list[PeriodicTask] = []
+    listener: asyncio.Task[None] | None = None
+    feed: OrderFeed | None = None
     try:
         await apply_migrations(pool, SCHEMA, "order_service.migrations")
         manager = OrderManager(
@@ -57,8 +63,18 @@ async def serve(settings: OrderSettings) -> None:
                 settings.allocation_sync_seconds, settings.wallet_pool_timeout_seconds
             ),
             order_ttl_seconds=settings.order_ttl_seconds,
+            event_retention_seconds=settings.event_retention_seconds,
+            max_watch_streams=settings.max_watch_streams,
         )
+        feed = manager.feed
         servicer = OrderServicer(manager)
+
+        def stop_waiting(grace: float) -> None:
+            # Watchers end (they watch again elsewhere); calls waiting on the pool give up
+            # in time to answer with what they committed.
+            manager.feed.close()
+            gateway.cut_off(max(0.0, grace - _ANSWER_AFTER_CUT_OFF_SECONDS))
+
         server = GrpcServer(
             address=settings.address,
             service_names=[SERVICE_NAME],
@@ -67,11 +83,9 @@ async def serve(settings: OrderSettings) -> None:
             grace_seconds=settings.shutdown_grace_seconds,
             drain_seconds=settings.shutdown_drain_seconds,
             tls=settings.tls,
-            # Calls waiting on the pool give up in time to answer with what they committed.
-            before_grace=lambda grace: gateway.cut_off(
-                max(0.0, grace - _ANSWER_AFTER_CUT_OFF_SECONDS)
-            ),
+            before_grace=stop_waiting,
         )
+
         if settings.metrics_addr:
             serve_metrics(settings.metrics_addr)
         await server.start()
@@ -91,6 +105,15 @@ async def serve(settings: OrderSettings) -> None:
             PeriodicTask("pending-release-gauge", publish_pending_releases, 5.0),
             # Reconnects half a second after the stream ends.
             PeriodicTask("hand-off-watch", manager.follow_hand_offs, 0.5),
+            # The safety net of the sequencer runs that follow each change heard of.
+            PeriodicTask(
+                "event-sequencer", manager.sequence_events, settings.event_sequencer_seconds
+            ),
+            PeriodicTask(
+                "event-retention",
+                manager.expire_events,
+                min(60.0, settings.event_retention_seconds / 4),
+            ),
         ]
         if settings.order_ttl_seconds:
             loops.append(
@@ -98,8 +121,18 @@ async def serve(settings: OrderSettings) -> None:
             )
         for loop in loops:
             loop.start()
+        listener = asyncio.create_task(
+            Listener(pool, "order listener", manager.feed.handlers, manager.feed.on_connect).run(),
+            name="order-listener",
+        )
         await server.run_until_stopped()
     finally:
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+        if feed is not None:
+            await feed.stop()
         for loop in loops:
             await loop.stop()
         await gateway.close()

@@ -33,6 +33,9 @@ class OrderSettings:
     embedded_data_dir: str
     shutdown_grace_seconds: float
     shutdown_drain_seconds: float
+    event_retention_seconds: float
+    event_sequencer_seconds: float
+    max_watch_streams: int
 
     @classmethod
     def from_env(cls) -> "OrderSettings":
@@ -62,4 +65,9 @@ class OrderSettings:
             embedded_data_dir=config.env_str("EMBEDDED_PG_DIR", DEFAULT_DATA_DIR),
             shutdown_grace_seconds=config.env_float("SHUTDOWN_GRACE_SECONDS", 10.0),
             shutdown_drain_seconds=config.env_float("SHUTDOWN_DRAIN_SECONDS", 1.0),
+            event_retention_seconds=config.env_float(
+                "EVENT_RETENTION_SECONDS", 7 * 86400.0, minimum=1.0
+            ),
+            event_sequencer_seconds=config.env_float("EVENT_SEQUENCER_SECONDS", 1.0, minimum=0.05),
+            max_watch_streams=config.env_int("MAX_WATCH_STREAMS", 10_000, minimum=1),
         )

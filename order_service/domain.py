@@ -20,6 +20,7 @@ from shared.errors import (
     InvalidArgument,
     NotFound,
     OutcomeUnknown,
+    OutOfRange,
     PermissionDenied,
     Violation,
 )
@@ -57,6 +58,24 @@ class WalletRelease(enum.Enum):
     PENDING = "pending"
 
 
+class Allocation(enum.Enum):
+    """Where an order stands with the wallet pool."""
+
+    AWAITING_POOL = "awaiting_pool"  # the pool has not answered yet: no wallet, no place
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    NONE = "none"  # a final order that never held a wallet
+
+
+class EventType(enum.StrEnum):
+    CREATED = "CREATED"
+    QUEUED = "QUEUED"
+    WALLET_ASSIGNED = "WALLET_ASSIGNED"
+    STATUS_CHANGED = "STATUS_CHANGED"
+    EXPIRED = "EXPIRED"
+    RELEASE_DELIVERED = "RELEASE_DELIVERED"
+
+
 class Row(Protocol):
     def __getitem__(self, key: str) -> Any: ...
 
@@ -74,6 +93,7 @@ class Order:
     update_time: datetime
     # The name of the credential that created the order (`request_id` is its key).
     created_by: str
+    wallet_release: WalletRelease = WalletRelease.NOT_NEEDED
 
     @classmethod
     def from_row(cls, row: Row) -> "Order":
@@ -88,7 +108,88 @@ class Order:
             create_time=row["create_time"],
             update_time=row["update_time"],
             created_by=row["created_by"],
+            wallet_release=WalletRelease[row["wallet_release"]],
         )
+
+
+def allocation_of(order: Order) -> Allocation:
+    """A wallet (still shown on a final order, for its deposits), a queue place, or, for a
+    live order, not yet an answer from the pool."""
+    if order.wallet_address is not None:
+        return Allocation.ASSIGNED
+    if is_final_status(order.status):
+        return Allocation.NONE
+    if order.queue_position is not None:
+        return Allocation.QUEUED
+    return Allocation.AWAITING_POOL
+
+
+def watch_is_over(order: Order) -> bool:
+    """Nothing more will change: the order is final and its release no longer pending."""
+    return is_final_status(order.status) and order.wallet_release is not WalletRelease.PENDING
+
+
+@dataclass(frozen=True)
+class OrderEvent:
+    sequence: int
+    type: EventType
+    order_id: uuid.UUID
+    event_time: datetime
+    status: OrderStatus
+    from_status: OrderStatus | None
+    actor: str
+    reason: str
+    network: str
+    wallet_address: str | None
+    queue_position: int | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> "OrderEvent":
+        return cls(
+            sequence=row["sequence"],
+            type=EventType(row["type"]),
+            order_id=row["order_id"],
+            event_time=row["event_time"],
+            status=OrderStatus(row["status"]),
+            from_status=OrderStatus(row["from_status"]) if row["from_status"] else None,
+            actor=row["actor"],
+            reason=row["reason"],
+            network=row["network"],
+            wallet_address=row["wallet_address"],
+            queue_position=row["queue_position"],
+        )
+
+
+class EventsDeleted(OutOfRange):
+    """A consumer asked for events that retention has deleted."""
+
+    def __init__(self, after_sequence: int, deleted_through: int) -> None:
+        super().__init__(
+            f"after_sequence: events up to {deleted_through} were deleted by retention, so "
+            f"the events after {after_sequence} are no longer complete; rebuild your copy "
+            f"from ListOrders and continue from after_sequence {deleted_through}"
+        )
+
+
+class SequenceAhead(OutOfRange):
+    def __init__(self, after_sequence: int, last_sequence: int) -> None:
+        super().__init__(
+            f"after_sequence: {after_sequence} is beyond the last sequence of the log "
+            f"({last_sequence}); is this cursor from another database?"
+        )
+
+
+def start_of_reading(after_sequence: int, last_sequence: int, deleted_through: int) -> int:
+    """Where reading the log after `after_sequence` starts: 0 (a consumer with nothing yet)
+    starts at the oldest event kept; any other cursor must not be behind retention (events
+    it has not seen are gone) nor beyond the end of the log."""
+    if after_sequence == 0:
+        return deleted_through
+    if after_sequence < deleted_through:
+        raise EventsDeleted(after_sequence, deleted_through)
+    if after_sequence > last_sequence:
+        raise SequenceAhead(after_sequence, last_sequence)
+    return after_sequence
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,12 @@ from order_service.domain import (
     StatusChange,
     WalletRelease,
 )
-from order_service.metrics import RELEASE_ATTEMPTS
+from order_service.feed import OrderFeed
+from order_service.metrics import EVENTS_DELETED, EVENTS_SEQUENCED, RELEASE_ATTEMPTS
 from order_service.repository import OrderRepository, PostgresOrderRepository
 from order_service.wallet_pool_client import WalletPoolError, WalletPoolGateway
 from shared.db import is_database_outage
+from shared.errors import Unavailable
 from shared.pagination import decode_page_token, encode_page_token, foreign_page_token, page_size
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,9 @@ log = logging.getLogger(__name__)
 _RETRY_BATCH = 50
 _SYNC_BATCH = 100
 _EXPIRY_BATCH = 50
+_EVENT_PAGE = 500
+_SEQUENCE_BATCH = 5000
+_EVENT_EXPIRY_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -52,17 +57,23 @@ class OrderManager:
         *,
         sync_lease_seconds: float = 0.5,
         order_ttl_seconds: float = 0.0,
+        event_retention_seconds: float = 7 * 86400.0,
+        max_watch_streams: int = 10_000,
     ) -> None:
         """`sync_lease_seconds`: how long one replica keeps a waiting order to itself when it
         asks the pool about it (longer than a call's deadline, so that replicas do not ask at
         once; also how often a waiting order is asked about again). `order_ttl_seconds`:
-        PENDING orders older than this expire (0: never)."""
+        PENDING orders older than this expire (0: never). `event_retention_seconds`: how long
+        the event log keeps events. `max_watch_streams`: watch streams this replica serves
+        at once."""
         self._pool = pool
         self._wallet_pool = wallet_pool
         self.networks = networks
         self._release_policy = release_policy
         self._sync_lease_seconds = sync_lease_seconds
         self._order_ttl_seconds = order_ttl_seconds
+        self._event_retention_seconds = event_retention_seconds
+        self.feed = OrderFeed(max_watch_streams, self.sequence_events)
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[OrderRepository]:
@@ -303,6 +314,78 @@ class OrderManager:
         except WalletPoolError as exc:
             log.info("hand-off watch interrupted; reconnecting", extra={"code": exc.code})
         return False
+
+    async def watch_order(self, order_id: uuid.UUID, scope: OrderScope) -> AsyncIterator[Order]:
+        """The order now, then each time it changes, until nothing more will change."""
+        with self.feed.watch_order(order_id) as changed:
+            shown = None
+            while True:
+                changed.clear()
+                order = await self.get_order(order_id, scope)
+                if order != shown:
+                    yield order
+                    shown = order
+                if domain.watch_is_over(order):
+                    return
+                await changed.wait()
+                if self.feed.closed:
+                    raise Unavailable("the service is stopping; watch again")
+
+    async def list_events(
+        self,
+        after_sequence: int,
+        requested_size: int,
+        order_id: uuid.UUID | None,
+        types: frozenset[domain.EventType],
+    ) -> tuple[list[domain.OrderEvent], int]:
+        """A page of the log after `after_sequence`, and the log's last sequence."""
+        async with self._statement() as orders:
+            last, deleted = await orders.event_log()
+            after_sequence = domain.start_of_reading(after_sequence, last, deleted)
+            page = await orders.events_after(
+                after_sequence, page_size(requested_size), order_id, types
+            )
+        return page, last
+
+    async def watch_events(self, after_sequence: int) -> AsyncIterator[domain.OrderEvent]:
+        """Every event after `after_sequence`, in sequence order, then each as it is
+        numbered; the stream ends only with an error (retention passed the consumer, or
+        the service is stopping)."""
+        async with self._statement() as orders:
+            last, deleted = await orders.event_log()
+        after_sequence = domain.start_of_reading(after_sequence, last, deleted)
+        with self.feed.watch_log() as grew:
+            while True:
+                grew.clear()
+                async with self._statement() as orders:
+                    page = await orders.events_after(after_sequence, _EVENT_PAGE, None, frozenset())
+                    if page and page[0].sequence != after_sequence + 1:
+                        # Sequences are dense: only retention leaves a hole before a page.
+                        _, deleted = await orders.event_log()
+                        raise domain.EventsDeleted(after_sequence, deleted)
+                for event in page:
+                    yield event
+                    after_sequence = event.sequence
+                if len(page) < _EVENT_PAGE:
+                    await grew.wait()
+                    if self.feed.closed:
+                        raise Unavailable("the service is stopping; watch again")
+
+    async def sequence_events(self) -> bool:
+        """Sequencer step: number the committed events that have no sequence yet."""
+        while True:
+            async with self._statement() as orders:
+                numbered = await orders.sequence_events(_SEQUENCE_BATCH)
+            EVENTS_SEQUENCED.inc(numbered)
+            if numbered < _SEQUENCE_BATCH:
+                return False
+
+    async def expire_events(self) -> bool:
+        """Retention-loop step: delete events older than the retention. True if a full batch."""
+        async with self._statement() as orders:
+            deleted = await orders.expire_events(self._event_retention_seconds, _EVENT_EXPIRY_BATCH)
+        EVENTS_DELETED.inc(deleted)
+        return deleted == _EVENT_EXPIRY_BATCH
 
     async def count_pending_releases(self) -> int:
         async with self._statement() as orders:

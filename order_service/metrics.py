@@ -11,3 +11,15 @@ RELEASE_ATTEMPTS = Counter(
     "retry (the background loop); outcome released or failed.",
     ["path", "outcome"],
 )
+WATCH_STREAMS = Gauge(
+    "order_watch_streams",
+    "Open watch streams on this replica, by RPC (WatchOrder, WatchOrderEvents); at most "
+    "MAX_WATCH_STREAMS in all.",
+    ["rpc"],
+)
+EVENTS_SEQUENCED = Counter(
+    "order_events_sequenced_total", "Events of the order event log numbered by this replica."
+)
+EVENTS_DELETED = Counter(
+    "order_events_deleted_total", "Events of the order event log deleted by retention."
+)

@@ -37,7 +37,9 @@ LIMIT $5
 -- right after, so the lease of $6 seconds keeps the retry loop off it meanwhile).
 -- No row: another change came first.
 WITH changed AS (
-    UPDATE orders.orders SET status = $3, update_time = now()
+    UPDATE orders.orders
+    SET status = $3, update_time = now(),
+        wallet_release = CASE WHEN $6::float8 IS NULL THEN wallet_release ELSE 'PENDING' END
     WHERE id = $1 AND status = $2
     RETURNING *
 ), history AS (
@@ -117,9 +119,15 @@ WHERE p.order_id = ANY (ARRAY(
 RETURNING p.order_id, p.address, p.attempts
 
 -- mark_release_done --
-UPDATE orders.pending_releases
-SET release_time = now(), attempts = attempts + 1, last_error = ''
-WHERE order_id = $1 AND release_time IS NULL
+-- The release delivered, and shown on the order (which records the event).
+WITH done AS (
+    UPDATE orders.pending_releases
+    SET release_time = now(), attempts = attempts + 1, last_error = ''
+    WHERE order_id = $1 AND release_time IS NULL
+    RETURNING order_id
+)
+UPDATE orders.orders o SET wallet_release = 'RELEASED'
+FROM done WHERE o.id = done.order_id
 
 -- postpone_release --
 UPDATE orders.pending_releases
@@ -128,3 +136,28 @@ SET attempts = attempts + 1,
     last_error = $3
 WHERE order_id = $1 AND release_time IS NULL
 RETURNING attempts
+
+-- events_after --
+-- The log after a sequence, optionally of some types only ($3: empty for all).
+SELECT * FROM orders.order_events
+WHERE sequence > $1 AND (cardinality($3::text[]) = 0 OR type = ANY ($3))
+ORDER BY sequence
+LIMIT $2
+
+-- order_events_after --
+-- One order's events after a sequence, optionally of some types only.
+SELECT * FROM orders.order_events
+WHERE order_id = $4 AND sequence > $1 AND (cardinality($3::text[]) = 0 OR type = ANY ($3))
+ORDER BY sequence
+LIMIT $2
+
+-- event_log --
+SELECT last_sequence, deleted_through FROM orders.event_log
+
+-- sequence_events --
+-- Numbers up to $1 committed events that have no sequence yet (see the function).
+SELECT orders.sequence_events($1)
+
+-- expire_events --
+-- Deletes up to $2 events older than $1 seconds from the head of the log.
+SELECT orders.expire_events(now() - make_interval(secs => $1), $2)

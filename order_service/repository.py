@@ -10,7 +10,9 @@ from typing import Protocol
 
 from order_service import domain
 from order_service.domain import (
+    EventType,
     Order,
+    OrderEvent,
     OrderFilter,
     OrderScope,
     OrderStatus,
@@ -69,6 +71,16 @@ class OrderRepository(Protocol):
         self, limit: int, lease_seconds: float
     ) -> list[PendingRelease]: ...
     async def mark_release_done(self, order_id: uuid.UUID) -> None: ...
+    async def events_after(
+        self,
+        after_sequence: int,
+        limit: int,
+        order_id: uuid.UUID | None,
+        types: frozenset[EventType],
+    ) -> list[OrderEvent]: ...
+    async def event_log(self) -> tuple[int, int]: ...
+    async def sequence_events(self, batch: int) -> int: ...
+    async def expire_events(self, retention_seconds: float, batch: int) -> int: ...
     async def postpone_release(self, order_id: uuid.UUID, delay: float, error: str) -> None: ...
 
 
@@ -223,3 +235,33 @@ class PostgresOrderRepository:
 
     async def postpone_release(self, order_id: uuid.UUID, delay: float, error: str) -> None:
         await self._conn.execute(self._q["postpone_release"], order_id, delay, error)
+
+    async def events_after(
+        self,
+        after_sequence: int,
+        limit: int,
+        order_id: uuid.UUID | None,
+        types: frozenset[EventType],
+    ) -> list[OrderEvent]:
+        """Events with a greater sequence, in sequence order; of one order and of some types
+        only, when given (no types: all)."""
+        query = "events_after" if order_id is None else "order_events_after"
+        args: list[object] = [after_sequence, limit, sorted(types)]
+        if order_id is not None:
+            args.append(order_id)
+        rows = await self._conn.fetch(self._q[query], *args)
+        return [OrderEvent.from_row(row) for row in rows]
+
+    async def event_log(self) -> tuple[int, int]:
+        """(the last sequence given, the last one deleted by retention)."""
+        row = await self._conn.fetchrow(self._q["event_log"])
+        assert row is not None, "the event log has its one row"
+        return row["last_sequence"], row["deleted_through"]
+
+    async def sequence_events(self, batch: int) -> int:
+        numbered: int = await self._conn.fetchval(self._q["sequence_events"], batch)
+        return numbered
+
+    async def expire_events(self, retention_seconds: float, batch: int) -> int:
+        deleted: int = await self._conn.fetchval(self._q["expire_events"], retention_seconds, batch)
+        return deleted

@@ -1,6 +1,7 @@
 """gRPC face of the order service: protobuf in, use case, protobuf out. Errors are mapped by
 the shared interceptor."""
 
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,10 @@ from exchange.order.v1 import order_service_pb2 as pb
 from exchange.order.v1 import order_service_pb2_grpc as pb_grpc
 from order_service import domain
 from order_service.domain import (
+    Allocation,
+    EventType,
     Order,
+    OrderEvent,
     OrderFilter,
     OrderScope,
     OrderStatus,
@@ -18,7 +22,7 @@ from order_service.domain import (
     WalletRelease,
 )
 from order_service.manager import OrderManager
-from shared.auth import CLIENT, OPERATOR, current_principal, method_policy
+from shared.auth import CLIENT, OPERATOR, SUBSCRIBER, current_principal, method_policy
 from shared.errors import InvalidArgument
 from shared.networks import parse_network
 from shared.timestamps import from_timestamp, to_timestamp
@@ -27,6 +31,7 @@ from shared.validation import parse_uuid
 _SERVICE = pb.DESCRIPTOR.services_by_name["OrderService"]
 SERVICE_NAME = _SERVICE.full_name
 _READERS = frozenset({CLIENT, OPERATOR})
+_LOG_READERS = frozenset({OPERATOR, SUBSCRIBER})
 METHOD_ROLES = method_policy(
     SERVICE_NAME,
     _SERVICE.methods_by_name,
@@ -36,6 +41,10 @@ METHOD_ROLES = method_policy(
         "ListOrders": _READERS,
         "GetOrderHistory": _READERS,
         "UpdateOrderStatus": frozenset({OPERATOR}),
+        "WatchOrder": _READERS,
+        # The event log shows every order: for operators and the systems around the office.
+        "ListOrderEvents": _LOG_READERS,
+        "WatchOrderEvents": _LOG_READERS,
     },
 )
 
@@ -48,6 +57,21 @@ _STATUS_TO_PB = {
     OrderStatus.CANCELLED: pb.ORDER_STATUS_CANCELLED,
 }
 _STATUS_FROM_PB = {number: status for status, number in _STATUS_TO_PB.items()}
+_ALLOCATION_TO_PB = {
+    Allocation.AWAITING_POOL: pb.ALLOCATION_AWAITING_POOL,
+    Allocation.QUEUED: pb.ALLOCATION_QUEUED,
+    Allocation.ASSIGNED: pb.ALLOCATION_ASSIGNED,
+    Allocation.NONE: pb.ALLOCATION_NONE,
+}
+_EVENT_TYPE_TO_PB = {
+    EventType.CREATED: pb.ORDER_EVENT_TYPE_CREATED,
+    EventType.QUEUED: pb.ORDER_EVENT_TYPE_QUEUED,
+    EventType.WALLET_ASSIGNED: pb.ORDER_EVENT_TYPE_WALLET_ASSIGNED,
+    EventType.STATUS_CHANGED: pb.ORDER_EVENT_TYPE_STATUS_CHANGED,
+    EventType.EXPIRED: pb.ORDER_EVENT_TYPE_EXPIRED,
+    EventType.RELEASE_DELIVERED: pb.ORDER_EVENT_TYPE_RELEASE_DELIVERED,
+}
+_EVENT_TYPE_FROM_PB = {number: kind for kind, number in _EVENT_TYPE_TO_PB.items()}
 _RELEASE_TO_PB = {
     WalletRelease.NOT_NEEDED: pb.WALLET_RELEASE_NOT_NEEDED,
     WalletRelease.RELEASED: pb.WALLET_RELEASE_RELEASED,
@@ -87,10 +111,40 @@ def order_to_pb(order: Order) -> pb.Order:
         wallet_address=order.wallet_address or "",
         queue_position=order.queue_position or 0,
         request_id=order.request_id or "",
+        allocation=_ALLOCATION_TO_PB[domain.allocation_of(order)],
+        wallet_release=_RELEASE_TO_PB[order.wallet_release],
     )
     message.create_time.FromDatetime(order.create_time)
     message.update_time.FromDatetime(order.update_time)
     return message
+
+
+def event_to_pb(event: OrderEvent) -> pb.OrderEvent:
+    return pb.OrderEvent(
+        sequence=event.sequence,
+        type=_EVENT_TYPE_TO_PB[event.type],
+        order_id=str(event.order_id),
+        event_time=to_timestamp(event.event_time),
+        status=_STATUS_TO_PB[event.status],
+        from_status=_STATUS_TO_PB[event.from_status]
+        if event.from_status
+        else pb.ORDER_STATUS_UNSPECIFIED,
+        actor=event.actor,
+        reason=event.reason,
+        network=event.network,
+        wallet_address=event.wallet_address or "",
+        queue_position=event.queue_position or 0,
+    )
+
+
+def parse_event_types(numbers: Iterable[int]) -> frozenset[EventType]:
+    types = set()
+    for number in numbers:
+        kind: EventType | None = _EVENT_TYPE_FROM_PB.get(number)  # type: ignore[call-overload]
+        if kind is None:
+            raise InvalidArgument("types", f"{number} is not a valid order event type")
+        types.add(kind)
+    return frozenset(types)
 
 
 def change_to_pb(change: StatusChange) -> pb.StatusChange:
@@ -164,3 +218,27 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             parse_uuid(request.order_id, "order_id"), caller_scope()
         )
         return pb.GetOrderHistoryResponse(changes=[change_to_pb(c) for c in changes])
+
+    async def WatchOrder(
+        self, request: pb.WatchOrderRequest, context: Context
+    ) -> AsyncIterator[pb.WatchOrderResponse]:
+        order_id = parse_uuid(request.order_id, "order_id")
+        async for order in self._manager.watch_order(order_id, caller_scope()):
+            yield pb.WatchOrderResponse(order=order_to_pb(order))
+
+    async def ListOrderEvents(
+        self, request: pb.ListOrderEventsRequest, context: Context
+    ) -> pb.ListOrderEventsResponse:
+        order_id = parse_uuid(request.order_id, "order_id") if request.order_id else None
+        events, last = await self._manager.list_events(
+            request.after_sequence, request.page_size, order_id, parse_event_types(request.types)
+        )
+        return pb.ListOrderEventsResponse(
+            events=[event_to_pb(e) for e in events], last_sequence=last
+        )
+
+    async def WatchOrderEvents(
+        self, request: pb.WatchOrderEventsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchOrderEventsResponse]:
+        async for event in self._manager.watch_events(request.after_sequence):
+            yield pb.WatchOrderEventsResponse(event=event_to_pb(event))

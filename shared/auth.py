@@ -11,7 +11,9 @@ from shared.config import ConfigError
 from shared.errors import PermissionDenied, Unauthenticated
 
 CLIENT, OPERATOR, SERVICE = "client", "operator", "service"
-ROLES = frozenset({CLIENT, OPERATOR, SERVICE})
+# Systems around the office that follow the order event log (read-only).
+SUBSCRIBER = "subscriber"
+ROLES = frozenset({CLIENT, OPERATOR, SERVICE, SUBSCRIBER})
 
 
 @dataclass(frozen=True)
@@ -47,13 +49,14 @@ def parse_token_entries(lines: Iterable[str], source: str) -> dict[str, Principa
 
 
 def load_tokens(environ: Mapping[str, str] = os.environ) -> dict[str, Principal]:
-    """Credentials from OPERATOR_TOKEN, CLIENT_TOKEN, SERVICE_TOKEN, AUTH_TOKENS and
-    AUTH_TOKENS_FILE (entries `name:role:token`, comma- or line-separated)."""
+    """Credentials from OPERATOR_TOKEN, CLIENT_TOKEN, SERVICE_TOKEN, SUBSCRIBER_TOKEN,
+    AUTH_TOKENS and AUTH_TOKENS_FILE (entries `name:role:token`, comma- or line-separated)."""
     tokens: dict[str, Principal] = {}
     for variable, principal in [
         ("OPERATOR_TOKEN", Principal("operator", OPERATOR)),
         ("CLIENT_TOKEN", Principal("client", CLIENT)),
         ("SERVICE_TOKEN", Principal("order_service", SERVICE)),
+        ("SUBSCRIBER_TOKEN", Principal("subscriber", SUBSCRIBER)),
     ]:
         if environ.get(variable, "").strip():
             tokens[environ[variable].strip()] = principal

@@ -44,6 +44,14 @@ class PermissionDenied(ServiceError):
     pass
 
 
+class OutOfRange(ServiceError):
+    """A position outside what exists (a cursor behind retention or beyond the end)."""
+
+
+class ResourceExhausted(ServiceError):
+    """A limit of the service is reached (say, open streams); retry later or elsewhere."""
+
+
 class Unavailable(ServiceError):
     pass
 

@@ -40,9 +40,19 @@ _STATUS_CODES: dict[type[errors.ServiceError], grpc.StatusCode] = {
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 _MAX_REQUEST_ID = 128
+# Pings find clients that vanished without closing their connection, so that their streams
+# end instead of holding the server's resources; clients may ping as often as every 10 s.
+_SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+]
 
 # By when the call being served must have answered its caller, on the event loop's clock
 # (None: the caller set no deadline); set by the RPC interceptor, so that waits on other
@@ -256,7 +266,9 @@ class GrpcServer:
         self._grace = grace_seconds
         self._drain = drain_seconds
         self._tls = tls
-        self.server = grpc.aio.server(interceptors=[RpcInterceptor(authenticator)])
+        self.server = grpc.aio.server(
+            interceptors=[RpcInterceptor(authenticator)], options=_SERVER_OPTIONS
+        )
         register(self.server)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

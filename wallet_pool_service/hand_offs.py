@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from shared.db import is_database_outage
+from shared.listen import Listener
 from wallet_pool_service.domain import HandOff
 
 log = logging.getLogger(__name__)
@@ -23,9 +23,8 @@ class HandOffFeed:
     """Listens on one pooled connection while the service runs; `watch()` yields every
     hand-off committed from then on, by this replica or another."""
 
-    def __init__(self, pool: asyncpg.Pool, check_seconds: float = 5.0) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._check_seconds = check_seconds
         self._watchers: set[asyncio.Queue[HandOff | None]] = set()
 
     @contextlib.asynccontextmanager
@@ -65,37 +64,4 @@ class HandOffFeed:
 
     async def run(self) -> None:
         """Listen until cancelled, reconnecting after database outages."""
-        while True:
-            try:
-                await self._listen()
-            except Exception as exc:
-                if not is_database_outage(exc):
-                    log.exception("hand-off listener failed")
-                else:
-                    log.warning("hand-off listener: database unavailable")
-            await asyncio.sleep(1.0)
-
-    async def _listen(self) -> None:
-        async with self._pool.acquire() as conn:
-            lost = asyncio.Event()
-
-            def on_notify(_conn: object, _pid: int, _channel: str, payload: object) -> None:
-                self._publish(str(payload))
-
-            def on_lost(_conn: object) -> None:
-                lost.set()
-
-            conn.add_termination_listener(on_lost)
-            await conn.add_listener(CHANNEL, on_notify)
-            try:
-                while not lost.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), self._check_seconds)
-                    if not lost.is_set():
-                        # A server that vanished without closing the socket shows here.
-                        await conn.fetchval("SELECT 1", timeout=self._check_seconds)
-            finally:
-                # The pool keeps the connection: leave nothing of this listener on it.
-                conn.remove_termination_listener(on_lost)
-                if not conn.is_closed():
-                    await conn.remove_listener(CHANNEL, on_notify)
+        await Listener(self._pool, "hand-off listener", {CHANNEL: self._publish}).run()

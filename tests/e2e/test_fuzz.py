@@ -49,9 +49,12 @@ DOCUMENTED = frozenset(
         grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.UNAUTHENTICATED,
         grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.OUT_OF_RANGE,
     }
 )
-NAMES_THE_FIELD = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND})
+NAMES_THE_FIELD = frozenset(
+    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OUT_OF_RANGE}
+)
 CALL_TIMEOUT = 10.0
 FUZZ = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "100")),
@@ -100,6 +103,7 @@ RPCS = _rpcs(
         "ListOrders": READERS,
         "UpdateOrderStatus": ("operator",),
         "GetOrderHistory": READERS,
+        "ListOrderEvents": ("operator",),
     },
 ) + _rpcs(
     wpb,
@@ -450,6 +454,8 @@ def sensible_values(
 ) -> st.SearchStrategy[Any]:
     """Values a careful client sends, so that a call gets past the fields left sensible."""
     name = field_descriptor.name
+    if field_descriptor.is_repeated and field_descriptor.type == FieldDescriptor.TYPE_ENUM:
+        return st.lists(enum_numbers(field_descriptor), max_size=3)
     if field_descriptor.is_repeated:
         return st.one_of(
             st.lists(eth_bodies.map(eth_address), min_size=1, max_size=5),
@@ -487,6 +493,8 @@ def garbage_values(
 ) -> st.SearchStrategy[Any]:
     """Values for one request field: garbage of its type, and some that go deeper."""
     name = field_descriptor.name
+    if field_descriptor.is_repeated and field_descriptor.type == FieldDescriptor.TYPE_ENUM:
+        return st.lists(enum_numbers(field_descriptor), max_size=5)
     if field_descriptor.is_repeated:
         assert name == "addresses", f"no strategy for repeated {rpc.name}.{name}"
         return address_lists
@@ -502,6 +510,8 @@ def garbage_values(
         return page_sizes if name == "page_size" else st.integers(0, 2**32 - 1)
     if field_descriptor.type in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32):
         return st.integers(-(2**31), 2**31 - 1)
+    if field_descriptor.type in (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64):
+        return st.integers(0, 2**64 - 1)
     if field_descriptor.type in (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64):
         return st.integers(-(2**63), 2**63 - 1)
     assert field_descriptor.type == FieldDescriptor.TYPE_STRING, f"{rpc.name}.{name}"
@@ -849,7 +859,7 @@ def with_examples(cases: list[dict[str, Any]]) -> Callable[[TestFunction], TestF
     return decorate
 
 
-LIST_RPCS = [rpc for rpc in RPCS if rpc.name.startswith("List")]
+LIST_RPCS = [rpc for rpc in RPCS if "page_token" in rpc.request_type.DESCRIPTOR.fields_by_name]
 
 
 @pytest.mark.parametrize("rpc", LIST_RPCS, ids=[rpc.name for rpc in LIST_RPCS])
@@ -903,6 +913,9 @@ async def test_bytes_on_the_wire_that_no_client_library_sends_get_a_documented_s
 
 def odd_values(field_descriptor: FieldDescriptor) -> list[Any]:
     """Every odd value of the field's type that the sweep below sends."""
+    odd_enums = [-1, 99, -(2**31), 2**31 - 1]
+    if field_descriptor.is_repeated and field_descriptor.type == FieldDescriptor.TYPE_ENUM:
+        return [[number] for number in odd_enums] + [odd_enums * 300]
     if field_descriptor.is_repeated:
         return [[text] for text in ODD_TEXTS + HUGE_TEXTS] + MANY_ADDRESS_LISTS
     if field_descriptor.type == FieldDescriptor.TYPE_MESSAGE:
@@ -920,9 +933,11 @@ def odd_values(field_descriptor: FieldDescriptor) -> list[Any]:
             ]
         ]
     if field_descriptor.type == FieldDescriptor.TYPE_ENUM:
-        return [-1, 99, -(2**31), 2**31 - 1]
+        return odd_enums
     if field_descriptor.type == FieldDescriptor.TYPE_BOOL:
         return [True]
+    if field_descriptor.type in (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64):
+        return [2**64 - 1, 2**63]
     if field_descriptor.type != FieldDescriptor.TYPE_STRING:
         return [2**32 - 1, 2**31]
     return ODD_TEXTS + HUGE_TEXTS

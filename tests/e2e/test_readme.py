@@ -78,8 +78,11 @@ async def test_the_readme_walkthrough_works_as_written(
         ).order
         assert order.status == opb.ORDER_STATUS_COMPLETED
         assert waiting.wallet_address == order.wallet_address != ""
-        # The waiting order's GetOrder after `sleep 1` already shows the released address.
-        after_release = output.split("WALLET_RELEASE_RELEASED", 1)[1]
-        assert f'"wallet_address": "{order.wallet_address}"' in after_release
+        # The watch started while the order waited printed it queued, then with the address.
+        watch = output.split("--- the watch:", 1)[1]
+        assert watch.index("ALLOCATION_QUEUED") < watch.index(
+            f'"wallet_address": "{order.wallet_address}"'
+        )
+        assert "ORDER_EVENT_TYPE_RELEASE_DELIVERED" in output
     finally:
         await stack.close()
