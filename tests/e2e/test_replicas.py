@@ -5,6 +5,7 @@ no background loop does any of it twice."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -280,3 +281,87 @@ async def test_two_replicas_of_each_service_serve_every_order_once_and_expire_ea
     for process in [*replicas.pools, *replicas.orders]:
         assert log_problems(process.logs()) == [], process.module
     assert time.monotonic() - started < 30
+
+
+@local_only
+async def test_a_consumer_cut_off_at_random_gets_every_event_of_two_writing_replicas_once(
+    replicas: Replicas, db: asyncpg.Pool
+) -> None:
+    stubs = replicas.order_stubs
+    await replicas.pool_stub.AddWallets(
+        wpb.AddWalletsRequest(network="ETH", addresses=[eth_address() for _ in range(WALLETS)]),
+        metadata=bearer(OPERATOR_TOKEN),
+    )
+    received: list[opb.OrderEvent] = []
+    writing = True
+    reconnects = 0
+
+    async def consume() -> None:
+        """Follows the log through either replica, cutting its own stream after a random
+        number of events and reconnecting with the last sequence it saw."""
+        nonlocal reconnects
+        rng = random.Random(14)
+        while True:
+            last = received[-1].sequence if received else 0
+            call = stubs[rng.randrange(2)].WatchOrderEvents(
+                opb.WatchOrderEventsRequest(after_sequence=last), metadata=bearer(OPERATOR_TOKEN)
+            )
+            try:
+                # A random number of events, or until the stream stays quiet a while.
+                for _ in range(rng.randint(1, 12)):
+                    response = await asyncio.wait_for(call.read(), 0.5)
+                    assert isinstance(response, opb.WatchOrderEventsResponse)
+                    received.append(response.event)
+            except TimeoutError:
+                pass
+            finally:
+                call.cancel()
+            if not writing and received and received[-1].sequence == await last_sequence():
+                return
+            reconnects += 1
+            await asyncio.sleep(rng.random() * 0.05)
+
+    async def last_sequence() -> int:
+        value: int = await db.fetchval("SELECT last_sequence FROM orders.event_log")
+        return value
+
+    async def lifecycle(index: int) -> None:
+        created = await stubs[index % 2].CreateOrder(
+            opb.CreateOrderRequest(network="ETH", amount="1"), metadata=bearer(CLIENT_TOKEN)
+        )
+        order_id = created.order.id
+        await update(stubs[(index + 1) % 2], order_id, opb.ORDER_STATUS_PROCESSING)
+        await update(stubs[index % 2], order_id, opb.ORDER_STATUS_CANCELLED, "feed")
+
+    consumer = asyncio.ensure_future(consume())
+    await asyncio.gather(*(lifecycle(i) for i in range(40)))
+    # Once every event is numbered, the consumer catches up to the end of the log and stops.
+    deadline = time.monotonic() + 10
+    while await db.fetchval("SELECT count(*) FROM orders.order_events WHERE sequence IS NULL"):
+        assert time.monotonic() < deadline, "events left without a sequence"
+        await asyncio.sleep(0.1)
+    writing = False
+    await asyncio.wait_for(consumer, 20)
+
+    table = await db.fetch(
+        "SELECT sequence, order_id, type, status FROM orders.order_events ORDER BY sequence"
+    )
+    assert [e.sequence for e in received] == list(range(1, len(table) + 1))
+    assert [(e.order_id, e.type, e.status) for e in received] == [
+        (
+            str(r["order_id"]),
+            opb.OrderEventType.Value(f"ORDER_EVENT_TYPE_{r['type']}"),
+            opb.OrderStatus.Value(f"ORDER_STATUS_{r['status']}"),
+        )
+        for r in table
+    ]
+    assert reconnects >= 10
+    # Each order's events are in the order they happened.
+    by_order: dict[str, list[int]] = {}
+    for event in received:
+        by_order.setdefault(event.order_id, []).append(event.status)
+    assert len(by_order) == 40
+    for statuses in by_order.values():
+        assert statuses[0] == opb.ORDER_STATUS_PENDING
+        assert statuses[-2:] == [opb.ORDER_STATUS_CANCELLED] * 2  # cancelled, then released
+        assert statuses == sorted(statuses, key=[1, 2, 4].index)
