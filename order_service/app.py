@@ -28,13 +28,6 @@ _ANSWER_AFTER_CUT_OFF_SECONDS = 1.0
 
 
 async def serve(settings: OrderSettings) -> None:
-    # Settings refuse to load without the credentials the service needs; in development only
-    # its own credential towards the pool may be missing (to try the API on its own).
-    if not settings.service_token:
-        log.warning(
-            "SERVICE_TOKEN is not set (allowed in development only): the wallet pool will "
-            "refuse this service's calls, so orders get no wallet"
-        )
     url, embedded = resolve_database(
         settings.database_url, settings.environment, settings.embedded_data_dir
     )

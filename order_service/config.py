@@ -12,17 +12,16 @@ from shared.tls import ClientTls, ServerTls
 # for each. Other roles (client) are optional.
 REQUIRED_ROLES = {OPERATOR: "only operators move orders to a final status"}
 MISSING_SERVICE_TOKEN = (
-    "SERVICE_TOKEN is required when APP_ENV=production: the wallet pool accepts "
+    "SERVICE_TOKEN is required: the wallet pool accepts "
     "AllocateWallet and ReleaseWallet only from the 'service' role, so without it no order "
     "gets a wallet and no release is delivered (set the same value on the wallet pool)"
 )
 
 
-def credential_problems(environment: str, service_token: str | None) -> list[str]:
-    """What the order service's own credential towards the pool lacks."""
-    if environment == "production" and not service_token:
-        return [MISSING_SERVICE_TOKEN]
-    return []
+def credential_problems(service_token: str | None) -> list[str]:
+    """What the order service's own credential towards the pool lacks (in any environment:
+    the pool always requires the service role, so without it no order gets a wallet)."""
+    return [] if service_token else [MISSING_SERVICE_TOKEN]
 
 
 @dataclass(frozen=True)
@@ -90,6 +89,6 @@ class OrderSettings:
         require_credentials(
             settings.tokens,
             REQUIRED_ROLES,
-            credential_problems(settings.environment, settings.service_token),
+            credential_problems(settings.service_token),
         )
         return settings

@@ -36,7 +36,7 @@ async def refused_start(module: str, env: dict[str, str], log_path: Path) -> tup
             "order_service",
             "production",
             "SERVICE_TOKEN",
-            "SERVICE_TOKEN is required when APP_ENV=production: the wallet pool accepts "
+            "SERVICE_TOKEN is required: the wallet pool accepts "
             "AllocateWallet and ReleaseWallet only from the 'service' role",
         ),
         (

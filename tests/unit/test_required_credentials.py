@@ -1,5 +1,5 @@
 """A service without a credential for a role it needs refuses to start, naming what is
-missing (the order service in production also needs its own SERVICE_TOKEN)."""
+missing (the order service also needs its own SERVICE_TOKEN, in any environment)."""
 
 from pathlib import Path
 
@@ -50,18 +50,18 @@ def test_the_order_service_in_production_refuses_to_start_without_service_token(
     monkeypatch.setenv("AUTH_TOKENS", "orders:service:svc")
     with pytest.raises(
         ConfigError,
-        match=r"^SERVICE_TOKEN is required when APP_ENV=production: the wallet pool accepts "
+        match=r"^SERVICE_TOKEN is required: the wallet pool accepts "
         r"AllocateWallet and ReleaseWallet only from the 'service' role",
     ):
         OrderSettings.from_env()
 
 
-def test_the_order_service_in_development_starts_without_service_token(
+def test_the_order_service_refuses_to_start_without_service_token_in_development_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OPERATOR_TOKEN", "op")
-    settings = OrderSettings.from_env()
-    assert settings.service_token is None
+    with pytest.raises(ConfigError, match="SERVICE_TOKEN is required"):
+        OrderSettings.from_env()
 
 
 @pytest.mark.parametrize("environment", ["development", "production"])
