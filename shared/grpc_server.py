@@ -328,7 +328,8 @@ class GrpcServer:
 
         async def step() -> bool:
             try:
-                healthy = await asyncio.wait_for(check(), timeout=max(interval, 1.0))
+                async with asyncio.timeout(max(interval, 1.0)):  # see shared.loops
+                    healthy = await check()
             except Exception:
                 healthy = False
             await self.set_serving(healthy)

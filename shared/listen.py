@@ -62,7 +62,8 @@ class Listener:
                 self._on_connect()
                 while not lost.is_set():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), self._check_seconds)
+                        async with asyncio.timeout(self._check_seconds):  # see shared.loops
+                            await lost.wait()
                     if not lost.is_set():
                         # A server that vanished without closing the socket shows here.
                         await conn.fetchval("SELECT 1", timeout=self._check_seconds)

@@ -50,5 +50,8 @@ class PeriodicTask:
                 await asyncio.sleep(0)
                 continue
             self._wakeup.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+            # that arrives as the awaited event completes, and the loop would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._wakeup.wait()
