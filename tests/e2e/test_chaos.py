@@ -1,4 +1,4 @@
-"""A short run of the chaos harness (tests/chaos.py): order lifecycles while both services
+"""A short run of the chaos harness (tests/chaos/): order lifecycles while both services
 are SIGKILLed and PostgreSQL restarts; nothing acknowledged is lost, nothing is shared.
 `make chaos` runs a long one; CHAOS_SEED replays a run."""
 
