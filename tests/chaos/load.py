@@ -51,6 +51,8 @@ class Load:
         self.seed = seed
         # order id -> the last status acknowledged for it (invariant 5)
         self.acknowledged: dict[uuid.UUID, str] = {}
+        # (order id, status) for every creation (PENDING) and status update acknowledged
+        self.acknowledged_statuses: set[tuple[uuid.UUID, str]] = set()
         self.stop = asyncio.Event()
         self._wallet_rng = random.Random(f"{seed}:wallets")
         self._lifecycles = 0
@@ -134,6 +136,7 @@ class Load:
                 f"update of {order_id} to {name} answered {response.order.status}"
             )
         self.acknowledged[uuid.UUID(order_id)] = name
+        self.acknowledged_statuses.add((uuid.UUID(order_id), name))
         return True
 
     async def _expect_expired(self, order_id: str, wanted: str, rng: random.Random) -> None:
@@ -181,6 +184,7 @@ class Load:
         order_id: str = created.order.id
         self.report.orders += 1
         self.acknowledged.setdefault(uuid.UUID(order_id), "PENDING")
+        self.acknowledged_statuses.add((uuid.UUID(order_id), "PENDING"))
         if request_id and rng.random() < 0.3:
             _, again = await self._retry("create_again", create, request_id, rng)
             if again is not None and again.order.id != order_id:

@@ -1,5 +1,5 @@
-"""What a chaos run saw: answers by code, the blows it struck, violations; rendered as the
-report `make chaos` prints."""
+"""What a chaos run saw: answers by code, the blows it struck, violations, and how the event
+feed fared; rendered as the report `make chaos` prints."""
 
 import json
 import time
@@ -13,6 +13,16 @@ import grpc
 TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 # Answers that are bugs whatever happens around them.
 FORBIDDEN = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+
+
+@dataclass
+class FeedStats:
+    """The event feed's consumer: events received, streams reopened after a break, the
+    sequence the log ended at when the consumer caught up."""
+
+    events: int = 0
+    reconnects: int = 0
+    log_end: int = 0
 
 
 @dataclass
@@ -32,6 +42,7 @@ class ChaosReport:
     # (phase, seconds it took)
     phases: list[tuple[str, float]] = field(default_factory=list)
     final_state: str = ""
+    feed: FeedStats = field(default_factory=FeedStats)
     started: float = field(default_factory=time.monotonic)
 
     def now(self) -> str:
@@ -61,7 +72,7 @@ class ChaosReport:
             f"{self.elapsed:.0f} s in all; replay: CHAOS_SEED={self.seed})",
             f"  orders created and acknowledged: {self.orders}",
             "  phases: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.phases),
-            "  operations (answers by code):",
+            "  operations (answers by code; watch_events: how each feed stream ended):",
         ]
         for kind in sorted(self.calls):
             by_code = self.calls[kind]
@@ -75,6 +86,8 @@ class ChaosReport:
             "  error codes seen: "
             + (", ".join(f"{c} {n}" for c, n in self.codes.most_common() if c != "OK") or "none"),
             f"  INTERNAL or UNKNOWN answers: {sum(self.codes[c.name] for c in FORBIDDEN)}",
+            f"  event feed: {self.feed.events} events consumed, {self.feed.reconnects} "
+            f"reconnects; the log ended at sequence {self.feed.log_end}",
             f"  at the end: {self.final_state or 'not reached'}",
             f"  violations: {len(self.violations)}",
         ]

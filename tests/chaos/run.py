@@ -1,5 +1,5 @@
-"""The chaos run: its own PostgreSQL and both services as processes, the load as the
-clients, blows struck at random (SIGKILL a service, restart or crash PostgreSQL),
+"""The chaos run: its own PostgreSQL and both services as processes, the load and the feed
+consumer as clients, blows struck at random (SIGKILL a service, restart or crash PostgreSQL),
 then, with everything back, the checks at the end and the report."""
 
 import argparse
@@ -22,6 +22,7 @@ from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from scripts.processes import ServiceProcess
 from tests.chaos.checks import final_state, log_problems, no_work_done_twice
 from tests.chaos.cluster import PostgresCluster
+from tests.chaos.feed import SUBSCRIBER_CREDENTIAL, FeedConsumer, check_feed, log_end
 from tests.chaos.load import Load
 from tests.chaos.report import ChaosReport
 from tests.e2e import stack
@@ -77,7 +78,7 @@ class ChaosRun:
 
     # -- setting up -------------------------------------------------------------------------
 
-    async def _start_services(self) -> Load:
+    async def _start_services(self) -> tuple[Load, FeedConsumer]:
         await self.cluster.start()
         admin = await asyncpg.connect(self.cluster.url())
         try:
@@ -90,6 +91,7 @@ class ChaosRun:
                 "ORDER_TTL_SECONDS": str(self.ttl_seconds),
                 "EXPIRY_CHECK_SECONDS": "0.5",
                 "WALLET_COOLDOWN_SECONDS": str(self.cooldown_seconds),
+                "AUTH_TOKENS": SUBSCRIBER_CREDENTIAL,
             },
         )
         pool = ServiceProcess("wallet_pool_service", env, self.log_dir / "wallet_pool_service.log")
@@ -109,7 +111,7 @@ class ChaosRun:
         pool_stub = pool_grpc.WalletPoolServiceStub(pool_channel)
         load = Load(orders, pool_stub, self.report, self.seed)
         await load.add_wallets(self.initial_wallets)
-        return load
+        return load, FeedConsumer(orders, self.report, self.seed)
 
     async def _close(self) -> None:
         for channel in self._channels:
@@ -233,16 +235,17 @@ class ChaosRun:
 
     async def run(self) -> ChaosReport:
         try:
-            load = await self._start_services()
-            await self._drive(load, self._phase("start-up", self.report.started))
+            load, feed = await self._start_services()
+            await self._drive(load, feed, self._phase("start-up", self.report.started))
         finally:
             self.report.elapsed = time.monotonic() - self.report.started
             await self._close()
         return self.report
 
-    async def _drive(self, load: Load, mark: float) -> None:
-        """The load while the chaos lasts; then the lifecycles in
+    async def _drive(self, load: Load, feed: FeedConsumer, mark: float) -> None:
+        """The load and the feed consumer while the chaos lasts; then the lifecycles in
         flight end, everything settles, and the checks run."""
+        feed.start()
         tasks = [asyncio.create_task(load.worker()) for _ in range(self.workers)]
         tasks += [
             asyncio.create_task(load.operator()),
@@ -258,7 +261,7 @@ class ChaosRun:
             await self._wait_serving(30)
             mark = self._phase("lifecycles ending", mark)
             self.report.violations += [
-                f"final check: {v}" for v in await self._check_at_end(load, mark)
+                f"final check: {v}" for v in await self._check_at_end(load, feed, mark)
             ]
             for process in self.processes.values():
                 self.report.log_problems += log_problems(process.logs())
@@ -266,20 +269,30 @@ class ChaosRun:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await feed.stop()
 
-    async def _check_at_end(self, load: Load, mark: float) -> list[str]:
+    async def _check_at_end(self, load: Load, feed: FeedConsumer, mark: float) -> list[str]:
         """Once releases drained and allocations settled: the six invariants, no work done
-        twice."""
+        twice; then the feed consumer catches up with the log's end and its feed is checked."""
         pool = await asyncpg.create_pool(self.cluster.url("exchange"), min_size=1, max_size=2)
         try:
             violations = await check_all(pool, load.acknowledged, settle_seconds=30)
             async with pool.acquire() as conn:
                 violations += await no_work_done_twice(conn)
                 self.report.final_state = await final_state(conn)
+            mark = self._phase("settling and checking", mark)
+            async with pool.acquire() as conn:
+                end, history_through = await log_end(conn, self.report, 15)
+                self.report.feed.log_end = end
+                await feed.catch_up(end, 30)
+                await feed.stop()
+                feed_violations = await check_feed(
+                    conn, feed.received, load.acknowledged_statuses, history_through
+                )
+            self._phase("feed catching up and checking", mark)
         finally:
             await pool.close()
-        self._phase("settling and checking", mark)
-        return violations
+        return violations + [f"feed: {v}" for v in feed_violations]
 
 
 async def run_chaos(
@@ -299,8 +312,8 @@ async def run_chaos(
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m tests.chaos",
-        description="Chaos: order lifecycles while both services are SIGKILLed and "
-        "PostgreSQL restarts.",
+        description="Chaos: order lifecycles and the event feed while both services are "
+        "SIGKILLed and PostgreSQL restarts.",
     )
     parser.add_argument("--seconds", type=float, default=60, help="how long the chaos lasts")
     parser.add_argument("--seed", type=int, default=None, help="default: CHAOS_SEED or random")
