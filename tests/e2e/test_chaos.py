@@ -1,6 +1,7 @@
-"""A short run of the chaos harness (tests/chaos.py): order lifecycles while both services
-are SIGKILLed and PostgreSQL restarts; nothing acknowledged is lost, nothing is shared.
-`make chaos` runs a long one; CHAOS_SEED replays a run."""
+"""A short run of the chaos harness (tests/chaos/): order lifecycles while both services
+are SIGKILLed and PostgreSQL restarts; nothing acknowledged is lost, nothing is shared, and
+the event feed followed through it all is the log, each event once. `make chaos` runs a long
+one; CHAOS_SEED replays a run."""
 
 import os
 from pathlib import Path
@@ -25,5 +26,8 @@ async def test_under_chaos_no_acknowledged_update_is_lost_and_no_wallet_is_share
     assert report.kills["wallet_pool_service"] >= 1, report.render()
     assert sum(report.postgres_restarts.values()) >= 1, report.render()
     assert report.orders >= 100, report.render()
+    # The order service was killed while the consumer followed the feed: it reconnected.
+    assert report.feed.reconnects >= 1, report.render()
+    assert report.feed.events >= report.orders, report.render()
     assert report.violations == [], report.render()
     assert report.log_problems == [], report.render()

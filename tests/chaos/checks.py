@@ -1,0 +1,83 @@
+"""What the chaos run checks at the end besides the six invariants: no piece of work done
+twice, no error in the services' logs; and a one-line summary of where the orders ended."""
+
+import json
+
+from shared.db import Connection
+
+
+async def no_work_done_twice(conn: Connection) -> list[str]:
+    """What replicas, restarts and retries must never double: a wallet given to an order
+    (each order is served at most once), an order's creation, a status change, an expiry."""
+    violations = [
+        f"order {r['order_id']} was assigned a wallet {r['n']} times"
+        for r in await conn.fetch(
+            """SELECT order_id, count(*) AS n FROM wallet_pool.assignments
+               GROUP BY order_id HAVING count(*) > 1"""
+        )
+    ]
+    violations += [
+        f"order {r['order_id']} has {r['created']} creation rows and history "
+        f"{r['statuses']} by {r['actors']}"
+        for r in await conn.fetch(
+            """SELECT order_id, count(*) FILTER (WHERE from_status IS NULL) AS created,
+                      array_agg(to_status ORDER BY id) AS statuses,
+                      array_agg(actor ORDER BY id) AS actors
+               FROM orders.status_history GROUP BY order_id
+               HAVING count(*) FILTER (WHERE from_status IS NULL) <> 1
+                   OR count(*) <> count(DISTINCT to_status)"""
+        )
+    ]
+    violations += [
+        f"order {r['order_id']} was expired {r['n']} times"
+        for r in await conn.fetch(
+            """SELECT order_id, count(*) AS n FROM orders.status_history
+               WHERE actor = 'system' AND reason = 'expired'
+               GROUP BY order_id HAVING count(*) > 1"""
+        )
+    ]
+    return violations
+
+
+async def final_state(conn: Connection) -> str:
+    """Where the orders, the queue and the releases ended, in one line."""
+    statuses = {
+        r["status"]: r["n"]
+        for r in await conn.fetch("SELECT status, count(*) AS n FROM orders.orders GROUP BY status")
+    }
+    expired = await conn.fetchval(
+        """SELECT count(*) FROM orders.status_history
+           WHERE actor = 'system' AND reason = 'expired'"""
+    )
+    queued = await conn.fetchval("SELECT count(*) FROM wallet_pool.queue")
+    assignments = await conn.fetchval("SELECT count(*) FROM wallet_pool.assignments")
+    retried = await conn.fetchrow(
+        """SELECT count(*) FILTER (WHERE attempts > 1) AS n, coalesce(max(attempts), 0) AS most
+           FROM orders.pending_releases"""
+    )
+    assert retried is not None
+    orders = ", ".join(f"{status} {n}" for status, n in sorted(statuses.items()))
+    return (
+        f"orders {orders} ({expired} expired); {queued} waiting in the queue; "
+        f"{assignments} wallet assignments; {retried['n']} releases needed more than one "
+        f"attempt (at most {retried['most']})"
+    )
+
+
+def log_problems(text: str) -> list[str]:
+    """Log lines that are bugs whatever the chaos did: errors and unhandled exceptions
+    (an INTERNAL answer, a background loop step failing for another reason than an outage)."""
+    found = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            if line.strip() and not line.startswith((" ", "\t")):
+                found.append(line)  # a traceback or a crash outside the JSON logger
+            continue
+        if entry.get("level") in ("error", "critical") or entry.get("event") in (
+            "unhandled error",
+            "loop step failed",
+        ):
+            found.append(line)
+    return found

@@ -1,0 +1,118 @@
+"""What a chaos run saw: answers by code, the blows it struck, violations, and how the event
+feed fared; rendered as the report `make chaos` prints."""
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+# Answers a client must expect while something is down; it retries or gives up.
+TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# Answers that are bugs whatever happens around them.
+FORBIDDEN = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+
+
+@dataclass
+class FeedStats:
+    """The event feed's consumer: events received, streams reopened after a break, the
+    sequence the log ended at when the consumer caught up."""
+
+    events: int = 0
+    reconnects: int = 0
+    log_end: int = 0
+
+
+@dataclass
+class ChaosReport:
+    seed: int
+    seconds: float
+    orders: int = 0
+    # kind of call -> status code name -> how many answers
+    calls: dict[str, Counter[str]] = field(default_factory=dict)
+    kills: Counter[str] = field(default_factory=Counter)
+    postgres_restarts: Counter[str] = field(default_factory=Counter)
+    events: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    log_problems: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+    log_dir: Path | None = None
+    # (phase, seconds it took)
+    phases: list[tuple[str, float]] = field(default_factory=list)
+    final_state: str = ""
+    feed: FeedStats = field(default_factory=FeedStats)
+    started: float = field(default_factory=time.monotonic)
+
+    def now(self) -> str:
+        return f"{time.monotonic() - self.started:7.2f}s"
+
+    def event(self, text: str) -> None:
+        """A blow struck (or healed), kept to give violations their context."""
+        self.events.append(f"{self.now()} {text}")
+
+    def violation(self, text: str) -> None:
+        recent = "; ".join(self.events[-2:]) or "no chaos yet"
+        self.violations.append(f"[{self.now()}] {text} (recent chaos: {recent})")
+
+    def count(self, kind: str, code: grpc.StatusCode) -> None:
+        self.calls.setdefault(kind, Counter())[code.name] += 1
+
+    @property
+    def codes(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for by_code in self.calls.values():
+            total.update(by_code)
+        return total
+
+    def render(self) -> str:
+        lines = [
+            f"chaos report (seed {self.seed}, {self.seconds:.0f} s of chaos, "
+            f"{self.elapsed:.0f} s in all; replay: CHAOS_SEED={self.seed})",
+            f"  orders created and acknowledged: {self.orders}",
+            "  phases: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.phases),
+            "  operations (answers by code; watch_events: how each feed stream ended):",
+        ]
+        for kind in sorted(self.calls):
+            by_code = self.calls[kind]
+            codes = ", ".join(f"{code} {n}" for code, n in by_code.most_common())
+            lines.append(f"    {kind:<16} {sum(by_code.values()):>6}  ({codes})")
+        kills = ", ".join(f"{name} {n}" for name, n in sorted(self.kills.items())) or "none"
+        restarts = ", ".join(f"{how} {n}" for how, n in sorted(self.postgres_restarts.items()))
+        lines += [
+            f"  SIGKILLs: {kills}",
+            f"  PostgreSQL restarts: {restarts or 'none'}",
+            "  error codes seen: "
+            + (", ".join(f"{c} {n}" for c, n in self.codes.most_common() if c != "OK") or "none"),
+            f"  INTERNAL or UNKNOWN answers: {sum(self.codes[c.name] for c in FORBIDDEN)}",
+            f"  event feed: {self.feed.events} events consumed, {self.feed.reconnects} "
+            f"reconnects; the log ended at sequence {self.feed.log_end}",
+            f"  at the end: {self.final_state or 'not reached'}",
+            f"  violations: {len(self.violations)}",
+        ]
+        lines += [f"    - {v}" for v in self.violations[:50]]
+        if len(self.violations) > 50:
+            lines.append(f"    ... and {len(self.violations) - 50} more")
+        lines.append(f"  error lines in the services' logs: {len(self.log_problems)}")
+        lines += [f"    {summarize_log_line(line)}" for line in self.log_problems[:10]]
+        if self.log_dir:
+            lines.append(f"  service logs: {self.log_dir}")
+        return "\n".join(lines)
+
+
+def summarize_log_line(line: str) -> str:
+    """A log line's time, service, event, call and the last line of its exception."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line[:300]
+    exception = str(entry.get("exception", "")).strip().splitlines()
+    parts = [
+        entry.get("time", ""),
+        entry.get("service", ""),
+        entry.get("event", ""),
+        entry.get("method", "") or entry.get("loop", ""),
+        exception[-1] if exception else "",
+    ]
+    return " | ".join(str(part) for part in parts if part)[:400]

@@ -1,0 +1,337 @@
+"""The chaos run: its own PostgreSQL and both services as processes, the load and the feed
+consumer as clients, blows struck at random (SIGKILL a service, restart or crash PostgreSQL),
+then, with everything back, the checks at the end and the report."""
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from exchange.order.v1 import order_service_pb2_grpc as order_grpc
+from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
+from scripts.processes import ServiceProcess
+from tests.chaos.checks import final_state, log_problems, no_work_done_twice
+from tests.chaos.cluster import PostgresCluster
+from tests.chaos.feed import SUBSCRIBER_CREDENTIAL, FeedConsumer, check_feed, log_end
+from tests.chaos.load import Load
+from tests.chaos.report import ChaosReport
+from tests.e2e import stack
+from tests.invariants import check_all, no_address_held_by_two_live_orders
+
+# Reconnect fast once a service is back (gRPC's default backoff grows to two minutes).
+_CLIENT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
+
+
+def service_env(database_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The suite's service environment without metrics ports, with a quicker hand-off sweep."""
+    quiet = {
+        "ORDER_METRICS_ADDR": "off",
+        "WALLET_POOL_METRICS_ADDR": "off",
+        "HAND_OFF_SWEEP_SECONDS": "0.5",
+    }
+    return stack.service_env(database_url, extra={**quiet, **(extra or {})})
+
+
+class ChaosRun:
+    """One run: the cluster, both services, the clients, the chaos, the final check."""
+
+    def __init__(
+        self,
+        seconds: float,
+        seed: int,
+        log_dir: Path,
+        *,
+        workers: int = 24,
+        wallets: int = 24,
+        ttl_seconds: float = 10,
+        cooldown_seconds: float = 0.5,
+    ) -> None:
+        """`ttl_seconds`: PENDING orders expire after this long (some lifecycles leave
+        theirs PENDING); `cooldown_seconds`: released wallets rest this long."""
+        self.seconds = seconds
+        self.seed = seed
+        self.log_dir = log_dir
+        self.workers = workers
+        self.initial_wallets = wallets
+        self.ttl_seconds = ttl_seconds
+        self.cooldown_seconds = cooldown_seconds
+        self.report = ChaosReport(seed, seconds, log_dir=log_dir)
+        self._chaos_rng = random.Random(f"{seed}:chaos")
+        self._down: set[str] = set()
+        self.cluster = PostgresCluster()
+        self.processes: dict[str, ServiceProcess] = {}
+        self._channels: list[grpc.aio.Channel] = []
+
+    # -- setting up -------------------------------------------------------------------------
+
+    async def _start_services(self) -> tuple[Load, FeedConsumer]:
+        await self.cluster.start()
+        admin = await asyncpg.connect(self.cluster.url())
+        try:
+            await admin.execute("CREATE DATABASE exchange")
+        finally:
+            await admin.close()
+        env = service_env(
+            self.cluster.url("exchange"),
+            {
+                "ORDER_TTL_SECONDS": str(self.ttl_seconds),
+                "EXPIRY_CHECK_SECONDS": "0.5",
+                "WALLET_COOLDOWN_SECONDS": str(self.cooldown_seconds),
+                "AUTH_TOKENS": SUBSCRIBER_CREDENTIAL,
+            },
+        )
+        pool = ServiceProcess("wallet_pool_service", env, self.log_dir / "wallet_pool_service.log")
+        pool_port = await pool.start()
+        # Restarts reuse the first ports, so that the order service and the clients find
+        # the services again.
+        pool.env = {**env, "WALLET_POOL_SERVICE_ADDR": f"127.0.0.1:{pool_port}"}
+        order_env = {**env, "WALLET_POOL_TARGET": f"127.0.0.1:{pool_port}"}
+        order = ServiceProcess("order_service", order_env, self.log_dir / "order_service.log")
+        order_port = await order.start()
+        order.env = {**order_env, "ORDER_SERVICE_ADDR": f"127.0.0.1:{order_port}"}
+        self.processes = {"order_service": order, "wallet_pool_service": pool}
+        order_channel = grpc.aio.insecure_channel(f"127.0.0.1:{order_port}", _CLIENT_OPTIONS)
+        pool_channel = grpc.aio.insecure_channel(f"127.0.0.1:{pool_port}", _CLIENT_OPTIONS)
+        self._channels = [order_channel, pool_channel]
+        orders = order_grpc.OrderServiceStub(order_channel)
+        pool_stub = pool_grpc.WalletPoolServiceStub(pool_channel)
+        load = Load(orders, pool_stub, self.report, self.seed)
+        await load.add_wallets(self.initial_wallets)
+        return load, FeedConsumer(orders, self.report, self.seed)
+
+    async def _close(self) -> None:
+        for channel in self._channels:
+            await channel.close(None)
+        for process in self.processes.values():
+            if process.process is not None and process.process.poll() is None:
+                with contextlib.suppress(TimeoutError):
+                    await process.stop()
+        await self.cluster.close()
+
+    async def _monitor(self, stop: asyncio.Event) -> None:
+        """Invariant 1 must hold at every moment: sample it whenever the database answers."""
+        while not stop.is_set():
+            await asyncio.sleep(1.0)
+            try:
+                conn = await asyncpg.connect(self.cluster.url("exchange"), timeout=2)
+            except (OSError, asyncpg.PostgresError, TimeoutError):
+                continue
+            try:
+                for violation in await no_address_held_by_two_live_orders(conn):
+                    self.report.violation(f"while running: {violation}")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pass
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=2)
+
+    # -- the chaos --------------------------------------------------------------------------
+
+    def _check_alive(self) -> None:
+        """A service nobody killed must still run, whatever the database did."""
+        for name, process in self.processes.items():
+            assert process.process is not None
+            code = process.process.poll()
+            if name not in self._down and code is not None:
+                tail = "\n".join(process.logs().splitlines()[-15:])
+                self.report.violation(
+                    f"{name} exited by itself with code {code}; last lines:\n{tail}"
+                )
+                self._down.add(name)
+
+    async def _kill(self, name: str) -> None:
+        self.report.event(f"SIGKILL {name}")
+        await self.processes[name].stop(signal.SIGKILL)
+        self.report.kills[name] += 1
+        self._down.add(name)
+
+    async def _restart(self, name: str) -> None:
+        for attempt in range(5):
+            try:
+                await self.processes[name].start()
+            except RuntimeError as exc:
+                self.report.violation(f"{name} did not start again (attempt {attempt + 1}): {exc}")
+                await asyncio.sleep(1)
+                continue
+            self.report.event(f"started {name}")
+            self._down.discard(name)
+            return
+        raise RuntimeError(f"{name} does not start any more")
+
+    async def _restart_postgres(self, how: str) -> None:
+        self.report.event(f"PostgreSQL {how} restart")
+        if how == "fast":
+            await self.cluster.restart()
+        else:
+            await self.cluster.crash()
+            await asyncio.sleep(self._chaos_rng.uniform(0, 2))
+            await self.cluster.start()
+        self.report.postgres_restarts[how] += 1
+        self.report.event("PostgreSQL is back")
+        self._check_alive()
+
+    async def _chaos(self, until: float) -> None:
+        rng = self._chaos_rng
+        # Every kind of blow at least once, in a random order; then at random.
+        plan = ["kill-order", "kill-pool", "postgres-fast", "postgres-crash"]
+        rng.shuffle(plan)
+        back_at: dict[str, float] = {}
+        while time.monotonic() < until:
+            await asyncio.sleep(rng.uniform(0.5, 2.5))
+            self._check_alive()
+            for name in sorted(self._down):
+                if time.monotonic() >= back_at.get(name, 0):
+                    await self._restart(name)
+            action = plan.pop(0) if plan else rng.choice(
+                ["kill-order", "kill-pool", "postgres-fast", "postgres-crash", "nothing"]
+            )  # fmt: skip
+            if action.startswith("kill-"):
+                name = "order_service" if action == "kill-order" else "wallet_pool_service"
+                if name not in self._down:
+                    await self._kill(name)
+                    back_at[name] = time.monotonic() + rng.uniform(0.2, 4.0)
+            elif action.startswith("postgres-"):
+                await self._restart_postgres(action.removeprefix("postgres-"))
+        self._check_alive()
+        for name in sorted(self._down):
+            await self._restart(name)
+        self.report.event("chaos over")
+
+    # -- the end ----------------------------------------------------------------------------
+
+    async def _wait_serving(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        names = ("order_service", "wallet_pool_service")
+        for name, channel in zip(names, self._channels, strict=True):
+            stub = health_pb2_grpc.HealthStub(channel)
+            status = -1
+            while time.monotonic() < deadline:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    status = (await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                self.report.violation(f"{name} is not SERVING {seconds:.0f} s after the chaos")
+
+    def _phase(self, name: str, since: float) -> float:
+        now = time.monotonic()
+        self.report.phases.append((name, now - since))
+        return now
+
+    async def run(self) -> ChaosReport:
+        try:
+            load, feed = await self._start_services()
+            await self._drive(load, feed, self._phase("start-up", self.report.started))
+        finally:
+            self.report.elapsed = time.monotonic() - self.report.started
+            await self._close()
+        return self.report
+
+    async def _drive(self, load: Load, feed: FeedConsumer, mark: float) -> None:
+        """The load and the feed consumer while the chaos lasts; then the lifecycles in
+        flight end, everything settles, and the checks run."""
+        feed.start()
+        tasks = [asyncio.create_task(load.worker()) for _ in range(self.workers)]
+        tasks += [
+            asyncio.create_task(load.operator()),
+            asyncio.create_task(self._monitor(load.stop)),
+        ]
+        try:
+            await self._chaos(mark + self.seconds)
+            mark = self._phase("chaos", mark)
+            load.stop.set()
+            # Lifecycles in flight finish (their retries are bounded).
+            await asyncio.gather(*tasks)
+            self._check_alive()
+            await self._wait_serving(30)
+            mark = self._phase("lifecycles ending", mark)
+            self.report.violations += [
+                f"final check: {v}" for v in await self._check_at_end(load, feed, mark)
+            ]
+            for process in self.processes.values():
+                self.report.log_problems += log_problems(process.logs())
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await feed.stop()
+
+    async def _check_at_end(self, load: Load, feed: FeedConsumer, mark: float) -> list[str]:
+        """Once releases drained and allocations settled: the six invariants, no work done
+        twice; then the feed consumer catches up with the log's end and its feed is checked."""
+        pool = await asyncpg.create_pool(self.cluster.url("exchange"), min_size=1, max_size=2)
+        try:
+            violations = await check_all(pool, load.acknowledged, settle_seconds=30)
+            async with pool.acquire() as conn:
+                violations += await no_work_done_twice(conn)
+                self.report.final_state = await final_state(conn)
+            mark = self._phase("settling and checking", mark)
+            async with pool.acquire() as conn:
+                end, history_through = await log_end(conn, self.report, 15)
+                self.report.feed.log_end = end
+                await feed.catch_up(end, 30)
+                await feed.stop()
+                feed_violations = await check_feed(
+                    conn, feed.received, load.acknowledged_statuses, history_through
+                )
+            self._phase("feed catching up and checking", mark)
+        finally:
+            await pool.close()
+        return violations + [f"feed: {v}" for v in feed_violations]
+
+
+async def run_chaos(
+    seconds: float, seed: int | None = None, log_dir: Path | None = None, workers: int = 24
+) -> ChaosReport:
+    """Run the chaos for `seconds` (then let everything settle and check); the seed defaults
+    to CHAOS_SEED, else a random one."""
+    if seed is None:
+        seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(10**9))
+    print(f"chaos seed {seed} (replay with CHAOS_SEED={seed})", flush=True)
+    if log_dir is None:
+        log_dir = Path(tempfile.mkdtemp(prefix="exchange-chaos-logs-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return await ChaosRun(seconds, seed, log_dir, workers=workers).run()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.chaos",
+        description="Chaos: order lifecycles and the event feed while both services are "
+        "SIGKILLed and PostgreSQL restarts.",
+    )
+    parser.add_argument("--seconds", type=float, default=60, help="how long the chaos lasts")
+    parser.add_argument("--seed", type=int, default=None, help="default: CHAOS_SEED or random")
+    parser.add_argument("--workers", type=int, default=24, help="concurrent order lifecycles")
+    parser.add_argument("--log-dir", type=Path, default=None, help="where service logs go")
+    args = parser.parse_args()
+
+    async def run() -> ChaosReport:
+        # SIGTERM, like Ctrl-C, stops the run and cleans up (the cluster, the services).
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await run_chaos(args.seconds, args.seed, args.log_dir, args.workers)
+
+    try:
+        report = asyncio.run(run())
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        print("chaos run stopped before its end; cleaned up")
+        sys.exit(130)
+    print(report.render())
+    sys.exit(1 if report.violations or report.log_problems else 0)
