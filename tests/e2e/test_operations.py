@@ -2,6 +2,7 @@
 database, and TLS."""
 
 import asyncio
+import re
 import subprocess
 import time
 import urllib.request
@@ -125,6 +126,7 @@ async def test_during_a_database_outage_services_stay_up_not_serving_and_recover
         await proxy.cut()
         assert await _wait_health(stack.order_channel, not_serving) == not_serving
         assert await _wait_health(stack.pool_channel, not_serving) == not_serving
+        assert "grpc_health_serving 0.0" in await scrape(stack.order_process.metrics_port)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stack.orders.GetOrder(
                 opb.GetOrderRequest(order_id=order.id), metadata=stack.client
@@ -137,6 +139,10 @@ async def test_during_a_database_outage_services_stay_up_not_serving_and_recover
         await proxy.start()
         assert await _wait_health(stack.order_channel, serving) == serving
         assert await _wait_health(stack.pool_channel, serving) == serving
+        pool_metrics = await scrape(stack.pool_process.metrics_port)
+        assert "grpc_health_serving 1.0" in pool_metrics
+        changes = re.search(r"^grpc_health_changes_total (\S+)$", pool_metrics, re.MULTILINE)
+        assert changes is not None and float(changes.group(1)) >= 2  # down, then up again
         again = await stack.orders.GetOrder(
             opb.GetOrderRequest(order_id=order.id), metadata=stack.client
         )
