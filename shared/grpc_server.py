@@ -301,10 +301,13 @@ class GrpcServer:
         """Health of every service on this server (and of the server as a whole)."""
         if self._stopping or serving == self._serving:
             return
-        if self._serving is not None:
-            HEALTH_CHANGES.inc()
+        for name in self._service_names:
+            if self._serving is not None:
+                HEALTH_CHANGES.labels(name).inc()
+            else:
+                HEALTH_CHANGES.labels(name)  # exported at 0 from the start
+            HEALTH_SERVING.labels(name).set(1 if serving else 0)
         self._serving = serving
-        HEALTH_SERVING.set(1 if serving else 0)
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
@@ -359,7 +362,8 @@ class GrpcServer:
         callers that have not yet seen the health change); then let calls in flight finish
         within the grace period."""
         self._stopping = True
-        HEALTH_SERVING.set(0)
+        for name in self._service_names:
+            HEALTH_SERVING.labels(name).set(0)
         await self.health.enter_graceful_shutdown()
         if self._drain:
             await asyncio.sleep(self._drain)

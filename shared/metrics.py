@@ -21,13 +21,15 @@ RPC_SECONDS = Histogram(
 )
 HEALTH_SERVING = Gauge(
     "grpc_health_serving",
-    "1 while this server's gRPC health says SERVING (its database answers); 0 while it says "
+    "1 while the service's gRPC health says SERVING (its database answers); 0 while it says "
     "NOT_SERVING, and from the start of a graceful stop.",
+    ["grpc_service"],
 )
 HEALTH_CHANGES = Counter(
     "grpc_health_changes_total",
-    "Changes of this server's health between SERVING and NOT_SERVING that followed its "
+    "Changes of the service's health between SERVING and NOT_SERVING that followed its "
     "database (a graceful stop is not counted), for alerts on flapping between scrapes.",
+    ["grpc_service"],
 )
 
 

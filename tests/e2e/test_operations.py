@@ -126,7 +126,10 @@ async def test_during_a_database_outage_services_stay_up_not_serving_and_recover
         await proxy.cut()
         assert await _wait_health(stack.order_channel, not_serving) == not_serving
         assert await _wait_health(stack.pool_channel, not_serving) == not_serving
-        assert "grpc_health_serving 0.0" in await scrape(stack.order_process.metrics_port)
+        assert (
+            'grpc_health_serving{grpc_service="exchange.order.v1.OrderService"} 0.0'
+            in await scrape(stack.order_process.metrics_port)
+        )
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stack.orders.GetOrder(
                 opb.GetOrderRequest(order_id=order.id), metadata=stack.client
@@ -140,8 +143,11 @@ async def test_during_a_database_outage_services_stay_up_not_serving_and_recover
         assert await _wait_health(stack.order_channel, serving) == serving
         assert await _wait_health(stack.pool_channel, serving) == serving
         pool_metrics = await scrape(stack.pool_process.metrics_port)
-        assert "grpc_health_serving 1.0" in pool_metrics
-        changes = re.search(r"^grpc_health_changes_total (\S+)$", pool_metrics, re.MULTILINE)
+        pool_service = 'grpc_service="exchange.wallet_pool.v1.WalletPoolService"'
+        assert f"grpc_health_serving{{{pool_service}}} 1.0" in pool_metrics
+        changes = re.search(
+            rf"^grpc_health_changes_total{{{pool_service}}} (\S+)$", pool_metrics, re.MULTILINE
+        )
         assert changes is not None and float(changes.group(1)) >= 2  # down, then up again
         again = await stack.orders.GetOrder(
             opb.GetOrderRequest(order_id=order.id), metadata=stack.client
