@@ -28,10 +28,6 @@ _ANSWER_AFTER_CUT_OFF_SECONDS = 1.0
 
 
 async def serve(settings: OrderSettings) -> None:
-    if not settings.tokens:
-        log.warning("no credentials configured (OPERATOR_TOKEN, ...): every call will be refused")
-    if not settings.service_token:
-        log.warning("SERVICE_TOKEN is not set: the wallet pool will refuse this service's calls")
     url, embedded = resolve_database(
         settings.database_url, settings.environment, settings.embedded_data_dir
     )

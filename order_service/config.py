@@ -3,10 +3,25 @@
 from dataclasses import dataclass
 
 from shared import config
-from shared.auth import Principal, load_tokens
+from shared.auth import OPERATOR, Principal, load_tokens, require_credentials
 from shared.embedded_db import DEFAULT_DATA_DIR
 from shared.networks import supported_networks
 from shared.tls import ClientTls, ServerTls
+
+# Roles the service cannot do its job without, and why: start-up refuses without a credential
+# for each. Other roles (client) are optional.
+REQUIRED_ROLES = {OPERATOR: "only operators move orders to a final status"}
+MISSING_SERVICE_TOKEN = (
+    "SERVICE_TOKEN is required: the wallet pool accepts "
+    "AllocateWallet and ReleaseWallet only from the 'service' role, so without it no order "
+    "gets a wallet and no release is delivered (set the same value on the wallet pool)"
+)
+
+
+def credential_problems(service_token: str | None) -> list[str]:
+    """What the order service's own credential towards the pool lacks (in any environment:
+    the pool always requires the service role, so without it no order gets a wallet)."""
+    return [] if service_token else [MISSING_SERVICE_TOKEN]
 
 
 @dataclass(frozen=True)
@@ -39,7 +54,7 @@ class OrderSettings:
 
     @classmethod
     def from_env(cls) -> "OrderSettings":
-        return cls(
+        settings = cls(
             environment=config.environment(),
             database_url=config.env_optional("ORDER_DATABASE_URL", "DATABASE_URL"),
             address=config.env_str("ORDER_SERVICE_ADDR", "127.0.0.1:50051"),
@@ -71,3 +86,9 @@ class OrderSettings:
             event_sequencer_seconds=config.env_float("EVENT_SEQUENCER_SECONDS", 1.0, minimum=0.05),
             max_watch_streams=config.env_int("MAX_WATCH_STREAMS", 10_000, minimum=1),
         )
+        require_credentials(
+            settings.tokens,
+            REQUIRED_ROLES,
+            credential_problems(settings.service_token),
+        )
+        return settings

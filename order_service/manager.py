@@ -338,7 +338,9 @@ class OrderManager:
         order_id: uuid.UUID | None,
         types: frozenset[domain.EventType],
     ) -> tuple[list[domain.OrderEvent], int]:
-        """A page of the log after `after_sequence`, and the log's last sequence."""
+        """A page of the log after `after_sequence`, and the log's last sequence. Every event
+        committed before the call is numbered first, so a caller reads its own changes."""
+        await self.sequence_events()
         async with self._statement() as orders:
             last, deleted = await orders.event_log()
             after_sequence = domain.start_of_reading(after_sequence, last, deleted)

@@ -48,16 +48,20 @@ def parse_token_entries(lines: Iterable[str], source: str) -> dict[str, Principa
     return tokens
 
 
+# The variables that each give one credential of a role (more come from AUTH_TOKENS).
+_TOKEN_VARIABLES = (
+    ("OPERATOR_TOKEN", Principal("operator", OPERATOR)),
+    ("CLIENT_TOKEN", Principal("client", CLIENT)),
+    ("SERVICE_TOKEN", Principal("order_service", SERVICE)),
+    ("SUBSCRIBER_TOKEN", Principal("subscriber", SUBSCRIBER)),
+)
+
+
 def load_tokens(environ: Mapping[str, str] = os.environ) -> dict[str, Principal]:
     """Credentials from OPERATOR_TOKEN, CLIENT_TOKEN, SERVICE_TOKEN, SUBSCRIBER_TOKEN,
     AUTH_TOKENS and AUTH_TOKENS_FILE (entries `name:role:token`, comma- or line-separated)."""
     tokens: dict[str, Principal] = {}
-    for variable, principal in [
-        ("OPERATOR_TOKEN", Principal("operator", OPERATOR)),
-        ("CLIENT_TOKEN", Principal("client", CLIENT)),
-        ("SERVICE_TOKEN", Principal("order_service", SERVICE)),
-        ("SUBSCRIBER_TOKEN", Principal("subscriber", SUBSCRIBER)),
-    ]:
+    for variable, principal in _TOKEN_VARIABLES:
         if environ.get(variable, "").strip():
             tokens[environ[variable].strip()] = principal
     tokens |= parse_token_entries(environ.get("AUTH_TOKENS", "").split(","), "AUTH_TOKENS")
@@ -69,6 +73,33 @@ def load_tokens(environ: Mapping[str, str] = os.environ) -> dict[str, Principal]
             raise ConfigError(f"AUTH_TOKENS_FILE: cannot read {path}: {exc.strerror}") from None
         tokens |= parse_token_entries(lines, "AUTH_TOKENS_FILE")
     return tokens
+
+
+def missing_roles(tokens: Mapping[str, Principal], needed: Mapping[str, str]) -> list[str]:
+    """One sentence for each role in `needed` (role -> why the service cannot work without
+    it) that no credential in `tokens` has, naming where such a credential comes from.
+    Roles not in `needed` are optional."""
+    present = {principal.role for principal in tokens.values()}
+    problems = []
+    for role, reason in needed.items():
+        if role in present:
+            continue
+        variables = [variable for variable, p in _TOKEN_VARIABLES if p.role == role]
+        sources = " or ".join([*variables, f"a name:{role}:token entry in AUTH_TOKENS"])
+        problems.append(
+            f"no credential for the {role!r} role ({reason}): set {sources} (or AUTH_TOKENS_FILE)"
+        )
+    return problems
+
+
+def require_credentials(
+    tokens: Mapping[str, Principal], needed: Mapping[str, str], problems: Sequence[str] = ()
+) -> None:
+    """Refuse to start (ConfigError, one line) when a needed role has no credential or any of
+    `problems` (other missing credentials, already worded) applies."""
+    found = [*problems, *missing_roles(tokens, needed)]
+    if found:
+        raise ConfigError("; ".join(found))
 
 
 class Authenticator:

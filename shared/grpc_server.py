@@ -45,6 +45,10 @@ _STATUS_CODES: dict[type[errors.ServiceError], grpc.StatusCode] = {
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 _MAX_REQUEST_ID = 128
+# The health service name for liveness: SERVING while the process serves at all, whatever
+# its database does (the overall status, '', is readiness and follows the database), so that
+# a liveness probe does not restart every replica during a database outage.
+LIVENESS_SERVICE = "liveness"
 # Pings find clients that vanished without closing their connection, so that their streams
 # end instead of holding the server's resources; clients may ping as often as every 10 s.
 _SERVER_OPTIONS = [
@@ -289,6 +293,7 @@ class GrpcServer:
         if self.port == 0:
             raise OSError(f"could not bind {self._address}")
         await self.server.start()
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self.set_serving(True)
         host = self._address.rsplit(":", 1)[0]
         log.info(

@@ -19,8 +19,6 @@ log = logging.getLogger(__name__)
 
 
 async def serve(settings: PoolSettings) -> None:
-    if not settings.tokens:
-        log.warning("no credentials configured (OPERATOR_TOKEN, ...): every call will be refused")
     manager = await WalletPoolManagerFactory.create(settings)
     loops: list[PeriodicTask] = []
     listener: asyncio.Task[None] | None = None

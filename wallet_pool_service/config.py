@@ -3,10 +3,17 @@
 from dataclasses import dataclass
 
 from shared import config
-from shared.auth import Principal, load_tokens
+from shared.auth import OPERATOR, SERVICE, Principal, load_tokens, require_credentials
 from shared.embedded_db import DEFAULT_DATA_DIR
 from shared.networks import supported_networks
 from shared.tls import ServerTls
+
+# Roles the service cannot do its job without, and why: start-up refuses without a credential
+# for each. Other roles (client) are optional.
+REQUIRED_ROLES = {
+    SERVICE: "only the order service allocates and releases wallets",
+    OPERATOR: "only operators add wallets",
+}
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,7 @@ class PoolSettings:
 
     @classmethod
     def from_env(cls) -> "PoolSettings":
-        return cls(
+        settings = cls(
             environment=config.environment(),
             database_url=config.env_optional("WALLET_POOL_DATABASE_URL", "DATABASE_URL"),
             address=config.env_str("WALLET_POOL_SERVICE_ADDR", "127.0.0.1:50052"),
@@ -51,3 +58,5 @@ class PoolSettings:
             shutdown_grace_seconds=config.env_float("SHUTDOWN_GRACE_SECONDS", 10.0),
             shutdown_drain_seconds=config.env_float("SHUTDOWN_DRAIN_SECONDS", 1.0),
         )
+        require_credentials(settings.tokens, REQUIRED_ROLES)
+        return settings

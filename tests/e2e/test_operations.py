@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
+from shared.grpc_server import LIVENESS_SERVICE
 from tests.databases import DatabaseFactory
 from tests.e2e.conftest import local_only
 from tests.e2e.proxy import DatabaseProxy
@@ -91,10 +92,10 @@ async def test_the_callers_request_id_is_logged_by_both_services(stack: LocalSta
     assert any('"event": "wallet released"' in line for line in pool_lines)
 
 
-async def _health(channel: grpc.aio.Channel) -> int:
+async def _health(channel: grpc.aio.Channel, service: str = "") -> int:
     try:
         response = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(), timeout=2
+            health_pb2.HealthCheckRequest(service=service), timeout=2
         )
     except grpc.aio.AioRpcError:
         return -1
@@ -130,6 +131,9 @@ async def test_during_a_database_outage_services_stay_up_not_serving_and_recover
             'grpc_health_serving{grpc_service="exchange.order.v1.OrderService"} 0.0'
             in await scrape(stack.order_process.metrics_port)
         )
+        # Liveness stays SERVING: the processes work, only their database is away.
+        for channel in (stack.order_channel, stack.pool_channel):
+            assert await _health(channel, LIVENESS_SERVICE) == serving
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stack.orders.GetOrder(
                 opb.GetOrderRequest(order_id=order.id), metadata=stack.client

@@ -365,3 +365,31 @@ async def test_a_consumer_cut_off_at_random_gets_every_event_of_two_writing_repl
         assert statuses[0] == opb.ORDER_STATUS_PENDING
         assert statuses[-2:] == [opb.ORDER_STATUS_CANCELLED] * 2  # cancelled, then released
         assert statuses == sorted(statuses, key=[1, 2, 4].index)
+
+
+@local_only
+async def test_a_watch_on_one_replica_prints_the_hand_off_another_replica_served(
+    replicas: Replicas,
+) -> None:
+    watching, serving = replicas.order_stubs
+    address = eth_address()
+    await replicas.pool_stub.AddWallets(
+        wpb.AddWalletsRequest(network="ETH", addresses=[address]), metadata=bearer(OPERATOR_TOKEN)
+    )
+    client = bearer(CLIENT_TOKEN)
+    request = opb.CreateOrderRequest(network="ETH", amount="1")
+    holder = (await serving.CreateOrder(request, metadata=client)).order
+    waiting = (await watching.CreateOrder(request, metadata=client)).order
+    watch = watching.WatchOrder(opb.WatchOrderRequest(order_id=waiting.id), metadata=client)
+    first = await watch.read()
+    assert isinstance(first, opb.WatchOrderResponse)
+    assert first.order.allocation == opb.ALLOCATION_QUEUED
+
+    await update(serving, holder.id, opb.ORDER_STATUS_PROCESSING)
+    started = time.monotonic()
+    await update(serving, holder.id, opb.ORDER_STATUS_COMPLETED)
+    seen = await asyncio.wait_for(watch.read(), 2.0)
+    assert isinstance(seen, opb.WatchOrderResponse)
+    assert seen.order.wallet_address == address
+    assert time.monotonic() - started < 1.0
+    watch.cancel()
