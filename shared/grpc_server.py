@@ -28,7 +28,7 @@ from shared.auth import Authenticator, current_principal
 from shared.db import is_database_outage
 from shared.logs import current_request_id
 from shared.loops import PeriodicTask
-from shared.metrics import RPC_HANDLED, RPC_SECONDS
+from shared.metrics import HEALTH_CHANGES, HEALTH_SERVING, RPC_HANDLED, RPC_SECONDS
 from shared.tls import ServerTls
 
 log = logging.getLogger(__name__)
@@ -306,6 +306,12 @@ class GrpcServer:
         """Health of every service on this server (and of the server as a whole)."""
         if self._stopping or serving == self._serving:
             return
+        for name in self._service_names:
+            if self._serving is not None:
+                HEALTH_CHANGES.labels(name).inc()
+            else:
+                HEALTH_CHANGES.labels(name)  # exported at 0 from the start
+            HEALTH_SERVING.labels(name).set(1 if serving else 0)
         self._serving = serving
         status = (
             health_pb2.HealthCheckResponse.SERVING
@@ -362,6 +368,8 @@ class GrpcServer:
         callers that have not yet seen the health change); then let calls in flight finish
         within the grace period."""
         self._stopping = True
+        for name in self._service_names:
+            HEALTH_SERVING.labels(name).set(0)
         await self.health.enter_graceful_shutdown()
         if self._drain:
             await asyncio.sleep(self._drain)

@@ -4,7 +4,7 @@ Metric objects live in the default registry, as prometheus_client expects."""
 
 import logging
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +18,18 @@ RPC_SECONDS = Histogram(
     "Time to handle an RPC on the server, by method.",
     ["grpc_service", "grpc_method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+HEALTH_SERVING = Gauge(
+    "grpc_health_serving",
+    "1 while the service's gRPC health says SERVING (its database answers); 0 while it says "
+    "NOT_SERVING, and from the start of a graceful stop.",
+    ["grpc_service"],
+)
+HEALTH_CHANGES = Counter(
+    "grpc_health_changes_total",
+    "Changes of the service's health between SERVING and NOT_SERVING that followed its "
+    "database (a graceful stop is not counted), for alerts on flapping between scrapes.",
+    ["grpc_service"],
 )
 
 

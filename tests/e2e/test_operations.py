@@ -2,6 +2,7 @@
 database, and TLS."""
 
 import asyncio
+import re
 import subprocess
 import time
 import urllib.request
@@ -126,6 +127,10 @@ async def test_during_a_database_outage_services_stay_up_not_serving_and_recover
         await proxy.cut()
         assert await _wait_health(stack.order_channel, not_serving) == not_serving
         assert await _wait_health(stack.pool_channel, not_serving) == not_serving
+        assert (
+            'grpc_health_serving{grpc_service="exchange.order.v1.OrderService"} 0.0'
+            in await scrape(stack.order_process.metrics_port)
+        )
         # Liveness stays SERVING: the processes work, only their database is away.
         for channel in (stack.order_channel, stack.pool_channel):
             assert await _health(channel, LIVENESS_SERVICE) == serving
@@ -141,6 +146,13 @@ async def test_during_a_database_outage_services_stay_up_not_serving_and_recover
         await proxy.start()
         assert await _wait_health(stack.order_channel, serving) == serving
         assert await _wait_health(stack.pool_channel, serving) == serving
+        pool_metrics = await scrape(stack.pool_process.metrics_port)
+        pool_service = 'grpc_service="exchange.wallet_pool.v1.WalletPoolService"'
+        assert f"grpc_health_serving{{{pool_service}}} 1.0" in pool_metrics
+        changes = re.search(
+            rf"^grpc_health_changes_total{{{pool_service}}} (\S+)$", pool_metrics, re.MULTILINE
+        )
+        assert changes is not None and float(changes.group(1)) >= 2  # down, then up again
         again = await stack.orders.GetOrder(
             opb.GetOrderRequest(order_id=order.id), metadata=stack.client
         )

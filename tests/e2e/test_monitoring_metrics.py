@@ -1,0 +1,95 @@
+"""The alert rules and the Grafana dashboard under deploy/ name only series the services
+really export, with labels those series carry: both services run as processes, one order
+lifecycle (a queued order and a watch included) makes their labelled series exist, and
+the metric names in every rule's `expr` and every panel's `targets[].expr` are compared with
+what `/metrics` of both serves.
+
+The comparison is with sample names as Prometheus stores them (a counter family
+`order_release_attempts` is the series `order_release_attempts_total`; a histogram
+`grpc_server_handling_seconds` is `..._bucket`, `..._sum` and `..._count`), so a query of a
+family name that no series carries fails as it would in Prometheus."""
+
+import asyncio
+import time
+
+import grpc
+
+from exchange.order.v1 import order_service_pb2 as opb
+from tests.e2e.conftest import local_only
+from tests.e2e.stack import LocalStack
+from tests.e2e.test_operations import scrape
+from tests.e2e.test_release_flow import add_wallets, create, eth_address, finish
+from tests.e2e.test_watch import Watch
+from tests.monitoring import (
+    alert_queries,
+    dashboard_queries,
+    exported,
+    load_dashboard,
+    load_rules,
+    parse,
+    problems,
+)
+
+# The services' own metric families (the Prometheus client adds process_* and python_*).
+OWN_PREFIXES = ("grpc_", "order_", "wallet_pool_")
+
+
+async def one_lifecycle_with_a_queue_and_a_watch(stack: LocalStack) -> None:
+    await add_wallets(stack, "ETH", [eth_address()])
+    holder, waiting = await create(stack), await create(stack)
+    watch = Watch(stack, waiting.id, stack.client)
+    await watch.until("ALLOCATION_QUEUED")
+    await finish(stack, holder.id, opb.ORDER_STATUS_COMPLETED)
+    await finish(stack, waiting.id, opb.ORDER_STATUS_CANCELLED)
+    assert await asyncio.wait_for(watch.ended, 5) == grpc.StatusCode.OK
+
+
+async def scrape_both(stack: LocalStack) -> tuple[str, str]:
+    """Both services' metrics, once the pool's gauges were refreshed after the lifecycle."""
+    deadline = time.monotonic() + 10
+    while True:
+        order = await scrape(stack.order_process.metrics_port)
+        pool = await scrape(stack.pool_process.metrics_port)
+        if 'wallet_pool_wallets{network="ETH",state="available"} 1.0' in pool:
+            return order, pool
+        assert time.monotonic() < deadline, pool
+        await asyncio.sleep(0.1)
+
+
+@local_only
+async def test_alerts_and_dashboard_name_only_series_and_labels_the_services_export(
+    stack: LocalStack,
+) -> None:
+    await one_lifecycle_with_a_queue_and_a_watch(stack)
+    samples, families = exported(*await scrape_both(stack))
+    # The lifecycle made the labelled series exist (a family with no child has no sample).
+    assert {
+        "order_release_attempts_total",
+        "order_watch_streams",
+        "grpc_server_handling_seconds_bucket",
+        "wallet_pool_queue_length",
+        "grpc_health_serving",
+    } <= set(samples)
+
+    assert problems(alert_queries(load_rules()), samples) == []
+    assert problems(dashboard_queries(load_dashboard()), samples) == []
+
+    # The dashboard shows every family of the services' own; a family is shown when one of
+    # its series is (a counter's _total, a histogram's _bucket).
+    shown = {
+        selector.metric
+        for query in dashboard_queries(load_dashboard())
+        for selector in parse(query.expr)[0]
+    }
+    own = {
+        family
+        for family in families
+        # x_created: when the client created a counter's or histogram's series.
+        if family.startswith(OWN_PREFIXES) and not family.endswith("_created")
+    }
+    missing = {
+        family
+        for family in own
+        if not any(name == family or name.startswith(f"{family}_") for name in shown)
+    }
+    assert missing == set()
