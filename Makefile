@@ -7,7 +7,7 @@ GEN_STAMP := exchange/.generated
 
 .PHONY: setup proto run test lint unit chaos bench clean compose-env compose-up compose-e2e compose-down
 
-setup: $(GEN_STAMP)
+setup: $(GEN_STAMP) $(VENV)/bin/promtool
 
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || (echo "Python 3.11+ required" && exit 1)
@@ -32,6 +32,15 @@ $(GEN_STAMP): $(PROTOS) $(VENV)/.deps
 	touch $@
 
 proto: $(GEN_STAMP)
+
+# promtool checks the alert rules and runs their unit tests (make test). It is on neither
+# PyPI nor npm; Debian's prometheus package ships it, and only that binary is taken from it.
+$(VENV)/bin/promtool: $(VENV)/.deps
+	rm -rf .promtool && mkdir .promtool
+	cd .promtool && apt-get download -q prometheus
+	dpkg -x .promtool/prometheus_*.deb .promtool/root
+	cp .promtool/root/usr/bin/promtool $@
+	rm -rf .promtool
 
 run: setup
 	$(PY) -m scripts.run_local

@@ -17,6 +17,7 @@ import promql_parser
 import pytest
 import yaml
 
+from tests.databases import ROOT
 from tests.monitoring import (
     ALERT_TESTS,
     ALERTS,
@@ -107,13 +108,16 @@ def test_every_dashboard_query_is_promql_and_every_panel_is_complete() -> None:
 
 
 def promtool() -> str | None:
-    return os.environ.get("PROMTOOL") or shutil.which("promtool")
+    """PROMTOOL, the one `make setup` puts into .venv/bin, or one on PATH."""
+    installed = ROOT / ".venv" / "bin" / "promtool"
+    found = os.environ.get("PROMTOOL") or (str(installed) if installed.exists() else None)
+    return found or shutil.which("promtool")
 
 
 @pytest.mark.skipif(
     promtool() is None,
-    reason="promtool is not installed (not on PyPI or npm; Debian's `prometheus` package "
-    "has it, or set PROMTOOL)",
+    reason="promtool is not installed (make setup takes it from Debian's prometheus package; "
+    "or set PROMTOOL)",
 )
 def test_promtool_checks_the_rules_and_their_unit_tests_pass() -> None:
     tool = promtool()
