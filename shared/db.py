@@ -1,7 +1,9 @@
 """Connection pools, the migrations runner, and telling an outage from a bug."""
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -25,14 +27,54 @@ _OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InsufficientResourcesError,
     asyncpg.InterfaceError,
     # A connection whose server went away mid-operation can be left in a state asyncpg
-    # refuses to use ("cannot switch to state …", MagicStack/asyncpg#784).
+    # refuses to use ("cannot switch to state …", MagicStack/asyncpg#784); no host of a
+    # multi-host URL takes writes (TargetServerAttributeNotMatched) is one too.
     asyncpg.InternalClientError,
+    # The server is a standby, or a primary demoted or made read-only: a failover is under
+    # way, and the pool must find the new primary (see `connection`).
+    asyncpg.ReadOnlySQLTransactionError,
 )
 
 
 def is_database_outage(exc: BaseException) -> bool:
     """True when `exc` means the database cannot be reached now, not that a query is wrong."""
     return isinstance(exc, _OUTAGE_ERRORS)
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """True when the server refused a write for being read-only (SQLSTATE 25006): nothing was
+    written, and every connection to that server will refuse writes alike."""
+    return isinstance(exc, asyncpg.ReadOnlySQLTransactionError)
+
+
+@contextlib.asynccontextmanager
+async def connection(pool: asyncpg.Pool) -> AsyncIterator["Connection"]:
+    """A pooled connection, as `pool.acquire()`; but when its server turns out to be read-only
+    (a standby, a demoted primary), the connection is dropped and the pool's other ones are
+    expired, so that the next acquire connects again: with `target_session_attrs=read-write`
+    to the new primary. Reused as it was, it would refuse every write until it closed."""
+    async with pool.acquire() as conn:
+        try:
+            yield conn
+        except Exception as exc:
+            if is_read_only(exc):
+                log.warning("database is read-only; reconnecting", extra={"error": str(exc)})
+                conn.terminate()
+                await pool.expire_connections()
+            raise
+
+
+async def accepts_writes(pool: asyncpg.Pool) -> bool:
+    """The health check: the database answers, and takes writes (a standby answers too). A
+    read-only one expires the pool's connections, so that they connect again."""
+    async with connection(pool) as conn:
+        writable = await conn.fetchval(
+            "SELECT pg_catalog.current_setting('transaction_read_only') = 'off'"
+        )
+    if not writable:
+        log.warning("database is read-only; reconnecting")
+        await pool.expire_connections()
+    return bool(writable)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -83,7 +125,7 @@ async def apply_migrations(pool: asyncpg.Pool, schema: str, package: str) -> lis
         key=lambda entry: entry.name,
     )
     applied: list[str] = []
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         lock_key = f"migrations:{schema}"
         await conn.execute("SELECT pg_advisory_lock(hashtext($1))", lock_key)
         try:
