@@ -5,9 +5,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from importlib import resources
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import asyncpg
+
+from shared.config import ConfigError
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -34,6 +37,9 @@ _OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     # way, and the pool must find the new primary (see `connection`).
     asyncpg.ReadOnlySQLTransactionError,
 )
+# Each host of a multi-host URL gets this long to connect and show that it takes writes,
+# unless the URL says otherwise with libpq's `connect_timeout`.
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 5.0
 
 
 def is_database_outage(exc: BaseException) -> bool:
@@ -97,12 +103,76 @@ async def close_pool(pool: asyncpg.Pool, timeout_seconds: float = 5.0) -> None:
         pool.terminate()
 
 
+def split_hosts(dsn: str) -> tuple[list[str], float]:
+    """The URL once per host it lists (`postgresql://h1:5432,h2:5433/db`: one URL for h1, one
+    for h2, each with the rest of the URL), and the time each host gets to connect: libpq's
+    `connect_timeout`, taken out of the URL (asyncpg would send it to the server as a
+    setting, and the server would refuse the connection). A URL that names its hosts
+    otherwise (`?host=`, one host, a Unix socket) stays one URL."""
+    parts = urlsplit(dsn)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    timeouts = [value for key, value in query if key == "connect_timeout"]
+    try:
+        timeout = float(timeouts[-1]) if timeouts else DEFAULT_CONNECT_TIMEOUT_SECONDS
+    except ValueError:
+        raise ConfigError(
+            f"the database URL's connect_timeout must be seconds, got {timeouts[-1]!r}"
+        ) from None
+    if timeout <= 0:  # libpq: 0 waits forever
+        timeout = DEFAULT_CONNECT_TIMEOUT_SECONDS
+    kept = [item for item in parts.query.split("&") if item.split("=")[0] != "connect_timeout"]
+    parts = parts._replace(query="&".join(kept))
+    auth, at, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts or any(key in ("host", "port") for key, _ in query):
+        return [urlunsplit(parts)], timeout
+    return [
+        urlunsplit(parts._replace(netloc=f"{auth}{at}{host}")) for host in hosts.split(",")
+    ], timeout
+
+
+class _HostByHost:
+    """Connects to the hosts of a multi-host URL one by one, each within its own timeout.
+
+    asyncpg tries the hosts in order too, but within one timeout for them all: a host that
+    swallows packets (a machine that is down) uses all of it, and the next host, where the
+    new primary is, is never tried. Here the host that last took a connection is tried
+    first, then the others in the URL's order; asyncpg checks each against
+    `target_session_attrs`."""
+
+    def __init__(self, dsns: list[str], timeout: float) -> None:
+        self._dsns = dsns
+        self._timeout = timeout
+        self._last_good = dsns[0]
+
+    async def __call__(self, *_args: object, **kwargs: Any) -> asyncpg.Connection:
+        first = [self._last_good]
+        error: BaseException | None = None
+        for dsn in first + [d for d in self._dsns if d != self._last_good]:
+            try:
+                conn: asyncpg.Connection = await asyncpg.connect(
+                    dsn, timeout=self._timeout, **kwargs
+                )
+            except Exception as exc:
+                if not is_database_outage(exc):
+                    raise
+                error = exc
+                continue
+            self._last_good = dsn
+            return conn
+        assert error is not None
+        raise error
+
+
 async def create_pool(
     dsn: str, *, min_size: int, max_size: int, application_name: str = "exchange"
 ) -> asyncpg.Pool:
-    """`application_name` names the service's connections in pg_stat_activity."""
+    """`application_name` names the service's connections in pg_stat_activity. `dsn` may
+    list several hosts (`postgresql://h1:5432,h2:5433/db?target_session_attrs=read-write`):
+    see `split_hosts`."""
+    dsns, connect_timeout = split_hosts(dsn)
     pool = await asyncpg.create_pool(
-        dsn,
+        dsns[0],
+        connect=_HostByHost(dsns, connect_timeout),
         min_size=min_size,
         max_size=max_size,
         command_timeout=30,

@@ -1,12 +1,61 @@
-"""The pool across a failover: a connection whose server turned read-only is dropped, so
-the pool connects again."""
+"""The pool across a failover: a host that never answers costs only its own connect timeout,
+and a connection whose server turned read-only is dropped, so the pool connects again."""
 
-from urllib.parse import urlsplit
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from shared.db import accepts_writes, connection, create_pool
+from tests.e2e.proxy import DatabaseProxy
+
+
+@pytest.fixture
+async def tcp_url(database_url: str) -> AsyncIterator[str]:
+    """The test's database by TCP on 127.0.0.1 (the embedded server listens on a socket)."""
+    proxy = DatabaseProxy(database_url)
+    await proxy.start()
+    yield proxy.url_for(urlsplit(database_url).path.lstrip("/"))
+    await proxy.cut()
+
+
+async def test_a_host_that_never_answers_costs_its_connect_timeout_then_the_next_is_used(
+    tcp_url: str,
+) -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def swallow(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # and never answer, as a machine gone silent
+
+    hung = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    hung_port = hung.sockets[0].getsockname()[1]
+    parts = urlsplit(tcp_url)
+    auth, _, host = parts.netloc.rpartition("@")
+    url = urlunsplit(
+        parts._replace(
+            netloc=f"{auth}@127.0.0.1:{hung_port},{host}",
+            query="target_session_attrs=read-write&connect_timeout=1",
+        )
+    )
+    try:
+        started = time.monotonic()
+        pool = await create_pool(url, min_size=1, max_size=2)
+        # asyncpg alone would spend its whole timeout (60 s) on the first host.
+        assert time.monotonic() - started < 10
+        assert len(accepted) == 1
+        # The host that took a connection is tried first from then on.
+        await pool.expire_connections()
+        async with connection(pool) as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+        assert len(accepted) == 1
+        await pool.close()
+    finally:
+        hung.close()
+        for writer in accepted:
+            writer.close()
 
 
 async def test_a_connection_to_a_server_turned_read_only_is_dropped_and_the_pool_reconnects(
