@@ -135,19 +135,17 @@ class _HostByHost:
 
     asyncpg tries the hosts in order too, but within one timeout for them all: a host that
     swallows packets (a machine that is down) uses all of it, and the next host, where the
-    new primary is, is never tried. Here the host that last took a connection is tried
-    first, then the others in the URL's order; asyncpg checks each against
-    `target_session_attrs`."""
+    new primary is, is never tried. Here a host that took a connection moves to the front
+    and one that failed to the back, so a dead host costs its timeout once, not at every
+    connection; asyncpg checks each host against `target_session_attrs`."""
 
     def __init__(self, dsns: list[str], timeout: float) -> None:
-        self._dsns = dsns
+        self._order = list(dsns)
         self._timeout = timeout
-        self._last_good = dsns[0]
 
     async def __call__(self, *_args: object, **kwargs: Any) -> asyncpg.Connection:
-        first = [self._last_good]
         error: BaseException | None = None
-        for dsn in first + [d for d in self._dsns if d != self._last_good]:
+        for dsn in list(self._order):
             try:
                 conn: asyncpg.Connection = await asyncpg.connect(
                     dsn, timeout=self._timeout, **kwargs
@@ -156,8 +154,11 @@ class _HostByHost:
                 if not is_database_outage(exc):
                     raise
                 error = exc
+                self._order.remove(dsn)
+                self._order.append(dsn)
                 continue
-            self._last_good = dsn
+            self._order.remove(dsn)
+            self._order.insert(0, dsn)
             return conn
         assert error is not None
         raise error

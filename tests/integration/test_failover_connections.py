@@ -46,7 +46,7 @@ async def test_a_host_that_never_answers_costs_its_connect_timeout_then_the_next
         # asyncpg alone would spend its whole timeout (60 s) on the first host.
         assert time.monotonic() - started < 10
         assert len(accepted) == 1
-        # The host that took a connection is tried first from then on.
+        # A host that failed is tried last from then on.
         await pool.expire_connections()
         async with connection(pool) as conn:
             assert await conn.fetchval("SELECT 1") == 1
