@@ -184,11 +184,20 @@ class ReplicatedCluster:
             raise RuntimeError(f"{exc}\nnode {node.name}'s log:\n{self.logs(node)}") from exc
 
     async def _kill(self, node: Node) -> None:
-        # pg_ctl starts the postmaster in a session of its own: its process group holds the
-        # postmaster and every backend, walsender and worker it forked.
+        # Every process of the server at once, as a machine dying would: the postmaster is
+        # stopped first (it forks no more), then its children (each backend, walsender and
+        # worker leads a process group of its own, so killing the postmaster's group would
+        # leave them serving their connections a moment longer), then all are killed.
         pid = int((node.data / "postmaster.pid").read_text().split()[0])
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGSTOP)
+        processes = [pid, *_children(pid)]
+        for each in processes[1:]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(each, signal.SIGSTOP)
+        for each in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(each, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while _accepts_connections(node.port):
             if time.monotonic() > deadline:
@@ -228,6 +237,16 @@ class ReplicatedCluster:
                 pg_ctl = [str(self.bin / "pg_ctl"), "stop", "-m", "immediate", "-D", str(node.data)]
                 subprocess.run([*self._as_user, *pg_ctl], capture_output=True, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
 
 
 def _accepts_connections(port: int) -> bool:
