@@ -25,7 +25,7 @@ from order_service.feed import OrderFeed
 from order_service.metrics import EVENTS_DELETED, EVENTS_SEQUENCED, RELEASE_ATTEMPTS
 from order_service.repository import OrderRepository, PostgresOrderRepository
 from order_service.wallet_pool_client import WalletPoolError, WalletPoolGateway
-from shared.db import is_database_outage
+from shared.db import accepts_writes, connection, is_database_outage
 from shared.errors import Unavailable
 from shared.pagination import decode_page_token, encode_page_token, foreign_page_token, page_size
 
@@ -77,13 +77,13 @@ class OrderManager:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[OrderRepository]:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             yield PostgresOrderRepository(conn)
 
     @contextlib.asynccontextmanager
     async def _statement(self) -> AsyncIterator[OrderRepository]:
         """For a use case of one statement, atomic on its own: no BEGIN/COMMIT round trips."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             yield PostgresOrderRepository(conn)
 
     async def create_order(
@@ -347,7 +347,8 @@ class OrderManager:
             page = await orders.events_after(
                 after_sequence, page_size(requested_size), order_id, types
             )
-        return page, last
+        # Events numbered between the two reads may be on the page: the log ends after them.
+        return page, max(last, page[-1].sequence) if page else last
 
     async def watch_events(self, after_sequence: int) -> AsyncIterator[domain.OrderEvent]:
         """Every event after `after_sequence`, in sequence order, then each as it is
@@ -394,8 +395,8 @@ class OrderManager:
             return await orders.count_pending_releases()
 
     async def database_ready(self) -> bool:
-        async with self._pool.acquire() as conn:
-            return bool(await conn.fetchval("SELECT true"))
+        """The database answers and takes writes."""
+        return await accepts_writes(self._pool)
 
 
 @contextlib.asynccontextmanager

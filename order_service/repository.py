@@ -19,7 +19,7 @@ from order_service.domain import (
     PendingRelease,
     StatusChange,
 )
-from shared.db import Connection, is_database_outage
+from shared.db import Connection, is_database_outage, is_read_only
 from shared.errors import OutcomeUnknown
 from shared.sql import load_queries
 
@@ -98,13 +98,14 @@ class PostgresOrderRepository:
     ) -> Order | None:
         """`_one` for a write. Outside a transaction the statement commits on its own, so an
         outage while it is in flight (the connection lost after it was sent) leaves its
-        outcome unknown: `unknown()` is raised. Inside one, nothing commits before COMMIT."""
+        outcome unknown: `unknown()` is raised. Inside one, nothing commits before COMMIT; and
+        a server that refused the write for being read-only (a standby) wrote nothing."""
         if self._conn.is_in_transaction():
             return await self._one(query, *args)
         try:
             return await self._one(query, *args)
         except Exception as exc:
-            if not is_database_outage(exc):
+            if not is_database_outage(exc) or is_read_only(exc):
                 raise
             error = unknown()
             log.warning(

@@ -1,11 +1,16 @@
 """Connection pools, the migrations runner, and telling an outage from a bug."""
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from importlib import resources
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import asyncpg
+
+from shared.config import ConfigError
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -25,14 +30,57 @@ _OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InsufficientResourcesError,
     asyncpg.InterfaceError,
     # A connection whose server went away mid-operation can be left in a state asyncpg
-    # refuses to use ("cannot switch to state …", MagicStack/asyncpg#784).
+    # refuses to use ("cannot switch to state …", MagicStack/asyncpg#784); no host of a
+    # multi-host URL takes writes (TargetServerAttributeNotMatched) is one too.
     asyncpg.InternalClientError,
+    # The server is a standby, or a primary demoted or made read-only: a failover is under
+    # way, and the pool must find the new primary (see `connection`).
+    asyncpg.ReadOnlySQLTransactionError,
 )
+# Each host of a multi-host URL gets this long to connect and show that it takes writes,
+# unless the URL says otherwise with libpq's `connect_timeout`.
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 5.0
 
 
 def is_database_outage(exc: BaseException) -> bool:
     """True when `exc` means the database cannot be reached now, not that a query is wrong."""
     return isinstance(exc, _OUTAGE_ERRORS)
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """True when the server refused a write for being read-only (SQLSTATE 25006): nothing was
+    written, and every connection to that server will refuse writes alike."""
+    return isinstance(exc, asyncpg.ReadOnlySQLTransactionError)
+
+
+@contextlib.asynccontextmanager
+async def connection(pool: asyncpg.Pool) -> AsyncIterator["Connection"]:
+    """A pooled connection, as `pool.acquire()`; but when its server turns out to be read-only
+    (a standby, a demoted primary), the connection is dropped and the pool's other ones are
+    expired, so that the next acquire connects again: with `target_session_attrs=read-write`
+    to the new primary. Reused as it was, it would refuse every write until it closed."""
+    async with pool.acquire() as conn:
+        try:
+            yield conn
+        except Exception as exc:
+            if is_read_only(exc):
+                log.warning("database is read-only; reconnecting", extra={"error": str(exc)})
+                conn.terminate()
+                await pool.expire_connections()
+            raise
+
+
+async def accepts_writes(pool: asyncpg.Pool) -> bool:
+    """The health check: the database answers, and takes writes (a standby answers too). A
+    read-only one expires the pool's connections, so that they connect again."""
+    async with connection(pool) as conn:
+        writable = await conn.fetchval(
+            "SELECT pg_catalog.current_setting('transaction_read_only') = 'off'"
+        )
+    if not writable:
+        log.warning("database is read-only; reconnecting")
+        await pool.expire_connections()
+    return bool(writable)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -55,12 +103,77 @@ async def close_pool(pool: asyncpg.Pool, timeout_seconds: float = 5.0) -> None:
         pool.terminate()
 
 
+def split_hosts(dsn: str) -> tuple[list[str], float]:
+    """The URL once per host it lists (`postgresql://h1:5432,h2:5433/db`: one URL for h1, one
+    for h2, each with the rest of the URL), and the time each host gets to connect: libpq's
+    `connect_timeout`, taken out of the URL (asyncpg would send it to the server as a
+    setting, and the server would refuse the connection). A URL that names its hosts
+    otherwise (`?host=`, one host, a Unix socket) stays one URL."""
+    parts = urlsplit(dsn)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    timeouts = [value for key, value in query if key == "connect_timeout"]
+    try:
+        timeout = float(timeouts[-1]) if timeouts else DEFAULT_CONNECT_TIMEOUT_SECONDS
+    except ValueError:
+        raise ConfigError(
+            f"the database URL's connect_timeout must be seconds, got {timeouts[-1]!r}"
+        ) from None
+    if timeout <= 0:  # libpq: 0 waits forever
+        timeout = DEFAULT_CONNECT_TIMEOUT_SECONDS
+    kept = [item for item in parts.query.split("&") if item.split("=")[0] != "connect_timeout"]
+    parts = parts._replace(query="&".join(kept))
+    auth, at, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts or any(key in ("host", "port") for key, _ in query):
+        return [urlunsplit(parts)], timeout
+    return [
+        urlunsplit(parts._replace(netloc=f"{auth}{at}{host}")) for host in hosts.split(",")
+    ], timeout
+
+
+class _HostByHost:
+    """Connects to the hosts of a multi-host URL one by one, each within its own timeout.
+
+    asyncpg tries the hosts in order too, but within one timeout for them all: a host that
+    swallows packets (a machine that is down) uses all of it, and the next host, where the
+    new primary is, is never tried. Here a host that took a connection moves to the front
+    and one that failed to the back, so a dead host costs its timeout once, not at every
+    connection; asyncpg checks each host against `target_session_attrs`."""
+
+    def __init__(self, dsns: list[str], timeout: float) -> None:
+        self._order = list(dsns)
+        self._timeout = timeout
+
+    async def __call__(self, *_args: object, **kwargs: Any) -> asyncpg.Connection:
+        error: BaseException | None = None
+        for dsn in list(self._order):
+            try:
+                conn: asyncpg.Connection = await asyncpg.connect(
+                    dsn, timeout=self._timeout, **kwargs
+                )
+            except Exception as exc:
+                if not is_database_outage(exc):
+                    raise
+                error = exc
+                self._order.remove(dsn)
+                self._order.append(dsn)
+                continue
+            self._order.remove(dsn)
+            self._order.insert(0, dsn)
+            return conn
+        assert error is not None
+        raise error
+
+
 async def create_pool(
     dsn: str, *, min_size: int, max_size: int, application_name: str = "exchange"
 ) -> asyncpg.Pool:
-    """`application_name` names the service's connections in pg_stat_activity."""
+    """`application_name` names the service's connections in pg_stat_activity. `dsn` may
+    list several hosts (`postgresql://h1:5432,h2:5433/db?target_session_attrs=read-write`):
+    see `split_hosts`."""
+    dsns, connect_timeout = split_hosts(dsn)
     pool = await asyncpg.create_pool(
-        dsn,
+        dsns[0],
+        connect=_HostByHost(dsns, connect_timeout),
         min_size=min_size,
         max_size=max_size,
         command_timeout=30,
@@ -83,7 +196,7 @@ async def apply_migrations(pool: asyncpg.Pool, schema: str, package: str) -> lis
         key=lambda entry: entry.name,
     )
     applied: list[str] = []
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         lock_key = f"migrations:{schema}"
         await conn.execute("SELECT pg_advisory_lock(hashtext($1))", lock_key)
         try:

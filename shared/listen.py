@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 
 import asyncpg
 
-from shared.db import is_database_outage
+from shared.db import connection, is_database_outage
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Listener:
             await asyncio.sleep(1.0)
 
     async def _listen(self) -> None:
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             lost = asyncio.Event()
 
             def on_notify(_conn: object, _pid: int, channel: str, payload: object) -> None:

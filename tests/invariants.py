@@ -183,11 +183,14 @@ async def acknowledged_updates_are_recorded(
     conn: Connection, acknowledged: Mapping[uuid.UUID, str]
 ) -> list[str]:
     """5: every status the service acknowledged is in the database (or a later one), with
-    its history row. `acknowledged`: order id -> the last status acknowledged for it."""
+    its history row, and a final one with the release it owes (delivered or not).
+    `acknowledged`: order id -> the last status acknowledged for it."""
     rows = await conn.fetch(
         """SELECT o.id, o.status,
                   array(SELECT to_status FROM orders.status_history h
-                        WHERE h.order_id = o.id) AS history
+                        WHERE h.order_id = o.id) AS history,
+                  EXISTS (SELECT 1 FROM orders.pending_releases p
+                          WHERE p.order_id = o.id) AS owes_release
            FROM orders.orders o WHERE o.id = ANY($1)""",
         list(acknowledged),
     )
@@ -202,6 +205,8 @@ async def acknowledged_updates_are_recorded(
             violations.append(f"order {order_id} acknowledged {status}, stored {row['status']}")
         if status not in row["history"]:
             violations.append(f"order {order_id} acknowledged {status} without a history row")
+        if status in ("COMPLETED", "CANCELLED") and not row["owes_release"]:
+            violations.append(f"order {order_id} acknowledged {status} without its release")
         if len(row["history"]) != len(set(row["history"])):
             violations.append(f"order {order_id} has duplicate history rows: {row['history']}")
     return violations

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from shared.db import apply_migrations, close_pool, create_pool
+from shared.db import accepts_writes, apply_migrations, close_pool, connection, create_pool
 from shared.embedded_db import EmbeddedPostgres, resolve_database
 from shared.networks import parse_network
 from shared.pagination import decode_page_token, encode_page_token, foreign_page_token, page_size
@@ -50,13 +50,13 @@ class WalletPoolManager:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[tuple[WalletRepository, QueueRepository]]:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             yield PostgresWalletAdapter(conn), PostgresQueueAdapter(conn)
 
     @contextlib.asynccontextmanager
     async def _statement(self) -> AsyncIterator[tuple[WalletRepository, QueueRepository]]:
         """For a use case of one statement, atomic on its own: no BEGIN/COMMIT round trips."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             yield PostgresWalletAdapter(conn), PostgresQueueAdapter(conn)
 
     async def allocate_wallet(self, order_id: uuid.UUID, network: str) -> domain.Allocation:
@@ -230,8 +230,8 @@ class WalletPoolManager:
         return seeded
 
     async def database_ready(self) -> bool:
-        async with self._pool.acquire() as conn:
-            return bool(await conn.fetchval("SELECT true"))
+        """The database answers and takes writes."""
+        return await accepts_writes(self._pool)
 
     async def close(self) -> None:
         for timer in self._cooldown_timers:

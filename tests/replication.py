@@ -1,0 +1,289 @@
+"""A PostgreSQL primary and its synchronous streaming standby, built from the binaries the
+`pgserver` package ships (a dev dependency), for failover tests and the failover chaos run.
+
+Two nodes keep their TCP ports of 127.0.0.1 through failovers, so one multi-host URL
+(`url()`) names the cluster for good: `kill_primary` SIGKILLs every process of the primary
+(as a machine dying would), `promote` makes the standby the primary, and `rebuild_standby`
+turns the dead node into the new primary's synchronous standby (a fresh base backup on its
+old port). A promoted standby runs alone, without synchronous replication, until then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+DATABASE = "exchange"
+# The standby's name in its primary_conninfo, which the primary's synchronous_standby_names
+# waits for.
+STANDBY_NAME = "standby"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Node:
+    name: str
+    port: int
+    data: Path
+    log: Path
+
+    def url(self, database: str = DATABASE) -> str:
+        """This node alone (for checks made on one server)."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+
+class ReplicatedCluster:
+    """A primary and a synchronous standby in a temporary directory (removed on close),
+    trust authentication, `fsync=off` (processes die here, never the machine)."""
+
+    def __init__(self) -> None:
+        with warnings.catch_warnings():
+            # pgserver's lock file lives in the runtime dir; falling back to /tmp is fine.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+            import pgserver
+
+        self.bin = Path(pgserver.__file__).parent / "pginstall" / "bin"
+        self.root = Path(tempfile.mkdtemp(prefix="exchange-replication-"))
+        self.nodes = [
+            Node(name, free_port(), self.root / name, self.root / f"{name}.log")
+            for name in ("a", "b")
+        ]
+        self.primary = self.nodes[0]
+        self.standby: Node | None = None
+        # PostgreSQL refuses to run as root; run it as the user pgserver itself uses then.
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:
+            self._as_user = _as_system_user("pgserver", self.bin, self.root)
+        # pg_ctl detaches the servers from this process: never leave them behind.
+        atexit.register(self._stop_at_exit)
+
+    def url(self, database: str = DATABASE) -> str:
+        """Both nodes, the writable one chosen by the client (libpq's and asyncpg's form)."""
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return f"postgresql://postgres@{hosts}/{database}?target_session_attrs=read-write"
+
+    async def start(self) -> None:
+        """The primary with the database, then its synchronous standby."""
+        await self._run(
+            "initdb", "-D", str(self.primary.data), "-U", "postgres", "--auth=trust",
+            "--encoding=UTF8", "--no-locale", "--no-sync",
+        )  # fmt: skip
+        await self._start(self.primary)
+        conn = await asyncpg.connect(self.primary.url("postgres"))
+        try:
+            await conn.execute(f"CREATE DATABASE {DATABASE}")
+        finally:
+            await conn.close()
+        await self.rebuild_standby()
+
+    async def rebuild_standby(self) -> None:
+        """The node that is not the primary becomes its synchronous standby: a base backup
+        (`pg_basebackup -R` writes primary_conninfo with the standby's application_name),
+        started on the node's port; then the primary waits for it at each commit. Returns
+        once the standby has every commit the primary has acknowledged."""
+        node = next(n for n in self.nodes if n is not self.primary)
+        if (node.data / "postmaster.pid").exists():
+            await self._kill(node)
+        shutil.rmtree(node.data, ignore_errors=True)
+        source = (
+            f"host=127.0.0.1 port={self.primary.port} user=postgres application_name={STANDBY_NAME}"
+        )
+        await self._run(
+            "pg_basebackup", "-D", str(node.data), "-d", source,
+            "-R", "-X", "stream", "-c", "fast", "--no-sync",
+        )  # fmt: skip
+        _drop_synchronous_standby_names(node.data / "postgresql.auto.conf")
+        await self._start(node)
+        self.standby = node
+        conn = await asyncpg.connect(self.primary.url("postgres"))
+        try:
+            await conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{STANDBY_NAME}'")
+            await conn.execute("SELECT pg_reload_conf()")
+            for _ in range(600):
+                state = await conn.fetchval(
+                    "SELECT sync_state FROM pg_stat_replication WHERE application_name = $1",
+                    STANDBY_NAME,
+                )
+                if state == "sync":
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise RuntimeError(f"the standby did not become synchronous:\n{self.logs(node)}")
+            # A commit now waits for the standby, so it then has everything before it too.
+            await conn.execute("CREATE TABLE IF NOT EXISTS replication_probe (at timestamptz)")
+            await conn.execute("INSERT INTO replication_probe VALUES (now())")
+        finally:
+            await conn.close()
+
+    async def kill_primary(self) -> Node:
+        """SIGKILL the primary's postmaster and every process it started, at once; returns
+        once its port refuses connections."""
+        node = self.primary
+        await self._kill(node)
+        return node
+
+    async def promote(self) -> Node:
+        """The standby becomes the primary (`pg_ctl promote`, waiting until it takes
+        writes); it runs alone until `rebuild_standby`."""
+        assert self.standby is not None, "no standby to promote"
+        node = self.standby
+        await self._run("pg_ctl", "promote", "-w", "-t", "60", "-D", str(node.data))
+        conn = await asyncpg.connect(node.url("postgres"))
+        try:
+            assert not await conn.fetchval("SELECT pg_is_in_recovery()")
+        finally:
+            await conn.close()
+        self.primary, self.standby = node, None
+        return node
+
+    def logs(self, node: Node) -> str:
+        return node.log.read_text(errors="replace")[-3000:] if node.log.exists() else ""
+
+    async def close(self) -> None:
+        for node in self.nodes:
+            if (node.data / "postmaster.pid").exists():
+                with contextlib.suppress(RuntimeError):
+                    await self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(node.data))
+        shutil.rmtree(self.root, ignore_errors=True)
+        atexit.unregister(self._stop_at_exit)
+
+    # -- processes --------------------------------------------------------------------------
+
+    async def _start(self, node: Node) -> None:
+        options = (
+            f"-p {node.port} -c listen_addresses=127.0.0.1 -k {self.root} "
+            "-c fsync=off -c max_connections=200"
+        )
+        try:
+            await self._run(
+                "pg_ctl", "start", "-w", "-t", "60", "-D", str(node.data), "-l", str(node.log),
+                "-o", options,
+            )  # fmt: skip
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\nnode {node.name}'s log:\n{self.logs(node)}") from exc
+
+    async def _kill(self, node: Node) -> None:
+        # Every process of the server at once, as a machine dying would: the postmaster is
+        # stopped first (it forks no more), then its children (each backend, walsender and
+        # worker leads a process group of its own, so killing the postmaster's group would
+        # leave them serving their connections a moment longer), then all are killed.
+        pid = int((node.data / "postmaster.pid").read_text().split()[0])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+        processes = [pid, *_children(pid)]
+        for each in processes[1:]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(each, signal.SIGSTOP)
+        for each in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(each, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _accepts_connections(node.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"node {node.name} still listens after SIGKILL")
+            await asyncio.sleep(0.02)
+        # A dead postmaster's lock files stay; one whose process is a zombie not yet reaped
+        # (here nobody may reap it soon) looks alive to the next server on that port.
+        (node.data / "postmaster.pid").unlink(missing_ok=True)
+        (self.root / f".s.PGSQL.{node.port}.lock").unlink(missing_ok=True)
+        (self.root / f".s.PGSQL.{node.port}").unlink(missing_ok=True)
+
+    async def _run(self, *args: str) -> None:
+        output = self.root / "commands.out"
+
+        def run() -> None:
+            # Never a pipe: the server inherits pg_ctl's output and would keep it open.
+            with output.open("ab") as out:
+                subprocess.run(
+                    [*self._as_user, str(self.bin / args[0]), *args[1:]],
+                    check=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    cwd=self.root,
+                    timeout=90,
+                )
+
+        try:
+            await asyncio.to_thread(run)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            tail = output.read_text(errors="replace")[-2000:] if output.exists() else ""
+            raise RuntimeError(f"{args[0]} failed: {exc}\n{tail}") from exc
+
+    def _stop_at_exit(self) -> None:
+        for node in self.nodes:
+            if (node.data / "postmaster.pid").exists():
+                pg_ctl = [str(self.bin / "pg_ctl"), "stop", "-m", "immediate", "-D", str(node.data)]
+                subprocess.run([*self._as_user, *pg_ctl], capture_output=True, check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _accepts_connections(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _drop_synchronous_standby_names(auto_conf: Path) -> None:
+    """A standby promoted with its former primary's synchronous_standby_names would wait
+    for a standby of its own at every commit: it starts without them."""
+    lines = auto_conf.read_text().splitlines(keepends=True)
+    auto_conf.write_text(
+        "".join(line for line in lines if not line.startswith("synchronous_standby_names"))
+    )
+
+
+def _as_system_user(user: str, bin_dir: Path, root: Path) -> list[str]:
+    """What pgserver does before it runs PostgreSQL as root: the user exists and can reach
+    the binaries; here it also owns the cluster's directory. Returns a command prefix that
+    runs a program as that user (a spawned trampoline: forking this process, whose gRPC
+    threads may run, crashes the child now and then)."""
+    import pwd
+
+    from pgserver import utils
+
+    helpers: Any = utils
+    helpers.ensure_user_exists(user)
+    helpers.ensure_prefix_permissions(bin_dir)
+    helpers.ensure_folder_permissions(bin_dir, 0o555)
+    helpers.ensure_folder_permissions(bin_dir.parent / "lib", 0o444)
+    helpers.ensure_folder_permissions(bin_dir.parent / "share", 0o444)
+    entry = pwd.getpwnam(user)
+    os.chown(root, entry.pw_uid, entry.pw_gid)
+    trampoline = (
+        "import os, sys; os.setgroups([]); "
+        f"os.setgid({entry.pw_gid}); os.setuid({entry.pw_uid}); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    return [sys.executable, "-c", trampoline]
