@@ -56,17 +56,29 @@ async def close_pool(pool: asyncpg.Pool, timeout_seconds: float = 5.0) -> None:
 
 
 async def create_pool(
-    dsn: str, *, min_size: int, max_size: int, application_name: str = "exchange"
+    dsn: str,
+    *,
+    min_size: int,
+    max_size: int,
+    application_name: str = "exchange",
+    statement_cache_size: int = 100,
 ) -> asyncpg.Pool:
-    """`application_name` names the service's connections in pg_stat_activity."""
+    """`application_name` names the service's connections in pg_stat_activity.
+
+    `statement_cache_size` 0 is for PgBouncer in transaction pooling: each query is then
+    prepared unnamed and parsed again in the same round trip as its execution, so it never
+    relies on a statement prepared on another server connection.
+    """
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         command_timeout=30,
         reset=_keep_session,
-        # Keep the search path empty so every query names its own schema.
-        server_settings={"search_path": "pg_catalog", "application_name": application_name},
+        statement_cache_size=statement_cache_size,
+        # Only a startup parameter that PgBouncer accepts (search_path is refused there):
+        # every query names its own schema, whatever the search path.
+        server_settings={"application_name": application_name},
     )
     assert pool is not None
     return pool
