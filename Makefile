@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 GEN_STAMP := exchange/.generated
 
-.PHONY: setup proto run test lint unit chaos bench clean compose-env compose-up compose-e2e compose-down
+.PHONY: setup proto run test lint unit pgbouncer chaos bench clean compose-env compose-up compose-e2e compose-down
 
 setup: $(GEN_STAMP) $(VENV)/bin/promtool
 
@@ -54,8 +54,19 @@ lint: setup
 unit: setup
 	$(PY) -m pytest tests/unit -q
 
-test: lint
+test: lint pgbouncer
 	$(PY) -m pytest -q
+
+# PgBouncer from Debian's package, for the tests that run both services behind it; installed
+# when missing (as root: on developer machines and in CI this is root).
+pgbouncer:
+	@if command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer; \
+	else \
+		echo "PgBouncer is needed by the tests: install the pgbouncer package (as root)"; exit 1; \
+	fi
 
 # A long chaos run (kills both services, restarts PostgreSQL) and its report; CHAOS_SEED replays.
 # CHAOS_MODE=failover: PostgreSQL's primary is killed and its standby promoted, again and again.

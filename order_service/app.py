@@ -32,7 +32,23 @@ async def serve(settings: OrderSettings) -> None:
         settings.database_url, settings.environment, settings.embedded_data_dir
     )
     pool = await create_pool(
-        url, min_size=1, max_size=settings.db_pool_size, application_name="order_service"
+        url,
+        min_size=1,
+        max_size=settings.db_pool_size,
+        application_name="order_service",
+        statement_cache_size=settings.statement_cache_size,
+    )
+    # LISTEN needs a session of its own: behind a transaction-pooling PgBouncer, a direct URL.
+    listen_pool = (
+        await create_pool(
+            settings.listen_database_url,
+            min_size=0,
+            max_size=1,
+            application_name="order_service",
+            statement_cache_size=settings.statement_cache_size,
+        )
+        if settings.listen_database_url
+        else None
     )
     gateway = GrpcWalletPoolGateway.connect(
         settings.wallet_pool_target,
@@ -118,7 +134,12 @@ async def serve(settings: OrderSettings) -> None:
         for loop in loops:
             loop.start()
         listener = asyncio.create_task(
-            Listener(pool, "order listener", manager.feed.handlers, manager.feed.on_connect).run(),
+            Listener(
+                listen_pool or pool,
+                "order listener",
+                manager.feed.handlers,
+                manager.feed.on_connect,
+            ).run(),
             name="order-listener",
         )
         await server.run_until_stopped()
@@ -133,6 +154,8 @@ async def serve(settings: OrderSettings) -> None:
             await loop.stop()
         await gateway.close()
         await close_pool(pool)
+        if listen_pool is not None:
+            await close_pool(listen_pool)
         if embedded is not None:
             embedded.close()
         log.info("stopped")

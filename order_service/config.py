@@ -28,6 +28,9 @@ def credential_problems(service_token: str | None) -> list[str]:
 class OrderSettings:
     environment: str
     database_url: str | None
+    # A connection of its own for LISTEN (None: one of the pool's connections listens).
+    listen_database_url: str | None
+    statement_cache_size: int
     address: str
     wallet_pool_target: str
     wallet_pool_timeout_seconds: float
@@ -57,6 +60,8 @@ class OrderSettings:
         settings = cls(
             environment=config.environment(),
             database_url=config.env_optional("ORDER_DATABASE_URL", "DATABASE_URL"),
+            listen_database_url=config.env_optional("ORDER_LISTEN_DATABASE_URL"),
+            statement_cache_size=config.env_int("DATABASE_STATEMENT_CACHE_SIZE", 100),
             address=config.env_str("ORDER_SERVICE_ADDR", "127.0.0.1:50051"),
             wallet_pool_target=config.env_str("WALLET_POOL_TARGET", "localhost:50052"),
             wallet_pool_timeout_seconds=config.env_float(

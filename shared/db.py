@@ -85,8 +85,8 @@ async def accepts_writes(pool: asyncpg.Pool) -> bool:
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Skips asyncpg's reset query (a round trip on every release): no code here leaves
-    session state behind (no SET, no held cursors; LISTEN and session locks are undone by
-    the code that takes them), and an open transaction is still rolled back."""
+    session state behind (no SET, no held cursors, no session locks; LISTEN is undone by the
+    code that takes it), and an open transaction is still rolled back."""
 
 
 async def close_pool(pool: asyncpg.Pool, timeout_seconds: float = 5.0) -> None:
@@ -165,11 +165,21 @@ class _HostByHost:
 
 
 async def create_pool(
-    dsn: str, *, min_size: int, max_size: int, application_name: str = "exchange"
+    dsn: str,
+    *,
+    min_size: int,
+    max_size: int,
+    application_name: str = "exchange",
+    statement_cache_size: int = 100,
 ) -> asyncpg.Pool:
     """`application_name` names the service's connections in pg_stat_activity. `dsn` may
     list several hosts (`postgresql://h1:5432,h2:5433/db?target_session_attrs=read-write`):
-    see `split_hosts`."""
+    see `split_hosts`.
+
+    `statement_cache_size` 0 is for PgBouncer in transaction pooling: each query is then
+    prepared unnamed and parsed again in the same round trip as its execution, so it never
+    relies on a statement prepared on another server connection.
+    """
     dsns, connect_timeout = split_hosts(dsn)
     pool = await asyncpg.create_pool(
         dsns[0],
@@ -178,8 +188,10 @@ async def create_pool(
         max_size=max_size,
         command_timeout=30,
         reset=_keep_session,
-        # Keep the search path empty so every query names its own schema.
-        server_settings={"search_path": "pg_catalog", "application_name": application_name},
+        statement_cache_size=statement_cache_size,
+        # Only a startup parameter that PgBouncer accepts (search_path is refused there):
+        # every query names its own schema, whatever the search path.
+        server_settings={"application_name": application_name},
     )
     assert pool is not None
     return pool
@@ -188,18 +200,20 @@ async def create_pool(
 async def apply_migrations(pool: asyncpg.Pool, schema: str, package: str) -> list[str]:
     """Apply `package`'s ordered `NNN_name.sql` files not yet recorded in `schema`.
 
-    A session advisory lock serialises replicas that start at once; each file runs
-    in its own transaction together with its bookkeeping row. Returns what was applied.
+    Each file runs in its own transaction together with its bookkeeping row, under a
+    transaction-level advisory lock that serialises replicas starting at once (a session
+    lock would not be safe behind a transaction-pooling PgBouncer, where the unlock may run
+    on another server connection). Returns what was applied.
     """
     files = sorted(
         (entry for entry in resources.files(package).iterdir() if entry.name.endswith(".sql")),
         key=lambda entry: entry.name,
     )
+    lock_key = f"migrations:{schema}"
     applied: list[str] = []
     async with connection(pool) as conn:
-        lock_key = f"migrations:{schema}"
-        await conn.execute("SELECT pg_advisory_lock(hashtext($1))", lock_key)
-        try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
             # A least-privilege role owns its schema but may not create schemas, and
             # CREATE SCHEMA IF NOT EXISTS checks that right even when the schema exists.
             if not await conn.fetchval(
@@ -217,17 +231,22 @@ async def apply_migrations(pool: asyncpg.Pool, schema: str, package: str) -> lis
                 row["version"]
                 for row in await conn.fetch(f"SELECT version FROM {schema}.schema_migrations")
             }
-            for entry in files:
-                version = entry.name.removesuffix(".sql")
-                if version in done:
+        for entry in files:
+            version = entry.name.removesuffix(".sql")
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
+                # Another replica may have applied it while this one waited for the lock.
+                if await conn.fetchval(
+                    f"SELECT EXISTS (SELECT 1 FROM {schema}.schema_migrations WHERE version = $1)",
+                    version,
+                ):
                     continue
-                async with conn.transaction():
-                    await conn.execute(entry.read_text(encoding="utf-8"))
-                    await conn.execute(
-                        f"INSERT INTO {schema}.schema_migrations (version) VALUES ($1)", version
-                    )
-                applied.append(version)
-                log.info("migration applied", extra={"schema": schema, "version": version})
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", lock_key)
+                await conn.execute(entry.read_text(encoding="utf-8"))
+                await conn.execute(
+                    f"INSERT INTO {schema}.schema_migrations (version) VALUES ($1)", version
+                )
+            applied.append(version)
+            log.info("migration applied", extra={"schema": schema, "version": version})
     return applied

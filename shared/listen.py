@@ -55,6 +55,14 @@ class Listener:
             def on_lost(_conn: object) -> None:
                 lost.set()
 
+            if await conn.fetchval("SELECT pg_backend_pid()") != conn.get_server_pid():
+                # The process the connection started with is not the one serving it: a
+                # pooler such as PgBouncer, which in transaction pooling drops notifications.
+                log.warning(
+                    f"{self._name}: connected through a connection pooler; LISTEN needs a "
+                    "session of its own: point the service's *_LISTEN_DATABASE_URL at the "
+                    "database server (or at session pooling)"
+                )
             conn.add_termination_listener(on_lost)
             for channel in self._handlers:
                 await conn.add_listener(channel, on_notify)

@@ -5,6 +5,7 @@ import pytest
 
 from shared.db import create_pool
 from tests.databases import DatabaseFactory
+from tests.pgbouncer import PgBouncer
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +27,14 @@ async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(database_url, min_size=1, max_size=20)
     yield pool
     await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def pgbouncer(databases: DatabaseFactory) -> AsyncIterator[PgBouncer]:
+    """A real PgBouncer in transaction pooling in front of the test server."""
+    bouncer = PgBouncer(databases.server_url)
+    try:
+        await bouncer.start()
+        yield bouncer
+    finally:
+        bouncer.stop()

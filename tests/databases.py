@@ -18,6 +18,11 @@ MIGRATIONS = (
     ("orders", "order_service.migrations"),
 )
 
+# Every session on a test database (through PgBouncer too) finds nothing outside pg_catalog
+# unless the query names the schema: the suite proves that every query does. (A clone does
+# not inherit its template's settings.)
+_NO_SEARCH_PATH = 'ALTER DATABASE "{name}" SET search_path = pg_catalog'
+
 
 def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
@@ -46,6 +51,7 @@ class DatabaseFactory:
         conn = await self._admin()
         try:
             await conn.execute(f'CREATE DATABASE "{self.template}"')
+            await conn.execute(_NO_SEARCH_PATH.format(name=self.template))
         finally:
             await conn.close()
         self._created.append(self.template)
@@ -65,6 +71,7 @@ class DatabaseFactory:
         conn = await self._admin()
         try:
             await conn.execute(f'CREATE DATABASE "{name}" {template}')
+            await conn.execute(_NO_SEARCH_PATH.format(name=name))
         finally:
             await conn.close()
         self._created.append(name)

@@ -20,6 +20,9 @@ REQUIRED_ROLES = {
 class PoolSettings:
     environment: str
     database_url: str | None
+    # A connection of its own for LISTEN (None: one of the pool's connections listens).
+    listen_database_url: str | None
+    statement_cache_size: int
     address: str
     tokens: dict[str, Principal]
     networks: tuple[str, ...]
@@ -41,6 +44,8 @@ class PoolSettings:
         settings = cls(
             environment=config.environment(),
             database_url=config.env_optional("WALLET_POOL_DATABASE_URL", "DATABASE_URL"),
+            listen_database_url=config.env_optional("WALLET_POOL_LISTEN_DATABASE_URL"),
+            statement_cache_size=config.env_int("DATABASE_STATEMENT_CACHE_SIZE", 100),
             address=config.env_str("WALLET_POOL_SERVICE_ADDR", "127.0.0.1:50052"),
             tokens=load_tokens(),
             networks=supported_networks(),

@@ -38,13 +38,17 @@ class WalletPoolManager:
         embedded: EmbeddedPostgres | None = None,
         low_water_mark: int = 0,
         cooldown_seconds: float = 0.0,
+        listen_pool: asyncpg.Pool | None = None,
     ) -> None:
+        """`listen_pool`: where the hand-off listener takes its connection (the pool's own
+        by default)."""
         self._pool = pool
+        self._listen_pool = listen_pool
         self.networks = networks
         self._embedded = embedded
         self.low_water_mark = low_water_mark
         self.cooldown_seconds = cooldown_seconds
-        self.hand_offs = HandOffFeed(pool)
+        self.hand_offs = HandOffFeed(listen_pool or pool)
         self._cooldown_timers: set[asyncio.TimerHandle] = set()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -240,6 +244,8 @@ class WalletPoolManager:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await close_pool(self._pool)
+        if self._listen_pool is not None:
+            await close_pool(self._listen_pool)
         if self._embedded is not None:
             self._embedded.close()
 
@@ -280,10 +286,25 @@ async def _connect(
     url: str, settings: PoolSettings, embedded: EmbeddedPostgres | None
 ) -> WalletPoolManager:
     pool = await create_pool(
-        url, min_size=1, max_size=settings.db_pool_size, application_name="wallet_pool_service"
+        url,
+        min_size=1,
+        max_size=settings.db_pool_size,
+        application_name="wallet_pool_service",
+        statement_cache_size=settings.statement_cache_size,
     )
+    listen_pool: asyncpg.Pool | None = None
     try:
         await apply_migrations(pool, SCHEMA, "wallet_pool_service.migrations")
+        if settings.listen_database_url:
+            # LISTEN needs a session of its own: behind a transaction-pooling PgBouncer, a
+            # direct URL. Connects when the listener starts (and again after outages).
+            listen_pool = await create_pool(
+                settings.listen_database_url,
+                min_size=0,
+                max_size=1,
+                application_name="wallet_pool_service",
+                statement_cache_size=settings.statement_cache_size,
+            )
     except BaseException:
         await pool.close()
         if embedded is not None:
@@ -295,4 +316,5 @@ async def _connect(
         embedded,
         settings.low_water_mark,
         settings.wallet_cooldown_seconds,
+        listen_pool,
     )

@@ -8,3 +8,7 @@ CREATE SCHEMA wallet_pool AUTHORIZATION :"pool_role";
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 REVOKE ALL ON DATABASE :"database" FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE :"database" TO :"order_role", :"pool_role";
+-- Sessions of the services find nothing outside pg_catalog unless a query names the schema
+-- (every query does). Set on the roles, not at connect: PgBouncer refuses that parameter.
+ALTER ROLE :"order_role" SET search_path = pg_catalog;
+ALTER ROLE :"pool_role" SET search_path = pg_catalog;

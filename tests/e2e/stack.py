@@ -8,7 +8,7 @@ import grpc
 
 from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
-from scripts.processes import ServiceProcess
+from scripts.processes import ServiceProcess, stop_all
 
 OPERATOR_TOKEN = "e2e-operator-token"
 CLIENT_TOKEN = "e2e-client-token"
@@ -114,7 +114,12 @@ class LocalStack(Stack):
         pool_host = "localhost" if credentials else "127.0.0.1"
         order_env = {**env, "WALLET_POOL_TARGET": f"{pool_host}:{pool_port}"}
         order = ServiceProcess("order_service", order_env, log_dir / "order_service.log")
-        await order.start()
+        try:
+            await order.start()
+        except BaseException:
+            # No stack to close: the pool service would outlive the test.
+            await stop_all([order, pool])
+            raise
         return cls(pool, order, credentials)
 
     async def close(self) -> None:
