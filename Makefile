@@ -71,7 +71,7 @@ pgbouncer:
 # A long chaos run (kills both services, restarts PostgreSQL) and its report; CHAOS_SEED replays.
 # CHAOS_MODE=failover: PostgreSQL's primary is killed and its standby promoted, again and again.
 CHAOS_SECONDS ?= 300
-CHAOS_MODULE = $(if $(filter failover,$(CHAOS_MODE)),tests.chaos_failover,tests.chaos)
+CHAOS_MODULE = $(if $(filter failover,$(CHAOS_MODE)),tests.chaos.failover,tests.chaos)
 chaos: setup
 	$(PY) -m $(CHAOS_MODULE) --seconds $(CHAOS_SECONDS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 

@@ -17,6 +17,12 @@ replay reproduces the scenario, not every interleaving.
 Modules: `cluster` (the PostgreSQL cluster), `load` (the lifecycles and the operator),
 `feed` (the event feed's consumer and its checks), `checks` (the other checks at the end),
 `report`, and `run` (the services, the blows, the end).
+
+`failover` is the other chaos run (`python -m tests.chaos.failover`, or `make chaos
+CHAOS_MODE=failover`): the primary of a PostgreSQL primary and synchronous standby
+(`replication`) killed and the standby promoted, again and again; its load is in
+`failover_load`, its report in `failover_report`. Both runs share `postgres` (pgserver's
+binaries, run as a non-root user when needed), `checks.log_problems` and `cli`.
 """
 
 from tests.chaos.checks import log_problems, no_work_done_twice

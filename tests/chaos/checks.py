@@ -1,5 +1,6 @@
-"""What the chaos run checks at the end besides the six invariants: no piece of work done
-twice, no error in the services' logs; and a one-line summary of where the orders ended."""
+"""What the chaos runs check at the end besides the six invariants: no piece of work done
+twice, no error in the services' logs (both runs); and a one-line summary of where the
+orders ended."""
 
 import json
 
@@ -65,8 +66,10 @@ async def final_state(conn: Connection) -> str:
 
 
 def log_problems(text: str) -> list[str]:
-    """Log lines that are bugs whatever the chaos did: errors and unhandled exceptions
-    (an INTERNAL answer, a background loop step failing for another reason than an outage)."""
+    """Log lines that are bugs whatever the chaos did (services killed, the database
+    restarted or failed over): errors and unhandled exceptions (an INTERNAL answer, a
+    background loop step failing for another reason than an outage, a traceback outside
+    JSON)."""
     found = []
     for line in text.splitlines():
         try:

@@ -29,6 +29,14 @@ STATUS_NAMES: dict[int, str] = {
 _RANK = {"PENDING": 0, "PROCESSING": 1, "COMPLETED": 2, "CANCELLED": 2}
 
 
+# Reconnect fast once a service answers again (gRPC's default backoff grows to two minutes).
+CLIENT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
+
+
 def eth_address(rng: random.Random) -> str:
     return "0x" + rng.randbytes(20).hex()
 

@@ -5,11 +5,8 @@ then, with everything back, the checks at the end and the report."""
 import argparse
 import asyncio
 import contextlib
-import os
 import random
 import signal
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,19 +18,13 @@ from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from scripts.processes import ServiceProcess
 from tests.chaos.checks import final_state, log_problems, no_work_done_twice
+from tests.chaos.cli import parse_args, run_and_exit, seed_and_log_dir
 from tests.chaos.cluster import PostgresCluster
 from tests.chaos.feed import SUBSCRIBER_CREDENTIAL, FeedConsumer, check_feed, log_end
-from tests.chaos.load import Load
+from tests.chaos.load import CLIENT_OPTIONS, Load
 from tests.chaos.report import ChaosReport
 from tests.e2e import stack
 from tests.invariants import check_all, no_address_held_by_two_live_orders
-
-# Reconnect fast once a service is back (gRPC's default backoff grows to two minutes).
-_CLIENT_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 500),
-]
 
 
 def service_env(database_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -104,8 +95,8 @@ class ChaosRun:
         order_port = await order.start()
         order.env = {**order_env, "ORDER_SERVICE_ADDR": f"127.0.0.1:{order_port}"}
         self.processes = {"order_service": order, "wallet_pool_service": pool}
-        order_channel = grpc.aio.insecure_channel(f"127.0.0.1:{order_port}", _CLIENT_OPTIONS)
-        pool_channel = grpc.aio.insecure_channel(f"127.0.0.1:{pool_port}", _CLIENT_OPTIONS)
+        order_channel = grpc.aio.insecure_channel(f"127.0.0.1:{order_port}", CLIENT_OPTIONS)
+        pool_channel = grpc.aio.insecure_channel(f"127.0.0.1:{pool_port}", CLIENT_OPTIONS)
         self._channels = [order_channel, pool_channel]
         orders = order_grpc.OrderServiceStub(order_channel)
         pool_stub = pool_grpc.WalletPoolServiceStub(pool_channel)
@@ -300,12 +291,7 @@ async def run_chaos(
 ) -> ChaosReport:
     """Run the chaos for `seconds` (then let everything settle and check); the seed defaults
     to CHAOS_SEED, else a random one."""
-    if seed is None:
-        seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(10**9))
-    print(f"chaos seed {seed} (replay with CHAOS_SEED={seed})", flush=True)
-    if log_dir is None:
-        log_dir = Path(tempfile.mkdtemp(prefix="exchange-chaos-logs-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
+    seed, log_dir = seed_and_log_dir("chaos", seed, log_dir, "exchange-chaos-logs-")
     return await ChaosRun(seconds, seed, log_dir, workers=workers).run()
 
 
@@ -315,23 +301,7 @@ def main() -> None:
         description="Chaos: order lifecycles and the event feed while both services are "
         "SIGKILLed and PostgreSQL restarts.",
     )
-    parser.add_argument("--seconds", type=float, default=60, help="how long the chaos lasts")
-    parser.add_argument("--seed", type=int, default=None, help="default: CHAOS_SEED or random")
-    parser.add_argument("--workers", type=int, default=24, help="concurrent order lifecycles")
-    parser.add_argument("--log-dir", type=Path, default=None, help="where service logs go")
-    args = parser.parse_args()
-
-    async def run() -> ChaosReport:
-        # SIGTERM, like Ctrl-C, stops the run and cleans up (the cluster, the services).
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        return await run_chaos(args.seconds, args.seed, args.log_dir, args.workers)
-
-    try:
-        report = asyncio.run(run())
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        print("chaos run stopped before its end; cleaned up")
-        sys.exit(130)
-    print(report.render())
-    sys.exit(1 if report.violations or report.log_problems else 0)
+    args = parse_args(parser, seconds=60, seconds_help="how long the chaos lasts", workers=24)
+    run_and_exit(
+        "chaos run", lambda: run_chaos(args.seconds, args.seed, args.log_dir, args.workers)
+    )

@@ -14,7 +14,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange.order.v1 import order_service_pb2 as opb
-from tests.chaos_failover import RECOVERY_BOUND_SECONDS, log_problems, run_failover_chaos
+from tests.chaos import log_problems
+from tests.chaos.failover import RECOVERY_BOUND_SECONDS, run_failover_chaos
 from tests.e2e.conftest import local_only
 from tests.e2e.stack import LocalStack
 from tests.e2e.test_release_flow import add_wallets, create, eth_address

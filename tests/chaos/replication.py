@@ -1,5 +1,6 @@
 """A PostgreSQL primary and its synchronous streaming standby, built from the binaries the
-`pgserver` package ships (a dev dependency), for failover tests and the failover chaos run.
+`pgserver` package ships (a dev dependency; `postgres` runs them), for failover tests and the
+failover chaos run (`failover`).
 
 Two nodes keep their TCP ports of 127.0.0.1 through failovers, so one multi-host URL
 (`url()`) names the cluster for good: `kill_primary` SIGKILLs every process of the primary
@@ -11,34 +12,23 @@ old port). A promoted standby runs alone, without synchronous replication, until
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import asyncpg
+
+from tests.chaos.postgres import PgBinaries, free_port
 
 DATABASE = "exchange"
 # The standby's name in its primary_conninfo, which the primary's synchronous_standby_names
 # waits for.
 STANDBY_NAME = "standby"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -58,25 +48,14 @@ class ReplicatedCluster:
     trust authentication, `fsync=off` (processes die here, never the machine)."""
 
     def __init__(self) -> None:
-        with warnings.catch_warnings():
-            # pgserver's lock file lives in the runtime dir; falling back to /tmp is fine.
-            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
-            import pgserver
-
-        self.bin = Path(pgserver.__file__).parent / "pginstall" / "bin"
-        self.root = Path(tempfile.mkdtemp(prefix="exchange-replication-"))
+        self.pg = PgBinaries("exchange-replication-", "commands.out")
+        self.root = self.pg.root
         self.nodes = [
             Node(name, free_port(), self.root / name, self.root / f"{name}.log")
             for name in ("a", "b")
         ]
         self.primary = self.nodes[0]
         self.standby: Node | None = None
-        # PostgreSQL refuses to run as root; run it as the user pgserver itself uses then.
-        self._as_user: list[str] = []
-        if os.geteuid() == 0:
-            self._as_user = _as_system_user("pgserver", self.bin, self.root)
-        # pg_ctl detaches the servers from this process: never leave them behind.
-        atexit.register(self._stop_at_exit)
 
     def url(self, database: str = DATABASE) -> str:
         """Both nodes, the writable one chosen by the client (libpq's and asyncpg's form)."""
@@ -165,8 +144,7 @@ class ReplicatedCluster:
             if (node.data / "postmaster.pid").exists():
                 with contextlib.suppress(RuntimeError):
                     await self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(node.data))
-        shutil.rmtree(self.root, ignore_errors=True)
-        atexit.unregister(self._stop_at_exit)
+        self.pg.close()
 
     # -- processes --------------------------------------------------------------------------
 
@@ -210,33 +188,7 @@ class ReplicatedCluster:
         (self.root / f".s.PGSQL.{node.port}").unlink(missing_ok=True)
 
     async def _run(self, *args: str) -> None:
-        output = self.root / "commands.out"
-
-        def run() -> None:
-            # Never a pipe: the server inherits pg_ctl's output and would keep it open.
-            with output.open("ab") as out:
-                subprocess.run(
-                    [*self._as_user, str(self.bin / args[0]), *args[1:]],
-                    check=True,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=out,
-                    cwd=self.root,
-                    timeout=90,
-                )
-
-        try:
-            await asyncio.to_thread(run)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            tail = output.read_text(errors="replace")[-2000:] if output.exists() else ""
-            raise RuntimeError(f"{args[0]} failed: {exc}\n{tail}") from exc
-
-    def _stop_at_exit(self) -> None:
-        for node in self.nodes:
-            if (node.data / "postmaster.pid").exists():
-                pg_ctl = [str(self.bin / "pg_ctl"), "stop", "-m", "immediate", "-D", str(node.data)]
-                subprocess.run([*self._as_user, *pg_ctl], capture_output=True, check=False)
-        shutil.rmtree(self.root, ignore_errors=True)
+        await self.pg.run(*args)
 
 
 def _children(pid: int) -> list[int]:
@@ -262,28 +214,3 @@ def _drop_synchronous_standby_names(auto_conf: Path) -> None:
     auto_conf.write_text(
         "".join(line for line in lines if not line.startswith("synchronous_standby_names"))
     )
-
-
-def _as_system_user(user: str, bin_dir: Path, root: Path) -> list[str]:
-    """What pgserver does before it runs PostgreSQL as root: the user exists and can reach
-    the binaries; here it also owns the cluster's directory. Returns a command prefix that
-    runs a program as that user (a spawned trampoline: forking this process, whose gRPC
-    threads may run, crashes the child now and then)."""
-    import pwd
-
-    from pgserver import utils
-
-    helpers: Any = utils
-    helpers.ensure_user_exists(user)
-    helpers.ensure_prefix_permissions(bin_dir)
-    helpers.ensure_folder_permissions(bin_dir, 0o555)
-    helpers.ensure_folder_permissions(bin_dir.parent / "lib", 0o444)
-    helpers.ensure_folder_permissions(bin_dir.parent / "share", 0o444)
-    entry = pwd.getpwnam(user)
-    os.chown(root, entry.pw_uid, entry.pw_gid)
-    trampoline = (
-        "import os, sys; os.setgroups([]); "
-        f"os.setgid({entry.pw_gid}); os.setuid({entry.pw_uid}); "
-        "os.execv(sys.argv[1], sys.argv[1:])"
-    )
-    return [sys.executable, "-c", trampoline]
