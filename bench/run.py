@@ -18,7 +18,8 @@ from typing import Any
 import asyncpg
 import grpc
 
-from bench import scenarios, sqlfloor
+from bench import growth, memory, scenarios, sqlfloor
+from bench.harness import Run
 from bench.report import Row, Series, draw_chart, table, write_json
 from bench.settings import BenchSettings
 from bench.stack import BenchServer, service_settings, start_noop
@@ -78,7 +79,7 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def _chart(path: Path, run: scenarios.Run, stamp: str) -> bool:
+def _chart(path: Path, run: Run, stamp: str) -> bool:
     claim = run.details.get("claim")
     if not claim:
         return False
@@ -183,12 +184,12 @@ async def bench(settings: BenchSettings) -> int:
     server = await BenchServer.start()
     noop = relay = None
     failed = False
-    run: scenarios.Run | None = None
+    run: Run | None = None
     try:
         environment = await _environment(server)
         noop = await start_noop(work_dir)
         relay = await start_noop(work_dir, relay_to=noop)
-        run = scenarios.Run(
+        run = Run(
             settings=settings,
             server=server,
             work_dir=work_dir,
@@ -199,9 +200,9 @@ async def bench(settings: BenchSettings) -> int:
         if {"claim", "lifecycle", "handoff"} & set(settings.scenarios):
             await scenarios.api_scenarios(run)
         if "growth" in settings.scenarios:
-            await scenarios.growth(run)
+            await growth.growth(run)
         if "memory" in settings.scenarios:
-            await scenarios.memory(run)
+            await memory.memory(run)
     except Exception:
         failed = True
         raise
