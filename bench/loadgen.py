@@ -166,6 +166,15 @@ class Client:
         )
         return response.order
 
+    def watch_order(
+        self, order_id: str
+    ) -> grpc.aio.UnaryStreamCall[order_pb.WatchOrderRequest, order_pb.WatchOrderResponse]:
+        """A WatchOrder stream as the order's customer opens it (no deadline: it stays open
+        until the order is done or the caller cancels it)."""
+        return self.orders.WatchOrder(
+            order_pb.WatchOrderRequest(order_id=order_id), metadata=self.client
+        )
+
     async def lifecycle(self, network: str) -> dict[str, float]:
         t0 = time.monotonic()
         order = await self.create_order(network)
