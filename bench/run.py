@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import grpc
 
-from bench import growth, memory, scenarios, sqlfloor
+from bench import growth, memory, scenarios, sqlfloor, watch
 from bench.harness import Run
 from bench.report import Row, Series, draw_chart, table, write_json
 from bench.settings import BenchSettings
@@ -164,6 +164,10 @@ def _cpu_table(details: dict[str, Any]) -> str:
         add("lifecycle: achieved", life["cpu_cores"]["achieved"])
         add("lifecycle: noop (N)", life["cpu_cores"]["noop"])
         add("lifecycle: pgbench (P)", life["cpu_cores_pgbench"])
+    watchers = details.get("watchers")
+    if watchers:
+        add("lifecycle: no watchers", watchers["cpu_cores"]["without"])
+        add(f"lifecycle: {watchers['streams']:,} watchers", watchers["cpu_cores"]["with"])
     if not lines:
         return ""
     return "CPU cores used in the measured windows ('other': processes outside the run):\n" + (
@@ -203,6 +207,8 @@ async def bench(settings: BenchSettings) -> int:
             await growth.growth(run)
         if "memory" in settings.scenarios:
             await memory.memory(run)
+        if "watch" in settings.scenarios:
+            await watch.watchers(run)
     except Exception:
         failed = True
         raise
