@@ -17,8 +17,9 @@ import grpc
 from bench.harness import Run
 from bench.loadgen import Client, Target, receive
 from bench.report import Row
-from bench.stack import add_wallets, service_settings, target_of
+from bench.stack import add_wallets, pids_of, service_settings, target_of
 from bench.stats import Latency
+from bench.system import CpuMeter
 from exchange.order.v1 import order_service_pb2 as order_pb
 from tests.e2e.stack import LocalStack
 
@@ -149,6 +150,7 @@ async def _hand_off_rounds(job: HandOffJob) -> dict[str, Any]:
             "polls_per_round": poll_counts,
             "watch_first_message": first_messages,
             "messages_per_round": message_counts,
+            "cpu_seconds": time.process_time(),
         }
     finally:
         await client.close()
@@ -191,6 +193,8 @@ async def hand_off(run: Run, stack: LocalStack, database: str) -> None:
         flush=True,
     )
     await add_wallets(database, "TRON", 1, holders)
+    meter = CpuMeter(groups=pids_of(stack), postmaster=run.postmaster)
+    before = meter.sample()
     result = await run_hand_off(
         HandOffJob(
             target=target_of(stack),
@@ -202,6 +206,11 @@ async def hand_off(run: Run, stack: LocalStack, database: str) -> None:
             pause_seconds=settings.handoff_pause_seconds,
         )
     )
+    after = meter.sample()
+    cpu = CpuMeter.usage(before, after)
+    # The probe's own CPU, which it reports, is not the machine's other processes'.
+    cpu["load_generator"] = round(result["cpu_seconds"] / (after.wall - before.wall), 3)
+    cpu["other"] = round(max(0.0, cpu["other"] - cpu["load_generator"]), 3)
     polled, watched = (Latency.of(result["from_sent"][kind]) for kind in (POLL, WATCH))
     poll = Latency.of(result["get_order"])
     first_message = Latency.of(result["watch_first_message"])
@@ -275,4 +284,5 @@ async def hand_off(run: Run, stack: LocalStack, database: str) -> None:
         "watch_messages_per_round_median": statistics.median(result["messages_per_round"] or [0]),
         "timeouts": timeouts[POLL],
         "watch_timeouts": timeouts[WATCH],
+        "cpu_cores": cpu,
     }

@@ -148,9 +148,10 @@ def _cpu_table(details: dict[str, Any]) -> str:
             if name in cpu
         )
         client = "pgbench" if "pgbench" in cpu else "load_generator"
+        watchers = f"watchers {cpu['watchers']:.2f}  " if "watchers" in cpu else ""
         lines.append(
             f"  {label:<26} {services or '-':<48} postgres {cpu.get('postgres', 0):.2f}  "
-            f"{client} {cpu.get(client, 0):.2f}  other {cpu.get('other', 0):.2f}  "
+            f"{client} {cpu.get(client, 0):.2f}  {watchers}other {cpu.get('other', 0):.2f}  "
             f"machine {cpu.get('machine_busy', 0):.2f}/{int(cpu.get('cores', 0))}"
         )
 
@@ -164,6 +165,9 @@ def _cpu_table(details: dict[str, Any]) -> str:
         add("lifecycle: achieved", life["cpu_cores"]["achieved"])
         add("lifecycle: noop (N)", life["cpu_cores"]["noop"])
         add("lifecycle: pgbench (P)", life["cpu_cores_pgbench"])
+    hand_off = details.get("hand_off")
+    if hand_off:
+        add("hand-off rounds", hand_off["cpu_cores"])
     watchers = details.get("watchers")
     if watchers:
         add("lifecycle: no watchers", watchers["cpu_cores"]["without"])
