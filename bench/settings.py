@@ -47,6 +47,7 @@ class BenchSettings:
     lifecycles_large: int
     watchers: int
     watch_connections: int
+    watch_pairs: int
 
     @classmethod
     def from_env(cls) -> "BenchSettings":
@@ -83,6 +84,7 @@ class BenchSettings:
             ),
             watchers=env_int("BENCH_WATCHERS", 1_000, minimum=1),
             watch_connections=env_int("BENCH_WATCH_CONNECTIONS", 1_000, minimum=1),
+            watch_pairs=env_int("BENCH_WATCH_PAIRS", 1 if quick else 3, minimum=1),
         )
         if settings.lifecycles_large <= settings.lifecycles_small:
             raise ConfigError("BENCH_LIFECYCLES_LARGE must be more than BENCH_LIFECYCLES_SMALL")
