@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import random
 import time
 import uuid
 from collections import Counter
@@ -99,7 +98,7 @@ def _metadata(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
 
-class _Client:
+class Client:
     """Stubs over one channel per address; the noop server answers both services on one."""
 
     def __init__(self, target: Target) -> None:
@@ -167,6 +166,15 @@ class _Client:
         )
         return response.order
 
+    def watch_order(
+        self, order_id: str
+    ) -> grpc.aio.UnaryStreamCall[order_pb.WatchOrderRequest, order_pb.WatchOrderResponse]:
+        """A WatchOrder stream as the order's customer opens it (no deadline: it stays open
+        until the order is done or the caller cancels it)."""
+        return self.orders.WatchOrder(
+            order_pb.WatchOrderRequest(order_id=order_id), metadata=self.client
+        )
+
     async def lifecycle(self, network: str) -> dict[str, float]:
         t0 = time.monotonic()
         order = await self.create_order(network)
@@ -183,7 +191,7 @@ class _Client:
 async def _run_workers(
     job: LoadJob, workers: int, budget: int | None, conn: Connection
 ) -> dict[str, Any]:
-    client = _Client(job.target)
+    client = Client(job.target)
     tally = _Tally()
     try:
         await client.ready()
@@ -279,7 +287,7 @@ async def run_load(
         child.start()
     try:
         for parent_end, _ in pipes:
-            message = await _receive(parent_end, _READY_TIMEOUT + 30)
+            message = await receive(parent_end, _READY_TIMEOUT + 30)
             if message != "ready":
                 raise RuntimeError(f"load process failed to start: {message}")
         start = time.monotonic() + 0.2
@@ -294,7 +302,7 @@ async def run_load(
         wait = job.warmup_seconds + job.duration_seconds + 120.0
         if job.total_ops is not None:
             wait = 3600.0
-        results = [await _receive(parent_end, wait) for parent_end, _ in pipes]
+        results = [await receive(parent_end, wait) for parent_end, _ in pipes]
         if sampler is not None:
             await sampler
     finally:
@@ -323,123 +331,8 @@ async def run_load(
     )
 
 
-async def _receive(conn: Connection, wait_seconds: float) -> Any:
+async def receive(conn: Connection, wait_seconds: float) -> Any:
     ready = await asyncio.to_thread(conn.poll, wait_seconds)
     if not ready:
         raise TimeoutError(f"no answer from a load process in {wait_seconds:.0f} s")
     return conn.recv()
-
-
-# --- Queue hand-off: one probe process, rounds one after another ---------------------------
-
-
-@dataclass(frozen=True)
-class HandOffJob:
-    target: Target
-    network: str
-    holders: int  # wallets of the network, all held by live orders
-    queue_length: int  # orders waiting behind them
-    rounds: int
-    poll_seconds: float
-    # A random pause of up to this long before each COMPLETED, so that the rounds do not
-    # fall into step with the services' periodic loops.
-    pause_seconds: float = 0.5
-    timeout_seconds: float = 10.0
-
-
-async def _hand_off_rounds(job: HandOffJob) -> dict[str, Any]:
-    """Each round completes the oldest holder while the head of the queue, as its customer
-    would, polls GetOrder over a channel of its own from the moment COMPLETED is sent until
-    it shows the released address; the head then holds it, and a new order joins the back of
-    the queue, so the queue keeps its length."""
-    client, customer = _Client(job.target), _Client(job.target)
-    await client.ready()
-    await customer.ready()
-    try:
-        holders: list[str] = []
-        for _ in range(job.holders):
-            order = await client.create_order(job.network)
-            if not order.wallet_address:
-                raise RuntimeError("a holder order got no wallet; is the network's pool empty?")
-            holders.append(order.id)
-            await client.set_status(order.id, order_pb.ORDER_STATUS_PROCESSING)
-        waiting: list[str] = []
-        for _ in range(job.queue_length):
-            order = await client.create_order(job.network)
-            if order.wallet_address:
-                raise RuntimeError("a waiting order got a wallet; the pool has more wallets")
-            waiting.append(order.id)
-        from_sent: list[float] = []
-        completed_calls: list[float] = []
-        polls: list[float] = []
-        poll_counts: list[int] = []
-        timeouts = 0
-
-        async def complete(holder: str) -> float:
-            started = time.monotonic()
-            answer = await client.set_status(holder, order_pb.ORDER_STATUS_COMPLETED)
-            if answer.wallet_release != order_pb.WALLET_RELEASE_RELEASED:
-                raise RuntimeError(f"release not done inline: {answer.wallet_release}")
-            return time.monotonic() - started
-
-        for _ in range(job.rounds):
-            holder, head = holders.pop(0), waiting.pop(0)
-            await asyncio.sleep(random.uniform(0, job.pause_seconds))
-            sent = time.monotonic()
-            completing = asyncio.create_task(complete(holder))
-            count = 0
-            while True:
-                before = time.monotonic()
-                order = await customer.get_order(head)
-                seen = time.monotonic()
-                polls.append(seen - before)
-                count += 1
-                if order.wallet_address:
-                    from_sent.append(seen - sent)
-                    break
-                if seen - sent > job.timeout_seconds:
-                    timeouts += 1
-                    break
-                await asyncio.sleep(job.poll_seconds)
-            completed_calls.append(await completing)
-            poll_counts.append(count)
-            await client.set_status(head, order_pb.ORDER_STATUS_PROCESSING)
-            holders.append(head)
-            waiting.append((await client.create_order(job.network)).id)
-        return {
-            "from_sent": from_sent,
-            "completed_call": completed_calls,
-            "get_order": polls,
-            "polls_per_round": poll_counts,
-            "timeouts": timeouts,
-        }
-    finally:
-        await client.close()
-        await customer.close()
-
-
-def _hand_off_process(job: HandOffJob, conn: Connection) -> None:
-    try:
-        result = asyncio.run(_hand_off_rounds(job))
-    except BaseException as exc:
-        conn.send({"failure": repr(exc)})
-        raise
-    conn.send(result)
-
-
-async def run_hand_off(job: HandOffJob) -> dict[str, Any]:
-    context = multiprocessing.get_context("spawn")
-    parent_end, child_end = context.Pipe()
-    child = context.Process(target=_hand_off_process, args=(job, child_end), daemon=True)
-    child.start()
-    try:
-        result: dict[str, Any] = await _receive(
-            parent_end, 60 + job.rounds * (job.timeout_seconds + 1)
-        )
-    finally:
-        await asyncio.to_thread(child.join, 10)
-        if child.is_alive():
-            child.kill()
-    if "failure" in result:
-        raise RuntimeError(f"hand-off probe failed: {result['failure']}")
-    return result

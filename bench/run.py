@@ -18,7 +18,8 @@ from typing import Any
 import asyncpg
 import grpc
 
-from bench import scenarios, sqlfloor
+from bench import growth, memory, scenarios, sqlfloor, watch
+from bench.harness import Run
 from bench.report import Row, Series, draw_chart, table, write_json
 from bench.settings import BenchSettings
 from bench.stack import BenchServer, service_settings, start_noop
@@ -78,7 +79,7 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def _chart(path: Path, run: scenarios.Run, stamp: str) -> bool:
+def _chart(path: Path, run: Run, stamp: str) -> bool:
     claim = run.details.get("claim")
     if not claim:
         return False
@@ -147,9 +148,10 @@ def _cpu_table(details: dict[str, Any]) -> str:
             if name in cpu
         )
         client = "pgbench" if "pgbench" in cpu else "load_generator"
+        watchers = f"watchers {cpu['watchers']:.2f}  " if "watchers" in cpu else ""
         lines.append(
             f"  {label:<26} {services or '-':<48} postgres {cpu.get('postgres', 0):.2f}  "
-            f"{client} {cpu.get(client, 0):.2f}  other {cpu.get('other', 0):.2f}  "
+            f"{client} {cpu.get(client, 0):.2f}  {watchers}other {cpu.get('other', 0):.2f}  "
             f"machine {cpu.get('machine_busy', 0):.2f}/{int(cpu.get('cores', 0))}"
         )
 
@@ -163,6 +165,13 @@ def _cpu_table(details: dict[str, Any]) -> str:
         add("lifecycle: achieved", life["cpu_cores"]["achieved"])
         add("lifecycle: noop (N)", life["cpu_cores"]["noop"])
         add("lifecycle: pgbench (P)", life["cpu_cores_pgbench"])
+    hand_off = details.get("hand_off")
+    if hand_off:
+        add("hand-off rounds", hand_off["cpu_cores"])
+    watchers = details.get("watchers")
+    if watchers:
+        add("lifecycle: no watchers", watchers["cpu_cores"]["without"])
+        add(f"lifecycle: {watchers['streams']:,} watchers", watchers["cpu_cores"]["with"])
     if not lines:
         return ""
     return "CPU cores used in the measured windows ('other': processes outside the run):\n" + (
@@ -183,12 +192,12 @@ async def bench(settings: BenchSettings) -> int:
     server = await BenchServer.start()
     noop = relay = None
     failed = False
-    run: scenarios.Run | None = None
+    run: Run | None = None
     try:
         environment = await _environment(server)
         noop = await start_noop(work_dir)
         relay = await start_noop(work_dir, relay_to=noop)
-        run = scenarios.Run(
+        run = Run(
             settings=settings,
             server=server,
             work_dir=work_dir,
@@ -199,9 +208,11 @@ async def bench(settings: BenchSettings) -> int:
         if {"claim", "lifecycle", "handoff"} & set(settings.scenarios):
             await scenarios.api_scenarios(run)
         if "growth" in settings.scenarios:
-            await scenarios.growth(run)
+            await growth.growth(run)
         if "memory" in settings.scenarios:
-            await scenarios.memory(run)
+            await memory.memory(run)
+        if "watch" in settings.scenarios:
+            await watch.watchers(run)
     except Exception:
         failed = True
         raise

@@ -24,7 +24,7 @@ def _env_names(name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
-SCENARIOS = ("claim", "lifecycle", "handoff", "growth", "memory")
+SCENARIOS = ("claim", "lifecycle", "handoff", "growth", "memory", "watch")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ class BenchSettings:
     growth_queue: int
     lifecycles_small: int
     lifecycles_large: int
+    watchers: int
+    watch_connections: int
+    watch_pairs: int
 
     @classmethod
     def from_env(cls) -> "BenchSettings":
@@ -79,6 +82,9 @@ class BenchSettings:
             lifecycles_large=env_int(
                 "BENCH_LIFECYCLES_LARGE", 3_000 if quick else 100_000, minimum=1
             ),
+            watchers=env_int("BENCH_WATCHERS", 1_000, minimum=1),
+            watch_connections=env_int("BENCH_WATCH_CONNECTIONS", 1_000, minimum=1),
+            watch_pairs=env_int("BENCH_WATCH_PAIRS", 1 if quick else 3, minimum=1),
         )
         if settings.lifecycles_large <= settings.lifecycles_small:
             raise ConfigError("BENCH_LIFECYCLES_LARGE must be more than BENCH_LIFECYCLES_SMALL")

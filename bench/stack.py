@@ -17,6 +17,7 @@ from scripts.processes import ServiceProcess
 from shared.embedded_db import EmbeddedPostgres
 from tests.databases import ROOT, DatabaseFactory
 from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, SERVICE_TOKEN, LocalStack
+from wallet_pool_service import addresses
 
 TOKENS = (OPERATOR_TOKEN, CLIENT_TOKEN, SERVICE_TOKEN)
 ORDER_APP = "bench-order_service"
@@ -176,21 +177,42 @@ def noop_target(process: ServiceProcess) -> Target:
 # --- Data put in directly with SQL (faster than the API, and sizes the API would not reach) --
 
 
+# Base58Check version bytes of the addresses made up for the networks that use them.
+_BASE58_VERSIONS = {"BTC": 0x00, "TRON": 0x41}
+
+
+def made_up_address(network: str, n: int) -> str:
+    """A valid address of `network` with `n` as its 20-byte body: the pool checks every
+    address it looks up (a release's among them), so made-up ones must pass its checks."""
+    if network == "ETH":
+        return f"0x{n:040x}"
+    return addresses.base58check_encode(bytes([_BASE58_VERSIONS[network]]) + n.to_bytes(20))
+
+
 async def add_wallets(url: str, network: str, first: int, count: int) -> None:
-    """Wallets `bench-<network>-<n>` for n in [first, first + count): unique text is all
-    the SQL needs (AddWallets would check the address format)."""
+    """Wallets `made_up_address(network, n)` for n in [first, first + count), put in with SQL
+    (ETH's are made by the statement itself, for pools of millions)."""
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute(
-            """
-            INSERT INTO wallet_pool.wallets (network, address)
-            SELECT $1, 'bench-' || lower($1) || '-' || n
-            FROM generate_series($2::bigint, $3::bigint) AS n
-            """,
-            network,
-            first,
-            first + count - 1,
-        )
+        if network == "ETH":
+            await conn.execute(
+                """
+                INSERT INTO wallet_pool.wallets (network, address)
+                SELECT 'ETH', '0x' || lpad(to_hex(n), 40, '0')
+                FROM generate_series($1::bigint, $2::bigint) AS n
+                """,
+                first,
+                first + count - 1,
+            )
+        else:
+            await conn.execute(
+                """
+                INSERT INTO wallet_pool.wallets (network, address)
+                SELECT $1, address FROM unnest($2::text[]) AS address
+                """,
+                network,
+                [made_up_address(network, n) for n in range(first, first + count)],
+            )
         # Vacuumed as well, as autovacuum would have done by the time a pool grew this big.
         await conn.execute("VACUUM ANALYZE wallet_pool.wallets")
     finally:

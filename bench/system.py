@@ -24,6 +24,16 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (the peak) of a process, in MiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key = line.split(":", 1)[0]
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = round(int(line.split()[1]) / 1024, 1)
+    return values
+
+
 def _cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
     """User and system CPU of a process; with `reaped_children`, also that of its children
     that have exited (so a group stays continuous while its members come and go)."""

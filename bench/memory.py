@@ -1,0 +1,64 @@
+"""5: each service's resident memory after many lifecycles."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from bench.harness import Run, errors_of, summary
+from bench.loadgen import LIFECYCLE, LoadJob, run_load
+from bench.report import Row
+from bench.stack import add_wallets, pids_of, start_services, target_of
+from bench.system import memory_mb
+
+MEMORY = "5 memory"
+
+
+async def memory(run: Run) -> None:
+    settings = run.settings
+    small, large = settings.lifecycles_small, settings.lifecycles_large
+    concurrency = settings.lifecycle_concurrency
+    print(f"{MEMORY} after {small:,} and {large:,} lifecycles (concurrency {concurrency})")
+    database = await run.server.database()
+    await add_wallets(database, "ETH", 1, settings.claim_pool_size)
+    stack = await start_services(database, run.work_dir / "memory")
+    try:
+        await asyncio.sleep(2.0)
+        pids = {name: pid[0] for name, pid in pids_of(stack).items()}
+        at_start = {name: memory_mb(pid) for name, pid in pids.items()}
+        job = LoadJob(LIFECYCLE, target_of(stack), concurrency, total_ops=small)
+        first = await run_load(job, settings.client_processes)
+        after_small = {name: memory_mb(pid) for name, pid in pids.items()}
+        print(f"  {small:,} lifecycles in {first.seconds:.0f} s ({first.throughput:,.0f}/s)")
+        second = await run_load(replace(job, total_ops=large - small), settings.client_processes)
+        after_large = {name: memory_mb(pid) for name, pid in pids.items()}
+        print(f"  {large:,} lifecycles after {second.seconds:.0f} s more")
+    finally:
+        await stack.close()
+        await run.server.drop(database)
+    for name in pids:
+        rss_small, rss_large = after_small[name]["VmRSS"], after_large[name]["VmRSS"]
+        growth_ratio = rss_large / rss_small if rss_small else 0.0
+        errors = errors_of(first) or errors_of(second)
+        run.add(
+            Row(
+                scenario=f"{MEMORY}: {name} RSS after {small:,} -> {large:,} lifecycles",
+                concurrency=str(concurrency),
+                measured=f"{rss_small:.1f} -> {rss_large:.1f} MB",
+                throughput=second.throughput,
+                baseline=f"{at_start[name]['VmRSS']:.1f} MB at start",
+                ratio=growth_ratio,
+                target="<= 150 MB, growth < 1.10 x",
+                met=max(rss_small, rss_large) <= 150.0 and growth_ratio < 1.10 and not errors,
+                note=errors,
+            )
+        )
+    run.details["memory"] = {
+        "lifecycles": [small, large],
+        "concurrency": concurrency,
+        "mb_at_start": at_start,
+        "mb_after_small": after_small,
+        "mb_after_large": after_large,
+        "first": summary(first),
+        "second": summary(second),
+    }

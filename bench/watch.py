@@ -1,0 +1,305 @@
+"""7: what idle watchers cost. Each service's resident memory before and after 1,000
+WatchOrder streams are opened, and the lifecycle's throughput without them and with them
+open, in windows taken in turn on one stack. The streams are held by a process of their
+own (spawned, like the load), on orders of their own that nothing changes while they are
+watched."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import grpc
+
+from bench.harness import Run, errors_of, join_notes, load, summary
+from bench.loadgen import LIFECYCLE, Client, LoadJob, LoadResult, Target, receive
+from bench.report import Row
+from bench.stack import add_wallets, pids_of, start_services, target_of
+from bench.stats import Latency
+from bench.system import memory_mb
+from exchange.order.v1 import order_service_pb2 as order_pb
+from exchange.order.v1 import order_service_pb2_grpc as order_grpc
+
+WATCHERS = "7 idle watchers"
+_ANSWER_SECONDS = 120.0
+# Each service's growth allowed with the streams open.
+_MEMORY_TARGET_MB = 50.0
+# The lifecycle's throughput with the streams open, against without.
+_THROUGHPUT_TARGET = 0.90
+
+Stream = grpc.aio.UnaryStreamCall[order_pb.WatchOrderRequest, order_pb.WatchOrderResponse]
+
+
+@dataclass(frozen=True)
+class WatcherJob:
+    target: Target
+    watchers: int  # streams, each on an order of its own
+    connections: int  # the streams are spread over this many HTTP/2 connections
+    network: str = "ETH"
+
+
+# --- The watchers' process: creates the orders, then opens and closes the streams on command --
+
+
+async def _hold_watchers(job: WatcherJob, conn: Connection) -> None:
+    client = Client(job.target)
+    # A subchannel pool per channel: each channel is a connection of its own.
+    channels = [
+        grpc.aio.insecure_channel(
+            job.target.order_addr, options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        for _ in range(job.connections)
+    ]
+    stubs = [order_grpc.OrderServiceStub(channel) for channel in channels]
+    streams: list[Stream] = []
+    readers: list[asyncio.Task[None]] = []
+    messages = [0]  # received after each stream's first, while idle
+
+    async def read_on(stream: Stream) -> None:
+        while isinstance(await stream.read(), order_pb.WatchOrderResponse):
+            messages[0] += 1
+
+    try:
+        await client.ready()
+        started = time.monotonic()
+        slots = asyncio.Semaphore(32)
+
+        async def create() -> str:
+            async with slots:
+                return (await client.create_order(job.network)).id
+
+        orders = await asyncio.gather(*(create() for _ in range(job.watchers)))
+        conn.send({"created_seconds": time.monotonic() - started})
+        while (command := await asyncio.to_thread(conn.recv)) != "stop":
+            if command == "open":
+                started = time.monotonic()
+                streams = [
+                    stubs[i % len(stubs)].WatchOrder(
+                        order_pb.WatchOrderRequest(order_id=order_id), metadata=client.client
+                    )
+                    for i, order_id in enumerate(orders)
+                ]
+                # Open once each has shown its order as it is now.
+                first = await asyncio.gather(*(stream.read() for stream in streams))
+                opened = sum(isinstance(m, order_pb.WatchOrderResponse) for m in first)
+                readers = [asyncio.create_task(read_on(stream)) for stream in streams]
+                conn.send({"opened": opened, "seconds": time.monotonic() - started})
+            elif command == "close":
+                ended = sum(stream.done() for stream in streams)
+                for stream in streams:
+                    stream.cancel()
+                for reader in readers:
+                    reader.cancel()
+                await asyncio.gather(*readers, return_exceptions=True)
+                conn.send({"ended_while_open": ended, "messages_while_open": messages[0]})
+                streams, readers, messages[0] = [], [], 0
+    finally:
+        for channel in channels:
+            await channel.close(None)
+        await client.close()
+
+
+def _watchers_process(job: WatcherJob, conn: Connection) -> None:
+    try:
+        asyncio.run(_hold_watchers(job, conn))
+    except BaseException as exc:
+        conn.send({"failure": repr(exc)})
+        raise
+
+
+async def _answer(conn: Connection) -> dict[str, Any]:
+    answer: dict[str, Any] = await receive(conn, _ANSWER_SECONDS)
+    if "failure" in answer:
+        raise RuntimeError(f"the watchers' process failed: {answer['failure']}")
+    return answer
+
+
+async def _command(conn: Connection, command: str) -> dict[str, Any]:
+    conn.send(command)
+    return await _answer(conn)
+
+
+# --- The scenario ------------------------------------------------------------------------------
+
+
+async def watchers(run: Run) -> None:
+    settings = run.settings
+    count, connections = settings.watchers, settings.watch_connections
+    concurrency = settings.lifecycle_concurrency
+    print(
+        f"{WATCHERS}: {count:,} WatchOrder streams over {connections:,} connections; "
+        f"memory, then {settings.watch_pairs} pairs of lifecycle windows at concurrency "
+        f"{concurrency}, without and with them",
+        flush=True,
+    )
+    database = await run.server.database()
+    await add_wallets(database, "ETH", 1, settings.claim_pool_size)
+    stack = await start_services(database, run.work_dir / "watch")
+    context = multiprocessing.get_context("spawn")
+    parent_end, child_end = context.Pipe()
+    holder = context.Process(
+        target=_watchers_process,
+        args=(WatcherJob(target_of(stack), count, connections), child_end),
+        daemon=True,
+    )
+    try:
+        await asyncio.sleep(1.0)  # background loops' first round
+        pids = {name: pid[0] for name, pid in pids_of(stack).items()}
+        holder.start()
+        created = await _answer(parent_end)
+        print(f"  {count:,} orders to watch created in {created['created_seconds']:.1f} s")
+        await asyncio.sleep(1.0)
+        before = {name: memory_mb(pid) for name, pid in pids.items()}
+        opened = await _command(parent_end, "open")
+        await asyncio.sleep(2.0)
+        after = {name: memory_mb(pid) for name, pid in pids.items()}
+        first_closed = await _command(parent_end, "close")
+        after_close = {name: memory_mb(pid) for name, pid in pids.items()}
+
+        job = LoadJob(
+            LIFECYCLE,
+            target_of(stack),
+            concurrency,
+            settings.warmup_seconds,
+            settings.duration_seconds,
+            "ETH",
+        )
+        groups = {**pids_of(stack), "watchers": [holder.pid or 0]}
+        # Windows without and with the streams in turn: the lifecycle's rate drifts and
+        # stalls now and then (p99s of a second either way), more than by 10 % in one window.
+        alone: list[LoadResult] = []
+        watched: list[LoadResult] = []
+        cpu: dict[str, list[Any]] = {"without": [], "with": []}
+        answers = [opened, first_closed]
+        for _ in range(settings.watch_pairs):
+            result, samples = await load(run, job, groups, None)
+            alone.append(result)
+            cpu["without"].append(samples.get("cpu"))
+            answers.append(await _command(parent_end, "open"))
+            result, samples = await load(run, job, groups, None)
+            watched.append(result)
+            cpu["with"].append(samples.get("cpu"))
+            with_load = {name: memory_mb(pid) for name, pid in pids.items()}
+            answers.append(await _command(parent_end, "close"))
+        parent_end.send("stop")
+    finally:
+        if holder.pid is not None:
+            await asyncio.to_thread(holder.join, 10)
+            if holder.is_alive():
+                holder.kill()
+        await stack.close()
+        await run.server.drop(database)
+
+    streams_note = _streams_note(count, *answers)
+    for name in pids:
+        grown = after[name]["VmRSS"] - before[name]["VmRSS"]
+        run.add(
+            Row(
+                scenario=f"{WATCHERS}: {name} RSS, {count:,} WatchOrder streams opened",
+                concurrency="-",
+                measured=f"{before[name]['VmRSS']:.1f} -> {after[name]['VmRSS']:.1f} MB",
+                baseline="RSS before opening them",
+                ratio=after[name]["VmRSS"] / before[name]["VmRSS"],
+                target=f"< {_MEMORY_TARGET_MB:.0f} MB more",
+                met=grown < _MEMORY_TARGET_MB and not streams_note,
+                note=f"+{grown:.1f} MB" + (f"; {streams_note}" if streams_note else ""),
+            )
+        )
+    without, with_streams = _together(alone), _together(watched)
+    ratio = with_streams.throughput / without.throughput if without.throughput else 0.0
+    pair_ratios = [
+        w.throughput / a.throughput if a.throughput else 0.0
+        for a, w in zip(alone, watched, strict=True)
+    ]
+    life, alone_life = _lifecycle(with_streams), _lifecycle(without)
+    run.add(
+        Row(
+            scenario=f"{WATCHERS}: lifecycle with {count:,} WatchOrder streams open",
+            concurrency=str(concurrency),
+            throughput=with_streams.throughput,
+            p50=life.p50,
+            p99=life.p99,
+            baseline=f"without {without.throughput:,.0f}/s",
+            ratio=ratio,
+            target=f">= {_THROUGHPUT_TARGET:.2f} x without",
+            met=ratio >= _THROUGHPUT_TARGET and not with_streams.errors and not without.errors,
+            note=join_notes(
+                f"{len(pair_ratios)} pairs of windows, each "
+                + " / ".join(f"{r:.2f}" for r in pair_ratios),
+                errors_of(with_streams),
+            ),
+        )
+    )
+    run.add(
+        Row(
+            scenario="  lifecycle without watchers, windows in turn with the above",
+            concurrency=str(concurrency),
+            throughput=without.throughput,
+            p50=alone_life.p50,
+            p99=alone_life.p99,
+            note=errors_of(without),
+        )
+    )
+    run.details["watchers"] = {
+        "streams": count,
+        "connections": connections,
+        "orders_created_seconds": round(created["created_seconds"], 2),
+        "streams_opened_and_closed": answers,
+        "mb_before_opening": before,
+        "mb_streams_open": after,
+        "mb_after_closing": after_close,
+        "mb_streams_open_after_load": with_load,
+        "concurrency": concurrency,
+        "pairs": settings.watch_pairs,
+        "without": summary(without),
+        "with": summary(with_streams),
+        "ratio": round(ratio, 4),
+        "pair_ratios": [round(r, 4) for r in pair_ratios],
+        "windows_without": [summary(r) for r in alone],
+        "windows_with": [summary(r) for r in watched],
+        # The CPU table shows the first pair; every window's is here.
+        "cpu_cores": {"without": cpu["without"][0], "with": cpu["with"][0]},
+        "cpu_cores_windows": cpu,
+    }
+
+
+def _together(results: list[LoadResult]) -> LoadResult:
+    """Windows of one job as one: their operations over their summed seconds."""
+    latencies: dict[str, list[float]] = {}
+    errors: dict[str, int] = {}
+    for result in results:
+        for name, values in result.latencies.items():
+            latencies.setdefault(name, []).extend(values)
+        for code, n in result.errors.items():
+            errors[code] = errors.get(code, 0) + n
+    return LoadResult(
+        job=results[0].job,
+        completed=sum(r.completed for r in results),
+        total=sum(r.total for r in results),
+        seconds=sum(r.seconds for r in results),
+        latencies=latencies,
+        errors=errors,
+        processes=results[0].processes,
+    )
+
+
+def _lifecycle(result: LoadResult) -> Latency:
+    return Latency.of(result.latencies.get(LIFECYCLE, []))
+
+
+def _streams_note(count: int, *answers: dict[str, Any]) -> str:
+    """What went wrong with the streams, if anything: some not opened, or ended or sent a
+    message while they should have been idle."""
+    problems = []
+    for answer in answers:
+        if "opened" in answer and answer["opened"] != count:
+            problems.append(f"{answer['opened']} of {count} streams opened")
+        if answer.get("ended_while_open"):
+            problems.append(f"{answer['ended_while_open']} streams ended while idle")
+        if answer.get("messages_while_open"):
+            problems.append(f"{answer['messages_while_open']} messages while idle")
+    return "; ".join(problems)
