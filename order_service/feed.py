@@ -1,5 +1,9 @@
 """What watchers wait for: order changes and a growing event log, as they commit on any
-replica (PostgreSQL LISTEN), and the sequencer of the log run after those commits.
+replica, and the sequencer of the log run after those commits.
+
+A change wakes the watchers on the replica that made it at once; the sequencer run it asks
+for then announces it to every replica (PostgreSQL NOTIFY, migration 006). Only sequencer
+runs notify, because PostgreSQL serialises the commits of notifying transactions.
 
 A watcher is woken, not sent data: it reads what changed itself, at its own pace, so a slow
 consumer holds nothing here and slows nobody down.
@@ -18,18 +22,19 @@ from shared.listen import Handler
 
 log = logging.getLogger(__name__)
 
-# Payload: the id of an order that changed (see migration 005's triggers).
-ORDER_CHANGES = "order_changes"
-# Payload: the last sequence of the event log, after the sequencer numbered events.
+# Payload: the log's last sequence, then the ids of the orders that changed, or '*' for all.
 ORDER_EVENTS = "order_events"
 
 
 class OrderFeed:
     """Wakes the watchers of an order when it changes, and the consumers of the event log
-    when it grows; runs `sequence` (numbering committed events) after each change it hears
-    of, one run at a time per replica. At most `max_streams` watchers at once."""
+    when it grows; runs `sequence` (numbering committed events and announcing the orders it
+    is given) after each change made here, one run at a time per replica. At most
+    `max_streams` watchers at once."""
 
-    def __init__(self, max_streams: int, sequence: Callable[[], Awaitable[object]]) -> None:
+    def __init__(
+        self, max_streams: int, sequence: Callable[[set[uuid.UUID]], Awaitable[object]]
+    ) -> None:
         self._max_streams = max_streams
         self._sequence = sequence
         self._orders: dict[uuid.UUID, set[asyncio.Event]] = {}
@@ -38,10 +43,19 @@ class OrderFeed:
         self.closed = False
         self._sequencer: asyncio.Task[None] | None = None
         self._sequence_again = False
+        self._unannounced: set[uuid.UUID] = set()
 
     @property
     def handlers(self) -> dict[str, Handler]:
-        return {ORDER_CHANGES: self._order_changed, ORDER_EVENTS: self._log_grew}
+        return {ORDER_EVENTS: self._announced}
+
+    def changed(self, *order_ids: uuid.UUID) -> None:
+        """Orders changed here and committed: wake their watchers, and have the sequencer
+        number the events and announce the orders to the other replicas."""
+        for order_id in order_ids:
+            self._wake_order(order_id)
+        self._unannounced.update(order_ids)
+        self.run_sequencer()
 
     def on_connect(self) -> None:
         """Listening (re)started: whatever changed meanwhile is looked at again."""
@@ -109,23 +123,30 @@ class OrderFeed:
     async def _sequence_while_asked(self) -> None:
         while True:
             self._sequence_again = False
+            announce, self._unannounced = self._unannounced, set()
             try:
-                await self._sequence()
+                await self._sequence(announce)
             except Exception as exc:
-                # The sequencer loop is the safety net.
+                # The sequencer loop is the safety net; the announcements wait for a next run.
+                self._unannounced |= announce
                 if not is_database_outage(exc):
                     log.exception("sequencing events failed")
                 return
             if not self._sequence_again:
                 return
 
-    def _order_changed(self, payload: str) -> None:
-        for wake in self._orders.get(uuid.UUID(payload), ()):
-            wake.set()
-        self.run_sequencer()
-
-    def _log_grew(self, _payload: str) -> None:
+    def _announced(self, payload: str) -> None:
+        _last_sequence, *order_ids = payload.split()
+        if order_ids == ["*"]:
+            self._wake_all()
+            return
+        for order_id in order_ids:
+            self._wake_order(uuid.UUID(order_id))
         for wake in self._log:
+            wake.set()
+
+    def _wake_order(self, order_id: uuid.UUID) -> None:
+        for wake in self._orders.get(order_id, ()):
             wake.set()
 
     def _wake_all(self) -> None:

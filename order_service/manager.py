@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -103,6 +103,7 @@ class OrderManager:
                 if not domain.same_request(existing, network, amount):
                     raise domain.RequestIdReused()
                 return existing
+        self.feed.changed(order.id)
         async with _after_commit("order allocation", order.id):
             synced = await self._sync_allocation(order.id, order.network)
             return synced or await self.get_order(order.id, OrderScope.created_by(actor))
@@ -152,6 +153,7 @@ class OrderManager:
             async with self._statement() as orders:
                 order = await self._record_change(orders, order_id, source, status, reason, actor)
             if order is not None:
+                self.feed.changed(order.id)
                 return order, await self._release_after(order)
         # Statuses only move forward, so a change can lose the race at most once per status.
         for _ in OrderStatus:
@@ -169,6 +171,7 @@ class OrderManager:
                     orders, order_id, current.status, status, reason, actor
                 )
             if order is not None:
+                self.feed.changed(order.id)
                 return order, await self._release_after(order)
             # another change came first: decide again on what it left
         raise AssertionError("an order changed status more often than it has statuses")
@@ -214,6 +217,7 @@ class OrderManager:
             ]
         # The orders are locked, so each change is made.
         expired = [order for order in changed if order is not None]
+        self.feed.changed(*(order.id for order in expired))
         for order in expired:
             log.info("order expired", extra={"order_id": str(order.id)})
         await asyncio.gather(
@@ -257,6 +261,7 @@ class OrderManager:
             self._statement() as orders,
         ):
             await orders.mark_release_done(release.order_id)
+        self.feed.changed(release.order_id)
         log.info(
             "wallet released",
             extra={"order_id": str(release.order_id), "address": release.address},
@@ -294,7 +299,10 @@ class OrderManager:
             return await self._assign(order_id, allocation.address)
         if allocation.queue_position is not None:
             async with self._statement() as orders:
-                return await orders.set_queue_position(order_id, allocation.queue_position)
+                moved = await orders.set_queue_position(order_id, allocation.queue_position)
+            if moved:
+                self.feed.changed(order_id)
+            return moved
         return None
 
     async def _assign(self, order_id: uuid.UUID, address: str) -> Order | None:
@@ -302,6 +310,7 @@ class OrderManager:
         async with self._statement() as orders:
             assigned = await orders.set_wallet(order_id, address)
         if assigned:
+            self.feed.changed(order_id)
             log.info("wallet assigned", extra={"order_id": str(order_id), "address": address})
         return assigned
 
@@ -374,14 +383,16 @@ class OrderManager:
                     if self.feed.closed:
                         raise Unavailable("the service is stopping; watch again")
 
-    async def sequence_events(self) -> bool:
-        """Sequencer step: number the committed events that have no sequence yet."""
+    async def sequence_events(self, announce: Collection[uuid.UUID] = ()) -> bool:
+        """Sequencer step: number the committed events that have no sequence yet, and
+        announce their orders and `announce` to every replica."""
         while True:
             async with self._statement() as orders:
-                numbered = await orders.sequence_events(_SEQUENCE_BATCH)
+                numbered = await orders.sequence_events(_SEQUENCE_BATCH, announce)
             EVENTS_SEQUENCED.inc(numbered)
             if numbered < _SEQUENCE_BATCH:
                 return False
+            announce = ()
 
     async def expire_events(self) -> bool:
         """Retention-loop step: delete events older than the retention. True if a full batch."""

@@ -3,7 +3,7 @@
 import functools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
@@ -79,7 +79,7 @@ class OrderRepository(Protocol):
         types: frozenset[EventType],
     ) -> list[OrderEvent]: ...
     async def event_log(self) -> tuple[int, int]: ...
-    async def sequence_events(self, batch: int) -> int: ...
+    async def sequence_events(self, batch: int, announce: Collection[uuid.UUID]) -> int: ...
     async def expire_events(self, retention_seconds: float, batch: int) -> int: ...
     async def postpone_release(self, order_id: uuid.UUID, delay: float, error: str) -> None: ...
 
@@ -259,8 +259,8 @@ class PostgresOrderRepository:
         assert row is not None, "the event log has its one row"
         return row["last_sequence"], row["deleted_through"]
 
-    async def sequence_events(self, batch: int) -> int:
-        numbered: int = await self._conn.fetchval(self._q["sequence_events"], batch)
+    async def sequence_events(self, batch: int, announce: Collection[uuid.UUID]) -> int:
+        numbered: int = await self._conn.fetchval(self._q["sequence_events"], batch, list(announce))
         return numbered
 
     async def expire_events(self, retention_seconds: float, batch: int) -> int:

@@ -38,6 +38,7 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "004_orders_by_creator",
             "005_event_log",
             "005_one_spelling",
+            "006_announce_from_sequencer",
             "006_queue_places",
             "007_one_call_per_decision",
             "008_release_names_the_wallet",
