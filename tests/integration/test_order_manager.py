@@ -511,3 +511,37 @@ async def test_replicas_share_the_allocation_sync_without_asking_twice_about_an_
         await gateway.close()
     asked = [order_id for counter in counters for order_id in counter.allocations]
     assert sorted(asked) == sorted(o.id for o in waiting)
+
+
+async def test_changes_are_announced_to_other_replicas_by_the_sequencer_alone(
+    db_pool: asyncpg.Pool, orders: OrderManager
+) -> None:
+    heard: asyncio.Queue[str] = asyncio.Queue()
+
+    def on_notify(*args: object) -> None:
+        heard.put_nowait(str(args[3]))
+
+    async with db_pool.acquire() as listening, db_pool.acquire() as writing:
+        await listening.add_listener("order_events", on_notify)
+        try:
+            repository = PostgresOrderRepository(writing)
+            order = await repository.create(uuid.uuid4(), "ETH", Decimal("1"), None, "test")
+            assert order is not None
+            await repository.change_status(
+                order.id, OrderStatus.PENDING, OrderStatus.PROCESSING, "", "test", None
+            )
+            # The writing transactions notify nothing: PostgreSQL would serialise their commits.
+            await asyncio.sleep(0.2)
+            assert heard.empty()
+            # A sequencer run announces the orders of the events it numbered.
+            await orders.sequence_events()
+            last, _ = await repository.event_log()
+            assert (await asyncio.wait_for(heard.get(), 2)).split() == [str(last), str(order.id)]
+            # A queue place that moved has no event: announced when asked; too many at once
+            # become '*' (a notification holds less than 8000 bytes).
+            await orders.sequence_events([order.id])
+            assert (await asyncio.wait_for(heard.get(), 2)).split() == [str(last), str(order.id)]
+            await orders.sequence_events([uuid.uuid4() for _ in range(300)])
+            assert (await asyncio.wait_for(heard.get(), 2)).split() == [str(last), "*"]
+        finally:
+            await listening.remove_listener("order_events", on_notify)
