@@ -15,6 +15,11 @@ class ConfigError(Exception):
     pass
 
 
+class StartupRefused(Exception):
+    """What the service finds at start-up (not in its configuration) keeps it from doing its
+    job; it exits naming it."""
+
+
 def env_str(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
@@ -89,3 +94,6 @@ def run_service(
     except ConfigError as exc:
         print(f"{name}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except StartupRefused as exc:
+        print(f"{name}: cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(3) from None

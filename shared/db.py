@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -10,7 +11,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import asyncpg
 
-from shared.config import ConfigError
+from shared.config import ConfigError, StartupRefused
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -197,6 +198,23 @@ async def create_pool(
     return pool
 
 
+class MigrationChanged(StartupRefused):
+    """An applied migration's file differs from what was applied: the schema is no longer
+    what the files describe, so the service refuses to start."""
+
+    def __init__(self, schema: str, changed: list[str]) -> None:
+        super().__init__(
+            f"migration {', '.join(changed)} changed since it was applied to schema {schema!r}"
+            " (its sha256 differs from the one recorded in schema_migrations): restore the file"
+            " as it was applied and put the change in a new migration"
+        )
+        self.changed = changed
+
+
+def migration_checksum(text: bytes) -> str:
+    return hashlib.sha256(text).hexdigest()
+
+
 async def apply_migrations(pool: asyncpg.Pool, schema: str, package: str) -> list[str]:
     """Apply `package`'s ordered `NNN_name.sql` files not yet recorded in `schema`.
 
@@ -204,11 +222,18 @@ async def apply_migrations(pool: asyncpg.Pool, schema: str, package: str) -> lis
     transaction-level advisory lock that serialises replicas starting at once (a session
     lock would not be safe behind a transaction-pooling PgBouncer, where the unlock may run
     on another server connection). Returns what was applied.
+
+    Each row records the sha256 of the file as applied; an applied file that no longer
+    matches raises MigrationChanged. Rows from before checksums were recorded get the file's
+    checksum on the first run that sees them. A recorded migration without a file (the code
+    rolled back to an older release) is left alone.
     """
     files = sorted(
         (entry for entry in resources.files(package).iterdir() if entry.name.endswith(".sql")),
         key=lambda entry: entry.name,
     )
+    folder = package.replace(".", "/")
+    checksums = {entry.name: migration_checksum(entry.read_bytes()) for entry in files}
     lock_key = f"migrations:{schema}"
     applied: list[str] = []
     async with connection(pool) as conn:
@@ -224,13 +249,44 @@ async def apply_migrations(pool: asyncpg.Pool, schema: str, package: str) -> lis
                 f"""
                 CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
                     version text PRIMARY KEY,
-                    applied_at timestamptz NOT NULL DEFAULT now()
+                    applied_at timestamptz NOT NULL DEFAULT now(),
+                    checksum text
                 )"""
             )
+            # Tables from before checksums: ALTER only then (it locks the table exclusively).
+            if not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_attribute"
+                " WHERE attrelid = $1::regclass AND attname = 'checksum' AND NOT attisdropped)",
+                f"{schema}.schema_migrations",
+            ):
+                await conn.execute(
+                    f"ALTER TABLE {schema}.schema_migrations ADD COLUMN checksum text"
+                )
             done = {
-                row["version"]
-                for row in await conn.fetch(f"SELECT version FROM {schema}.schema_migrations")
+                row["version"]: row["checksum"]
+                for row in await conn.fetch(
+                    f"SELECT version, checksum FROM {schema}.schema_migrations"
+                )
             }
+            changed = []
+            for entry in files:
+                version = entry.name.removesuffix(".sql")
+                if version not in done:
+                    continue
+                if done[version] is None:
+                    await conn.execute(
+                        f"UPDATE {schema}.schema_migrations SET checksum = $2 WHERE version = $1",
+                        version,
+                        checksums[entry.name],
+                    )
+                    log.info(
+                        "migration checksum recorded",
+                        extra={"schema": schema, "version": version},
+                    )
+                elif done[version] != checksums[entry.name]:
+                    changed.append(f"{folder}/{entry.name}")
+            if changed:
+                raise MigrationChanged(schema, changed)
         for entry in files:
             version = entry.name.removesuffix(".sql")
             if version in done:
@@ -238,14 +294,19 @@ async def apply_migrations(pool: asyncpg.Pool, schema: str, package: str) -> lis
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
                 # Another replica may have applied it while this one waited for the lock.
-                if await conn.fetchval(
-                    f"SELECT EXISTS (SELECT 1 FROM {schema}.schema_migrations WHERE version = $1)",
+                recorded = await conn.fetchrow(
+                    f"SELECT checksum FROM {schema}.schema_migrations WHERE version = $1",
                     version,
-                ):
+                )
+                if recorded is not None:
+                    if recorded["checksum"] != checksums[entry.name]:
+                        raise MigrationChanged(schema, [f"{folder}/{entry.name}"])
                     continue
                 await conn.execute(entry.read_text(encoding="utf-8"))
                 await conn.execute(
-                    f"INSERT INTO {schema}.schema_migrations (version) VALUES ($1)", version
+                    f"INSERT INTO {schema}.schema_migrations (version, checksum) VALUES ($1, $2)",
+                    version,
+                    checksums[entry.name],
                 )
             applied.append(version)
             log.info("migration applied", extra={"schema": schema, "version": version})

@@ -1,21 +1,30 @@
 """`python -m shared.healthcheck HOST:PORT`: exit 0 if the server reports SERVING (for
-container health checks, where no grpcurl is installed)."""
+container health checks, where no grpcurl is installed). Speaks TLS when the service does
+(see `HealthCheckTls`), plaintext otherwise."""
 
 import sys
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from shared.config import ConfigError
+from shared.tls import HealthCheckTls
+
 
 def main() -> int:
     address = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:50051"
-    with grpc.insecure_channel(address) as channel:
+    try:
+        tls = HealthCheckTls.from_env()
+    except ConfigError as exc:
+        print(f"{address}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    with tls.channel(address) if tls else grpc.insecure_channel(address) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=3
             )
         except grpc.RpcError as exc:
-            print(f"{address}: {exc.code().name}", file=sys.stderr)
+            print(f"{address}: {exc.code().name} {exc.details()}", file=sys.stderr)
             return 1
     serving = response.status == health_pb2.HealthCheckResponse.SERVING
     print(f"{address}: {health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)}")

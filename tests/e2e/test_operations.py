@@ -3,7 +3,6 @@ database, and TLS."""
 
 import asyncio
 import re
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +17,7 @@ from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from shared.grpc_server import LIVENESS_SERVICE
 from tests.databases import DatabaseFactory
+from tests.e2e.certificates import self_signed_certificate
 from tests.e2e.conftest import local_only
 from tests.e2e.proxy import DatabaseProxy
 from tests.e2e.stack import LocalStack
@@ -164,38 +164,11 @@ async def test_during_a_database_outage_services_stay_up_not_serving_and_recover
         await proxy.cut()
 
 
-def _self_signed_certificate(folder: Path) -> tuple[Path, Path]:
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
 @local_only
 async def test_both_servers_and_the_internal_channel_can_use_tls(
     databases: DatabaseFactory, tmp_path: Path
 ) -> None:
-    cert, key = _self_signed_certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path, "localhost", "127.0.0.1")
     credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
     stack = await LocalStack.start(
         await databases.create(migrated=False),

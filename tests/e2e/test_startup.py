@@ -1,5 +1,6 @@
 """A service that cannot do its job refuses to start: the real process exits non-zero with one
-line naming what is missing, before it touches the database or binds a port."""
+line naming what is missing (a credential: before it touches the database or binds a port) or
+what is wrong (a migration changed since it was applied)."""
 
 from pathlib import Path
 
@@ -86,3 +87,61 @@ async def test_a_service_without_a_credential_it_needs_exits_naming_it(
     finally:
         await conn.close()
     assert schemas == 0
+
+
+@local_only
+async def test_the_pool_refuses_to_start_when_an_applied_migration_changed_naming_the_file(
+    e2e_database_url: str, tmp_path: Path
+) -> None:
+    env = service_env(e2e_database_url)
+    first = ServiceProcess("wallet_pool_service", env, tmp_path / "first.log")
+    await first.start()
+    assert await first.stop() == 0
+    conn = await asyncpg.connect(e2e_database_url)
+    try:
+        files = await conn.fetch(
+            "SELECT version, checksum FROM wallet_pool.schema_migrations ORDER BY version"
+        )
+        # As if the file had been edited after it was applied.
+        await conn.execute(
+            "UPDATE wallet_pool.schema_migrations SET checksum = $1 WHERE version = $2",
+            "0" * 64,
+            files[2]["version"],
+        )
+    finally:
+        await conn.close()
+    assert [row["checksum"] is not None for row in files] == [True] * len(files)
+
+    code, output = await refused_start("wallet_pool_service", env, tmp_path / "second.log")
+
+    assert code == 3, output
+    [line] = output.splitlines()
+    assert line.startswith(
+        f"wallet_pool_service: cannot start: migration "
+        f"wallet_pool_service/migrations/{files[2]['version']}.sql changed since it was applied"
+    )
+
+
+@local_only
+async def test_a_database_migrated_before_checksums_starts_and_gets_them_recorded(
+    e2e_database_url: str, tmp_path: Path
+) -> None:
+    env = service_env(e2e_database_url)
+    first = ServiceProcess("order_service", env, tmp_path / "first.log")
+    await first.start()
+    assert await first.stop() == 0
+    conn = await asyncpg.connect(e2e_database_url)
+    try:
+        query = "SELECT version, checksum FROM orders.schema_migrations"
+        expected = {row["version"]: row["checksum"] for row in await conn.fetch(query)}
+        # The bookkeeping table as the runner kept it before checksums.
+        await conn.execute("ALTER TABLE orders.schema_migrations DROP COLUMN checksum")
+
+        again = ServiceProcess("order_service", env, tmp_path / "again.log")
+        await again.start()
+        assert await again.stop() == 0
+        assert "migration checksum recorded" in again.logs()
+        recorded = {row["version"]: row["checksum"] for row in await conn.fetch(query)}
+    finally:
+        await conn.close()
+    assert recorded == expected and None not in expected.values()

@@ -40,25 +40,24 @@ from wallet_pool_service.config import PoolSettings
     [
         (b"", "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"),
         (b"abc", "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45"),
+        # The topic of ERC-20's Transfer event, as every Ethereum log carries it.
+        (
+            b"Transfer(address,address,uint256)",
+            "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef",
+        ),
     ],
-    ids=["empty", "abc"],
+    ids=["empty", "abc", "erc20 transfer topic"],
 )
 def test_keccak256_gives_the_known_answers(message: bytes, digest: str) -> None:
     assert keccak256(message).hex() == digest
 
 
+def test_keccak256_gives_erc20_transfers_function_selector() -> None:
+    assert keccak256(b"transfer(address,uint256)")[:4].hex() == "a9059cbb"
+
+
 def test_keccak256_is_not_sha3_256() -> None:
     assert keccak256(b"") != hashlib.sha3_256(b"").digest()
-
-
-@pytest.mark.parametrize("length", [0, 1, 135, 136, 137, 272, 1000])
-def test_the_sponge_with_sha3_padding_matches_hashlib_sha3_256(length: int) -> None:
-    # Same permutation and rate as SHA3-256, only the padding differs: this checks the
-    # permutation and multi-block absorbing against the standard library.
-    message = bytes(range(256)) * 4
-    assert (
-        addresses._sponge256(message[:length], 0x06) == hashlib.sha3_256(message[:length]).digest()
-    )
 
 
 # --- EIP-55 -------------------------------------------------------------------------------------
