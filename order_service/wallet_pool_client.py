@@ -3,7 +3,7 @@
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as pb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
+from shared.grpc_client import client_metrics_interceptors
 from shared.grpc_server import current_deadline
 from shared.logs import current_request_id
 from shared.tls import ClientTls
@@ -106,14 +107,22 @@ class GrpcWalletPoolGateway:
         timeout_seconds: float,
         token: str | None,
         tls: ClientTls | None = None,
+        interceptors: Sequence[Any] = (),
     ) -> "GrpcWalletPoolGateway":
+        """`interceptors` run first (tracing's); the channel's calls are measured (grpc_client_*
+        metrics) in any case."""
+        chain = [*interceptors, *client_metrics_interceptors()]
         if tls is None:
-            channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            channel = grpc.aio.insecure_channel(
+                target, options=_CHANNEL_OPTIONS, interceptors=chain
+            )
         else:
             options = list(_CHANNEL_OPTIONS)
             if tls.server_name:
                 options.append(("grpc.ssl_target_name_override", tls.server_name))
-            channel = grpc.aio.secure_channel(target, tls.credentials(), options=options)
+            channel = grpc.aio.secure_channel(
+                target, tls.credentials(), options=options, interceptors=chain
+            )
         return cls(channel, timeout_seconds, token)
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
