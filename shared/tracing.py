@@ -21,6 +21,7 @@ from shared.config import ConfigError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import Sampler
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,41 @@ def tracing_settings(environ: Mapping[str, str] = os.environ) -> TracingSettings
     return TracingSettings(exporters, switched_on_by)
 
 
+def _sql_in_calls_only(configured: Sampler) -> Sampler:
+    """OTEL_TRACES_SAMPLER's sampler (parent-based, always on, by default), except that a SQL
+    statement outside any traced call is not a trace of its own: the background loops and
+    health checks query every second or so, and would bury the calls' traces."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+
+    class SqlInCallsOnly(Sampler):
+        def should_sample(
+            self,
+            parent_context: Any,
+            trace_id: int,
+            name: str,
+            kind: Any = None,
+            attributes: Any = None,
+            links: Any = None,
+            trace_state: Any = None,
+        ) -> SamplingResult:
+            parent = trace.get_current_span(parent_context).get_span_context()
+            if not parent.is_valid and kind is trace.SpanKind.CLIENT and _is_sql(attributes):
+                return SamplingResult(Decision.DROP)
+            return configured.should_sample(
+                parent_context, trace_id, name, kind, attributes, links, trace_state
+            )
+
+        def get_description(self) -> str:
+            return f"SqlInCallsOnly{{{configured.get_description()}}}"
+
+    return SqlInCallsOnly()
+
+
+def _is_sql(attributes: Any) -> bool:
+    return bool(attributes) and ("db.system" in attributes or "db.system.name" in attributes)
+
+
 class _TraceIds(logging.Filter):
     """Adds the current span's trace and span ids to each record (the JSON formatter writes
     every extra attribute), so that a log line leads to its trace."""
@@ -139,8 +175,9 @@ class Tracing:
         resource = Resource.create()
         if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
             resource = resource.merge(Resource({SERVICE_NAME: service}))
-        # The sampler is OTEL_TRACES_SAMPLER's (parent-based, always on, by default).
         provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        # Before any tracer is made: tracers take the provider's sampler when they are.
+        provider.sampler = _sql_in_calls_only(provider.sampler)
         for name in settings.exporters:
             exporter: SpanExporter = OTLPSpanExporter() if name == "otlp" else ConsoleSpanExporter()
             provider.add_span_processor(BatchSpanProcessor(exporter))

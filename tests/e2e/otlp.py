@@ -32,11 +32,11 @@ def _value(value: Any) -> Any:
     return getattr(value, value.WhichOneof("value")) if value.WhichOneof("value") else None
 
 
-class OtlpReceiver(otlp_grpc.TraceServiceServicer):  # type: ignore[misc]
+class OtlpReceiver(otlp_grpc.TraceServiceServicer):
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
         self._server = grpc.aio.server()
-        otlp_grpc.add_TraceServiceServicer_to_server(self, self._server)
+        otlp_grpc.add_TraceServiceServicer_to_server(self, self._server)  # type: ignore[no-untyped-call]
         self.port = 0
 
     async def start(self) -> str:
@@ -48,7 +48,7 @@ class OtlpReceiver(otlp_grpc.TraceServiceServicer):  # type: ignore[misc]
     async def stop(self) -> None:
         await self._server.stop(1)
 
-    async def Export(  # noqa: N802  # the generated servicer's name
+    async def Export(  # the generated servicer's name: the collector's contract
         self, request: otlp.ExportTraceServiceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> otlp.ExportTraceServiceResponse:
         for resource_spans in request.resource_spans:

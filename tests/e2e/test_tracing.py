@@ -86,6 +86,9 @@ async def test_one_create_order_is_one_trace_across_both_services_and_their_sql(
         assert any("INSERT INTO orders.orders" in statement(s) for s in order_sql)
         # No other trace holds a piece of this call.
         assert all(s.trace_id == root.trace_id for s in spans if s.name == ALLOCATE_WALLET)
+        # The background loops' and health checks' SQL (every 0.2 to 0.5 s here) is no trace
+        # of its own.
+        assert all(s.parent_span_id for s in spans if s.is_sql)
 
         # The log lines of the call, in both services, lead to the trace and its spans.
         [order_rpc] = [
