@@ -73,15 +73,19 @@ def tracing_settings(environ: Mapping[str, str] = os.environ) -> TracingSettings
         raise ConfigError(
             f"OTEL_TRACES_EXPORTER must be {', '.join(EXPORTERS)} or none, got {names!r}"
         )
-    protocol = (
-        environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "").strip()
-        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip()
-        or "grpc"
+    protocol_variable = next(
+        (
+            name
+            for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+            if environ.get(name, "").strip()
+        ),
+        None,
     )
+    protocol = environ[protocol_variable].strip() if protocol_variable else "grpc"
     if "otlp" in exporters and protocol != "grpc":
         raise ConfigError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL must be grpc (the only OTLP protocol the otel extra "
-            f"brings), got {protocol!r}"
+            f"{protocol_variable} must be grpc (the only OTLP protocol the otel extra brings), "
+            f"got {protocol!r}"
         )
     missing = []
     for module in EXTRA_MODULES:
