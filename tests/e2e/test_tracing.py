@@ -109,6 +109,26 @@ async def test_one_create_order_is_one_trace_across_both_services_and_their_sql(
 
 
 @local_only
+async def test_the_spans_still_batched_are_sent_when_a_service_stops(
+    e2e_database_url: str, tmp_path: Path
+) -> None:
+    receiver = OtlpReceiver()
+    endpoint = await receiver.start()
+    # Batches would wait a minute: only the stop sends them.
+    env = {**tracing_env(endpoint), "OTEL_BSP_SCHEDULE_DELAY": "60000"}
+    stack = await LocalStack.start(e2e_database_url, tmp_path, extra_env=env)
+    try:
+        await add_wallets(stack, "ETH", [eth_address()])
+        await create(stack)
+        assert create_order_traces(receiver.spans) == []
+        assert await stack.order_process.stop() == 0
+        assert len(create_order_traces(receiver.spans)) == 1
+    finally:
+        await stack.close()
+        await receiver.stop()
+
+
+@local_only
 async def test_without_otel_variables_nothing_is_traced(
     e2e_database_url: str, tmp_path: Path
 ) -> None:
