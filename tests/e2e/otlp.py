@@ -33,8 +33,11 @@ def _value(value: Any) -> Any:
 
 
 class OtlpReceiver(otlp_grpc.TraceServiceServicer):
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = True) -> None:
+        """`keep`: keep each span (else only count them, for a long run)."""
         self.spans: list[ReceivedSpan] = []
+        self.received = 0
+        self._keep = keep
         self._server = grpc.aio.server()
         otlp_grpc.add_TraceServiceServicer_to_server(self, self._server)  # type: ignore[no-untyped-call]
         self.port = 0
@@ -52,6 +55,9 @@ class OtlpReceiver(otlp_grpc.TraceServiceServicer):
         self, request: otlp.ExportTraceServiceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> otlp.ExportTraceServiceResponse:
         for resource_spans in request.resource_spans:
+            self.received += sum(len(scope.spans) for scope in resource_spans.scope_spans)
+            if not self._keep:
+                continue
             resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
