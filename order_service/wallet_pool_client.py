@@ -157,8 +157,8 @@ class GrpcWalletPoolGateway:
             if left <= 0:
                 raise WalletPoolError("DEADLINE_EXCEEDED", "no time left to call the wallet pool")
             method = getattr(self._stub, method_name)
-            measured = ClientCall("unary", _SERVICE, method_name)
             call = method(request, timeout=left, metadata=self._metadata())
+            measured = ClientCall("unary", _SERVICE, method_name)
             self._calls.add(call)
             code = grpc.StatusCode.UNKNOWN
             try:
