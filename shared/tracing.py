@@ -139,13 +139,14 @@ def _is_sql(attributes: Any) -> bool:
 
 class _TraceIds(logging.Filter):
     """Adds the current span's trace and span ids to each record (the JSON formatter writes
-    every extra attribute), so that a log line leads to its trace."""
+    every extra attribute), so that a log line leads to its trace: only for a trace that is
+    sampled, since the ids of one that is not lead nowhere."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from opentelemetry import trace
 
         context = trace.get_current_span().get_span_context()
-        if context.is_valid:
+        if context.is_valid and context.trace_flags.sampled:
             record.trace_id = trace.format_trace_id(context.trace_id)
             record.span_id = trace.format_span_id(context.span_id)
         return True

@@ -145,6 +145,26 @@ async def test_without_otel_variables_nothing_is_traced(
 
 
 @local_only
+async def test_calls_the_sampler_leaves_out_leave_no_spans_and_no_trace_ids(
+    e2e_database_url: str, tmp_path: Path
+) -> None:
+    receiver = OtlpReceiver()
+    endpoint = await receiver.start()
+    env = {**tracing_env(endpoint), "OTEL_TRACES_SAMPLER": "always_off"}
+    stack = await LocalStack.start(e2e_database_url, tmp_path, extra_env=env)
+    try:
+        await add_wallets(stack, "ETH", [eth_address()])
+        await create(stack)
+    finally:
+        await stack.close()
+        await receiver.stop()
+    assert receiver.spans == []
+    for logs in (stack.order_process.logs(), stack.pool_process.logs()):
+        assert log_entries(logs, "tracing") and log_entries(logs, "rpc")
+        assert "trace_id" not in logs
+
+
+@local_only
 async def test_tracing_asked_for_without_the_otel_extra_refuses_to_start(
     e2e_database_url: str, tmp_path: Path
 ) -> None:
