@@ -11,7 +11,8 @@ RUN python -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. \
 COPY shared shared
 COPY order_service order_service
 COPY wallet_pool_service wallet_pool_service
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# The otel extra: tracing can be turned on by OTEL_* variables alone (README).
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[otel]"
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --no-create-home app

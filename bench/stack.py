@@ -120,7 +120,9 @@ async def _drop_leftovers(server_url: str) -> None:
         await conn.close()
 
 
-async def start_services(database_url: str, log_dir: Path) -> LocalStack:
+async def start_services(
+    database_url: str, log_dir: Path, extra_env: dict[str, str] | None = None
+) -> LocalStack:
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
     return await LocalStack.start(
         database_url,
@@ -130,6 +132,7 @@ async def start_services(database_url: str, log_dir: Path) -> LocalStack:
             **service_settings(),
             "ORDER_DATABASE_URL": with_application_name(database_url, ORDER_APP),
             "WALLET_POOL_DATABASE_URL": with_application_name(database_url, POOL_APP),
+            **(extra_env or {}),
         },
     )
 

@@ -15,11 +15,10 @@ from typing import Any
 
 import grpc
 
-from bench.harness import Run, errors_of, join_notes, load, summary
+from bench.harness import Run, errors_of, join_notes, lifecycle_latency, load, summary, together
 from bench.loadgen import LIFECYCLE, Client, LoadJob, LoadResult, Target, receive
 from bench.report import Row
 from bench.stack import add_wallets, pids_of, start_services, target_of
-from bench.stats import Latency
 from bench.system import memory_mb
 from exchange.order.v1 import order_service_pb2 as order_pb
 from exchange.order.v1 import order_service_pb2_grpc as order_grpc
@@ -209,13 +208,13 @@ async def watchers(run: Run) -> None:
                 note=f"+{grown:.1f} MB" + (f"; {streams_note}" if streams_note else ""),
             )
         )
-    without, with_streams = _together(alone), _together(watched)
+    without, with_streams = together(alone), together(watched)
     ratio = with_streams.throughput / without.throughput if without.throughput else 0.0
     pair_ratios = [
         w.throughput / a.throughput if a.throughput else 0.0
         for a, w in zip(alone, watched, strict=True)
     ]
-    life, alone_life = _lifecycle(with_streams), _lifecycle(without)
+    life, alone_life = lifecycle_latency(with_streams), lifecycle_latency(without)
     run.add(
         Row(
             scenario=f"{WATCHERS}: lifecycle with {count:,} WatchOrder streams open",
@@ -265,30 +264,6 @@ async def watchers(run: Run) -> None:
         "cpu_cores": {"without": cpu["without"][0], "with": cpu["with"][0]},
         "cpu_cores_windows": cpu,
     }
-
-
-def _together(results: list[LoadResult]) -> LoadResult:
-    """Windows of one job as one: their operations over their summed seconds."""
-    latencies: dict[str, list[float]] = {}
-    errors: dict[str, int] = {}
-    for result in results:
-        for name, values in result.latencies.items():
-            latencies.setdefault(name, []).extend(values)
-        for code, n in result.errors.items():
-            errors[code] = errors.get(code, 0) + n
-    return LoadResult(
-        job=results[0].job,
-        completed=sum(r.completed for r in results),
-        total=sum(r.total for r in results),
-        seconds=sum(r.seconds for r in results),
-        latencies=latencies,
-        errors=errors,
-        processes=results[0].processes,
-    )
-
-
-def _lifecycle(result: LoadResult) -> Latency:
-    return Latency.of(result.latencies.get(LIFECYCLE, []))
 
 
 def _streams_note(count: int, *answers: dict[str, Any]) -> str:

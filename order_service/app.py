@@ -19,6 +19,7 @@ from shared.grpc_server import GrpcServer
 from shared.listen import Listener
 from shared.loops import PeriodicTask
 from shared.metrics import serve_metrics
+from shared.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,14 @@ _ANSWER_AFTER_CUT_OFF_SECONDS = 1.0
 
 
 async def serve(settings: OrderSettings) -> None:
+    tracing = Tracing.start(settings.tracing, "order_service")
+    try:
+        await _serve(settings, tracing)
+    finally:
+        await tracing.shutdown()
+
+
+async def _serve(settings: OrderSettings, tracing: Tracing) -> None:
     url, embedded = resolve_database(
         settings.database_url, settings.environment, settings.embedded_data_dir
     )
@@ -55,6 +64,7 @@ async def serve(settings: OrderSettings) -> None:
         settings.wallet_pool_timeout_seconds,
         settings.service_token,
         settings.wallet_pool_tls,
+        tracing.client_interceptors(),
     )
     loops: list[PeriodicTask] = []
     listener: asyncio.Task[None] | None = None
@@ -96,6 +106,7 @@ async def serve(settings: OrderSettings) -> None:
             drain_seconds=settings.shutdown_drain_seconds,
             tls=settings.tls,
             before_grace=stop_waiting,
+            interceptors=tracing.server_interceptors(),
         )
 
         if settings.metrics_addr:

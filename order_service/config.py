@@ -7,6 +7,7 @@ from shared.auth import OPERATOR, Principal, load_tokens, require_credentials
 from shared.embedded_db import DEFAULT_DATA_DIR
 from shared.networks import supported_networks
 from shared.tls import ClientTls, ServerTls
+from shared.tracing import TracingSettings, tracing_settings
 
 # Roles the service cannot do its job without, and why: start-up refuses without a credential
 # for each. Other roles (client) are optional.
@@ -54,6 +55,8 @@ class OrderSettings:
     event_retention_seconds: float
     event_sequencer_seconds: float
     max_watch_streams: int
+    # None: tracing off (the OTEL_* variables do not ask for it).
+    tracing: TracingSettings | None
 
     @classmethod
     def from_env(cls) -> "OrderSettings":
@@ -90,6 +93,7 @@ class OrderSettings:
             ),
             event_sequencer_seconds=config.env_float("EVENT_SEQUENCER_SECONDS", 1.0, minimum=0.05),
             max_watch_streams=config.env_int("MAX_WATCH_STREAMS", 10_000, minimum=1),
+            tracing=tracing_settings(),
         )
         require_credentials(
             settings.tokens,

@@ -3,7 +3,7 @@
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as pb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
+from shared.grpc_client import ClientCall
 from shared.grpc_server import current_deadline
 from shared.logs import current_request_id
 from shared.tls import ClientTls
@@ -106,14 +107,21 @@ class GrpcWalletPoolGateway:
         timeout_seconds: float,
         token: str | None,
         tls: ClientTls | None = None,
+        interceptors: Sequence[Any] = (),
     ) -> "GrpcWalletPoolGateway":
+        """`interceptors`: the channel's (tracing's)."""
+        chain = list(interceptors) or None
         if tls is None:
-            channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            channel = grpc.aio.insecure_channel(
+                target, options=_CHANNEL_OPTIONS, interceptors=chain
+            )
         else:
             options = list(_CHANNEL_OPTIONS)
             if tls.server_name:
                 options.append(("grpc.ssl_target_name_override", tls.server_name))
-            channel = grpc.aio.secure_channel(target, tls.credentials(), options=options)
+            channel = grpc.aio.secure_channel(
+                target, tls.credentials(), options=options, interceptors=chain
+            )
         return cls(channel, timeout_seconds, token)
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
@@ -133,7 +141,7 @@ class GrpcWalletPoolGateway:
             deadline = min(deadline, self._cut_off_at)
         return deadline
 
-    async def _call(self, method: Callable[..., Any], request: Message) -> Any:
+    async def _call(self, method_name: str, request: Message) -> Any:
         loop = asyncio.get_running_loop()
         deadline = self._deadline()
         try:
@@ -148,19 +156,27 @@ class GrpcWalletPoolGateway:
             left = min(deadline, self._cut_off_at or deadline) - loop.time()
             if left <= 0:
                 raise WalletPoolError("DEADLINE_EXCEEDED", "no time left to call the wallet pool")
+            method = getattr(self._stub, method_name)
             call = method(request, timeout=left, metadata=self._metadata())
+            measured = ClientCall("unary", _SERVICE, method_name)
             self._calls.add(call)
+            code = grpc.StatusCode.UNKNOWN
             try:
-                return await call
+                response = await call
+                code = grpc.StatusCode.OK
+                return response
             except grpc.aio.AioRpcError as exc:
-                raise WalletPoolError(exc.code().name, exc.details() or "") from None
+                code = exc.code()
+                raise WalletPoolError(code.name, exc.details() or "") from None
             except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
                 # cut_off cancelled the call, not this task: the call ends without an answer.
                 task = asyncio.current_task()
                 if call.cancelled() and task is not None and not task.cancelling():
                     raise WalletPoolError("CANCELLED", "cut off: the service is stopping") from None
                 raise
             finally:
+                measured.ended(code)
                 self._calls.discard(call)
         finally:
             self._slots.release()
@@ -179,28 +195,34 @@ class GrpcWalletPoolGateway:
 
     async def allocate(self, order_id: uuid.UUID, network: str) -> PoolAllocation:
         request = pb.AllocateWalletRequest(order_id=str(order_id), network=network)
-        response = await self._call(self._stub.AllocateWallet, request)
+        response = await self._call("AllocateWallet", request)
         if response.WhichOneof("result") == "address":
             return PoolAllocation(address=response.address, queue_position=None)
         return PoolAllocation(address=None, queue_position=response.queue_position or None)
 
     async def release(self, order_id: uuid.UUID, address: str) -> None:
         request = pb.ReleaseWalletRequest(order_id=str(order_id), address=address)
-        await self._call(self._stub.ReleaseWallet, request)
+        await self._call("ReleaseWallet", request)
 
     async def watch_hand_offs(self) -> AsyncIterator[tuple[uuid.UUID, str]]:
         """(order id, address) of each wallet the pool hands to a waiting order, until the
         stream ends (the pool stops, or the stream's deadline passes: watch again)."""
+        measured = ClientCall("server_stream", _SERVICE, "WatchHandOffs")
         call = self._stub.WatchHandOffs(
             pb.WatchHandOffsRequest(), timeout=_WATCH_SECONDS, metadata=self._metadata()
         )
+        # Left before its end (the caller stopped reading): CANCELLED.
+        code = grpc.StatusCode.CANCELLED
         try:
             async for hand_off in call:
                 yield uuid.UUID(hand_off.order_id), hand_off.address
+            code = grpc.StatusCode.OK
         except grpc.aio.AioRpcError as exc:
-            if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise WalletPoolError(exc.code().name, exc.details() or "") from None
+            code = exc.code()
+            if code is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise WalletPoolError(code.name, exc.details() or "") from None
         finally:
+            measured.ended(code)
             call.cancel()
 
     async def close(self) -> None:

@@ -28,7 +28,7 @@ from shared.auth import Authenticator, current_principal
 from shared.db import is_database_outage
 from shared.logs import current_request_id
 from shared.loops import PeriodicTask
-from shared.metrics import HEALTH_CHANGES, HEALTH_SERVING, RPC_HANDLED, RPC_SECONDS
+from shared.metrics import HEALTH_CHANGES, HEALTH_SERVING, RPC_HANDLED, RPC_SECONDS, RPC_STARTED
 from shared.tls import ServerTls
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # n
             unary = handler.unary_unary
 
             async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                async with self._guard(method, context):
+                async with self._guard(method, "unary", context):
                     return await unary(parse(request), context)  # type: ignore[arg-type]
 
             return grpc.unary_unary_rpc_method_handler(
@@ -184,7 +184,7 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # n
             async def guarded_stream(
                 request: Any, context: grpc.aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
-                async with self._guard(method, context):
+                async with self._guard(method, "server_stream", context):
                     async for response in stream(parse(request), context):  # type: ignore[arg-type]
                         yield response
 
@@ -198,10 +198,11 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # n
 
     @contextlib.asynccontextmanager
     async def _guard(
-        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+        self, method: str, grpc_type: str, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[None]:
         service_name, _, method_name = method.strip("/").rpartition("/")
         started = time.perf_counter()
+        RPC_STARTED.labels(grpc_type, service_name, method_name).inc()
         metadata = tuple(context.invocation_metadata() or ())
         request_token = current_request_id.set(_request_id(metadata))
         remaining = context.time_remaining()
@@ -228,8 +229,8 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # n
             await context.abort(code, message, _status_metadata(code, message, error_details(exc)))
         finally:
             elapsed = time.perf_counter() - started
-            RPC_HANDLED.labels(service_name, method_name, code.name).inc()
-            RPC_SECONDS.labels(service_name, method_name).observe(elapsed)
+            RPC_HANDLED.labels(grpc_type, service_name, method_name, code.name).inc()
+            RPC_SECONDS.labels(grpc_type, service_name, method_name).observe(elapsed)
             log.info(
                 "rpc",
                 extra={
@@ -262,8 +263,10 @@ class GrpcServer:
         drain_seconds: float = 0.0,
         tls: ServerTls | None = None,
         before_grace: Callable[[float], None] = lambda grace_seconds: None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),  # type: ignore[type-arg]
     ) -> None:
-        """`before_grace`: called as the grace period of a graceful stop begins, with its
+        """`interceptors` run before (around) the services' own one (tracing's).
+        `before_grace`: called as the grace period of a graceful stop begins, with its
         length: ends what would hold calls past it (long-lived streams, waits on other
         services)."""
         self._address = address
@@ -273,7 +276,7 @@ class GrpcServer:
         self._drain = drain_seconds
         self._tls = tls
         self.server = grpc.aio.server(
-            interceptors=[RpcInterceptor(authenticator)], options=_SERVER_OPTIONS
+            interceptors=[*interceptors, RpcInterceptor(authenticator)], options=_SERVER_OPTIONS
         )
         register(self.server)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]

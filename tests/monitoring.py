@@ -151,6 +151,16 @@ def exported(*texts: str) -> tuple[dict[str, set[str]], set[str]]:
     return samples, families
 
 
+def sample_value(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples `name` whose labels include `labels` (0 when there are none)."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
 def problems(queries: list[Query], samples: dict[str, set[str]]) -> list[str]:
     found: list[str] = []
     for query in queries:

@@ -10,6 +10,7 @@ from shared.config import run_service
 from shared.grpc_server import GrpcServer
 from shared.loops import PeriodicTask
 from shared.metrics import serve_metrics
+from shared.tracing import Tracing
 from wallet_pool_service.config import PoolSettings
 from wallet_pool_service.manager import WalletPoolManagerFactory
 from wallet_pool_service.metrics import PoolGauges
@@ -19,6 +20,14 @@ log = logging.getLogger(__name__)
 
 
 async def serve(settings: PoolSettings) -> None:
+    tracing = Tracing.start(settings.tracing, "wallet_pool_service")
+    try:
+        await _serve(settings, tracing)
+    finally:
+        await tracing.shutdown()
+
+
+async def _serve(settings: PoolSettings, tracing: Tracing) -> None:
     manager = await WalletPoolManagerFactory.create(settings)
     loops: list[PeriodicTask] = []
     listener: asyncio.Task[None] | None = None
@@ -33,6 +42,7 @@ async def serve(settings: PoolSettings) -> None:
             drain_seconds=settings.shutdown_drain_seconds,
             tls=settings.tls,
             before_grace=lambda _grace_seconds: manager.hand_offs.close(),
+            interceptors=tracing.server_interceptors(),
         )
         if settings.metrics_addr:
             serve_metrics(settings.metrics_addr)

@@ -7,6 +7,7 @@ from shared.auth import OPERATOR, SERVICE, Principal, load_tokens, require_crede
 from shared.embedded_db import DEFAULT_DATA_DIR
 from shared.networks import supported_networks
 from shared.tls import ServerTls
+from shared.tracing import TracingSettings, tracing_settings
 
 # Roles the service cannot do its job without, and why: start-up refuses without a credential
 # for each. Other roles (client) are optional.
@@ -38,6 +39,8 @@ class PoolSettings:
     embedded_data_dir: str
     shutdown_grace_seconds: float
     shutdown_drain_seconds: float
+    # None: tracing off (the OTEL_* variables do not ask for it).
+    tracing: TracingSettings | None
 
     @classmethod
     def from_env(cls) -> "PoolSettings":
@@ -62,6 +65,7 @@ class PoolSettings:
             embedded_data_dir=config.env_str("EMBEDDED_PG_DIR", DEFAULT_DATA_DIR),
             shutdown_grace_seconds=config.env_float("SHUTDOWN_GRACE_SECONDS", 10.0),
             shutdown_drain_seconds=config.env_float("SHUTDOWN_DRAIN_SECONDS", 1.0),
+            tracing=tracing_settings(),
         )
         require_credentials(settings.tokens, REQUIRED_ROLES)
         return settings

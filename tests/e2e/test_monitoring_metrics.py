@@ -13,6 +13,7 @@ import asyncio
 import time
 
 import grpc
+import pytest
 
 from exchange.order.v1 import order_service_pb2 as opb
 from tests.e2e.conftest import local_only
@@ -28,8 +29,10 @@ from tests.monitoring import (
     load_rules,
     parse,
     problems,
+    sample_value,
 )
 
+POOL = "exchange.wallet_pool.v1.WalletPoolService"
 # The services' own metric families (the Prometheus client adds process_* and python_*).
 OWN_PREFIXES = ("grpc_", "order_", "wallet_pool_")
 
@@ -93,3 +96,51 @@ async def test_alerts_and_dashboard_name_only_series_and_labels_the_services_exp
         if not any(name == family or name.startswith(f"{family}_") for name in shown)
     }
     assert missing == set()
+
+
+@local_only
+# No allocation sync meanwhile: the calls counted are the test's own.
+@pytest.mark.stack_env(ALLOCATION_SYNC_SECONDS="3600")
+async def test_the_order_service_counts_and_times_its_calls_to_the_pool_by_method_and_code(
+    stack: LocalStack,
+) -> None:
+    await add_wallets(stack, "ETH", [eth_address()])
+    order = await create(stack)
+    await finish(stack, order.id, opb.ORDER_STATUS_CANCELLED)
+    metrics = await scrape(stack.order_process.metrics_port)
+
+    def client(name: str, method: str, **labels: str) -> float:
+        return sample_value(
+            metrics, name, grpc_type="unary", grpc_service=POOL, grpc_method=method, **labels
+        )
+
+    for method in ("AllocateWallet", "ReleaseWallet"):
+        assert client("grpc_client_started_total", method) == 1
+        assert client("grpc_client_handled_total", method, grpc_code="OK") == 1
+        assert client("grpc_client_handling_seconds_count", method) == 1
+    # The hand-off stream is open on both ends: started, not yet handled.
+    hand_offs = {"grpc_type": "server_stream", "grpc_service": POOL, "grpc_method": "WatchHandOffs"}
+    assert sample_value(metrics, "grpc_client_started_total", **hand_offs) >= 1
+    pool = await scrape(stack.pool_process.metrics_port)
+    assert (
+        sample_value(pool, "grpc_server_started_total", **hand_offs)
+        - sample_value(pool, "grpc_server_handled_total", **hand_offs)
+        == 1
+    )
+    assert (
+        sample_value(
+            pool, "grpc_server_started_total", grpc_type="unary", grpc_method="AllocateWallet"
+        )
+        == 1
+    )
+
+    # With the pool gone, the calls fail, and say how.
+    await stack.pool_process.stop()
+    waiting = await create(stack)
+    assert not waiting.wallet_address
+    metrics = await scrape(stack.order_process.metrics_port)
+    assert client("grpc_client_handled_total", "AllocateWallet", grpc_code="UNAVAILABLE") == 1
+    assert client("grpc_client_handled_total", "AllocateWallet", grpc_code="OK") == 1
+    # One call (its transparent retries inside it), started and ended.
+    assert client("grpc_client_started_total", "AllocateWallet") == 2
+    assert client("grpc_client_handling_seconds_count", "AllocateWallet") == 2

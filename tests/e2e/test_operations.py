@@ -55,7 +55,7 @@ async def test_metrics_count_rpcs_by_code_and_show_the_pool_and_releases(
     orders = await scrape(stack.order_process.metrics_port)
     assert (
         'grpc_server_handled_total{grpc_code="OK",grpc_method="CreateOrder",'
-        'grpc_service="exchange.order.v1.OrderService"} 1.0' in orders
+        'grpc_service="exchange.order.v1.OrderService",grpc_type="unary"} 1.0' in orders
     )
     assert 'grpc_code="INVALID_ARGUMENT",grpc_method="GetOrder"' in orders
     assert 'grpc_server_handling_seconds_bucket{grpc_method="UpdateOrderStatus"' in orders
