@@ -4,8 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 GEN_STAMP := exchange/.generated
+# The contract as last released: `make lint` fails on any change that breaks its clients.
+RELEASED_CONTRACT := protos/released.binpb
 
-.PHONY: setup proto run test lint unit pgbouncer chaos bench clean compose-env compose-up compose-e2e compose-down
+.PHONY: setup proto contract-release run test lint unit pgbouncer chaos bench clean compose-env compose-up compose-e2e compose-down
 
 setup: $(GEN_STAMP) $(VENV)/bin/promtool
 
@@ -42,11 +44,16 @@ $(VENV)/bin/promtool: $(VENV)/.deps
 	cp .promtool/root/usr/bin/promtool $@
 	rm -rf .promtool
 
+# Cut a release of the contract: what clients now rely on becomes the baseline for `buf breaking`.
+contract-release: $(VENV)/.deps
+	$(VENV)/bin/buf build --exclude-source-info -o $(RELEASED_CONTRACT)
+
 run: setup
 	$(PY) -m scripts.run_local
 
 lint: setup
 	$(VENV)/bin/buf lint
+	$(VENV)/bin/buf breaking --against $(RELEASED_CONTRACT)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
