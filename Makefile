@@ -18,11 +18,13 @@ setup: $(GEN_STAMP) $(VENV)/bin/promtool
 
 # Every package comes from the lock, each file checked against its hashes (pip itself and the
 # build backend too, so nothing is fetched unchecked); then the project, editable, whose
-# dependencies the lock already holds.
+# dependencies the lock already holds. Packages the lock no longer holds go first: a replaced
+# one may share files with its successor (grpc-stubs and types-grpcio both own grpc-stubs/).
 $(VENV)/.deps: pyproject.toml $(LOCK) $(DEV_LOCK)
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || (echo "Python 3.11+ required" && exit 1)
 	$(PYTHON) -m scripts.lockfiles check
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m scripts.lockfiles strays $(DEV_LOCK) | xargs -r $(PY) -m pip uninstall -q -y
 	$(PY) -m pip install -q --require-hashes -r $(DEV_LOCK)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@

@@ -4,13 +4,16 @@
 requirements.lock (the services' packages, every extra but `dev`, and the build backend: what
 the image installs) and requirements-dev.lock (all of that plus the `dev` extra, constrained
 to the same pins). Both start with a fingerprint of the requirements they were made for;
-`check` (`make setup`) refuses lock files made for another pyproject.toml. Standard library
-only: `check` runs before the virtualenv exists.
+`check` (`make setup`) refuses lock files made for another pyproject.toml, and `strays LOCK`
+names the installed packages the lock does not hold, for `make setup` to remove. Standard
+library only: `check` runs before the virtualenv exists.
 """
 
 import hashlib
+import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -63,6 +66,23 @@ def problems(root: Path) -> list[str]:
     return found
 
 
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def strays(lock: Path) -> list[str]:
+    """Packages installed in this interpreter's environment that `lock` does not pin (nor
+    the project itself): what a dependency removed or replaced left behind."""
+    pinned = {
+        canonical(match[1]) for match in re.finditer(r"^([^\s#-][^=\s]*)==", lock.read_text(), re.M)
+    }
+    project = canonical(
+        tomllib.loads((lock.parent / "pyproject.toml").read_text())["project"]["name"]
+    )
+    installed = {canonical(dist.metadata["Name"]) for dist in importlib.metadata.distributions()}
+    return sorted(installed - pinned - {project})
+
+
 def keep_ours(text: str) -> str:
     """A lock file with merge conflicts resolved to our side: pip-compile then keeps the pins
     that still fit and resolves the rest from pyproject.toml."""
@@ -112,7 +132,10 @@ def main(argv: list[str]) -> int:
         for problem in found:
             print(f"{problem}: run `make lock` and commit the lock files", file=sys.stderr)
         return 1 if found else 0
-    print("usage: python -m scripts.lockfiles lock [PIP-COMPILE OPTIONS] | check", file=sys.stderr)
+    if len(argv) == 2 and argv[0] == "strays":
+        print("\n".join(strays(Path(argv[1]).resolve())))
+        return 0
+    print("usage: python -m scripts.lockfiles lock [PIP-COMPILE OPTIONS] | check | strays LOCK")
     return 2
 
 

@@ -104,6 +104,15 @@ def test_a_conflicted_lock_is_relocked_from_our_side() -> None:
     assert lockfiles.problems(ROOT) == []  # and the committed ones carry no markers
 
 
+def test_setup_removes_what_the_lock_no_longer_holds() -> None:
+    # This environment is the dev lock's: measured against the image's lock, the dev tools
+    # are the strays, the services' packages and the project itself are not.
+    assert lockfiles.strays(ROOT / lockfiles.DEV_LOCK) == []
+    strays = set(lockfiles.strays(ROOT / lockfiles.LOCK))
+    assert {"pytest", "mypy", "types-grpcio"} <= strays
+    assert strays.isdisjoint({"grpcio", "asyncpg", "setuptools", "exchange-office"})
+
+
 def test_the_sbom_lists_exactly_what_the_image_installs(tmp_path: Path) -> None:
     sbom, image = tmp_path / "sbom.cdx.json", tmp_path / "image-env"
     subprocess.run(
