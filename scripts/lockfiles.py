@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCK = "requirements.lock"
 DEV_LOCK = "requirements-dev.lock"
 DEV_EXTRAS = {"dev"}
+# Markers and wheels are resolved for the interpreter pip-compile runs on: the image's.
+LOCKED_PYTHON = (3, 11)
 FINGERPRINT = "# pyproject.toml requirements sha256: "
 CONFLICT_MARKERS = ("<<<<<<<", "|||||||", "=======", ">>>>>>>")
 PIP_COMPILE_OPTIONS = [
@@ -118,6 +120,9 @@ def pip_compile(root: Path, output: str, options: list[str]) -> None:
 
 def lock(root: Path, options: list[str]) -> None:
     """Both lock files from pyproject.toml; `options` go to pip-compile (e.g. --upgrade)."""
+    if sys.version_info[:2] != LOCKED_PYTHON:
+        major, minor = LOCKED_PYTHON
+        raise SystemExit(f"the lock files are resolved on Python {major}.{minor}, the image's")
     extras = [f"--extra={extra}" for extra in runtime_extras(root / "pyproject.toml")]
     pip_compile(root, LOCK, [*extras, *options])
     pip_compile(root, DEV_LOCK, ["--all-extras", f"--constraint={LOCK}", *options])
