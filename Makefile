@@ -4,17 +4,51 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
 GEN_STAMP := exchange/.generated
+# The contract as last released: `make lint` fails on any change that breaks its clients.
+RELEASED_CONTRACT := protos/released.binpb
+# Every package pinned with its hashes (make lock): the image's, and the image's plus dev tools.
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+SBOM ?= build/sbom.cdx.json
+IMAGE_ENV ?= build/image-env
 
-.PHONY: setup proto run test lint unit pgbouncer chaos bench clean compose-env compose-up compose-e2e compose-down
+.PHONY: setup lock sbom proto contract-release run test lint unit pgbouncer chaos bench clean compose-env compose-up compose-e2e compose-down
 
 setup: $(GEN_STAMP) $(VENV)/bin/promtool
 
-$(VENV)/.deps: pyproject.toml
+# Every package comes from the lock, each file checked against its hashes (pip itself and the
+# build backend too, so nothing is fetched unchecked); then the project, editable, whose
+# dependencies the lock already holds. Packages the lock no longer holds go first: a replaced
+# one may share files with its successor (grpc-stubs and types-grpcio both own grpc-stubs/).
+$(VENV)/.deps: pyproject.toml $(LOCK) $(DEV_LOCK)
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || (echo "Python 3.11+ required" && exit 1)
+	$(PYTHON) -m scripts.lockfiles check
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m scripts.lockfiles strays $(DEV_LOCK) | xargs -r $(PY) -m pip uninstall -q -y
+	$(PY) -m pip install -q --require-hashes -r $(DEV_LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# Re-resolve pyproject.toml into both lock files: after changing a dependency, or after a merge
+# (a conflicted lock is taken as ours and re-resolved). Pins that still fit are kept;
+# LOCK_ARGS go to pip-compile, e.g. LOCK_ARGS=--upgrade or LOCK_ARGS="-P protobuf".
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c 'import piptools' 2>/dev/null || \
+		$(PY) -m pip install -q "$$(grep -o 'pip-tools==[^"]*' pyproject.toml)"
+	$(PY) -m scripts.lockfiles lock $(LOCK_ARGS)
+
+# The software bill of materials of what the image installs (CycloneDX JSON, a build artifact):
+# taken from an environment installed as the Dockerfile installs the image, the locked packages
+# checked against their hashes, then the project without dependencies.
+sbom: $(GEN_STAMP)
+	rm -rf $(IMAGE_ENV)
+	$(PY) -m venv --without-pip $(IMAGE_ENV)
+	$(PY) -m pip --python $(IMAGE_ENV)/bin/python install -q --require-hashes -r $(LOCK)
+	$(PY) -m pip --python $(IMAGE_ENV)/bin/python install -q --no-deps --no-build-isolation .
+	mkdir -p $(dir $(SBOM))
+	$(VENV)/bin/cyclonedx-py environment --pyproject pyproject.toml --output-reproducible \
+		--output-file $(SBOM) $(IMAGE_ENV)/bin/python
 
 # Generated code is a package of its own (`exchange`), produced from protos/ and never edited.
 # The project is reinstalled afterwards so the editable install maps the new package.
@@ -28,7 +62,7 @@ $(GEN_STAMP): $(PROTOS) $(VENV)/.deps
 		--mypy_out=. --mypy_grpc_out=. $(PROTOS)
 	find exchange -type d -exec touch {}/__init__.py \;
 	touch exchange/py.typed
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 proto: $(GEN_STAMP)
@@ -42,6 +76,10 @@ $(VENV)/bin/promtool: $(VENV)/.deps
 	cp .promtool/root/usr/bin/promtool $@
 	rm -rf .promtool
 
+# Cut a release of the contract: what clients now rely on becomes the baseline for `buf breaking`.
+contract-release: $(VENV)/.deps
+	$(VENV)/bin/buf build --exclude-source-info -o $(RELEASED_CONTRACT)
+
 run: setup
 	$(PY) -m scripts.run_local
 
@@ -52,6 +90,7 @@ MIGRATIONS = order_service/migrations/*.sql wallet_pool_service/migrations/*.sql
 lint: setup
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/squawk --config .squawk.toml --no-error-on-unmatched-pattern $(MIGRATIONS)
+	$(VENV)/bin/buf breaking --against $(RELEASED_CONTRACT)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -59,7 +98,7 @@ lint: setup
 unit: setup
 	$(PY) -m pytest tests/unit -q
 
-test: lint pgbouncer
+test: lint sbom pgbouncer
 	$(PY) -m pytest -q
 
 # PgBouncer from Debian's package, for the tests that run both services behind it; installed

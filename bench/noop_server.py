@@ -78,7 +78,7 @@ def _relays(
 
 def noop_handler(
     service: ServiceDescriptor, relays: dict[str, Callable[..., Any]] | None = None
-) -> grpc.GenericRpcHandler[Any, Any]:
+) -> grpc.GenericRpcHandler:
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
         request = message_factory.GetMessageClass(method.input_type)

@@ -133,7 +133,7 @@ def _request_id(metadata: Sequence[tuple[str, str | bytes]]) -> str:
     return uuid.uuid4().hex
 
 
-class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # not generic at run time
+class RpcInterceptor(grpc.aio.ServerInterceptor):
     """Guards each call of the services' own methods (unary, and server streams written as
     async generators): authorizes it, then parses its request (bytes that are not the request
     message are INVALID_ARGUMENT), translates its errors once, logs and measures it."""
@@ -144,10 +144,10 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # n
     async def intercept_service(
         self,
         continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
         ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -167,7 +167,8 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # n
                     "request", f"is not a valid {message_name} message"
                 ) from None
 
-        # The handlers below receive the request's bytes and parse them themselves.
+        # The handlers below receive the request's bytes and parse them themselves. (The stubs
+        # know handlers of the sync server only, whose context is not grpc.aio's: the ignores.)
         if handler.unary_unary is not None:
             unary = handler.unary_unary
 
@@ -279,7 +280,7 @@ class GrpcServer:
             interceptors=[*interceptors, RpcInterceptor(authenticator)], options=_SERVER_OPTIONS
         )
         register(self.server)
-        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server

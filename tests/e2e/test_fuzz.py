@@ -637,7 +637,9 @@ class Answer:
 
 async def send(stack: LocalStack, rpc: Rpc, body: bytes, metadata: Any) -> Answer:
     channel = stack.order_channel if rpc.service == "orders" else stack.pool_channel
-    call = channel.unary_unary(rpc.full_name, request_serializer=None, response_deserializer=None)
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+        rpc.full_name, request_serializer=None, response_deserializer=None
+    )
     try:
         await call(body, metadata=metadata, timeout=CALL_TIMEOUT)
     except grpc.aio.AioRpcError as error:

@@ -493,9 +493,10 @@ async def test_only_the_service_role_may_watch_hand_offs_and_garbage_is_refused(
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await call.read()
         assert raised.value.code() == code
-    garbage = stack.pool_channel.unary_stream(
+    raw: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = stack.pool_channel.unary_stream(
         "/exchange.wallet_pool.v1.WalletPoolService/WatchHandOffs", None, None
-    )(b"\xff\xff\xff", metadata=stack.service, timeout=5)
+    )
+    garbage = raw(b"\xff\xff\xff", metadata=stack.service, timeout=5)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await garbage.read()
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
