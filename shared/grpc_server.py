@@ -216,7 +216,8 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
             try:
                 yield
             finally:
-                current_principal.reset(principal_token)
+                with contextlib.suppress(ValueError):
+                    current_principal.reset(principal_token)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
@@ -240,8 +241,12 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
                     "duration_ms": round(elapsed * 1000, 2),
                 },
             )
-            current_request_id.reset(request_token)
-            current_deadline.reset(deadline_token)
+            # A stream's generator may be closed from another context (the server stopping
+            # finalises it), where reset raises; each call's task has a context of its own,
+            # so leaving the values there harms nothing.
+            with contextlib.suppress(ValueError):
+                current_request_id.reset(request_token)
+                current_deadline.reset(deadline_token)
 
 
 def _message_name(deserializer: Callable[[bytes], Any] | None) -> str:
@@ -264,7 +269,7 @@ class GrpcServer:
         drain_seconds: float = 0.0,
         tls: ServerTls | None = None,
         before_grace: Callable[[float], None] = lambda grace_seconds: None,
-        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),  # type: ignore[type-arg]
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         """`interceptors` run before (around) the services' own one (tracing's).
         `before_grace`: called as the grace period of a graceful stop begins, with its

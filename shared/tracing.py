@@ -199,7 +199,7 @@ class Tracing:
         )
         return tracing
 
-    def server_interceptors(self) -> Sequence[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
+    def server_interceptors(self) -> Sequence[grpc.aio.ServerInterceptor]:
         """To come first: the span then covers the whole call, its logs and status."""
         if self._provider is None:
             return []
