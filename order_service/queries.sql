@@ -157,7 +157,7 @@ SELECT last_sequence, deleted_through FROM orders.event_log
 -- sequence_events --
 -- Numbers up to $1 committed events that have no sequence yet, and announces them and the
 -- orders $2 (see the function).
-SELECT orders.sequence_events($1, $2::uuid[])
+SELECT orders.sequence_events($1, $2::text[])
 
 -- expire_events --
 -- Deletes up to $2 events older than $1 seconds from the head of the log.

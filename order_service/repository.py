@@ -260,7 +260,9 @@ class PostgresOrderRepository:
         return row["last_sequence"], row["deleted_through"]
 
     async def sequence_events(self, batch: int, announce: Collection[uuid.UUID]) -> int:
-        numbered: int = await self._conn.fetchval(self._q["sequence_events"], batch, list(announce))
+        # As text: the ids are only passed on in the notification.
+        announced = [str(order_id) for order_id in announce]
+        numbered: int = await self._conn.fetchval(self._q["sequence_events"], batch, announced)
         return numbered
 
     async def expire_events(self, retention_seconds: float, batch: int) -> int:

@@ -61,12 +61,12 @@ DROP FUNCTION orders.sequence_events(integer);
 -- p_announce), or '<last sequence> *' (every order) when that would not fit a notification.
 -- Returns how many it numbered. Runs one at a time: the row lock of event_log is taken
 -- first, so its statements see every run that committed before.
-CREATE FUNCTION orders.sequence_events(p_batch integer, p_announce uuid[]) RETURNS integer
+CREATE FUNCTION orders.sequence_events(p_batch integer, p_announce text[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     last bigint;
     numbered integer;
-    changed uuid[];
+    changed text[];
     payload text;
 BEGIN
     SELECT last_sequence INTO last FROM orders.event_log FOR UPDATE;
@@ -79,7 +79,7 @@ BEGIN
         FROM pending WHERE e.id = pending.id
         RETURNING e.order_id
     )
-    SELECT count(*), array_agg(order_id) INTO numbered, changed FROM numbered_events;
+    SELECT count(*), array_agg(order_id::text) INTO numbered, changed FROM numbered_events;
     IF numbered > 0 THEN
         UPDATE orders.event_log SET last_sequence = last + numbered;
     END IF;

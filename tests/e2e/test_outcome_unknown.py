@@ -115,7 +115,8 @@ async def test_bookkeeping_lost_after_a_committed_change_still_answers_what_was_
     assert created.status == opb.ORDER_STATUS_PENDING
     await move(stack, created.id, opb.ORDER_STATUS_PROCESSING)
 
-    # After the change itself, the next statement with the order id records the delivery.
+    # After the change itself, the next statement with the order id (as bytes: the sequencer's
+    # announcements carry it as text) records the delivery.
     proxy.lose_answer_to(uuid.UUID(created.id).bytes, skip=1)
     done = await move(stack, created.id, opb.ORDER_STATUS_COMPLETED)
     assert done.order.status == opb.ORDER_STATUS_COMPLETED

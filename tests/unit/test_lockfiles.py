@@ -150,7 +150,8 @@ def test_the_sbom_lists_exactly_what_the_image_installs(tmp_path: Path) -> None:
     names = {component["bom-ref"]: name for name, component in components.items()}
     depends_on = {entry["ref"]: entry.get("dependsOn", []) for entry in document["dependencies"]}
     assert {names[ref] for ref in depends_on[root["bom-ref"]]} == {
-        canonicalize_name(requirement.name) for requirement in requirements([])
+        canonicalize_name(requirement.name)
+        for requirement in requirements(lockfiles.runtime_extras(PYPROJECT))
     }
     # The project, installed from its own files alone, has its generated code and SQL files.
     script = (
