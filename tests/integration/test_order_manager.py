@@ -18,6 +18,7 @@ from order_service.domain import (
     OrderNotFound,
     OrderScope,
     OrderStatus,
+    PoolDeposit,
     RequestIdReused,
     WalletRelease,
 )
@@ -489,6 +490,9 @@ class CountingGateway:
 
     def watch_hand_offs(self) -> AsyncIterator[tuple[uuid.UUID, str]]:
         return self._inner.watch_hand_offs()
+
+    async def deposits_after(self, after_id: int, limit: int) -> tuple[list[PoolDeposit], int]:
+        return await self._inner.deposits_after(after_id, limit)
 
 
 async def test_replicas_share_the_allocation_sync_without_asking_twice_about_an_order(
