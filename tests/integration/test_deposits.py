@@ -10,6 +10,10 @@ import asyncpg
 import pytest
 
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from tests.invariants import (
+    deposits_are_recorded_once_and_attributed,
+    no_wallet_reused_over_a_deposit_or_before_its_watermark,
+)
 from wallet_pool_service.deposits import Attribution, ChainDeposit
 from wallet_pool_service.domain import Allocation, WalletState, demo_addresses
 from wallet_pool_service.manager import WalletPoolManager
@@ -235,3 +239,40 @@ async def test_concurrent_reports_record_each_deposit_once(
     recorded = await manager.list_deposits(0, 500)
     assert sorted(d.chain.txid for d in recorded) == sorted(d.txid for d in batch)
     assert [d.id for d in recorded] == sorted(d.id for d in recorded)
+
+
+async def test_the_reuse_and_deposit_invariants_hold_after_guarded_reuse_and_catch_tampering(
+    manager: WalletPoolManager, db_pool: asyncpg.Pool
+) -> None:
+    [address] = demo_addresses("ETH", 1)
+    await manager.add_wallets("ETH", [address])
+    await manager.report_deposits("ETH", [], 100)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    await manager.allocate_wallet(first, "ETH")
+    paid = deposit(address, height=101)
+    await manager.report_deposits("ETH", [paid], 101)
+    await manager.release_wallet(first, address)
+    await manager.report_deposits("ETH", [], 111)
+    assert await manager.allocate_wallet(second, "ETH") == Allocation(address=address)
+    acknowledged = {("ETH", paid.txid, 0): (address, paid.amount)}
+    async with db_pool.acquire() as conn:
+        assert await no_wallet_reused_over_a_deposit_or_before_its_watermark(conn) == []
+        assert await deposits_are_recorded_once_and_attributed(conn, acknowledged) == []
+
+        # A hand-over before the watermark, a late deposit seen before it, a deposit
+        # attributed to the wrong order, and one acknowledged but lost: each is caught.
+        await conn.execute(
+            "UPDATE wallet_pool.assignments SET scanned_height = 105 WHERE order_id = $1", second
+        )
+        await conn.execute(
+            """INSERT INTO wallet_pool.deposits (network, txid, output_index, address, amount,
+                   block_height, block_time, confirmations, order_id)
+               VALUES ('ETH', '0xlate', 0, $1, 1, 104, now(), 1, $2)""",
+            address,
+            first,
+        )
+        [early, seen] = await no_wallet_reused_over_a_deposit_or_before_its_watermark(conn)
+        assert "before its watermark 111" in early and "deposit 0xlate" in seen
+        lost = {**acknowledged, ("ETH", "0xlost", 0): (address, Decimal(1))}
+        [missing, misattributed] = await deposits_are_recorded_once_and_attributed(conn, lost)
+        assert "0xlate" in misattributed and "0xlost" in missing

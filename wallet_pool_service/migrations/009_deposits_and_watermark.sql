@@ -28,6 +28,16 @@ ALTER TABLE wallet_pool.wallets
 CREATE INDEX wallets_unknown_release_height_idx ON wallet_pool.wallets (network)
     WHERE release_height IS NULL AND reuse_confirmations IS NOT NULL;
 
+-- The address history keeps the same facts, so that reuse can be checked afterwards
+-- (tests/invariants.py): the scanned height a holder got the wallet at, and its release's
+-- height and confirmations.
+ALTER TABLE wallet_pool.assignments
+    ADD COLUMN scanned_height bigint,
+    ADD COLUMN release_height bigint,
+    ADD COLUMN reuse_confirmations integer;
+CREATE INDEX assignments_unknown_release_height_idx ON wallet_pool.assignments (network)
+    WHERE release_height IS NULL AND reuse_confirmations IS NOT NULL;
+
 -- Every deposit a watcher reported, once per (network, txid, index). order_id: the order it
 -- is attributed to (NULL: unattributed); released_at: set for a late deposit, the release of
 -- that order it came after.
@@ -90,8 +100,8 @@ BEGIN
         )
         RETURNING address, network, order_id, allocated_at
     )
-    INSERT INTO wallet_pool.assignments (address, network, order_id, assigned_at)
-    SELECT address, network, order_id, allocated_at FROM claimed
+    INSERT INTO wallet_pool.assignments (address, network, order_id, assigned_at, scanned_height)
+    SELECT address, network, order_id, allocated_at, scanned FROM claimed
     RETURNING address INTO claimed_address;
     RETURN claimed_address;
 END
@@ -143,8 +153,8 @@ BEGIN
         WHERE w.id = free.id
         RETURNING w.order_id, w.address, w.network, w.allocated_at
     )
-    INSERT INTO wallet_pool.assignments (address, network, order_id, assigned_at)
-    SELECT address, network, order_id, allocated_at FROM handed
+    INSERT INTO wallet_pool.assignments (address, network, order_id, assigned_at, scanned_height)
+    SELECT address, network, order_id, allocated_at, scanned FROM handed
     RETURNING order_id, address, network INTO order_id, address, handed_network;
     IF handed_network IS NOT NULL THEN
         PERFORM pg_notify(
@@ -200,10 +210,11 @@ BEGIN
                                    FROM wallet_pool.chain_watermarks m
                                    WHERE m.network = w.network)
         WHERE w.order_id = p_order_id
-        RETURNING w.address, w.network, w.released_at
+        RETURNING w.address, w.network, w.released_at, w.release_height, w.reuse_confirmations
     ), closed AS (
         UPDATE wallet_pool.assignments a
-        SET released_at = freed.released_at
+        SET released_at = freed.released_at, release_height = freed.release_height,
+            reuse_confirmations = freed.reuse_confirmations
         FROM freed
         WHERE a.order_id = p_order_id AND a.address = freed.address AND a.released_at IS NULL
     )
@@ -325,6 +336,9 @@ BEGIN
     UPDATE wallet_pool.wallets w SET release_height = p_scanned
     WHERE w.network = p_network AND w.release_height IS NULL
       AND w.reuse_confirmations IS NOT NULL AND w.order_id IS NULL;
+    UPDATE wallet_pool.assignments a SET release_height = p_scanned
+    WHERE a.network = p_network AND a.release_height IS NULL
+      AND a.reuse_confirmations IS NOT NULL;
     outcome := 'done';
     scanned_height := p_scanned;
     RETURN NEXT;
