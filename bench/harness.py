@@ -90,3 +90,23 @@ def summary(result: LoadResult) -> dict[str, Any]:
         "errors": result.errors,
         "latency_ms": {name: Latency.of(v).to_json() for name, v in result.latencies.items()},
     }
+
+
+def together(results: list[LoadResult]) -> LoadResult:
+    """Windows of one job as one: their operations over their summed seconds."""
+    latencies: dict[str, list[float]] = {}
+    errors: dict[str, int] = {}
+    for result in results:
+        for name, values in result.latencies.items():
+            latencies.setdefault(name, []).extend(values)
+        for code, n in result.errors.items():
+            errors[code] = errors.get(code, 0) + n
+    return LoadResult(
+        job=results[0].job,
+        completed=sum(r.completed for r in results),
+        total=sum(r.total for r in results),
+        seconds=sum(r.seconds for r in results),
+        latencies=latencies,
+        errors=errors,
+        processes=results[0].processes,
+    )

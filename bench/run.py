@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import grpc
 
-from bench import growth, memory, scenarios, sqlfloor, watch
+from bench import deposits, growth, memory, scenarios, sqlfloor, watch
 from bench.harness import Run
 from bench.report import Row, Series, draw_chart, table, write_json
 from bench.settings import BenchSettings
@@ -213,6 +213,8 @@ async def bench(settings: BenchSettings) -> int:
             await memory.memory(run)
         if "watch" in settings.scenarios:
             await watch.watchers(run)
+        if "deposits" in settings.scenarios:
+            await deposits.deposit_reports(run)
     except Exception:
         failed = True
         raise

@@ -24,7 +24,7 @@ def _env_names(name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
-SCENARIOS = ("claim", "lifecycle", "handoff", "growth", "memory", "watch")
+SCENARIOS = ("claim", "lifecycle", "handoff", "growth", "memory", "watch", "deposits")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class BenchSettings:
     watchers: int
     watch_connections: int
     watch_pairs: int
+    deposit_pairs: int
 
     @classmethod
     def from_env(cls) -> "BenchSettings":
@@ -85,6 +86,7 @@ class BenchSettings:
             watchers=env_int("BENCH_WATCHERS", 1_000, minimum=1),
             watch_connections=env_int("BENCH_WATCH_CONNECTIONS", 1_000, minimum=1),
             watch_pairs=env_int("BENCH_WATCH_PAIRS", 1 if quick else 3, minimum=1),
+            deposit_pairs=env_int("BENCH_DEPOSIT_PAIRS", 1 if quick else 3, minimum=1),
         )
         if settings.lifecycles_large <= settings.lifecycles_small:
             raise ConfigError("BENCH_LIFECYCLES_LARGE must be more than BENCH_LIFECYCLES_SMALL")

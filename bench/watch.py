@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from bench.harness import Run, errors_of, join_notes, load, summary
+from bench.harness import Run, errors_of, join_notes, load, summary, together
 from bench.loadgen import LIFECYCLE, Client, LoadJob, LoadResult, Target, receive
 from bench.report import Row
 from bench.stack import add_wallets, pids_of, start_services, target_of
@@ -209,7 +209,7 @@ async def watchers(run: Run) -> None:
                 note=f"+{grown:.1f} MB" + (f"; {streams_note}" if streams_note else ""),
             )
         )
-    without, with_streams = _together(alone), _together(watched)
+    without, with_streams = together(alone), together(watched)
     ratio = with_streams.throughput / without.throughput if without.throughput else 0.0
     pair_ratios = [
         w.throughput / a.throughput if a.throughput else 0.0
@@ -265,26 +265,6 @@ async def watchers(run: Run) -> None:
         "cpu_cores": {"without": cpu["without"][0], "with": cpu["with"][0]},
         "cpu_cores_windows": cpu,
     }
-
-
-def _together(results: list[LoadResult]) -> LoadResult:
-    """Windows of one job as one: their operations over their summed seconds."""
-    latencies: dict[str, list[float]] = {}
-    errors: dict[str, int] = {}
-    for result in results:
-        for name, values in result.latencies.items():
-            latencies.setdefault(name, []).extend(values)
-        for code, n in result.errors.items():
-            errors[code] = errors.get(code, 0) + n
-    return LoadResult(
-        job=results[0].job,
-        completed=sum(r.completed for r in results),
-        total=sum(r.total for r in results),
-        seconds=sum(r.seconds for r in results),
-        latencies=latencies,
-        errors=errors,
-        processes=results[0].processes,
-    )
 
 
 def _lifecycle(result: LoadResult) -> Latency:
