@@ -168,7 +168,7 @@ async def wallet_states_add_up(conn: Connection) -> list[str]:
 
 
 async def queue_blocks_add_up(conn: Connection) -> list[str]:
-    """Not one of the six: the per-block waiting counts that queue places are read from
+    """Not one of the numbered ones: the per-block waiting counts that queue places are read from
     match the queue itself."""
     return [
         f"{r['network']} block {r['block']}: {r['counted']} waiting counted, {r['actual']} wait"
