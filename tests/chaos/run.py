@@ -272,8 +272,9 @@ class ChaosRun:
     async def _check_at_end(
         self, load: Load, feed: FeedConsumer, watcher: ChainWatcher, mark: float
     ) -> list[str]:
-        """Once releases drained and allocations settled: the invariants (deposits too), no work done
-        twice; then the feed consumer catches up with the log's end and its feed is checked."""
+        """Once releases drained and allocations settled: the invariants (deposits too), no
+        work done twice; then the feed consumer catches up with the log's end and its feed is
+        checked."""
         pool = await asyncpg.create_pool(self.cluster.url("exchange"), min_size=1, max_size=2)
         try:
             self.report.watcher_height = watcher.height
