@@ -172,12 +172,20 @@ SELECT last_pool_id FROM orders.deposit_cursor
 -- record_deposits --
 -- Deposits the pool attributed to orders of this service, each once (their events come
 -- from a trigger), and the cursor moved past the page ($10), in one statement. Deposits
--- of orders this service does not know are skipped.
+-- of orders this service does not know are skipped. Late: after the release (the pool
+-- says), or after the order became final (a release the pool had not received yet).
 WITH recorded AS (
     INSERT INTO orders.deposits
         (pool_id, order_id, txid, output_index, amount, address, block_height, block_time,
          late)
-    SELECT d.* FROM unnest(
+    SELECT d.pool_id, d.order_id, d.txid, d.output_index, d.amount, d.address, d.block_height,
+           d.block_time,
+           d.late OR EXISTS (
+               SELECT 1 FROM orders.status_history h
+               WHERE h.order_id = d.order_id AND h.to_status IN ('COMPLETED', 'CANCELLED')
+                 AND h.change_time <= d.block_time
+           )
+    FROM unnest(
         $1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::numeric[], $6::text[],
         $7::bigint[], $8::timestamptz[], $9::boolean[]
     ) AS d (pool_id, order_id, txid, output_index, amount, address, block_height,
