@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import grpc
 
-from bench import growth, memory, scenarios, sqlfloor, tracing, watch
+from bench import deposits, growth, memory, scenarios, sqlfloor, tracing, watch
 from bench.harness import Run
 from bench.report import Row, Series, draw_chart, table, write_json
 from bench.settings import BenchSettings
@@ -215,6 +215,8 @@ async def bench(settings: BenchSettings) -> int:
             await watch.watchers(run)
         if "tracing" in settings.scenarios:
             await tracing.tracing_cost(run)
+        if "deposits" in settings.scenarios:
+            await deposits.deposit_reports(run)
     except Exception:
         failed = True
         raise

@@ -24,7 +24,16 @@ def _env_names(name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
-SCENARIOS = ("claim", "lifecycle", "handoff", "growth", "memory", "watch", "tracing")
+SCENARIOS = (
+    "claim",
+    "lifecycle",
+    "handoff",
+    "growth",
+    "memory",
+    "watch",
+    "tracing",
+    "deposits",
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,7 @@ class BenchSettings:
     watch_connections: int
     watch_pairs: int
     tracing_rounds: int
+    deposit_pairs: int
 
     @classmethod
     def from_env(cls) -> "BenchSettings":
@@ -87,6 +97,7 @@ class BenchSettings:
             watch_connections=env_int("BENCH_WATCH_CONNECTIONS", 1_000, minimum=1),
             watch_pairs=env_int("BENCH_WATCH_PAIRS", 1 if quick else 3, minimum=1),
             tracing_rounds=env_int("BENCH_TRACING_ROUNDS", 1 if quick else 3, minimum=1),
+            deposit_pairs=env_int("BENCH_DEPOSIT_PAIRS", 1 if quick else 3, minimum=1),
         )
         if settings.lifecycles_large <= settings.lifecycles_small:
             raise ConfigError("BENCH_LIFECYCLES_LARGE must be more than BENCH_LIFECYCLES_SMALL")

@@ -126,6 +126,7 @@ async def _serve(settings: OrderSettings, tracing: Tracing) -> None:
                 "allocation-sync", manager.sync_waiting_orders, settings.allocation_sync_seconds
             ),
             PeriodicTask("pending-release-gauge", publish_pending_releases, 5.0),
+            PeriodicTask("deposit-sync", manager.sync_deposits, settings.deposit_sync_seconds),
             # Reconnects half a second after the stream ends.
             PeriodicTask("hand-off-watch", manager.follow_hand_offs, 0.5),
             # The safety net of the sequencer runs that follow each change heard of.

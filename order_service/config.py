@@ -40,6 +40,7 @@ class OrderSettings:
     service_token: str | None
     networks: tuple[str, ...]
     allocation_sync_seconds: float
+    deposit_sync_seconds: float
     order_ttl_seconds: float
     expiry_check_seconds: float
     release_retry_seconds: float
@@ -74,6 +75,7 @@ class OrderSettings:
             service_token=config.env_optional("SERVICE_TOKEN"),
             networks=supported_networks(),
             allocation_sync_seconds=config.env_float("ALLOCATION_SYNC_SECONDS", 0.5, minimum=0.05),
+            deposit_sync_seconds=config.env_float("DEPOSIT_SYNC_SECONDS", 1.0, minimum=0.05),
             order_ttl_seconds=config.env_float("ORDER_TTL_SECONDS", 1800.0),
             expiry_check_seconds=config.env_float("EXPIRY_CHECK_SECONDS", 1.0, minimum=0.05),
             release_retry_seconds=config.env_float("RELEASE_RETRY_SECONDS", 1.0, minimum=0.05),

@@ -5,7 +5,6 @@ The transition table below is the only place that knows which status may follow 
 
 import enum
 import random
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,21 +16,19 @@ from shared.auth import CLIENT, OPERATOR, Principal
 from shared.errors import (
     AlreadyExists,
     FailedPrecondition,
-    InvalidArgument,
     NotFound,
     OutcomeUnknown,
     OutOfRange,
     PermissionDenied,
     Violation,
 )
-from shared.validation import parse_text
+from shared.validation import parse_decimal_amount, parse_text
 
 MAX_REQUEST_ID_LENGTH = 128
 # Who and why, in the history of an order the expiry loop cancelled.
 SYSTEM_ACTOR = "system"
 EXPIRED_REASON = "expired"
 MAX_REASON_LENGTH = 500
-_AMOUNT = re.compile(r"^([0-9]{1,24})(\.[0-9]{1,18})?$")
 
 
 class OrderStatus(enum.StrEnum):
@@ -74,6 +71,7 @@ class EventType(enum.StrEnum):
     STATUS_CHANGED = "STATUS_CHANGED"
     EXPIRED = "EXPIRED"
     RELEASE_DELIVERED = "RELEASE_DELIVERED"
+    DEPOSIT_RECEIVED = "DEPOSIT_RECEIVED"
 
 
 class Row(Protocol):
@@ -130,6 +128,41 @@ def watch_is_over(order: Order) -> bool:
 
 
 @dataclass(frozen=True)
+class OrderDeposit:
+    """A deposit the pool's chain watcher saw to the order's address (late: after the
+    order's wallet was released)."""
+
+    txid: str
+    index: int
+    amount: Decimal
+    address: str
+    block_height: int
+    block_time: datetime
+    late: bool
+
+    @classmethod
+    def from_row(cls, row: Row, prefix: str = "") -> "OrderDeposit":
+        return cls(
+            txid=row[f"{prefix}txid"],
+            index=row[f"{prefix}{'index' if prefix else 'output_index'}"],
+            amount=row[f"{prefix}amount"],
+            address=row[f"{prefix}address"],
+            block_height=row[f"{prefix}block_height"],
+            block_time=row[f"{prefix}block_time"],
+            late=row[f"{prefix}late"],
+        )
+
+
+@dataclass(frozen=True)
+class PoolDeposit:
+    """A deposit as the pool recorded it (its id is the cursor of its list)."""
+
+    pool_id: int
+    order_id: uuid.UUID
+    deposit: OrderDeposit
+
+
+@dataclass(frozen=True)
 class OrderEvent:
     sequence: int
     type: EventType
@@ -142,6 +175,7 @@ class OrderEvent:
     network: str
     wallet_address: str | None
     queue_position: int | None
+    deposit: OrderDeposit | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> "OrderEvent":
@@ -157,6 +191,7 @@ class OrderEvent:
             network=row["network"],
             wallet_address=row["wallet_address"],
             queue_position=row["queue_position"],
+            deposit=OrderDeposit.from_row(row, "deposit_") if row["deposit_txid"] else None,
         )
 
 
@@ -354,18 +389,7 @@ def only_source(target: OrderStatus) -> OrderStatus | None:
 
 
 def parse_amount(text: str) -> Decimal:
-    """A positive plain decimal ("0.015"); no signs, exponents or separators."""
-    value = text.strip()
-    if not value:
-        raise InvalidArgument("amount", "is required")
-    if not _AMOUNT.match(value):
-        raise InvalidArgument(
-            "amount", f"{value[:40]!r} is not a plain decimal like 0.015 (up to 18 decimals)"
-        )
-    amount = Decimal(value)
-    if amount <= 0:
-        raise InvalidArgument("amount", "must be greater than zero")
-    return amount
+    return parse_decimal_amount(text, "amount")
 
 
 def parse_request_id(text: str) -> str | None:

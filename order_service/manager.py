@@ -37,6 +37,7 @@ _EXPIRY_BATCH = 50
 _EVENT_PAGE = 500
 _SEQUENCE_BATCH = 5000
 _EVENT_EXPIRY_BATCH = 1000
+_DEPOSIT_PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,33 @@ class OrderManager:
         if len(page) <= size:
             return page, ""
         return page[:size], order_page_token(page[size - 1])
+
+    async def get_deposits(
+        self, order_id: uuid.UUID, scope: OrderScope
+    ) -> list[domain.OrderDeposit]:
+        """The deposits the pool attributed to the order, if `scope` sees it."""
+        async with self._transaction() as orders:
+            scope.require_visible(order_id, await orders.get(order_id))
+            return await orders.deposits(order_id)
+
+    async def sync_deposits(self) -> bool:
+        """Deposit-sync step: copy the deposits the pool attributed to orders of this
+        service, from where the last step stopped. True if a full page (more may follow)."""
+        async with self._statement() as orders:
+            after = await orders.deposit_cursor()
+        try:
+            page, last = await self._wallet_pool.deposits_after(after, _DEPOSIT_PAGE)
+        except WalletPoolError as exc:
+            log.info("deposits not obtained", extra={"code": exc.code})
+            return False
+        if last == after:
+            return False
+        async with self._statement() as orders:
+            recorded = await orders.record_deposits(page, last)
+        if recorded:
+            self.feed.run_sequencer()
+            log.info("deposits recorded", extra={"count": recorded})
+        return last - after >= _DEPOSIT_PAGE
 
     async def get_history(self, order_id: uuid.UUID, scope: OrderScope) -> list[StatusChange]:
         """The order's status changes, if `scope` sees the order (else OrderNotFound)."""

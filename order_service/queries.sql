@@ -138,18 +138,65 @@ WHERE order_id = $1 AND release_time IS NULL
 RETURNING attempts
 
 -- events_after --
--- The log after a sequence, optionally of some types only ($3: empty for all).
-SELECT * FROM orders.order_events
-WHERE sequence > $1 AND (cardinality($3::text[]) = 0 OR type = ANY ($3))
-ORDER BY sequence
+-- The log after a sequence, optionally of some types only ($3: empty for all), with the
+-- deposit of a DEPOSIT_RECEIVED.
+SELECT e.*, d.txid AS deposit_txid, d.output_index AS deposit_index,
+       d.amount AS deposit_amount, d.address AS deposit_address,
+       d.block_height AS deposit_block_height, d.block_time AS deposit_block_time,
+       d.late AS deposit_late
+FROM orders.order_events e
+LEFT JOIN orders.deposits d ON d.pool_id = e.deposit_id
+WHERE e.sequence > $1 AND (cardinality($3::text[]) = 0 OR e.type = ANY ($3))
+ORDER BY e.sequence
 LIMIT $2
 
 -- order_events_after --
 -- One order's events after a sequence, optionally of some types only.
-SELECT * FROM orders.order_events
-WHERE order_id = $4 AND sequence > $1 AND (cardinality($3::text[]) = 0 OR type = ANY ($3))
-ORDER BY sequence
+SELECT e.*, d.txid AS deposit_txid, d.output_index AS deposit_index,
+       d.amount AS deposit_amount, d.address AS deposit_address,
+       d.block_height AS deposit_block_height, d.block_time AS deposit_block_time,
+       d.late AS deposit_late
+FROM orders.order_events e
+LEFT JOIN orders.deposits d ON d.pool_id = e.deposit_id
+WHERE e.order_id = $4 AND e.sequence > $1
+  AND (cardinality($3::text[]) = 0 OR e.type = ANY ($3))
+ORDER BY e.sequence
 LIMIT $2
+
+-- order_deposits --
+SELECT * FROM orders.deposits WHERE order_id = $1 ORDER BY pool_id
+
+-- deposit_cursor --
+SELECT last_pool_id FROM orders.deposit_cursor
+
+-- record_deposits --
+-- Deposits the pool attributed to orders of this service, each once (their events come
+-- from a trigger), and the cursor moved past the page ($10), in one statement. Deposits
+-- of orders this service does not know are skipped. Late: after the release (the pool
+-- says), or after the order became final (a release the pool had not received yet).
+WITH recorded AS (
+    INSERT INTO orders.deposits
+        (pool_id, order_id, txid, output_index, amount, address, block_height, block_time,
+         late)
+    SELECT d.pool_id, d.order_id, d.txid, d.output_index, d.amount, d.address, d.block_height,
+           d.block_time,
+           d.late OR EXISTS (
+               SELECT 1 FROM orders.status_history h
+               WHERE h.order_id = d.order_id AND h.to_status IN ('COMPLETED', 'CANCELLED')
+                 AND h.change_time <= d.block_time
+           )
+    FROM unnest(
+        $1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::numeric[], $6::text[],
+        $7::bigint[], $8::timestamptz[], $9::boolean[]
+    ) AS d (pool_id, order_id, txid, output_index, amount, address, block_height,
+            block_time, late)
+    WHERE EXISTS (SELECT 1 FROM orders.orders o WHERE o.id = d.order_id)
+    ON CONFLICT (pool_id) DO NOTHING
+    RETURNING pool_id
+), moved AS (
+    UPDATE orders.deposit_cursor SET last_pool_id = greatest(last_pool_id, $10)
+)
+SELECT count(*) FROM recorded
 
 -- event_log --
 SELECT last_sequence, deleted_through FROM orders.event_log

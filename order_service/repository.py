@@ -82,6 +82,9 @@ class OrderRepository(Protocol):
     async def sequence_events(self, batch: int, announce: Collection[uuid.UUID]) -> int: ...
     async def expire_events(self, retention_seconds: float, batch: int) -> int: ...
     async def postpone_release(self, order_id: uuid.UUID, delay: float, error: str) -> None: ...
+    async def deposits(self, order_id: uuid.UUID) -> list[domain.OrderDeposit]: ...
+    async def deposit_cursor(self) -> int: ...
+    async def record_deposits(self, page: list[domain.PoolDeposit], through_id: int) -> int: ...
 
 
 class PostgresOrderRepository:
@@ -252,6 +255,34 @@ class PostgresOrderRepository:
             args.append(order_id)
         rows = await self._conn.fetch(self._q[query], *args)
         return [OrderEvent.from_row(row) for row in rows]
+
+    async def deposits(self, order_id: uuid.UUID) -> list[domain.OrderDeposit]:
+        rows = await self._conn.fetch(self._q["order_deposits"], order_id)
+        return [domain.OrderDeposit.from_row(row) for row in rows]
+
+    async def deposit_cursor(self) -> int:
+        """The last pool deposit id read."""
+        last: int = await self._conn.fetchval(self._q["deposit_cursor"])
+        return last
+
+    async def record_deposits(self, page: list[domain.PoolDeposit], through_id: int) -> int:
+        """Record the deposits of known orders (each once) and move the cursor to
+        `through_id`; returns how many were new."""
+        deposits = [p.deposit for p in page]
+        recorded: int = await self._conn.fetchval(
+            self._q["record_deposits"],
+            [p.pool_id for p in page],
+            [p.order_id for p in page],
+            [d.txid for d in deposits],
+            [d.index for d in deposits],
+            [d.amount for d in deposits],
+            [d.address for d in deposits],
+            [d.block_height for d in deposits],
+            [d.block_time for d in deposits],
+            [d.late for d in deposits],
+            through_id,
+        )
+        return recorded
 
     async def event_log(self) -> tuple[int, int]:
         """(the last sequence given, the last one deleted by retention)."""

@@ -70,6 +70,7 @@ _EVENT_TYPE_TO_PB = {
     EventType.STATUS_CHANGED: pb.ORDER_EVENT_TYPE_STATUS_CHANGED,
     EventType.EXPIRED: pb.ORDER_EVENT_TYPE_EXPIRED,
     EventType.RELEASE_DELIVERED: pb.ORDER_EVENT_TYPE_RELEASE_DELIVERED,
+    EventType.DEPOSIT_RECEIVED: pb.ORDER_EVENT_TYPE_DEPOSIT_RECEIVED,
 }
 _EVENT_TYPE_FROM_PB = {number: kind for kind, number in _EVENT_TYPE_TO_PB.items()}
 _RELEASE_TO_PB = {
@@ -119,6 +120,18 @@ def order_to_pb(order: Order) -> pb.Order:
     return message
 
 
+def deposit_to_pb(deposit: domain.OrderDeposit) -> pb.OrderDeposit:
+    return pb.OrderDeposit(
+        txid=deposit.txid,
+        index=deposit.index,
+        amount=str(deposit.amount),
+        address=deposit.address,
+        block_height=deposit.block_height,
+        block_time=to_timestamp(deposit.block_time),
+        late=deposit.late,
+    )
+
+
 def event_to_pb(event: OrderEvent) -> pb.OrderEvent:
     return pb.OrderEvent(
         sequence=event.sequence,
@@ -134,6 +147,7 @@ def event_to_pb(event: OrderEvent) -> pb.OrderEvent:
         network=event.network,
         wallet_address=event.wallet_address or "",
         queue_position=event.queue_position or 0,
+        deposit=deposit_to_pb(event.deposit) if event.deposit else None,
     )
 
 
@@ -175,10 +189,12 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         return pb.CreateOrderResponse(order=order_to_pb(order))
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
-        order = await self._manager.get_order(
-            parse_uuid(request.order_id, "order_id"), caller_scope()
+        order_id, scope = parse_uuid(request.order_id, "order_id"), caller_scope()
+        order = await self._manager.get_order(order_id, scope)
+        deposits = await self._manager.get_deposits(order_id, scope)
+        return pb.GetOrderResponse(
+            order=order_to_pb(order), deposits=[deposit_to_pb(d) for d in deposits]
         )
-        return pb.GetOrderResponse(order=order_to_pb(order))
 
     async def ListOrders(
         self, request: pb.ListOrdersRequest, context: Context

@@ -5,6 +5,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol
 
 import grpc
@@ -12,9 +13,11 @@ from google.protobuf.message import Message
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as pb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
+from order_service.domain import OrderDeposit, PoolDeposit
 from shared.grpc_client import ClientCall
 from shared.grpc_server import current_deadline
 from shared.logs import current_request_id
+from shared.timestamps import from_timestamp
 from shared.tls import ClientTls
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["WalletPoolService"].full_name
@@ -81,6 +84,7 @@ class WalletPoolGateway(Protocol):
     async def allocate(self, order_id: uuid.UUID, network: str) -> PoolAllocation: ...
     async def release(self, order_id: uuid.UUID, address: str) -> None: ...
     def watch_hand_offs(self) -> AsyncIterator[tuple[uuid.UUID, str]]: ...
+    async def deposits_after(self, after_id: int, limit: int) -> tuple[list[PoolDeposit], int]: ...
 
 
 class GrpcWalletPoolGateway:
@@ -203,6 +207,31 @@ class GrpcWalletPoolGateway:
     async def release(self, order_id: uuid.UUID, address: str) -> None:
         request = pb.ReleaseWalletRequest(order_id=str(order_id), address=address)
         await self._call("ReleaseWallet", request)
+
+    async def deposits_after(self, after_id: int, limit: int) -> tuple[list[PoolDeposit], int]:
+        """The attributed deposits the pool recorded after `after_id` (at most `limit` read),
+        and the last id read."""
+        request = pb.ListDepositsRequest(after_id=after_id, page_size=limit)
+        response = await self._call(self._stub.ListDeposits, request)
+        attributed = [
+            PoolDeposit(
+                pool_id=d.id,
+                order_id=uuid.UUID(d.order_id),
+                deposit=OrderDeposit(
+                    txid=d.txid,
+                    index=d.index,
+                    amount=Decimal(d.amount),
+                    address=d.address,
+                    block_height=d.block_height,
+                    block_time=from_timestamp(d.block_time),
+                    late=d.attribution == pb.DEPOSIT_ATTRIBUTION_LATE,
+                ),
+            )
+            for d in response.deposits
+            if d.order_id
+        ]
+        last = response.deposits[-1].id if response.deposits else after_id
+        return attributed, last
 
     async def watch_hand_offs(self) -> AsyncIterator[tuple[uuid.UUID, str]]:
         """(order id, address) of each wallet the pool hands to a waiting order, until the

@@ -10,6 +10,7 @@ SECRETS = (
     "OPERATOR_TOKEN",
     "CLIENT_TOKEN",
     "SERVICE_TOKEN",
+    "WATCHER_TOKEN",
 )
 
 

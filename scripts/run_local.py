@@ -38,6 +38,7 @@ Both services are up.
   wallet pool service: {pool_addr}   (metrics: http://{METRICS["pool"]}/metrics)
   operator token:      {tokens["operator"]}   (.data/operator_token)
   client token:        {tokens["client"]}   (.data/client_token)
+  watcher token:       {tokens["watcher"]}   (.data/watcher_token: the chain watchers' reports)
 
 Try:
   {g} {order_addr} list
@@ -57,7 +58,7 @@ async def run() -> int:
         embedded = EmbeddedPostgres(DATA / "postgres")
         database_url = embedded.url
         print(f"Embedded PostgreSQL under {DATA / 'postgres'}", flush=True)
-    tokens = {role: token(role) for role in ("operator", "client", "service")}
+    tokens = {role: token(role) for role in ("operator", "client", "service", "watcher")}
     pool_addr = os.environ.get("WALLET_POOL_SERVICE_ADDR", "127.0.0.1:50052")
     order_addr = os.environ.get("ORDER_SERVICE_ADDR", "127.0.0.1:50051")
     env = {
@@ -66,6 +67,7 @@ async def run() -> int:
         "OPERATOR_TOKEN": tokens["operator"],
         "CLIENT_TOKEN": tokens["client"],
         "SERVICE_TOKEN": tokens["service"],
+        "WATCHER_TOKEN": tokens["watcher"],
         "WALLET_POOL_SERVICE_ADDR": pool_addr,
         "ORDER_SERVICE_ADDR": order_addr,
         "WALLET_POOL_TARGET": os.environ.get("WALLET_POOL_TARGET", pool_addr),

@@ -13,7 +13,9 @@ from shared.errors import PermissionDenied, Unauthenticated
 CLIENT, OPERATOR, SERVICE = "client", "operator", "service"
 # Systems around the office that follow the order event log (read-only).
 SUBSCRIBER = "subscriber"
-ROLES = frozenset({CLIENT, OPERATOR, SERVICE, SUBSCRIBER})
+# The chain watchers that report deposits and scanned heights to the pool.
+WATCHER = "watcher"
+ROLES = frozenset({CLIENT, OPERATOR, SERVICE, SUBSCRIBER, WATCHER})
 
 
 @dataclass(frozen=True)
@@ -54,12 +56,14 @@ _TOKEN_VARIABLES = (
     ("CLIENT_TOKEN", Principal("client", CLIENT)),
     ("SERVICE_TOKEN", Principal("order_service", SERVICE)),
     ("SUBSCRIBER_TOKEN", Principal("subscriber", SUBSCRIBER)),
+    ("WATCHER_TOKEN", Principal("watcher", WATCHER)),
 )
 
 
 def load_tokens(environ: Mapping[str, str] = os.environ) -> dict[str, Principal]:
     """Credentials from OPERATOR_TOKEN, CLIENT_TOKEN, SERVICE_TOKEN, SUBSCRIBER_TOKEN,
-    AUTH_TOKENS and AUTH_TOKENS_FILE (entries `name:role:token`, comma- or line-separated)."""
+    WATCHER_TOKEN, AUTH_TOKENS and AUTH_TOKENS_FILE (entries `name:role:token`, comma- or
+    line-separated)."""
     tokens: dict[str, Principal] = {}
     for variable, principal in _TOKEN_VARIABLES:
         if environ.get(variable, "").strip():

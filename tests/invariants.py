@@ -1,4 +1,4 @@
-"""The six invariants of the system, checked on the database both services use.
+"""The invariants of the system, checked on the database both services use.
 
 Each check returns human-readable violations (empty when the invariant holds), so a test can
 report every broken one at once. The tests that use them (replicas, chaos, fuzz) run both
@@ -9,10 +9,14 @@ import asyncio
 import time
 import uuid
 from collections.abc import Mapping
+from decimal import Decimal
 
 import asyncpg
 
 from shared.db import Connection
+
+# The height the pool stands in for "not known yet" (migration 009).
+MAX_HEIGHT = 2**62
 
 LIVE = ("PENDING", "PROCESSING")
 # Which statuses may follow an acknowledged one: an acknowledged update is never undone.
@@ -164,7 +168,7 @@ async def wallet_states_add_up(conn: Connection) -> list[str]:
 
 
 async def queue_blocks_add_up(conn: Connection) -> list[str]:
-    """Not one of the six: the per-block waiting counts that queue places are read from
+    """Not one of the numbered ones: the per-block waiting counts that queue places are read from
     match the queue itself."""
     return [
         f"{r['network']} block {r['block']}: {r['counted']} waiting counted, {r['actual']} wait"
@@ -177,6 +181,113 @@ async def queue_blocks_add_up(conn: Connection) -> list[str]:
                WHERE coalesce(b.waiting, 0) <> coalesce(q.actual, 0)"""
         )
     ]
+
+
+async def no_wallet_reused_over_a_deposit_or_before_its_watermark(conn: Connection) -> list[str]:
+    """7: on a guarded network, no wallet was handed to a new order before the watcher had
+    scanned its release height plus the confirmations, nor while a deposit newer than its
+    release was in a block the watcher had scanned (every deposit up to a scanned height is
+    reported with it or before, so such a deposit held the wallet out). Holds in runs where
+    no operator enables a wallet a late deposit held out."""
+    handed_over = await conn.fetch(
+        """SELECT prev.address, prev.order_id AS prev_order, prev.release_height,
+                  prev.reuse_confirmations, next.order_id AS next_order, next.scanned_height,
+                  (SELECT d.txid FROM wallet_pool.deposits d
+                   WHERE d.address = prev.address AND d.network = prev.network
+                     AND d.block_time >= prev.released_at
+                     AND d.block_height <= next.scanned_height
+                   LIMIT 1) AS deposit_seen
+           FROM wallet_pool.assignments prev
+           JOIN LATERAL (
+               SELECT * FROM wallet_pool.assignments n
+               WHERE n.address = prev.address AND n.id > prev.id ORDER BY n.id LIMIT 1
+           ) next ON true
+           WHERE prev.reuse_confirmations IS NOT NULL"""
+    )
+    violations = []
+    for r in handed_over:
+        handed = f"{r['address']} went from order {r['prev_order']} to {r['next_order']}"
+        reuse_height = (r["release_height"] or MAX_HEIGHT) + r["reuse_confirmations"]
+        if r["scanned_height"] is None or r["scanned_height"] < reuse_height:
+            violations.append(
+                f"{handed} at scanned height {r['scanned_height']}, before its watermark "
+                f"{reuse_height}"
+            )
+        if r["deposit_seen"] is not None:
+            violations.append(
+                f"{handed} although deposit {r['deposit_seen']}, newer than the release, "
+                "was in a scanned block"
+            )
+    return violations
+
+
+async def deposits_are_recorded_once_and_attributed(
+    conn: Connection, reported: Mapping[tuple[str, str, int], tuple[str, Decimal]]
+) -> list[str]:
+    """8: every deposit a watcher had acknowledged (key (network, txid, index) -> (address,
+    amount)) is recorded once, as reported, and attributed by the address history: to the
+    holder whose interval its block time falls in, else late to the last holder before it,
+    else unattributed. The order service shows each attributed deposit of its orders once,
+    with one DEPOSIT_RECEIVED event."""
+    rows = await conn.fetch(
+        """SELECT d.network, d.txid, d.output_index, d.address, d.amount, d.order_id,
+                  d.released_at, holder.order_id AS holder, holder.released_at AS holder_released,
+                  (holder.released_at IS NOT NULL AND holder.released_at <= d.block_time)
+                      AS holder_gone
+           FROM wallet_pool.deposits d
+           LEFT JOIN LATERAL (
+               SELECT a.order_id, a.released_at FROM wallet_pool.assignments a
+               WHERE a.address = d.address AND a.network = d.network
+                 AND a.assigned_at <= d.block_time
+               ORDER BY a.id DESC LIMIT 1
+           ) holder ON true"""
+    )
+    recorded = {(r["network"], r["txid"], r["output_index"]): r for r in rows}
+    violations = [
+        f"deposit {key} was acknowledged but is not recorded"
+        for key in sorted(set(reported) - set(recorded))
+    ]
+    for key, (address, amount) in reported.items():
+        row = recorded.get(key)
+        if row is not None and (row["address"], row["amount"]) != (address, amount):
+            violations.append(
+                f"deposit {key} is recorded as {row['amount']} to {row['address']}, "
+                f"reported as {amount} to {address}"
+            )
+    for key, r in recorded.items():
+        late = r["holder_gone"] or False
+        expected = (r["holder"], r["holder_released"] if late else None)
+        if (r["order_id"], r["released_at"]) != expected:
+            violations.append(
+                f"deposit {key} is attributed to {r['order_id']} (late: "
+                f"{r['released_at'] is not None}), the history says {r['holder']} "
+                f"(late: {late})"
+            )
+    shown = await conn.fetch(
+        """SELECT d.id, d.order_id,
+                  (SELECT count(*) FROM orders.deposits o WHERE o.pool_id = d.id) AS copies,
+                  (SELECT count(*) FROM orders.order_events e
+                   WHERE e.deposit_id = d.id AND e.type = 'DEPOSIT_RECEIVED') AS events
+           FROM wallet_pool.deposits d
+           WHERE d.order_id IN (SELECT id FROM orders.orders)"""
+    )
+    violations += [
+        f"deposit {r['id']} of order {r['order_id']} is shown {r['copies']} times with "
+        f"{r['events']} events"
+        for r in shown
+        if (r["copies"], r["events"]) != (1, 1)
+    ]
+    return violations
+
+
+async def unshown_deposits(conn: Connection) -> int:
+    """Attributed deposits of known orders the order service has not copied yet."""
+    count: int = await conn.fetchval(
+        """SELECT count(*) FROM wallet_pool.deposits d
+           WHERE d.order_id IN (SELECT id FROM orders.orders)
+             AND NOT EXISTS (SELECT 1 FROM orders.deposits o WHERE o.pool_id = d.id)"""
+    )
+    return count
 
 
 async def acknowledged_updates_are_recorded(
@@ -247,14 +358,18 @@ async def check_all(
     acknowledged: Mapping[uuid.UUID, str] | None = None,
     *,
     settle_seconds: float = 20.0,
+    deposits: Mapping[tuple[str, str, int], tuple[str, Decimal]] | None = None,
 ) -> list[str]:
-    """Waits (bounded) for releases to drain and allocations to settle, then checks all six.
+    """Waits (bounded) for releases to drain, allocations to settle and deposits to reach the
+    order service, then checks them all (`deposits`: those a watcher had acknowledged).
     Invariant 1 is also checked before waiting: it must hold at every moment."""
     async with pool.acquire() as conn:
         violations = await no_address_held_by_two_live_orders(conn)
         violations += await releases_drain(conn, settle_seconds)
         deadline = time.monotonic() + settle_seconds
-        while await settled_allocations(conn) and time.monotonic() < deadline:
+        while (
+            await settled_allocations(conn) or await unshown_deposits(conn)
+        ) and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             violations += await no_address_held_by_two_live_orders(conn)
@@ -263,4 +378,6 @@ async def check_all(
             violations += await wallet_states_add_up(conn)
             violations += await queue_blocks_add_up(conn)
             violations += await acknowledged_updates_are_recorded(conn, acknowledged or {})
+            violations += await no_wallet_reused_over_a_deposit_or_before_its_watermark(conn)
+            violations += await deposits_are_recorded_once_and_attributed(conn, deposits or {})
     return violations

@@ -11,6 +11,15 @@ import asyncpg
 
 from shared.db import Connection
 from shared.sql import load_queries
+from wallet_pool_service.deposits import (
+    ChainDeposit,
+    Deposit,
+    DepositConflict,
+    DepositRecordedDifferently,
+    ReportOutcome,
+    ScannedHeightBackwards,
+    Watermark,
+)
 from wallet_pool_service.domain import (
     Assignment,
     ClaimAttempt,
@@ -42,6 +51,13 @@ class WalletRepository(Protocol):
         self, network: str, state: WalletState | None, after_id: int, limit: int
     ) -> list[tuple[int, Wallet]]: ...
     async def history(self, address: str) -> list[Assignment]: ...
+    async def configure_reuse_guard(self, confirmations: dict[str, int | None]) -> None: ...
+    async def watermarks(self, network: str) -> dict[str, Watermark]: ...
+    async def report_deposits(
+        self, network: str, deposits: list[ChainDeposit], scanned_height: int
+    ) -> ReportOutcome: ...
+    async def deposits_after(self, after_id: int, limit: int) -> list[Deposit]: ...
+    async def late_deposits(self, network: str, after_id: int, limit: int) -> list[Deposit]: ...
 
 
 class QueueRepository(Protocol):
@@ -101,7 +117,12 @@ class PostgresWalletAdapter:
         rows = await self._conn.fetch(self._q["wallet_counts"], network)
         return {
             r["network"]: WalletCounts(
-                r["total"], r["available"], r["allocated"], r["disabled"], r["cooling"]
+                r["total"],
+                r["available"],
+                r["allocated"],
+                r["disabled"],
+                r["cooling"],
+                r["held_by_watermark"],
             )
             for r in rows
         }
@@ -129,6 +150,62 @@ class PostgresWalletAdapter:
             Assignment(r["order_id"], r["network"], r["assigned_at"], r["released_at"])
             for r in rows
         ]
+
+    async def configure_reuse_guard(self, confirmations: dict[str, int | None]) -> None:
+        """The guard's confirmations per network (None: off), as the database enforces it."""
+        await self._conn.execute(
+            self._q["configure_reuse_guard"], list(confirmations), list(confirmations.values())
+        )
+
+    async def watermarks(self, network: str) -> dict[str, Watermark]:
+        rows = await self._conn.fetch(self._q["watermarks"], network)
+        return {
+            r["network"]: Watermark(
+                r["network"], r["reuse_confirmations"], r["scanned_height"], r["reported_at"]
+            )
+            for r in rows
+        }
+
+    async def report_deposits(
+        self, network: str, deposits: list[ChainDeposit], scanned_height: int
+    ) -> ReportOutcome:
+        """Record a watcher's report in one round trip (see the SQL function); refused as a
+        whole when its height goes back or a deposit was recorded differently before."""
+        rows = await self._conn.fetch(
+            self._q["report_deposits"],
+            network,
+            scanned_height,
+            [d.address for d in deposits],
+            [d.txid for d in deposits],
+            [d.index for d in deposits],
+            [d.amount for d in deposits],
+            [d.block_height for d in deposits],
+            [d.block_time for d in deposits],
+            [d.confirmations for d in deposits],
+        )
+        first = rows[0]
+        if first["outcome"] == "backwards":
+            raise ScannedHeightBackwards(network, scanned_height, first["scanned_height"])
+        if first["outcome"] == "conflict":
+            conflict = DepositConflict(
+                first["position"] - 1, first["known_address"], first["known_amount"]
+            )
+            raise DepositRecordedDifferently(network, deposits, conflict)
+        return ReportOutcome(
+            recorded=first["recorded"],
+            repeated=len(deposits) - first["recorded"],
+            late=first["late"],
+            unattributed=first["unattributed"],
+            scanned_height=first["scanned_height"],
+        )
+
+    async def deposits_after(self, after_id: int, limit: int) -> list[Deposit]:
+        rows = await self._conn.fetch(self._q["deposits_after"], after_id, limit)
+        return [Deposit.from_row(r) for r in rows]
+
+    async def late_deposits(self, network: str, after_id: int, limit: int) -> list[Deposit]:
+        rows = await self._conn.fetch(self._q["late_deposits"], network, after_id, limit)
+        return [Deposit.from_row(r) for r in rows]
 
 
 class PostgresQueueAdapter:

@@ -1,9 +1,11 @@
 """The wallet pool service's settings, read once from the environment at start-up."""
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared import config
-from shared.auth import OPERATOR, SERVICE, Principal, load_tokens, require_credentials
+from shared.auth import OPERATOR, SERVICE, WATCHER, Principal, load_tokens, require_credentials
 from shared.embedded_db import DEFAULT_DATA_DIR
 from shared.networks import supported_networks
 from shared.tls import ServerTls
@@ -15,6 +17,51 @@ REQUIRED_ROLES = {
     SERVICE: "only the order service allocates and releases wallets",
     OPERATOR: "only operators add wallets",
 }
+WATCHER_NEEDED = (
+    "released wallets of guarded networks are reused only after a watcher reports its "
+    "scanned height; or turn the guard off with WALLET_REUSE_CONFIRMATIONS=off"
+)
+
+# Blocks a watcher must scan past a wallet's release before the wallet is reused: a few
+# minutes to an hour of each chain, enough for a late payer's transaction in flight to be
+# seen (BTC ~10 min blocks, ETH 12 s slots (two epochs, finality), TRON 3 s blocks).
+DEFAULT_REUSE_CONFIRMATIONS = {"BTC": 6, "ETH": 64, "TRON": 20}
+_REUSE_VARIABLE = "WALLET_REUSE_CONFIRMATIONS"
+
+
+def parse_reuse_confirmations(
+    raw: str, networks: tuple[str, ...], defaults: Mapping[str, int] = DEFAULT_REUSE_CONFIRMATIONS
+) -> dict[str, int | None]:
+    """Per network, the watermark guard's confirmations, or None where it is off. `raw`:
+    empty (the defaults), `off` or a number for every network, or `NET:N` / `NET:off`
+    entries, comma-separated, over the defaults."""
+
+    def value(text: str, where: str) -> int | None:
+        if text.lower() == "off":
+            return None
+        if not text.isdigit():
+            raise config.ConfigError(
+                f"{_REUSE_VARIABLE}: {where} must be a whole number or off, got {text!r}"
+            )
+        return int(text)
+
+    result: dict[str, int | None] = {n: defaults.get(n, 0) for n in networks}
+    text = raw.strip()
+    if not text:
+        return result
+    if ":" not in text:
+        every = value(text, "the value")
+        return dict.fromkeys(networks, every)
+    for entry in text.split(","):
+        network, _, setting = entry.strip().partition(":")
+        network = network.strip().upper()
+        if network not in networks:
+            raise config.ConfigError(
+                f"{_REUSE_VARIABLE}: {network!r} is not one of the supported networks "
+                f"({', '.join(networks)})"
+            )
+        result[network] = value(setting.strip(), network)
+    return result
 
 
 @dataclass(frozen=True)
@@ -30,6 +77,8 @@ class PoolSettings:
     demo_wallets_per_network: int
     low_water_mark: int
     wallet_cooldown_seconds: float
+    # Per network: the watermark guard's confirmations (None: off).
+    reuse_confirmations: dict[str, int | None]
     hand_off_sweep_seconds: float
     db_pool_size: int
     metrics_addr: str | None
@@ -44,6 +93,7 @@ class PoolSettings:
 
     @classmethod
     def from_env(cls) -> "PoolSettings":
+        networks = supported_networks()
         settings = cls(
             environment=config.environment(),
             database_url=config.env_optional("WALLET_POOL_DATABASE_URL", "DATABASE_URL"),
@@ -51,10 +101,13 @@ class PoolSettings:
             statement_cache_size=config.env_int("DATABASE_STATEMENT_CACHE_SIZE", 100),
             address=config.env_str("WALLET_POOL_SERVICE_ADDR", "127.0.0.1:50052"),
             tokens=load_tokens(),
-            networks=supported_networks(),
+            networks=networks,
             demo_wallets_per_network=config.env_int("DEMO_WALLETS_PER_NETWORK", 5),
             low_water_mark=config.env_int("POOL_LOW_WATER_MARK", 2),
             wallet_cooldown_seconds=config.env_float("WALLET_COOLDOWN_SECONDS", 0.0),
+            reuse_confirmations=parse_reuse_confirmations(
+                os.environ.get("WALLET_REUSE_CONFIRMATIONS", ""), networks
+            ),
             hand_off_sweep_seconds=config.env_float("HAND_OFF_SWEEP_SECONDS", 1.0, minimum=0.05),
             # One connection listens for hand-offs for as long as the service runs.
             db_pool_size=config.env_int("WALLET_POOL_DB_POOL_SIZE", 8, minimum=2),
@@ -67,5 +120,8 @@ class PoolSettings:
             shutdown_drain_seconds=config.env_float("SHUTDOWN_DRAIN_SECONDS", 1.0),
             tracing=tracing_settings(),
         )
-        require_credentials(settings.tokens, REQUIRED_ROLES)
+        needed = dict(REQUIRED_ROLES)
+        if any(c is not None for c in settings.reuse_confirmations.values()):
+            needed[WATCHER] = WATCHER_NEEDED
+        require_credentials(settings.tokens, needed)
         return settings

@@ -138,6 +138,7 @@ class WalletCounts:
     allocated: int = 0
     disabled: int = 0
     cooling: int = 0
+    held_by_watermark: int = 0
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,13 @@ class NetworkStats:
     disabled: int
     cooling: int
     low_water_mark: int
+    # Of the cooling wallets, those the watermark guard holds back.
+    held_by_watermark: int = 0
+    # The guard's confirmations (None: off), the watcher's scanned height (None: silent).
+    reuse_confirmations: int | None = None
+    scanned_height: int | None = None
+    watcher_report_time: datetime | None = None
+    held_reason: str = ""
 
     @property
     def below_low_water_mark(self) -> bool:
@@ -178,6 +186,18 @@ class Wallet:
     release_time: datetime | None
     # Set while the wallet cools down after a release.
     cooldown_end_time: datetime | None
+    # The watcher's scanned height at the last release (None: unknown or never released),
+    # the scanned height from which it may be reused (None: not guarded), and the scanned
+    # height now (None: the watcher never reported).
+    release_height: int | None = None
+    reuse_height: int | None = None
+    scanned_height: int | None = None
+
+    @property
+    def held_by_watermark(self) -> bool:
+        if self.reuse_height is None:
+            return False
+        return self.scanned_height is None or self.scanned_height < self.reuse_height
 
     @property
     def state(self) -> WalletState:
@@ -185,7 +205,27 @@ class Wallet:
             return WalletState.ALLOCATED
         if self.disabled:
             return WalletState.DISABLED
-        return WalletState.COOLING if self.cooldown_end_time else WalletState.AVAILABLE
+        if self.cooldown_end_time or self.held_by_watermark:
+            return WalletState.COOLING
+        return WalletState.AVAILABLE
+
+    @property
+    def cooling_reason(self) -> str:
+        """What a cooling wallet waits for ('' unless cooling)."""
+        if self.state is not WalletState.COOLING:
+            return ""
+        reasons = []
+        if self.cooldown_end_time:
+            reasons.append(f"the cooldown until {self.cooldown_end_time.isoformat()}")
+        if self.held_by_watermark:
+            if self.release_height is None or self.scanned_height is None:
+                reasons.append(f"the first report of the {self.network} watcher")
+            else:
+                reasons.append(
+                    f"the {self.network} watcher to scan height {self.reuse_height} "
+                    f"(scanned {self.scanned_height})"
+                )
+        return "waits for " + " and ".join(reasons)
 
     @classmethod
     def from_row(cls, row: Row) -> "Wallet":
@@ -197,7 +237,10 @@ class Wallet:
             disabled_reason=row["disabled_reason"],
             create_time=row["created_at"],
             release_time=row["released_at"],
-            cooldown_end_time=row["cooldown_until"] if row["cooling"] else None,
+            cooldown_end_time=row["cooldown_until"] if row["cooling_down"] else None,
+            release_height=row["release_height"],
+            reuse_height=row["reuse_height"],
+            scanned_height=row["scanned_height"],
         )
 
 

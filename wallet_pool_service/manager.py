@@ -13,7 +13,7 @@ from shared.db import accepts_writes, apply_migrations, close_pool, connection, 
 from shared.embedded_db import EmbeddedPostgres, resolve_database
 from shared.networks import parse_network
 from shared.pagination import decode_page_token, encode_page_token, foreign_page_token, page_size
-from wallet_pool_service import domain
+from wallet_pool_service import deposits, domain
 from wallet_pool_service.adapters import (
     PostgresQueueAdapter,
     PostgresWalletAdapter,
@@ -22,6 +22,7 @@ from wallet_pool_service.adapters import (
 )
 from wallet_pool_service.config import PoolSettings
 from wallet_pool_service.hand_offs import HandOffFeed
+from wallet_pool_service.metrics import DEPOSITS_RECORDED
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +152,12 @@ class WalletPoolManager:
         async with self._transaction() as (wallets, queue):
             wallet_counts = await wallets.counts(network)
             queue_counts = await queue.counts(network)
+            watermarks = await wallets.watermarks(network)
         names = sorted({*wallet_counts, *queue_counts, *([network] if network else self.networks)})
         stats = []
         for name in names:
             counts = wallet_counts.get(name, domain.WalletCounts())
+            watermark = watermarks.get(name, deposits.Watermark(name, None, None, None))
             stats.append(
                 domain.NetworkStats(
                     network=name,
@@ -165,9 +168,63 @@ class WalletPoolManager:
                     disabled=counts.disabled,
                     cooling=counts.cooling,
                     low_water_mark=self.low_water_mark,
+                    held_by_watermark=counts.held_by_watermark,
+                    reuse_confirmations=watermark.reuse_confirmations,
+                    scanned_height=watermark.scanned_height,
+                    watcher_report_time=watermark.report_time,
+                    held_reason=watermark.held_reason(counts.held_by_watermark),
                 )
             )
         return stats
+
+    async def configure_reuse_guard(self, confirmations: dict[str, int | None]) -> None:
+        """Write the watermark guard's setting per network (None: off) where the database
+        enforces it. Replicas must agree: the last one started wins."""
+        async with self._statement() as (wallets, _):
+            await wallets.configure_reuse_guard(confirmations)
+
+    async def report_deposits(
+        self, network: str, reported: list[deposits.ChainDeposit], scanned_height: int
+    ) -> deposits.ReportOutcome:
+        """Record a watcher's report: each deposit once, attributed from the address history
+        (a late one holds its wallet out of the pool), then the network's scanned height.
+        Wallets the new height lets go are handed to waiting orders."""
+        network = parse_network(network, self.networks)
+        checked = deposits.check_report(network, reported, scanned_height)
+        async with self._statement() as (wallets, _):
+            outcome = await wallets.report_deposits(network, checked, scanned_height)
+        DEPOSITS_RECORDED.labels(network, "late").inc(outcome.late)
+        DEPOSITS_RECORDED.labels(network, "unattributed").inc(outcome.unattributed)
+        DEPOSITS_RECORDED.labels(network, "on_time").inc(
+            outcome.recorded - outcome.late - outcome.unattributed
+        )
+        if outcome.late:
+            log.warning(
+                "late deposits: their wallets are held out of the pool",
+                extra={"network": network, "count": outcome.late},
+            )
+        await self.hand_off(network)
+        return outcome
+
+    async def list_deposits(self, after_id: int, requested_size: int) -> list[deposits.Deposit]:
+        """Recorded deposits after `after_id`, in the order they were recorded."""
+        async with self._statement() as (wallets, _):
+            return await wallets.deposits_after(after_id, page_size(requested_size))
+
+    async def list_late_deposits(
+        self, network: str, requested_size: int, page_token: str
+    ) -> tuple[list[deposits.Deposit], str]:
+        if network:
+            network = parse_network(network, self.networks)
+        size = page_size(requested_size)
+        after_id: object = decode_page_token(page_token).get("id") if page_token else 0
+        if type(after_id) is not int or not 0 <= after_id < 2**63:
+            raise foreign_page_token()
+        async with self._statement() as (wallets, _):
+            page = await wallets.late_deposits(network, after_id, size + 1)
+        if len(page) <= size:
+            return page, ""
+        return page[:size], encode_page_token({"id": page[size - 1].id})
 
     async def add_wallets(self, network: str, addresses: list[str]) -> domain.AddedWallets:
         """Add addresses to the pool; already known ones are reported, not added twice."""
@@ -295,6 +352,8 @@ async def _connect(
     listen_pool: asyncpg.Pool | None = None
     try:
         await apply_migrations(pool, SCHEMA, "wallet_pool_service.migrations")
+        async with connection(pool) as conn:
+            await PostgresWalletAdapter(conn).configure_reuse_guard(settings.reuse_confirmations)
         if settings.listen_database_url:
             # LISTEN needs a session of its own: behind a transaction-pooling PgBouncer, a
             # direct URL. Connects when the listener starts (and again after outages).

@@ -2,7 +2,7 @@
 
 import logging
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from wallet_pool_service.domain import NetworkStats
 
@@ -14,6 +14,28 @@ BELOW_LOW_WATER = Gauge(
     "wallet_pool_below_low_water_mark",
     "1 while a network's available wallets are below the low-water mark.",
     ["network"],
+)
+
+HELD_BY_WATERMARK = Gauge(
+    "wallet_pool_held_by_watermark",
+    "Released wallets the watermark guard holds back (the watcher has not scanned far enough "
+    "past their release, or never reported).",
+    ["network"],
+)
+WATCHER_SCANNED_HEIGHT = Gauge(
+    "wallet_pool_watcher_scanned_height",
+    "The height the network's chain watcher has scanned up to (absent: never reported).",
+    ["network"],
+)
+WATCHER_LAST_REPORT = Gauge(
+    "wallet_pool_watcher_last_report_timestamp_seconds",
+    "When the network's chain watcher last reported (0: never): a silent watcher stops reuse.",
+    ["network"],
+)
+DEPOSITS_RECORDED = Counter(
+    "wallet_pool_deposits_recorded",
+    "Deposits recorded from watcher reports, by attribution (on_time, late, unattributed).",
+    ["network", "attribution"],
 )
 
 
@@ -33,6 +55,11 @@ class PoolGauges:
             ]:
                 WALLETS.labels(s.network, state).set(count)
             QUEUE_LENGTH.labels(s.network).set(s.queued)
+            HELD_BY_WATERMARK.labels(s.network).set(s.held_by_watermark)
+            if s.scanned_height is not None:
+                WATCHER_SCANNED_HEIGHT.labels(s.network).set(s.scanned_height)
+            report_time = s.watcher_report_time
+            WATCHER_LAST_REPORT.labels(s.network).set(report_time.timestamp() if report_time else 0)
             BELOW_LOW_WATER.labels(s.network).set(1 if s.below_low_water_mark else 0)
             if s.below_low_water_mark and s.network not in self._below:
                 log.warning(

@@ -19,17 +19,48 @@ RETURNING address
 SELECT count(*) FROM wallet_pool.wallets WHERE network = $1
 
 -- wallet_counts --
+-- Cooling: held back by the cooldown or by the watermark (held_by_watermark counts the latter).
 SELECT network,
        count(*) AS total,
        count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NULL
-                        AND (cooldown_until IS NULL OR cooldown_until <= now())) AS available,
+                        AND NOT cooling_down AND NOT held_by_watermark) AS available,
        count(*) FILTER (WHERE order_id IS NOT NULL) AS allocated,
        count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NOT NULL) AS disabled,
        count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NULL
-                        AND cooldown_until > now()) AS cooling
-FROM wallet_pool.wallets
+                        AND (cooling_down OR held_by_watermark)) AS cooling,
+       count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NULL
+                        AND held_by_watermark) AS held_by_watermark
+FROM wallet_pool.wallet_states
 WHERE $1 = '' OR network = $1
 GROUP BY network
+
+-- watermarks --
+-- The watermark guard's setting and the watcher's progress per network.
+SELECT network, reuse_confirmations, scanned_height, reported_at
+FROM wallet_pool.chain_watermarks
+WHERE $1 = '' OR network = $1
+
+-- configure_reuse_guard --
+-- At start-up: the guard's confirmations of each network ($2: NULL for off).
+INSERT INTO wallet_pool.chain_watermarks (network, reuse_confirmations)
+SELECT * FROM unnest($1::text[], $2::integer[])
+ON CONFLICT (network) DO UPDATE SET reuse_confirmations = EXCLUDED.reuse_confirmations
+
+-- report_deposits --
+-- One watcher report: deposits attributed and recorded once, late ones holding their wallet
+-- back, then the scanned height (see the function).
+SELECT * FROM wallet_pool.report_deposits($1, $2, $3, $4, $5, $6, $7, $8, $9)
+
+-- deposits_after --
+-- Recorded deposits after an id, in id order (ids commit in order: see report_deposits).
+SELECT * FROM wallet_pool.deposits WHERE id > $1 ORDER BY id LIMIT $2
+
+-- late_deposits --
+-- Late deposits, oldest first; keyset pagination on id.
+SELECT * FROM wallet_pool.deposits
+WHERE released_at IS NOT NULL AND ($1 = '' OR network = $1) AND id > $2
+ORDER BY id
+LIMIT $3
 
 -- queue_counts --
 SELECT network, sum(waiting)::bigint AS queued
@@ -54,12 +85,15 @@ WHERE (SELECT true FROM wallet_pool.queue q WHERE q.network = n.network ORDER BY
     SELECT true FROM wallet_pool.wallets w
     WHERE w.network = n.network AND w.order_id IS NULL AND w.disabled_at IS NULL
       AND (w.cooldown_until IS NULL OR w.cooldown_until <= now())
+      AND (w.reuse_height IS NULL OR w.reuse_height <= (
+          SELECT m.scanned_height FROM wallet_pool.chain_watermarks m
+          WHERE m.network = n.network))
     ORDER BY released_at NULLS FIRST, id
     LIMIT 1
   )
 
 -- get_wallet --
-SELECT *, cooldown_until > now() AS cooling FROM wallet_pool.wallets WHERE address = $1
+SELECT * FROM wallet_pool.wallet_states WHERE address = $1
 
 -- set_disabled --
 -- $2: the reason, or NULL to enable. Returns the wallet as it is now.
@@ -67,19 +101,22 @@ UPDATE wallet_pool.wallets
 SET disabled_at = CASE WHEN $2::text IS NULL THEN NULL ELSE coalesce(disabled_at, now()) END,
     disabled_reason = coalesce($2, '')
 WHERE address = $1
-RETURNING *, cooldown_until > now() AS cooling
+RETURNING *, coalesce(cooldown_until > now(), false) AS cooling_down,
+          (SELECT m.scanned_height FROM wallet_pool.chain_watermarks m
+           WHERE m.network = wallets.network) AS scanned_height
 
 -- list_wallets --
 -- Keyset pagination on id; $2: '' (any), 'AVAILABLE', 'ALLOCATED', 'DISABLED' or 'COOLING'.
-SELECT *, cooldown_until > now() AS cooling FROM wallet_pool.wallets
+SELECT * FROM wallet_pool.wallet_states
 WHERE ($1 = '' OR network = $1)
   AND (
     $2 = ''
     OR ($2 = 'AVAILABLE' AND order_id IS NULL AND disabled_at IS NULL
-        AND (cooldown_until IS NULL OR cooldown_until <= now()))
+        AND NOT cooling_down AND NOT held_by_watermark)
     OR ($2 = 'ALLOCATED' AND order_id IS NOT NULL)
     OR ($2 = 'DISABLED' AND order_id IS NULL AND disabled_at IS NOT NULL)
-    OR ($2 = 'COOLING' AND order_id IS NULL AND disabled_at IS NULL AND cooldown_until > now())
+    OR ($2 = 'COOLING' AND order_id IS NULL AND disabled_at IS NULL
+        AND (cooling_down OR held_by_watermark))
   )
   AND id > $3
 ORDER BY id

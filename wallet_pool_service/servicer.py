@@ -5,13 +5,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as pb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
-from shared.auth import OPERATOR, SERVICE, method_policy
+from shared.auth import OPERATOR, SERVICE, WATCHER, method_policy
 from shared.errors import InvalidArgument
-from shared.timestamps import to_timestamp
+from shared.timestamps import from_timestamp, to_timestamp
 from shared.validation import parse_text, parse_uuid
+from wallet_pool_service.deposits import Attribution, ChainDeposit, Deposit, parse_deposit_amount
 from wallet_pool_service.domain import Wallet, WalletState
 from wallet_pool_service.manager import WalletPoolManager
 
@@ -32,6 +34,9 @@ METHOD_ROLES = method_policy(
         "ListWallets": _OPERATOR,
         "GetWalletHistory": _OPERATOR,
         "WatchHandOffs": frozenset({SERVICE}),
+        "ReportDeposits": frozenset({WATCHER}),
+        "ListLateDeposits": _OPERATOR,
+        "ListDeposits": frozenset({OPERATOR, SERVICE}),
     },
 )
 _STATE_TO_PB = {
@@ -54,6 +59,58 @@ def wallet_to_pb(wallet: Wallet) -> pb.Wallet:
         create_time=to_timestamp(wallet.create_time),
         release_time=to_timestamp(wallet.release_time),
         cooldown_end_time=to_timestamp(wallet.cooldown_end_time),
+        release_height=wallet.release_height or 0,
+        reuse_height=wallet.reuse_height or 0,
+        cooling_reason=wallet.cooling_reason,
+    )
+
+
+_ATTRIBUTION_TO_PB = {
+    Attribution.ON_TIME: pb.DEPOSIT_ATTRIBUTION_ON_TIME,
+    Attribution.LATE: pb.DEPOSIT_ATTRIBUTION_LATE,
+    Attribution.UNATTRIBUTED: pb.DEPOSIT_ATTRIBUTION_UNATTRIBUTED,
+}
+
+
+def deposit_to_pb(deposit: Deposit) -> pb.Deposit:
+    chain = deposit.chain
+    late_by = None
+    if deposit.late_by is not None:
+        late_by = Duration()
+        late_by.FromTimedelta(deposit.late_by)
+    return pb.Deposit(
+        id=deposit.id,
+        network=deposit.network,
+        address=chain.address,
+        txid=chain.txid,
+        index=chain.index,
+        amount=str(chain.amount),
+        block_height=chain.block_height,
+        block_time=to_timestamp(chain.block_time),
+        confirmations=chain.confirmations,
+        report_time=to_timestamp(deposit.report_time),
+        attribution=_ATTRIBUTION_TO_PB[deposit.attribution],
+        order_id=str(deposit.order_id) if deposit.order_id else "",
+        late_by=late_by,
+    )
+
+
+def chain_deposit_from_pb(deposit: pb.ChainDeposit, field: str) -> ChainDeposit:
+    """Fields as sent (the manager checks them against the network); the amount parsed."""
+    if not deposit.HasField("block_time"):
+        raise InvalidArgument(f"{field}.block_time", "is required")
+    try:
+        block_time = from_timestamp(deposit.block_time)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(f"{field}.block_time", "is not a valid time") from None
+    return ChainDeposit(
+        address=deposit.address,
+        txid=deposit.txid,
+        index=deposit.index,
+        amount=parse_deposit_amount(deposit.amount, field),
+        block_height=deposit.block_height,
+        block_time=block_time,
+        confirmations=deposit.confirmations,
     )
 
 
@@ -105,6 +162,12 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
                     cooling=s.cooling,
                     below_low_water_mark=s.below_low_water_mark,
                     low_water_mark=s.low_water_mark,
+                    held_by_watermark=s.held_by_watermark,
+                    reuse_guard=s.reuse_confirmations is not None,
+                    reuse_confirmations=s.reuse_confirmations or 0,
+                    scanned_height=s.scanned_height or 0,
+                    watcher_report_time=to_timestamp(s.watcher_report_time),
+                    held_reason=s.held_reason,
                 )
                 for s in stats
             ]
@@ -166,3 +229,38 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
                     address=hand_off.address,
                     network=hand_off.network,
                 )
+
+    async def ReportDeposits(
+        self, request: pb.ReportDepositsRequest, context: Context
+    ) -> pb.ReportDepositsResponse:
+        reported = [
+            chain_deposit_from_pb(d, f"deposits[{i}]") for i, d in enumerate(request.deposits)
+        ]
+        outcome = await self._manager.report_deposits(
+            request.network, reported, request.scanned_height
+        )
+        return pb.ReportDepositsResponse(
+            recorded=outcome.recorded,
+            repeated=outcome.repeated,
+            late=outcome.late,
+            unattributed=outcome.unattributed,
+            scanned_height=outcome.scanned_height,
+        )
+
+    async def ListLateDeposits(
+        self, request: pb.ListLateDepositsRequest, context: Context
+    ) -> pb.ListLateDepositsResponse:
+        late, next_token = await self._manager.list_late_deposits(
+            request.network, request.page_size, request.page_token
+        )
+        return pb.ListLateDepositsResponse(
+            deposits=[deposit_to_pb(d) for d in late], next_page_token=next_token
+        )
+
+    async def ListDeposits(
+        self, request: pb.ListDepositsRequest, context: Context
+    ) -> pb.ListDepositsResponse:
+        if request.after_id >= 2**63:
+            raise InvalidArgument("after_id", "beyond any deposit id")
+        recorded = await self._manager.list_deposits(request.after_id, request.page_size)
+        return pb.ListDepositsResponse(deposits=[deposit_to_pb(d) for d in recorded])

@@ -1,7 +1,8 @@
 """Chaos: hundreds of concurrent order lifecycles over gRPC while the order service and the
 wallet pool service are SIGKILLed and PostgreSQL is restarted (fast, or crashed) at random
-moments, and a consumer follows the event feed (`WatchOrderEvents`) through it all. At the
-end, with everything back, the six invariants must hold (`tests.invariants.check_all`), no
+moments, a consumer follows the event feed (`WatchOrderEvents`) and a chain watcher reports
+deposits (`tests/chaos/watcher.py`) through it all. At the
+end, with everything back, the invariants must hold (`tests.invariants.check_all`), no
 call may have been answered INTERNAL or UNKNOWN, and the feed the consumer received must be
 the event log, each event once and in order, with every acknowledged change in it.
 

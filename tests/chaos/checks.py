@@ -1,4 +1,4 @@
-"""What the chaos runs check at the end besides the six invariants: no piece of work done
+"""What the chaos runs check at the end besides the invariants: no piece of work done
 twice, no error in the services' logs (both runs); and a one-line summary of where the
 orders ended."""
 

@@ -10,7 +10,7 @@ every status change acknowledged before the kill must be on the new primary with
 row and owed release; and each write in flight at the kill is counted: acknowledged (then it
 must be in the database at the end, else it was lost) or failed to its caller. Then the dead
 node is rebuilt as the new primary's synchronous standby and the load goes on until the next
-failover. At the end the six invariants must hold (`tests.invariants.check_all`).
+failover. At the end the invariants must hold (`tests.invariants.check_all`).
 
     python -m tests.chaos.failover --seconds 120 [--seed N]   # make chaos CHAOS_MODE=failover
 

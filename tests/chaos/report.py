@@ -43,6 +43,9 @@ class ChaosReport:
     phases: list[tuple[str, float]] = field(default_factory=list)
     final_state: str = ""
     feed: FeedStats = field(default_factory=FeedStats)
+    # The chain watcher: blocks reported, deposits acknowledged.
+    watcher_height: int = 0
+    deposits: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def now(self) -> str:
@@ -88,6 +91,8 @@ class ChaosReport:
             f"  INTERNAL or UNKNOWN answers: {sum(self.codes[c.name] for c in FORBIDDEN)}",
             f"  event feed: {self.feed.events} events consumed, {self.feed.reconnects} "
             f"reconnects; the log ended at sequence {self.feed.log_end}",
+            f"  chain watcher: {self.watcher_height} blocks scanned, {self.deposits} deposits "
+            "acknowledged",
             f"  at the end: {self.final_state or 'not reached'}",
             f"  violations: {len(self.violations)}",
         ]

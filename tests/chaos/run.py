@@ -23,6 +23,7 @@ from tests.chaos.cluster import PostgresCluster
 from tests.chaos.feed import SUBSCRIBER_CREDENTIAL, FeedConsumer, check_feed, log_end
 from tests.chaos.load import CLIENT_OPTIONS, Load
 from tests.chaos.report import ChaosReport
+from tests.chaos.watcher import REUSE_CONFIRMATIONS, ChainWatcher
 from tests.e2e import stack
 from tests.invariants import check_all, no_address_held_by_two_live_orders
 
@@ -69,7 +70,7 @@ class ChaosRun:
 
     # -- setting up -------------------------------------------------------------------------
 
-    async def _start_services(self) -> tuple[Load, FeedConsumer]:
+    async def _start_services(self) -> tuple[Load, FeedConsumer, ChainWatcher]:
         await self.cluster.start()
         admin = await asyncpg.connect(self.cluster.url())
         try:
@@ -82,6 +83,8 @@ class ChaosRun:
                 "ORDER_TTL_SECONDS": str(self.ttl_seconds),
                 "EXPIRY_CHECK_SECONDS": "0.5",
                 "WALLET_COOLDOWN_SECONDS": str(self.cooldown_seconds),
+                # A released ETH wallet also waits for the chain watcher (ChainWatcher).
+                "WALLET_REUSE_CONFIRMATIONS": f"ETH:{REUSE_CONFIRMATIONS}",
                 "AUTH_TOKENS": SUBSCRIBER_CREDENTIAL,
             },
         )
@@ -102,7 +105,8 @@ class ChaosRun:
         pool_stub = pool_grpc.WalletPoolServiceStub(pool_channel)
         load = Load(orders, pool_stub, self.report, self.seed)
         await load.add_wallets(self.initial_wallets)
-        return load, FeedConsumer(orders, self.report, self.seed)
+        watcher = ChainWatcher(pool_stub, self.cluster.url("exchange"), self.report, self.seed)
+        return load, FeedConsumer(orders, self.report, self.seed), watcher
 
     async def _close(self) -> None:
         for channel in self._channels:
@@ -226,21 +230,24 @@ class ChaosRun:
 
     async def run(self) -> ChaosReport:
         try:
-            load, feed = await self._start_services()
-            await self._drive(load, feed, self._phase("start-up", self.report.started))
+            load, feed, watcher = await self._start_services()
+            await self._drive(load, feed, watcher, self._phase("start-up", self.report.started))
         finally:
             self.report.elapsed = time.monotonic() - self.report.started
             await self._close()
         return self.report
 
-    async def _drive(self, load: Load, feed: FeedConsumer, mark: float) -> None:
-        """The load and the feed consumer while the chaos lasts; then the lifecycles in
-        flight end, everything settles, and the checks run."""
+    async def _drive(
+        self, load: Load, feed: FeedConsumer, watcher: ChainWatcher, mark: float
+    ) -> None:
+        """The load, the feed consumer and the chain watcher while the chaos lasts; then the
+        lifecycles in flight end, everything settles, and the checks run."""
         feed.start()
         tasks = [asyncio.create_task(load.worker()) for _ in range(self.workers)]
         tasks += [
             asyncio.create_task(load.operator()),
             asyncio.create_task(self._monitor(load.stop)),
+            asyncio.create_task(watcher.run(load.stop)),
         ]
         try:
             await self._chaos(mark + self.seconds)
@@ -252,7 +259,7 @@ class ChaosRun:
             await self._wait_serving(30)
             mark = self._phase("lifecycles ending", mark)
             self.report.violations += [
-                f"final check: {v}" for v in await self._check_at_end(load, feed, mark)
+                f"final check: {v}" for v in await self._check_at_end(load, feed, watcher, mark)
             ]
             for process in self.processes.values():
                 self.report.log_problems += log_problems(process.logs())
@@ -262,12 +269,19 @@ class ChaosRun:
             await asyncio.gather(*tasks, return_exceptions=True)
             await feed.stop()
 
-    async def _check_at_end(self, load: Load, feed: FeedConsumer, mark: float) -> list[str]:
-        """Once releases drained and allocations settled: the six invariants, no work done
-        twice; then the feed consumer catches up with the log's end and its feed is checked."""
+    async def _check_at_end(
+        self, load: Load, feed: FeedConsumer, watcher: ChainWatcher, mark: float
+    ) -> list[str]:
+        """Once releases drained and allocations settled: the invariants (deposits too), no
+        work done twice; then the feed consumer catches up with the log's end and its feed is
+        checked."""
         pool = await asyncpg.create_pool(self.cluster.url("exchange"), min_size=1, max_size=2)
         try:
-            violations = await check_all(pool, load.acknowledged, settle_seconds=30)
+            self.report.watcher_height = watcher.height
+            self.report.deposits = len(watcher.acknowledged)
+            violations = await check_all(
+                pool, load.acknowledged, settle_seconds=30, deposits=watcher.acknowledged
+            )
             async with pool.acquire() as conn:
                 violations += await no_work_done_twice(conn)
                 self.report.final_state = await final_state(conn)

@@ -13,6 +13,7 @@ from scripts.processes import ServiceProcess, stop_all
 OPERATOR_TOKEN = "e2e-operator-token"
 CLIENT_TOKEN = "e2e-client-token"
 SERVICE_TOKEN = "e2e-service-token"
+WATCHER_TOKEN = "e2e-watcher-token"
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -30,6 +31,11 @@ def service_env(
         "OPERATOR_TOKEN": OPERATOR_TOKEN,
         "CLIENT_TOKEN": CLIENT_TOKEN,
         "SERVICE_TOKEN": SERVICE_TOKEN,
+        "WATCHER_TOKEN": WATCHER_TOKEN,
+        # The suite's flows reuse wallets without a chain watcher; the tests of the
+        # watermark guard turn it on (tests/e2e/test_deposits.py).
+        "WALLET_REUSE_CONFIRMATIONS": "off",
+        "DEPOSIT_SYNC_SECONDS": "0.2",
         "ORDER_METRICS_ADDR": "127.0.0.1:0",
         "WALLET_POOL_METRICS_ADDR": "127.0.0.1:0",
         "HEALTH_CHECK_SECONDS": "0.5",
@@ -65,6 +71,7 @@ class Stack:
         self.operator = bearer(tokens[0])
         self.client = bearer(tokens[1])
         self.service = bearer(tokens[2])
+        self.watcher = bearer(os.environ.get("E2E_WATCHER_TOKEN", WATCHER_TOKEN))
 
     async def close(self) -> None:
         await self.order_channel.close(None)

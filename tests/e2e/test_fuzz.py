@@ -118,6 +118,9 @@ RPCS = _rpcs(
         "EnableWallet": ("operator",),
         "ListWallets": ("operator",),
         "GetWalletHistory": ("operator",),
+        "ReportDeposits": ("watcher",),
+        "ListLateDeposits": ("operator",),
+        "ListDeposits": ("operator", "service"),
     },
 )
 RPC_IDS = [rpc.name for rpc in RPCS]
@@ -449,6 +452,33 @@ class World:
         )
 
 
+def sensible_deposits(world: World) -> st.SearchStrategy[wpb.ChainDeposit]:
+    """Deposits a careful watcher reports (to pool addresses or others, a few txids)."""
+    return st.builds(
+        wpb.ChainDeposit,
+        address=st.one_of(st.sampled_from(world.addresses), eth_bodies.map(eth_address)),
+        txid=st.sampled_from(["0xaa", "0xbb", "0xcc"]),
+        index=st.integers(0, 2),
+        amount=st.sampled_from(["0.5", "1", "2.25"]),
+        block_height=st.integers(0, 600),
+        block_time=st.integers(0, 2_000_000_000).map(lambda seconds: Timestamp(seconds=seconds)),
+        confirmations=st.integers(0, 100),
+    )
+
+
+def garbage_deposits(world: World) -> st.SearchStrategy[wpb.ChainDeposit]:
+    return st.builds(
+        wpb.ChainDeposit,
+        address=st.one_of(world.known_addresses(), garbage_text),
+        txid=garbage_text,
+        index=st.integers(0, 2**32 - 1),
+        amount=st.one_of(amounts, garbage_text),
+        block_height=st.integers(0, 2**64 - 1),
+        block_time=timestamps,
+        confirmations=st.integers(0, 2**32 - 1),
+    )
+
+
 def sensible_values(
     rpc: Rpc, field_descriptor: FieldDescriptor, world: World
 ) -> st.SearchStrategy[Any]:
@@ -456,6 +486,8 @@ def sensible_values(
     name = field_descriptor.name
     if field_descriptor.is_repeated and field_descriptor.type == FieldDescriptor.TYPE_ENUM:
         return st.lists(enum_numbers(field_descriptor), max_size=3)
+    if field_descriptor.is_repeated and name == "deposits":
+        return st.lists(sensible_deposits(world), max_size=4)
     if field_descriptor.is_repeated:
         return st.one_of(
             st.lists(eth_bodies.map(eth_address), min_size=1, max_size=5),
@@ -495,6 +527,8 @@ def garbage_values(
     name = field_descriptor.name
     if field_descriptor.is_repeated and field_descriptor.type == FieldDescriptor.TYPE_ENUM:
         return st.lists(enum_numbers(field_descriptor), max_size=5)
+    if field_descriptor.is_repeated and name == "deposits":
+        return st.lists(garbage_deposits(world), max_size=4)
     if field_descriptor.is_repeated:
         assert name == "addresses", f"no strategy for repeated {rpc.name}.{name}"
         return address_lists
@@ -700,7 +734,9 @@ def judge(
     if answer.code not in NAMES_THE_FIELD:
         return
     name, colon, _ = answer.details.partition(": ")
-    assert colon and re.fullmatch(r"[a-z_]+(\[\d+\])?", name), f"no field first: {about}"
+    assert colon and re.fullmatch(r"[a-z_]+(\[\d+\])?(\.[a-z_]+)?", name), (
+        f"no field first: {about}"
+    )
     known = {f.name for f in rpc.request_type.DESCRIPTOR.fields} | {"request"}
     assert name.split("[")[0] in known, f"{name!r} is no field of the request: {about}"
     if answer.code == grpc.StatusCode.INVALID_ARGUMENT:
@@ -714,7 +750,12 @@ def judge(
 
 
 def token_for(stack: LocalStack, role: str) -> Any:
-    return {"client": stack.client, "operator": stack.operator, "service": stack.service}[role]
+    return {
+        "client": stack.client,
+        "operator": stack.operator,
+        "service": stack.service,
+        "watcher": stack.watcher,
+    }[role]
 
 
 async def call_and_judge(
@@ -831,7 +872,7 @@ def metadata_for(stack: LocalStack, rpc: Rpc, choice: str, extra: int) -> Any:
     if choice == "right":
         return token_for(stack, rpc.roles[extra % len(rpc.roles)])
     if choice == "other":
-        return token_for(stack, ["client", "operator", "service"][extra % 3])
+        return token_for(stack, ["client", "operator", "service", "watcher"][extra % 4])
     if choice == "wrong":
         return (("authorization", ["Bearer nope", "Basic x", "Bearer", "bearer  "][extra % 4]),)
     return ()
@@ -918,6 +959,15 @@ def odd_values(field_descriptor: FieldDescriptor) -> list[Any]:
     odd_enums = [-1, 99, -(2**31), 2**31 - 1]
     if field_descriptor.is_repeated and field_descriptor.type == FieldDescriptor.TYPE_ENUM:
         return [[number] for number in odd_enums] + [odd_enums * 300]
+    if field_descriptor.is_repeated and field_descriptor.name == "deposits":
+        odd = [
+            wpb.ChainDeposit(address=text, txid=text, amount=text, block_time=Timestamp())
+            for text in ODD_TEXTS + HUGE_TEXTS
+        ]
+        many = wpb.ChainDeposit(
+            address="0x" + "1" * 40, txid="0x1", amount="1", block_time=Timestamp()
+        )
+        return [[deposit] for deposit in odd] + [[many] * 1001]
     if field_descriptor.is_repeated:
         return [[text] for text in ODD_TEXTS + HUGE_TEXTS] + MANY_ADDRESS_LISTS
     if field_descriptor.type == FieldDescriptor.TYPE_MESSAGE:
@@ -974,12 +1024,15 @@ async def test_each_field_in_turn_takes_every_odd_value_with_a_documented_status
 def not_a_message(request_type: type[Message]) -> list[bytes]:
     """Bytes that no request message parses from."""
     fields = request_type.DESCRIPTOR.fields
-    [text] = [f.number for f in fields if f.type == FieldDescriptor.TYPE_STRING][:1]
+    strings = [f.number for f in fields if f.type == FieldDescriptor.TYPE_STRING][:1]
+    # (A request without a string field has no string to spoil: its first field stands in.)
+    text = strings[0] if strings else fields[0].number
+    not_utf8 = [tag(text, 2) + b"\x02\xc3\x28"] if strings else []  # a string not UTF-8
     return [
         b"\xff",  # a field key cut short
         b"\x80" * 11,  # a varint longer than ten bytes
         tag(text, 2) + b"\x05ab",  # a length beyond the end
-        tag(text, 2) + b"\x02\xc3\x28",  # a string that is not UTF-8
+        *not_utf8,
         tag(text, 2) + varint(2**40),  # a length of a terabyte
         tag(text, 3),  # a group that never ends
         tag(text, 4),  # the end of a group that never began

@@ -18,6 +18,7 @@ import pytest
 from exchange.order.v1 import order_service_pb2 as opb
 from tests.e2e.conftest import local_only
 from tests.e2e.stack import LocalStack
+from tests.e2e.test_deposits import chain_deposit, report
 from tests.e2e.test_operations import scrape
 from tests.e2e.test_release_flow import add_wallets, create, eth_address, finish
 from tests.e2e.test_watch import Watch
@@ -40,6 +41,8 @@ OWN_PREFIXES = ("grpc_", "order_", "wallet_pool_")
 async def one_lifecycle_with_a_queue_and_a_watch(stack: LocalStack) -> None:
     await add_wallets(stack, "ETH", [eth_address()])
     holder, waiting = await create(stack), await create(stack)
+    # The ETH watcher reports a deposit to the holder's address.
+    await report(stack, 10, chain_deposit(holder.wallet_address, height=9))
     watch = Watch(stack, waiting.id, stack.client)
     await watch.until("ALLOCATION_QUEUED")
     await finish(stack, holder.id, opb.ORDER_STATUS_COMPLETED)

@@ -9,7 +9,7 @@ import pytest
 from exchange.order.v1 import order_service_pb2 as opb
 from tests.databases import ROOT, DatabaseFactory
 from tests.e2e.conftest import local_only
-from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, LocalStack
+from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, WATCHER_TOKEN, LocalStack
 
 
 def walkthrough() -> str:
@@ -26,7 +26,13 @@ async def test_the_readme_walkthrough_works_as_written(
 ) -> None:
     if not (ROOT / ".venv" / "bin" / "grpcurl").exists():
         pytest.skip("grpcurl is installed by make setup")
-    stack = await LocalStack.start(await databases.create(), tmp_path, environment="development")
+    # The defaults of `make run`: the watermark guard on (the suite's stacks turn it off).
+    stack = await LocalStack.start(
+        await databases.create(),
+        tmp_path,
+        environment="development",
+        extra_env={"WALLET_REUSE_CONFIRMATIONS": "", "DEPOSIT_SYNC_SECONDS": "1"},
+    )
     try:
         script = (
             walkthrough()
@@ -34,7 +40,11 @@ async def test_the_readme_walkthrough_works_as_written(
             .replace("localhost:50052", stack.pool_addr)
             .replace('"$PWD/.venv/bin', f'"{ROOT}/.venv/bin')
         )
-        for role, token in [("operator", OPERATOR_TOKEN), ("client", CLIENT_TOKEN)]:
+        for role, token in [
+            ("operator", OPERATOR_TOKEN),
+            ("client", CLIENT_TOKEN),
+            ("watcher", WATCHER_TOKEN),
+        ]:
             (tmp_path / f"{role}_token").write_text(token)
             script = script.replace(f".data/{role}_token", str(tmp_path / f"{role}_token"))
         process = await asyncio.create_subprocess_exec(
@@ -42,7 +52,7 @@ async def test_the_readme_walkthrough_works_as_written(
             "-euo",
             "pipefail",
             "-c",
-            script + '\necho "RESULT $ORDER $WAITING"\n',
+            script + '\necho "RESULT $ORDER $WAITING $LEFT"\n',
             cwd=tmp_path,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -65,7 +75,7 @@ async def test_the_readme_walkthrough_works_as_written(
             "SERVING",
         ]:
             assert expected in output, expected
-        order_id, waiting_id = output.rsplit("RESULT ", 1)[1].split()
+        order_id, waiting_id, left_id = output.rsplit("RESULT ", 1)[1].split()
         order = (
             await stack.orders.GetOrder(
                 opb.GetOrderRequest(order_id=order_id), metadata=stack.client
@@ -84,5 +94,14 @@ async def test_the_readme_walkthrough_works_as_written(
             f'"wallet_address": "{order.wallet_address}"'
         )
         assert "ORDER_EVENT_TYPE_RELEASE_DELIVERED" in output
+        # A deposit on its order and the feed; a wallet held by the watermark until the
+        # watcher scanned past it; a late deposit listed, its wallet held out.
+        assert "ORDER_EVENT_TYPE_DEPOSIT_RECEIVED" in output
+        assert '"held_by_watermark": 1' in output
+        assert "waits for the ETH watcher to scan height 1065 (scanned 1001)" in output
+        assert "DEPOSIT_ATTRIBUTION_LATE" in output
+        late = output.split("--- late deposits:", 1)[1]
+        assert f'"order_id": "{left_id}"' in late and '"late": true' in output
+        assert "late deposit 0x" in output
     finally:
         await stack.close()

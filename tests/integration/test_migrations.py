@@ -40,8 +40,10 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "005_one_spelling",
             "006_announce_from_sequencer",
             "006_queue_places",
+            "007_deposits",
             "007_one_call_per_decision",
             "008_release_names_the_wallet",
+            "009_deposits_and_watermark",
         ]
         assert await _tables(pools[0]) == {
             "orders.orders",
@@ -49,12 +51,17 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "orders.pending_releases",
             "orders.order_events",
             "orders.event_log",
+            "orders.deposits",
+            "orders.deposit_cursor",
             "orders.schema_migrations",
             "wallet_pool.wallets",
             "wallet_pool.queue",
             "wallet_pool.queue_blocks",
             "wallet_pool.released_orders",
             "wallet_pool.assignments",
+            "wallet_pool.chain_watermarks",
+            "wallet_pool.deposits",
+            "wallet_pool.wallet_states",
             "wallet_pool.schema_migrations",
         }
         assert await apply_migrations(pools[0], "orders", "order_service.migrations") == []

@@ -3,6 +3,7 @@
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ from order_service.domain import (
     OrderNotFound,
     OrderScope,
     OrderStatus,
+    PoolDeposit,
     RequestIdReused,
     WalletRelease,
 )
@@ -30,6 +32,7 @@ from shared.errors import OutcomeUnknown
 from shared.grpc_server import GrpcServer
 from tests.databases import DatabaseFactory
 from tests.e2e.proxy import DatabaseProxy
+from wallet_pool_service.deposits import ChainDeposit
 from wallet_pool_service.domain import demo_addresses
 from wallet_pool_service.manager import WalletPoolManager
 from wallet_pool_service.servicer import METHOD_ROLES, WalletPoolServicer
@@ -490,6 +493,9 @@ class CountingGateway:
     def watch_hand_offs(self) -> AsyncIterator[tuple[uuid.UUID, str]]:
         return self._inner.watch_hand_offs()
 
+    async def deposits_after(self, after_id: int, limit: int) -> tuple[list[PoolDeposit], int]:
+        return await self._inner.deposits_after(after_id, limit)
+
 
 async def test_replicas_share_the_allocation_sync_without_asking_twice_about_an_order(
     db_pool: asyncpg.Pool, pool_server: GrpcServer, orders: OrderManager
@@ -545,3 +551,37 @@ async def test_changes_are_announced_to_other_replicas_by_the_sequencer_alone(
             assert (await asyncio.wait_for(heard.get(), 2)).split() == [str(last), "*"]
         finally:
             await listening.remove_listener("order_events", on_notify)
+
+
+async def test_a_deposit_after_the_order_became_final_shows_late_even_before_the_release(
+    orders: OrderManager, pool_manager: WalletPoolManager, db_pool: asyncpg.Pool
+) -> None:
+    [address] = demo_addresses("ETH", 1)
+    await pool_manager.add_wallets("ETH", [address])
+    order = await orders.create_order("ETH", Decimal("1"), None, "client")
+    assert order.wallet_address == address
+    await _finish(orders, order.id, OrderStatus.CANCELLED)
+    final_at = await db_pool.fetchval(
+        "SELECT change_time FROM orders.status_history WHERE order_id = $1 AND to_status = $2",
+        order.id,
+        "CANCELLED",
+    )
+    released_at = await db_pool.fetchval(
+        "SELECT released_at FROM wallet_pool.assignments WHERE order_id = $1", order.id
+    )
+    assert final_at < released_at
+    # Paid between the final status and the release: the pool (which knows only the
+    # release) has it on time; the order service shows it late.
+    before_final = final_at - timedelta(milliseconds=1)
+    after_final = final_at + (released_at - final_at) / 2
+    reported = [
+        ChainDeposit(address, txid, 0, Decimal("0.5"), 7, time, 1)
+        for txid, time in (("0xbefore", before_final), ("0xafter", after_final))
+    ]
+    outcome = await pool_manager.report_deposits("ETH", reported, 7)
+    assert (outcome.recorded, outcome.late) == (2, 0)
+
+    await orders.sync_deposits()
+
+    shown = await orders.get_deposits(order.id, EVERY_ORDER)
+    assert [(d.txid, d.late) for d in shown] == [("0xbefore", False), ("0xafter", True)]

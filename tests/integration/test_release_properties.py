@@ -72,7 +72,8 @@ async def _reset(db_pool: asyncpg.Pool) -> None:
     await db_pool.execute(
         """TRUNCATE wallet_pool.wallets, wallet_pool.queue, wallet_pool.queue_blocks,
                     wallet_pool.released_orders, wallet_pool.assignments,
-                    orders.orders, orders.status_history, orders.pending_releases"""
+                    orders.orders, orders.status_history, orders.pending_releases,
+                    orders.deposits"""
     )
 
 

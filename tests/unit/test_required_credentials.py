@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from order_service.config import OrderSettings
-from shared.auth import CLIENT, OPERATOR, SERVICE, Principal, missing_roles
+from shared.auth import CLIENT, OPERATOR, SERVICE, WATCHER, Principal, missing_roles
 from shared.config import ConfigError
 from wallet_pool_service.config import PoolSettings
 
@@ -14,6 +14,7 @@ CREDENTIAL_VARIABLES = (
     "OPERATOR_TOKEN",
     "CLIENT_TOKEN",
     "SERVICE_TOKEN",
+    "WATCHER_TOKEN",
     "AUTH_TOKENS",
     "AUTH_TOKENS_FILE",
 )
@@ -21,7 +22,12 @@ CREDENTIAL_VARIABLES = (
 
 @pytest.fixture(autouse=True)
 def no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (*CREDENTIAL_VARIABLES, "APP_ENV", "SUPPORTED_NETWORKS"):
+    for name in (
+        *CREDENTIAL_VARIABLES,
+        "APP_ENV",
+        "SUPPORTED_NETWORKS",
+        "WALLET_REUSE_CONFIRMATIONS",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -112,10 +118,32 @@ def test_credentials_from_auth_tokens_and_its_file_satisfy_both_services(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     tokens_file = tmp_path / "tokens"
-    tokens_file.write_text("# operators\nalice:operator:op-alice\n")
+    tokens_file.write_text("# operators\nalice:operator:op-alice\neth-node:watcher:w-eth\n")
     monkeypatch.setenv("APP_ENV", "production")
     monkeypatch.setenv("AUTH_TOKENS_FILE", str(tokens_file))
     monkeypatch.setenv("AUTH_TOKENS", "orders:service:svc")
-    assert {p.role for p in PoolSettings.from_env().tokens.values()} == {OPERATOR, SERVICE}
+    assert {p.role for p in PoolSettings.from_env().tokens.values()} == {
+        OPERATOR,
+        SERVICE,
+        WATCHER,
+    }
     monkeypatch.setenv("SERVICE_TOKEN", "svc")
     assert OrderSettings.from_env().service_token == "svc"
+
+
+def test_the_wallet_pool_with_the_reuse_guard_on_refuses_to_start_without_a_watcher(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPERATOR_TOKEN", "op")
+    monkeypatch.setenv("SERVICE_TOKEN", "svc")
+    monkeypatch.setenv("WALLET_REUSE_CONFIRMATIONS", "BTC:off,TRON:off")
+    with pytest.raises(ConfigError) as raised:
+        PoolSettings.from_env()
+    assert str(raised.value).startswith("no credential for the 'watcher' role (released wallets")
+    assert "WATCHER_TOKEN" in str(raised.value)
+    # With the guard off everywhere, no watcher is needed; with one, it starts guarded.
+    monkeypatch.setenv("WALLET_REUSE_CONFIRMATIONS", "off")
+    assert set(PoolSettings.from_env().reuse_confirmations.values()) == {None}
+    monkeypatch.setenv("WALLET_REUSE_CONFIRMATIONS", "")
+    monkeypatch.setenv("WATCHER_TOKEN", "w")
+    assert PoolSettings.from_env().reuse_confirmations == {"BTC": 6, "ETH": 64, "TRON": 20}

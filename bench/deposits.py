@@ -1,0 +1,206 @@
+"""9: what a chain watcher's deposit reports cost the claim cycle. The claim cycle of
+scenario 1 (concurrency 32, over the same pool) on one stack, in pairs of windows: without
+reports, then while a watcher sends 10,000 deposits in reports of 100, paced evenly over the
+measured window, to addresses of the pool (each attributed from the address history the
+cycle keeps growing), with the scanned height one block further each report."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import grpc
+
+from bench.harness import Run, errors_of, join_notes, summary, together
+from bench.loadgen import CYCLE, LoadJob, LoadResult, Window, run_load
+from bench.report import Row
+from bench.stack import add_wallets, pids_of, start_services, target_of
+from bench.stats import Latency
+from bench.system import CpuMeter
+from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
+from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
+from shared.timestamps import to_timestamp
+from tests.e2e.stack import WATCHER_TOKEN, bearer
+
+DEPOSITS = "9 deposit reports"
+_REPORTS = 100
+_PER_REPORT = 100
+_CONCURRENCY = 32
+# The claim cycle's throughput with the reports, against without.
+_THROUGHPUT_TARGET = 0.90
+
+
+class Reporter:
+    """The watcher's side: reports of `_PER_REPORT` deposits to pool addresses, spread evenly
+    over a window; counts what the pool answered."""
+
+    def __init__(self, pool_addr: str, addresses: list[str]) -> None:
+        self._channel = grpc.aio.insecure_channel(pool_addr)
+        self._pool = pool_grpc.WalletPoolServiceStub(self._channel)
+        self._addresses = itertools.cycle(addresses)
+        self.height = 0
+        self.recorded = 0
+        self.failed: list[str] = []
+        self.latencies: list[float] = []
+
+    async def during(self, window: Window) -> None:
+        interval = (window.end - window.start) / _REPORTS
+        for n in range(_REPORTS):
+            await asyncio.sleep(max(0.0, window.start + n * interval - time.monotonic()))
+            await self._report()
+
+    async def _report(self) -> None:
+        self.height += 1
+        now = to_timestamp(datetime.now(UTC))
+        deposits = [
+            wpb.ChainDeposit(
+                address=next(self._addresses),
+                txid="0x" + secrets.token_hex(32),
+                amount="0.01",
+                block_height=self.height,
+                block_time=now,
+                confirmations=1,
+            )
+            for _ in range(_PER_REPORT)
+        ]
+        request = wpb.ReportDepositsRequest(
+            network="ETH", deposits=deposits, scanned_height=self.height
+        )
+        started = time.monotonic()
+        try:
+            response = await self._pool.ReportDeposits(
+                request, metadata=bearer(WATCHER_TOKEN), timeout=10
+            )
+        except grpc.aio.AioRpcError as exc:
+            self.failed.append(exc.code().name)
+            return
+        self.latencies.append(time.monotonic() - started)
+        self.recorded += response.recorded
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+
+async def _addresses(url: str, count: int) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT address FROM wallet_pool.wallets ORDER BY random() LIMIT $1", count
+        )
+    finally:
+        await conn.close()
+    return [r["address"] for r in rows]
+
+
+async def deposit_reports(run: Run) -> None:
+    settings = run.settings
+    print(
+        f"{DEPOSITS}: the claim cycle at concurrency {_CONCURRENCY} over "
+        f"{settings.claim_pool_size:,} wallets, {settings.deposit_pairs} pairs of windows "
+        f"without and with {_REPORTS * _PER_REPORT:,} deposits reported in batches of "
+        f"{_PER_REPORT}",
+        flush=True,
+    )
+    database = await run.server.database()
+    await add_wallets(database, "ETH", 1, settings.claim_pool_size)
+    stack = await start_services(database, run.work_dir / "deposits")
+    reporter = Reporter(stack.pool_addr, await _addresses(database, 2_000))
+    job = LoadJob(
+        CYCLE,
+        target_of(stack),
+        _CONCURRENCY,
+        settings.warmup_seconds,
+        settings.duration_seconds,
+        "ETH",
+    )
+    groups = pids_of(stack)
+    meter = CpuMeter(groups=groups, postmaster=run.postmaster)
+    alone: list[LoadResult] = []
+    reported: list[LoadResult] = []
+    cpu: dict[str, list[Any]] = {"without": [], "with": []}
+    try:
+        await asyncio.sleep(1.0)  # background loops' first round
+        for _ in range(settings.deposit_pairs):
+            for kind, results in (("without", alone), ("with", reported)):
+
+                async def during(window: Window, kind: str = kind) -> None:
+                    extra = {"load_generator": list(window.client_pids)}
+                    measuring = meter.measure(window.start, window.end, extra)
+                    if kind == "with":
+                        cores, _ = await asyncio.gather(measuring, reporter.during(window))
+                    else:
+                        cores = await measuring
+                    cpu[kind].append(cores)
+
+                results.append(await run_load(job, settings.client_processes, during))
+    finally:
+        await reporter.close()
+        await stack.close()
+        await run.server.drop(database)
+
+    without, with_reports = together(alone), together(reported)
+    ratio = with_reports.throughput / without.throughput if without.throughput else 0.0
+    pair_ratios = [
+        w.throughput / a.throughput if a.throughput else 0.0
+        for a, w in zip(alone, reported, strict=True)
+    ]
+    expected = settings.deposit_pairs * _REPORTS * _PER_REPORT
+    lost = expected - reporter.recorded
+    cycle, alone_cycle = _cycle(with_reports), _cycle(without)
+    report_latency = Latency.of(reporter.latencies)
+    run.add(
+        Row(
+            scenario=f"{DEPOSITS}: claim cycle while {_REPORTS * _PER_REPORT:,} deposits are "
+            f"reported in batches of {_PER_REPORT}",
+            concurrency=str(_CONCURRENCY),
+            throughput=with_reports.throughput,
+            p50=cycle.p50,
+            p99=cycle.p99,
+            baseline=f"without {without.throughput:,.0f}/s",
+            ratio=ratio,
+            target=f">= {_THROUGHPUT_TARGET:.2f} x without",
+            met=ratio >= _THROUGHPUT_TARGET and not lost and not with_reports.errors,
+            note=join_notes(
+                f"{len(pair_ratios)} pairs of windows, each "
+                + " / ".join(f"{r:.2f}" for r in pair_ratios),
+                f"report p50 {report_latency.p50:.1f} ms p99 {report_latency.p99:.1f} ms",
+                f"{lost} deposits not recorded" if lost else "",
+                f"reports failed: {', '.join(reporter.failed)}" if reporter.failed else "",
+                errors_of(with_reports),
+            ),
+        )
+    )
+    run.add(
+        Row(
+            scenario="  claim cycle without reports, windows in turn with the above",
+            concurrency=str(_CONCURRENCY),
+            throughput=without.throughput,
+            p50=alone_cycle.p50,
+            p99=alone_cycle.p99,
+            note=errors_of(without),
+        )
+    )
+    run.details["deposits"] = {
+        "reports_per_window": _REPORTS,
+        "deposits_per_report": _PER_REPORT,
+        "concurrency": _CONCURRENCY,
+        "pairs": settings.deposit_pairs,
+        "without": summary(without),
+        "with": summary(with_reports),
+        "ratio": round(ratio, 4),
+        "pair_ratios": [round(r, 4) for r in pair_ratios],
+        "recorded": reporter.recorded,
+        "expected": expected,
+        "report_latency_ms": report_latency.to_json(),
+        "cpu_cores": {"without": cpu["without"][0], "with": cpu["with"][0]},
+        "cpu_cores_windows": cpu,
+    }
+
+
+def _cycle(result: LoadResult) -> Latency:
+    return Latency.of(result.latencies.get(CYCLE, []))

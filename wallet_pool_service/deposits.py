@@ -1,0 +1,226 @@
+"""Deposits reported by chain watchers and the watermark guard of reuse: values and checks,
+no I/O here."""
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Violation
+from shared.validation import parse_decimal_amount, parse_text
+from wallet_pool_service.addresses import address_problem, canonical_address
+from wallet_pool_service.domain import MAX_ADDRESS_LENGTH, Row
+
+MAX_DEPOSITS_PER_REPORT = 1000
+MAX_TXID_LENGTH = 128
+# Heights stay below 2^62: the database stands 2^62 in for "not known yet" (migration 009).
+MAX_HEIGHT = 2**62 - 1
+_MAX_INDEX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ChainDeposit:
+    """A deposit as a watcher saw it on the chain."""
+
+    address: str
+    txid: str
+    index: int
+    amount: Decimal
+    block_height: int
+    block_time: datetime
+    confirmations: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.txid, self.index
+
+
+class Attribution(enum.StrEnum):
+    ON_TIME = "ON_TIME"
+    LATE = "LATE"
+    UNATTRIBUTED = "UNATTRIBUTED"
+
+
+@dataclass(frozen=True)
+class Deposit:
+    """A recorded deposit and whom it was attributed to."""
+
+    id: int
+    network: str
+    chain: ChainDeposit
+    report_time: datetime
+    order_id: uuid.UUID | None
+    # Late: when the order it is attributed to released the address.
+    release_time: datetime | None
+
+    @property
+    def attribution(self) -> Attribution:
+        if self.order_id is None:
+            return Attribution.UNATTRIBUTED
+        return Attribution.LATE if self.release_time is not None else Attribution.ON_TIME
+
+    @property
+    def late_by(self) -> timedelta | None:
+        if self.release_time is None:
+            return None
+        return self.chain.block_time - self.release_time
+
+    @classmethod
+    def from_row(cls, row: Row) -> "Deposit":
+        return cls(
+            id=row["id"],
+            network=row["network"],
+            chain=ChainDeposit(
+                address=row["address"],
+                txid=row["txid"],
+                index=row["output_index"],
+                amount=row["amount"],
+                block_height=row["block_height"],
+                block_time=row["block_time"],
+                confirmations=row["confirmations"],
+            ),
+            report_time=row["reported_at"],
+            order_id=row["order_id"],
+            release_time=row["released_at"],
+        )
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    recorded: int
+    repeated: int
+    late: int
+    unattributed: int
+    scanned_height: int
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """A network's guard setting (None: off) and its watcher's progress (None: silent)."""
+
+    network: str
+    reuse_confirmations: int | None
+    scanned_height: int | None
+    report_time: datetime | None
+
+    @property
+    def guarded(self) -> bool:
+        return self.reuse_confirmations is not None
+
+    def held_reason(self, held: int) -> str:
+        """Why `held` released wallets of the network are not reused yet ('' if none)."""
+        if not held:
+            return ""
+        if self.scanned_height is None:
+            return (
+                f"the {self.network} watcher has never reported a scanned height: "
+                f"{held} released wallets wait for it"
+            )
+        return (
+            f"{held} released wallets wait for the {self.network} watcher to scan "
+            f"{self.reuse_confirmations} blocks past their release (scanned "
+            f"{self.scanned_height})"
+        )
+
+
+def check_height(value: int, field: str) -> int:
+    if value > MAX_HEIGHT:
+        raise InvalidArgument(field, f"{value} is beyond any chain's height (at most {MAX_HEIGHT})")
+    return value
+
+
+def check_deposit(network: str, field: str, deposit: ChainDeposit, scanned: int) -> ChainDeposit:
+    """The deposit with its address in canonical form, or InvalidArgument naming the field."""
+    address = parse_text(deposit.address, f"{field}.address", MAX_ADDRESS_LENGTH, required=True)
+    problem = address_problem(network, address)
+    if problem:
+        raise InvalidArgument(
+            f"{field}.address", f"{address!r} is not a valid {network} address: {problem}"
+        )
+    txid = parse_text(deposit.txid, f"{field}.txid", MAX_TXID_LENGTH, required=True)
+    if deposit.index > _MAX_INDEX:
+        raise InvalidArgument(f"{field}.index", f"at most {_MAX_INDEX}")
+    height = check_height(deposit.block_height, f"{field}.block_height")
+    if height > scanned:
+        raise InvalidArgument(
+            f"{field}.block_height",
+            f"{height} is beyond the report's scanned_height {scanned}",
+        )
+    return ChainDeposit(
+        address=canonical_address(address),
+        txid=txid,
+        index=deposit.index,
+        amount=deposit.amount,
+        block_height=height,
+        block_time=deposit.block_time,
+        confirmations=deposit.confirmations,
+    )
+
+
+def parse_deposit_amount(text: str, field: str) -> Decimal:
+    return parse_decimal_amount(text, f"{field}.amount")
+
+
+def check_report(
+    network: str, deposits: list[ChainDeposit], scanned_height: int
+) -> list[ChainDeposit]:
+    """The report's deposits, checked; InvalidArgument naming the first bad field. A deposit
+    repeated within the report must be the same deposit."""
+    scanned = check_height(scanned_height, "scanned_height")
+    if len(deposits) > MAX_DEPOSITS_PER_REPORT:
+        raise InvalidArgument("deposits", f"at most {MAX_DEPOSITS_PER_REPORT} per report")
+    checked: list[ChainDeposit] = []
+    seen: dict[tuple[str, int], int] = {}
+    for position, raw in enumerate(deposits):
+        field = f"deposits[{position}]"
+        deposit = check_deposit(network, field, raw, scanned)
+        first = seen.setdefault(deposit.key, position)
+        earlier = checked[first] if first != position else None
+        if earlier is not None and (earlier.address, earlier.amount) != (
+            deposit.address,
+            deposit.amount,
+        ):
+            raise InvalidArgument(
+                field,
+                f"{deposit.txid}:{deposit.index} is also deposits[{first}], with another "
+                "address or amount",
+            )
+        checked.append(deposit)
+    return checked
+
+
+class ScannedHeightBackwards(FailedPrecondition):
+    def __init__(self, network: str, reported: int, known: int) -> None:
+        super().__init__(
+            f"scanned_height: {reported} is below the {network} height already reported "
+            f"({known}); scanned heights never go back; nothing was recorded"
+        )
+        self.violations = (
+            Violation(
+                type="SCANNED_HEIGHT",
+                subject=f"network:{network}",
+                description=f"already scanned up to {known}",
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class DepositConflict:
+    position: int
+    known_address: str
+    known_amount: Decimal
+
+
+class DepositRecordedDifferently(AlreadyExists):
+    """A deposit already recorded came again with another address or amount: the first
+    report is kept, and nothing of this one is recorded."""
+
+    def __init__(self, network: str, deposits: list[ChainDeposit], first: DepositConflict) -> None:
+        deposit = deposits[first.position]
+        super().__init__(
+            f"deposits[{first.position}]: {network} deposit {deposit.txid}:{deposit.index} was "
+            f"recorded before as {first.known_amount} to {first.known_address}, not "
+            f"{deposit.amount} to {deposit.address}; the first report is kept and nothing of "
+            "this report was recorded"
+        )
