@@ -212,7 +212,7 @@ class GrpcWalletPoolGateway:
         """The attributed deposits the pool recorded after `after_id` (at most `limit` read),
         and the last id read."""
         request = pb.ListDepositsRequest(after_id=after_id, page_size=limit)
-        response = await self._call(self._stub.ListDeposits, request)
+        response = await self._call("ListDeposits", request)
         attributed = [
             PoolDeposit(
                 pool_id=d.id,
