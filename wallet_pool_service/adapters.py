@@ -54,7 +54,7 @@ class WalletRepository(Protocol):
     async def configure_reuse_guard(self, confirmations: dict[str, int | None]) -> None: ...
     async def watermarks(self, network: str) -> dict[str, Watermark]: ...
     async def report_deposits(
-        self, network: str, deposits: list[ChainDeposit], scanned_height: int
+        self, network: str, deposits: list[ChainDeposit], scanned_height: int, chain_height: int
     ) -> ReportOutcome: ...
     async def deposits_after(self, after_id: int, limit: int) -> list[Deposit]: ...
     async def late_deposits(self, network: str, after_id: int, limit: int) -> list[Deposit]: ...
@@ -167,7 +167,7 @@ class PostgresWalletAdapter:
         }
 
     async def report_deposits(
-        self, network: str, deposits: list[ChainDeposit], scanned_height: int
+        self, network: str, deposits: list[ChainDeposit], scanned_height: int, chain_height: int
     ) -> ReportOutcome:
         """Record a watcher's report in one round trip (see the SQL function); refused as a
         whole when its height goes back or a deposit was recorded differently before."""
@@ -175,6 +175,7 @@ class PostgresWalletAdapter:
             self._q["report_deposits"],
             network,
             scanned_height,
+            chain_height,
             [d.address for d in deposits],
             [d.txid for d in deposits],
             [d.index for d in deposits],

@@ -190,6 +190,18 @@ def check_report(
     return checked
 
 
+def check_chain_height(chain_height: int, scanned_height: int) -> int:
+    """The chain's height a report gives (0: its scanned height); never below that."""
+    if not chain_height:
+        return scanned_height
+    chain = check_height(chain_height, "chain_height")
+    if chain < scanned_height:
+        raise InvalidArgument(
+            "chain_height", f"{chain} is below the report's scanned_height {scanned_height}"
+        )
+    return chain
+
+
 class ScannedHeightBackwards(FailedPrecondition):
     def __init__(self, network: str, reported: int, known: int) -> None:
         super().__init__(

@@ -219,7 +219,7 @@ class Wallet:
             reasons.append(f"the cooldown until {self.cooldown_end_time.isoformat()}")
         if self.held_by_watermark:
             if self.release_height is None or self.scanned_height is None:
-                reasons.append(f"the first report of the {self.network} watcher")
+                reasons.append(f"the next report of the {self.network} watcher")
             else:
                 reasons.append(
                     f"the {self.network} watcher to scan height {self.reuse_height} "

@@ -184,15 +184,20 @@ class WalletPoolManager:
             await wallets.configure_reuse_guard(confirmations)
 
     async def report_deposits(
-        self, network: str, reported: list[deposits.ChainDeposit], scanned_height: int
+        self,
+        network: str,
+        reported: list[deposits.ChainDeposit],
+        scanned_height: int,
+        chain_height: int = 0,
     ) -> deposits.ReportOutcome:
         """Record a watcher's report: each deposit once, attributed from the address history
         (a late one holds its wallet out of the pool), then the network's scanned height.
         Wallets the new height lets go are handed to waiting orders."""
         network = parse_network(network, self.networks)
         checked = deposits.check_report(network, reported, scanned_height)
+        chain = deposits.check_chain_height(chain_height, scanned_height)
         async with self._statement() as (wallets, _):
-            outcome = await wallets.report_deposits(network, checked, scanned_height)
+            outcome = await wallets.report_deposits(network, checked, scanned_height, chain)
         DEPOSITS_RECORDED.labels(network, "late").inc(outcome.late)
         DEPOSITS_RECORDED.labels(network, "unattributed").inc(outcome.unattributed)
         DEPOSITS_RECORDED.labels(network, "on_time").inc(

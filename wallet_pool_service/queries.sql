@@ -49,7 +49,7 @@ ON CONFLICT (network) DO UPDATE SET reuse_confirmations = EXCLUDED.reuse_confirm
 -- report_deposits --
 -- One watcher report: deposits attributed and recorded once, late ones holding their wallet
 -- back, then the scanned height (see the function).
-SELECT * FROM wallet_pool.report_deposits($1, $2, $3, $4, $5, $6, $7, $8, $9)
+SELECT * FROM wallet_pool.report_deposits($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 
 -- deposits_after --
 -- Recorded deposits after an id, in id order (ids commit in order: see report_deposits).

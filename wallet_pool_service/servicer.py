@@ -237,7 +237,7 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
             chain_deposit_from_pb(d, f"deposits[{i}]") for i, d in enumerate(request.deposits)
         ]
         outcome = await self._manager.report_deposits(
-            request.network, reported, request.scanned_height
+            request.network, reported, request.scanned_height, request.chain_height
         )
         return pb.ReportDepositsResponse(
             recorded=outcome.recorded,

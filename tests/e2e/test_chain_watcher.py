@@ -91,9 +91,10 @@ async def test_payments_on_a_real_chain_reach_the_order_and_a_late_one_holds_the
     assert [d.late for d in shown] == [False, True]
 
     # The other wallet, released without a payment after it, goes to the waiting order only
-    # once the watcher has scanned CONFIRMATIONS blocks past its release.
+    # once the watcher has scanned CONFIRMATIONS blocks past its release (the chain's height
+    # in the watcher's first report after it).
     await finish(stack, other.id, opb.ORDER_STATUS_CANCELLED)
-    released_at = watcher.scanned
+    released_at = (await watcher.scan()).scanned_height
     mine(w3, CONFIRMATIONS - 1)
     await watcher.scan()
     seen, _ = await shown_address(stack, waiting.id, within=0.5)

@@ -98,7 +98,7 @@ async def test_the_readme_walkthrough_works_as_written(
         # watcher scanned past it; a late deposit listed, its wallet held out.
         assert "ORDER_EVENT_TYPE_DEPOSIT_RECEIVED" in output
         assert '"held_by_watermark": 1' in output
-        assert "waits for the ETH watcher to scan height 1065 (scanned 1001)" in output
+        assert "waits for the ETH watcher to scan height 1066 (scanned 1002)" in output
         assert "DEPOSIT_ATTRIBUTION_LATE" in output
         late = output.split("--- late deposits:", 1)[1]
         assert f'"order_id": "{left_id}"' in late and '"late": true' in output

@@ -131,9 +131,9 @@ async def test_a_released_wallet_waits_for_the_watermark_and_a_silent_watcher_st
     assert (stats.cooling, stats.held_by_watermark, stats.available) == (1, 1, 0)
     assert "never reported" in stats.held_reason
     state, reason = await wallet_state(manager, address)
-    assert state is WalletState.COOLING and "first report" in reason
+    assert state is WalletState.COOLING and "next report" in reason
 
-    # Its first report stands in for the height at release: 500 + 10 lets it go.
+    # Its first report gives the height of the release: 500 + 10 lets it go.
     await manager.report_deposits("ETH", [], 500)
     state, reason = await wallet_state(manager, address)
     assert state is WalletState.COOLING and "scan height 510 (scanned 500)" in reason
@@ -142,6 +142,50 @@ async def test_a_released_wallet_waits_for_the_watermark_and_a_silent_watcher_st
     await manager.report_deposits("ETH", [], 510)
     # The report handed the wallet to the waiting order.
     assert await manager.allocate_wallet(second, "ETH") == Allocation(address=address)
+
+
+async def test_a_watcher_catching_up_counts_a_release_from_the_chains_height_not_its_lag(
+    manager: WalletPoolManager,
+) -> None:
+    [address] = demo_addresses("ETH", 1)
+    await manager.add_wallets("ETH", [address])
+    await manager.report_deposits("ETH", [], 1000)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    await manager.allocate_wallet(first, "ETH")
+    # The watcher stalls at 1000 while the chain moves on; the wallet is released meanwhile.
+    await manager.release_wallet(first, address)
+    await manager.allocate_wallet(second, "ETH")
+
+    # One report catches up to the tip, 1100: the release counts from there (+10), not
+    # from the 1000 scanned before it, so a payment in the blocks after 1100 is still seen.
+    await manager.report_deposits("ETH", [], 1100)
+    assert await manager.allocate_wallet(second, "ETH") == Allocation(queue_position=1)
+    state, reason = await wallet_state(manager, address)
+    assert state is WalletState.COOLING and "scan height 1110 (scanned 1100)" in reason
+    # A lagging watcher names the chain's height apart from what it scanned.
+    await manager.report_deposits("ETH", [], 1105, chain_height=1300)
+    await manager.report_deposits("ETH", [], 1110)
+    assert await manager.allocate_wallet(second, "ETH") == Allocation(address=address)
+    with pytest.raises(InvalidArgument, match="chain_height"):
+        await manager.report_deposits("ETH", [], 1120, chain_height=1119)
+
+
+async def test_a_late_deposit_on_a_wallet_disabled_already_adds_its_reason(
+    manager: WalletPoolManager,
+) -> None:
+    [address] = demo_addresses("ETH", 1)
+    await manager.add_wallets("ETH", [address])
+    await manager.report_deposits("ETH", [], 1000)
+    holder = uuid.uuid4()
+    await manager.allocate_wallet(holder, "ETH")
+    await manager.release_wallet(holder, address)
+    await manager.set_wallet_disabled(address, "maintenance")
+
+    late = deposit(address, height=1001, time=datetime.now(UTC) + timedelta(seconds=1))
+    assert (await manager.report_deposits("ETH", [late], 1001)).late == 1
+
+    [wallet], _ = await manager.list_wallets("ETH", None, 500, "")
+    assert wallet.disabled_reason.startswith("maintenance; late deposit ")
 
 
 async def test_a_late_deposit_reported_before_the_watermark_keeps_the_wallet_from_reuse(
@@ -252,6 +296,8 @@ async def test_the_reuse_and_deposit_invariants_hold_after_guarded_reuse_and_cat
     paid = deposit(address, height=101)
     await manager.report_deposits("ETH", [paid], 101)
     await manager.release_wallet(first, address)
+    # The next report gives the release its height (101), the one after lets it go.
+    await manager.report_deposits("ETH", [], 101)
     await manager.report_deposits("ETH", [], 111)
     assert await manager.allocate_wallet(second, "ETH") == Allocation(address=address)
     acknowledged = {("ETH", paid.txid, 0): (address, paid.amount)}

@@ -53,7 +53,7 @@ def test_a_wallet_is_cooling_until_the_watcher_scans_its_reuse_height() -> None:
     )
     assert wallet(100, 164, 164).state is WalletState.AVAILABLE
     assert wallet(None, 2**62 + 64, None).cooling_reason == (
-        "waits for the first report of the ETH watcher"
+        "waits for the next report of the ETH watcher"
     )
     # Not guarded (released with the guard off): available at once.
     assert wallet(100, None, None).state is WalletState.AVAILABLE

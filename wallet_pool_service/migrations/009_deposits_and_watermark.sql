@@ -17,14 +17,14 @@ CREATE TABLE wallet_pool.chain_watermarks (
     reported_at timestamptz
 );
 
--- Stamped at each release: the scanned height then (NULL while the watcher has not reported:
--- its next report stands in for it) and the guard's confirmations (NULL: not guarded).
--- reuse_height is the scanned height from which the wallet may be given out again; a
--- guarded wallet released before any report waits for one (2^62 stands for "unknown").
+-- The height of a release is the chain's height in the first watcher report after it (NULL
+-- until then), and the guard's confirmations are stamped at the release (NULL: not guarded).
+-- reuse_height is the scanned height from which the wallet may be given out again; until
+-- that report it is unknown (2^62).
 -- The generated column rewrites the wallets table under its exclusive lock (about a second
 -- per 100,000 wallets): claims wait meanwhile, so deploy this release in a quiet moment.
 -- The partial index is built in the same transaction (CONCURRENTLY cannot run in one); it
--- holds only wallets released before a watcher's first report.
+-- holds only wallets released since the last watcher report.
 ALTER TABLE wallet_pool.wallets
     ADD COLUMN release_height bigint,
     ADD COLUMN reuse_confirmations bigint,
@@ -214,8 +214,10 @@ BEGIN
         SET order_id = NULL, allocated_at = NULL, released_at = now(),
             cooldown_until = CASE WHEN p_cooldown > 0
                                   THEN now() + make_interval(secs => p_cooldown) END,
-            release_height = (SELECT m.scanned_height FROM wallet_pool.chain_watermarks m
-                              WHERE m.network = w.network),
+            -- Unknown until the next report, which stamps the chain's height it saw then:
+            -- the scanned height now may lag the chain (a watcher catching up), and counting
+            -- from it could let the wallet go before a late payment's block is scanned.
+            release_height = NULL,
             reuse_confirmations = (SELECT m.reuse_confirmations
                                    FROM wallet_pool.chain_watermarks m
                                    WHERE m.network = w.network)
@@ -252,6 +254,7 @@ $$;
 CREATE FUNCTION wallet_pool.report_deposits(
     p_network text,
     p_scanned bigint,
+    p_chain_height bigint,
     p_addresses text[],
     p_txids text[],
     p_indexes bigint[],
@@ -323,13 +326,15 @@ BEGIN
     ), held_back AS (
         UPDATE wallet_pool.wallets w
         SET disabled_at = coalesce(w.disabled_at, now()),
-            disabled_reason = CASE
-                WHEN w.disabled_at IS NOT NULL THEN w.disabled_reason
-                ELSE format(
+            -- Added to a reason it was disabled for already, so that an operator enabling
+            -- it again for that reason sees the late deposit too.
+            disabled_reason = concat_ws(
+                '; ', CASE WHEN w.disabled_at IS NOT NULL THEN w.disabled_reason END,
+                format(
                     'late deposit %s:%s of %s, %s after order %s released the address',
                     l.txid, l.output_index, l.amount,
                     date_trunc('second', l.block_time - l.released_at), l.order_id
-                ) END
+                ))
         FROM first_late l
         WHERE w.address = l.address
     )
@@ -342,11 +347,11 @@ BEGIN
     UPDATE wallet_pool.chain_watermarks m
     SET scanned_height = p_scanned, reported_at = now()
     WHERE m.network = p_network;
-    -- Wallets released before the watcher's first report count from this height on.
-    UPDATE wallet_pool.wallets w SET release_height = p_scanned
+    -- Wallets released since the previous report count from the chain's height now on.
+    UPDATE wallet_pool.wallets w SET release_height = p_chain_height
     WHERE w.network = p_network AND w.release_height IS NULL
       AND w.reuse_confirmations IS NOT NULL AND w.order_id IS NULL;
-    UPDATE wallet_pool.assignments a SET release_height = p_scanned
+    UPDATE wallet_pool.assignments a SET release_height = p_chain_height
     WHERE a.network = p_network AND a.release_height IS NULL
       AND a.reuse_confirmations IS NOT NULL;
     outcome := 'done';
