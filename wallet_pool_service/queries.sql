@@ -41,10 +41,19 @@ FROM wallet_pool.chain_watermarks
 WHERE $1 = '' OR network = $1
 
 -- configure_reuse_guard --
--- At start-up: the guard's confirmations of each network ($2: NULL for off).
-INSERT INTO wallet_pool.chain_watermarks (network, reuse_confirmations)
-SELECT * FROM unnest($1::text[], $2::integer[])
-ON CONFLICT (network) DO UPDATE SET reuse_confirmations = EXCLUDED.reuse_confirmations
+-- At start-up: the guard's confirmations of each network ($2: NULL for off). Wallets the
+-- guard holds now wait for the new setting (none, when it is off: the hand-off sweep gives
+-- them to waiting orders), not for the one they were released under.
+WITH configured AS (
+    INSERT INTO wallet_pool.chain_watermarks (network, reuse_confirmations)
+    SELECT * FROM unnest($1::text[], $2::bigint[])
+    ON CONFLICT (network) DO UPDATE SET reuse_confirmations = EXCLUDED.reuse_confirmations
+    RETURNING network, reuse_confirmations
+)
+UPDATE wallet_pool.wallets w SET reuse_confirmations = c.reuse_confirmations
+FROM configured c
+WHERE w.network = c.network AND w.order_id IS NULL AND w.reuse_confirmations IS NOT NULL
+  AND w.reuse_confirmations IS DISTINCT FROM c.reuse_confirmations
 
 -- report_deposits --
 -- One watcher report: deposits attributed and recorded once, late ones holding their wallet

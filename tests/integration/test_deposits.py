@@ -170,6 +170,21 @@ async def test_a_watcher_catching_up_counts_a_release_from_the_chains_height_not
         await manager.report_deposits("ETH", [], 1120, chain_height=1119)
 
 
+async def test_turning_the_guard_off_lets_go_the_wallets_it_holds(
+    manager: WalletPoolManager,
+) -> None:
+    [address] = demo_addresses("ETH", 1)
+    await manager.add_wallets("ETH", [address])
+    first, second = uuid.uuid4(), uuid.uuid4()
+    await manager.allocate_wallet(first, "ETH")
+    await manager.release_wallet(first, address)
+    # No watcher ever reported: held. Restarted with the guard off, it is free again.
+    assert await manager.allocate_wallet(second, "ETH") == Allocation(queue_position=1)
+    await manager.configure_reuse_guard({"BTC": None, "ETH": None, "TRON": None})
+    await manager.hand_off_everywhere()
+    assert await manager.allocate_wallet(second, "ETH") == Allocation(address=address)
+
+
 async def test_a_late_deposit_on_a_wallet_disabled_already_adds_its_reason(
     manager: WalletPoolManager,
 ) -> None:
