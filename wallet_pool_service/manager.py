@@ -222,11 +222,8 @@ class WalletPoolManager:
         if network:
             network = parse_network(network, self.networks)
         size = page_size(requested_size)
-        after_id: object = decode_page_token(page_token).get("id") if page_token else 0
-        if type(after_id) is not int or not 0 <= after_id < 2**63:
-            raise foreign_page_token()
         async with self._statement() as (wallets, _):
-            page = await wallets.late_deposits(network, after_id, size + 1)
+            page = await wallets.late_deposits(network, _after_id(page_token), size + 1)
         if len(page) <= size:
             return page, ""
         return page[:size], encode_page_token({"id": page[size - 1].id})
@@ -267,12 +264,8 @@ class WalletPoolManager:
         if network:
             network = parse_network(network, self.networks)
         size = page_size(requested_size)
-        after_id: object = decode_page_token(page_token).get("id") if page_token else 0
-        # A bigint id: anything else was not issued here.
-        if type(after_id) is not int or not 0 <= after_id < 2**63:
-            raise foreign_page_token()
         async with self._transaction() as (wallets, _):
-            page = await wallets.page(network, state, after_id, size + 1)
+            page = await wallets.page(network, state, _after_id(page_token), size + 1)
         if len(page) <= size:
             return [wallet for _, wallet in page], ""
         return [wallet for _, wallet in page[:size]], encode_page_token({"id": page[size - 1][0]})
@@ -382,3 +375,12 @@ async def _connect(
         settings.wallet_cooldown_seconds,
         listen_pool,
     )
+
+
+def _after_id(page_token: str) -> int:
+    """The id a page token of ours continues after (0 without one)."""
+    after_id: object = decode_page_token(page_token).get("id") if page_token else 0
+    # A bigint id: anything else was not issued here.
+    if type(after_id) is not int or not 0 <= after_id < 2**63:
+        raise foreign_page_token()
+    return after_id
