@@ -72,7 +72,7 @@ def _orders(query: str, *params: str) -> Statement:
 POOL_ALLOCATE = _pool("allocate_wallet", ORDER_ID, NETWORK, gset=True)
 # release_wallet of a held wallet with nobody waiting: one call, then one hand-off (a
 # statement on its own, after the commit).
-POOL_RELEASE = _pool("release_wallet", ORDER_ID, ADDRESS, ":cooldown")
+POOL_RELEASE = _pool("release_wallet", ORDER_ID, ADDRESS, ":cooldown", "now()")
 POOL_HAND_OFF = _pool("hand_off_waiting", NETWORK)
 
 CLAIM_CYCLE: tuple[Statement, ...] = (POOL_ALLOCATE, POOL_RELEASE, POOL_HAND_OFF)

@@ -291,11 +291,13 @@ class PendingRelease:
     order_id: uuid.UUID
     address: str
     attempts: int
+    # When the order became final: the end of its holding of the address, for the pool.
+    final_time: datetime
 
     @classmethod
     def of(cls, order: Order) -> "PendingRelease":
         """The release an order owes on reaching a final status, before any attempt."""
-        return cls(order.id, order.wallet_address or "", attempts=0)
+        return cls(order.id, order.wallet_address or "", attempts=0, final_time=order.update_time)
 
 
 class OrderNotFound(NotFound):

@@ -256,7 +256,7 @@ class OrderManager:
     async def _deliver_release(self, release: domain.PendingRelease, path: str) -> bool:
         """One attempt to hand a release to the pool; records the outcome."""
         try:
-            await self._wallet_pool.release(release.order_id, release.address)
+            await self._wallet_pool.release(release.order_id, release.address, release.final_time)
         except WalletPoolError as exc:
             RELEASE_ATTEMPTS.labels(path, "failed").inc()
             attempts = release.attempts + 1

@@ -116,7 +116,7 @@ WHERE p.order_id = ANY (ARRAY(
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ))
-RETURNING p.order_id, p.address, p.attempts
+RETURNING p.order_id, p.address, p.attempts, p.create_time AS final_time
 
 -- mark_release_done --
 -- The release delivered, and shown on the order (which records the event).

@@ -232,7 +232,10 @@ class PostgresOrderRepository:
 
     async def claim_due_releases(self, limit: int, lease_seconds: float) -> list[PendingRelease]:
         rows = await self._conn.fetch(self._q["claim_due_releases"], limit, lease_seconds)
-        return [PendingRelease(r["order_id"], r["address"], r["attempts"]) for r in rows]
+        return [
+            PendingRelease(r["order_id"], r["address"], r["attempts"], r["final_time"])
+            for r in rows
+        ]
 
     async def mark_release_done(self, order_id: uuid.UUID) -> None:
         await self._conn.execute(self._q["mark_release_done"], order_id)

@@ -5,6 +5,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -17,7 +18,7 @@ from order_service.domain import OrderDeposit, PoolDeposit
 from shared.grpc_client import ClientCall
 from shared.grpc_server import current_deadline
 from shared.logs import current_request_id
-from shared.timestamps import from_timestamp
+from shared.timestamps import from_timestamp, to_timestamp
 from shared.tls import ClientTls
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["WalletPoolService"].full_name
@@ -82,7 +83,7 @@ class WalletPoolError(Exception):
 
 class WalletPoolGateway(Protocol):
     async def allocate(self, order_id: uuid.UUID, network: str) -> PoolAllocation: ...
-    async def release(self, order_id: uuid.UUID, address: str) -> None: ...
+    async def release(self, order_id: uuid.UUID, address: str, final_time: datetime) -> None: ...
     def watch_hand_offs(self) -> AsyncIterator[tuple[uuid.UUID, str]]: ...
     async def deposits_after(self, after_id: int, limit: int) -> tuple[list[PoolDeposit], int]: ...
 
@@ -204,8 +205,10 @@ class GrpcWalletPoolGateway:
             return PoolAllocation(address=response.address, queue_position=None)
         return PoolAllocation(address=None, queue_position=response.queue_position or None)
 
-    async def release(self, order_id: uuid.UUID, address: str) -> None:
-        request = pb.ReleaseWalletRequest(order_id=str(order_id), address=address)
+    async def release(self, order_id: uuid.UUID, address: str, final_time: datetime) -> None:
+        request = pb.ReleaseWalletRequest(
+            order_id=str(order_id), address=address, final_time=to_timestamp(final_time)
+        )
         await self._call("ReleaseWallet", request)
 
     async def deposits_after(self, after_id: int, limit: int) -> tuple[list[PoolDeposit], int]:

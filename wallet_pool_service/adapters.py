@@ -5,6 +5,7 @@ Adapters are bound to one connection, so a use case runs them inside its own tra
 
 import functools
 import uuid
+from datetime import datetime
 from typing import Protocol
 
 import asyncpg
@@ -40,7 +41,11 @@ def queries() -> dict[str, str]:
 class WalletRepository(Protocol):
     async def allocate(self, order_id: uuid.UUID, network: str) -> ClaimAttempt: ...
     async def mark_as_available(
-        self, order_id: uuid.UUID, address: str, cooldown_seconds: float
+        self,
+        order_id: uuid.UUID,
+        address: str,
+        cooldown_seconds: float,
+        final_time: datetime | None = None,
     ) -> ReleasedOrder: ...
     async def add(self, network: str, addresses: list[str]) -> list[str]: ...
     async def count(self, network: str) -> int: ...
@@ -89,15 +94,20 @@ class PostgresWalletAdapter:
         return ClaimAttempt(place=_place(row), claimed=claimed, enqueued=row["enqueued"])
 
     async def mark_as_available(
-        self, order_id: uuid.UUID, address: str, cooldown_seconds: float
+        self,
+        order_id: uuid.UUID,
+        address: str,
+        cooldown_seconds: float,
+        final_time: datetime | None = None,
     ) -> ReleasedOrder:
         """Retire `order_id` (it is never given a wallet again) and free the wallet it holds
         (only `address`, unless it is empty), which cools down for `cooldown_seconds` before
         it can be given out again; if an order waits in the network, it gets a free wallet
         in the same transaction. The order leaves its queue if it was waiting. A non-empty
-        `address` the order does not hold changes nothing (see ReleasedOrder)."""
+        `address` the order does not hold changes nothing (see ReleasedOrder). The holding
+        ends at `final_time` (when the order became final; None: now) for attribution."""
         row = await self._conn.fetchrow(
-            self._q["release_wallet"], order_id, address, cooldown_seconds
+            self._q["release_wallet"], order_id, address, cooldown_seconds, final_time
         )
         assert row is not None, "release_wallet always returns one row"
         freed = HeldWallet(row["address"], row["network"]) if row["address"] else None

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import asyncpg
 
@@ -71,7 +72,9 @@ class WalletPoolManager:
             attempt = await wallets.allocate(order_id, network)
         return domain.allocation_after(attempt, network)
 
-    async def release_wallet(self, order_id: uuid.UUID, address: str = "") -> domain.Release:
+    async def release_wallet(
+        self, order_id: uuid.UUID, address: str = "", final_time: datetime | None = None
+    ) -> domain.Release:
         """Free the wallet held by `order_id` (guarded by holder), or take it out of the queue.
         A release naming an `address` the order does not hold (for a waiting order: any
         address) changes nothing and raises ReleaseMismatch.
@@ -83,7 +86,9 @@ class WalletPoolManager:
         """
         address = domain.check_address_field(address, required=False)
         async with self._statement() as (wallets, _):
-            released = await wallets.mark_as_available(order_id, address, self.cooldown_seconds)
+            released = await wallets.mark_as_available(
+                order_id, address, self.cooldown_seconds, final_time
+            )
         outcome = domain.release_outcome(order_id, address, released)
         freed = released.freed
         if freed is not None:

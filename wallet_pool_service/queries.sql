@@ -7,7 +7,7 @@ SELECT * FROM wallet_pool.allocate_wallet($1, $2)
 -- The order's lock, retired (never allocated again), out of its queue, and its wallet freed
 -- guarded by the holder ($2 = '' means whichever wallet it holds), cooling for $3 seconds,
 -- and handed to the head of its network's queue in the same transaction if someone waits.
-SELECT * FROM wallet_pool.release_wallet($1, $2, $3)
+SELECT * FROM wallet_pool.release_wallet($1, $2, $3, $4)
 
 -- insert_wallets --
 INSERT INTO wallet_pool.wallets (network, address)

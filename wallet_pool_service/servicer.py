@@ -143,7 +143,8 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
         self, request: pb.ReleaseWalletRequest, context: Context
     ) -> pb.ReleaseWalletResponse:
         order_id = parse_uuid(request.order_id, "order_id")
-        release = await self._manager.release_wallet(order_id, request.address)
+        final_time = from_timestamp(request.final_time) if request.HasField("final_time") else None
+        release = await self._manager.release_wallet(order_id, request.address, final_time)
         return pb.ReleaseWalletResponse(released=release.released, dequeued=release.dequeued)
 
     async def GetPoolStats(

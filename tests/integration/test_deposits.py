@@ -170,6 +170,29 @@ async def test_a_watcher_catching_up_counts_a_release_from_the_chains_height_not
         await manager.report_deposits("ETH", [], 1120, chain_height=1119)
 
 
+async def test_a_deposit_after_the_order_became_final_is_late_though_the_release_came_later(
+    manager: WalletPoolManager,
+) -> None:
+    [address] = demo_addresses("ETH", 1)
+    await manager.add_wallets("ETH", [address])
+    await manager.report_deposits("ETH", [], 1000)
+    holder = uuid.uuid4()
+    await manager.allocate_wallet(holder, "ETH")
+    final_time = datetime.now(UTC)
+    await asyncio.sleep(0.3)
+    # Paid after the order became final, reported before its release reached the pool.
+    paid = deposit(address, height=1001, time=final_time + timedelta(seconds=0.1))
+    assert (await manager.report_deposits("ETH", [paid], 1001)).late == 0
+
+    await manager.release_wallet(holder, address, final_time)
+
+    late, _ = await manager.list_late_deposits("ETH", 100, "")
+    assert [(d.chain.txid, d.order_id) for d in late] == [(paid.txid, holder)]
+    [wallet], _ = await manager.list_wallets("ETH", None, 500, "")
+    assert wallet.state is WalletState.DISABLED
+    assert wallet.disabled_reason.startswith(f"late deposit {paid.txid}:0 of 1.5, ")
+
+
 async def test_turning_the_guard_off_lets_go_the_wallets_it_holds(
     manager: WalletPoolManager,
 ) -> None:

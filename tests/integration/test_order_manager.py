@@ -3,7 +3,7 @@
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from urllib.parse import urlsplit
 
@@ -487,8 +487,8 @@ class CountingGateway:
         self.allocations.append(order_id)
         return await self._inner.allocate(order_id, network)
 
-    async def release(self, order_id: uuid.UUID, address: str) -> None:
-        await self._inner.release(order_id, address)
+    async def release(self, order_id: uuid.UUID, address: str, final_time: datetime) -> None:
+        await self._inner.release(order_id, address, final_time)
 
     def watch_hand_offs(self) -> AsyncIterator[tuple[uuid.UUID, str]]:
         return self._inner.watch_hand_offs()
@@ -553,7 +553,7 @@ async def test_changes_are_announced_to_other_replicas_by_the_sequencer_alone(
             await listening.remove_listener("order_events", on_notify)
 
 
-async def test_a_deposit_after_the_order_became_final_shows_late_even_before_the_release(
+async def test_the_holding_ends_when_the_order_became_final_for_the_pool_and_the_order(
     orders: OrderManager, pool_manager: WalletPoolManager, db_pool: asyncpg.Pool
 ) -> None:
     [address] = demo_addresses("ETH", 1)
@@ -566,20 +566,21 @@ async def test_a_deposit_after_the_order_became_final_shows_late_even_before_the
         order.id,
         "CANCELLED",
     )
+    # The release tells the pool when the order became final: its holding ends then, not
+    # when the release arrived.
     released_at = await db_pool.fetchval(
         "SELECT released_at FROM wallet_pool.assignments WHERE order_id = $1", order.id
     )
-    assert final_at < released_at
-    # Paid between the final status and the release: the pool (which knows only the
-    # release) has it on time; the order service shows it late.
-    before_final = final_at - timedelta(milliseconds=1)
-    after_final = final_at + (released_at - final_at) / 2
+    assert released_at == final_at
     reported = [
         ChainDeposit(address, txid, 0, Decimal("0.5"), 7, time, 1)
-        for txid, time in (("0xbefore", before_final), ("0xafter", after_final))
+        for txid, time in (
+            ("0xbefore", final_at - timedelta(milliseconds=1)),
+            ("0xafter", final_at + timedelta(milliseconds=1)),
+        )
     ]
     outcome = await pool_manager.report_deposits("ETH", reported, 7)
-    assert (outcome.recorded, outcome.late) == (2, 0)
+    assert (outcome.recorded, outcome.late) == (2, 1)
 
     await orders.sync_deposits()
 

@@ -162,7 +162,7 @@ FUNCTION_CALLS = [
     ),
     (
         "release_wallet",
-        "SELECT * FROM wallet_pool.release_wallet($1, '', 0)",
+        "SELECT * FROM wallet_pool.release_wallet($1, '', 0, NULL)",
         {"wallets_order_id_key", "queue_pkey"},
     ),
 ]

@@ -178,10 +178,19 @@ BEGIN
 END
 $$;
 
--- The release, as before, also stamps the freed wallet with the network's scanned height
--- and the guard's confirmations at this moment.
-CREATE OR REPLACE FUNCTION wallet_pool.release_wallet(
-    p_order_id uuid, p_address text, p_cooldown float8
+-- The release, as before, also stamps the freed wallet with the guard's confirmations at
+-- this moment, and ends the holding at the time the order became final (p_final_time, from
+-- the order service; NULL or later: now), so that a deposit after it is late even when the
+-- release itself came later (the pool was unreachable). One already recorded in between is
+-- made late here, and holds the wallet out. Reports and releases exclude each other (lock
+-- 8203, shared by releases), so that neither attributes a deposit without seeing the other.
+-- The old signature is called by this service's own code only; a replica of the previous
+-- release still running during a rolling update fails its releases until replaced (the
+-- order service retries them).
+-- squawk-ignore ban-drop-function
+DROP FUNCTION wallet_pool.release_wallet(uuid, text, float8);
+CREATE FUNCTION wallet_pool.release_wallet(
+    p_order_id uuid, p_address text, p_cooldown float8, p_final_time timestamptz
 )
 RETURNS TABLE (
     address text, network text, dequeued boolean, handed_to uuid, handed_address text,
@@ -189,7 +198,11 @@ RETURNS TABLE (
 )
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
+DECLARE
+    freed_address text;
+    late_reason text;
 BEGIN
+    PERFORM pg_advisory_xact_lock_shared(8203, 0);
     PERFORM pg_advisory_xact_lock(8201, hashtext(p_order_id::text));
     dequeued := false;
     IF p_address <> '' THEN
@@ -225,12 +238,35 @@ BEGIN
         RETURNING w.address, w.network, w.released_at, w.release_height, w.reuse_confirmations
     ), closed AS (
         UPDATE wallet_pool.assignments a
-        SET released_at = freed.released_at, release_height = freed.release_height,
+        SET released_at = least(freed.released_at, p_final_time),
+            release_height = freed.release_height,
             reuse_confirmations = freed.reuse_confirmations
         FROM freed
         WHERE a.order_id = p_order_id AND a.address = freed.address AND a.released_at IS NULL
+        RETURNING a.released_at
+    ), made_late AS (
+        UPDATE wallet_pool.deposits d SET released_at = closed.released_at
+        FROM freed, closed
+        -- Seen after the holding ended (a block's time may run ahead of the clock: one
+        -- reported before the order became final was paid before it).
+        WHERE d.address = freed.address AND d.order_id = p_order_id
+          AND d.released_at IS NULL AND d.block_time >= closed.released_at
+          AND d.reported_at >= closed.released_at
+        RETURNING d.txid, d.output_index, d.amount, d.block_time - d.released_at AS late_by
     )
-    SELECT freed.address, freed.network INTO address, network FROM freed;
+    SELECT freed.address, freed.address, freed.network,
+           (SELECT format('late deposit %s:%s of %s, %s after order %s released the address',
+                          l.txid, l.output_index, l.amount, date_trunc('second', l.late_by),
+                          p_order_id)
+            FROM made_late l ORDER BY l.late_by LIMIT 1)
+    INTO address, freed_address, network, late_reason FROM freed;
+    IF late_reason IS NOT NULL THEN
+        UPDATE wallet_pool.wallets w
+        SET disabled_at = coalesce(w.disabled_at, now()),
+            disabled_reason = concat_ws(
+                '; ', CASE WHEN w.disabled_at IS NOT NULL THEN w.disabled_reason END, late_reason)
+        WHERE w.address = freed_address;
+    END IF;
     IF network IS NOT NULL THEN
         SELECT h.order_id, h.address INTO handed_to, handed_address
         FROM wallet_pool.hand_off_head(network, clock_timestamp()) AS h;
