@@ -25,7 +25,7 @@ from order_service.manager import OrderManager
 from shared.auth import CLIENT, OPERATOR, SUBSCRIBER, current_principal, method_policy
 from shared.errors import InvalidArgument
 from shared.networks import parse_network
-from shared.timestamps import from_timestamp, to_timestamp
+from shared.timestamps import parse_timestamp, to_timestamp
 from shared.validation import parse_uuid
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["OrderService"]
@@ -92,10 +92,7 @@ def parse_status(number: int, *, required: bool) -> OrderStatus | None:
 def optional_time(request: pb.ListOrdersRequest, field: str) -> datetime | None:
     if not request.HasField(field):  # type: ignore[arg-type]
         return None
-    try:
-        return from_timestamp(getattr(request, field))
-    except (ValueError, OverflowError):
-        raise InvalidArgument(field, "is not a valid time") from None
+    return parse_timestamp(getattr(request, field), field)
 
 
 def caller_scope() -> OrderScope:

@@ -11,7 +11,7 @@ from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as pb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
 from shared.auth import OPERATOR, SERVICE, WATCHER, method_policy
 from shared.errors import InvalidArgument
-from shared.timestamps import from_timestamp, to_timestamp
+from shared.timestamps import parse_timestamp, to_timestamp
 from shared.validation import parse_text, parse_uuid
 from wallet_pool_service.deposits import Attribution, ChainDeposit, Deposit, parse_deposit_amount
 from wallet_pool_service.domain import Wallet, WalletState
@@ -99,10 +99,7 @@ def chain_deposit_from_pb(deposit: pb.ChainDeposit, field: str) -> ChainDeposit:
     """Fields as sent (the manager checks them against the network); the amount parsed."""
     if not deposit.HasField("block_time"):
         raise InvalidArgument(f"{field}.block_time", "is required")
-    try:
-        block_time = from_timestamp(deposit.block_time)
-    except (ValueError, OverflowError):
-        raise InvalidArgument(f"{field}.block_time", "is not a valid time") from None
+    block_time = parse_timestamp(deposit.block_time, f"{field}.block_time")
     return ChainDeposit(
         address=deposit.address,
         txid=deposit.txid,
@@ -143,7 +140,11 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
         self, request: pb.ReleaseWalletRequest, context: Context
     ) -> pb.ReleaseWalletResponse:
         order_id = parse_uuid(request.order_id, "order_id")
-        final_time = from_timestamp(request.final_time) if request.HasField("final_time") else None
+        final_time = (
+            parse_timestamp(request.final_time, "final_time")
+            if request.HasField("final_time")
+            else None
+        )
         release = await self._manager.release_wallet(order_id, request.address, final_time)
         return pb.ReleaseWalletResponse(released=release.released, dequeued=release.dequeued)
 

@@ -56,7 +56,9 @@ async def scrape_both(stack: LocalStack) -> tuple[str, str]:
     while True:
         order = await scrape(stack.order_process.metrics_port)
         pool = await scrape(stack.pool_process.metrics_port)
-        if 'wallet_pool_wallets{network="ETH",state="available"} 1.0' in pool:
+        # Both in one refresh: after the report, the wallet is free only after the lifecycle.
+        refreshed = 'wallet_pool_watcher_scanned_height{network="ETH"} 10.0' in pool
+        if refreshed and 'wallet_pool_wallets{network="ETH",state="available"} 1.0' in pool:
             return order, pool
         assert time.monotonic() < deadline, pool
         await asyncio.sleep(0.1)
