@@ -121,11 +121,11 @@ class GrpcWalletPoolGateway:
                 target, options=_CHANNEL_OPTIONS, interceptors=chain
             )
         else:
-            options = list(_CHANNEL_OPTIONS)
-            if tls.server_name:
-                options.append(("grpc.ssl_target_name_override", tls.server_name))
             channel = grpc.aio.secure_channel(
-                target, tls.credentials(), options=options, interceptors=chain
+                target,
+                tls.credentials(),
+                options=[*_CHANNEL_OPTIONS, *tls.options()],
+                interceptors=chain,
             )
         return cls(channel, timeout_seconds, token)
 

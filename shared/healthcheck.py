@@ -1,6 +1,6 @@
 """`python -m shared.healthcheck HOST:PORT`: exit 0 if the server reports SERVING (for
 container health checks, where no grpcurl is installed). Speaks TLS when the service does
-(see `HealthCheckTls`), plaintext otherwise."""
+(see `ClientTls.for_health_check`), plaintext otherwise."""
 
 import sys
 
@@ -8,17 +8,22 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.config import ConfigError
-from shared.tls import HealthCheckTls
+from shared.tls import ClientTls
 
 
 def main() -> int:
     address = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:50051"
     try:
-        tls = HealthCheckTls.from_env()
+        tls = ClientTls.for_health_check()
     except ConfigError as exc:
         print(f"{address}: configuration error: {exc}", file=sys.stderr)
         return 2
-    with tls.channel(address) if tls else grpc.insecure_channel(address) as channel:
+    channel = (
+        grpc.secure_channel(address, tls.credentials(), options=tls.options())
+        if tls
+        else grpc.insecure_channel(address)
+    )
+    with channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=3

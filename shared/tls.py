@@ -51,31 +51,21 @@ class ClientTls:
             env_optional("WALLET_POOL_TLS_SERVER_NAME"),
         )
 
-    def credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(root_certificates=self.root_certificates)
-
-
-@dataclass(frozen=True)
-class HealthCheckTls:
-    """How `python -m shared.healthcheck` reaches a service that serves TLS."""
-
-    root_certificates: bytes
-    server_name: str | None
-
     @classmethod
-    def from_env(cls) -> "HealthCheckTls | None":
-        """TLS when HEALTHCHECK_TLS_CA_FILE names the roots to trust, or else when TLS_CERT_FILE
-        is set: the check runs beside the service with its environment (a container's health
-        check), and trusts the certificate the service serves."""
+    def for_health_check(cls) -> "ClientTls | None":
+        """How `python -m shared.healthcheck` reaches a service: TLS when
+        HEALTHCHECK_TLS_CA_FILE names the roots to trust, or else when TLS_CERT_FILE is set
+        (the check runs beside the service with its environment, a container's health check,
+        and trusts the certificate the service serves)."""
         for variable in ("HEALTHCHECK_TLS_CA_FILE", "TLS_CERT_FILE"):
             path = env_optional(variable)
             if path is not None:
                 return cls(_read(path, variable), env_optional("HEALTHCHECK_TLS_SERVER_NAME"))
         return None
 
-    def channel(self, address: str) -> grpc.Channel:
-        credentials = grpc.ssl_channel_credentials(root_certificates=self.root_certificates)
-        options = []
-        if self.server_name:
-            options.append(("grpc.ssl_target_name_override", self.server_name))
-        return grpc.secure_channel(address, credentials, options=options)
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(root_certificates=self.root_certificates)
+
+    def options(self) -> list[tuple[str, str]]:
+        """Channel options: the name to expect in the server's certificate, if given."""
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
