@@ -132,13 +132,13 @@ class OrderManager:
             return page, ""
         return page[:size], order_page_token(page[size - 1])
 
-    async def get_deposits(
+    async def get_order_with_deposits(
         self, order_id: uuid.UUID, scope: OrderScope
-    ) -> list[domain.OrderDeposit]:
-        """The deposits the pool attributed to the order, if `scope` sees it."""
-        async with self._transaction() as orders:
-            scope.require_visible(order_id, await orders.get(order_id))
-            return await orders.deposits(order_id)
+    ) -> tuple[Order, list[domain.OrderDeposit]]:
+        """The order and the deposits the pool attributed to it, if `scope` sees it."""
+        async with self._statement() as orders:
+            order = scope.require_visible(order_id, await orders.get(order_id))
+            return order, await orders.deposits(order_id)
 
     async def sync_deposits(self) -> bool:
         """Deposit-sync step: copy the deposits the pool attributed to orders of this

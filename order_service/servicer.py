@@ -187,8 +187,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
         order_id, scope = parse_uuid(request.order_id, "order_id"), caller_scope()
-        order = await self._manager.get_order(order_id, scope)
-        deposits = await self._manager.get_deposits(order_id, scope)
+        order, deposits = await self._manager.get_order_with_deposits(order_id, scope)
         return pb.GetOrderResponse(
             order=order_to_pb(order), deposits=[deposit_to_pb(d) for d in deposits]
         )

@@ -584,5 +584,5 @@ async def test_the_holding_ends_when_the_order_became_final_for_the_pool_and_the
 
     await orders.sync_deposits()
 
-    shown = await orders.get_deposits(order.id, EVERY_ORDER)
+    _, shown = await orders.get_order_with_deposits(order.id, EVERY_ORDER)
     assert [(d.txid, d.late) for d in shown] == [("0xbefore", False), ("0xafter", True)]
