@@ -1,6 +1,5 @@
 """The wallet pool service's settings, read once from the environment at start-up."""
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -106,7 +105,7 @@ class PoolSettings:
             low_water_mark=config.env_int("POOL_LOW_WATER_MARK", 2),
             wallet_cooldown_seconds=config.env_float("WALLET_COOLDOWN_SECONDS", 0.0),
             reuse_confirmations=parse_reuse_confirmations(
-                os.environ.get("WALLET_REUSE_CONFIRMATIONS", ""), networks
+                config.env_str(_REUSE_VARIABLE, ""), networks
             ),
             hand_off_sweep_seconds=config.env_float("HAND_OFF_SWEEP_SECONDS", 1.0, minimum=0.05),
             # One connection listens for hand-offs for as long as the service runs.

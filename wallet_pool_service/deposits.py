@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Violation
-from shared.validation import parse_decimal_amount, parse_text
+from shared.validation import parse_text
 from wallet_pool_service.addresses import address_problem, canonical_address
 from wallet_pool_service.domain import MAX_ADDRESS_LENGTH, Row
 
@@ -156,10 +156,6 @@ def check_deposit(network: str, field: str, deposit: ChainDeposit, scanned: int)
         block_time=deposit.block_time,
         confirmations=deposit.confirmations,
     )
-
-
-def parse_deposit_amount(text: str, field: str) -> Decimal:
-    return parse_decimal_amount(text, f"{field}.amount")
 
 
 def check_report(

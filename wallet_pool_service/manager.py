@@ -182,12 +182,6 @@ class WalletPoolManager:
             )
         return stats
 
-    async def configure_reuse_guard(self, confirmations: dict[str, int | None]) -> None:
-        """Write the watermark guard's setting per network (None: off) where the database
-        enforces it. Replicas must agree: the last one started wins."""
-        async with self._statement() as (wallets, _):
-            await wallets.configure_reuse_guard(confirmations)
-
     async def report_deposits(
         self,
         network: str,
@@ -355,6 +349,8 @@ async def _connect(
     listen_pool: asyncpg.Pool | None = None
     try:
         await apply_migrations(pool, SCHEMA, "wallet_pool_service.migrations")
+        # The guard's setting, where the database enforces it. Replicas must agree: the last
+        # one started wins.
         async with connection(pool) as conn:
             await PostgresWalletAdapter(conn).configure_reuse_guard(settings.reuse_confirmations)
         if settings.listen_database_url:

@@ -12,8 +12,8 @@ from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
 from shared.auth import OPERATOR, SERVICE, WATCHER, method_policy
 from shared.errors import InvalidArgument
 from shared.timestamps import parse_timestamp, to_timestamp
-from shared.validation import parse_text, parse_uuid
-from wallet_pool_service.deposits import Attribution, ChainDeposit, Deposit, parse_deposit_amount
+from shared.validation import parse_decimal_amount, parse_text, parse_uuid
+from wallet_pool_service.deposits import Attribution, ChainDeposit, Deposit
 from wallet_pool_service.domain import Wallet, WalletState
 from wallet_pool_service.manager import WalletPoolManager
 
@@ -104,7 +104,7 @@ def chain_deposit_from_pb(deposit: pb.ChainDeposit, field: str) -> ChainDeposit:
         address=deposit.address,
         txid=deposit.txid,
         index=deposit.index,
-        amount=parse_deposit_amount(deposit.amount, field),
+        amount=parse_decimal_amount(deposit.amount, f"{field}.amount"),
         block_height=deposit.block_height,
         block_time=block_time,
         confirmations=deposit.confirmations,

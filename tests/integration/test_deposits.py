@@ -14,6 +14,7 @@ from tests.invariants import (
     deposits_are_recorded_once_and_attributed,
     no_wallet_reused_over_a_deposit_or_before_its_watermark,
 )
+from wallet_pool_service.adapters import PostgresWalletAdapter
 from wallet_pool_service.deposits import Attribution, ChainDeposit
 from wallet_pool_service.domain import Allocation, WalletState, demo_addresses
 from wallet_pool_service.manager import WalletPoolManager
@@ -23,9 +24,16 @@ NETWORKS = ("BTC", "ETH", "TRON")
 
 @pytest.fixture
 async def manager(db_pool: asyncpg.Pool) -> WalletPoolManager:
-    manager = WalletPoolManager(db_pool, NETWORKS)
-    await manager.configure_reuse_guard({"BTC": None, "ETH": 10, "TRON": None})
-    return manager
+    await configure_reuse_guard(db_pool, {"BTC": None, "ETH": 10, "TRON": None})
+    return WalletPoolManager(db_pool, NETWORKS)
+
+
+async def configure_reuse_guard(
+    db_pool: asyncpg.Pool, confirmations: dict[str, int | None]
+) -> None:
+    """What a pool starting with this WALLET_REUSE_CONFIRMATIONS writes."""
+    async with db_pool.acquire() as conn:
+        await PostgresWalletAdapter(conn).configure_reuse_guard(confirmations)
 
 
 def deposit(
@@ -194,7 +202,7 @@ async def test_a_deposit_after_the_order_became_final_is_late_though_the_release
 
 
 async def test_turning_the_guard_off_lets_go_the_wallets_it_holds(
-    manager: WalletPoolManager,
+    manager: WalletPoolManager, db_pool: asyncpg.Pool
 ) -> None:
     [address] = demo_addresses("ETH", 1)
     await manager.add_wallets("ETH", [address])
@@ -203,7 +211,7 @@ async def test_turning_the_guard_off_lets_go_the_wallets_it_holds(
     await manager.release_wallet(first, address)
     # No watcher ever reported: held. Restarted with the guard off, it is free again.
     assert await manager.allocate_wallet(second, "ETH") == Allocation(queue_position=1)
-    await manager.configure_reuse_guard({"BTC": None, "ETH": None, "TRON": None})
+    await configure_reuse_guard(db_pool, {"BTC": None, "ETH": None, "TRON": None})
     await manager.hand_off_everywhere()
     assert await manager.allocate_wallet(second, "ETH") == Allocation(address=address)
 
