@@ -2,7 +2,6 @@
 not held by the checks (EIP-55 hashes every mixed-case ETH address)."""
 
 import asyncio
-import secrets
 import time
 
 import grpc
@@ -10,7 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from tests.e2e.stack import Stack
-from wallet_pool_service.addresses import eip55_checksum
+from tests.e2e.test_release_flow import checksummed_eth_address
 from wallet_pool_service.domain import MAX_ADDRESSES_PER_CALL
 
 PROBE_LIMIT_SECONDS = 0.1
@@ -18,12 +17,7 @@ PROBE_LIMIT_SECONDS = 0.1
 
 def checksummed_eth_addresses(count: int) -> list[str]:
     """Mixed-case EIP-55 addresses (an all-lower or all-upper one is not hashed)."""
-    addresses: list[str] = []
-    while len(addresses) < count:
-        address = eip55_checksum("0x" + secrets.token_hex(20))
-        if address[2:] not in (address[2:].lower(), address[2:].upper()):
-            addresses.append(address)
-    return addresses
+    return [checksummed_eth_address() for _ in range(count)]
 
 
 async def probe_until(done: asyncio.Event, address: str) -> list[float]:
