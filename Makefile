@@ -41,7 +41,10 @@ lock:
 # The software bill of materials of what the image installs (CycloneDX JSON, a build artifact):
 # taken from an environment installed as the Dockerfile installs the image, the locked packages
 # checked against their hashes, then the project without dependencies.
-sbom: $(GEN_STAMP)
+# Built again only when what the image installs changes.
+SOURCES := $(shell find shared order_service wallet_pool_service -type f \( -name '*.py' -o -name '*.sql' \))
+sbom: $(SBOM)
+$(SBOM): $(LOCK) pyproject.toml $(GEN_STAMP) $(SOURCES)
 	rm -rf $(IMAGE_ENV)
 	$(PY) -m venv --without-pip $(IMAGE_ENV)
 	$(PY) -m pip --python $(IMAGE_ENV)/bin/python install -q --require-hashes -r $(LOCK)
@@ -98,7 +101,7 @@ lint: setup
 unit: setup
 	$(PY) -m pytest tests/unit -q
 
-test: lint sbom pgbouncer
+test: lint $(SBOM) pgbouncer
 	$(PY) -m pytest -q
 
 # PgBouncer from Debian's package, for the tests that run both services behind it; installed
