@@ -1,4 +1,5 @@
-"""`make run`: PostgreSQL (embedded unless DATABASE_URL is set), both services, until Ctrl-C."""
+"""`make run`: PostgreSQL (embedded unless DATABASE_URL is set), both services, and in
+development a chain per network (scripts/dev_chain.py) reporting heights, until Ctrl-C."""
 
 import asyncio
 import contextlib
@@ -7,38 +8,70 @@ import secrets
 import signal
 from pathlib import Path
 
+import grpc
+
+from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
+from scripts.dev_chain import DevChain, chain_dir, data_dir
 from scripts.processes import ServiceProcess
+from shared import config
 from shared.embedded_db import EmbeddedPostgres
+from shared.networks import supported_networks
+from wallet_pool_service.config import parse_reuse_confirmations
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / ".data"
-METRICS = {
-    "order": os.environ.get("ORDER_METRICS_ADDR", "127.0.0.1:9451"),
-    "pool": os.environ.get("WALLET_POOL_METRICS_ADDR", "127.0.0.1:9452"),
-}
+# Development's guard: two blocks of the development chain (two seconds) past a release, so
+# the plan's check (complete an order, its wallet is available again) passes within seconds
+# while the guard still holds every released wallet for a few blocks, as in production.
+DEV_REUSE_CONFIRMATIONS = "2"
 
 
-def token(role: str) -> str:
-    """<ROLE>_TOKEN, or one generated once and kept in .data/<role>_token for later runs."""
+def token(data: Path, role: str) -> str:
+    """<ROLE>_TOKEN, or one generated once and kept in <data>/<role>_token for later runs."""
     variable = f"{role.upper()}_TOKEN"
     if os.environ.get(variable):
         return os.environ[variable]
-    path = DATA / f"{role}_token"
+    path = data / f"{role}_token"
     if not path.exists():
         path.write_text(secrets.token_urlsafe(24))
         path.chmod(0o600)
     return path.read_text().strip()
 
 
-def walkthrough(order_addr: str, pool_addr: str, tokens: dict[str, str]) -> str:
+def guard_line(env: dict[str, str], chains: tuple[str, ...], block_seconds: float) -> str:
+    """One line: the guard's mode per network, and where the heights come from."""
+    networks = supported_networks()
+    confirmations = parse_reuse_confirmations(env.get("WALLET_REUSE_CONFIRMATIONS", ""), networks)
+    guarded = {n: c for n, c in confirmations.items() if c is not None}
+    if not guarded:
+        mode = "off (released wallets are reused at once)"
+    else:
+        mode = "on, " + ", ".join(f"{n} {c} blocks" for n, c in guarded.items()) + " past a release"
+        off = [n for n, c in confirmations.items() if c is None]
+        mode += f" (off for {', '.join(off)})" if off else ""
+    setting = env.get("WALLET_REUSE_CONFIRMATIONS") or "default"
+    if chains:
+        source = (
+            f"make run's development chains ({', '.join(chains)}), a block every "
+            f"{block_seconds:g} s, reporting with the watcher token"
+        )
+    else:
+        source = "no chain started by make run (DEV_CHAIN=off): your watchers report them"
+    return f"reuse guard: {mode} [WALLET_REUSE_CONFIRMATIONS={setting}]; heights from {source}"
+
+
+def walkthrough(
+    order: ServiceProcess, pool: ServiceProcess, tokens: dict[str, str], data: Path, guard: str
+) -> str:
     g = f"{ROOT / '.venv' / 'bin' / 'grpcurl'} -plaintext"
+    order_addr, pool_addr = f"127.0.0.1:{order.port}", f"127.0.0.1:{pool.port}"
     return f"""
 Both services are up.
-  order service:       {order_addr}   (metrics: http://{METRICS["order"]}/metrics)
-  wallet pool service: {pool_addr}   (metrics: http://{METRICS["pool"]}/metrics)
-  operator token:      {tokens["operator"]}   (.data/operator_token)
-  client token:        {tokens["client"]}   (.data/client_token)
-  watcher token:       {tokens["watcher"]}   (.data/watcher_token: the chain watchers' reports)
+  order service:       {order_addr}   (metrics: {metrics(order)})
+  wallet pool service: {pool_addr}   (metrics: {metrics(pool)})
+  operator token:      {tokens["operator"]}   ({data / "operator_token"})
+  client token:        {tokens["client"]}   ({data / "client_token"})
+  watcher token:       {tokens["watcher"]}   ({data / "watcher_token"}: the chain watchers' reports)
+  {guard}
 
 Try:
   {g} {order_addr} list
@@ -50,17 +83,11 @@ The README has the whole cookbook. Ctrl-C stops everything.
 """
 
 
-async def run() -> int:
-    DATA.mkdir(exist_ok=True)
-    embedded = None
-    database_url = os.environ.get("DATABASE_URL")
-    if not database_url:
-        embedded = EmbeddedPostgres(DATA / "postgres")
-        database_url = embedded.url
-        print(f"Embedded PostgreSQL under {DATA / 'postgres'}", flush=True)
-    tokens = {role: token(role) for role in ("operator", "client", "service", "watcher")}
-    pool_addr = os.environ.get("WALLET_POOL_SERVICE_ADDR", "127.0.0.1:50052")
-    order_addr = os.environ.get("ORDER_SERVICE_ADDR", "127.0.0.1:50051")
+def metrics(process: ServiceProcess) -> str:
+    return f"http://127.0.0.1:{process.metrics_port}/metrics" if process.metrics_port else "off"
+
+
+def service_env(data: Path, database_url: str, tokens: dict[str, str]) -> dict[str, str]:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -68,42 +95,105 @@ async def run() -> int:
         "CLIENT_TOKEN": tokens["client"],
         "SERVICE_TOKEN": tokens["service"],
         "WATCHER_TOKEN": tokens["watcher"],
-        "WALLET_POOL_SERVICE_ADDR": pool_addr,
-        "ORDER_SERVICE_ADDR": order_addr,
-        "WALLET_POOL_TARGET": os.environ.get("WALLET_POOL_TARGET", pool_addr),
+        "WALLET_POOL_SERVICE_ADDR": os.environ.get("WALLET_POOL_SERVICE_ADDR", "127.0.0.1:50052"),
+        "ORDER_SERVICE_ADDR": os.environ.get("ORDER_SERVICE_ADDR", "127.0.0.1:50051"),
     }
-    logs = DATA / "logs"
+    if config.environment() == "development" and "WALLET_REUSE_CONFIRMATIONS" not in os.environ:
+        env["WALLET_REUSE_CONFIRMATIONS"] = DEV_REUSE_CONFIRMATIONS
+    return env
+
+
+def dev_chain_networks() -> tuple[str, ...]:
+    """The networks make run simulates a chain for: all, in development, unless DEV_CHAIN=off."""
+    if config.environment() != "development":
+        return ()
+    if config.env_str("DEV_CHAIN", "on").lower() == "off":
+        return ()
+    return supported_networks()
+
+
+async def run() -> int:
+    data = data_dir()
+    data.mkdir(parents=True, exist_ok=True)
+    try:
+        block_seconds = config.env_float("DEV_CHAIN_BLOCK_SECONDS", 1.0, minimum=0.05)
+        chains = dev_chain_networks()
+    except config.ConfigError as exc:
+        print(f"make run: configuration error: {exc}", flush=True)
+        return 2
+    embedded = None
+    database_url = os.environ.get("DATABASE_URL")
+    if not database_url:
+        embedded = EmbeddedPostgres(data / "postgres")
+        database_url = embedded.url
+        print(f"Embedded PostgreSQL under {data / 'postgres'}", flush=True)
+    tokens = {role: token(data, role) for role in ("operator", "client", "service", "watcher")}
+    env = service_env(data, database_url, tokens)
+    try:
+        guard = guard_line(env, chains, block_seconds)
+    except config.ConfigError as exc:
+        print(f"make run: configuration error: {exc}", flush=True)
+        return 2
+    logs = data / "logs"
     logs.mkdir(exist_ok=True)
     pool = ServiceProcess("wallet_pool_service", env, logs / "wallet_pool_service.log")
     order = ServiceProcess("order_service", env, logs / "order_service.log")
     stop = asyncio.Event()
+    chains_stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     exit_code = 0
+    channel: grpc.aio.Channel | None = None
+    tasks: list[asyncio.Task[None]] = []
     try:
         await pool.start()
+        pool_addr = f"127.0.0.1:{pool.port}"
+        # Port 0 picks a free port: the order service and the chains use the one taken.
+        order.env = {**env, "WALLET_POOL_TARGET": os.environ.get("WALLET_POOL_TARGET", pool_addr)}
+        channel = grpc.aio.insecure_channel(pool_addr)
+        stub = pool_grpc.WalletPoolServiceStub(channel)
+        for network in chains:
+            chain = DevChain(
+                network, stub, tokens["watcher"], chain_dir(data, network), logs / "dev_chain.log"
+            )
+            tasks.append(asyncio.create_task(chain.run(block_seconds, chains_stop)))
         await order.start()
-        print(walkthrough(order_addr, pool_addr, tokens), flush=True)
+        print(walkthrough(order, pool, tokens, data, guard), flush=True)
         print(f"Logs: {logs}/", flush=True)
-        while not stop.is_set():
-            if any(p.process is not None and p.process.poll() is not None for p in (pool, order)):
-                print("A service exited unexpectedly; see the logs above.", flush=True)
-                exit_code = 1
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+        exit_code = await watch(stop, (pool, order), tasks)
     except RuntimeError as exc:
         print(exc, flush=True)
         exit_code = 1
     finally:
         print("Stopping...", flush=True)
+        chains_stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if channel is not None:
+            await channel.close(None)
         for process in (order, pool):
             if process.process is not None and process.process.poll() is None:
                 await process.stop()
         if embedded is not None:
             embedded.close()
     return exit_code
+
+
+async def watch(
+    stop: asyncio.Event, processes: tuple[ServiceProcess, ...], tasks: list[asyncio.Task[None]]
+) -> int:
+    """Until Ctrl-C: 0; 1 as soon as a service or a chain stops by itself."""
+    while not stop.is_set():
+        if any(p.process is not None and p.process.poll() is not None for p in processes):
+            print("A service exited unexpectedly; see the logs above.", flush=True)
+            return 1
+        for task in tasks:
+            if task.done():
+                print(f"A development chain stopped: {task.exception()!r}", flush=True)
+                return 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    return 0
 
 
 def main() -> None:
