@@ -1,6 +1,7 @@
-"""The README's grpcurl walk-through, run as written against freshly started services."""
+"""The README's grpcurl walk-through, run as written against make run's own start."""
 
 import asyncio
+import os
 import re
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 from exchange.order.v1 import order_service_pb2 as opb
 from tests.databases import ROOT, DatabaseFactory
 from tests.e2e.conftest import local_only
-from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, WATCHER_TOKEN, LocalStack
+from tests.e2e.make_run import GRPCURL, MakeRun
+from tests.e2e.stack import Stack
 
 
 def walkthrough() -> str:
@@ -24,36 +26,37 @@ def walkthrough() -> str:
 async def test_the_readme_walkthrough_works_as_written(
     databases: DatabaseFactory, tmp_path: Path
 ) -> None:
-    if not (ROOT / ".venv" / "bin" / "grpcurl").exists():
+    if not GRPCURL.exists():
         pytest.skip("grpcurl is installed by make setup")
-    # The defaults of `make run`: the watermark guard on (the suite's stacks turn it off).
-    stack = await LocalStack.start(
-        await databases.create(),
-        tmp_path,
-        environment="development",
-        extra_env={"WALLET_REUSE_CONFIRMATIONS": "", "DEPOSIT_SYNC_SECONDS": "1"},
+    # make run's own start, on free ports, with its data directory in place of .data: its
+    # defaults (the watermark guard on, its development chains reporting the heights).
+    data = tmp_path / "data"
+    run = await MakeRun.start(await databases.create(migrated=False), data)
+    stack = Stack(
+        run.order_addr,
+        run.pool_addr,
+        (run.tokens["operator"], run.tokens["client"], ""),
     )
     try:
         script = (
             walkthrough()
-            .replace("localhost:50051", stack.order_addr)
-            .replace("localhost:50052", stack.pool_addr)
+            .replace("localhost:50051", run.order_addr)
+            .replace("localhost:50052", run.pool_addr)
             .replace('"$PWD/.venv/bin', f'"{ROOT}/.venv/bin')
+            .replace(".data/", f"{data}/")
         )
-        for role, token in [
-            ("operator", OPERATOR_TOKEN),
-            ("client", CLIENT_TOKEN),
-            ("watcher", WATCHER_TOKEN),
-        ]:
-            (tmp_path / f"{role}_token").write_text(token)
-            script = script.replace(f".data/{role}_token", str(tmp_path / f"{role}_token"))
+        work = tmp_path / "work"
+        work.mkdir()
         process = await asyncio.create_subprocess_exec(
             "bash",
             "-euo",
             "pipefail",
             "-c",
             script + '\necho "RESULT $ORDER $WAITING $LEFT"\n',
-            cwd=tmp_path,
+            cwd=work,
+            # As from the project directory (python3 -m scripts.dev_chain), with make run's
+            # data directory.
+            env={**os.environ, "PYTHONPATH": str(ROOT), "DEV_DATA_DIR": str(data)},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -61,6 +64,9 @@ async def test_the_readme_walkthrough_works_as_written(
         output = raw.decode()
         assert process.returncode == 0, output
 
+        # The plan's check at the top: the order's wallet listed AVAILABLE again.
+        check = re.search(r"^order \S+ holds (\S+)\n(.*?)^real\t", output, re.M | re.S)
+        assert check and f'"address": "{check.group(1)}"' in check.group(2), output
         assert "WALLET_RELEASE_RELEASED" in output
         for expected in [
             "Unauthenticated",
@@ -98,10 +104,16 @@ async def test_the_readme_walkthrough_works_as_written(
         # watcher scanned past it; a late deposit listed, its wallet held out.
         assert "ORDER_EVENT_TYPE_DEPOSIT_RECEIVED" in output
         assert '"held_by_watermark": 1' in output
-        assert "waits for the ETH watcher to scan height 1066 (scanned 1002)" in output
+        assert re.search(
+            r"waits for (the next report of the ETH watcher|the ETH watcher to scan height "
+            r"\d+ \(scanned \d+\))",
+            output,
+        )
+        assert "paid 125.5 to " in output and "reported to the pool" in output
         assert "DEPOSIT_ATTRIBUTION_LATE" in output
         late = output.split("--- late deposits:", 1)[1]
         assert f'"order_id": "{left_id}"' in late and '"late": true' in output
         assert "late deposit 0x" in output
     finally:
         await stack.close()
+        assert await run.stop() == 0
