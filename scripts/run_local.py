@@ -63,7 +63,7 @@ def walkthrough(
     order: ServiceProcess, pool: ServiceProcess, tokens: dict[str, str], data: Path, guard: str
 ) -> str:
     g = f"{ROOT / '.venv' / 'bin' / 'grpcurl'} -plaintext"
-    order_addr, pool_addr = f"127.0.0.1:{order.port}", f"127.0.0.1:{pool.port}"
+    order_addr, pool_addr = reachable(order), reachable(pool)
     return f"""
 Both services are up.
   order service:       {order_addr}   (metrics: {metrics(order)})
@@ -81,6 +81,22 @@ Try:
       {pool_addr} exchange.wallet_pool.v1.WalletPoolService/GetPoolStats
 The README has the whole cookbook. Ctrl-C stops everything.
 """
+
+
+# Where each service is told to listen.
+_ADDRESS_VARIABLE = {
+    "order_service": "ORDER_SERVICE_ADDR",
+    "wallet_pool_service": "WALLET_POOL_SERVICE_ADDR",
+}
+
+
+def reachable(process: ServiceProcess) -> str:
+    """Where to call the service: the host it was given (127.0.0.1 for a wildcard), and the
+    port it took (port 0 picks a free one)."""
+    host = process.env[_ADDRESS_VARIABLE[process.module]].rpartition(":")[0]
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = "127.0.0.1"
+    return f"{host}:{process.port}"
 
 
 def metrics(process: ServiceProcess) -> str:
@@ -148,7 +164,7 @@ async def run() -> int:
     tasks: list[asyncio.Task[None]] = []
     try:
         await pool.start()
-        pool_addr = f"127.0.0.1:{pool.port}"
+        pool_addr = reachable(pool)
         # Port 0 picks a free port: the order service and the chains use the one taken.
         order.env = {**env, "WALLET_POOL_TARGET": os.environ.get("WALLET_POOL_TARGET", pool_addr)}
         channel = grpc.aio.insecure_channel(pool_addr)
