@@ -60,7 +60,9 @@ def wallet_to_pb(wallet: Wallet) -> pb.Wallet:
         release_time=to_timestamp(wallet.release_time),
         cooldown_end_time=to_timestamp(wallet.cooldown_end_time),
         release_height=wallet.release_height or 0,
-        reuse_height=wallet.reuse_height or 0,
+        # Until the watcher's next report gives the release its height, the database holds
+        # a stand-in beyond any chain (migration 009): not a height to show.
+        reuse_height=(wallet.reuse_height or 0) if wallet.release_height is not None else 0,
         cooling_reason=wallet.cooling_reason,
     )
 

@@ -102,8 +102,11 @@ async def test_the_plans_check_a_completed_orders_wallet_is_available_within_5_s
     assert completed["order"]["status"] == "ORDER_STATUS_COMPLETED"
     assert completed["wallet_release"] == "WALLET_RELEASE_RELEASED"
     # The guard holds it first (at least two blocks): COOLING, and it says what for.
-    cooling = await wallets(make_run, "BTC", "WALLET_STATE_COOLING")
-    assert cooling[address]["cooling_reason"].startswith("waits for ")
+    held = (await wallets(make_run, "BTC", "WALLET_STATE_COOLING"))[address]
+    assert held["cooling_reason"].startswith("waits for ")
+    # Its heights once the chain's watcher has reported past the release; none before.
+    release, reuse = int(held["release_height"]), int(held["reuse_height"])
+    assert (release, reuse) == (0, 0) or reuse == release + DEV_CONFIRMATIONS, held
 
     # 3. Available again, within the plan's 5 s: the wallet's state, and the pool stats.
     async def available() -> bool:
