@@ -4,9 +4,10 @@ to it, to the wallet pool through `ReportDeposits` with the watcher credential, 
 real chain watcher reports (the pool cannot tell them apart, and its guard works unchanged).
 The services never start it: production heights come from real watchers.
 
-Payments reach a chain through its mempool, a directory of one JSON file per payment:
-`python -m scripts.dev_chain pay NETWORK ADDRESS AMOUNT` drops one there and waits until the
-block that holds it was reported.
+`make run` starts them as one process beside the services (`python -m scripts.dev_chain run`,
+with WATCHER_TOKEN and DEV_DATA_DIR in its environment). Payments reach a chain through its
+mempool, a directory of one JSON file per payment: `python -m scripts.dev_chain pay NETWORK
+ADDRESS AMOUNT` drops one there and waits until the block that holds it was reported.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -171,6 +173,28 @@ class DevChain:
             log.write(f"{datetime.now(UTC).isoformat()} {self.network} {message}\n")
 
 
+async def run_chains(pool_addr: str, networks: list[str], block_seconds: float) -> None:
+    """Every network's chain against the pool at `pool_addr`, until SIGINT or SIGTERM."""
+    data = data_dir()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with grpc.aio.insecure_channel(pool_addr) as channel:
+        pool = pool_grpc.WalletPoolServiceStub(channel)
+        chains = [
+            DevChain(
+                n,
+                pool,
+                os.environ["WATCHER_TOKEN"],
+                chain_dir(data, n),
+                data / "logs" / "dev_chain.log",
+            )
+            for n in networks
+        ]
+        await asyncio.gather(*(chain.run(block_seconds, stop) for chain in chains))
+
+
 def pay(network: str, address: str, amount: str, wait_seconds: float = 15.0) -> int:
     """Send a payment to the network's development chain and wait for its block's report."""
     problem = address_problem(network, address)
@@ -211,7 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     paying.add_argument("network", type=str.upper)
     paying.add_argument("address")
     paying.add_argument("amount")
+    running = commands.add_parser("run", help="run the chains (make run does)")
+    running.add_argument("--pool", required=True, help="the wallet pool's host:port")
+    running.add_argument("--networks", required=True, type=lambda v: v.upper().split(","))
+    running.add_argument("--block-seconds", type=float, default=1.0)
     args = parser.parse_args(argv)
+    if args.command == "run":
+        asyncio.run(run_chains(args.pool, args.networks, args.block_seconds))
+        return 0
     return pay(args.network, args.address, args.amount)
 
 

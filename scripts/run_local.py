@@ -6,12 +6,11 @@ import contextlib
 import os
 import secrets
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
-import grpc
-
-from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
-from scripts.dev_chain import DevChain, chain_dir, data_dir
+from scripts.dev_chain import data_dir
 from scripts.processes import ServiceProcess
 from shared import config
 from shared.embedded_db import EmbeddedPostgres
@@ -119,6 +118,25 @@ def service_env(data: Path, database_url: str, tokens: dict[str, str]) -> dict[s
     return env
 
 
+def start_chains(
+    env: dict[str, str], pool_addr: str, chains: tuple[str, ...], block_seconds: float, log: Path
+) -> subprocess.Popen[bytes]:
+    """The development chains, one process beside the services (scripts/dev_chain.py)."""
+    command = [sys.executable, "-m", "scripts.dev_chain", "run", "--pool", pool_addr]
+    command += ["--networks", ",".join(chains), "--block-seconds", str(block_seconds)]
+    with log.open("ab") as out:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+
+
+async def stop_chains(chains: subprocess.Popen[bytes]) -> None:
+    chains.send_signal(signal.SIGTERM)
+    for _ in range(100):
+        if chains.poll() is not None:
+            return
+        await asyncio.sleep(0.05)
+    chains.kill()
+
+
 def dev_chain_networks() -> tuple[str, ...]:
     """The networks make run simulates a chain for: all, in development, unless DEV_CHAIN=off."""
     if config.environment() != "development":
@@ -155,38 +173,31 @@ async def run() -> int:
     pool = ServiceProcess("wallet_pool_service", env, logs / "wallet_pool_service.log")
     order = ServiceProcess("order_service", env, logs / "order_service.log")
     stop = asyncio.Event()
-    chains_stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     exit_code = 0
-    channel: grpc.aio.Channel | None = None
-    tasks: list[asyncio.Task[None]] = []
+    chain_process = None
     try:
         await pool.start()
         pool_addr = reachable(pool)
         # Port 0 picks a free port: the order service and the chains use the one taken.
         order.env = {**env, "WALLET_POOL_TARGET": os.environ.get("WALLET_POOL_TARGET", pool_addr)}
-        channel = grpc.aio.insecure_channel(pool_addr)
-        stub = pool_grpc.WalletPoolServiceStub(channel)
-        for network in chains:
-            chain = DevChain(
-                network, stub, tokens["watcher"], chain_dir(data, network), logs / "dev_chain.log"
-            )
-            tasks.append(asyncio.create_task(chain.run(block_seconds, chains_stop)))
+        if chains:
+            chain_env = {**env, "DEV_DATA_DIR": str(data)}
+            log = logs / "dev_chain.log"
+            chain_process = start_chains(chain_env, pool_addr, chains, block_seconds, log)
         await order.start()
         print(walkthrough(order, pool, tokens, data, guard), flush=True)
         print(f"Logs: {logs}/", flush=True)
-        exit_code = await watch(stop, (pool, order), tasks)
+        exit_code = await watch(stop, (pool, order), chain_process)
     except RuntimeError as exc:
         print(exc, flush=True)
         exit_code = 1
     finally:
         print("Stopping...", flush=True)
-        chains_stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if channel is not None:
-            await channel.close(None)
+        if chain_process is not None and chain_process.poll() is None:
+            await stop_chains(chain_process)
         for process in (order, pool):
             if process.process is not None and process.process.poll() is None:
                 await process.stop()
@@ -196,17 +207,18 @@ async def run() -> int:
 
 
 async def watch(
-    stop: asyncio.Event, processes: tuple[ServiceProcess, ...], tasks: list[asyncio.Task[None]]
+    stop: asyncio.Event,
+    processes: tuple[ServiceProcess, ...],
+    chains: subprocess.Popen[bytes] | None,
 ) -> int:
-    """Until Ctrl-C: 0; 1 as soon as a service or a chain stops by itself."""
+    """Until Ctrl-C: 0; 1 as soon as a service or the chains stop by themselves."""
     while not stop.is_set():
         if any(p.process is not None and p.process.poll() is not None for p in processes):
             print("A service exited unexpectedly; see the logs above.", flush=True)
             return 1
-        for task in tasks:
-            if task.done():
-                print(f"A development chain stopped: {task.exception()!r}", flush=True)
-                return 1
+        if chains is not None and chains.poll() is not None:
+            print("The development chains stopped; see logs/dev_chain.log.", flush=True)
+            return 1
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
     return 0
