@@ -42,7 +42,7 @@ def guard_line(env: dict[str, str], chains: tuple[str, ...], block_seconds: floa
     confirmations = parse_reuse_confirmations(env.get("WALLET_REUSE_CONFIRMATIONS", ""), networks)
     guarded = {n: c for n, c in confirmations.items() if c is not None}
     if not guarded:
-        mode = "off (released wallets are reused at once)"
+        mode = "off (released wallets are reused after the cooldown alone)"
     else:
         mode = "on, " + ", ".join(f"{n} {c} blocks" for n, c in guarded.items()) + " past a release"
         off = [n for n, c in confirmations.items() if c is None]
@@ -54,7 +54,8 @@ def guard_line(env: dict[str, str], chains: tuple[str, ...], block_seconds: floa
             f"{block_seconds:g} s, reporting with the watcher token"
         )
     else:
-        source = "no chain started by make run (DEV_CHAIN=off): your watchers report them"
+        why = "DEV_CHAIN=off" if config.environment() == "development" else "APP_ENV=production"
+        source = f"your own watchers, with the watcher token (make run starts no chain: {why})"
     return f"reuse guard: {mode} [WALLET_REUSE_CONFIRMATIONS={setting}]; heights from {source}"
 
 
