@@ -3,7 +3,19 @@
 import os
 from dataclasses import dataclass
 
-from shared.config import ConfigError, env_float, env_int
+from shared import config
+from shared.config import ConfigError
+
+# The bench's knobs are bounded by what a run can take, not by what a service may be given.
+_BENCH_MAXIMUM = 10_000_000
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    return config.env_int(name, default, minimum=minimum, maximum=_BENCH_MAXIMUM)
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    return config.env_float(name, default, minimum=minimum, maximum=float(_BENCH_MAXIMUM))
 
 
 def _env_ints(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
