@@ -82,6 +82,16 @@ class OrderManager:
             yield PostgresOrderRepository(conn)
 
     @contextlib.asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[OrderRepository]:
+        """For reads of several statements that must agree with each other: one read-only
+        REPEATABLE READ transaction, whose statements all see the database as of its first."""
+        async with (
+            connection(self._pool) as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            yield PostgresOrderRepository(conn)
+
+    @contextlib.asynccontextmanager
     async def _statement(self) -> AsyncIterator[OrderRepository]:
         """For a use case of one statement, atomic on its own: no BEGIN/COMMIT round trips."""
         async with connection(self._pool) as conn:
@@ -378,38 +388,51 @@ class OrderManager:
         """A page of the log after `after_sequence`, and the log's last sequence. Every event
         committed before the call is numbered first, so a caller reads its own changes."""
         await self.sequence_events()
-        async with self._statement() as orders:
+        # One snapshot: the page is exactly what is kept after the retention mark it was
+        # checked against (a deletion committed between two reads would be skipped, OK).
+        async with self._snapshot() as orders:
             last, deleted = await orders.event_log()
             after_sequence = domain.start_of_reading(after_sequence, last, deleted)
             page = await orders.events_after(
                 after_sequence, page_size(requested_size), order_id, types
             )
-        # Events numbered between the two reads may be on the page: the log ends after them.
-        return page, max(last, page[-1].sequence) if page else last
+        return page, last
 
     async def watch_events(self, after_sequence: int) -> AsyncIterator[domain.OrderEvent]:
         """Every event after `after_sequence`, in sequence order, then each as it is
         numbered; the stream ends only with an error (retention passed the consumer, or
-        the service is stopping)."""
-        async with self._statement() as orders:
-            last, deleted = await orders.event_log()
-        after_sequence = domain.start_of_reading(after_sequence, last, deleted)
+        the service is stopping). 0 starts at the oldest event kept when a page is read,
+        until the stream has sent one: it is never behind retention."""
+        cursor: int | None = None
+        if after_sequence:
+            async with self._statement() as orders:
+                last, deleted = await orders.event_log()
+            cursor = domain.start_of_reading(after_sequence, last, deleted)
         with self.feed.watch_log() as grew:
             while True:
                 grew.clear()
-                async with self._statement() as orders:
-                    page = await orders.events_after(after_sequence, _EVENT_PAGE, None, frozenset())
-                    if page and page[0].sequence != after_sequence + 1:
-                        # Sequences are dense: only retention leaves a hole before a page.
-                        _, deleted = await orders.event_log()
-                        raise domain.EventsDeleted(after_sequence, deleted)
+                page = await self._events_to_watch(cursor)
                 for event in page:
                     yield event
-                    after_sequence = event.sequence
+                    cursor = event.sequence
                 if len(page) < _EVENT_PAGE:
                     await grew.wait()
                     if self.feed.closed:
                         raise Unavailable("the service is stopping; watch again")
+
+    async def _events_to_watch(self, cursor: int | None) -> list[domain.OrderEvent]:
+        """The next page of a watch after `cursor` (None: from the oldest event kept)."""
+        if cursor is None:
+            async with self._snapshot() as orders:
+                _, deleted = await orders.event_log()
+                return await orders.events_after(deleted, _EVENT_PAGE, None, frozenset())
+        async with self._statement() as orders:
+            page = await orders.events_after(cursor, _EVENT_PAGE, None, frozenset())
+            if page and page[0].sequence != cursor + 1:
+                # Sequences are dense: only retention leaves a hole before a page.
+                _, deleted = await orders.event_log()
+                raise domain.EventsDeleted(cursor, deleted)
+        return page
 
     async def sequence_events(self, announce: Collection[uuid.UUID] = ()) -> bool:
         """Sequencer step: number the committed events that have no sequence yet, and
