@@ -36,6 +36,10 @@ _SYNC_BATCH = 100
 _EXPIRY_BATCH = 50
 _EVENT_PAGE = 500
 _SEQUENCE_BATCH = 5000
+# How long a sequencer run waits for the synchronous standby to confirm what it numbered:
+# it usually has it at once, or within a WAL flush of the primary.
+_CONFIRM_TRIES = 100
+_CONFIRM_PAUSE_SECONDS = 0.005
 _EVENT_EXPIRY_BATCH = 1000
 _DEPOSIT_PAGE = 500
 
@@ -391,12 +395,14 @@ class OrderManager:
         # One snapshot: the page is exactly what is kept after the retention mark it was
         # checked against (a deletion committed between two reads would be skipped, OK).
         async with self._snapshot() as orders:
-            last, deleted = await orders.event_log()
-            after_sequence = domain.start_of_reading(after_sequence, last, deleted)
+            log_ = await orders.event_log()
+            after_sequence = domain.start_of_reading(
+                after_sequence, log_.last_sequence, log_.deleted_through
+            )
             page = await orders.events_after(
                 after_sequence, page_size(requested_size), order_id, types
             )
-        return page, last
+        return page, log_.confirmed_through
 
     async def watch_events(self, after_sequence: int) -> AsyncIterator[domain.OrderEvent]:
         """Every event after `after_sequence`, in sequence order, then each as it is
@@ -406,8 +412,12 @@ class OrderManager:
         cursor: int | None = None
         if after_sequence:
             async with self._statement() as orders:
-                last, deleted = await orders.event_log()
-            cursor = domain.start_of_reading(after_sequence, last, deleted)
+                log_ = await orders.event_log()
+            # Against what is numbered: after a failover a cursor may be past what the new
+            # primary shows yet, never past what it numbered.
+            cursor = domain.start_of_reading(
+                after_sequence, log_.last_sequence, log_.deleted_through
+            )
         with self.feed.watch_log() as grew:
             while True:
                 grew.clear()
@@ -424,13 +434,13 @@ class OrderManager:
         """The next page of a watch after `cursor` (None: from the oldest event kept)."""
         if cursor is None:
             async with self._snapshot() as orders:
-                _, deleted = await orders.event_log()
+                deleted = (await orders.event_log()).deleted_through
                 return await orders.events_after(deleted, _EVENT_PAGE, None, frozenset())
         async with self._statement() as orders:
             page = await orders.events_after(cursor, _EVENT_PAGE, None, frozenset())
             if page and page[0].sequence != cursor + 1:
                 # Sequences are dense: only retention leaves a hole before a page.
-                _, deleted = await orders.event_log()
+                deleted = (await orders.event_log()).deleted_through
                 raise domain.EventsDeleted(cursor, deleted)
         return page
 
@@ -442,8 +452,21 @@ class OrderManager:
                 numbered = await orders.sequence_events(_SEQUENCE_BATCH, announce)
             EVENTS_SEQUENCED.inc(numbered)
             if numbered < _SEQUENCE_BATCH:
-                return False
+                break
             announce = ()
+        await self._confirm_events()
+        return False
+
+    async def _confirm_events(self) -> None:
+        """Show what is numbered once the synchronous standby has it (at once without one).
+        It usually has it already: the numbering's commit waited for it. The next run of the
+        sequencer (at the latest its safety-net loop) tries again when it still lags."""
+        for _ in range(_CONFIRM_TRIES):
+            async with self._statement() as orders:
+                if await orders.confirm_events() == 0:
+                    return
+            await asyncio.sleep(_CONFIRM_PAUSE_SECONDS)
+        log.warning("numbered events wait for the synchronous standby to confirm them")
 
     async def expire_events(self) -> bool:
         """Retention-loop step: delete events older than the retention. True if a full batch."""
