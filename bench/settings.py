@@ -45,6 +45,7 @@ SCENARIOS = (
     "watch",
     "tracing",
     "deposits",
+    "confirmation",
 )
 
 
@@ -71,6 +72,7 @@ class BenchSettings:
     watch_pairs: int
     tracing_rounds: int
     deposit_pairs: int
+    confirmation_rounds: int
 
     @classmethod
     def from_env(cls) -> "BenchSettings":
@@ -110,6 +112,7 @@ class BenchSettings:
             watch_pairs=env_int("BENCH_WATCH_PAIRS", 1 if quick else 3, minimum=1),
             tracing_rounds=env_int("BENCH_TRACING_ROUNDS", 1 if quick else 3, minimum=1),
             deposit_pairs=env_int("BENCH_DEPOSIT_PAIRS", 1 if quick else 3, minimum=1),
+            confirmation_rounds=env_int("BENCH_CONFIRMATION_ROUNDS", 2 if quick else 3, minimum=1),
         )
         if settings.lifecycles_large <= settings.lifecycles_small:
             raise ConfigError("BENCH_LIFECYCLES_LARGE must be more than BENCH_LIFECYCLES_SMALL")
