@@ -149,4 +149,4 @@ async def test_reads_at_the_retention_edge_never_skip_and_never_refuse_a_fresh_s
     assert tally.skips == [] and tally.wrong_refusals == [], f"{tally.summary()}\n" + "\n".join(
         (tally.skips + tally.wrong_refusals)[:20]
     )
-    assert tally.reads >= 3000 and tally.refusals > 0, tally.summary()
+    assert tally.reads >= 2000 and tally.refusals > 0, tally.summary()
