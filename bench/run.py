@@ -18,7 +18,16 @@ from typing import Any
 import asyncpg
 import grpc
 
-from bench import deposits, growth, memory, scenarios, sqlfloor, tracing, watch
+from bench import (
+    confirmation,
+    deposits,
+    growth,
+    memory,
+    scenarios,
+    sqlfloor,
+    tracing,
+    watch,
+)
 from bench.harness import Run
 from bench.report import Row, Series, draw_chart, table, write_json
 from bench.settings import BenchSettings
@@ -217,6 +226,8 @@ async def bench(settings: BenchSettings) -> int:
             await tracing.tracing_cost(run)
         if "deposits" in settings.scenarios:
             await deposits.deposit_reports(run)
+        if "confirmation" in settings.scenarios:
+            await confirmation.confirmation_cost(run)
     except Exception:
         failed = True
         raise

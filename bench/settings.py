@@ -3,7 +3,19 @@
 import os
 from dataclasses import dataclass
 
-from shared.config import ConfigError, env_float, env_int
+from shared import config
+from shared.config import ConfigError
+
+# The bench's knobs are bounded by what a run can take, not by what a service may be given.
+_BENCH_MAXIMUM = 10_000_000
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    return config.env_int(name, default, minimum=minimum, maximum=_BENCH_MAXIMUM)
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    return config.env_float(name, default, minimum=minimum, maximum=float(_BENCH_MAXIMUM))
 
 
 def _env_ints(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -33,6 +45,7 @@ SCENARIOS = (
     "watch",
     "tracing",
     "deposits",
+    "confirmation",
 )
 
 
@@ -59,6 +72,7 @@ class BenchSettings:
     watch_pairs: int
     tracing_rounds: int
     deposit_pairs: int
+    confirmation_rounds: int
 
     @classmethod
     def from_env(cls) -> "BenchSettings":
@@ -98,6 +112,7 @@ class BenchSettings:
             watch_pairs=env_int("BENCH_WATCH_PAIRS", 1 if quick else 3, minimum=1),
             tracing_rounds=env_int("BENCH_TRACING_ROUNDS", 1 if quick else 3, minimum=1),
             deposit_pairs=env_int("BENCH_DEPOSIT_PAIRS", 1 if quick else 3, minimum=1),
+            confirmation_rounds=env_int("BENCH_CONFIRMATION_ROUNDS", 2 if quick else 3, minimum=1),
         )
         if settings.lifecycles_large <= settings.lifecycles_small:
             raise ConfigError("BENCH_LIFECYCLES_LARGE must be more than BENCH_LIFECYCLES_SMALL")

@@ -121,7 +121,10 @@ async def _drop_leftovers(server_url: str) -> None:
 
 
 async def start_services(
-    database_url: str, log_dir: Path, extra_env: dict[str, str] | None = None
+    database_url: str,
+    log_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    order_module: str = "order_service",
 ) -> LocalStack:
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
     return await LocalStack.start(
@@ -134,6 +137,7 @@ async def start_services(
             "WALLET_POOL_DATABASE_URL": with_application_name(database_url, POOL_APP),
             **(extra_env or {}),
         },
+        order_module=order_module,
     )
 
 

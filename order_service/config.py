@@ -63,38 +63,54 @@ class OrderSettings:
     def from_env(cls) -> "OrderSettings":
         settings = cls(
             environment=config.environment(),
-            database_url=config.env_optional("ORDER_DATABASE_URL", "DATABASE_URL"),
-            listen_database_url=config.env_optional("ORDER_LISTEN_DATABASE_URL"),
-            statement_cache_size=config.env_int("DATABASE_STATEMENT_CACHE_SIZE", 100),
-            address=config.env_str("ORDER_SERVICE_ADDR", "127.0.0.1:50051"),
+            database_url=config.env_database_url("ORDER_DATABASE_URL", "DATABASE_URL"),
+            listen_database_url=config.env_database_url("ORDER_LISTEN_DATABASE_URL"),
+            statement_cache_size=config.env_int(
+                "DATABASE_STATEMENT_CACHE_SIZE", 100, maximum=10_000
+            ),
+            address=config.env_listen_address("ORDER_SERVICE_ADDR", "127.0.0.1:50051"),
             wallet_pool_target=config.env_str("WALLET_POOL_TARGET", "localhost:50052"),
             wallet_pool_timeout_seconds=config.env_float(
-                "WALLET_POOL_TIMEOUT_SECONDS", 2.0, minimum=0.05
+                "WALLET_POOL_TIMEOUT_SECONDS", 2.0, minimum=0.05, maximum=300.0
             ),
             tokens=load_tokens(),
             service_token=config.env_optional("SERVICE_TOKEN"),
             networks=supported_networks(),
-            allocation_sync_seconds=config.env_float("ALLOCATION_SYNC_SECONDS", 0.5, minimum=0.05),
-            deposit_sync_seconds=config.env_float("DEPOSIT_SYNC_SECONDS", 1.0, minimum=0.05),
-            order_ttl_seconds=config.env_float("ORDER_TTL_SECONDS", 1800.0),
-            expiry_check_seconds=config.env_float("EXPIRY_CHECK_SECONDS", 1.0, minimum=0.05),
-            release_retry_seconds=config.env_float("RELEASE_RETRY_SECONDS", 1.0, minimum=0.05),
-            release_retry_max_backoff_seconds=config.env_float(
-                "RELEASE_RETRY_MAX_BACKOFF_SECONDS", 10.0, minimum=0.1
+            allocation_sync_seconds=config.env_float(
+                "ALLOCATION_SYNC_SECONDS", 0.5, minimum=0.05, maximum=3600.0
             ),
-            db_pool_size=config.env_int("ORDER_DB_POOL_SIZE", 8, minimum=1),
+            deposit_sync_seconds=config.env_float(
+                "DEPOSIT_SYNC_SECONDS", 1.0, minimum=0.05, maximum=3600.0
+            ),
+            order_ttl_seconds=config.env_float("ORDER_TTL_SECONDS", 1800.0, maximum=365 * 86400.0),
+            expiry_check_seconds=config.env_float(
+                "EXPIRY_CHECK_SECONDS", 1.0, minimum=0.05, maximum=3600.0
+            ),
+            release_retry_seconds=config.env_float(
+                "RELEASE_RETRY_SECONDS", 1.0, minimum=0.05, maximum=3600.0
+            ),
+            release_retry_max_backoff_seconds=config.env_float(
+                "RELEASE_RETRY_MAX_BACKOFF_SECONDS", 10.0, minimum=0.1, maximum=86400.0
+            ),
+            db_pool_size=config.env_int("ORDER_DB_POOL_SIZE", 8, minimum=1, maximum=1000),
             metrics_addr=config.env_address("ORDER_METRICS_ADDR", "127.0.0.1:9451"),
-            health_check_seconds=config.env_float("HEALTH_CHECK_SECONDS", 2.0, minimum=0.1),
+            health_check_seconds=config.env_float(
+                "HEALTH_CHECK_SECONDS", 2.0, minimum=0.1, maximum=3600.0
+            ),
             tls=ServerTls.from_env(),
             wallet_pool_tls=ClientTls.from_env(),
             embedded_data_dir=config.env_str("EMBEDDED_PG_DIR", DEFAULT_DATA_DIR),
-            shutdown_grace_seconds=config.env_float("SHUTDOWN_GRACE_SECONDS", 10.0),
-            shutdown_drain_seconds=config.env_float("SHUTDOWN_DRAIN_SECONDS", 1.0),
+            shutdown_grace_seconds=config.env_float("SHUTDOWN_GRACE_SECONDS", 10.0, maximum=3600.0),
+            shutdown_drain_seconds=config.env_float("SHUTDOWN_DRAIN_SECONDS", 1.0, maximum=3600.0),
             event_retention_seconds=config.env_float(
-                "EVENT_RETENTION_SECONDS", 7 * 86400.0, minimum=1.0
+                "EVENT_RETENTION_SECONDS", 7 * 86400.0, minimum=1.0, maximum=3650 * 86400.0
             ),
-            event_sequencer_seconds=config.env_float("EVENT_SEQUENCER_SECONDS", 1.0, minimum=0.05),
-            max_watch_streams=config.env_int("MAX_WATCH_STREAMS", 10_000, minimum=1),
+            event_sequencer_seconds=config.env_float(
+                "EVENT_SEQUENCER_SECONDS", 1.0, minimum=0.05, maximum=3600.0
+            ),
+            max_watch_streams=config.env_int(
+                "MAX_WATCH_STREAMS", 10_000, minimum=1, maximum=1_000_000
+            ),
             tracing=tracing_settings(),
         )
         require_credentials(

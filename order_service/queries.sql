@@ -139,7 +139,7 @@ RETURNING attempts
 
 -- events_after --
 -- The log after a sequence, optionally of some types only ($3: empty for all), with the
--- deposit of a DEPOSIT_RECEIVED.
+-- deposit of a DEPOSIT_RECEIVED; only what is shown (confirmed_through, migration 008).
 SELECT e.*, d.txid AS deposit_txid, d.output_index AS deposit_index,
        d.amount AS deposit_amount, d.address AS deposit_address,
        d.block_height AS deposit_block_height, d.block_time AS deposit_block_time,
@@ -147,6 +147,7 @@ SELECT e.*, d.txid AS deposit_txid, d.output_index AS deposit_index,
 FROM orders.order_events e
 LEFT JOIN orders.deposits d ON d.pool_id = e.deposit_id
 WHERE e.sequence > $1 AND (cardinality($3::text[]) = 0 OR e.type = ANY ($3))
+  AND e.sequence <= (SELECT confirmed_through FROM orders.event_log)
 ORDER BY e.sequence
 LIMIT $2
 
@@ -160,6 +161,7 @@ FROM orders.order_events e
 LEFT JOIN orders.deposits d ON d.pool_id = e.deposit_id
 WHERE e.order_id = $4 AND e.sequence > $1
   AND (cardinality($3::text[]) = 0 OR e.type = ANY ($3))
+  AND e.sequence <= (SELECT confirmed_through FROM orders.event_log)
 ORDER BY e.sequence
 LIMIT $2
 
@@ -199,7 +201,11 @@ WITH recorded AS (
 SELECT count(*) FROM recorded
 
 -- event_log --
-SELECT last_sequence, deleted_through FROM orders.event_log
+SELECT last_sequence, deleted_through, confirmed_through FROM orders.event_log
+
+-- confirm_events --
+-- Shows the numbered events once the synchronous standby has them; how many still wait.
+SELECT orders.confirm_events()
 
 -- sequence_events --
 -- Numbers up to $1 committed events that have no sequence yet, and announces them and the

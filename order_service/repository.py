@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable, Collection
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from order_service import domain
 from order_service.domain import (
@@ -24,6 +24,14 @@ from shared.errors import OutcomeUnknown
 from shared.sql import load_queries
 
 log = logging.getLogger(__name__)
+
+
+class EventLog(NamedTuple):
+    # The last sequence given, the last one retention deleted, and the last one shown: the
+    # synchronous standby has its numbering (migration 008).
+    last_sequence: int
+    deleted_through: int
+    confirmed_through: int
 
 
 @functools.cache
@@ -78,9 +86,10 @@ class OrderRepository(Protocol):
         order_id: uuid.UUID | None,
         types: frozenset[EventType],
     ) -> list[OrderEvent]: ...
-    async def event_log(self) -> tuple[int, int]: ...
+    async def event_log(self) -> EventLog: ...
     async def sequence_events(self, batch: int, announce: Collection[uuid.UUID]) -> int: ...
     async def expire_events(self, retention_seconds: float, batch: int) -> int: ...
+    async def confirm_events(self) -> int: ...
     async def postpone_release(self, order_id: uuid.UUID, delay: float, error: str) -> None: ...
     async def deposits(self, order_id: uuid.UUID) -> list[domain.OrderDeposit]: ...
     async def deposit_cursor(self) -> int: ...
@@ -287,11 +296,14 @@ class PostgresOrderRepository:
         )
         return recorded
 
-    async def event_log(self) -> tuple[int, int]:
-        """(the last sequence given, the last one deleted by retention)."""
+    async def event_log(self) -> EventLog:
         row = await self._conn.fetchrow(self._q["event_log"])
         assert row is not None, "the event log has its one row"
-        return row["last_sequence"], row["deleted_through"]
+        return EventLog(row["last_sequence"], row["deleted_through"], row["confirmed_through"])
+
+    async def confirm_events(self) -> int:
+        waiting: int = await self._conn.fetchval(self._q["confirm_events"])
+        return waiting
 
     async def sequence_events(self, batch: int, announce: Collection[uuid.UUID]) -> int:
         # As text: the ids are only passed on in the notification.

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import grpc
 
-from shared.config import ConfigError, env_optional
+from shared.config import ConfigError, env_flag, env_optional
 
 
 def _read(path: str, variable: str) -> bytes:
@@ -43,7 +43,7 @@ class ClientTls:
     def from_env(cls) -> "ClientTls | None":
         """WALLET_POOL_TLS=1 (system roots) or WALLET_POOL_TLS_CA_FILE turns TLS on."""
         ca = env_optional("WALLET_POOL_TLS_CA_FILE")
-        enabled = (env_optional("WALLET_POOL_TLS") or "").lower() in ("1", "true", "yes")
+        enabled = env_flag("WALLET_POOL_TLS")
         if ca is None and not enabled:
             return None
         return cls(

@@ -1,5 +1,6 @@
 """The wallet pool service's settings, read once from the environment at start-up."""
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -26,6 +27,10 @@ WATCHER_NEEDED = (
 # seen (BTC ~10 min blocks, ETH 12 s slots (two epochs, finality), TRON 3 s blocks).
 DEFAULT_REUSE_CONFIRMATIONS = {"BTC": 6, "ETH": 64, "TRON": 20}
 _REUSE_VARIABLE = "WALLET_REUSE_CONFIRMATIONS"
+# More than any chain needs (a day of ETH slots is 7200; finality takes 64), and far below
+# what the reuse height (a bigint) could overflow at.
+MAX_REUSE_CONFIRMATIONS = 10_000
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def parse_reuse_confirmations(
@@ -38,9 +43,12 @@ def parse_reuse_confirmations(
     def value(text: str, where: str) -> int | None:
         if text.lower() == "off":
             return None
-        if not text.isdigit():
+        # ASCII digits only (str.isdigit takes '²', which int refuses), and a bound far
+        # below what would overflow the release height plus confirmations in the database.
+        if not _DIGITS.fullmatch(text) or int(text) > MAX_REUSE_CONFIRMATIONS:
             raise config.ConfigError(
-                f"{_REUSE_VARIABLE}: {where} must be a whole number or off, got {text!r}"
+                f"{_REUSE_VARIABLE}: {where} must be a whole number from 0 to "
+                f"{MAX_REUSE_CONFIRMATIONS} or off, got {text!r}"
             )
         return int(text)
 
@@ -95,28 +103,38 @@ class PoolSettings:
         networks = supported_networks()
         settings = cls(
             environment=config.environment(),
-            database_url=config.env_optional("WALLET_POOL_DATABASE_URL", "DATABASE_URL"),
-            listen_database_url=config.env_optional("WALLET_POOL_LISTEN_DATABASE_URL"),
-            statement_cache_size=config.env_int("DATABASE_STATEMENT_CACHE_SIZE", 100),
-            address=config.env_str("WALLET_POOL_SERVICE_ADDR", "127.0.0.1:50052"),
+            database_url=config.env_database_url("WALLET_POOL_DATABASE_URL", "DATABASE_URL"),
+            listen_database_url=config.env_database_url("WALLET_POOL_LISTEN_DATABASE_URL"),
+            statement_cache_size=config.env_int(
+                "DATABASE_STATEMENT_CACHE_SIZE", 100, maximum=10_000
+            ),
+            address=config.env_listen_address("WALLET_POOL_SERVICE_ADDR", "127.0.0.1:50052"),
             tokens=load_tokens(),
             networks=networks,
-            demo_wallets_per_network=config.env_int("DEMO_WALLETS_PER_NETWORK", 5),
-            low_water_mark=config.env_int("POOL_LOW_WATER_MARK", 2),
-            wallet_cooldown_seconds=config.env_float("WALLET_COOLDOWN_SECONDS", 0.0),
+            demo_wallets_per_network=config.env_int("DEMO_WALLETS_PER_NETWORK", 5, maximum=1000),
+            low_water_mark=config.env_int("POOL_LOW_WATER_MARK", 2, maximum=1_000_000),
+            wallet_cooldown_seconds=config.env_float(
+                "WALLET_COOLDOWN_SECONDS", 0.0, maximum=30 * 86400.0
+            ),
             reuse_confirmations=parse_reuse_confirmations(
                 config.env_str(_REUSE_VARIABLE, ""), networks
             ),
-            hand_off_sweep_seconds=config.env_float("HAND_OFF_SWEEP_SECONDS", 1.0, minimum=0.05),
+            hand_off_sweep_seconds=config.env_float(
+                "HAND_OFF_SWEEP_SECONDS", 1.0, minimum=0.05, maximum=3600.0
+            ),
             # One connection listens for hand-offs for as long as the service runs.
-            db_pool_size=config.env_int("WALLET_POOL_DB_POOL_SIZE", 8, minimum=2),
+            db_pool_size=config.env_int("WALLET_POOL_DB_POOL_SIZE", 8, minimum=2, maximum=1000),
             metrics_addr=config.env_address("WALLET_POOL_METRICS_ADDR", "127.0.0.1:9452"),
-            metrics_refresh_seconds=config.env_float("METRICS_REFRESH_SECONDS", 5.0, minimum=0.1),
-            health_check_seconds=config.env_float("HEALTH_CHECK_SECONDS", 2.0, minimum=0.1),
+            metrics_refresh_seconds=config.env_float(
+                "METRICS_REFRESH_SECONDS", 5.0, minimum=0.1, maximum=3600.0
+            ),
+            health_check_seconds=config.env_float(
+                "HEALTH_CHECK_SECONDS", 2.0, minimum=0.1, maximum=3600.0
+            ),
             tls=ServerTls.from_env(),
             embedded_data_dir=config.env_str("EMBEDDED_PG_DIR", DEFAULT_DATA_DIR),
-            shutdown_grace_seconds=config.env_float("SHUTDOWN_GRACE_SECONDS", 10.0),
-            shutdown_drain_seconds=config.env_float("SHUTDOWN_DRAIN_SECONDS", 1.0),
+            shutdown_grace_seconds=config.env_float("SHUTDOWN_GRACE_SECONDS", 10.0, maximum=3600.0),
+            shutdown_drain_seconds=config.env_float("SHUTDOWN_DRAIN_SECONDS", 1.0, maximum=3600.0),
             tracing=tracing_settings(),
         )
         needed = dict(REQUIRED_ROLES)

@@ -12,3 +12,7 @@ GRANT CONNECT, TEMPORARY ON DATABASE :"database" TO :"order_role", :"pool_role";
 -- (every query does). Set on the roles, not at connect: PgBouncer refuses that parameter.
 ALTER ROLE :"order_role" SET search_path = pg_catalog;
 ALTER ROLE :"pool_role" SET search_path = pg_catalog;
+-- The order service shows an event only once the synchronous standby has its sequence
+-- (orders.confirm_events reads the standby's flush position in pg_stat_replication, which
+-- only members of pg_read_all_stats can see).
+GRANT pg_read_all_stats TO :"order_role";

@@ -7,8 +7,10 @@ Each failover: SIGKILL the primary; both services must report NOT_SERVING (gRPC 
 answer UNAVAILABLE, never INTERNAL or UNKNOWN; promote the standby; both must serve again
 (health SERVING, and a write through each) within RECOVERY_BOUND_SECONDS of the promotion;
 every status change acknowledged before the kill must be on the new primary with its history
-row and owed release; and each write in flight at the kill is counted: acknowledged (then it
-must be in the database at the end, else it was lost) or failed to its caller. Then the dead
+row and owed release; every event sequence a consumer of the feed received (`failover_feed`)
+must name the same event on the new primary; and each write in flight at the kill is
+counted: acknowledged (then it must be in the database at the end, else it was lost) or
+failed to its caller. Then the dead
 node is rebuilt as the new primary's synchronous standby and the load goes on until the next
 failover. At the end the invariants must hold (`tests.invariants.check_all`).
 
@@ -37,6 +39,7 @@ from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from tests.chaos.checks import log_problems
 from tests.chaos.cli import parse_args, run_and_exit, seed_and_log_dir
+from tests.chaos.failover_feed import FailoverFeed
 from tests.chaos.failover_load import CALL_SECONDS, WRITES, Attempt, Workload
 from tests.chaos.failover_report import RECOVERY_BOUND_SECONDS, Failover, FailoverReport
 from tests.chaos.load import CLIENT_OPTIONS, eth_address
@@ -63,6 +66,7 @@ class FailoverRun:
         self.cluster = ReplicatedCluster()
         self.stack: LocalStack | None = None
         self.workload: Workload | None = None
+        self.feed: FailoverFeed | None = None
         self._health: list[health_pb2_grpc.HealthStub] = []
         self._probes = 0
 
@@ -88,6 +92,8 @@ class FailoverRun:
             )
             self.workload = workload = Workload(stack, self.seed, self.workers)
             workload.start()
+            self.feed = FailoverFeed(stack)
+            self.feed.start()
             until = time.monotonic() + (seconds or 0)
             while (
                 len(self.report.failovers) < failovers
@@ -107,6 +113,8 @@ class FailoverRun:
             self.report.elapsed = time.monotonic() - started
             if self.workload is not None:
                 await self.workload.cancel()
+            if self.feed is not None:
+                await self.feed.stop()
             if self.stack is not None:
                 await self.stack.close()
             await self.cluster.close()
@@ -188,8 +196,13 @@ class FailoverRun:
         conn = await asyncpg.connect(self.cluster.primary.url())
         try:
             record.missing_after_promotion = await acknowledged_updates_are_recorded(conn, before)
+            assert self.feed is not None
+            record.feed_checked, record.feed_mismatches = await self.feed.compare(conn)
         finally:
             await conn.close()
+        self.report.violations += [
+            f"failover {record.number}: feed: {v}" for v in record.feed_mismatches
+        ]
         self.report.violations += [
             f"failover {record.number}: acknowledged before the kill: {v}"
             for v in record.missing_after_promotion
@@ -247,11 +260,25 @@ class FailoverRun:
                             failover.in_flight["acknowledged"] += 1
             violations = await check_all(pool, workload.acknowledged, settle_seconds=30)
             self.report.violations += [f"final check: {v}" for v in violations]
+            await self._check_feed(pool)
         finally:
             await pool.close()
         assert self.stack is not None
         for process in (self.stack.order_process, self.stack.pool_process):
             self.report.log_problems += log_problems(process.logs())
+
+    async def _check_feed(self, pool: asyncpg.Pool) -> None:
+        """The consumer has the whole log, each sequence once in order, and each names the
+        event the final primary has under it."""
+        assert self.feed is not None
+        feed = self.feed
+        async with pool.acquire() as conn:
+            if not await feed.catch_up(conn, 30):
+                self._violation(f"feed: the consumer stalled at sequence {feed.last}")
+            checked, mismatches = await feed.compare(conn)
+        self.report.feed_received = checked
+        self.report.feed_reconnects = feed.reconnects
+        self.report.violations += [f"feed: {v}" for v in feed.out_of_order + mismatches]
 
     def _violation(self, text: str) -> None:
         self.report.violations.append(text)

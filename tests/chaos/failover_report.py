@@ -33,6 +33,10 @@ class Failover:
     # answers by code between the kill and the promotion's start, then until both serve again
     codes_before_promotion: Counter[str] = field(default_factory=Counter)
     codes_after_promotion: Counter[str] = field(default_factory=Counter)
+    # sequences the feed's consumer had received, checked against the promoted primary's
+    # table, and those naming another event there
+    feed_checked: int = 0
+    feed_mismatches: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         not_serving = ", ".join(f"{n} {s:.1f} s" for n, s in sorted(self.not_serving_after.items()))
@@ -48,7 +52,9 @@ class Failover:
             f"promotion: {before or 'none'}, then until serving: {after or 'none'}; "
             f"writes in flight at the kill: acknowledged {flight['acknowledged']}, "
             f"failed {flight['failed']}, lost {flight['lost']}; acknowledged before the "
-            f"kill and missing after it: {len(self.missing_after_promotion)}"
+            f"kill and missing after it: {len(self.missing_after_promotion)}; feed sequences "
+            f"checked on the promoted primary {self.feed_checked}, naming another event "
+            f"{len(self.feed_mismatches)}"
         )
 
 
@@ -61,6 +67,9 @@ class FailoverReport:
     violations: list[str] = field(default_factory=list)
     log_problems: list[str] = field(default_factory=list)
     elapsed: float = 0.0
+    # the feed's consumer: sequences received (each checked on the final primary), reconnects
+    feed_received: int = 0
+    feed_reconnects: int = 0
     log_dir: Path | None = None
 
     @property
@@ -93,6 +102,8 @@ class FailoverReport:
             ),
             f"  writes in flight at the kills: acknowledged {flight['acknowledged']}, "
             f"failed {flight['failed']}, lost {flight['lost']}",
+            f"  feed: {self.feed_received} sequences received through {self.feed_reconnects} "
+            "reconnects, each checked against the final primary's table",
             *(failover.render() for failover in self.failovers),
             "  operations (answers by code):",
         ]

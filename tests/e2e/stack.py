@@ -112,7 +112,9 @@ class LocalStack(Stack):
         environment: str = "production",
         extra_env: dict[str, str] | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        order_module: str = "order_service",
     ) -> "LocalStack":
+        """`order_module`: what runs as the order service (the bench runs variants of it)."""
         env = service_env(database_url, environment, extra_env)
         pool = ServiceProcess("wallet_pool_service", env, log_dir / "wallet_pool_service.log")
         pool_port = await pool.start()
@@ -120,7 +122,7 @@ class LocalStack(Stack):
         pool.env = {**env, "WALLET_POOL_SERVICE_ADDR": f"127.0.0.1:{pool_port}"}
         pool_host = "localhost" if credentials else "127.0.0.1"
         order_env = {**env, "WALLET_POOL_TARGET": f"{pool_host}:{pool_port}"}
-        order = ServiceProcess("order_service", order_env, log_dir / "order_service.log")
+        order = ServiceProcess(order_module, order_env, log_dir / "order_service.log")
         try:
             await order.start()
         except BaseException:

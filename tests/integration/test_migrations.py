@@ -42,6 +42,7 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "006_queue_places",
             "007_deposits",
             "007_one_call_per_decision",
+            "008_confirmed_events",
             "008_release_names_the_wallet",
             "009_deposits_and_watermark",
         ]

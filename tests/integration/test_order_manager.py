@@ -541,7 +541,7 @@ async def test_changes_are_announced_to_other_replicas_by_the_sequencer_alone(
             assert heard.empty()
             # A sequencer run announces the orders of the events it numbered.
             await orders.sequence_events()
-            last, _ = await repository.event_log()
+            last = (await repository.event_log()).last_sequence
             assert (await asyncio.wait_for(heard.get(), 2)).split() == [str(last), str(order.id)]
             # A queue place that moved has no event: announced when asked; too many at once
             # become '*' (a notification holds less than 8000 bytes).

@@ -18,10 +18,10 @@ def read_by_code() -> set[str]:
         for path in (ROOT / folder).rglob("*.py"):
             text = path.read_text()
             # The first argument names the variable; env_optional takes several names.
-            names |= set(re.findall(r'env_(?:str|int|float|list|address)\(\s*"([A-Z0-9_]+)"', text))
+            names |= set(re.findall(r'env_[a-z_]+\(\s*"([A-Z0-9_]+)"', text))
             names |= set(re.findall(r'environ(?:\.get\(|\[)\s*"([A-Z0-9_]+)"', text))
             names |= set(re.findall(r'\(\s*"([A-Z0-9_]+_TOKEN)",\s*Principal', text))
-            for arguments in re.findall(r"env_optional\(([^)]*)\)", text):
+            for arguments in re.findall(r"env_(?:optional|database_url)\(([^)]*)\)", text):
                 names |= set(re.findall(r'"([A-Z0-9_]+)"', arguments))
     return names
 

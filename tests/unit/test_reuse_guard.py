@@ -20,6 +20,7 @@ DEFAULTS = {"BTC": 6, "ETH": 64, "TRON": 20}
         ("3", {"BTC": 3, "ETH": 3, "TRON": 3}),
         ("eth:12, TRON:off", {"BTC": 6, "ETH": 12, "TRON": None}),
         ("BTC:0", {"BTC": 0, "ETH": 64, "TRON": 20}),
+        ("ETH:10000", {"BTC": 6, "ETH": 10_000, "TRON": 20}),
     ],
 )
 def test_the_guard_is_on_by_default_and_set_per_network(
@@ -31,8 +32,14 @@ def test_the_guard_is_on_by_default_and_set_per_network(
 @pytest.mark.parametrize(
     ("raw", "problem"),
     [
-        ("-1", "the value must be a whole number or off"),
-        ("ETH:twelve", "ETH must be a whole number or off"),
+        ("-1", "the value must be a whole number from 0 to 10000 or off, got '-1'"),
+        ("ETH:twelve", "ETH must be a whole number from 0 to 10000 or off, got 'twelve'"),
+        ("ETH:\u00b2", "ETH must be a whole number from 0 to 10000 or off, got '\u00b2'"),
+        ("10001", "the value must be a whole number from 0 to 10000 or off, got '10001'"),
+        (
+            "ETH:5000000000000000000",
+            "ETH must be a whole number from 0 to 10000 or off, got '5000000000000000000'",
+        ),
         ("DOGE:3", "'DOGE' is not one of the supported networks"),
     ],
 )
