@@ -151,7 +151,7 @@ async def run() -> int:
     data = data_dir()
     data.mkdir(parents=True, exist_ok=True)
     try:
-        block_seconds = config.env_float("DEV_CHAIN_BLOCK_SECONDS", 1.0, minimum=0.05)
+        block_seconds = config.env_float("DEV_CHAIN_BLOCK_SECONDS", 1.0, minimum=0.05, maximum=3600)
         chains = dev_chain_networks()
     except config.ConfigError as exc:
         print(f"make run: configuration error: {exc}", flush=True)
