@@ -45,8 +45,13 @@ def behind_pgbouncer(direct_url: str) -> dict[str, str]:
 async def bounced(
     e2e_database_url: str, pgbouncer: PgBouncer, tmp_path: Path
 ) -> AsyncIterator[LocalStack]:
+    # The suite's PgBouncer knows the server's user alone (its userlist), so both services
+    # log in as that user here; tests/e2e/test_service_roles.py runs them as their roles.
     stack = await LocalStack.start(
-        pgbouncer.url(e2e_database_url), tmp_path, extra_env=behind_pgbouncer(e2e_database_url)
+        pgbouncer.url(e2e_database_url),
+        tmp_path,
+        extra_env=behind_pgbouncer(e2e_database_url),
+        service_roles=False,
     )
     try:
         yield stack
