@@ -24,6 +24,7 @@ from scripts.processes import ServiceProcess, stop_all
 from tests.chaos import log_problems, no_work_done_twice, service_env
 from tests.databases import DatabaseFactory
 from tests.e2e.conftest import local_only
+from tests.e2e.roles import service_role_urls
 from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, bearer
 from tests.e2e.test_release_flow import eth_address
 from tests.invariants import check_all
@@ -46,14 +47,16 @@ class Replicas:
 @pytest.fixture
 async def replicas(databases: DatabaseFactory, tmp_path: Path) -> AsyncIterator[Replicas]:
     # An empty database: the two replicas of each service migrate it as they start together.
+    url = await databases.create(migrated=False)
     env = service_env(
-        await databases.create(migrated=False),
+        url,
         {
             "ORDER_TTL_SECONDS": str(TTL_SECONDS),
             "EXPIRY_CHECK_SECONDS": "0.2",
             "WALLET_COOLDOWN_SECONDS": "0",
         },
     )
+    env.update(await service_role_urls(url))  # each service as its own role, as in production
     pools = [
         ServiceProcess("wallet_pool_service", env, tmp_path / f"wallet_pool_{name}.log")
         for name in "ab"
