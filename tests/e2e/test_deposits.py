@@ -18,7 +18,6 @@ from shared.timestamps import to_timestamp
 from tests.e2e.conftest import local_only
 from tests.e2e.stack import Stack
 from tests.e2e.test_release_flow import (
-    HANG_GUARD_SECONDS,
     add_wallets,
     create,
     eth_address,
@@ -26,6 +25,7 @@ from tests.e2e.test_release_flow import (
     status_details,
     until_shown,
 )
+from tests.waiting import HANG_GUARD_SECONDS
 
 GUARDED = pytest.mark.stack_env(WALLET_REUSE_CONFIRMATIONS="ETH:3")
 

@@ -25,12 +25,10 @@ from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from tests.e2e.conftest import local_only
 from tests.e2e.stack import LocalStack, Stack
+from tests.waiting import HANG_GUARD_SECONDS
 from wallet_pool_service.addresses import eip55_checksum
 
 FINAL = [opb.ORDER_STATUS_COMPLETED, opb.ORDER_STATUS_CANCELLED]
-# How long a wait for an event may last before the test fails rather than hangs until the
-# per-test timeout: a guard, not a claim about speed (bench/ measures how fast things are).
-HANG_GUARD_SECONDS = 30.0
 
 
 def eth_address() -> str:
