@@ -504,15 +504,16 @@ async def test_with_a_cooldown_the_released_wallet_rests_before_the_queue_gets_i
 
     seen = await until_shown(stack, waiting.id)
     assert seen.wallet_address == address
-    # By the pool's own clock: the cooldown ends a second after the release, and the waiting
-    # order got the wallet then, not before.
+    # By the pool's own clock: the cooldown ends at least a second after the holding ended
+    # (the release counts from when it reached the pool, which is later still), and the
+    # waiting order got the wallet then, not before.
     history = await stack.pool.GetWalletHistory(
         wpb.GetWalletHistoryRequest(address=address), metadata=stack.operator
     )
     [before, after] = history.assignments
     assert (before.order_id, after.order_id) == (first.id, waiting.id)
     released = before.release_time.ToDatetime()
-    assert timedelta(seconds=1) <= cooldown_end - released < timedelta(seconds=1.01)
+    assert cooldown_end - released >= timedelta(seconds=1)
     assert after.assign_time.ToDatetime() >= cooldown_end
 
 
