@@ -110,9 +110,9 @@ async def served(
             pool = pool_grpc.WalletPoolServiceStub(channel)
             for _ in range(rounds):
                 batch = checksummed_eth_addresses(BATCH)
-                done = asyncio.Event()
-                probe = asyncio.create_task(probe_until(done, address))
-                await asyncio.sleep(0.05)
+                done, answering = asyncio.Event(), asyncio.Event()
+                probe = asyncio.create_task(probe_until(done, address, answering))
+                await answering.wait()  # the probe is answered before the batch is sent
                 started = time.monotonic()
                 response = await pool.AddWallets(
                     wpb.AddWalletsRequest(network="ETH", addresses=batch),

@@ -23,6 +23,9 @@ MIGRATIONS = (
 # not inherit its template's settings.)
 _NO_SEARCH_PATH = 'ALTER DATABASE "{name}" SET search_path = pg_catalog'
 
+# The services' roles on a database (tests/e2e/roles.py) go with it.
+_DROP_ROLES = 'DROP ROLE IF EXISTS "{name}_order", "{name}_pool"'
+
 
 def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
@@ -82,6 +85,7 @@ class DatabaseFactory:
         conn = await self._admin()
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(_DROP_ROLES.format(name=name))
         finally:
             await conn.close()
         self._created.remove(name)
@@ -91,6 +95,7 @@ class DatabaseFactory:
         try:
             for name in reversed(self._created):
                 await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                await conn.execute(_DROP_ROLES.format(name=name))
         finally:
             await conn.close()
         if self._embedded is not None:

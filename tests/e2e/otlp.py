@@ -12,6 +12,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from tests.waiting import HANG_GUARD_SECONDS
+
 
 @dataclass(frozen=True)
 class ReceivedSpan:
@@ -65,7 +67,9 @@ class OtlpReceiver(otlp_grpc.TraceServiceServicer):
         return otlp.ExportTraceServiceResponse()
 
     async def wait_for(
-        self, found: Callable[[list[ReceivedSpan]], bool], seconds: float = 15
+        self,
+        found: Callable[[list[ReceivedSpan]], bool],
+        seconds: float = HANG_GUARD_SECONDS,
     ) -> list[ReceivedSpan]:
         """The spans received, once `found` says they are complete."""
         deadline = time.monotonic() + seconds

@@ -15,6 +15,8 @@ class DatabaseProxy:
         self._lose_answer_to: bytes | None = None
         self._skip = 0
         self.port = 0
+        # How many answers were lost: a test checks that its fault fired.
+        self.answers_lost = 0
 
     def url_for(self, database: str) -> str:
         """A URL of `database` that goes through this proxy."""
@@ -53,6 +55,11 @@ class DatabaseProxy:
         self._lose_answer_to = marker
         self._skip = skip
 
+    @property
+    def armed(self) -> bool:
+        """Whether a fault set by `lose_answer_to` is still waiting for its statement."""
+        return self._lose_answer_to is not None
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await self._open_upstream()
@@ -70,6 +77,7 @@ class DatabaseProxy:
                         self._skip -= 1
                     elif marked:
                         self._lose_answer_to = None
+                        self.answers_lost += 1
                         answer_lost.set()
                         up_writer.write(data)
                         return  # the client's connection is reset once the answer comes

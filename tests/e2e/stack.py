@@ -9,6 +9,7 @@ import grpc
 from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from scripts.processes import ServiceProcess, stop_all
+from tests.e2e.roles import service_role_urls
 
 OPERATOR_TOKEN = "e2e-operator-token"
 CLIENT_TOKEN = "e2e-client-token"
@@ -113,9 +114,13 @@ class LocalStack(Stack):
         extra_env: dict[str, str] | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         order_module: str = "order_service",
+        service_roles: bool = True,
     ) -> "LocalStack":
-        """`order_module`: what runs as the order service (the bench runs variants of it)."""
-        env = service_env(database_url, environment, extra_env)
+        """`order_module`: what runs as the order service (the bench runs variants of it).
+        `service_roles`: each service logs in as its own role (tests/e2e/roles.py), as in
+        production, on an empty database; otherwise as `database_url`'s user."""
+        roles = await service_role_urls(database_url) if service_roles else {}
+        env = service_env(database_url, environment, {**roles, **(extra_env or {})})
         pool = ServiceProcess("wallet_pool_service", env, log_dir / "wallet_pool_service.log")
         pool_port = await pool.start()
         # Restarts of the pool reuse its first port, so the order service finds it again.

@@ -22,9 +22,10 @@ from tests.e2e.test_release_flow import (
     create,
     eth_address,
     finish,
-    shown_address,
     status_details,
+    until_shown,
 )
+from tests.waiting import HANG_GUARD_SECONDS
 
 GUARDED = pytest.mark.stack_env(WALLET_REUSE_CONFIRMATIONS="ETH:3")
 
@@ -58,8 +59,11 @@ async def report(
     return response
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], within: float = 3.0) -> Any:
-    """`check`'s first truthy result, polled until `within` seconds have passed."""
+async def eventually(
+    check: Callable[[], Awaitable[Any]], within: float = HANG_GUARD_SECONDS
+) -> Any:
+    """`check`'s first truthy result, polled until `within` seconds (a hang guard) have
+    passed."""
     deadline = time.monotonic() + within
     while not (result := await check()) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -72,6 +76,15 @@ async def eth_stats(stack: Stack) -> wpb.NetworkStats:
     )
     [stats] = response.networks
     return stats
+
+
+async def still_queued(stack: Stack, order_id: str) -> None:
+    """The waiting order got no wallet from the last report. A report serves the queue
+    before it answers, so the pool's own state, read now, settles it; no wait."""
+    stats = await eth_stats(stack)
+    assert (stats.queued, stats.available) == (1, 0), stats
+    shown = await order_with_deposits(stack, order_id)
+    assert (shown.order.wallet_address, shown.order.queue_position) == ("", 1)
 
 
 async def order_with_deposits(stack: Stack, order_id: str) -> opb.GetOrderResponse:
@@ -148,12 +161,11 @@ async def test_a_released_wallet_waits_for_the_watcher_to_scan_past_its_release(
     assert (cooling.address, cooling.release_height, cooling.reuse_height) == (address, 100, 103)
     assert cooling.cooling_reason == "waits for the ETH watcher to scan height 103 (scanned 100)"
     await report(stack, 102)
-    seen, _ = await shown_address(stack, waiting.id, within=0.5)
-    assert seen.wallet_address == "" and seen.queue_position == 1
+    await still_queued(stack, waiting.id)
+    assert (await eth_stats(stack)).held_by_watermark == 1
 
     await report(stack, 103)
-    seen, waited = await shown_address(stack, waiting.id, within=2.0)
-    assert seen.wallet_address == address, waited
+    assert (await until_shown(stack, waiting.id)).wallet_address == address
     assert (await eth_stats(stack)).held_by_watermark == 0
 
 
@@ -188,8 +200,7 @@ async def test_a_late_deposit_is_listed_shown_on_its_order_and_keeps_the_wallet_
     # The watermark passed (the release counts from 60, the first report after it: 63 >= 60 +
     # 3), yet the wallet is held out, with the reason.
     await report(stack, 63)
-    seen, _ = await shown_address(stack, waiting.id, within=0.5)
-    assert seen.wallet_address == ""
+    await still_queued(stack, waiting.id)
     disabled = await stack.pool.ListWallets(
         wpb.ListWalletsRequest(network="ETH", state=wpb.WALLET_STATE_DISABLED),
         metadata=stack.operator,
@@ -199,8 +210,7 @@ async def test_a_late_deposit_is_listed_shown_on_its_order_and_keeps_the_wallet_
     assert paid.id in wallet.disabled_reason
 
     await stack.pool.EnableWallet(wpb.EnableWalletRequest(address=address), metadata=stack.operator)
-    seen, _ = await shown_address(stack, waiting.id, within=2.0)
-    assert seen.wallet_address == address
+    assert (await until_shown(stack, waiting.id)).wallet_address == address
 
 
 @local_only

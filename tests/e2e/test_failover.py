@@ -19,6 +19,7 @@ from tests.chaos.failover import RECOVERY_BOUND_SECONDS, run_failover_chaos
 from tests.e2e.conftest import local_only
 from tests.e2e.stack import LocalStack
 from tests.e2e.test_release_flow import add_wallets, create, eth_address
+from tests.waiting import HANG_GUARD_SECONDS
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -66,7 +67,7 @@ async def test_a_database_turned_read_only_answers_unavailable_until_the_service
             "WHERE datname = $1 AND pid <> pg_backend_pid()",
             name,
         )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + HANG_GUARD_SECONDS
         while await health(stack) != [health_pb2.HealthCheckResponse.NOT_SERVING] * 2:
             assert time.monotonic() < deadline, "health stayed SERVING on a read-only database"
             await asyncio.sleep(0.1)
@@ -74,7 +75,7 @@ async def test_a_database_turned_read_only_answers_unavailable_until_the_service
             assert await codes_of_writes(stack, order.id) == {grpc.StatusCode.UNAVAILABLE}
 
         await admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + HANG_GUARD_SECONDS
         while await health(stack) != [SERVING, SERVING]:
             assert time.monotonic() < deadline, "the services did not reconnect"
             await asyncio.sleep(0.1)

@@ -7,6 +7,7 @@ every invariant holds. One stack and one database serve the whole module; the ex
 derandomized, so every run sends the same requests.
 """
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -33,6 +34,7 @@ from hypothesis import strategies as st
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from tests.databases import DatabaseFactory
+from tests.e2e import fuzz_answers
 from tests.e2e.conftest import local_only
 from tests.e2e.stack import LocalStack
 from tests.invariants import check_all
@@ -72,10 +74,16 @@ class Rpc:
     name: str
     request_type: type[Message]
     roles: tuple[str, ...]  # who may call it: "client", "operator", "service"
+    response_type: type[Message] | None = None
+    streaming: bool = False
 
 
 def _rpcs(
-    module: Any, service_name: str, channel: str, roles: dict[str, tuple[str, ...]]
+    module: Any,
+    service_name: str,
+    channel: str,
+    roles: dict[str, tuple[str, ...]],
+    streaming: bool = False,
 ) -> list[Rpc]:
     service = module.DESCRIPTOR.services_by_name[service_name]
     return [
@@ -85,10 +93,11 @@ def _rpcs(
             method.name,
             getattr(module, method.input_type.name),
             roles[method.name],
+            getattr(module, method.output_type.name),
+            streaming,
         )
         for method in service.methods
-        # The watch stream is tried in test_release_flow; garbage requests are unary here.
-        if not method.server_streaming
+        if method.server_streaming == streaming
     ]
 
 
@@ -124,6 +133,16 @@ RPCS = _rpcs(
     },
 )
 RPC_IDS = [rpc.name for rpc in RPCS]
+# The three server streams (README: the fuzzing covers every RPC). The suite has no
+# subscriber token: the operator stands for the event log's readers.
+STREAMS = _rpcs(
+    opb,
+    "OrderService",
+    "orders",
+    {"WatchOrder": READERS, "WatchOrderEvents": ("operator",)},
+    streaming=True,
+) + _rpcs(wpb, "WalletPoolService", "pool", {"WatchHandOffs": ("service",)}, streaming=True)
+STREAM_IDS = [rpc.name for rpc in STREAMS]
 
 
 # --- Addresses ---------------------------------------------------------------------------
@@ -651,7 +670,7 @@ def wire_entries(numbers: st.SearchStrategy[int]) -> st.SearchStrategy[bytes]:
 
 
 def wire_messages(rpc: Rpc) -> st.SearchStrategy[bytes]:
-    known = [f.number for f in rpc.request_type.DESCRIPTOR.fields]
+    known = [f.number for f in rpc.request_type.DESCRIPTOR.fields] or [1]  # (none: unknown)
     numbers = st.one_of(st.sampled_from(known), st.integers(1, 2**29 - 1), st.just(0))
     return st.one_of(
         st.lists(wire_entries(numbers), max_size=8).map(b"".join),
@@ -667,15 +686,35 @@ class Answer:
     code: grpc.StatusCode
     details: str
     status: status_pb2.Status | None
+    body: bytes = b""  # an OK answer's message (a stream's first one), as sent
+
+
+# A stream open on a valid request may stay quiet (no hand-off, no new event): after this
+# long without a message or a status it counts as open, and is cancelled.
+QUIET_STREAM_SECONDS = 1.0
 
 
 async def send(stack: LocalStack, rpc: Rpc, body: bytes, metadata: Any) -> Answer:
     channel = stack.order_channel if rpc.service == "orders" else stack.pool_channel
-    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
-        rpc.full_name, request_serializer=None, response_deserializer=None
-    )
     try:
-        await call(body, metadata=metadata, timeout=CALL_TIMEOUT)
+        if rpc.streaming:
+            stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(
+                rpc.full_name, request_serializer=None, response_deserializer=None
+            )
+            call = stream(body, metadata=metadata, timeout=CALL_TIMEOUT)
+            try:
+                first = await asyncio.wait_for(call.read(), QUIET_STREAM_SECONDS)
+            except TimeoutError:
+                return Answer(grpc.StatusCode.OK, "", None)
+            finally:
+                call.cancel()
+            if first is grpc.aio.EOF:
+                return Answer(grpc.StatusCode.OK, "", None)
+            return Answer(grpc.StatusCode.OK, "", None, cast(bytes, first))
+        unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            rpc.full_name, request_serializer=None, response_deserializer=None
+        )
+        answered = await unary(body, metadata=metadata, timeout=CALL_TIMEOUT)
     except grpc.aio.AioRpcError as error:
         found = None
         trailing: Any = error.trailing_metadata() or ()
@@ -683,7 +722,24 @@ async def send(stack: LocalStack, rpc: Rpc, body: bytes, metadata: Any) -> Answe
             if key == "grpc-status-details-bin" and isinstance(value, bytes):
                 found = status_pb2.Status.FromString(value)
         return Answer(error.code(), error.details() or "", found)
-    return Answer(grpc.StatusCode.OK, "", None)
+    return Answer(grpc.StatusCode.OK, "", None, answered)
+
+
+def judge_ok(rpc: Rpc, answer: Answer, body: bytes, about: str) -> None:
+    """An OK answer parses as the RPC's response, to a request that parses, and says
+    nothing the documented limits rule out."""
+    try:
+        request = rpc.request_type.FromString(body)
+    except DecodeError:
+        raise AssertionError(f"OK to bytes that are no request: {about}") from None
+    if rpc.response_type is None or (rpc.streaming and not answer.body):
+        return
+    try:
+        response = rpc.response_type.FromString(answer.body)
+    except DecodeError:
+        raise AssertionError(f"an answer that is no {rpc.response_type}: {about}") from None
+    wrong = fuzz_answers.wrong_with(rpc.name, request, response)
+    assert wrong == [], f"{wrong}: {about}"
 
 
 def log_marks(stack: LocalStack) -> tuple[int, int]:
@@ -722,10 +778,18 @@ def shorten(value: object) -> str:
 
 
 def judge(
-    stack: LocalStack, rpc: Rpc, answer: Answer, request: object, since: tuple[int, int]
+    stack: LocalStack,
+    rpc: Rpc,
+    answer: Answer,
+    request: object,
+    since: tuple[int, int],
+    body: bytes = b"",
 ) -> None:
-    """The documented code; for a client mistake, the field first and in the BadRequest."""
+    """The documented code; for a client mistake, the field first and in the BadRequest;
+    for OK, an answer within the documented limits."""
     about = f"{rpc.name}({shorten(request)}) -> {answer.code.name} {answer.details[:300]!r}"
+    if answer.code == grpc.StatusCode.OK:
+        judge_ok(rpc, answer, body, about)
     if answer.code not in DOCUMENTED:
         tracebacks = "\n".join(
             str(e.get("exception", e))[-3000:] for e in logged_errors(stack, since)
@@ -763,7 +827,7 @@ async def call_and_judge(
 ) -> Answer:
     since = log_marks(stack)
     answer = await send(stack, rpc, body, metadata)
-    judge(stack, rpc, answer, shown, since)
+    judge(stack, rpc, answer, shown, since, body)
     if answer.code == grpc.StatusCode.OK and rpc.name == "AllocateWallet":
         # The fuzzer spoke as the order service about an order that does not exist; give
         # back what it got, as the order service would for a cancelled order.
@@ -889,6 +953,29 @@ async def test_every_rpc_answers_garbage_fields_with_a_documented_status_naming_
     metadata = metadata_for(fuzz_stack, rpc, choice, data.draw(st.integers(0, 11)))
     request = build(rpc, fields)
     await call_and_judge(fuzz_stack, rpc, request.SerializeToString(), metadata, fields)
+
+
+@pytest.mark.parametrize("rpc", STREAMS, ids=STREAM_IDS)
+@settings(FUZZ, max_examples=max(FUZZ.max_examples // 4, 5))
+@given(data=st.data())
+async def test_every_stream_answers_garbage_fields_with_a_documented_status_or_its_first_message(
+    fuzz_stack: LocalStack, world: World, rpc: Rpc, data: st.DataObject
+) -> None:
+    fields = data.draw(requests(rpc, world), label="fields")
+    choice = data.draw(st.sampled_from(ROLE_CHOICES), label="credential")
+    metadata = metadata_for(fuzz_stack, rpc, choice, data.draw(st.integers(0, 11)))
+    request = build(rpc, fields)
+    await call_and_judge(fuzz_stack, rpc, request.SerializeToString(), metadata, fields)
+
+
+@pytest.mark.parametrize("rpc", STREAMS, ids=STREAM_IDS)
+@settings(FUZZ, max_examples=max(FUZZ.max_examples // 4, 5))  # a quiet stream takes a second
+@given(data=st.data())
+async def test_bytes_on_the_wire_to_a_stream_get_a_documented_status(
+    fuzz_stack: LocalStack, rpc: Rpc, data: st.DataObject
+) -> None:
+    body = data.draw(wire_messages(rpc), label="body")
+    await call_and_judge(fuzz_stack, rpc, body, token_for(fuzz_stack, rpc.roles[0]), body)
 
 
 def with_examples(cases: list[dict[str, Any]]) -> Callable[[TestFunction], TestFunction]:
@@ -1025,8 +1112,9 @@ def not_a_message(request_type: type[Message]) -> list[bytes]:
     """Bytes that no request message parses from."""
     fields = request_type.DESCRIPTOR.fields
     strings = [f.number for f in fields if f.type == FieldDescriptor.TYPE_STRING][:1]
-    # (A request without a string field has no string to spoil: its first field stands in.)
-    text = strings[0] if strings else fields[0].number
+    # (A request without a string field has no string to spoil: its first field, or for a
+    # request without fields an unknown field 1, stands in.)
+    text = strings[0] if strings else (fields[0].number if fields else 1)
     not_utf8 = [tag(text, 2) + b"\x02\xc3\x28"] if strings else []  # a string not UTF-8
     return [
         b"\xff",  # a field key cut short
@@ -1037,7 +1125,8 @@ def not_a_message(request_type: type[Message]) -> list[bytes]:
         tag(text, 3),  # a group that never ends
         tag(text, 4),  # the end of a group that never began
         tag(text, 7),  # no such wire type
-        tag(0, 0) + b"\x01",  # field number zero
+        # field number zero (which protobuf's parser lets by in a message without fields)
+        *([tag(0, 0) + b"\x01"] if fields else []),
     ]
 
 
@@ -1046,7 +1135,9 @@ HEALTH_CHECK = Rpc(
 )
 
 
-@pytest.mark.parametrize("rpc", [*RPCS, HEALTH_CHECK], ids=[*RPC_IDS, "HealthCheck"])
+@pytest.mark.parametrize(
+    "rpc", [*RPCS, *STREAMS, HEALTH_CHECK], ids=[*RPC_IDS, *STREAM_IDS, "HealthCheck"]
+)
 async def test_bytes_that_are_not_a_request_message_are_an_invalid_argument_naming_the_request(
     fuzz_stack: LocalStack, rpc: Rpc
 ) -> None:
@@ -1065,9 +1156,82 @@ async def test_bytes_that_are_not_a_request_message_are_an_invalid_argument_nami
 
 
 async def test_the_body_of_a_call_without_credentials_is_not_read(fuzz_stack: LocalStack) -> None:
-    for rpc in RPCS:
+    for rpc in [*RPCS, *STREAMS]:
         answer = await send(fuzz_stack, rpc, b"\xff", ())
         assert answer.code == grpc.StatusCode.UNAUTHENTICATED, (rpc.name, answer)
+
+
+def _addresses(label: str, count: int) -> list[str]:
+    return [
+        eth_address(hashlib.sha256(f"{label}:{i}".encode()).digest()[:20]) for i in range(count)
+    ]
+
+
+async def _one_over_refused_at_the_limit_taken(
+    stack: LocalStack, name: str, metadata: Any, over: Message, at: Message, field: str
+) -> None:
+    rpc = rpc_named(name)
+    refused = await call_and_judge(stack, rpc, over.SerializeToString(), metadata, "one over")
+    assert (refused.code, refused.details.partition(": ")[0]) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        field,
+    ), refused
+    taken = await call_and_judge(stack, rpc, at.SerializeToString(), metadata, "at the limit")
+    assert taken.code == grpc.StatusCode.OK, taken
+
+
+async def test_the_documented_limits_hold_a_full_report_a_full_batch_and_pages_beyond_them(
+    fuzz_stack: LocalStack,
+) -> None:
+    """README's limits, on data that exceeds them: 1,000 deposits per report and addresses
+    per AddWallets (one more is refused, naming the field), 50 items a page by default and
+    500 at most."""
+    stack = fuzz_stack
+    limit = fuzz_answers.MAX_DEPOSITS_PER_REPORT
+    # Addresses of no wallet: the deposits are kept unattributed and move nothing.
+    deposits = [
+        wpb.ChainDeposit(
+            address=address,
+            txid="0x" + hashlib.sha256(address.encode()).hexdigest(),
+            amount="1",
+            block_height=1,
+            block_time=Timestamp(seconds=1_700_000_000),
+            confirmations=1,
+        )
+        for address in _addresses("limit", limit + 1)
+    ]
+    await _one_over_refused_at_the_limit_taken(
+        stack,
+        "ReportDeposits",
+        stack.watcher,
+        wpb.ReportDepositsRequest(network="ETH", deposits=deposits, scanned_height=10**9),
+        wpb.ReportDepositsRequest(network="ETH", deposits=deposits[:limit], scanned_height=10**9),
+        "deposits",
+    )
+    fresh = _addresses("batch", fuzz_answers.MAX_ADDRESSES_PER_CALL + 1)
+    await _one_over_refused_at_the_limit_taken(
+        stack,
+        "AddWallets",
+        stack.operator,
+        wpb.AddWalletsRequest(network="ETH", addresses=fresh),
+        wpb.AddWalletsRequest(network="ETH", addresses=fresh[:-1]),
+        "addresses",
+    )
+
+    # More than a page of each: every size asked gets what the limits allow, no more, no less.
+    for name, items in [("ListDeposits", "deposits"), ("ListWallets", "wallets")]:
+        rpc = rpc_named(name)
+        for size in [0, 1, 499, 500, 501, 10_000]:
+            request = rpc.request_type(page_size=size)
+            answer = await call_and_judge(
+                stack, rpc, request.SerializeToString(), stack.operator, request
+            )
+            if answer.code == grpc.StatusCode.INVALID_ARGUMENT:
+                assert size > fuzz_answers.MAX_PAGE_SIZE, answer  # refused, never cut short
+                continue
+            assert answer.code == grpc.StatusCode.OK and rpc.response_type is not None, answer
+            response = rpc.response_type.FromString(answer.body)
+            assert len(getattr(response, items)) == fuzz_answers.page_limit(size), (name, size)
 
 
 async def test_after_all_the_garbage_both_services_still_serve_and_every_invariant_holds(

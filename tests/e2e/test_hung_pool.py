@@ -1,7 +1,8 @@
 """End to end: a wallet pool that hangs (SIGSTOP: connections are accepted, nothing is
-answered) never makes the order service fail a call it has committed, nor answer later than
-the pool's deadline plus a small bound; a SIGTERM meanwhile answers every call in flight with
-its real outcome."""
+answered) never makes the order service fail a call it has committed, nor wait for the pool
+to answer: every call answers while the pool is still frozen; a SIGTERM meanwhile answers
+every call in flight with its real outcome. How long the answers take is a speed claim
+(WALLET_POOL_TIMEOUT_SECONDS plus the order service's own work), not asserted here."""
 
 import asyncio
 import contextlib
@@ -18,12 +19,10 @@ from tests.e2e.conftest import local_only
 from tests.e2e.stack import LocalStack
 from tests.e2e.test_release_flow import add_wallets, create, eth_address, move
 from tests.invariants import check_all
+from tests.waiting import until
 
 pytestmark = local_only
 POOL_DEADLINE = 2.0
-# What the order service needs besides the pool's deadline to answer (two statements and the
-# response), with 40 calls at once on two cores shared with this test.
-ANSWER_BOUND = 0.5
 
 
 @contextlib.asynccontextmanager
@@ -58,6 +57,20 @@ def complete(stack: LocalStack, order_id: str) -> Awaitable[opb.UpdateOrderStatu
     return move(stack, order_id, opb.ORDER_STATUS_COMPLETED)
 
 
+async def committed(db: asyncpg.Pool, *, created: int, completed: int) -> None:
+    """Returns once the database holds `created` orders, `completed` of them COMPLETED."""
+
+    async def counts() -> bool:
+        row = await db.fetchrow(
+            "SELECT count(*) AS orders, count(*) FILTER (WHERE status = 'COMPLETED') AS done"
+            " FROM orders.orders"
+        )
+        assert row is not None
+        return (row["orders"], row["done"]) == (created, completed)
+
+    await until(counts, f"{created} orders committed, {completed} of them COMPLETED")
+
+
 def judge(outcomes: list[object], kinds: list[str]) -> None:
     """Every call answered OK with what it committed: a created order without a wallet yet,
     or COMPLETED with its release pending."""
@@ -72,16 +85,15 @@ def judge(outcomes: list[object], kinds: list[str]) -> None:
 
 
 @pytest.mark.stack_env(WALLET_POOL_TIMEOUT_SECONDS=str(POOL_DEADLINE))
-async def test_with_the_pool_hung_40_calls_at_once_answer_within_the_pool_deadline(
+async def test_with_the_pool_hung_40_calls_at_once_answer_what_they_committed(
     stack: LocalStack, db: asyncpg.Pool
 ) -> None:
     completing = await processing_orders(stack, 20)
     async with frozen(stack):
         calls = [create(stack) for _ in range(20)] + [complete(stack, i) for i in completing]
         timings = await asyncio.gather(*(timed(call) for call in calls))
-    judge([outcome for _, outcome in timings], ["create"] * 20 + ["complete"] * 20)
-    slowest = max(seconds for seconds, _ in timings)
-    assert slowest <= POOL_DEADLINE + ANSWER_BOUND, f"slowest answer took {slowest:.2f} s"
+        # Every call answered before the pool could answer anything: none waited for it.
+        judge([outcome for _, outcome in timings], ["create"] * 20 + ["complete"] * 20)
     # Once the pool answers again, the releases are delivered and the orders served.
     assert await check_all(db) == []
 
@@ -99,7 +111,8 @@ async def test_a_sigterm_while_the_pool_hangs_answers_every_call_in_flight_with_
     async with frozen(stack):
         calls = [create(stack) for _ in range(25)] + [complete(stack, i) for i in completing]
         in_flight = [asyncio.ensure_future(timed(call)) for call in calls]
-        await asyncio.sleep(0.5)
+        # Every call has committed its write and waits on the frozen pool: stop now.
+        await committed(db, created=50, completed=25)
         assert await stack.order_process.stop(signal.SIGTERM) == 0
         outcomes = [outcome for _, outcome in await asyncio.gather(*in_flight)]
     judge(outcomes, ["create"] * 25 + ["complete"] * 25)
@@ -107,18 +120,20 @@ async def test_a_sigterm_while_the_pool_hangs_answers_every_call_in_flight_with_
     assert await check_all(db) == []
 
 
-@pytest.mark.stack_env(WALLET_POOL_TIMEOUT_SECONDS=str(POOL_DEADLINE))
+# The pool's deadline is far beyond the caller's: only the caller's own deadline can end the
+# wait on the pool in time (a generous one: this is not a test of speed).
+@pytest.mark.stack_env(WALLET_POOL_TIMEOUT_SECONDS="60")
 async def test_a_caller_deadline_shorter_than_the_pools_still_gets_the_committed_answer(
     stack: LocalStack,
 ) -> None:
     [order_id] = await processing_orders(stack, 1)
     async with frozen(stack):
         created = await stack.orders.CreateOrder(
-            opb.CreateOrderRequest(network="ETH", amount="1"), metadata=stack.client, timeout=1.0
+            opb.CreateOrderRequest(network="ETH", amount="1"), metadata=stack.client, timeout=5
         )
         completed = await stack.orders.UpdateOrderStatus(
             opb.UpdateOrderStatusRequest(order_id=order_id, status=opb.ORDER_STATUS_COMPLETED),
             metadata=stack.operator,
-            timeout=1.0,
+            timeout=5,
         )
     judge([created.order, completed], ["create", "complete"])

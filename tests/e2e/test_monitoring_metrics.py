@@ -32,6 +32,7 @@ from tests.monitoring import (
     problems,
     sample_value,
 )
+from tests.waiting import HANG_GUARD_SECONDS
 
 POOL = "exchange.wallet_pool.v1.WalletPoolService"
 # The services' own metric families (the Prometheus client adds process_* and python_*).
@@ -47,12 +48,12 @@ async def one_lifecycle_with_a_queue_and_a_watch(stack: LocalStack) -> None:
     await watch.until("ALLOCATION_QUEUED")
     await finish(stack, holder.id, opb.ORDER_STATUS_COMPLETED)
     await finish(stack, waiting.id, opb.ORDER_STATUS_CANCELLED)
-    assert await asyncio.wait_for(watch.ended, 5) == grpc.StatusCode.OK
+    assert await asyncio.wait_for(watch.ended, HANG_GUARD_SECONDS) == grpc.StatusCode.OK
 
 
 async def scrape_both(stack: LocalStack) -> tuple[str, str]:
     """Both services' metrics, once the pool's gauges were refreshed after the lifecycle."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
     while True:
         order = await scrape(stack.order_process.metrics_port)
         pool = await scrape(stack.pool_process.metrics_port)

@@ -2,6 +2,7 @@
 database, and TLS."""
 
 import asyncio
+import itertools
 import re
 import time
 import urllib.request
@@ -22,6 +23,7 @@ from tests.e2e.conftest import local_only
 from tests.e2e.proxy import DatabaseProxy
 from tests.e2e.stack import LocalStack
 from tests.e2e.test_release_flow import add_wallets, create, eth_address, finish
+from tests.waiting import HANG_GUARD_SECONDS, until
 
 
 async def scrape(port: int) -> str:
@@ -33,7 +35,7 @@ async def scrape(port: int) -> str:
     return await asyncio.to_thread(fetch)
 
 
-async def wait_for(predicate_text: str, port: int, seconds: float = 5) -> str:
+async def wait_for(predicate_text: str, port: int, seconds: float = HANG_GUARD_SECONDS) -> str:
     deadline = time.monotonic() + seconds
     while True:
         text = await scrape(port)
@@ -107,7 +109,9 @@ async def _health(channel: grpc.aio.Channel, service: str = "") -> int:
     return status
 
 
-async def _wait_health(channel: grpc.aio.Channel, wanted: int, seconds: float = 10) -> int:
+async def _wait_health(
+    channel: grpc.aio.Channel, wanted: int, seconds: float = HANG_GUARD_SECONDS
+) -> int:
     deadline = time.monotonic() + seconds
     while (status := await _health(channel)) != wanted and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
@@ -201,25 +205,52 @@ async def test_both_servers_and_the_internal_channel_can_use_tls(
 async def test_sigterm_under_load_fails_no_call_the_server_accepted(
     stack: LocalStack, db: asyncpg.Pool
 ) -> None:
-    async def create_one(index: int) -> grpc.StatusCode:
-        try:
-            await stack.orders.CreateOrder(
-                opb.CreateOrderRequest(network="BTC", amount="1", request_id=f"load-{index}"),
-                metadata=stack.client,
-                timeout=10,
-            )
-        except grpc.aio.AioRpcError as exc:
-            return exc.code()
-        return grpc.StatusCode.OK
+    """Clients keep creating orders through the stop, each until a call fails. Every call is
+    then looked up by its request_id: one the server committed must have been answered OK
+    with that order; one answered UNAVAILABLE must have committed nothing."""
+    answers: dict[str, tuple[grpc.StatusCode, str]] = {}
+    details: dict[str, str] = {}
 
-    calls = [asyncio.ensure_future(create_one(i)) for i in range(60)]
-    await asyncio.sleep(0.05)
+    async def client(name: int) -> None:
+        for index in itertools.count():
+            request_id = f"load-{name}-{index}"
+            try:
+                created = await stack.orders.CreateOrder(
+                    opb.CreateOrderRequest(network="BTC", amount="1", request_id=request_id),
+                    metadata=stack.client,
+                    timeout=10,
+                )
+            except grpc.aio.AioRpcError as exc:
+                answers[request_id] = (exc.code(), "")
+                details[request_id] = exc.details() or ""
+                return
+            answers[request_id] = (grpc.StatusCode.OK, created.order.id)
+
+    clients = [asyncio.ensure_future(client(name)) for name in range(8)]
+    # Stop once the server has committed some of the calls, with others still coming.
+    await until(lambda: db.fetchval("SELECT count(*) FROM orders.orders"), "a call committed")
     stopped = asyncio.ensure_future(stack.order_process.stop())
-    codes = await asyncio.gather(*calls)
+    await asyncio.gather(*clients)
     assert await stopped == 0
 
-    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
-    acknowledged = codes.count(grpc.StatusCode.OK)
-    assert acknowledged > 0
-    stored = await db.fetchval("SELECT count(*) FROM orders.orders")
-    assert stored >= acknowledged
+    rows = await db.fetch("SELECT request_id, id::text AS id FROM orders.orders")
+    committed = {row["request_id"]: row["id"] for row in rows}
+    wrong = []
+    # A call still queued in gRPC's core, before any handler, when the server stops is
+    # answered CANCELLED, not UNAVAILABLE (grpc/grpc#41785, open): refused, so it must have
+    # committed nothing either.
+    refused = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+    for request_id, (code, order_id) in sorted(answers.items()):
+        stored = committed.get(request_id)
+        if code == grpc.StatusCode.OK and stored != order_id:
+            wrong.append(f"{request_id}: answered OK with {order_id}, stored {stored}")
+        elif code in refused and stored is not None:
+            wrong.append(f"{request_id}: committed as {stored}, answered {code.name}")
+        elif code != grpc.StatusCode.OK and code not in refused:
+            wrong.append(f"{request_id}: answered {code} ({details[request_id]})")
+    assert wrong == []
+    assert set(committed) <= set(answers), "an order no client asked for"
+    codes = [code for code, _ in answers.values()]
+    # Calls were answered OK through the drain, and the clients saw the server go.
+    assert codes.count(grpc.StatusCode.OK) > 0
+    assert sum(codes.count(code) for code in refused) == len(clients)

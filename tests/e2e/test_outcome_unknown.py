@@ -72,6 +72,7 @@ async def test_a_status_change_whose_answer_was_lost_says_its_outcome_is_unknown
     proxy.lose_answer_to(uuid.UUID(order.id).bytes)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await move(stack, order.id, opb.ORDER_STATUS_COMPLETED)
+    assert proxy.answers_lost == 1
     info = outcome_unknown(raised.value)
     assert info.metadata["order_id"] == order.id
     assert "Retrying the same status is safe" in (raised.value.details() or "")
@@ -93,6 +94,7 @@ async def test_a_creation_whose_answer_was_lost_says_its_outcome_is_unknown(
     proxy.lose_answer_to(request.request_id.encode())
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stack.orders.CreateOrder(request, metadata=stack.client)
+    assert proxy.answers_lost == 1
     info = outcome_unknown(raised.value)
     assert "Retrying with the same request_id is safe" in (raised.value.details() or "")
     assert info.metadata["request_id"] == request.request_id
@@ -112,6 +114,8 @@ async def test_bookkeeping_lost_after_a_committed_change_still_answers_what_was_
     # The copy of the wallet onto the new order is the one statement that carries its address.
     proxy.lose_answer_to(address.encode())
     created = await create(stack)
+    # The fault fired on that statement: without it this test would prove nothing.
+    assert (proxy.answers_lost, proxy.armed) == (1, False)
     assert created.status == opb.ORDER_STATUS_PENDING
     await move(stack, created.id, opb.ORDER_STATUS_PROCESSING)
 
@@ -119,6 +123,7 @@ async def test_bookkeeping_lost_after_a_committed_change_still_answers_what_was_
     # announcements carry it as text) records the delivery.
     proxy.lose_answer_to(uuid.UUID(created.id).bytes, skip=1)
     done = await move(stack, created.id, opb.ORDER_STATUS_COMPLETED)
+    assert (proxy.answers_lost, proxy.armed) == (2, False)
     assert done.order.status == opb.ORDER_STATUS_COMPLETED
     assert done.wallet_release == opb.WALLET_RELEASE_RELEASED
     assert await statuses(db, created.id) == (

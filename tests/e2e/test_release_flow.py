@@ -1,14 +1,18 @@
 """End to end: both services as real processes, talking gRPC over sockets, on PostgreSQL."""
 
 import asyncio
+import contextlib
+import json
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from tests.e2e.conftest import local_only
 from tests.e2e.stack import LocalStack, Stack
+from tests.waiting import HANG_GUARD_SECONDS
 from wallet_pool_service.addresses import eip55_checksum
 
 FINAL = [opb.ORDER_STATUS_COMPLETED, opb.ORDER_STATUS_CANCELLED]
@@ -78,6 +83,50 @@ async def shown_address(
         await asyncio.sleep(every)
 
 
+async def until_shown(stack: Stack, order_id: str) -> opb.Order:
+    """The order once GetOrder shows it with an address; fails if it never does."""
+    seen, waited = await shown_address(stack, order_id, within=HANG_GUARD_SECONDS)
+    assert seen.wallet_address, f"no address shown after {waited:.0f} s"
+    return seen
+
+
+def metric(port: int, name: str, labels: dict[str, str]) -> float:
+    """One sample of a service's /metrics (0 while the series is absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{wanted}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def watching_hand_offs(stack: LocalStack) -> None:
+    """Returns once the order service's WatchHandOffs stream is open on the pool (the
+    pool's count of started calls says so)."""
+    labels = {
+        "grpc_method": "WatchHandOffs",
+        "grpc_service": "exchange.wallet_pool.v1.WalletPoolService",
+        "grpc_type": "server_stream",
+    }
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
+    port = stack.pool_process.metrics_port
+    while not await asyncio.to_thread(metric, port, "grpc_server_started_total", labels):
+        assert time.monotonic() < deadline, "the order service never watched hand-offs"
+        await asyncio.sleep(0.05)
+
+
+def rpc_log_codes(process_logs: str, method: str) -> list[str]:
+    """The codes a service logged for the calls of `method` that ended."""
+    codes = []
+    for line in process_logs.splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if entry.get("event") == "rpc" and entry.get("method", "").endswith(f"/{method}"):
+                codes.append(entry["code"])
+    return codes
+
+
 async def holder(db: asyncpg.Pool, address: str) -> str | None:
     value = await db.fetchval(
         "SELECT order_id FROM wallet_pool.wallets WHERE address = $1", address
@@ -108,7 +157,7 @@ async def test_a_final_status_puts_the_wallet_back_in_the_pool(
 
 
 @local_only
-async def test_an_order_waiting_in_the_queue_receives_the_released_wallet_within_a_second(
+async def test_an_order_waiting_in_the_queue_receives_the_released_wallet(
     stack: Stack, db: asyncpg.Pool
 ) -> None:
     address = eth_address()
@@ -118,7 +167,7 @@ async def test_an_order_waiting_in_the_queue_receives_the_released_wallet_within
     assert (waiting.wallet_address, waiting.queue_position) == ("", 1)
 
     await finish(stack, first.id, opb.ORDER_STATUS_COMPLETED)
-    seen, _ = await shown_address(stack, waiting.id, within=1.0)
+    seen = await until_shown(stack, waiting.id)
 
     assert seen.wallet_address == address
     assert seen.queue_position == 0
@@ -153,7 +202,7 @@ async def test_a_release_while_the_pool_is_down_is_kept_and_delivered_when_it_is
         return bool(done)
 
     # The pool frees the wallet, then the order service records the delivery.
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
     while not await delivered() and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert await delivered()
@@ -430,7 +479,10 @@ async def test_sigterm_stops_both_services_cleanly(stack: LocalStack) -> None:
 
 
 @local_only
-@pytest.mark.stack_env(WALLET_COOLDOWN_SECONDS="1", HAND_OFF_SWEEP_SECONDS="5")
+# The sweep and the allocation sync wait an hour: only the cooldown's own end serves the queue.
+@pytest.mark.stack_env(
+    WALLET_COOLDOWN_SECONDS="1", HAND_OFF_SWEEP_SECONDS="3600", ALLOCATION_SYNC_SECONDS="3600"
+)
 async def test_with_a_cooldown_the_released_wallet_rests_before_the_queue_gets_it(
     stack: Stack,
 ) -> None:
@@ -438,7 +490,6 @@ async def test_with_a_cooldown_the_released_wallet_rests_before_the_queue_gets_i
     await add_wallets(stack, "ETH", [address])
     first = await create(stack)
     await finish(stack, first.id, opb.ORDER_STATUS_CANCELLED)
-    released_at = time.monotonic()
     waiting = await create(stack)
     assert (waiting.wallet_address, waiting.queue_position) == ("", 1)
     stats = await stack.pool.GetPoolStats(
@@ -449,15 +500,26 @@ async def test_with_a_cooldown_the_released_wallet_rests_before_the_queue_gets_i
         wpb.ListWalletsRequest(state=wpb.WALLET_STATE_COOLING), metadata=stack.operator
     )
     assert [w.address for w in listed.wallets] == [address]
-    assert listed.wallets[0].cooldown_end_time.seconds > 0
+    cooldown_end = listed.wallets[0].cooldown_end_time.ToDatetime()
 
-    seen, _ = await shown_address(stack, waiting.id, within=2.5)
+    seen = await until_shown(stack, waiting.id)
     assert seen.wallet_address == address
-    assert 1.0 <= time.monotonic() - released_at < 2.5
+    # By the pool's own clock: the cooldown ends at least a second after the holding ended
+    # (the release counts from when it reached the pool, which is later still), and the
+    # waiting order got the wallet then, not before.
+    history = await stack.pool.GetWalletHistory(
+        wpb.GetWalletHistoryRequest(address=address), metadata=stack.operator
+    )
+    [before, after] = history.assignments
+    assert (before.order_id, after.order_id) == (first.id, waiting.id)
+    released = before.release_time.ToDatetime()
+    assert cooldown_end - released >= timedelta(seconds=1)
+    assert after.assign_time.ToDatetime() >= cooldown_end
 
 
 @local_only
-# The allocation sync (polling) is slowed to once a minute: only the push can be in time.
+# The allocation sync (polling) is slowed to once a minute: only the push can serve the
+# waiting orders before the hang guard gives up.
 @pytest.mark.stack_env(ALLOCATION_SYNC_SECONDS="60")
 async def test_a_waiting_order_learns_its_wallet_by_push_without_polling(
     stack: LocalStack,
@@ -466,19 +528,15 @@ async def test_a_waiting_order_learns_its_wallet_by_push_without_polling(
     await add_wallets(stack, "ETH", [address])
     first = await create(stack)
     waiting = [await create(stack) for _ in range(3)]
-    await asyncio.sleep(0.5)  # the order service's watch is connected by now
-    latencies: list[float] = []
+    await watching_hand_offs(stack)
     for order, following in zip([first, *waiting[:-1]], waiting, strict=True):
         await move(stack, order.id, opb.ORDER_STATUS_CANCELLED)
-        seen, waited = await shown_address(stack, following.id, within=1.0, every=0.002)
-        assert seen.wallet_address == address, "no push within a second"
-        latencies.append(waited)
-    assert max(latencies) < 0.5, latencies
+        assert (await until_shown(stack, following.id)).wallet_address == address
 
-    # A watched pool still stops at once: its streams end, they do not hold the stop.
-    started = time.monotonic()
+    # A watched pool still stops at once: it ends its streams (OK) before the grace period,
+    # rather than have them cancelled when the grace period is over.
     assert await stack.pool_process.stop() == 0
-    assert time.monotonic() - started < 1.5
+    assert rpc_log_codes(stack.pool_process.logs(), "WatchHandOffs") == ["OK"]
 
 
 async def test_only_the_service_role_may_watch_hand_offs_and_garbage_is_refused(

@@ -14,8 +14,8 @@ from tests.e2e.test_release_flow import (
     create,
     eth_address,
     finish,
-    shown_address,
     status_details,
+    until_shown,
 )
 
 
@@ -57,5 +57,4 @@ async def test_a_release_naming_another_orders_wallet_is_refused_and_the_queue_i
     assert again.address == held_by_b
     # ...so when A completes, C gets A's wallet.
     await finish(stack, a.id, opb.ORDER_STATUS_COMPLETED)
-    seen, _ = await shown_address(stack, c.id, within=2.0)
-    assert seen.wallet_address == held_by_a
+    assert (await until_shown(stack, c.id)).wallet_address == held_by_a

@@ -24,9 +24,11 @@ from scripts.processes import ServiceProcess, stop_all
 from tests.chaos import log_problems, no_work_done_twice, service_env
 from tests.databases import DatabaseFactory
 from tests.e2e.conftest import local_only
+from tests.e2e.roles import service_role_urls
 from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, bearer
 from tests.e2e.test_release_flow import eth_address
 from tests.invariants import check_all
+from tests.waiting import HANG_GUARD_SECONDS
 
 WALLETS = 8
 KEPT = 24  # moved to PROCESSING at once, then finished in waves (some left live)
@@ -46,14 +48,16 @@ class Replicas:
 @pytest.fixture
 async def replicas(databases: DatabaseFactory, tmp_path: Path) -> AsyncIterator[Replicas]:
     # An empty database: the two replicas of each service migrate it as they start together.
+    url = await databases.create(migrated=False)
     env = service_env(
-        await databases.create(migrated=False),
+        url,
         {
             "ORDER_TTL_SECONDS": str(TTL_SECONDS),
             "EXPIRY_CHECK_SECONDS": "0.2",
             "WALLET_COOLDOWN_SECONDS": "0",
         },
     )
+    env.update(await service_role_urls(url))  # each service as its own role, as in production
     pools = [
         ServiceProcess("wallet_pool_service", env, tmp_path / f"wallet_pool_{name}.log")
         for name in "ab"
@@ -164,12 +168,11 @@ async def test_two_replicas_of_each_service_serve_every_order_once_and_expire_ea
         acknowledged[uuid.UUID(order_id)] = "PROCESSING"
         kept.append(order_id)
 
-    started = time.monotonic()
     await asyncio.gather(*(start(i) for i in range(KEPT + EXPIRING)))
     assert len(expiring) >= EXPIRING
 
     # The expiry loops of both order replicas cancel the stale PENDING orders (once each).
-    deadline = time.monotonic() + TTL_SECONDS + 15
+    deadline = time.monotonic() + TTL_SECONDS + HANG_GUARD_SECONDS
     while time.monotonic() < deadline:
         still = await db.fetchval(
             "SELECT count(*) FROM orders.orders WHERE id = ANY($1::uuid[]) AND status = 'PENDING'",
@@ -178,7 +181,7 @@ async def test_two_replicas_of_each_service_serve_every_order_once_and_expire_ea
         if not still:
             break
         await asyncio.sleep(0.1)
-    assert not still, f"{still} PENDING orders outlived their TTL by 15 s"
+    assert not still, f"{still} PENDING orders outlived their TTL by {HANG_GUARD_SECONDS} s"
 
     # Finish the orders that hold a wallet, in waves spread over both replicas: every freed
     # wallet goes to the head of the queue, and the waiting orders learn their address.
@@ -186,7 +189,7 @@ async def test_two_replicas_of_each_service_serve_every_order_once_and_expire_ea
     wave = 0
     while len(live) > LEFT_LIVE:
         expected = min(len(live), WALLETS)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + HANG_GUARD_SECONDS
         while True:
             shown = await addresses(stubs, live)
             holders = [order_id for order_id in live if shown[order_id]]
@@ -280,7 +283,6 @@ async def test_two_replicas_of_each_service_serve_every_order_once_and_expire_ea
     assert expired_logs == len(expiring)
     for process in [*replicas.pools, *replicas.orders]:
         assert log_problems(process.logs()) == [], process.module
-    assert time.monotonic() - started < 30
 
 
 @local_only
@@ -336,12 +338,12 @@ async def test_a_consumer_cut_off_at_random_gets_every_event_of_two_writing_repl
     consumer = asyncio.ensure_future(consume())
     await asyncio.gather(*(lifecycle(i) for i in range(40)))
     # Once every event is numbered, the consumer catches up to the end of the log and stops.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
     while await db.fetchval("SELECT count(*) FROM orders.order_events WHERE sequence IS NULL"):
         assert time.monotonic() < deadline, "events left without a sequence"
         await asyncio.sleep(0.1)
     writing = False
-    await asyncio.wait_for(consumer, 20)
+    await asyncio.wait_for(consumer, HANG_GUARD_SECONDS)
 
     table = await db.fetch(
         "SELECT sequence, order_id, type, status FROM orders.order_events ORDER BY sequence"
@@ -386,10 +388,8 @@ async def test_a_watch_on_one_replica_prints_the_hand_off_another_replica_served
     assert first.order.allocation == opb.ALLOCATION_QUEUED
 
     await update(serving, holder.id, opb.ORDER_STATUS_PROCESSING)
-    started = time.monotonic()
     await update(serving, holder.id, opb.ORDER_STATUS_COMPLETED)
-    seen = await asyncio.wait_for(watch.read(), 2.0)
+    seen = await asyncio.wait_for(watch.read(), HANG_GUARD_SECONDS)
     assert isinstance(seen, opb.WatchOrderResponse)
     assert seen.order.wallet_address == address
-    assert time.monotonic() - started < 1.0
     watch.cancel()

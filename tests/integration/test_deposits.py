@@ -14,6 +14,7 @@ from tests.invariants import (
     deposits_are_recorded_once_and_attributed,
     no_wallet_reused_over_a_deposit_or_before_its_watermark,
 )
+from tests.waiting import until
 from wallet_pool_service.adapters import PostgresWalletAdapter
 from wallet_pool_service.deposits import Attribution, ChainDeposit
 from wallet_pool_service.domain import Allocation, WalletState, demo_addresses
@@ -179,7 +180,7 @@ async def test_a_watcher_catching_up_counts_a_release_from_the_chains_height_not
 
 
 async def test_a_deposit_after_the_order_became_final_is_late_though_the_release_came_later(
-    manager: WalletPoolManager,
+    manager: WalletPoolManager, db_pool: asyncpg.Pool
 ) -> None:
     [address] = demo_addresses("ETH", 1)
     await manager.add_wallets("ETH", [address])
@@ -187,10 +188,16 @@ async def test_a_deposit_after_the_order_became_final_is_late_though_the_release
     holder = uuid.uuid4()
     await manager.allocate_wallet(holder, "ETH")
     final_time = datetime.now(UTC)
-    await asyncio.sleep(0.3)
     # Paid after the order became final, reported before its release reached the pool.
     paid = deposit(address, height=1001, time=final_time + timedelta(seconds=0.1))
     assert (await manager.report_deposits("ETH", [paid], 1001)).late == 0
+    # The release reaches the pool after the payment's block time (by the database's clock,
+    # which a release that ended the holding on arrival would use): only the order's final
+    # time can make the deposit late.
+    await until(
+        lambda: db_pool.fetchval("SELECT now() > $1::timestamptz", paid.block_time),
+        "the database's clock passed the payment",
+    )
 
     await manager.release_wallet(holder, address, final_time)
 

@@ -1,6 +1,7 @@
 """The order manager against a real database and a real wallet pool gRPC server on a socket."""
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
@@ -32,6 +33,7 @@ from shared.errors import OutcomeUnknown
 from shared.grpc_server import GrpcServer
 from tests.databases import DatabaseFactory
 from tests.e2e.proxy import DatabaseProxy
+from tests.waiting import HANG_GUARD_SECONDS
 from wallet_pool_service.deposits import ChainDeposit
 from wallet_pool_service.domain import demo_addresses
 from wallet_pool_service.manager import WalletPoolManager
@@ -233,7 +235,8 @@ async def test_a_release_that_fails_is_kept_and_delivered_when_the_pool_is_back(
 
     restarted = await _start_pool_server(pool_manager, f"127.0.0.1:{pool_server.port}")
     try:
-        for _ in range(100):
+        deadline = time.monotonic() + HANG_GUARD_SECONDS
+        while time.monotonic() < deadline:
             await orders.deliver_due_releases()
             pending = await db_pool.fetchval(
                 "SELECT count(*) FROM orders.pending_releases WHERE release_time IS NULL"
@@ -537,16 +540,20 @@ async def test_changes_are_announced_to_other_replicas_by_the_sequencer_alone(
                 order.id, OrderStatus.PENDING, OrderStatus.PROCESSING, "", "test", None
             )
             # The writing transactions notify nothing: PostgreSQL would serialise their commits.
-            await asyncio.sleep(0.2)
-            assert heard.empty()
+            # Notifications arrive in commit order, so a marker committed after the writes is
+            # the first one heard unless the writes notified.
+            await writing.execute("NOTIFY order_events, 'marker'")
+            assert await asyncio.wait_for(heard.get(), HANG_GUARD_SECONDS) == "marker"
             # A sequencer run announces the orders of the events it numbered.
             await orders.sequence_events()
             last = (await repository.event_log()).last_sequence
-            assert (await asyncio.wait_for(heard.get(), 2)).split() == [str(last), str(order.id)]
+            announced = await asyncio.wait_for(heard.get(), HANG_GUARD_SECONDS)
+            assert announced.split() == [str(last), str(order.id)]
             # A queue place that moved has no event: announced when asked; too many at once
             # become '*' (a notification holds less than 8000 bytes).
             await orders.sequence_events([order.id])
-            assert (await asyncio.wait_for(heard.get(), 2)).split() == [str(last), str(order.id)]
+            announced = await asyncio.wait_for(heard.get(), HANG_GUARD_SECONDS)
+            assert announced.split() == [str(last), str(order.id)]
             await orders.sequence_events([uuid.uuid4() for _ in range(300)])
             assert (await asyncio.wait_for(heard.get(), 2)).split() == [str(last), "*"]
         finally:

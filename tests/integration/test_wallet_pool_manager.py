@@ -6,6 +6,7 @@ import pytest
 
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 from tests.invariants import queue_blocks_add_up
+from tests.waiting import HANG_GUARD_SECONDS, until
 from wallet_pool_service.adapters import PostgresQueueAdapter, PostgresWalletAdapter
 from wallet_pool_service.domain import (
     Allocation,
@@ -304,6 +305,7 @@ async def test_a_hand_off_after_a_commit_waits_for_an_order_joining_the_queue(
     """An order joins the queue (uncommitted) while a wallet comes free and its hand-off
     runs: the hand-off waits for the join to commit, then gives the wallet to that order."""
     joining, freeing = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    joining_seen_from_outside = await asyncpg.connect(database_url)
     try:
         order = uuid.uuid4()
         [address] = demo_addresses("TRON", 1)
@@ -314,13 +316,25 @@ async def test_a_hand_off_after_a_commit_waits_for_an_order_joining_the_queue(
             "INSERT INTO wallet_pool.wallets (network, address) VALUES ('TRON', $1)", address
         )
         hand_off = asyncio.create_task(PostgresQueueAdapter(freeing).hand_off_waiting("TRON"))
-        await asyncio.sleep(0.3)
+        # The hand-off either finished (having found nobody waiting: the bug) or waits on
+        # the join's lock; asked of the server, not timed.
+        pid = freeing.get_server_pid()
+
+        async def settled() -> bool:
+            waits = await joining_seen_from_outside.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_catalog.pg_stat_activity WHERE pid = $1",
+                pid,
+            )
+            return hand_off.done() or bool(waits)
+
+        await until(settled, "the hand-off finished or waits on a lock")
         assert not hand_off.done()  # it would have found nobody waiting
         await join.commit()
-        assert await asyncio.wait_for(hand_off, 5) == (order, address)
+        assert await asyncio.wait_for(hand_off, HANG_GUARD_SECONDS) == (order, address)
     finally:
         await joining.close()
         await freeing.close()
+        await joining_seen_from_outside.close()
 
 
 async def test_a_disabled_wallet_is_never_allocated_and_a_held_one_leaves_after_its_order(
@@ -414,7 +428,6 @@ async def test_a_released_wallet_cools_down_before_anyone_gets_it_then_serves_th
     await manager.allocate_wallet(first, "TRON")
 
     await manager.release_wallet(first, address)
-    released = asyncio.get_running_loop().time()
     [stats] = await manager.get_pool_stats("TRON")
     assert (stats.available, stats.cooling, stats.allocated, stats.total) == (0, 1, 0, 1)
     [cooling], _ = await manager.list_wallets("TRON", WalletState.COOLING, 10, "")
@@ -422,12 +435,14 @@ async def test_a_released_wallet_cools_down_before_anyone_gets_it_then_serves_th
     assert await manager.allocate_wallet(newcomer, "TRON") == Allocation(queue_position=1)
     assert await _holder(db_pool, address) is None
 
-    # Nobody calls anything: the cooldown's end hands the wallet to the waiting order.
-    while await _holder(db_pool, address) is None:
-        assert asyncio.get_running_loop().time() - released < 2.0
-        await asyncio.sleep(0.02)
-    assert asyncio.get_running_loop().time() - released >= 0.6
+    # Nobody calls anything: the cooldown's end hands the wallet to the waiting order, not
+    # before it ends (by the database's clock, which set both times).
+    await until(lambda: _holder(db_pool, address), "the cooldown's end served the queue")
     assert await _holder(db_pool, address) == newcomer
+    assigned = await db_pool.fetchval(
+        "SELECT assigned_at FROM wallet_pool.assignments WHERE order_id = $1", newcomer
+    )
+    assert assigned >= cooling.cooldown_end_time
     [stats] = await manager.get_pool_stats("TRON")
     assert (stats.available, stats.cooling, stats.allocated, stats.queued) == (0, 0, 1, 0)
     await manager.close()

@@ -142,6 +142,18 @@ def test_the_rule_unit_tests_test_alerts_that_exist() -> None:
     assert tested <= names
 
 
+def test_every_alert_has_a_rule_test_that_sees_it_fire() -> None:
+    """An alert no rule test sees firing could be dead: a wrong metric, label or threshold."""
+    names = {query.where.removeprefix("alert ") for query in alert_queries(load_rules())}
+    fires = {
+        check["alertname"]
+        for case in yaml.safe_load(ALERT_TESTS.read_text())["tests"]
+        for check in case["alert_rule_test"]
+        if check.get("exp_alerts")
+    }
+    assert sorted(names - fires) == [], "alerts no rule test sees firing"
+
+
 def test_the_comparison_catches_a_family_name_a_wrong_label_and_a_wrong_grouping() -> None:
     samples = {
         "grpc_server_handling_seconds_bucket": {"grpc_service", "grpc_method", "le"},
