@@ -82,6 +82,7 @@ $(VENV)/bin/promtool: $(VENV)/.deps
 # Cut a release of the contract: what clients now rely on becomes the baseline for `buf breaking`.
 contract-release: $(VENV)/.deps
 	$(VENV)/bin/buf build --exclude-source-info -o $(RELEASED_CONTRACT)
+	$(PY) -m tests.schema_catalog > protos/released_schema.txt
 
 run: setup
 	$(PY) -m scripts.run_local

@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from order_service.domain import EventType, OrderStatus, WalletRelease
 from shared.db import apply_migrations, create_pool
 from tests.databases import MIGRATIONS, ROOT, DatabaseFactory
 from tests.schema_catalog import SCHEMAS, catalog, surface
@@ -158,3 +159,21 @@ async def test_the_sequencer_signature_the_previous_releases_call_still_numbers_
     sequences = await db_pool.fetch("SELECT sequence FROM orders.order_events ORDER BY id")
     assert [row["sequence"] for row in sequences] == [1, 2]
     assert await db_pool.fetchval("SELECT last_sequence FROM orders.event_log") == 2
+
+
+async def test_the_databases_checks_admit_exactly_the_python_enums_values(
+    db_pool: asyncpg.Pool,
+) -> None:
+    async def admitted(table: str, column: str) -> set[str]:
+        definitions = await db_pool.fetch(
+            "SELECT pg_get_constraintdef(oid) AS d FROM pg_constraint"
+            " WHERE conrelid = $1::regclass AND contype = 'c'",
+            table,
+        )
+        found = [set(re.findall(r"'(\w+)'", row["d"])) for row in definitions if column in row["d"]]
+        assert len(found) == 1, definitions
+        return found[0]
+
+    assert await admitted("orders.orders", "status") == set(OrderStatus)
+    assert await admitted("orders.orders", "wallet_release") == {m.name for m in WalletRelease}
+    assert await admitted("orders.order_events", "type") == set(EventType)
