@@ -22,14 +22,11 @@ SELECT count(*) FROM wallet_pool.wallets WHERE network = $1
 -- Cooling: held back by the cooldown or by the watermark (held_by_watermark counts the latter).
 SELECT network,
        count(*) AS total,
-       count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NULL
-                        AND NOT cooling_down AND NOT held_by_watermark) AS available,
-       count(*) FILTER (WHERE order_id IS NOT NULL) AS allocated,
-       count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NOT NULL) AS disabled,
-       count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NULL
-                        AND (cooling_down OR held_by_watermark)) AS cooling,
-       count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NULL
-                        AND held_by_watermark) AS held_by_watermark
+       count(*) FILTER (WHERE state = 'AVAILABLE') AS available,
+       count(*) FILTER (WHERE state = 'ALLOCATED') AS allocated,
+       count(*) FILTER (WHERE state = 'DISABLED') AS disabled,
+       count(*) FILTER (WHERE state = 'COOLING') AS cooling,
+       count(*) FILTER (WHERE state = 'COOLING' AND held_by_watermark) AS held_by_watermark
 FROM wallet_pool.wallet_states
 WHERE $1 = '' OR network = $1
 GROUP BY network
@@ -118,15 +115,7 @@ RETURNING *, coalesce(cooldown_until > now(), false) AS cooling_down,
 -- Keyset pagination on id; $2: '' (any), 'AVAILABLE', 'ALLOCATED', 'DISABLED' or 'COOLING'.
 SELECT * FROM wallet_pool.wallet_states
 WHERE ($1 = '' OR network = $1)
-  AND (
-    $2 = ''
-    OR ($2 = 'AVAILABLE' AND order_id IS NULL AND disabled_at IS NULL
-        AND NOT cooling_down AND NOT held_by_watermark)
-    OR ($2 = 'ALLOCATED' AND order_id IS NOT NULL)
-    OR ($2 = 'DISABLED' AND order_id IS NULL AND disabled_at IS NOT NULL)
-    OR ($2 = 'COOLING' AND order_id IS NULL AND disabled_at IS NULL
-        AND (cooling_down OR held_by_watermark))
-  )
+  AND ($2 = '' OR state = $2)
   AND id > $3
 ORDER BY id
 LIMIT $4
