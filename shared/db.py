@@ -294,62 +294,8 @@ async def apply_migrations(
     async with connection(pool) as conn:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
-            # A least-privilege role owns its schema but may not create schemas, and
-            # CREATE SCHEMA IF NOT EXISTS checks that right even when the schema exists.
-            if not await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema
-            ):
-                await conn.execute(f"CREATE SCHEMA {schema}")
-            await conn.execute(
-                f"""
-                CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
-                    version text PRIMARY KEY,
-                    applied_at timestamptz NOT NULL DEFAULT now(),
-                    checksum text
-                )"""
-            )
-            await conn.execute(
-                f"""
-                CREATE TABLE IF NOT EXISTS {schema}.schema_definitions (
-                    file text PRIMARY KEY,
-                    checksum text NOT NULL,
-                    applied_at timestamptz NOT NULL DEFAULT now()
-                )"""
-            )
-            # Tables from before checksums: ALTER only then (it locks the table exclusively).
-            if not await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM pg_attribute"
-                " WHERE attrelid = $1::regclass AND attname = 'checksum' AND NOT attisdropped)",
-                f"{schema}.schema_migrations",
-            ):
-                await conn.execute(
-                    f"ALTER TABLE {schema}.schema_migrations ADD COLUMN checksum text"
-                )
-            done = {
-                row["version"]: row["checksum"]
-                for row in await conn.fetch(
-                    f"SELECT version, checksum FROM {schema}.schema_migrations"
-                )
-            }
-            changed = []
-            for entry in files:
-                version = entry.name.removesuffix(".sql")
-                if version not in done:
-                    continue
-                if done[version] is None:
-                    await conn.execute(
-                        f"UPDATE {schema}.schema_migrations SET checksum = $2 WHERE version = $1",
-                        version,
-                        checksums[entry.name],
-                    )
-                    log.info(
-                        "migration checksum recorded",
-                        extra={"schema": schema, "version": version},
-                    )
-                elif done[version] != checksums[entry.name]:
-                    changed.append(f"{folder}/{entry.name}")
-            if changed:
-                raise MigrationChanged(schema, changed)
+            await _create_bookkeeping(conn, schema)
+            done = await _check_recorded(conn, schema, folder, checksums)
         pending = [entry for entry in files if entry.name.removesuffix(".sql") not in done]
         newer = set(done) - {entry.name.removesuffix(".sql") for entry in files}
         if newer:
@@ -389,3 +335,64 @@ async def apply_migrations(
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
                 await _apply_definitions(conn, schema, definitions, every_file=bool(applied))
     return applied
+
+
+async def _create_bookkeeping(conn: "Connection", schema: str) -> None:
+    """The schema and its tables of applied migrations and definitions, when missing."""
+    # A least-privilege role owns its schema but may not create schemas, and
+    # CREATE SCHEMA IF NOT EXISTS checks that right even when the schema exists.
+    if not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema
+    ):
+        await conn.execute(f"CREATE SCHEMA {schema}")
+    await conn.execute(
+        f"""
+        CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+            version text PRIMARY KEY,
+            applied_at timestamptz NOT NULL DEFAULT now(),
+            checksum text
+        )"""
+    )
+    await conn.execute(
+        f"""
+        CREATE TABLE IF NOT EXISTS {schema}.schema_definitions (
+            file text PRIMARY KEY,
+            checksum text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )"""
+    )
+    # Tables from before checksums: ALTER only then (it locks the table exclusively).
+    if not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute"
+        " WHERE attrelid = $1::regclass AND attname = 'checksum' AND NOT attisdropped)",
+        f"{schema}.schema_migrations",
+    ):
+        await conn.execute(f"ALTER TABLE {schema}.schema_migrations ADD COLUMN checksum text")
+
+
+async def _check_recorded(
+    conn: "Connection", schema: str, folder: str, checksums: dict[str, str]
+) -> dict[str, str | None]:
+    """The applied migrations and their checksums; a file changed since it was applied raises
+    MigrationChanged, and a row from before checksums gets its file's."""
+    done: dict[str, str | None] = {
+        row["version"]: row["checksum"]
+        for row in await conn.fetch(f"SELECT version, checksum FROM {schema}.schema_migrations")
+    }
+    changed = []
+    for name, checksum in checksums.items():
+        version = name.removesuffix(".sql")
+        if version not in done:
+            continue
+        if done[version] is None:
+            await conn.execute(
+                f"UPDATE {schema}.schema_migrations SET checksum = $2 WHERE version = $1",
+                version,
+                checksum,
+            )
+            log.info("migration checksum recorded", extra={"schema": schema, "version": version})
+        elif done[version] != checksum:
+            changed.append(f"{folder}/{name}")
+    if changed:
+        raise MigrationChanged(schema, changed)
+    return done
