@@ -7,12 +7,14 @@ to protos/released_schema.txt beside the released contract."""
 
 import asyncio
 import sys
+from pathlib import Path
 
 import asyncpg
 
 from shared.db import Connection
 
 SCHEMAS = ["orders", "wallet_pool"]
+RELEASED_SCHEMA = Path(__file__).resolve().parents[1] / "protos" / "released_schema.txt"
 
 _FUNCTIONS = """
 SELECT p.oid::regprocedure::text AS signature, pg_get_functiondef(p.oid) AS definition,
@@ -87,6 +89,12 @@ async def surface(conn: Connection) -> list[str]:
         if not row["relation"].endswith((".schema_migrations", ".schema_definitions"))
     ]
     return sorted(lines)
+
+
+def released_surface() -> list[str]:
+    """The surface of the released schema, as `make contract-release` recorded it."""
+    text = RELEASED_SCHEMA.read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
 
 
 async def _print_surface() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from tests.chaos.load import CLIENT_OPTIONS, Load
 from tests.databases import DatabaseFactory
 from tests.e2e.conftest import local_only
 from tests.invariants import check_all
+from tests.schema_catalog import released_surface, surface
 
 WORKERS = 8
 SERVICES = ("wallet_pool_service", "order_service")
@@ -110,6 +112,8 @@ async def rollout(databases: DatabaseFactory, tmp_path: Path) -> AsyncIterator[R
 async def test_the_release_rolls_out_over_the_previous_one_under_load_with_no_failed_call(
     rollout: Rollout,
 ) -> None:
+    if not os.environ.get("UPGRADE_FROM"):
+        await _released_schema_is_what_the_release_migrated(rollout.env["DATABASE_URL"])
     seed = random.randrange(2**32)
     report = ChaosReport(seed, 0)
     channels = {
@@ -159,6 +163,17 @@ async def test_the_release_rolls_out_over_the_previous_one_under_load_with_no_fa
         for line in log_problems(p.logs())
     ]
     assert problems == []
+
+
+async def _released_schema_is_what_the_release_migrated(url: str) -> None:
+    """protos/released_schema.txt (what test_definitions holds every later schema to) is the
+    surface of the schema the previous release itself migrated."""
+    conn = await asyncpg.connect(url)
+    try:
+        migrated = await surface(conn)
+    finally:
+        await conn.close()
+    assert released_surface() == migrated
 
 
 async def _check_at_end(

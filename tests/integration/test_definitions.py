@@ -14,7 +14,7 @@ import pytest
 from order_service.domain import EventType, OrderStatus, WalletRelease
 from shared.db import apply_migrations, create_pool
 from tests.databases import MIGRATIONS, ROOT, DatabaseFactory
-from tests.schema_catalog import SCHEMAS, catalog, surface
+from tests.schema_catalog import SCHEMAS, catalog, released_surface, surface
 
 SQL_FOLDERS = ("wallet_pool_service.sql", "order_service.sql")
 _FUNCTION = re.compile(r"CREATE OR REPLACE FUNCTION\s+(\w+\.\w+)\s*\(([^)]*)\)")
@@ -105,19 +105,12 @@ async def test_a_database_upgraded_migration_by_migration_has_the_schema_of_one_
     assert {key for key in upgraded if upgraded[key] != from_zero[key]} == set()
 
 
-RELEASED_SCHEMA = ROOT / "protos" / "released_schema.txt"
-
-
 async def test_everything_the_released_code_can_name_in_the_database_is_still_there(
     db_pool: asyncpg.Pool,
 ) -> None:
     """Expand/contract: a function, a view or a column goes only in the release after the one
     that stopped naming it (README, Changing the schema)."""
-    released = [
-        line
-        for line in RELEASED_SCHEMA.read_text(encoding="utf-8").splitlines()
-        if line and not line.startswith("#")
-    ]
+    released = released_surface()
     assert released
     async with db_pool.acquire() as conn:
         now = set(await surface(conn))
