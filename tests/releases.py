@@ -60,3 +60,8 @@ def install(commit: str) -> Path:
     subprocess.run([*pip, "--no-deps", "--no-build-isolation", "."], cwd=source, check=True)
     (base / "ready").touch()
     return python
+
+
+if __name__ == "__main__":
+    # `make test` builds it before pytest runs, so the upgrade test's time is its own.
+    print(install(previous_release()))

@@ -109,6 +109,9 @@ async def rollout(databases: DatabaseFactory, tmp_path: Path) -> AsyncIterator[R
 
 
 @local_only
+# Building the previous release's environment, when `make previous-release` has not, takes
+# minutes: the only wait here beyond the suite's timeout.
+@pytest.mark.timeout(900)
 async def test_the_release_rolls_out_over_the_previous_one_under_load_with_no_failed_call(
     rollout: Rollout,
 ) -> None:
