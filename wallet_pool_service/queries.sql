@@ -89,9 +89,8 @@ FROM unnest($1::text[]) AS n (network)
 WHERE (SELECT true FROM wallet_pool.queue q WHERE q.network = n.network ORDER BY seq LIMIT 1)
   AND (
     SELECT true FROM wallet_pool.wallets w
-    WHERE w.network = n.network AND w.order_id IS NULL AND w.disabled_at IS NULL
-      AND (w.cooldown_until IS NULL OR w.cooldown_until <= now())
-      AND (w.reuse_height IS NULL OR w.reuse_height <= (
+    WHERE w.network = n.network
+      AND wallet_pool.claimable(w, now(), (
           SELECT m.scanned_height FROM wallet_pool.chain_watermarks m
           WHERE m.network = n.network))
     ORDER BY released_at NULLS FIRST, id

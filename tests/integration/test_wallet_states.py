@@ -1,6 +1,7 @@
-"""A wallet's state is derived in one place in SQL (the view wallet_states); the Python
-domain's Wallet.state and the claim's own conditions (tested against the clock after its
-locks, in index order) are held to it here, for a wallet in every state."""
+"""A wallet's state is derived in one place in SQL (the view wallet_states, whose AVAILABLE
+is wallet_pool.claimable, which claims and hand-offs test too); the Python domain's
+Wallet.state and what a claim really takes are held to it here, for a wallet in every
+state."""
 
 import uuid
 

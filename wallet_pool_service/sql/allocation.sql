@@ -30,9 +30,7 @@ BEGIN
         SET order_id = p_order_id, allocated_at = now()
         WHERE id = (
             SELECT id FROM wallet_pool.wallets
-            WHERE network = p_network AND order_id IS NULL AND disabled_at IS NULL
-              AND (cooldown_until IS NULL OR cooldown_until <= p_now)
-              AND (reuse_height IS NULL OR reuse_height <= scanned)
+            WHERE network = p_network AND wallet_pool.claimable(wallets, p_now, scanned)
               AND (SELECT true FROM wallet_pool.queue q WHERE q.network = p_network
                    ORDER BY seq LIMIT 1) IS NULL
             ORDER BY released_at NULLS FIRST, id

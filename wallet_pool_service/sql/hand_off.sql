@@ -19,9 +19,7 @@ BEGIN
         WHERE network = p_network
           AND (
               SELECT true FROM wallet_pool.wallets
-              WHERE network = p_network AND order_id IS NULL AND disabled_at IS NULL
-                AND (cooldown_until IS NULL OR cooldown_until <= p_now)
-                AND (reuse_height IS NULL OR reuse_height <= scanned)
+              WHERE network = p_network AND wallet_pool.claimable(wallets, p_now, scanned)
               ORDER BY released_at NULLS FIRST, id
               LIMIT 1
           )
@@ -30,9 +28,7 @@ BEGIN
         FOR UPDATE SKIP LOCKED
     ), free AS (
         SELECT id FROM wallet_pool.wallets
-        WHERE network = p_network AND order_id IS NULL AND disabled_at IS NULL
-          AND (cooldown_until IS NULL OR cooldown_until <= p_now)
-          AND (reuse_height IS NULL OR reuse_height <= scanned)
+        WHERE network = p_network AND wallet_pool.claimable(wallets, p_now, scanned)
           AND EXISTS (SELECT FROM head)
         ORDER BY released_at NULLS FIRST, id
         LIMIT 1
