@@ -12,7 +12,7 @@ DEV_LOCK := requirements-dev.lock
 SBOM ?= build/sbom.cdx.json
 IMAGE_ENV ?= build/image-env
 
-.PHONY: setup lock sbom proto contract-release run test lint unit pgbouncer chaos bench clean compose-env compose-up compose-e2e compose-down
+.PHONY: setup lock sbom proto contract-release run test lint unit pgbouncer previous-release chaos bench clean compose-env compose-up compose-e2e compose-down
 
 setup: $(GEN_STAMP) $(VENV)/bin/promtool
 
@@ -82,6 +82,7 @@ $(VENV)/bin/promtool: $(VENV)/.deps
 # Cut a release of the contract: what clients now rely on becomes the baseline for `buf breaking`.
 contract-release: $(VENV)/.deps
 	$(VENV)/bin/buf build --exclude-source-info -o $(RELEASED_CONTRACT)
+	$(PY) -m tests.schema_catalog > protos/released_schema.txt
 
 run: setup
 	$(PY) -m scripts.run_local
@@ -101,8 +102,13 @@ lint: setup
 unit: setup
 	$(PY) -m pytest tests/unit -q
 
-test: lint $(SBOM) pgbouncer
+test: lint $(SBOM) pgbouncer previous-release
 	$(PY) -m pytest -q
+
+# The previous release (the commit that cut protos/released.binpb), installed from its own lock
+# under .data/releases/ once, for the upgrade test (tests/e2e/test_upgrade.py).
+previous-release: setup
+	$(PY) -m tests.releases
 
 # PgBouncer from Debian's package, for the tests that run both services behind it; installed
 # when missing (as root: on developer machines and in CI this is root).

@@ -12,10 +12,21 @@ from pathlib import Path
 class ServiceProcess:
     """One service started with `python -m`, logging JSON lines to a file."""
 
-    def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        module: str,
+        env: dict[str, str],
+        log_path: Path,
+        python: Path | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        """`python` and `cwd`: another installation's interpreter, and a folder that does
+        not hold this checkout's packages (`-m` imports from the working directory first)."""
         self.module = module
         self.env = env
         self.log_path = log_path
+        self.python = str(python) if python else sys.executable
+        self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.metrics_port = 0
@@ -26,7 +37,11 @@ class ServiceProcess:
         with self.log_path.open("ab") as log:
             # Popen only forks; waiting for readiness below is asynchronous.
             self.process = subprocess.Popen(  # noqa: ASYNC220
-                [sys.executable, "-m", self.module], env=self.env, stdout=log, stderr=log
+                [self.python, "-m", self.module],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                cwd=self.cwd,
             )
         for _ in range(300):
             for line in self.log_path.read_bytes()[offset:].decode(errors="replace").splitlines():

@@ -215,8 +215,56 @@ def migration_checksum(text: bytes) -> str:
     return hashlib.sha256(text).hexdigest()
 
 
-async def apply_migrations(pool: asyncpg.Pool, schema: str, package: str) -> list[str]:
-    """Apply `package`'s ordered `NNN_name.sql` files not yet recorded in `schema`.
+def definitions_package(package: str) -> str | None:
+    """The package of current definitions beside a migrations package (`order_service.sql`
+    beside `order_service.migrations`), or None when there is none."""
+    parent = package.rpartition(".")[0]
+    if not parent:
+        return None
+    folder = resources.files(parent).joinpath("sql")
+    return f"{parent}.sql" if folder.is_dir() else None
+
+
+async def _apply_definitions(
+    conn: "Connection", schema: str, package: str, *, every_file: bool
+) -> list[str]:
+    """Run `package`'s `.sql` files (functions, triggers, views, each `CREATE OR REPLACE`),
+    in name order, when their checksum differs from the one recorded in
+    `schema.schema_definitions`, or all of them when `every_file` (a migration was just
+    applied, and may have replaced something they define). Returns the files run."""
+    files = sorted(
+        (entry for entry in resources.files(package).iterdir() if entry.name.endswith(".sql")),
+        key=lambda entry: entry.name,
+    )
+    done = {
+        row["file"]: row["checksum"]
+        for row in await conn.fetch(f"SELECT file, checksum FROM {schema}.schema_definitions")
+    }
+    ran = []
+    for entry in files:
+        text = entry.read_bytes()
+        checksum = migration_checksum(text)
+        if not every_file and done.get(entry.name) == checksum:
+            continue
+        await conn.execute(text.decode("utf-8"))
+        await conn.execute(
+            f"INSERT INTO {schema}.schema_definitions AS d (file, checksum) VALUES ($1, $2)"
+            " ON CONFLICT (file) DO UPDATE SET checksum = $2, applied_at = now()",
+            entry.name,
+            checksum,
+        )
+        ran.append(entry.name)
+    if ran:
+        log.info("definitions applied", extra={"schema": schema, "files": ran})
+    return ran
+
+
+async def apply_migrations(
+    pool: asyncpg.Pool, schema: str, package: str, *, definitions: str | None = ""
+) -> list[str]:
+    """Apply `package`'s ordered `NNN_name.sql` files not yet recorded in `schema`, then the
+    current definitions of its functions, triggers and views (`definitions`, by default the
+    `sql` package beside `package`; None: none).
 
     Each file runs in its own transaction together with its bookkeeping row, under a
     transaction-level advisory lock that serialises replicas starting at once (a session
@@ -227,7 +275,14 @@ async def apply_migrations(pool: asyncpg.Pool, schema: str, package: str) -> lis
     matches raises MigrationChanged. Rows from before checksums were recorded get the file's
     checksum on the first run that sees them. A recorded migration without a file (the code
     rolled back to an older release) is left alone.
+
+    The definitions run in the transaction of the last migration applied, or in one of their
+    own under the same lock: each file whose checksum changed, every file after a migration.
+    A database that has migrations this code does not know (a newer release migrated it)
+    keeps the newer release's definitions.
     """
+    if definitions == "":
+        definitions = definitions_package(package)
     files = sorted(
         (entry for entry in resources.files(package).iterdir() if entry.name.endswith(".sql")),
         key=lambda entry: entry.name,
@@ -239,58 +294,19 @@ async def apply_migrations(pool: asyncpg.Pool, schema: str, package: str) -> lis
     async with connection(pool) as conn:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
-            # A least-privilege role owns its schema but may not create schemas, and
-            # CREATE SCHEMA IF NOT EXISTS checks that right even when the schema exists.
-            if not await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema
-            ):
-                await conn.execute(f"CREATE SCHEMA {schema}")
-            await conn.execute(
-                f"""
-                CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
-                    version text PRIMARY KEY,
-                    applied_at timestamptz NOT NULL DEFAULT now(),
-                    checksum text
-                )"""
+            await _create_bookkeeping(conn, schema)
+            done = await _check_recorded(conn, schema, folder, checksums)
+        pending = [entry for entry in files if entry.name.removesuffix(".sql") not in done]
+        newer = set(done) - {entry.name.removesuffix(".sql") for entry in files}
+        if newer:
+            definitions = None
+            log.info(
+                "database migrated by a newer release; its definitions are kept",
+                extra={"schema": schema, "versions": sorted(newer)},
             )
-            # Tables from before checksums: ALTER only then (it locks the table exclusively).
-            if not await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM pg_attribute"
-                " WHERE attrelid = $1::regclass AND attname = 'checksum' AND NOT attisdropped)",
-                f"{schema}.schema_migrations",
-            ):
-                await conn.execute(
-                    f"ALTER TABLE {schema}.schema_migrations ADD COLUMN checksum text"
-                )
-            done = {
-                row["version"]: row["checksum"]
-                for row in await conn.fetch(
-                    f"SELECT version, checksum FROM {schema}.schema_migrations"
-                )
-            }
-            changed = []
-            for entry in files:
-                version = entry.name.removesuffix(".sql")
-                if version not in done:
-                    continue
-                if done[version] is None:
-                    await conn.execute(
-                        f"UPDATE {schema}.schema_migrations SET checksum = $2 WHERE version = $1",
-                        version,
-                        checksums[entry.name],
-                    )
-                    log.info(
-                        "migration checksum recorded",
-                        extra={"schema": schema, "version": version},
-                    )
-                elif done[version] != checksums[entry.name]:
-                    changed.append(f"{folder}/{entry.name}")
-            if changed:
-                raise MigrationChanged(schema, changed)
-        for entry in files:
+        defined = definitions is None
+        for entry in pending:
             version = entry.name.removesuffix(".sql")
-            if version in done:
-                continue
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
                 # Another replica may have applied it while this one waited for the lock.
@@ -308,6 +324,75 @@ async def apply_migrations(pool: asyncpg.Pool, schema: str, package: str) -> lis
                     version,
                     checksums[entry.name],
                 )
+                if definitions is not None and entry is pending[-1]:
+                    await _apply_definitions(conn, schema, definitions, every_file=True)
+                    defined = True
             applied.append(version)
             log.info("migration applied", extra={"schema": schema, "version": version})
+        if not defined:
+            assert definitions is not None
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
+                await _apply_definitions(conn, schema, definitions, every_file=bool(applied))
     return applied
+
+
+async def _create_bookkeeping(conn: "Connection", schema: str) -> None:
+    """The schema and its tables of applied migrations and definitions, when missing."""
+    # A least-privilege role owns its schema but may not create schemas, and
+    # CREATE SCHEMA IF NOT EXISTS checks that right even when the schema exists.
+    if not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema
+    ):
+        await conn.execute(f"CREATE SCHEMA {schema}")
+    await conn.execute(
+        f"""
+        CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
+            version text PRIMARY KEY,
+            applied_at timestamptz NOT NULL DEFAULT now(),
+            checksum text
+        )"""
+    )
+    await conn.execute(
+        f"""
+        CREATE TABLE IF NOT EXISTS {schema}.schema_definitions (
+            file text PRIMARY KEY,
+            checksum text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )"""
+    )
+    # Tables from before checksums: ALTER only then (it locks the table exclusively).
+    if not await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute"
+        " WHERE attrelid = $1::regclass AND attname = 'checksum' AND NOT attisdropped)",
+        f"{schema}.schema_migrations",
+    ):
+        await conn.execute(f"ALTER TABLE {schema}.schema_migrations ADD COLUMN checksum text")
+
+
+async def _check_recorded(
+    conn: "Connection", schema: str, folder: str, checksums: dict[str, str]
+) -> dict[str, str | None]:
+    """The applied migrations and their checksums; a file changed since it was applied raises
+    MigrationChanged, and a row from before checksums gets its file's."""
+    done: dict[str, str | None] = {
+        row["version"]: row["checksum"]
+        for row in await conn.fetch(f"SELECT version, checksum FROM {schema}.schema_migrations")
+    }
+    changed = []
+    for name, checksum in checksums.items():
+        version = name.removesuffix(".sql")
+        if version not in done:
+            continue
+        if done[version] is None:
+            await conn.execute(
+                f"UPDATE {schema}.schema_migrations SET checksum = $2 WHERE version = $1",
+                version,
+                checksum,
+            )
+            log.info("migration checksum recorded", extra={"schema": schema, "version": version})
+        elif done[version] != checksum:
+            changed.append(f"{folder}/{name}")
+    if changed:
+        raise MigrationChanged(schema, changed)
+    return done

@@ -22,14 +22,11 @@ SELECT count(*) FROM wallet_pool.wallets WHERE network = $1
 -- Cooling: held back by the cooldown or by the watermark (held_by_watermark counts the latter).
 SELECT network,
        count(*) AS total,
-       count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NULL
-                        AND NOT cooling_down AND NOT held_by_watermark) AS available,
-       count(*) FILTER (WHERE order_id IS NOT NULL) AS allocated,
-       count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NOT NULL) AS disabled,
-       count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NULL
-                        AND (cooling_down OR held_by_watermark)) AS cooling,
-       count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NULL
-                        AND held_by_watermark) AS held_by_watermark
+       count(*) FILTER (WHERE state = 'AVAILABLE') AS available,
+       count(*) FILTER (WHERE state = 'ALLOCATED') AS allocated,
+       count(*) FILTER (WHERE state = 'DISABLED') AS disabled,
+       count(*) FILTER (WHERE state = 'COOLING') AS cooling,
+       count(*) FILTER (WHERE state = 'COOLING' AND held_by_watermark) AS held_by_watermark
 FROM wallet_pool.wallet_states
 WHERE $1 = '' OR network = $1
 GROUP BY network
@@ -92,9 +89,8 @@ FROM unnest($1::text[]) AS n (network)
 WHERE (SELECT true FROM wallet_pool.queue q WHERE q.network = n.network ORDER BY seq LIMIT 1)
   AND (
     SELECT true FROM wallet_pool.wallets w
-    WHERE w.network = n.network AND w.order_id IS NULL AND w.disabled_at IS NULL
-      AND (w.cooldown_until IS NULL OR w.cooldown_until <= now())
-      AND (w.reuse_height IS NULL OR w.reuse_height <= (
+    WHERE w.network = n.network
+      AND wallet_pool.claimable(w, now(), (
           SELECT m.scanned_height FROM wallet_pool.chain_watermarks m
           WHERE m.network = n.network))
     ORDER BY released_at NULLS FIRST, id
@@ -118,15 +114,7 @@ RETURNING *, coalesce(cooldown_until > now(), false) AS cooling_down,
 -- Keyset pagination on id; $2: '' (any), 'AVAILABLE', 'ALLOCATED', 'DISABLED' or 'COOLING'.
 SELECT * FROM wallet_pool.wallet_states
 WHERE ($1 = '' OR network = $1)
-  AND (
-    $2 = ''
-    OR ($2 = 'AVAILABLE' AND order_id IS NULL AND disabled_at IS NULL
-        AND NOT cooling_down AND NOT held_by_watermark)
-    OR ($2 = 'ALLOCATED' AND order_id IS NOT NULL)
-    OR ($2 = 'DISABLED' AND order_id IS NULL AND disabled_at IS NOT NULL)
-    OR ($2 = 'COOLING' AND order_id IS NULL AND disabled_at IS NULL
-        AND (cooling_down OR held_by_watermark))
-  )
+  AND ($2 = '' OR state = $2)
   AND id > $3
 ORDER BY id
 LIMIT $4

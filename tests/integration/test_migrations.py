@@ -56,6 +56,7 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "orders.deposits",
             "orders.deposit_cursor",
             "orders.schema_migrations",
+            "orders.schema_definitions",
             "wallet_pool.wallets",
             "wallet_pool.queue",
             "wallet_pool.queue_blocks",
@@ -65,6 +66,7 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "wallet_pool.deposits",
             "wallet_pool.wallet_states",
             "wallet_pool.schema_migrations",
+            "wallet_pool.schema_definitions",
         }
         assert await apply_migrations(pools[0], "orders", "order_service.migrations") == []
     finally:

@@ -1,0 +1,113 @@
+"""The runner applies a service's current definitions (its sql/ folder) after the migrations:
+recorded with a checksum, skipped while unchanged, in the transaction of the last migration,
+and never over the definitions of a newer release."""
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.db import apply_migrations, create_pool
+from tests.databases import DatabaseFactory
+
+SCHEMA = "definitions_test"
+
+
+def _answer(value: int) -> str:
+    return (
+        f"CREATE OR REPLACE FUNCTION {SCHEMA}.answer() RETURNS integer"
+        f" LANGUAGE sql AS $$ SELECT {value} $$;\n"
+    )
+
+
+@pytest.fixture
+def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
+    """A service package with migrations/ and sql/, importable: (migrations package, root)."""
+    name = f"service_{uuid.uuid4().hex[:8]}"
+    root = tmp_path / name
+    for folder in (root, root / "migrations", root / "sql"):
+        folder.mkdir()
+        (folder / "__init__.py").write_text("")
+    (root / "migrations" / "001_things.sql").write_text(
+        f"CREATE TABLE {SCHEMA}.things (id bigint);\n"
+    )
+    (root / "sql" / "answer.sql").write_text(_answer(1))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return f"{name}.migrations", root
+
+
+@pytest.fixture
+async def pool(databases: DatabaseFactory) -> AsyncIterator[asyncpg.Pool]:
+    created = await create_pool(await databases.create(migrated=False), min_size=1, max_size=2)
+    yield created
+    await created.close()
+
+
+async def _answer_now(pool: asyncpg.Pool) -> int:
+    return int(await pool.fetchval(f"SELECT {SCHEMA}.answer()"))
+
+
+async def test_definitions_are_applied_after_the_migrations_and_recorded_with_a_checksum(
+    pool: asyncpg.Pool, service: tuple[str, Path]
+) -> None:
+    package, _ = service
+    assert await apply_migrations(pool, SCHEMA, package) == ["001_things"]
+    assert await _answer_now(pool) == 1
+    row = await pool.fetchrow(f"SELECT file, checksum FROM {SCHEMA}.schema_definitions")
+    assert row is not None
+    assert row["file"] == "answer.sql" and len(row["checksum"]) == 64
+
+
+async def test_an_unchanged_definitions_file_is_not_run_again_and_a_changed_one_is(
+    pool: asyncpg.Pool, service: tuple[str, Path]
+) -> None:
+    package, root = service
+    await apply_migrations(pool, SCHEMA, package)
+    # Changed behind the runner's back: a start with the same file leaves it so.
+    await pool.execute(_answer(7))
+    assert await apply_migrations(pool, SCHEMA, package) == []
+    assert await _answer_now(pool) == 7
+
+    (root / "sql" / "answer.sql").write_text(_answer(2))
+    await apply_migrations(pool, SCHEMA, package)
+    assert await _answer_now(pool) == 2
+
+
+async def test_every_definitions_file_runs_again_after_a_new_migration(
+    pool: asyncpg.Pool, service: tuple[str, Path]
+) -> None:
+    """A migration may replace what a definitions file defines: the file has the last word."""
+    package, root = service
+    await apply_migrations(pool, SCHEMA, package)
+    (root / "migrations" / "002_more.sql").write_text(_answer(9))
+    assert await apply_migrations(pool, SCHEMA, package) == ["002_more"]
+    assert await _answer_now(pool) == 1
+
+
+async def test_a_failing_definition_undoes_the_migration_it_came_with(
+    pool: asyncpg.Pool, service: tuple[str, Path]
+) -> None:
+    package, root = service
+    (root / "sql" / "answer.sql").write_text("CREATE OR REPLACE FUNCTION broken(;\n")
+    with pytest.raises(asyncpg.PostgresSyntaxError):
+        await apply_migrations(pool, SCHEMA, package)
+    assert await pool.fetchval(f"SELECT to_regclass('{SCHEMA}.things')") is None
+    assert await pool.fetchval(f"SELECT count(*) FROM {SCHEMA}.schema_migrations") == 0
+
+
+async def test_an_older_release_leaves_the_definitions_of_a_newer_one_in_place(
+    pool: asyncpg.Pool, service: tuple[str, Path]
+) -> None:
+    """A replica of the previous release restarting during a rollout, after the new release
+    migrated the database, does not put its own definitions back."""
+    package, root = service
+    (root / "migrations" / "002_more.sql").write_text(f"SELECT 1 FROM {SCHEMA}.things;\n")
+    (root / "sql" / "answer.sql").write_text(_answer(2))
+    await apply_migrations(pool, SCHEMA, package)  # the new release
+
+    (root / "migrations" / "002_more.sql").unlink()  # the old one
+    (root / "sql" / "answer.sql").write_text(_answer(1))
+    assert await apply_migrations(pool, SCHEMA, package) == []
+    assert await _answer_now(pool) == 2
