@@ -81,7 +81,13 @@ BEGIN
     )
     SELECT count(*), array_agg(order_id::text) INTO numbered, changed FROM numbered_events;
     IF numbered > 0 THEN
-        UPDATE orders.event_log SET last_sequence = last + numbered;
+        -- With no synchronous standby configured there is nothing to wait for: what it
+        -- numbers is shown at once (one commit per run). Otherwise orders.confirm_events
+        -- shows it once the standby has it.
+        UPDATE orders.event_log SET last_sequence = last + numbered,
+            confirmed_through = CASE
+                WHEN current_setting('synchronous_standby_names') = '' THEN last + numbered
+                ELSE confirmed_through END;
     END IF;
     changed := ARRAY(SELECT DISTINCT unnest(coalesce(changed, '{}') || coalesce(p_announce, '{}')));
     IF cardinality(changed) > 0 THEN
@@ -102,6 +108,38 @@ $$;
 CREATE OR REPLACE FUNCTION orders.sequence_events(p_batch integer) RETURNS integer
 LANGUAGE sql AS $$
 SELECT orders.sequence_events(p_batch, NULL::text[])
+$$;
+
+-- Shows what is numbered (confirmed_through := last_sequence) once a synchronous standby has
+-- flushed the WAL past it, and announces the new end on 'order_events' ('<sequence>': log
+-- watchers look again). Returns how many numbered events are still not shown (0: all are).
+-- The standby's position is read from pg_stat_replication, which shows it to superusers and
+-- members of pg_read_all_stats only (deploy/postgres/roles.sql grants it).
+CREATE OR REPLACE FUNCTION orders.confirm_events() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    numbered bigint;
+    confirmed bigint;
+    flushed pg_lsn;
+BEGIN
+    SELECT last_sequence, confirmed_through INTO numbered, confirmed FROM orders.event_log;
+    IF confirmed >= numbered THEN
+        RETURN 0;
+    END IF;
+    -- Read after the statement above: past the commit of every numbering that it saw.
+    flushed := pg_current_wal_flush_lsn();
+    IF current_setting('synchronous_standby_names') <> '' AND NOT EXISTS (
+        SELECT 1 FROM pg_stat_replication
+        WHERE sync_state IN ('sync', 'quorum') AND flush_lsn >= flushed
+    ) THEN
+        RETURN numbered - confirmed;
+    END IF;
+    UPDATE orders.event_log SET confirmed_through = numbered WHERE confirmed_through < numbered;
+    IF FOUND THEN
+        PERFORM pg_notify('order_events', numbered::text);
+    END IF;
+    RETURN 0;
+END
 $$;
 
 -- Deletes numbered events older than p_cutoff from the head of the log (at most p_batch),
