@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
 
-from bench import sqlfloor
+from bench import sqlfloor, trace
 from bench.handoff import hand_off
 from bench.harness import Run, errors_of, join_notes, load, summary
 from bench.loadgen import CYCLE, LIFECYCLE, LoadJob, LoadResult
@@ -37,13 +36,12 @@ LIFE = "2 lifecycle: create, processing, completed"
 CONNECTIONS = "6 db connections"
 
 
-def _drift(measured: float, statements: Sequence[sqlfloor.Statement]) -> str:
+def _drift(measured: float, script: sqlfloor.Script) -> str:
     """A warning when the services commit a different number of transactions per operation
-    than the floor's script (the background loops add a little): the script may be stale."""
-    expected = sqlfloor.commits(statements)
-    if abs(measured - expected) <= 0.6:
+    than the floor's script, traced from them (the background loops add a little)."""
+    if abs(measured - script.commits) <= 0.6:
         return ""
-    return f"service commits {measured:.1f}/op, SQL floor {expected}: floor script stale?"
+    return f"service commits {measured:.1f}/op, SQL floor {script.commits}: floor script stale?"
 
 
 def _pool_size(variable: str) -> int:
@@ -51,7 +49,7 @@ def _pool_size(variable: str) -> int:
 
 
 async def _pgbench(
-    run: Run, url: str, script: Sequence[sqlfloor.Statement], clients: int
+    run: Run, url: str, script: sqlfloor.Script, clients: int
 ) -> tuple[sqlfloor.PgbenchResult, dict[str, float]]:
     """pgbench with CPU sampled, and `claim_misses`: script runs whose claim came back
     empty (every run claims once)."""
@@ -63,7 +61,7 @@ async def _pgbench(
     before = await pool_counters(url)
     result, cpu = await asyncio.gather(
         sqlfloor.run_pgbench(
-            url, script, clients, settings.warmup_seconds, settings.duration_seconds
+            url, script.text, clients, settings.warmup_seconds, settings.duration_seconds
         ),
         meter.measure(start, end),
     )
@@ -82,12 +80,26 @@ def _pg_summary(result: sqlfloor.PgbenchResult) -> dict[str, Any]:
     }
 
 
-async def _commits_since(url: str, before: int, load_ended: float) -> int:
+async def _commits_since(url: str, before: int, load_ended: float) -> tuple[int, float]:
     """Commits since `before`, read once every backend has reported its counters: an idle
     backend reports within 10 s (PGSTAT_IDLE_INTERVAL), so this waits until 11 s after the
     load (the floors, measured meanwhile on other databases, usually cover that)."""
     await asyncio.sleep(max(0.0, load_ended + 11.0 - time.monotonic()))
-    return await commits(url) - before
+    return await commits(url) - before, time.monotonic()
+
+
+async def _floor_scripts(run: Run, url: str) -> dict[str, sqlfloor.Script]:
+    """The floors' pgbench scripts, from a trace of the services at each load's concurrency."""
+    settings, jobs = run.settings, {}
+    if "claim" in settings.scenarios:
+        jobs[CYCLE] = max(settings.claim_concurrency)
+    if "lifecycle" in settings.scenarios:
+        jobs[LIFECYCLE] = settings.lifecycle_concurrency
+    if not jobs:
+        return {}
+    print(f"tracing the services' SQL for the floor: {', '.join(jobs)}", flush=True)
+    traces = await trace.capture(run.server, url, run.work_dir / "trace", jobs, 300)
+    return {w: await sqlfloor.Script.build(url, t) for w, t in traces.items()}
 
 
 # --- 1, 2, 3 and 6: one stack with a pool of 10,000 wallets --------------------------------
@@ -99,6 +111,7 @@ async def api_scenarios(run: Run) -> None:
     floor_database = await run.server.database()
     for url in (database, floor_database):
         await add_wallets(url, "ETH", 1, settings.claim_pool_size)
+    scripts = await _floor_scripts(run, floor_database)
     stack = await start_services(database, run.work_dir / "api")
     try:
         await asyncio.sleep(1.0)  # background loops' first round
@@ -109,9 +122,9 @@ async def api_scenarios(run: Run) -> None:
             await conn.close()
         run.details["connections_idle"] = idle
         if "claim" in settings.scenarios:
-            await claim(run, stack, database, floor_database, idle)
+            await claim(run, stack, database, (floor_database, scripts[CYCLE]), idle)
         if "lifecycle" in settings.scenarios:
-            await lifecycle(run, stack, database, floor_database, idle)
+            await lifecycle(run, stack, database, (floor_database, scripts[LIFECYCLE]), idle)
         if "handoff" in settings.scenarios:
             await hand_off(run, stack, database)
     finally:
@@ -161,7 +174,7 @@ class FloorPoint:
     commits_per_op: float
     drift: str
     queued: int
-    statements: Sequence[sqlfloor.Statement]
+    script: sqlfloor.Script
 
     def latency(self, kind: str) -> Latency:
         return Latency.of(self.real.latencies.get(kind, []))
@@ -206,7 +219,7 @@ class FloorPoint:
             "ceiling": round(self.limit, 2),
             "ratio": round(self.ratio, 4),
             "commits_per_operation": round(self.commits_per_op, 2),
-            "floor_commits_per_operation": sqlfloor.commits(self.statements),
+            "floor_commits_per_operation": self.script.commits,
             "orders_queued_beside_free_wallets": self.queued,
             "pgbench_empty_claims": self.pg_misses,
             "cpu_cores": {
@@ -224,8 +237,9 @@ async def _against_floors(
     job: LoadJob,
     database: str,
     floor_database: str,
-    statements: Sequence[sqlfloor.Statement],
+    script: sqlfloor.Script,
 ) -> FloorPoint:
+    started = time.monotonic()
     commits_before, counters_before = await commits(database), await pool_counters(database)
     real, samples = await load(run, job, pids_of(stack), database)
     load_ended = time.monotonic()
@@ -237,8 +251,11 @@ async def _against_floors(
         {"noop_server": [run.noop.process.pid]},
         None,
     )
-    pg, pg_cpu = await _pgbench(run, floor_database, statements, job.concurrency)
-    commits_per_op = await _commits_since(database, commits_before, load_ended) / max(1, real.total)
+    pg, pg_cpu = await _pgbench(run, floor_database, script, job.concurrency)
+    committed, ended = await _commits_since(database, commits_before, load_ended)
+    # Less what the background loops committed meanwhile, at their rate at rest.
+    committed -= round(script.background * (ended - started))
+    commits_per_op = committed / max(1, real.total)
     return FloorPoint(
         real=real,
         samples=samples,
@@ -249,20 +266,19 @@ async def _against_floors(
         pg_misses=int(pg_cpu.pop("claim_misses")),
         limit=ceiling(noop.throughput, pg.tps),
         commits_per_op=commits_per_op,
-        drift=_drift(commits_per_op, statements),
+        drift=_drift(commits_per_op, script),
         queued=queued,
-        statements=statements,
+        script=script,
     )
 
 
-def _sql_details(statements: Sequence[sqlfloor.Statement]) -> dict[str, Any]:
-    return {
-        "sql_statements_per_operation": len(statements),
-        "pgbench_script": sqlfloor.render(statements),
-    }
+def _sql_details(script: sqlfloor.Script) -> dict[str, Any]:
+    return {"sql_per_operation": script.per_operation, "pgbench_script": script.text}
 
 
-async def claim(run: Run, stack: LocalStack, database: str, floor_database: str, idle: Any) -> None:
+async def claim(
+    run: Run, stack: LocalStack, database: str, floor: tuple[str, sqlfloor.Script], idle: Any
+) -> None:
     settings = run.settings
     print(f"{CLAIM} over {settings.claim_pool_size:,} wallets", flush=True)
     points: list[dict[str, Any]] = []
@@ -275,9 +291,7 @@ async def claim(run: Run, stack: LocalStack, database: str, floor_database: str,
             settings.duration_seconds,
             "ETH",
         )
-        point = await _against_floors(
-            run, stack, job, database, floor_database, sqlfloor.CLAIM_CYCLE
-        )
+        point = await _against_floors(run, stack, job, database, *floor)
         latency = point.latency(CYCLE)
         run.add(
             Row(
@@ -296,7 +310,7 @@ async def claim(run: Run, stack: LocalStack, database: str, floor_database: str,
         points.append({"concurrency": concurrency, **point.details()})
     run.details["claim"] = {
         "pool_size": settings.claim_pool_size,
-        **_sql_details(sqlfloor.CLAIM_CYCLE),
+        **_sql_details(floor[1]),
         "points": points,
     }
     # The best concurrency is where the system does the most, not where the ratio is kindest.
@@ -318,7 +332,7 @@ async def claim(run: Run, stack: LocalStack, database: str, floor_database: str,
 
 
 async def lifecycle(
-    run: Run, stack: LocalStack, database: str, floor_database: str, idle: Any
+    run: Run, stack: LocalStack, database: str, floor: tuple[str, sqlfloor.Script], idle: Any
 ) -> None:
     settings = run.settings
     concurrency = settings.lifecycle_concurrency
@@ -331,7 +345,7 @@ async def lifecycle(
         settings.duration_seconds,
         "ETH",
     )
-    point = await _against_floors(run, stack, job, database, floor_database, sqlfloor.LIFECYCLE)
+    point = await _against_floors(run, stack, job, database, *floor)
     latency = point.latency(LIFECYCLE)
     run.add(
         Row(
@@ -385,7 +399,7 @@ async def lifecycle(
         "noop_relayed": summary(relayed),
         "cpu_cores_noop_relayed": relayed_samples.get("cpu"),
         "ceiling_relayed": round(relayed_limit, 2),
-        **_sql_details(sqlfloor.LIFECYCLE),
+        **_sql_details(floor[1]),
     }
     if point.samples.get("connections") is not None:
         _connection_rows(run, "lifecycle", concurrency, point.samples["connections"], idle)
