@@ -16,9 +16,8 @@ from typing import Any
 import asyncpg
 import grpc
 
-from bench.harness import Run, errors_of, join_notes, summary, together
+from bench.harness import Run, baseline_row, in_turn
 from bench.loadgen import CYCLE, LoadJob, LoadResult, Window, run_load
-from bench.report import Row
 from bench.stack import add_wallets, pids_of, start_services, target_of
 from bench.stats import Latency
 from bench.system import CpuMeter
@@ -143,64 +142,36 @@ async def deposit_reports(run: Run) -> None:
         await stack.close()
         await run.server.drop(database)
 
-    without, with_reports = together(alone), together(reported)
-    ratio = with_reports.throughput / without.throughput if without.throughput else 0.0
-    pair_ratios = [
-        w.throughput / a.throughput if a.throughput else 0.0
-        for a, w in zip(alone, reported, strict=True)
-    ]
     expected = settings.deposit_pairs * _REPORTS * _PER_REPORT
     lost = expected - reporter.recorded
-    cycle, alone_cycle = _cycle(with_reports), _cycle(without)
     report_latency = Latency.of(reporter.latencies)
-    run.add(
-        Row(
-            scenario=f"{DEPOSITS}: claim cycle while {_REPORTS * _PER_REPORT:,} deposits are "
-            f"reported in batches of {_PER_REPORT}",
-            concurrency=str(_CONCURRENCY),
-            throughput=with_reports.throughput,
-            p50=cycle.p50,
-            p99=cycle.p99,
-            baseline=f"without {without.throughput:,.0f}/s",
-            ratio=ratio,
-            target=f">= {_THROUGHPUT_TARGET:.2f} x without",
-            met=ratio >= _THROUGHPUT_TARGET and not lost and not with_reports.errors,
-            note=join_notes(
-                f"{len(pair_ratios)} pairs of windows, each "
-                + " / ".join(f"{r:.2f}" for r in pair_ratios),
-                f"report p50 {report_latency.p50:.1f} ms p99 {report_latency.p99:.1f} ms",
-                f"{lost} deposits not recorded" if lost else "",
-                f"reports failed: {', '.join(reporter.failed)}" if reporter.failed else "",
-                errors_of(with_reports),
-            ),
-        )
+    with_reports = in_turn(
+        run,
+        f"{DEPOSITS}: claim cycle while {_REPORTS * _PER_REPORT:,} deposits are reported in "
+        f"batches of {_PER_REPORT}",
+        _CONCURRENCY,
+        CYCLE,
+        (alone, reported),
+        "without",
+        _THROUGHPUT_TARGET,
+        (
+            f"report p50 {report_latency.p50:.1f} ms p99 {report_latency.p99:.1f} ms",
+            f"{lost} deposits not recorded" if lost else "",
+            f"reports failed: {', '.join(reporter.failed)}" if reporter.failed else "",
+        ),
+        ok=not lost,
     )
-    run.add(
-        Row(
-            scenario="  claim cycle without reports, windows in turn with the above",
-            concurrency=str(_CONCURRENCY),
-            throughput=without.throughput,
-            p50=alone_cycle.p50,
-            p99=alone_cycle.p99,
-            note=errors_of(without),
-        )
-    )
+    label = "  claim cycle without reports, windows in turn with the above"
     run.details["deposits"] = {
         "reports_per_window": _REPORTS,
         "deposits_per_report": _PER_REPORT,
         "concurrency": _CONCURRENCY,
         "pairs": settings.deposit_pairs,
-        "without": summary(without),
-        "with": summary(with_reports),
-        "ratio": round(ratio, 4),
-        "pair_ratios": [round(r, 4) for r in pair_ratios],
+        "without": baseline_row(run, label, _CONCURRENCY, CYCLE, alone),
+        "with": with_reports,
         "recorded": reporter.recorded,
         "expected": expected,
         "report_latency_ms": report_latency.to_json(),
         "cpu_cores": {"without": cpu["without"][0], "with": cpu["with"][0]},
         "cpu_cores_windows": cpu,
     }
-
-
-def _cycle(result: LoadResult) -> Latency:
-    return Latency.of(result.latencies.get(CYCLE, []))

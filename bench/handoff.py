@@ -4,7 +4,6 @@ rounds one after another; this process sets the stack up and turns the rounds in
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import random
 import statistics
 import time
@@ -15,7 +14,7 @@ from typing import Any
 import grpc
 
 from bench.harness import Run
-from bench.loadgen import Client, Target, receive
+from bench.loadgen import Client, Target, join, receive, spawn
 from bench.report import Row
 from bench.stack import add_wallets, pids_of, service_settings, target_of
 from bench.stats import Latency
@@ -44,7 +43,7 @@ POLL, WATCH = "poll", "watch"
 Stream = grpc.aio.UnaryStreamCall[order_pb.WatchOrderRequest, order_pb.WatchOrderResponse]
 
 
-async def _hand_off_rounds(job: HandOffJob) -> dict[str, Any]:
+async def _hand_off_rounds(job: HandOffJob, conn: Connection) -> dict[str, Any]:
     """Rounds of two kinds in turn, `job.rounds` of each. Each completes the oldest holder
     while the head of the queue, as its customer would, learns its address over a channel
     of its own: by polling GetOrder from the moment COMPLETED is sent, or on a WatchOrder
@@ -157,31 +156,15 @@ async def _hand_off_rounds(job: HandOffJob) -> dict[str, Any]:
         await customer.close()
 
 
-def _hand_off_process(job: HandOffJob, conn: Connection) -> None:
-    try:
-        result = asyncio.run(_hand_off_rounds(job))
-    except BaseException as exc:
-        conn.send({"failure": repr(exc)})
-        raise
-    conn.send(result)
-
-
 async def run_hand_off(job: HandOffJob) -> dict[str, Any]:
-    context = multiprocessing.get_context("spawn")
-    parent_end, child_end = context.Pipe()
-    child = context.Process(target=_hand_off_process, args=(job, child_end), daemon=True)
-    child.start()
+    process, pipe = spawn(_hand_off_rounds, job)
     try:
-        result: dict[str, Any] = await receive(
-            parent_end, 60 + 2 * job.rounds * (job.timeout_seconds + 1)
+        answer: dict[str, Any] = await receive(
+            pipe, 60 + 2 * job.rounds * (job.timeout_seconds + 1)
         )
     finally:
-        await asyncio.to_thread(child.join, 10)
-        if child.is_alive():
-            child.kill()
-    if "failure" in result:
-        raise RuntimeError(f"hand-off probe failed: {result['failure']}")
-    return result
+        await join(process)
+    return answer
 
 
 async def hand_off(run: Run, stack: LocalStack, database: str) -> None:

@@ -114,3 +114,73 @@ def together(results: list[LoadResult]) -> LoadResult:
 
 def lifecycle_latency(result: LoadResult) -> Latency:
     return Latency.of(result.latencies.get(LIFECYCLE, []))
+
+
+def _ratio(result: LoadResult, base: LoadResult) -> float:
+    return result.throughput / base.throughput if base.throughput else 0.0
+
+
+def in_turn(
+    run: Run,
+    scenario: str,
+    concurrency: int,
+    kind: str,
+    windows: tuple[list[LoadResult], list[LoadResult]],
+    versus: str,
+    target: float | None,
+    notes: tuple[str, ...] = (),
+    ok: bool = True,
+) -> dict[str, Any]:
+    """Windows of one load taken in turn, without something (the baseline) and with it: a row
+    for those with it against those without (and whether `target` x the baseline is met);
+    their details."""
+    base, tried = together(windows[0]), together(windows[1])
+    each = [_ratio(t, b) for b, t in zip(*windows, strict=True)]
+    latency = Latency.of(tried.latencies.get(kind, []))
+    met = None
+    if target is not None:
+        met = _ratio(tried, base) >= target and ok and not tried.errors and not base.errors
+    run.add(
+        Row(
+            scenario,
+            str(concurrency),
+            throughput=tried.throughput,
+            p50=latency.p50,
+            p99=latency.p99,
+            baseline=f"{versus} {base.throughput:,.0f}/s",
+            ratio=_ratio(tried, base),
+            target="" if target is None else f">= {target:.2f} x {versus}",
+            met=met,
+            note=join_notes(
+                f"{len(each)} in turn, each " + " / ".join(f"{r:.2f}" for r in each),
+                *notes,
+                errors_of(tried),
+            ),
+        )
+    )
+    return {
+        **summary(tried),
+        "ratio": round(_ratio(tried, base), 4),
+        "window_ratios": [round(r, 4) for r in each],
+        "windows": [summary(r) for r in windows[1]],
+    }
+
+
+def baseline_row(
+    run: Run, scenario: str, concurrency: int, kind: str, windows: list[LoadResult]
+) -> dict[str, Any]:
+    """The row of the baseline's windows (taken in turn with those `in_turn` compares)."""
+    base = together(windows)
+    latency = Latency.of(base.latencies.get(kind, []))
+    note = errors_of(base)
+    run.add(
+        Row(
+            scenario,
+            str(concurrency),
+            throughput=base.throughput,
+            p50=latency.p50,
+            p99=latency.p99,
+            note=note,
+        )
+    )
+    return {**summary(base), "windows": [summary(r) for r in windows]}

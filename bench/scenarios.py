@@ -98,7 +98,8 @@ async def _floor_scripts(run: Run, url: str) -> dict[str, sqlfloor.Script]:
     if not jobs:
         return {}
     print(f"tracing the services' SQL for the floor: {', '.join(jobs)}", flush=True)
-    traces = await trace.capture(run.server, url, run.work_dir / "trace", jobs, 300)
+    processes = settings.client_processes
+    traces = await trace.capture(run.server, url, run.work_dir / "trace", jobs, processes)
     return {w: await sqlfloor.Script.build(url, t) for w, t in traces.items()}
 
 

@@ -1,10 +1,11 @@
 """The SQL the services send per operation, as PostgreSQL logs it: the source of the SQL floor.
 
-`capture` starts both services on a database with `log_statement = 'all'`, makes operations
-(AllocateWallet+ReleaseWallet cycles, or order lifecycles) at the given concurrency, then
-lets them rest as long: a statement's count per operation is its count while operating less
-its count at rest (the background loops). Each operation's order id and wallet address are
-known from its answers, so its statements' parameters can be told apart from constants.
+`capture` starts both services on a database with `log_statement = 'all'`, makes 300
+operations (AllocateWallet+ReleaseWallet cycles, or order lifecycles) from the load
+generator at the given concurrency, then lets them rest as long: a statement's count per
+operation is its count while operating less its count at rest (the background loops). Each
+operation's order id and wallet address are read from the pool's assignments afterwards, so
+its statements' parameters can be told apart from constants.
 It reads the embedded server's log file, so not with DATABASE_URL.
 
 `python -m bench.trace` prints what the services send today, as the floor replays it.
@@ -16,7 +17,6 @@ import asyncio
 import os
 import re
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +24,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from bench.loadgen import CYCLE, Client, Target
+from bench.loadgen import CYCLE, LoadJob, Target, run_load
 from bench.stack import TOKENS, BenchServer, start_services
-from exchange.order.v1 import order_service_pb2 as order_pb
-from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as pool_pb
 from tests.databases import ROOT
 
 _HEADER = re.compile(r"^\S+ \S+ \S+ \[(\d+)\] (LOG|DETAIL):  (.*)$")
@@ -47,11 +45,12 @@ class Trace:
     busy: list[Entry]  # logged while operating
     rest: list[Entry]  # logged while resting as long
     seconds: float  # how long each
+    count: int  # operations made
 
     def per_operation(self) -> dict[str, float]:
         """Each statement's count per operation, beyond what the background loops send."""
         busy, rest = Counter(e.sql for e in self.busy), Counter(e.sql for e in self.rest)
-        ops = max(1, len(self.operations))
+        ops = max(1, self.count)
         return {sql: (n - rest[sql]) / ops for sql, n in busy.items() if n > rest[sql]}
 
 
@@ -98,65 +97,54 @@ async def _set_logging(server: BenchServer, database: str, on: bool) -> None:
         await admin.close()
 
 
-async def _operate(client: Client, workload: str) -> tuple[str, str]:
-    """One operation; its order id and the wallet address it got."""
-    if workload == CYCLE:
-        order_id = str(uuid.uuid4())
-        allocated = await client.pool.AllocateWallet(
-            pool_pb.AllocateWalletRequest(order_id=order_id, network="ETH"),
-            metadata=client.service,
-        )
-        await client.pool.ReleaseWallet(
-            pool_pb.ReleaseWalletRequest(order_id=order_id, address=allocated.address),
-            metadata=client.service,
-        )
-        return order_id, allocated.address
-    order = await client.create_order("ETH")
-    for status in (order_pb.ORDER_STATUS_PROCESSING, order_pb.ORDER_STATUS_COMPLETED):
-        await client.set_status(order.id, status)
-    return order.id, order.wallet_address
-
-
 def _size(log: Path) -> int:
     return log.stat().st_size
 
 
-async def _traced(client: Client, log: Path, workload: str, concurrency: int, ops: int) -> Trace:
-    done: dict[str, str] = {}
-    slots = asyncio.Semaphore(concurrency)
+async def _assignments(url: str) -> dict[str, str]:
+    """Order id -> address of each wallet assigned so far (the operations' own: the
+    database is the trace's)."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT order_id::text, address FROM wallet_pool.assignments")
+    finally:
+        await conn.close()
+    return {r["order_id"]: r["address"] for r in rows}
 
-    async def one() -> None:
-        async with slots:
-            order_id, address = await _operate(client, workload)
-            done[order_id] = address
 
+async def _traced(url: str, log: Path, job: LoadJob, processes: int) -> Trace:
+    known = await _assignments(url)
     offset, started = _size(log), time.monotonic()
-    await asyncio.gather(*(one() for _ in range(ops)))
+    result = await run_load(job, processes)
     seconds = time.monotonic() - started
     await asyncio.sleep(0.5)  # what the operations set off (the sequencer's runs)
     middle = _size(log)
     await asyncio.sleep(seconds)
     data = await asyncio.to_thread(log.read_bytes)
-    busy, rest = (data[offset:middle], data[middle:])
-    busy_entries, rest_entries = (parse_log(b.decode(errors="replace")) for b in (busy, rest))
-    return Trace(done, busy_entries, rest_entries, seconds)
+    operations = {k: v for k, v in (await _assignments(url)).items() if k not in known}
+    busy, rest = (
+        parse_log(b.decode(errors="replace")) for b in (data[offset:middle], data[middle:])
+    )
+    return Trace(operations, busy, rest, seconds, result.total)
 
 
 async def capture(
-    server: BenchServer, database: str, log_dir: Path, jobs: dict[str, int], operations: int
+    server: BenchServer, database: str, log_dir: Path, jobs: dict[str, int], processes: int
 ) -> dict[str, Trace]:
-    """A trace per workload of `jobs` (workload -> concurrency), `operations` each, on
-    `database` (its wallets put in already); the database logs nothing afterwards."""
+    """A trace per workload of `jobs` (workload -> concurrency), 300 operations each from the
+    load generator's processes, on `database` (its wallets put in already); the database
+    logs nothing afterwards."""
     log = log_file()
     await _set_logging(server, database, True)
     stack = await start_services(database, log_dir)
-    client = Client(Target(stack.order_addr, stack.pool_addr, TOKENS))
     try:
-        await client.ready()
         await asyncio.sleep(1.0)  # the background loops' first round
-        return {w: await _traced(client, log, w, c, operations) for w, c in jobs.items()}
+        target = Target(stack.order_addr, stack.pool_addr, TOKENS)
+        return {
+            w: await _traced(database, log, LoadJob(w, target, c, total_ops=300), processes)
+            for w, c in jobs.items()
+        }
     finally:
-        await client.close()
         await stack.close()
         await _set_logging(server, database, False)
 
@@ -171,7 +159,7 @@ async def _main() -> None:
         database = await server.database()
         await add_wallets(database, "ETH", 1, 1000)
         jobs = {CYCLE: 8, LIFECYCLE: 8}
-        traces = await capture(server, database, Path("/tmp/bench-trace"), jobs, 100)
+        traces = await capture(server, database, Path("/tmp/bench-trace"), jobs, 2)
         for workload, trace in traces.items():
             script = await sqlfloor.Script.build(database, trace)
             print(f"\n{workload}: {script.commits:.2f} statements per operation")

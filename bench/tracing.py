@@ -8,17 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bench.harness import (
-    Run,
-    errors_of,
-    join_notes,
-    lifecycle_latency,
-    load,
-    summary,
-    together,
-)
+from bench.harness import Run, baseline_row, in_turn, load
 from bench.loadgen import LIFECYCLE, LoadJob, LoadResult
-from bench.report import Row
 from bench.stack import add_wallets, pids_of, start_services, target_of
 from tests.e2e.otlp import OtlpReceiver
 
@@ -76,65 +67,29 @@ async def tracing_cost(run: Run) -> None:
         for database in databases:
             await run.server.drop(database)
 
-    without = together(results["off"])
-    off_life = lifecycle_latency(without)
     # CPU is steadier than throughput on a shared machine: what each lifecycle cost the two
     # services, summed over the windows.
     cost = {name: _service_cpu_ms(results[name], cpu[name]) for name in arms}
     details: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds}
     for name, title in (("all", "every call traced"), ("sampled", "one call in ten traced")):
-        traced = together(results[name])
-        ratio = traced.throughput / without.throughput if without.throughput else 0.0
-        round_ratios = [
-            t.throughput / w.throughput if w.throughput else 0.0
-            for w, t in zip(results["off"], results[name], strict=True)
-        ]
-        life = lifecycle_latency(traced)
-        sampled = name == "sampled"
-        run.add(
-            Row(
-                scenario=f"{TRACING}: lifecycle, {title}",
-                concurrency=str(concurrency),
-                throughput=traced.throughput,
-                p50=life.p50,
-                p99=life.p99,
-                baseline=f"tracing off {without.throughput:,.0f}/s",
-                ratio=ratio,
-                target=f">= {_SAMPLED_TARGET:.2f} x off" if sampled else "",
-                met=(ratio >= _SAMPLED_TARGET and not traced.errors and not without.errors)
-                if sampled
-                else None,
-                note=join_notes(
-                    f"{len(round_ratios)} rounds, each "
-                    + " / ".join(f"{r:.2f}" for r in round_ratios),
-                    f"{sum(spans[name]) / len(spans[name]):.1f} spans per lifecycle"
-                    if spans[name]
-                    else "",
-                    f"services' CPU {cost[name]:.2f} ms per lifecycle (off {cost['off']:.2f})",
-                    errors_of(traced),
-                ),
-            )
+        per = (
+            f"{sum(spans[name]) / len(spans[name]):.1f} spans per lifecycle" if spans[name] else ""
         )
-        details[name] = {
-            **summary(traced),
-            "ratio": round(ratio, 4),
-            "round_ratios": [round(r, 4) for r in round_ratios],
-            "spans_per_lifecycle": [round(s, 2) for s in spans[name]],
-            "windows": [summary(r) for r in results[name]],
-        }
-    run.add(
-        Row(
-            scenario="  lifecycle with tracing off, windows in turn with the above",
-            concurrency=str(concurrency),
-            throughput=without.throughput,
-            p50=off_life.p50,
-            p99=off_life.p99,
-            note=errors_of(without),
+        details[name] = in_turn(
+            run,
+            f"{TRACING}: lifecycle, {title}",
+            concurrency,
+            LIFECYCLE,
+            (results["off"], results[name]),
+            "tracing off",
+            _SAMPLED_TARGET if name == "sampled" else None,
+            (per, f"services' CPU {cost[name]:.2f} ms per lifecycle (off {cost['off']:.2f})"),
         )
-    )
+        details[name]["spans_per_lifecycle"] = [round(s, 2) for s in spans[name]]
+    label = "  lifecycle with tracing off, windows in turn with the above"
     run.details["tracing"] = {
         **details,
-        "off": {**summary(without), "windows": [summary(r) for r in results["off"]]},
+        "off": baseline_row(run, label, concurrency, LIFECYCLE, results["off"]),
         "services_cpu_ms_per_lifecycle": {name: round(ms, 3) for name, ms in cost.items()},
         "cpu_cores_windows": cpu,
     }
