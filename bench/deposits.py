@@ -13,12 +13,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import grpc
 
 from bench.harness import Run, baseline_row, in_turn
 from bench.loadgen import CYCLE, LoadJob, LoadResult, Window, run_load
-from bench.stack import add_wallets, pids_of, start_services, target_of
+from bench.stack import add_wallets, connected, pids_of, start_services, target_of
 from bench.stats import Latency
 from bench.system import CpuMeter
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
@@ -86,13 +85,10 @@ class Reporter:
 
 
 async def _addresses(url: str, count: int) -> list[str]:
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         rows = await conn.fetch(
             "SELECT address FROM wallet_pool.wallets ORDER BY random() LIMIT $1", count
         )
-    finally:
-        await conn.close()
     return [r["address"] for r in rows]
 
 

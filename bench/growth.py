@@ -12,7 +12,14 @@ import asyncpg
 from bench.harness import Run, errors_of, summary
 from bench.loadgen import CYCLE, LoadJob, LoadResult, run_load
 from bench.report import Row
-from bench.stack import add_queued_orders, add_wallets, clear_queue, start_services, target_of
+from bench.stack import (
+    add_queued_orders,
+    add_wallets,
+    clear_queue,
+    connected,
+    start_services,
+    target_of,
+)
 from bench.stats import Latency
 from shared.sql import load_queries
 
@@ -37,8 +44,7 @@ _BACKGROUND_QUERIES: dict[str, tuple[str, tuple[tuple[Any, ...], ...]]] = {
 async def _background_query_ms(url: str) -> dict[str, float]:
     queries = load_queries("wallet_pool_service")
     timings: dict[str, float] = {}
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         for label, (name, candidates) in _BACKGROUND_QUERIES.items():
             for args in candidates:
                 samples = []
@@ -51,19 +57,14 @@ async def _background_query_ms(url: str) -> dict[str, float]:
                     continue  # another signature of the query
                 timings[label] = round(statistics.median(samples), 3)
                 break
-    finally:
-        await conn.close()
     return timings
 
 
 async def _wallet_count(url: str, network: str) -> int:
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         count: int = await conn.fetchval(
             "SELECT count(*) FROM wallet_pool.wallets WHERE network = $1", network
         )
-    finally:
-        await conn.close()
     return count
 
 

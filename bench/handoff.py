@@ -13,9 +13,8 @@ from typing import Any
 
 import grpc
 
-from bench.harness import Run
+from bench.harness import Run, timed
 from bench.loadgen import Client, Target, join, receive, spawn
-from bench.report import Row
 from bench.stack import add_wallets, pids_of, service_settings, target_of
 from bench.stats import Latency
 from bench.system import CpuMeter
@@ -196,60 +195,35 @@ async def hand_off(run: Run, stack: LocalStack, database: str) -> None:
     cpu["other"] = round(max(0.0, cpu["other"] - cpu["load_generator"]), 3)
     polled, watched = (Latency.of(result["from_sent"][kind]) for kind in (POLL, WATCH))
     poll = Latency.of(result["get_order"])
-    first_message = Latency.of(result["watch_first_message"])
     timeouts = result["timeouts"]
     get_order = f"GetOrder p50 {poll.p50:.2f} / p99 {poll.p99:.2f} ms"
-    target = "p50 <= 5 ms, p99 <= 25 ms"
     # From sending COMPLETED over-counts a little: the order is COMPLETED when its
     # transaction commits, a client round trip after the send.
-    run.add(
-        Row(
-            scenario=f"{HAND_OFF}: COMPLETED sent -> waiting order's GetOrder shows address",
-            concurrency="1",
-            p50=polled.p50,
-            p99=polled.p99,
-            baseline=get_order,
-            ratio=polled.p50 / poll.p50 if poll.p50 else None,
-            target=target,
-            met=polled.p50 <= 5.0 and polled.p99 <= 25.0 and not timeouts[POLL],
-            note=f"{timeouts[POLL]} timeouts" if timeouts[POLL] else "",
-        )
-    )
-    run.add(
-        Row(
-            scenario=f"{HAND_OFF}: COMPLETED sent -> address on waiting order's WatchOrder",
-            concurrency="1",
-            p50=watched.p50,
-            p99=watched.p99,
-            baseline=f"polling p50 {polled.p50:.2f} / p99 {polled.p99:.2f} ms",
-            ratio=watched.p50 / polled.p50 if polled.p50 else None,
-            target=target,
-            met=watched.p50 <= 5.0 and watched.p99 <= 25.0 and not timeouts[WATCH],
-            note=f"{timeouts[WATCH]} timeouts" if timeouts[WATCH] else "",
-        )
-    )
-    calls = {kind: Latency.of(result["completed_call"][kind]) for kind in (POLL, WATCH)}
-    for kind, label in ((POLL, "polling"), (WATCH, "watching")):
+    for kind, latency, shows, versus, base in (
+        (POLL, polled, "waiting order's GetOrder shows address", get_order, poll),
+        (WATCH, watched, "address on waiting order's WatchOrder", _versus(polled), polled),
+    ):
         run.add(
-            Row(
-                scenario=f"  call: UpdateOrderStatus COMPLETED, {label} rounds",
-                concurrency="1",
-                p50=calls[kind].p50,
-                p99=calls[kind].p99,
-                baseline=get_order,
-                ratio=calls[kind].p50 / poll.p50 if poll.p50 else None,
+            timed(
+                f"{HAND_OFF}: COMPLETED sent -> {shows}",
+                1,
+                latency,
+                baseline=versus,
+                ratio=latency.p50 / base.p50 if base.p50 else None,
+                target="p50 <= 5 ms, p99 <= 25 ms",
+                met=latency.p50 <= 5.0 and latency.p99 <= 25.0 and not timeouts[kind],
+                note=f"{timeouts[kind]} timeouts" if timeouts[kind] else "",
             )
         )
-    run.add(
-        Row(
-            scenario="  call: WatchOrder opened -> its first message (the order now)",
-            concurrency="1",
-            p50=first_message.p50,
-            p99=first_message.p99,
-            baseline=get_order,
-            ratio=first_message.p50 / poll.p50 if poll.p50 else None,
-        )
-    )
+    calls = {kind: Latency.of(result["completed_call"][kind]) for kind in (POLL, WATCH)}
+    first_message = Latency.of(result["watch_first_message"])
+    for label, latency in (
+        ("UpdateOrderStatus COMPLETED, polling rounds", calls[POLL]),
+        ("UpdateOrderStatus COMPLETED, watching rounds", calls[WATCH]),
+        ("WatchOrder opened -> its first message (the order now)", first_message),
+    ):
+        ratio = latency.p50 / poll.p50 if poll.p50 else None
+        run.add(timed(f"  call: {label}", 1, latency, baseline=get_order, ratio=ratio))
     run.details["hand_off"] = {
         "wallets": holders,
         "queue_length": settings.handoff_queue_length,
@@ -269,3 +243,7 @@ async def hand_off(run: Run, stack: LocalStack, database: str) -> None:
         "watch_timeouts": timeouts[WATCH],
         "cpu_cores": cpu,
     }
+
+
+def _versus(polled: Latency) -> str:
+    return f"polling p50 {polled.p50:.2f} / p99 {polled.p99:.2f} ms"

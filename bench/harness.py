@@ -47,6 +47,11 @@ def _brief(row: Row) -> str:
     return ", ".join(parts)
 
 
+def timed(scenario: str, concurrency: int, latency: Latency, **fields: Any) -> Row:
+    """A row of a latency's p50 and p99 (ms)."""
+    return Row(scenario, str(concurrency), p50=latency.p50, p99=latency.p99, **fields)
+
+
 def errors_of(result: LoadResult) -> str:
     if not result.errors:
         return ""
@@ -141,12 +146,11 @@ def in_turn(
     if target is not None:
         met = _ratio(tried, base) >= target and ok and not tried.errors and not base.errors
     run.add(
-        Row(
+        timed(
             scenario,
-            str(concurrency),
+            concurrency,
+            latency,
             throughput=tried.throughput,
-            p50=latency.p50,
-            p99=latency.p99,
             baseline=f"{versus} {base.throughput:,.0f}/s",
             ratio=_ratio(tried, base),
             target="" if target is None else f">= {target:.2f} x {versus}",

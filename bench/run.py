@@ -15,14 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 
 from bench import deposits, growth, memory, scenarios, sqlfloor, tracing, watch
 from bench.harness import Run
 from bench.report import draw_chart, table, write_json
 from bench.settings import SCENARIOS, BenchSettings
-from bench.stack import BenchServer, service_settings, start_noop
+from bench.stack import BenchServer, connected, service_settings, start_noop
 from bench.system import postmaster_pid
 from scripts.processes import stop_all
 from shared.config import ConfigError
@@ -41,12 +40,9 @@ def _git(*args: str) -> str:
 
 
 async def _environment(server: BenchServer) -> dict[str, Any]:
-    conn = await asyncpg.connect(server.factory.server_url)
-    try:
+    async with connected(server.factory.server_url) as conn:
         names = ("server_version", "max_connections", "shared_buffers", "fsync")
         postgres = {n: await conn.fetchval(f"SHOW {n}") for n in (*names, "synchronous_commit")}
-    finally:
-        await conn.close()
     pgbench = await asyncio.to_thread(_git, str(sqlfloor.pgbench_path()), "--version")
     return {
         "cpus": os.cpu_count(),

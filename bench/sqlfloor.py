@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
+from bench.stack import connected
 from bench.trace import Entry, Trace
 
 # A fresh order id per script run: the client id and a random 62-bit number, as a uuid.
@@ -40,6 +39,7 @@ class Script:
     commits: float  # transactions per operation: every statement is its own
     per_operation: dict[str, float]
     background: float  # statements a second the services sent at rest
+    traced_commits: float  # per operation while traced, as the database counted them
 
     @classmethod
     async def build(cls, url: str, trace: Trace) -> Script:
@@ -48,8 +48,7 @@ class Script:
             raise RuntimeError("the trace has no statement sent per operation")
         examples = _examples(trace, counts)
         lines = ["\\set r random(1, 4611686018427387903)"]
-        conn = await asyncpg.connect(url)
-        try:
+        async with connected(url) as conn:
             for n, (sql, sent) in enumerate(examples.items()):
                 rendered = [await _render(conn, e, trace.operations) for e in sent]
                 lines += [rendered[i % len(rendered)] for i in range(int(counts[sql]))]
@@ -57,10 +56,9 @@ class Script:
                 if part:
                     lines += [f"\\set u{n} random(1, 100)", f"\\if :u{n} <= {part}"]
                     lines += [rendered[-1], "\\endif"]
-        finally:
-            await conn.close()
-        commits, background = round(sum(counts.values()), 2), len(trace.rest) / trace.seconds
-        return cls("\n".join(lines) + "\n", commits, counts, round(background, 2))
+        commits, background = round(sum(counts.values()), 2), round(trace.background, 2)
+        text = "\n".join(lines) + "\n"
+        return cls(text, commits, counts, background, round(trace.commits, 2))
 
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

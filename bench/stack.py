@@ -5,7 +5,9 @@ tests.e2e.stack (both services as processes on free ports) and scripts.processes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -33,6 +35,16 @@ SERVICE_DEFAULTS = {
     "RELEASE_RETRY_MAX_BACKOFF_SECONDS": "10",
     "WALLET_POOL_TIMEOUT_SECONDS": "2",
 }
+
+
+@contextlib.asynccontextmanager
+async def connected(url: str) -> AsyncIterator[asyncpg.Connection[Any]]:
+    """A connection of the harness's own, closed after use."""
+    conn = await asyncpg.connect(url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def with_application_name(url: str, name: str) -> str:
@@ -109,15 +121,12 @@ class BenchServer:
 
 async def _drop_leftovers(server_url: str) -> None:
     """Databases an interrupted run left on the benchmark's own embedded server."""
-    conn = await asyncpg.connect(server_url)
-    try:
+    async with connected(server_url) as conn:
         names = await conn.fetch(
             "SELECT datname FROM pg_database WHERE datname LIKE 'exchange\\_test\\_%'"
         )
         for row in names:
             await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def start_services(
@@ -195,8 +204,7 @@ def made_up_address(network: str, n: int) -> str:
 async def add_wallets(url: str, network: str, first: int, count: int) -> None:
     """Wallets `made_up_address(network, n)` for n in [first, first + count), put in with SQL
     (ETH's are made by the statement itself, for pools of millions)."""
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         if network == "ETH":
             await conn.execute(
                 """
@@ -218,14 +226,11 @@ async def add_wallets(url: str, network: str, first: int, count: int) -> None:
             )
         # Vacuumed as well, as autovacuum would have done by the time a pool grew this big.
         await conn.execute("VACUUM ANALYZE wallet_pool.wallets")
-    finally:
-        await conn.close()
 
 
 async def add_queued_orders(url: str, network: str, count: int) -> None:
     """Orders waiting in `network`'s queue (the pool has no wallet of that network)."""
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         await conn.execute(
             """
             INSERT INTO wallet_pool.queue (order_id, network)
@@ -237,28 +242,20 @@ async def add_queued_orders(url: str, network: str, count: int) -> None:
         # Vacuumed as well (the queue and the per-block counts the trigger churned through),
         # as autovacuum would have done by the time a queue grew this long.
         await conn.execute("VACUUM ANALYZE wallet_pool.queue, wallet_pool.queue_blocks")
-    finally:
-        await conn.close()
 
 
 async def clear_queue(url: str, network: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         await conn.execute("DELETE FROM wallet_pool.queue WHERE network = $1", network)
         await conn.execute("VACUUM ANALYZE wallet_pool.queue")
-    finally:
-        await conn.close()
 
 
 async def pool_counters(url: str) -> dict[str, int]:
     """Claims made so far (assignment rows, hand-offs included) and orders ever queued
     (the queue's identity sequence)."""
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         assignments: int = await conn.fetchval("SELECT count(*) FROM wallet_pool.assignments")
         queued: int = await conn.fetchval(
             "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM wallet_pool.queue_seq_seq"
         )
-    finally:
-        await conn.close()
     return {"assignments": assignments, "queued": queued}

@@ -2,8 +2,10 @@
 
 `capture` starts both services on a database with `log_statement = 'all'`, makes 300
 operations (AllocateWallet+ReleaseWallet cycles, or order lifecycles) from the load
-generator at the given concurrency, then lets them rest as long: a statement's count per
-operation is its count while operating less its count at rest (the background loops). Each
+generator at the given concurrency, then lets them rest as long (11 s at least): a
+statement's count per operation is its count while operating less its count at rest (the
+background loops). The transactions the database counts meanwhile (`xact_commit`, less the
+background's) are what the measured load's are checked against. Each
 operation's order id and wallet address are read from the pool's assignments afterwards, so
 its statements' parameters can be told apart from constants.
 It reads the embedded server's log file, so not with DATABASE_URL.
@@ -22,10 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import asyncpg
-
 from bench.loadgen import CYCLE, LoadJob, Target, run_load
-from bench.stack import TOKENS, BenchServer, start_services
+from bench.stack import TOKENS, BenchServer, connected, start_services
+from bench.system import commits
 from tests.databases import ROOT
 
 _HEADER = re.compile(r"^\S+ \S+ \S+ \[(\d+)\] (LOG|DETAIL):  (.*)$")
@@ -43,15 +44,22 @@ class Entry:
 class Trace:
     operations: dict[str, str]  # order id -> the wallet address it got
     busy: list[Entry]  # logged while operating
-    rest: list[Entry]  # logged while resting as long
-    seconds: float  # how long each
+    rest: list[Entry]  # logged while resting afterwards
+    seconds: tuple[float, float]  # how long each
     count: int  # operations made
+    commits: float  # per operation, as pg_stat_database counts them, less the background's
+
+    @property
+    def background(self) -> float:
+        """Statements a second the services send at rest."""
+        return len(self.rest) / self.seconds[1]
 
     def per_operation(self) -> dict[str, float]:
         """Each statement's count per operation, beyond what the background loops send."""
         busy, rest = Counter(e.sql for e in self.busy), Counter(e.sql for e in self.rest)
-        ops = max(1, self.count)
-        return {sql: (n - rest[sql]) / ops for sql, n in busy.items() if n > rest[sql]}
+        scale = self.seconds[0] / self.seconds[1]
+        counts = {sql: n - rest[sql] * scale for sql, n in busy.items()}
+        return {sql: n / max(1, self.count) for sql, n in counts.items() if n > 0}
 
 
 def parse_log(text: str) -> list[Entry]:
@@ -90,11 +98,8 @@ def log_file() -> Path:
 async def _set_logging(server: BenchServer, database: str, on: bool) -> None:
     name = urlsplit(database).path.lstrip("/")
     setting = "SET log_statement = 'all'" if on else "RESET log_statement"
-    admin = await asyncpg.connect(server.factory.server_url)
-    try:
+    async with connected(server.factory.server_url) as admin:
         await admin.execute(f'ALTER DATABASE "{name}" {setting}')
-    finally:
-        await admin.close()
 
 
 def _size(log: Path) -> int:
@@ -104,28 +109,30 @@ def _size(log: Path) -> int:
 async def _assignments(url: str) -> dict[str, str]:
     """Order id -> address of each wallet assigned so far (the operations' own: the
     database is the trace's)."""
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         rows = await conn.fetch("SELECT order_id::text, address FROM wallet_pool.assignments")
-    finally:
-        await conn.close()
     return {r["order_id"]: r["address"] for r in rows}
 
 
 async def _traced(url: str, log: Path, job: LoadJob, processes: int) -> Trace:
-    known = await _assignments(url)
+    known, committed = await _assignments(url), await commits(url)
     offset, started = _size(log), time.monotonic()
     result = await run_load(job, processes)
-    seconds = time.monotonic() - started
     await asyncio.sleep(0.5)  # what the operations set off (the sequencer's runs)
-    middle = _size(log)
-    await asyncio.sleep(seconds)
+    middle, ended = _size(log), time.monotonic()
+    # At rest as long at least, and until every backend has reported its commits (an idle
+    # one within 10 s).
+    await asyncio.sleep(max(ended - started, 11.0))
     data = await asyncio.to_thread(log.read_bytes)
+    committed = await commits(url) - committed
+    seconds = (ended - started, time.monotonic() - ended)
     operations = {k: v for k, v in (await _assignments(url)).items() if k not in known}
     busy, rest = (
         parse_log(b.decode(errors="replace")) for b in (data[offset:middle], data[middle:])
     )
-    return Trace(operations, busy, rest, seconds, result.total)
+    background = len(rest) / seconds[1] * sum(seconds)
+    per_op = (committed - background) / max(1, result.total)
+    return Trace(operations, busy, rest, seconds, result.total, per_op)
 
 
 async def capture(
