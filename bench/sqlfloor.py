@@ -38,7 +38,7 @@ class Script:
     text: str
     commits: float  # transactions per operation: every statement is its own
     per_operation: dict[str, float]
-    background: float  # statements a second the services sent at rest
+    background: float  # transactions a second the services committed at rest
     traced_commits: float  # per operation while traced, as the database counted them
 
     @classmethod

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import unittest.mock
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -93,15 +94,8 @@ class BenchServer:
         if embedded is not None:
             await _drop_leftovers(server_url)
         # The factory creates its databases on DATABASE_URL's server when that is set.
-        previous = os.environ.get("DATABASE_URL")
-        os.environ["DATABASE_URL"] = server_url
-        try:
+        with unittest.mock.patch.dict(os.environ, {"DATABASE_URL": server_url}):
             factory = DatabaseFactory()
-        finally:
-            if previous is None:
-                del os.environ["DATABASE_URL"]
-            else:
-                os.environ["DATABASE_URL"] = previous
         await factory.create_template()
         return cls(factory, embedded, lock)
 
@@ -228,26 +222,27 @@ async def add_wallets(url: str, network: str, first: int, count: int) -> None:
         await conn.execute("VACUUM ANALYZE wallet_pool.wallets")
 
 
-async def add_queued_orders(url: str, network: str, count: int) -> None:
-    """Orders waiting in `network`'s queue (the pool has no wallet of that network)."""
+async def execute(url: str, *statements: str | tuple[Any, ...]) -> None:
+    """Statements (each SQL, or SQL and its arguments) one after another on one connection."""
     async with connected(url) as conn:
-        await conn.execute(
-            """
-            INSERT INTO wallet_pool.queue (order_id, network)
-            SELECT gen_random_uuid(), $1 FROM generate_series(1, $2::bigint)
-            """,
-            network,
-            count,
-        )
-        # Vacuumed as well (the queue and the per-block counts the trigger churned through),
-        # as autovacuum would have done by the time a queue grew this long.
-        await conn.execute("VACUUM ANALYZE wallet_pool.queue, wallet_pool.queue_blocks")
+        for statement in statements:
+            sql, *args = (statement,) if isinstance(statement, str) else statement
+            await conn.execute(sql, *args)
+
+
+async def add_queued_orders(url: str, network: str, count: int) -> None:
+    """Orders waiting in `network`'s queue (the pool has no wallet of that network),
+    vacuumed as well (the queue and the per-block counts the trigger churned through), as
+    autovacuum would have done by the time a queue grew this long."""
+    insert = "INSERT INTO wallet_pool.queue (order_id, network) "
+    insert += "SELECT gen_random_uuid(), $1 FROM generate_series(1, $2::bigint)"
+    vacuum = "VACUUM ANALYZE wallet_pool.queue, wallet_pool.queue_blocks"
+    await execute(url, (insert, network, count), vacuum)
 
 
 async def clear_queue(url: str, network: str) -> None:
-    async with connected(url) as conn:
-        await conn.execute("DELETE FROM wallet_pool.queue WHERE network = $1", network)
-        await conn.execute("VACUUM ANALYZE wallet_pool.queue")
+    delete = ("DELETE FROM wallet_pool.queue WHERE network = $1", network)
+    await execute(url, delete, "VACUUM ANALYZE wallet_pool.queue")
 
 
 async def pool_counters(url: str) -> dict[str, int]:

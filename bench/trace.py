@@ -36,6 +36,7 @@ _PARAM = re.compile(r"\$\d+ = (NULL|'(?:[^']|'')*')")
 
 @dataclass
 class Entry:
+    pid: str
     sql: str
     params: list[str | None] = field(default_factory=list)
 
@@ -51,8 +52,18 @@ class Trace:
 
     @property
     def background(self) -> float:
-        """Statements a second the services send at rest."""
-        return len(self.rest) / self.seconds[1]
+        """Transactions a second the services commit at rest: a statement on its own, or a
+        block from BEGIN to COMMIT."""
+        blocks: set[str] = set()
+        transactions = 0
+        for entry in self.rest:
+            keyword = entry.sql.strip().rstrip(";").upper()
+            transactions += entry.pid not in blocks and keyword != "ROLLBACK"
+            if keyword in ("BEGIN", "START TRANSACTION"):
+                blocks.add(entry.pid)
+            elif keyword in ("COMMIT", "ROLLBACK", "END"):
+                blocks.discard(entry.pid)
+        return transactions / self.seconds[1]
 
     def per_operation(self) -> dict[str, float]:
         """Each statement's count per operation, beyond what the background loops send."""
@@ -79,7 +90,7 @@ def parse_log(text: str) -> list[Entry]:
         pid, kind, message = header.groups()
         statement = _STATEMENT.match(message)
         if kind == "LOG" and statement:
-            current = last[pid] = Entry(statement.group(1))
+            current = last[pid] = Entry(pid, statement.group(1))
             entries.append(current)
         elif kind == "DETAIL" and message.startswith("parameters:") and pid in last:
             last[pid].params = [
@@ -130,9 +141,9 @@ async def _traced(url: str, log: Path, job: LoadJob, processes: int) -> Trace:
     busy, rest = (
         parse_log(b.decode(errors="replace")) for b in (data[offset:middle], data[middle:])
     )
-    background = len(rest) / seconds[1] * sum(seconds)
-    per_op = (committed - background) / max(1, result.total)
-    return Trace(operations, busy, rest, seconds, result.total, per_op)
+    traced = Trace(operations, busy, rest, seconds, result.total, 0.0)
+    traced.commits = (committed - traced.background * sum(seconds)) / max(1, result.total)
+    return traced
 
 
 async def capture(
