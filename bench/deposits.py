@@ -16,8 +16,8 @@ from typing import Any
 import grpc
 
 from bench.harness import Run, baseline_row, in_turn
-from bench.loadgen import CYCLE, LoadJob, LoadResult, Window, run_load
-from bench.stack import add_wallets, connected, pids_of, start_services, target_of
+from bench.loadgen import CYCLE, LoadResult, Window, run_load
+from bench.stack import add_wallets, connected, pids_of, start_services
 from bench.stats import Latency
 from bench.system import CpuMeter
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
@@ -105,14 +105,7 @@ async def deposit_reports(run: Run) -> None:
     await add_wallets(database, "ETH", 1, settings.claim_pool_size)
     stack = await start_services(database, run.work_dir / "deposits")
     reporter = Reporter(stack.pool_addr, await _addresses(database, 2_000))
-    job = LoadJob(
-        CYCLE,
-        target_of(stack),
-        _CONCURRENCY,
-        settings.warmup_seconds,
-        settings.duration_seconds,
-        "ETH",
-    )
+    job = run.job(CYCLE, stack, _CONCURRENCY)
     groups = pids_of(stack)
     meter = CpuMeter(groups=groups, postmaster=run.postmaster)
     alone: list[LoadResult] = []

@@ -11,14 +11,13 @@ from typing import Any
 import asyncpg
 
 from bench.harness import Run, errors_of, summary, timed
-from bench.loadgen import CYCLE, LoadJob, run_load
+from bench.loadgen import CYCLE, run_load
 from bench.stack import (
     add_queued_orders,
     add_wallets,
     clear_queue,
     connected,
     start_services,
-    target_of,
 )
 from bench.stats import Latency
 from shared.sql import load_queries
@@ -79,10 +78,7 @@ async def growth(run: Run) -> None:
     base: list[Latency] = []
 
     async def measure(label: str, network: str = "ETH", background: bool = True) -> None:
-        job = LoadJob(
-            CYCLE, target_of(stack), 1, settings.warmup_seconds, settings.duration_seconds, network
-        )
-        result = await run_load(job, 1)
+        result = await run_load(run.job(CYCLE, stack, 1, network), 1)
         latency = Latency.of(result.latencies.get("allocate", []))
         base.append(base[0] if base else latency)
         ratio = latency.p50 / base[0].p50 if base[0].p50 else 0.0

@@ -11,10 +11,11 @@ from typing import Any
 from bench.loadgen import LIFECYCLE, LoadJob, LoadResult, Window, run_load
 from bench.report import Row
 from bench.settings import BenchSettings
-from bench.stack import BenchServer
+from bench.stack import BenchServer, target_of
 from bench.stats import Latency
 from bench.system import CpuMeter, sample_connections
 from scripts.processes import ServiceProcess
+from tests.e2e.stack import LocalStack
 
 
 @dataclass
@@ -28,6 +29,13 @@ class Run:
     postmaster: int | None
     rows: list[Row] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+
+    def job(
+        self, workload: str, stack: LocalStack, concurrency: int, network: str = "ETH"
+    ) -> LoadJob:
+        """A load of `workload` on `stack` in the run's windows."""
+        windows = (self.settings.warmup_seconds, self.settings.duration_seconds)
+        return LoadJob(workload, target_of(stack), concurrency, *windows, network)
 
     def add(self, row: Row) -> None:
         self.rows.append(row)

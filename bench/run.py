@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,15 @@ from scripts.processes import stop_all
 from shared.config import ConfigError
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# The scenarios, in the order they run, each with the names that select it.
+_STEPS: tuple[tuple[str, Callable[[Run], Awaitable[None]]], ...] = (
+    ("claim lifecycle handoff", scenarios.api_scenarios),
+    ("growth", growth.growth),
+    ("memory", memory.memory),
+    ("watch", watch.watchers),
+    ("tracing", tracing.tracing_cost),
+    ("deposits", deposits.deposit_reports),
+)
 
 
 def _git(*args: str) -> str:
@@ -128,26 +138,11 @@ async def bench(settings: BenchSettings) -> int:
         environment = await _environment(server)
         noop = await start_noop(work_dir)
         relay = await start_noop(work_dir, relay_to=noop)
-        run = Run(
-            settings=settings,
-            server=server,
-            work_dir=work_dir,
-            noop=noop,
-            noop_relay=relay,
-            postmaster=await postmaster_pid(server.factory.server_url),
-        )
-        if {"claim", "lifecycle", "handoff"} & set(settings.scenarios):
-            await scenarios.api_scenarios(run)
-        if "growth" in settings.scenarios:
-            await growth.growth(run)
-        if "memory" in settings.scenarios:
-            await memory.memory(run)
-        if "watch" in settings.scenarios:
-            await watch.watchers(run)
-        if "tracing" in settings.scenarios:
-            await tracing.tracing_cost(run)
-        if "deposits" in settings.scenarios:
-            await deposits.deposit_reports(run)
+        postmaster = await postmaster_pid(server.factory.server_url)
+        run = Run(settings, server, work_dir, noop, relay, postmaster)
+        for names, step in _STEPS:
+            if set(names.split()) & set(settings.scenarios):
+                await step(run)
     except Exception:
         failed = True
         raise

@@ -24,7 +24,6 @@ from bench.stack import (
     pids_of,
     pool_counters,
     start_services,
-    target_of,
 )
 from bench.stats import Latency, ceiling
 from bench.system import CpuMeter, commits, connection_counts
@@ -211,13 +210,6 @@ def _sql_details(script: sqlfloor.Script) -> dict[str, Any]:
     return {"sql_per_operation": script.per_operation, "pgbench_script": script.text}
 
 
-def _job(run: Run, stack: LocalStack, workload: str, concurrency: int) -> LoadJob:
-    settings = run.settings
-    return LoadJob(
-        workload, target_of(stack), concurrency, settings.warmup_seconds, settings.duration_seconds
-    )
-
-
 def _floor_row(scenario: str, conc: int, point: dict[str, Any], latency: Latency) -> Row:
     return timed(
         scenario,
@@ -236,7 +228,7 @@ async def claim(
     print(f"{CLAIM} over {settings.claim_pool_size:,} wallets", flush=True)
     points: list[dict[str, Any]] = []
     for conc in settings.claim_concurrency:
-        job = _job(run, stack, CYCLE, conc)
+        job = run.job(CYCLE, stack, conc)
         point, note, real, _, floor_rows = await _against_floors(run, stack, job, database, floor)
         row = _floor_row(CLAIM, conc, point, Latency.of(real.latencies.get(CYCLE, [])))
         for each in (replace(row, target="0.7 x C at best conc.", note=note), *floor_rows):
@@ -273,7 +265,7 @@ async def lifecycle(
 ) -> None:
     conc = run.settings.lifecycle_concurrency
     print(f"{LIFE} at concurrency {conc}", flush=True)
-    job = _job(run, stack, LIFECYCLE, conc)
+    job = run.job(LIFECYCLE, stack, conc)
     point, note, real, noop, floor_rows = await _against_floors(run, stack, job, database, floor)
     latency = Latency.of(real.latencies.get(LIFECYCLE, []))
     met = point["ratio"] >= 0.65 and latency.p99 <= 50.0 and not real.errors

@@ -9,8 +9,8 @@ import asyncio
 from typing import Any
 
 from bench.harness import Run, baseline_row, in_turn, load
-from bench.loadgen import LIFECYCLE, LoadJob, LoadResult
-from bench.stack import add_wallets, pids_of, start_services, target_of
+from bench.loadgen import LIFECYCLE, LoadResult
+from bench.stack import add_wallets, pids_of, start_services
 from tests.e2e.otlp import OtlpReceiver
 
 TRACING = "8 tracing"
@@ -44,14 +44,7 @@ async def tracing_cost(run: Run) -> None:
         await asyncio.sleep(1.0)  # background loops' first round
         for _ in range(rounds):
             for name, stack in stacks.items():
-                job = LoadJob(
-                    LIFECYCLE,
-                    target_of(stack),
-                    concurrency,
-                    settings.warmup_seconds,
-                    settings.duration_seconds,
-                    "ETH",
-                )
+                job = run.job(LIFECYCLE, stack, concurrency)
                 before = receiver.received
                 result, samples = await load(run, job, pids_of(stack), None)
                 results[name].append(result)

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from bench.harness import Run, baseline_row, in_turn, load
-from bench.loadgen import LIFECYCLE, Client, LoadJob, LoadResult, Target, join, receive, spawn
+from bench.loadgen import LIFECYCLE, Client, LoadResult, Target, join, receive, spawn
 from bench.report import Row
 from bench.stack import add_wallets, pids_of, start_services, target_of
 from bench.system import memory_mb
@@ -138,14 +138,7 @@ async def watchers(run: Run) -> None:
         first_closed = await _command(parent_end, "close")
         after_close = {name: memory_mb(pid) for name, pid in pids.items()}
 
-        job = LoadJob(
-            LIFECYCLE,
-            target_of(stack),
-            concurrency,
-            settings.warmup_seconds,
-            settings.duration_seconds,
-            "ETH",
-        )
+        job = run.job(LIFECYCLE, stack, concurrency)
         groups = {**pids_of(stack), "watchers": [holder.pid or 0]}
         # Windows without and with the streams in turn: the lifecycle's rate drifts and
         # stalls now and then (p99s of a second either way), more than by 10 % in one window.
