@@ -17,7 +17,7 @@ import grpc
 
 from bench.harness import Run, baseline_row, in_turn
 from bench.loadgen import CYCLE, LoadResult, Window, run_load
-from bench.stack import add_wallets, connected, pids_of, start_services
+from bench.stack import connected, pids_of
 from bench.stats import Latency
 from bench.system import CpuMeter
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
@@ -101,35 +101,29 @@ async def deposit_reports(run: Run) -> None:
         f"{_PER_REPORT}",
         flush=True,
     )
-    database = await run.server.database()
-    await add_wallets(database, "ETH", 1, settings.claim_pool_size)
-    stack = await start_services(database, run.work_dir / "deposits")
-    reporter = Reporter(stack.pool_addr, await _addresses(database, 2_000))
-    job = run.job(CYCLE, stack, _CONCURRENCY)
-    groups = pids_of(stack)
-    meter = CpuMeter(groups=groups, postmaster=run.postmaster)
     alone: list[LoadResult] = []
     reported: list[LoadResult] = []
     cpu: dict[str, list[Any]] = {"without": [], "with": []}
-    try:
-        await asyncio.sleep(1.0)  # background loops' first round
-        for _ in range(settings.deposit_pairs):
-            for kind, results in (("without", alone), ("with", reported)):
+    async with run.stack("deposits") as (database, stack):
+        reporter = Reporter(stack.pool_addr, await _addresses(database, 2_000))
+        job = run.job(CYCLE, stack, _CONCURRENCY)
+        meter = CpuMeter(groups=pids_of(stack), postmaster=run.postmaster)
+        try:
+            for _ in range(settings.deposit_pairs):
+                for kind, results in (("without", alone), ("with", reported)):
 
-                async def during(window: Window, kind: str = kind) -> None:
-                    extra = {"load_generator": list(window.client_pids)}
-                    measuring = meter.measure(window.start, window.end, extra)
-                    if kind == "with":
-                        cores, _ = await asyncio.gather(measuring, reporter.during(window))
-                    else:
-                        cores = await measuring
-                    cpu[kind].append(cores)
+                    async def during(window: Window, kind: str = kind) -> None:
+                        extra = {"load_generator": list(window.client_pids)}
+                        measuring = meter.measure(window.start, window.end, extra)
+                        if kind == "with":
+                            cores, _ = await asyncio.gather(measuring, reporter.during(window))
+                        else:
+                            cores = await measuring
+                        cpu[kind].append(cores)
 
-                results.append(await run_load(job, settings.client_processes, during))
-    finally:
-        await reporter.close()
-        await stack.close()
-        await run.server.drop(database)
+                    results.append(await run_load(job, settings.client_processes, during))
+        finally:
+            await reporter.close()
 
     expected = settings.deposit_pairs * _REPORTS * _PER_REPORT
     lost = expected - reporter.recorded

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import statistics
 import time
@@ -17,7 +16,6 @@ from bench.stack import (
     add_wallets,
     clear_queue,
     connected,
-    start_services,
 )
 from bench.stats import Latency
 from shared.sql import load_queries
@@ -71,36 +69,34 @@ async def growth(run: Run) -> None:
     settings = run.settings
     sizes, queued = settings.growth_sizes, settings.growth_queue
     print(f"{GROWTH} p50 with {', '.join(f'{n:,}' for n in sizes)} wallets", flush=True)
-    database = await run.server.database()
-    await add_wallets(database, "ETH", 1, sizes[0])
-    stack = await start_services(database, run.work_dir / "growth")
     points: list[dict[str, Any]] = []
     base: list[Latency] = []
+    async with run.stack("growth", wallets=sizes[0]) as (database, stack):
 
-    async def measure(label: str, network: str = "ETH", background: bool = True) -> None:
-        result = await run_load(run.job(CYCLE, stack, 1, network), 1)
-        latency = Latency.of(result.latencies.get("allocate", []))
-        base.append(base[0] if base else latency)
-        ratio = latency.p50 / base[0].p50 if base[0].p50 else 0.0
-        fields: dict[str, Any] = {"baseline": "itself", "ratio": 1.0}
-        if len(base) > 1:
-            fields = {
-                "baseline": f"p50 {base[0].p50:.2f} ms at {sizes[0]:,} wallets",
-                "ratio": ratio,
-                "target": "p50 <= 1.3 x baseline",
-                "met": ratio <= 1.3 and not result.errors,
-            }
-        name = f"{GROWTH}, {label}" + ("" if len(base) > 1 else " (baseline)")
-        run.add(
-            timed(name, 1, latency, throughput=result.throughput, note=errors_of(result), **fields)
-        )
-        point = {"case": label, "allocate_ms": latency.to_json(), **summary(result)}
-        if background:
-            point["background_query_ms"] = await _background_query_ms(database)
-        points.append(point)
+        async def measure(label: str, network: str = "ETH", background: bool = True) -> None:
+            result = await run_load(run.job(CYCLE, stack, 1, network), 1)
+            latency = Latency.of(result.latencies.get("allocate", []))
+            base.append(base[0] if base else latency)
+            ratio = latency.p50 / base[0].p50 if base[0].p50 else 0.0
+            fields: dict[str, Any] = {"baseline": "itself", "ratio": 1.0}
+            if len(base) > 1:
+                fields = {
+                    "baseline": f"p50 {base[0].p50:.2f} ms at {sizes[0]:,} wallets",
+                    "ratio": ratio,
+                    "target": "p50 <= 1.3 x baseline",
+                    "met": ratio <= 1.3 and not result.errors,
+                }
+            name = f"{GROWTH}, {label}" + ("" if len(base) > 1 else " (baseline)")
+            run.add(
+                timed(
+                    name, 1, latency, throughput=result.throughput, note=errors_of(result), **fields
+                )
+            )
+            point = {"case": label, "allocate_ms": latency.to_json(), **summary(result)}
+            if background:
+                point["background_query_ms"] = await _background_query_ms(database)
+            points.append(point)
 
-    try:
-        await asyncio.sleep(1.0)
         await measure(f"{sizes[0]:,} wallets")
         await add_queued_orders(database, "BTC", queued)
         await measure(f"{sizes[0]:,} wallets + {queued:,} orders queued (BTC)")
@@ -114,7 +110,4 @@ async def growth(run: Run) -> None:
             if held != size:
                 raise RuntimeError(f"the pool has {held:,} ETH wallets, expected {size:,}")
             await measure(f"{size:,} wallets")
-    finally:
-        await stack.close()
-        await run.server.drop(database)
     run.details["growth"] = {"sizes": list(sizes), "queue": queued, "points": points}

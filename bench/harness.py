@@ -4,6 +4,8 @@ the load with CPU sampled during its window, and summaries of a load's result.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 from bench.loadgen import LIFECYCLE, LoadJob, LoadResult, Window, run_load
 from bench.report import Row
 from bench.settings import BenchSettings
-from bench.stack import BenchServer, target_of
+from bench.stack import BenchServer, add_wallets, start_services, target_of
 from bench.stats import Latency
 from bench.system import CpuMeter, sample_connections
 from scripts.processes import ServiceProcess
@@ -36,6 +38,24 @@ class Run:
         """A load of `workload` on `stack` in the run's windows."""
         windows = (self.settings.warmup_seconds, self.settings.duration_seconds)
         return LoadJob(workload, target_of(stack), concurrency, *windows, network)
+
+    @contextlib.asynccontextmanager
+    async def stack(
+        self, name: str, env: dict[str, str] | None = None, wallets: int | None = None
+    ) -> AsyncIterator[tuple[str, LocalStack]]:
+        """A new database with `wallets` ETH wallets (the run's pool size by default) and
+        both services on it, past their background loops' first round; dropped after."""
+        database = await self.server.database()
+        try:
+            await add_wallets(database, "ETH", 1, wallets or self.settings.claim_pool_size)
+            stack = await start_services(database, self.work_dir / name, env)
+            try:
+                await asyncio.sleep(1.0)
+                yield database, stack
+            finally:
+                await stack.close()
+        finally:
+            await self.server.drop(database)
 
     def add(self, row: Row) -> None:
         self.rows.append(row)

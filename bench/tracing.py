@@ -6,11 +6,12 @@ to a receiver in this process, as to a collector."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from bench.harness import Run, baseline_row, in_turn, load
 from bench.loadgen import LIFECYCLE, LoadResult
-from bench.stack import add_wallets, pids_of, start_services
+from bench.stack import pids_of
 from tests.e2e.otlp import OtlpReceiver
 
 TRACING = "8 tracing"
@@ -32,33 +33,28 @@ async def tracing_cost(run: Run) -> None:
     endpoint = await receiver.start()
     arms = {"off": {}, "all": {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}}
     arms["sampled"] = {**arms["all"], **_SAMPLED}
-    databases = [await run.server.database() for _ in arms]
-    stacks = {}
     results: dict[str, list[LoadResult]] = {name: [] for name in arms}
     spans: dict[str, list[float]] = {"all": [], "sampled": []}
     cpu: dict[str, list[Any]] = {name: [] for name in arms}
     try:
-        for (name, env), database in zip(arms.items(), databases, strict=True):
-            await add_wallets(database, "ETH", 1, settings.claim_pool_size)
-            stacks[name] = await start_services(database, run.work_dir / f"tracing-{name}", env)
-        await asyncio.sleep(1.0)  # background loops' first round
-        for _ in range(rounds):
-            for name, stack in stacks.items():
-                job = run.job(LIFECYCLE, stack, concurrency)
-                before = receiver.received
-                result, samples = await load(run, job, pids_of(stack), None)
-                results[name].append(result)
-                cpu[name].append(samples.get("cpu"))
-                if name in spans and result.total:
-                    # Spans exported meanwhile (warm-up included) per lifecycle begun.
-                    await asyncio.sleep(1.0)
-                    spans[name].append((receiver.received - before) / result.total)
+        async with contextlib.AsyncExitStack() as stacks:
+            made = [
+                await stacks.enter_async_context(run.stack(f"tracing-{n}", e))
+                for n, e in arms.items()
+            ]
+            for _ in range(rounds):
+                for name, (_, stack) in zip(arms, made, strict=True):
+                    job = run.job(LIFECYCLE, stack, concurrency)
+                    before = receiver.received
+                    result, samples = await load(run, job, pids_of(stack), None)
+                    results[name].append(result)
+                    cpu[name].append(samples.get("cpu"))
+                    if name in spans and result.total:
+                        # Spans exported meanwhile (warm-up included) per lifecycle begun.
+                        await asyncio.sleep(1.0)
+                        spans[name].append((receiver.received - before) / result.total)
     finally:
-        for stack in stacks.values():
-            await stack.close()
         await receiver.stop()
-        for database in databases:
-            await run.server.drop(database)
 
     # CPU is steadier than throughput on a shared machine: what each lifecycle cost the two
     # services, summed over the windows.

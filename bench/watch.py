@@ -17,7 +17,7 @@ import grpc
 from bench.harness import Run, baseline_row, in_turn, load
 from bench.loadgen import LIFECYCLE, Client, LoadResult, Target, join, receive, spawn
 from bench.report import Row
-from bench.stack import add_wallets, pids_of, start_services, target_of
+from bench.stack import pids_of, target_of
 from bench.system import memory_mb
 from exchange.order.v1 import order_service_pb2 as order_pb
 from exchange.order.v1 import order_service_pb2_grpc as order_grpc
@@ -120,48 +120,41 @@ async def watchers(run: Run) -> None:
         f"{concurrency}, without and with them",
         flush=True,
     )
-    database = await run.server.database()
-    await add_wallets(database, "ETH", 1, settings.claim_pool_size)
-    stack = await start_services(database, run.work_dir / "watch")
-    holder = None
-    try:
-        await asyncio.sleep(1.0)  # background loops' first round
+    async with run.stack("watch") as (_, stack):
         pids = {name: pid[0] for name, pid in pids_of(stack).items()}
         holder, parent_end = spawn(_hold_watchers, WatcherJob(target_of(stack), count, connections))
-        created = await receive(parent_end, _ANSWER_SECONDS)
-        print(f"  {count:,} orders to watch created in {created['created_seconds']:.1f} s")
-        await asyncio.sleep(1.0)
-        before = {name: memory_mb(pid) for name, pid in pids.items()}
-        opened = await _command(parent_end, "open")
-        await asyncio.sleep(2.0)
-        after = {name: memory_mb(pid) for name, pid in pids.items()}
-        first_closed = await _command(parent_end, "close")
-        after_close = {name: memory_mb(pid) for name, pid in pids.items()}
+        try:
+            created = await receive(parent_end, _ANSWER_SECONDS)
+            print(f"  {count:,} orders to watch created in {created['created_seconds']:.1f} s")
+            await asyncio.sleep(1.0)
+            before = {name: memory_mb(pid) for name, pid in pids.items()}
+            opened = await _command(parent_end, "open")
+            await asyncio.sleep(2.0)
+            after = {name: memory_mb(pid) for name, pid in pids.items()}
+            first_closed = await _command(parent_end, "close")
+            after_close = {name: memory_mb(pid) for name, pid in pids.items()}
 
-        job = run.job(LIFECYCLE, stack, concurrency)
-        groups = {**pids_of(stack), "watchers": [holder.pid or 0]}
-        # Windows without and with the streams in turn: the lifecycle's rate drifts and
-        # stalls now and then (p99s of a second either way), more than by 10 % in one window.
-        alone: list[LoadResult] = []
-        watched: list[LoadResult] = []
-        cpu: dict[str, list[Any]] = {"without": [], "with": []}
-        answers = [opened, first_closed]
-        for _ in range(settings.watch_pairs):
-            result, samples = await load(run, job, groups, None)
-            alone.append(result)
-            cpu["without"].append(samples.get("cpu"))
-            answers.append(await _command(parent_end, "open"))
-            result, samples = await load(run, job, groups, None)
-            watched.append(result)
-            cpu["with"].append(samples.get("cpu"))
-            with_load = {name: memory_mb(pid) for name, pid in pids.items()}
-            answers.append(await _command(parent_end, "close"))
-        parent_end.send("stop")
-    finally:
-        if holder is not None:
+            job = run.job(LIFECYCLE, stack, concurrency)
+            groups = {**pids_of(stack), "watchers": [holder.pid or 0]}
+            # Windows without and with the streams in turn: the lifecycle's rate drifts and
+            # stalls now and then (p99s of a second either way), more than by 10 % in one window.
+            alone: list[LoadResult] = []
+            watched: list[LoadResult] = []
+            cpu: dict[str, list[Any]] = {"without": [], "with": []}
+            answers = [opened, first_closed]
+            for _ in range(settings.watch_pairs):
+                result, samples = await load(run, job, groups, None)
+                alone.append(result)
+                cpu["without"].append(samples.get("cpu"))
+                answers.append(await _command(parent_end, "open"))
+                result, samples = await load(run, job, groups, None)
+                watched.append(result)
+                cpu["with"].append(samples.get("cpu"))
+                with_load = {name: memory_mb(pid) for name, pid in pids.items()}
+                answers.append(await _command(parent_end, "close"))
+            parent_end.send("stop")
+        finally:
             await join(holder)
-        await stack.close()
-        await run.server.drop(database)
 
     streams_note = _streams_note(count, *answers)
     for name in pids:
