@@ -42,117 +42,124 @@ POLL, WATCH = "poll", "watch"
 Stream = grpc.aio.UnaryStreamCall[order_pb.WatchOrderRequest, order_pb.WatchOrderResponse]
 
 
-async def _hand_off_rounds(job: HandOffJob, conn: Connection) -> dict[str, Any]:
+class _Probe:
     """Rounds of two kinds in turn, `job.rounds` of each. Each completes the oldest holder
     while the head of the queue, as its customer would, learns its address over a channel
     of its own: by polling GetOrder from the moment COMPLETED is sent, or on a WatchOrder
     stream it opened before the round's pause. The head then holds the wallet, and a new
     order joins the back of the queue, so the queue keeps its length."""
-    client, customer = Client(job.target), Client(job.target)
-    await client.ready()
-    await customer.ready()
-    try:
-        holders: list[str] = []
+
+    def __init__(self, job: HandOffJob) -> None:
+        self.job, self.client, self.customer = job, Client(job.target), Client(job.target)
+        self.holders: list[str] = []
+        self.waiting: list[str] = []
+        self.result: dict[str, Any] = {
+            "from_sent": {POLL: [], WATCH: []},
+            "completed_call": {POLL: [], WATCH: []},
+            "timeouts": {POLL: 0, WATCH: 0},
+            "get_order": [],
+            "polls_per_round": [],
+            "watch_first_message": [],
+            "messages_per_round": [],
+        }
+
+    async def run(self) -> dict[str, Any]:
+        job, client = self.job, self.client
+        await client.ready()
+        await self.customer.ready()
         for _ in range(job.holders):
             order = await client.create_order(job.network)
             if not order.wallet_address:
                 raise RuntimeError("a holder order got no wallet; is the network's pool empty?")
-            holders.append(order.id)
+            self.holders.append(order.id)
             await client.set_status(order.id, order_pb.ORDER_STATUS_PROCESSING)
-        waiting: list[str] = []
         for _ in range(job.queue_length):
             order = await client.create_order(job.network)
             if order.wallet_address:
                 raise RuntimeError("a waiting order got a wallet; the pool has more wallets")
-            waiting.append(order.id)
-        from_sent: dict[str, list[float]] = {POLL: [], WATCH: []}
-        completed_calls: dict[str, list[float]] = {POLL: [], WATCH: []}
-        timeouts = {POLL: 0, WATCH: 0}
-        polls: list[float] = []
-        poll_counts: list[int] = []
-        first_messages: list[float] = []
-        message_counts: list[int] = []
-
-        async def complete(holder: str) -> float:
-            started = time.monotonic()
-            answer = await client.set_status(holder, order_pb.ORDER_STATUS_COMPLETED)
-            if answer.wallet_release != order_pb.WALLET_RELEASE_RELEASED:
-                raise RuntimeError(f"release not done inline: {answer.wallet_release}")
-            return time.monotonic() - started
-
-        async def poll(head: str, sent: float) -> float | None:
-            """When GetOrder first showed the head's address (None: not in time)."""
-            count = 0
-            try:
-                while True:
-                    before = time.monotonic()
-                    order = await customer.get_order(head)
-                    seen = time.monotonic()
-                    polls.append(seen - before)
-                    count += 1
-                    if order.wallet_address:
-                        return seen
-                    if seen - sent > job.timeout_seconds:
-                        return None
-                    await asyncio.sleep(job.poll_seconds)
-            finally:
-                poll_counts.append(count)
-
-        async def open_watch(head: str) -> Stream:
-            """The head's WatchOrder stream, once it has shown the order as it is now."""
-            opened = time.monotonic()
-            stream = customer.watch_order(head)
-            now = await stream.read()
-            first_messages.append(time.monotonic() - opened)
-            if not isinstance(now, order_pb.WatchOrderResponse) or now.order.wallet_address:
-                raise RuntimeError(f"the waiting order's watch began with {now}")
-            return stream
-
-        async def address_on(stream: Stream) -> float | None:
-            """When the stream first showed an address (None: not in time)."""
-            count = 0
-            try:
-                async with asyncio.timeout(job.timeout_seconds):
-                    while isinstance(response := await stream.read(), order_pb.WatchOrderResponse):
-                        count += 1
-                        if response.order.wallet_address:
-                            return time.monotonic()
-                raise RuntimeError("the waiting order's watch ended without its address")
-            except TimeoutError:
-                return None
-            finally:
-                stream.cancel()
-                message_counts.append(count)
-
+            self.waiting.append(order.id)
         for number in range(2 * job.rounds):
-            kind = WATCH if number % 2 else POLL
-            holder, head = holders.pop(0), waiting.pop(0)
-            stream = await open_watch(head) if kind == WATCH else None
-            await asyncio.sleep(random.uniform(0, job.pause_seconds))
-            sent = time.monotonic()
-            completing = asyncio.create_task(complete(holder))
-            seen = await (poll(head, sent) if stream is None else address_on(stream))
-            if seen is None:
-                timeouts[kind] += 1
-            else:
-                from_sent[kind].append(seen - sent)
-            completed_calls[kind].append(await completing)
-            await client.set_status(head, order_pb.ORDER_STATUS_PROCESSING)
-            holders.append(head)
-            waiting.append((await client.create_order(job.network)).id)
-        return {
-            "from_sent": from_sent,
-            "completed_call": completed_calls,
-            "timeouts": timeouts,
-            "get_order": polls,
-            "polls_per_round": poll_counts,
-            "watch_first_message": first_messages,
-            "messages_per_round": message_counts,
-            "cpu_seconds": time.process_time(),
-        }
+            await self.round(WATCH if number % 2 else POLL)
+        return {**self.result, "cpu_seconds": time.process_time()}
+
+    async def round(self, kind: str) -> None:
+        holder, head = self.holders.pop(0), self.waiting.pop(0)
+        stream = await self.open_watch(head) if kind == WATCH else None
+        await asyncio.sleep(random.uniform(0, self.job.pause_seconds))
+        sent = time.monotonic()
+        completing = asyncio.create_task(self.complete(holder))
+        seen = await (self.poll(head, sent) if stream is None else self.address_on(stream))
+        if seen is None:
+            self.result["timeouts"][kind] += 1
+        else:
+            self.result["from_sent"][kind].append(seen - sent)
+        self.result["completed_call"][kind].append(await completing)
+        await self.client.set_status(head, order_pb.ORDER_STATUS_PROCESSING)
+        self.holders.append(head)
+        self.waiting.append((await self.client.create_order(self.job.network)).id)
+
+    async def complete(self, holder: str) -> float:
+        started = time.monotonic()
+        answer = await self.client.set_status(holder, order_pb.ORDER_STATUS_COMPLETED)
+        if answer.wallet_release != order_pb.WALLET_RELEASE_RELEASED:
+            raise RuntimeError(f"release not done inline: {answer.wallet_release}")
+        return time.monotonic() - started
+
+    async def poll(self, head: str, sent: float) -> float | None:
+        """When GetOrder first showed the head's address (None: not in time)."""
+        count = 0
+        try:
+            while True:
+                before = time.monotonic()
+                order = await self.customer.get_order(head)
+                seen = time.monotonic()
+                self.result["get_order"].append(seen - before)
+                count += 1
+                if order.wallet_address:
+                    return seen
+                if seen - sent > self.job.timeout_seconds:
+                    return None
+                await asyncio.sleep(self.job.poll_seconds)
+        finally:
+            self.result["polls_per_round"].append(count)
+
+    async def open_watch(self, head: str) -> Stream:
+        """The head's WatchOrder stream, once it has shown the order as it is now."""
+        opened = time.monotonic()
+        stream = self.customer.watch_order(head)
+        now = await stream.read()
+        self.result["watch_first_message"].append(time.monotonic() - opened)
+        if not isinstance(now, order_pb.WatchOrderResponse) or now.order.wallet_address:
+            raise RuntimeError(f"the waiting order's watch began with {now}")
+        return stream
+
+    async def address_on(self, stream: Stream) -> float | None:
+        """When the stream first showed an address (None: not in time)."""
+        count = 0
+        try:
+            async with asyncio.timeout(self.job.timeout_seconds):
+                while isinstance(response := await stream.read(), order_pb.WatchOrderResponse):
+                    count += 1
+                    if response.order.wallet_address:
+                        return time.monotonic()
+            raise RuntimeError("the waiting order's watch ended without its address")
+        except TimeoutError:
+            return None
+        finally:
+            stream.cancel()
+            self.result["messages_per_round"].append(count)
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self.customer.close()
+
+
+async def _hand_off_rounds(job: HandOffJob, conn: Connection) -> dict[str, Any]:
+    probe = _Probe(job)
+    try:
+        return await probe.run()
     finally:
-        await client.close()
-        await customer.close()
+        await probe.close()
 
 
 async def run_hand_off(job: HandOffJob) -> dict[str, Any]:
