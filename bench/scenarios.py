@@ -16,8 +16,6 @@ from bench.harness import Run, errors_of, join_notes, load, summary, timed
 from bench.loadgen import CYCLE, LIFECYCLE, LoadJob, LoadResult
 from bench.report import Row
 from bench.stack import (
-    ORDER_APP,
-    POOL_APP,
     add_wallets,
     connected,
     noop_target,
@@ -134,12 +132,10 @@ async def api_scenarios(run: Run) -> None:
 def _connection_rows(
     run: Run, label: str, concurrency: int, peak: dict[str, dict[str, int]], idle: Any
 ) -> None:
-    for names, service, variable in (
-        ((POOL_APP, "wallet_pool_service"), "wallet_pool", "WALLET_POOL_DB_POOL_SIZE"),
-        ((ORDER_APP, "order_service"), "order", "ORDER_DB_POOL_SIZE"),
+    for app, service, variable in (
+        ("wallet_pool_service", "wallet_pool", "WALLET_POOL_DB_POOL_SIZE"),
+        ("order_service", "order", "ORDER_DB_POOL_SIZE"),
     ):
-        # The services name their connections themselves now; the URL's name is the fallback.
-        app = next((name for name in names if name in peak), names[0])
         held = peak.get(app, {"total": 0, "active": 0, "idle_in_transaction": 0})
         size = _pool_size(variable)
         idle_total = sum(idle.get(app, {}).values())

@@ -11,7 +11,6 @@ import unittest.mock
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -23,8 +22,6 @@ from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, SERVICE_TOKEN, LocalSt
 from wallet_pool_service import addresses
 
 TOKENS = (OPERATOR_TOKEN, CLIENT_TOKEN, SERVICE_TOKEN)
-ORDER_APP = "bench-order_service"
-POOL_APP = "bench-wallet_pool_service"
 
 # The services' documented defaults, where LocalStack shortens them for tests: a benchmark
 # measures what a deployment runs (each can still be overridden from the environment).
@@ -46,15 +43,6 @@ async def connected(url: str) -> AsyncIterator[asyncpg.Connection[Any]]:
         yield conn
     finally:
         await conn.close()
-
-
-def with_application_name(url: str, name: str) -> str:
-    """The URL with `application_name` set (asyncpg passes unknown URL parameters to the
-    server as settings), so pg_stat_activity tells the services' connections apart."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "application_name"]
-    query.append(("application_name", name))
-    return urlunsplit(parts._replace(query=urlencode(query, safe="/")))
 
 
 def service_settings() -> dict[str, str]:
@@ -133,8 +121,6 @@ async def start_services(
         environment="production",
         extra_env={
             **service_settings(),
-            "ORDER_DATABASE_URL": with_application_name(database_url, ORDER_APP),
-            "WALLET_POOL_DATABASE_URL": with_application_name(database_url, POOL_APP),
             **(extra_env or {}),
         },
     )
