@@ -115,15 +115,8 @@ async def start_services(
     database_url: str, log_dir: Path, extra_env: dict[str, str] | None = None
 ) -> LocalStack:
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
-    return await LocalStack.start(
-        database_url,
-        log_dir,
-        environment="production",
-        extra_env={
-            **service_settings(),
-            **(extra_env or {}),
-        },
-    )
+    env = {**service_settings(), **(extra_env or {})}
+    return await LocalStack.start(database_url, log_dir, environment="production", extra_env=env)
 
 
 def target_of(stack: LocalStack) -> Target:
@@ -131,31 +124,19 @@ def target_of(stack: LocalStack) -> Target:
 
 
 def pids_of(stack: LocalStack) -> dict[str, list[int]]:
-    pids = {}
-    for name, process in (
-        ("order_service", stack.order_process),
-        ("wallet_pool_service", stack.pool_process),
-    ):
-        assert process.process is not None
-        pids[name] = [process.process.pid]
-    return pids
+    services = {"order_service": stack.order_process, "wallet_pool_service": stack.pool_process}
+    return {name: [s.process.pid] for name, s in services.items() if s.process is not None}
 
 
 async def start_noop(log_dir: Path, relay_to: ServiceProcess | None = None) -> ServiceProcess:
     """The RPC floor's server as a process of its own, like each service; `relay_to`: a noop
     server that this one calls as the order service calls the pool."""
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "OPERATOR_TOKEN": OPERATOR_TOKEN,
-        "CLIENT_TOKEN": CLIENT_TOKEN,
-        "SERVICE_TOKEN": SERVICE_TOKEN,
-        "BENCH_NOOP_ADDR": "127.0.0.1:0",
-    }
-    name = "noop_server"
+    env = {**os.environ, "BENCH_NOOP_ADDR": "127.0.0.1:0"}
+    env |= dict(zip(("OPERATOR_TOKEN", "CLIENT_TOKEN", "SERVICE_TOKEN"), TOKENS, strict=True))
     if relay_to is not None:
         env["BENCH_NOOP_POOL_TARGET"] = f"127.0.0.1:{relay_to.port}"
-        name = "noop_relay"
+    name = "noop_server" if relay_to is None else "noop_relay"
     process = ServiceProcess("bench.noop_server", env, log_dir / f"{name}.log")
     await process.start()
     return process
