@@ -13,13 +13,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import grpc
 
-from bench.harness import Run, errors_of, join_notes, summary, together
-from bench.loadgen import CYCLE, LoadJob, LoadResult, Window, run_load
-from bench.report import Row
-from bench.stack import add_wallets, pids_of, start_services, target_of
+from bench.harness import Run, baseline_row, in_turn
+from bench.loadgen import CYCLE, LoadResult, Window, run_load
+from bench.stack import connected, pids_of
 from bench.stats import Latency
 from bench.system import CpuMeter
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
@@ -87,13 +85,10 @@ class Reporter:
 
 
 async def _addresses(url: str, count: int) -> list[str]:
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         rows = await conn.fetch(
             "SELECT address FROM wallet_pool.wallets ORDER BY random() LIMIT $1", count
         )
-    finally:
-        await conn.close()
     return [r["address"] for r in rows]
 
 
@@ -106,101 +101,60 @@ async def deposit_reports(run: Run) -> None:
         f"{_PER_REPORT}",
         flush=True,
     )
-    database = await run.server.database()
-    await add_wallets(database, "ETH", 1, settings.claim_pool_size)
-    stack = await start_services(database, run.work_dir / "deposits")
-    reporter = Reporter(stack.pool_addr, await _addresses(database, 2_000))
-    job = LoadJob(
-        CYCLE,
-        target_of(stack),
-        _CONCURRENCY,
-        settings.warmup_seconds,
-        settings.duration_seconds,
-        "ETH",
-    )
-    groups = pids_of(stack)
-    meter = CpuMeter(groups=groups, postmaster=run.postmaster)
     alone: list[LoadResult] = []
     reported: list[LoadResult] = []
     cpu: dict[str, list[Any]] = {"without": [], "with": []}
-    try:
-        await asyncio.sleep(1.0)  # background loops' first round
-        for _ in range(settings.deposit_pairs):
-            for kind, results in (("without", alone), ("with", reported)):
+    async with run.stack("deposits") as (database, stack):
+        reporter = Reporter(stack.pool_addr, await _addresses(database, 2_000))
+        job = run.job(CYCLE, stack, _CONCURRENCY)
+        meter = CpuMeter(groups=pids_of(stack), postmaster=run.postmaster)
+        try:
+            for _ in range(settings.deposit_pairs):
+                for kind, results in (("without", alone), ("with", reported)):
 
-                async def during(window: Window, kind: str = kind) -> None:
-                    extra = {"load_generator": list(window.client_pids)}
-                    measuring = meter.measure(window.start, window.end, extra)
-                    if kind == "with":
-                        cores, _ = await asyncio.gather(measuring, reporter.during(window))
-                    else:
-                        cores = await measuring
-                    cpu[kind].append(cores)
+                    async def during(window: Window, kind: str = kind) -> None:
+                        extra = {"load_generator": list(window.client_pids)}
+                        measuring = meter.measure(window.start, window.end, extra)
+                        if kind == "with":
+                            cores, _ = await asyncio.gather(measuring, reporter.during(window))
+                        else:
+                            cores = await measuring
+                        cpu[kind].append(cores)
 
-                results.append(await run_load(job, settings.client_processes, during))
-    finally:
-        await reporter.close()
-        await stack.close()
-        await run.server.drop(database)
+                    results.append(await run_load(job, settings.client_processes, during))
+        finally:
+            await reporter.close()
 
-    without, with_reports = together(alone), together(reported)
-    ratio = with_reports.throughput / without.throughput if without.throughput else 0.0
-    pair_ratios = [
-        w.throughput / a.throughput if a.throughput else 0.0
-        for a, w in zip(alone, reported, strict=True)
-    ]
     expected = settings.deposit_pairs * _REPORTS * _PER_REPORT
     lost = expected - reporter.recorded
-    cycle, alone_cycle = _cycle(with_reports), _cycle(without)
     report_latency = Latency.of(reporter.latencies)
-    run.add(
-        Row(
-            scenario=f"{DEPOSITS}: claim cycle while {_REPORTS * _PER_REPORT:,} deposits are "
-            f"reported in batches of {_PER_REPORT}",
-            concurrency=str(_CONCURRENCY),
-            throughput=with_reports.throughput,
-            p50=cycle.p50,
-            p99=cycle.p99,
-            baseline=f"without {without.throughput:,.0f}/s",
-            ratio=ratio,
-            target=f">= {_THROUGHPUT_TARGET:.2f} x without",
-            met=ratio >= _THROUGHPUT_TARGET and not lost and not with_reports.errors,
-            note=join_notes(
-                f"{len(pair_ratios)} pairs of windows, each "
-                + " / ".join(f"{r:.2f}" for r in pair_ratios),
-                f"report p50 {report_latency.p50:.1f} ms p99 {report_latency.p99:.1f} ms",
-                f"{lost} deposits not recorded" if lost else "",
-                f"reports failed: {', '.join(reporter.failed)}" if reporter.failed else "",
-                errors_of(with_reports),
-            ),
-        )
+    with_reports = in_turn(
+        run,
+        f"{DEPOSITS}: claim cycle while {_REPORTS * _PER_REPORT:,} deposits are reported in "
+        f"batches of {_PER_REPORT}",
+        _CONCURRENCY,
+        CYCLE,
+        (alone, reported),
+        "without",
+        _THROUGHPUT_TARGET,
+        (
+            f"report p50 {report_latency.p50:.1f} ms p99 {report_latency.p99:.1f} ms",
+            f"{lost} deposits not recorded" if lost else "",
+            f"reports failed: {', '.join(reporter.failed)}" if reporter.failed else "",
+        ),
+        ok=not lost,
     )
-    run.add(
-        Row(
-            scenario="  claim cycle without reports, windows in turn with the above",
-            concurrency=str(_CONCURRENCY),
-            throughput=without.throughput,
-            p50=alone_cycle.p50,
-            p99=alone_cycle.p99,
-            note=errors_of(without),
-        )
-    )
+    label = "  claim cycle without reports, windows in turn with the above"
     run.details["deposits"] = {
         "reports_per_window": _REPORTS,
         "deposits_per_report": _PER_REPORT,
         "concurrency": _CONCURRENCY,
         "pairs": settings.deposit_pairs,
-        "without": summary(without),
-        "with": summary(with_reports),
-        "ratio": round(ratio, 4),
-        "pair_ratios": [round(r, 4) for r in pair_ratios],
+        "without": baseline_row(run, label, _CONCURRENCY, CYCLE, alone),
+        "with": with_reports,
         "recorded": reporter.recorded,
         "expected": expected,
         "report_latency_ms": report_latency.to_json(),
         "cpu_cores": {"without": cpu["without"][0], "with": cpu["with"][0]},
         "cpu_cores_windows": cpu,
     }
-
-
-def _cycle(result: LoadResult) -> Latency:
-    return Latency.of(result.latencies.get(CYCLE, []))

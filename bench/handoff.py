@@ -4,7 +4,6 @@ rounds one after another; this process sets the stack up and turns the rounds in
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import random
 import statistics
 import time
@@ -14,9 +13,8 @@ from typing import Any
 
 import grpc
 
-from bench.harness import Run
-from bench.loadgen import Client, Target, receive
-from bench.report import Row
+from bench.harness import Run, timed
+from bench.loadgen import Client, Target, join, receive, spawn
 from bench.stack import add_wallets, pids_of, service_settings, target_of
 from bench.stats import Latency
 from bench.system import CpuMeter
@@ -44,144 +42,135 @@ POLL, WATCH = "poll", "watch"
 Stream = grpc.aio.UnaryStreamCall[order_pb.WatchOrderRequest, order_pb.WatchOrderResponse]
 
 
-async def _hand_off_rounds(job: HandOffJob) -> dict[str, Any]:
+class _Probe:
     """Rounds of two kinds in turn, `job.rounds` of each. Each completes the oldest holder
     while the head of the queue, as its customer would, learns its address over a channel
     of its own: by polling GetOrder from the moment COMPLETED is sent, or on a WatchOrder
     stream it opened before the round's pause. The head then holds the wallet, and a new
     order joins the back of the queue, so the queue keeps its length."""
-    client, customer = Client(job.target), Client(job.target)
-    await client.ready()
-    await customer.ready()
-    try:
-        holders: list[str] = []
+
+    def __init__(self, job: HandOffJob) -> None:
+        self.job, self.client, self.customer = job, Client(job.target), Client(job.target)
+        self.holders: list[str] = []
+        self.waiting: list[str] = []
+        self.result: dict[str, Any] = {
+            "from_sent": {POLL: [], WATCH: []},
+            "completed_call": {POLL: [], WATCH: []},
+            "timeouts": {POLL: 0, WATCH: 0},
+            "get_order": [],
+            "polls_per_round": [],
+            "watch_first_message": [],
+            "messages_per_round": [],
+        }
+
+    async def run(self) -> dict[str, Any]:
+        job, client = self.job, self.client
+        await client.ready()
+        await self.customer.ready()
         for _ in range(job.holders):
             order = await client.create_order(job.network)
             if not order.wallet_address:
                 raise RuntimeError("a holder order got no wallet; is the network's pool empty?")
-            holders.append(order.id)
+            self.holders.append(order.id)
             await client.set_status(order.id, order_pb.ORDER_STATUS_PROCESSING)
-        waiting: list[str] = []
         for _ in range(job.queue_length):
             order = await client.create_order(job.network)
             if order.wallet_address:
                 raise RuntimeError("a waiting order got a wallet; the pool has more wallets")
-            waiting.append(order.id)
-        from_sent: dict[str, list[float]] = {POLL: [], WATCH: []}
-        completed_calls: dict[str, list[float]] = {POLL: [], WATCH: []}
-        timeouts = {POLL: 0, WATCH: 0}
-        polls: list[float] = []
-        poll_counts: list[int] = []
-        first_messages: list[float] = []
-        message_counts: list[int] = []
-
-        async def complete(holder: str) -> float:
-            started = time.monotonic()
-            answer = await client.set_status(holder, order_pb.ORDER_STATUS_COMPLETED)
-            if answer.wallet_release != order_pb.WALLET_RELEASE_RELEASED:
-                raise RuntimeError(f"release not done inline: {answer.wallet_release}")
-            return time.monotonic() - started
-
-        async def poll(head: str, sent: float) -> float | None:
-            """When GetOrder first showed the head's address (None: not in time)."""
-            count = 0
-            try:
-                while True:
-                    before = time.monotonic()
-                    order = await customer.get_order(head)
-                    seen = time.monotonic()
-                    polls.append(seen - before)
-                    count += 1
-                    if order.wallet_address:
-                        return seen
-                    if seen - sent > job.timeout_seconds:
-                        return None
-                    await asyncio.sleep(job.poll_seconds)
-            finally:
-                poll_counts.append(count)
-
-        async def open_watch(head: str) -> Stream:
-            """The head's WatchOrder stream, once it has shown the order as it is now."""
-            opened = time.monotonic()
-            stream = customer.watch_order(head)
-            now = await stream.read()
-            first_messages.append(time.monotonic() - opened)
-            if not isinstance(now, order_pb.WatchOrderResponse) or now.order.wallet_address:
-                raise RuntimeError(f"the waiting order's watch began with {now}")
-            return stream
-
-        async def address_on(stream: Stream) -> float | None:
-            """When the stream first showed an address (None: not in time)."""
-            count = 0
-            try:
-                async with asyncio.timeout(job.timeout_seconds):
-                    while isinstance(response := await stream.read(), order_pb.WatchOrderResponse):
-                        count += 1
-                        if response.order.wallet_address:
-                            return time.monotonic()
-                raise RuntimeError("the waiting order's watch ended without its address")
-            except TimeoutError:
-                return None
-            finally:
-                stream.cancel()
-                message_counts.append(count)
-
+            self.waiting.append(order.id)
         for number in range(2 * job.rounds):
-            kind = WATCH if number % 2 else POLL
-            holder, head = holders.pop(0), waiting.pop(0)
-            stream = await open_watch(head) if kind == WATCH else None
-            await asyncio.sleep(random.uniform(0, job.pause_seconds))
-            sent = time.monotonic()
-            completing = asyncio.create_task(complete(holder))
-            seen = await (poll(head, sent) if stream is None else address_on(stream))
-            if seen is None:
-                timeouts[kind] += 1
-            else:
-                from_sent[kind].append(seen - sent)
-            completed_calls[kind].append(await completing)
-            await client.set_status(head, order_pb.ORDER_STATUS_PROCESSING)
-            holders.append(head)
-            waiting.append((await client.create_order(job.network)).id)
-        return {
-            "from_sent": from_sent,
-            "completed_call": completed_calls,
-            "timeouts": timeouts,
-            "get_order": polls,
-            "polls_per_round": poll_counts,
-            "watch_first_message": first_messages,
-            "messages_per_round": message_counts,
-            "cpu_seconds": time.process_time(),
-        }
-    finally:
-        await client.close()
-        await customer.close()
+            await self.round(WATCH if number % 2 else POLL)
+        return {**self.result, "cpu_seconds": time.process_time()}
+
+    async def round(self, kind: str) -> None:
+        holder, head = self.holders.pop(0), self.waiting.pop(0)
+        stream = await self.open_watch(head) if kind == WATCH else None
+        await asyncio.sleep(random.uniform(0, self.job.pause_seconds))
+        sent = time.monotonic()
+        completing = asyncio.create_task(self.complete(holder))
+        seen = await (self.poll(head, sent) if stream is None else self.address_on(stream))
+        if seen is None:
+            self.result["timeouts"][kind] += 1
+        else:
+            self.result["from_sent"][kind].append(seen - sent)
+        self.result["completed_call"][kind].append(await completing)
+        await self.client.set_status(head, order_pb.ORDER_STATUS_PROCESSING)
+        self.holders.append(head)
+        self.waiting.append((await self.client.create_order(self.job.network)).id)
+
+    async def complete(self, holder: str) -> float:
+        started = time.monotonic()
+        answer = await self.client.set_status(holder, order_pb.ORDER_STATUS_COMPLETED)
+        if answer.wallet_release != order_pb.WALLET_RELEASE_RELEASED:
+            raise RuntimeError(f"release not done inline: {answer.wallet_release}")
+        return time.monotonic() - started
+
+    async def poll(self, head: str, sent: float) -> float | None:
+        """When GetOrder first showed the head's address (None: not in time)."""
+        count = 0
+        try:
+            while True:
+                before = time.monotonic()
+                order = await self.customer.get_order(head)
+                seen = time.monotonic()
+                self.result["get_order"].append(seen - before)
+                count += 1
+                if order.wallet_address:
+                    return seen
+                if seen - sent > self.job.timeout_seconds:
+                    return None
+                await asyncio.sleep(self.job.poll_seconds)
+        finally:
+            self.result["polls_per_round"].append(count)
+
+    async def open_watch(self, head: str) -> Stream:
+        """The head's WatchOrder stream, once it has shown the order as it is now."""
+        opened = time.monotonic()
+        stream = self.customer.watch_order(head)
+        now = await stream.read()
+        self.result["watch_first_message"].append(time.monotonic() - opened)
+        if not isinstance(now, order_pb.WatchOrderResponse) or now.order.wallet_address:
+            raise RuntimeError(f"the waiting order's watch began with {now}")
+        return stream
+
+    async def address_on(self, stream: Stream) -> float | None:
+        """When the stream first showed an address (None: not in time)."""
+        count = 0
+        try:
+            async with asyncio.timeout(self.job.timeout_seconds):
+                while isinstance(response := await stream.read(), order_pb.WatchOrderResponse):
+                    count += 1
+                    if response.order.wallet_address:
+                        return time.monotonic()
+            raise RuntimeError("the waiting order's watch ended without its address")
+        except TimeoutError:
+            return None
+        finally:
+            stream.cancel()
+            self.result["messages_per_round"].append(count)
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self.customer.close()
 
 
-def _hand_off_process(job: HandOffJob, conn: Connection) -> None:
+async def _hand_off_rounds(job: HandOffJob, conn: Connection) -> dict[str, Any]:
+    probe = _Probe(job)
     try:
-        result = asyncio.run(_hand_off_rounds(job))
-    except BaseException as exc:
-        conn.send({"failure": repr(exc)})
-        raise
-    conn.send(result)
+        return await probe.run()
+    finally:
+        await probe.close()
 
 
 async def run_hand_off(job: HandOffJob) -> dict[str, Any]:
-    context = multiprocessing.get_context("spawn")
-    parent_end, child_end = context.Pipe()
-    child = context.Process(target=_hand_off_process, args=(job, child_end), daemon=True)
-    child.start()
+    process, pipe = spawn(_hand_off_rounds, job)
     try:
-        result: dict[str, Any] = await receive(
-            parent_end, 60 + 2 * job.rounds * (job.timeout_seconds + 1)
+        answer: dict[str, Any] = await receive(
+            pipe, 60 + 2 * job.rounds * (job.timeout_seconds + 1)
         )
     finally:
-        await asyncio.to_thread(child.join, 10)
-        if child.is_alive():
-            child.kill()
-    if "failure" in result:
-        raise RuntimeError(f"hand-off probe failed: {result['failure']}")
-    return result
+        await join(process)
+    return answer
 
 
 async def hand_off(run: Run, stack: LocalStack, database: str) -> None:
@@ -213,60 +202,35 @@ async def hand_off(run: Run, stack: LocalStack, database: str) -> None:
     cpu["other"] = round(max(0.0, cpu["other"] - cpu["load_generator"]), 3)
     polled, watched = (Latency.of(result["from_sent"][kind]) for kind in (POLL, WATCH))
     poll = Latency.of(result["get_order"])
-    first_message = Latency.of(result["watch_first_message"])
     timeouts = result["timeouts"]
     get_order = f"GetOrder p50 {poll.p50:.2f} / p99 {poll.p99:.2f} ms"
-    target = "p50 <= 5 ms, p99 <= 25 ms"
     # From sending COMPLETED over-counts a little: the order is COMPLETED when its
     # transaction commits, a client round trip after the send.
-    run.add(
-        Row(
-            scenario=f"{HAND_OFF}: COMPLETED sent -> waiting order's GetOrder shows address",
-            concurrency="1",
-            p50=polled.p50,
-            p99=polled.p99,
-            baseline=get_order,
-            ratio=polled.p50 / poll.p50 if poll.p50 else None,
-            target=target,
-            met=polled.p50 <= 5.0 and polled.p99 <= 25.0 and not timeouts[POLL],
-            note=f"{timeouts[POLL]} timeouts" if timeouts[POLL] else "",
-        )
-    )
-    run.add(
-        Row(
-            scenario=f"{HAND_OFF}: COMPLETED sent -> address on waiting order's WatchOrder",
-            concurrency="1",
-            p50=watched.p50,
-            p99=watched.p99,
-            baseline=f"polling p50 {polled.p50:.2f} / p99 {polled.p99:.2f} ms",
-            ratio=watched.p50 / polled.p50 if polled.p50 else None,
-            target=target,
-            met=watched.p50 <= 5.0 and watched.p99 <= 25.0 and not timeouts[WATCH],
-            note=f"{timeouts[WATCH]} timeouts" if timeouts[WATCH] else "",
-        )
-    )
-    calls = {kind: Latency.of(result["completed_call"][kind]) for kind in (POLL, WATCH)}
-    for kind, label in ((POLL, "polling"), (WATCH, "watching")):
+    for kind, latency, shows, versus, base in (
+        (POLL, polled, "waiting order's GetOrder shows address", get_order, poll),
+        (WATCH, watched, "address on waiting order's WatchOrder", _versus(polled), polled),
+    ):
         run.add(
-            Row(
-                scenario=f"  call: UpdateOrderStatus COMPLETED, {label} rounds",
-                concurrency="1",
-                p50=calls[kind].p50,
-                p99=calls[kind].p99,
-                baseline=get_order,
-                ratio=calls[kind].p50 / poll.p50 if poll.p50 else None,
+            timed(
+                f"{HAND_OFF}: COMPLETED sent -> {shows}",
+                1,
+                latency,
+                baseline=versus,
+                ratio=latency.p50 / base.p50 if base.p50 else None,
+                target="p50 <= 5 ms, p99 <= 25 ms",
+                met=latency.p50 <= 5.0 and latency.p99 <= 25.0 and not timeouts[kind],
+                note=f"{timeouts[kind]} timeouts" if timeouts[kind] else "",
             )
         )
-    run.add(
-        Row(
-            scenario="  call: WatchOrder opened -> its first message (the order now)",
-            concurrency="1",
-            p50=first_message.p50,
-            p99=first_message.p99,
-            baseline=get_order,
-            ratio=first_message.p50 / poll.p50 if poll.p50 else None,
-        )
-    )
+    calls = {kind: Latency.of(result["completed_call"][kind]) for kind in (POLL, WATCH)}
+    first_message = Latency.of(result["watch_first_message"])
+    for label, latency in (
+        ("UpdateOrderStatus COMPLETED, polling rounds", calls[POLL]),
+        ("UpdateOrderStatus COMPLETED, watching rounds", calls[WATCH]),
+        ("WatchOrder opened -> its first message (the order now)", first_message),
+    ):
+        ratio = latency.p50 / poll.p50 if poll.p50 else None
+        run.add(timed(f"  call: {label}", 1, latency, baseline=get_order, ratio=ratio))
     run.details["hand_off"] = {
         "wallets": holders,
         "queue_length": settings.handoff_queue_length,
@@ -286,3 +250,7 @@ async def hand_off(run: Run, stack: LocalStack, database: str) -> None:
         "watch_timeouts": timeouts[WATCH],
         "cpu_cores": cpu,
     }
+
+
+def _versus(polled: Latency) -> str:
+    return f"polling p50 {polled.p50:.2f} / p99 {polled.p99:.2f} ms"

@@ -4,6 +4,8 @@ the load with CPU sampled during its window, and summaries of a load's result.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,10 +13,11 @@ from typing import Any
 from bench.loadgen import LIFECYCLE, LoadJob, LoadResult, Window, run_load
 from bench.report import Row
 from bench.settings import BenchSettings
-from bench.stack import BenchServer
+from bench.stack import BenchServer, add_wallets, start_services, target_of
 from bench.stats import Latency
 from bench.system import CpuMeter, sample_connections
 from scripts.processes import ServiceProcess
+from tests.e2e.stack import LocalStack
 
 
 @dataclass
@@ -28,6 +31,31 @@ class Run:
     postmaster: int | None
     rows: list[Row] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+
+    def job(
+        self, workload: str, stack: LocalStack, concurrency: int, network: str = "ETH"
+    ) -> LoadJob:
+        """A load of `workload` on `stack` in the run's windows."""
+        windows = (self.settings.warmup_seconds, self.settings.duration_seconds)
+        return LoadJob(workload, target_of(stack), concurrency, *windows, network)
+
+    @contextlib.asynccontextmanager
+    async def stack(
+        self, name: str, env: dict[str, str] | None = None, wallets: int | None = None
+    ) -> AsyncIterator[tuple[str, LocalStack]]:
+        """A new database with `wallets` ETH wallets (the run's pool size by default) and
+        both services on it, past their background loops' first round; dropped after."""
+        database = await self.server.database()
+        try:
+            await add_wallets(database, "ETH", 1, wallets or self.settings.claim_pool_size)
+            stack = await start_services(database, self.work_dir / name, env)
+            try:
+                await asyncio.sleep(1.0)
+                yield database, stack
+            finally:
+                await stack.close()
+        finally:
+            await self.server.drop(database)
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
@@ -45,6 +73,11 @@ def _brief(row: Row) -> str:
     if row.ratio is not None:
         parts.append(f"ratio {row.ratio:.2f}")
     return ", ".join(parts)
+
+
+def timed(scenario: str, concurrency: int, latency: Latency, **fields: Any) -> Row:
+    """A row of a latency's p50 and p99 (ms)."""
+    return Row(scenario, str(concurrency), p50=latency.p50, p99=latency.p99, **fields)
 
 
 def errors_of(result: LoadResult) -> str:
@@ -114,3 +147,72 @@ def together(results: list[LoadResult]) -> LoadResult:
 
 def lifecycle_latency(result: LoadResult) -> Latency:
     return Latency.of(result.latencies.get(LIFECYCLE, []))
+
+
+def _ratio(result: LoadResult, base: LoadResult) -> float:
+    return result.throughput / base.throughput if base.throughput else 0.0
+
+
+def in_turn(
+    run: Run,
+    scenario: str,
+    concurrency: int,
+    kind: str,
+    windows: tuple[list[LoadResult], list[LoadResult]],
+    versus: str,
+    target: float | None,
+    notes: tuple[str, ...] = (),
+    ok: bool = True,
+) -> dict[str, Any]:
+    """Windows of one load taken in turn, without something (the baseline) and with it: a row
+    for those with it against those without (and whether `target` x the baseline is met);
+    their details."""
+    base, tried = together(windows[0]), together(windows[1])
+    each = [_ratio(t, b) for b, t in zip(*windows, strict=True)]
+    latency = Latency.of(tried.latencies.get(kind, []))
+    met = None
+    if target is not None:
+        met = _ratio(tried, base) >= target and ok and not tried.errors and not base.errors
+    run.add(
+        timed(
+            scenario,
+            concurrency,
+            latency,
+            throughput=tried.throughput,
+            baseline=f"{versus} {base.throughput:,.0f}/s",
+            ratio=_ratio(tried, base),
+            target="" if target is None else f">= {target:.2f} x {versus}",
+            met=met,
+            note=join_notes(
+                f"{len(each)} in turn, each " + " / ".join(f"{r:.2f}" for r in each),
+                *notes,
+                errors_of(tried),
+            ),
+        )
+    )
+    return {
+        **summary(tried),
+        "ratio": round(_ratio(tried, base), 4),
+        "window_ratios": [round(r, 4) for r in each],
+        "windows": [summary(r) for r in windows[1]],
+    }
+
+
+def baseline_row(
+    run: Run, scenario: str, concurrency: int, kind: str, windows: list[LoadResult]
+) -> dict[str, Any]:
+    """The row of the baseline's windows (taken in turn with those `in_turn` compares)."""
+    base = together(windows)
+    latency = Latency.of(base.latencies.get(kind, []))
+    note = errors_of(base)
+    run.add(
+        Row(
+            scenario,
+            str(concurrency),
+            throughput=base.throughput,
+            p50=latency.p50,
+            p99=latency.p99,
+            note=note,
+        )
+    )
+    return {**summary(base), "windows": [summary(r) for r in windows]}

@@ -8,7 +8,7 @@ from dataclasses import replace
 from bench.harness import Run, errors_of, summary
 from bench.loadgen import LIFECYCLE, LoadJob, run_load
 from bench.report import Row
-from bench.stack import add_wallets, pids_of, start_services, target_of
+from bench.stack import pids_of, target_of
 from bench.system import memory_mb
 
 MEMORY = "5 memory"
@@ -19,11 +19,8 @@ async def memory(run: Run) -> None:
     small, large = settings.lifecycles_small, settings.lifecycles_large
     concurrency = settings.lifecycle_concurrency
     print(f"{MEMORY} after {small:,} and {large:,} lifecycles (concurrency {concurrency})")
-    database = await run.server.database()
-    await add_wallets(database, "ETH", 1, settings.claim_pool_size)
-    stack = await start_services(database, run.work_dir / "memory")
-    try:
-        await asyncio.sleep(2.0)
+    async with run.stack("memory") as (_, stack):
+        await asyncio.sleep(1.0)
         pids = {name: pid[0] for name, pid in pids_of(stack).items()}
         at_start = {name: memory_mb(pid) for name, pid in pids.items()}
         job = LoadJob(LIFECYCLE, target_of(stack), concurrency, total_ops=small)
@@ -33,9 +30,6 @@ async def memory(run: Run) -> None:
         second = await run_load(replace(job, total_ops=large - small), settings.client_processes)
         after_large = {name: memory_mb(pid) for name, pid in pids.items()}
         print(f"  {large:,} lifecycles after {second.seconds:.0f} s more")
-    finally:
-        await stack.close()
-        await run.server.drop(database)
     for name in pids:
         rss_small, rss_large = after_small[name]["VmRSS"], after_large[name]["VmRSS"]
         growth_ratio = rss_large / rss_small if rss_small else 0.0

@@ -38,13 +38,6 @@ SERVICES = (
 )
 
 
-def _answer(response: type[Any]) -> Callable[[Any, Any], Awaitable[Any]]:
-    async def handle(request: Any, context: Any) -> Any:
-        return response()
-
-    return handle
-
-
 async def _empty_stream(request: Any, context: Any) -> AsyncIterator[Any]:
     return
     yield  # an async generator that ends at once
@@ -60,17 +53,16 @@ def _relays(
     metadata = (("authorization", f"Bearer {token}"),)
 
     async def create(request: Any, context: Any) -> Any:
-        await pool.AllocateWallet(
-            pool_pb.AllocateWalletRequest(order_id=str(uuid.uuid4()), network=request.network),
-            metadata=metadata,
+        allocate = pool_pb.AllocateWalletRequest(
+            order_id=str(uuid.uuid4()), network=request.network
         )
+        await pool.AllocateWallet(allocate, metadata=metadata)
         return order_pb.CreateOrderResponse()
 
     async def update(request: Any, context: Any) -> Any:
         if request.status in _FINAL:
-            await pool.ReleaseWallet(
-                pool_pb.ReleaseWalletRequest(order_id=request.order_id), metadata=metadata
-            )
+            release = pool_pb.ReleaseWalletRequest(order_id=request.order_id)
+            await pool.ReleaseWallet(release, metadata=metadata)
         return order_pb.UpdateOrderStatusResponse()
 
     return {"CreateOrder": create, "UpdateOrderStatus": update}
@@ -84,25 +76,22 @@ def noop_handler(
         request = message_factory.GetMessageClass(method.input_type)
         response = message_factory.GetMessageClass(method.output_type)
         relay = (relays or {}).get(method.name) if service.name == "OrderService" else None
-        if relay is not None:
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                relay,
-                request_deserializer=request.FromString,
-                response_serializer=response.SerializeToString,
-            )
-        elif method.server_streaming:
-            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _empty_stream,
-                request_deserializer=request.FromString,
-                response_serializer=response.SerializeToString,
-            )
-        else:
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _answer(response),
-                request_deserializer=request.FromString,
-                response_serializer=response.SerializeToString,
-            )
+        make = grpc.unary_unary_rpc_method_handler
+        if relay is None and method.server_streaming:
+            make, relay = grpc.unary_stream_rpc_method_handler, _empty_stream
+        handlers[method.name] = make(
+            relay or _answer(response),
+            request_deserializer=request.FromString,
+            response_serializer=response.SerializeToString,
+        )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def _answer(response: type[Any]) -> Callable[[Any, Any], Awaitable[Any]]:
+    async def handle(request: Any, context: Any) -> Any:
+        return response()
+
+    return handle
 
 
 @dataclass(frozen=True)

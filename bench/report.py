@@ -25,56 +25,29 @@ class Row:
     note: str = ""
 
 
-COLUMNS = (
-    "scenario",
-    "conc",
-    "measured",
-    "ops/s",
-    "p50 ms",
-    "p99 ms",
-    "baseline(s), same run",
-    "ratio",
-    "target",
-    "met?",
-)
+COLUMNS = "scenario|conc|measured|ops/s|p50 ms|p99 ms|baseline(s), same run|ratio|target|met?"
 
 
-def _number(value: float | None, digits: int = 1) -> str:
+def _number(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def _met(row: Row) -> str:
-    if row.met is None:
-        return "-" if not row.note else row.note
-    verdict = "yes" if row.met else "NO"
-    return f"{verdict} ({row.note})" if row.note else verdict
-
-
 def cells(row: Row) -> list[str]:
-    return [
-        row.scenario,
-        row.concurrency,
-        row.measured or "-",
-        _number(row.throughput, 0),
-        _number(row.p50, 2),
-        _number(row.p99, 2),
-        row.baseline or "-",
-        "-" if row.ratio is None else f"{row.ratio:.2f}",
-        row.target or "-",
-        _met(row),
-    ]
+    met = "-" if row.met is None else "yes" if row.met else "NO"
+    if row.note:
+        met = row.note if row.met is None else f"{met} ({row.note})"
+    numbers = [_number(row.throughput, 0), _number(row.p50, 2), _number(row.p99, 2)]
+    first = [row.scenario, row.concurrency, row.measured or "-", *numbers, row.baseline or "-"]
+    return [*first, _number(row.ratio, 2), row.target or "-", met]
 
 
 def table(rows: Sequence[Row]) -> str:
     """A plain-text table (also valid as a Markdown table)."""
-    body = [list(COLUMNS), *(cells(row) for row in rows)]
-    widths = [max(len(line[i]) for line in body) for i in range(len(COLUMNS))]
-
-    def line(values: Sequence[str]) -> str:
-        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
-
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(body[0]), rule, *(line(values) for values in body[1:])])
+    body = [COLUMNS.split("|"), *(cells(row) for row in rows)]
+    widths = [max(len(line[i]) for line in body) for i in range(len(body[0]))]
+    lines = ["| " + " | ".join(map(str.ljust, line, widths)) + " |" for line in body]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
 
 
 def write_json(path: Path, document: dict[str, Any], rows: Sequence[Row]) -> None:
@@ -83,51 +56,42 @@ def write_json(path: Path, document: dict[str, Any], rows: Sequence[Row]) -> Non
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
-@dataclass(frozen=True)
-class Series:
-    label: str
-    x: Sequence[int]
-    y: Sequence[float]
-    style: str = "-o"
-
-
-def draw_chart(
-    path: Path,
-    title: str,
-    throughput: Sequence[Series],
-    latency: Sequence[Series],
-    points: Sequence[tuple[str, int, float, float, float]] = (),
-) -> None:
-    """Throughput (left) and latency (right, log scale) by concurrency. `points`: single
-    measurements (label, concurrency, ops/s, p50 ms, p99 ms) drawn as markers."""
+def draw_chart(path: Path, title: str, claim: dict[str, Any], life: dict[str, Any] | None) -> None:
+    """The claim limit by concurrency: throughput against its floors (left), latency (right,
+    log scale); the lifecycle as single markers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    points = claim["points"]
+    x = [p["concurrency"] for p in points]
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
-    for series in throughput:
-        left.plot(series.x, series.y, series.style, label=series.label)
-    for series in latency:
-        right.plot(series.x, series.y, series.style, label=series.label)
-    for label, concurrency, rate, p50, p99 in points:
-        left.plot([concurrency], [rate], "D", label=label)
-        right.plot([concurrency], [p50], "D", label=f"{label} p50")
-        right.plot([concurrency], [p99], "^", label=f"{label} p99")
-    for axis in (left, right):
+    lines = ("achieved", "achieved (gRPC API)", "-o"), ("noop", "N: noop gRPC server", "--s")
+    for key, label, style in (*lines, ("pgbench", "P: pgbench, same SQL", "--^")):
+        left.plot(x, [p[key]["throughput"] for p in points], style, label=label)
+        for pct, mark in (("p50", "o"), ("p99", "v")):
+            block = [p[key]["latency_ms"] for p in points]
+            y = [b.get("cycle", b)[pct] for b in block]
+            right.plot(x, y, style[:-1] + mark, label=f"{key} {pct}")
+    left.plot(x, [p["ceiling"] for p in points], ":k", label="C = 1/(1/N + 1/P)")
+    left.plot(x, [0.7 * p["ceiling"] for p in points], ":r", label="target 0.7 x C")
+    if life:
+        done, latency = life["achieved"], life["achieved"]["latency_ms"]["lifecycle"]
+        conc = life["concurrency"]
+        left.plot([conc], [done["throughput"]], "D", label="lifecycle (3 calls)")
+        right.plot([conc, conc], [latency["p50"], latency["p99"]], "D", label="lifecycle p50, p99")
+    for axis, name in ((left, "throughput"), (right, "latency")):
         axis.set_xscale("log", base=2)
+        axis.set_xticks(x, [str(c) for c in x])
         axis.set_xlabel("concurrency (calls in flight)")
+        axis.set_title(name)
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=7)
-    ticks = sorted({x for series in throughput for x in series.x})
-    for axis in (left, right):
-        axis.set_xticks(ticks, [str(t) for t in ticks])
     left.set_ylabel("operations per second")
     left.set_ylim(bottom=0)
-    left.set_title("throughput")
     right.set_yscale("log")
     right.set_ylabel("latency per operation, ms")
-    right.set_title("latency")
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """What a run measures and for how long, from BENCH_* environment variables."""
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from shared import config
 from shared.config import ConfigError
@@ -18,24 +19,6 @@ def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
     return config.env_float(name, default, minimum=minimum, maximum=float(_BENCH_MAXIMUM))
 
 
-def _env_ints(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        values = tuple(int(item) for item in raw.split(",") if item.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be comma-separated whole numbers, got {raw!r}") from None
-    if not values or min(values) < 1:
-        raise ConfigError(f"{name} must list numbers of at least 1, got {raw!r}")
-    return values
-
-
-def _env_names(name: str) -> tuple[str, ...]:
-    raw = os.environ.get(name, "").strip()
-    return tuple(item.strip() for item in raw.split(",") if item.strip())
-
-
 SCENARIOS = (
     "claim",
     "lifecycle",
@@ -49,71 +32,71 @@ SCENARIOS = (
 )
 
 
+def _env_ints(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        values = tuple(int(item) for item in raw.split(",") if item.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated whole numbers, got {raw!r}") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{name} must list numbers of at least 1, got {raw!r}")
+    return values
+
+
+def _var(name: str, full: Any, quick: Any = None, minimum: float = 1) -> Any:
+    """A setting read from `name`: `full` by default, `quick` with BENCH_QUICK."""
+    quick = full if quick is None else quick
+    return field(metadata={"name": name, "full": full, "quick": quick, "minimum": minimum})
+
+
 @dataclass(frozen=True)
 class BenchSettings:
     quick: bool
     scenarios: tuple[str, ...]
-    warmup_seconds: float
-    duration_seconds: float
-    claim_concurrency: tuple[int, ...]
-    lifecycle_concurrency: int
-    claim_pool_size: int
-    client_processes: int
-    handoff_rounds: int
-    handoff_queue_length: int
-    handoff_pause_seconds: float
-    poll_seconds: float
-    growth_sizes: tuple[int, ...]
-    growth_queue: int
-    lifecycles_small: int
-    lifecycles_large: int
-    watchers: int
-    watch_connections: int
-    watch_pairs: int
-    tracing_rounds: int
-    deposit_pairs: int
-    confirmation_rounds: int
+    warmup_seconds: float = _var("BENCH_WARMUP_SECONDS", 3.0, 1.0, minimum=0)
+    duration_seconds: float = _var("BENCH_DURATION_SECONDS", 10.0, 3.0, minimum=0.5)
+    claim_concurrency: tuple[int, ...] = _var("BENCH_CONCURRENCY", (1, 8, 32, 64))
+    lifecycle_concurrency: int = _var("BENCH_LIFECYCLE_CONCURRENCY", 32)
+    claim_pool_size: int = _var("BENCH_POOL_SIZE", 10_000, minimum=100)
+    client_processes: int = _var("BENCH_CLIENT_PROCESSES", 2)
+    handoff_rounds: int = _var("BENCH_HANDOFF_ROUNDS", 150, 30)
+    handoff_queue_length: int = _var("BENCH_HANDOFF_QUEUE", 10)
+    handoff_pause_seconds: float = _var("BENCH_HANDOFF_PAUSE_SECONDS", 0.5, minimum=0)
+    poll_seconds: float = _var("BENCH_POLL_SECONDS", 0.001, minimum=0)
+    growth_sizes: tuple[int, ...] = _var(
+        "BENCH_GROWTH_SIZES", (1_000, 100_000, 1_000_000), (1_000, 20_000, 100_000)
+    )
+    growth_queue: int = _var("BENCH_GROWTH_QUEUE", 100_000, 20_000)
+    lifecycles_small: int = _var("BENCH_LIFECYCLES_SMALL", 10_000, 1_000)
+    lifecycles_large: int = _var("BENCH_LIFECYCLES_LARGE", 100_000, 3_000)
+    watchers: int = _var("BENCH_WATCHERS", 1_000)
+    watch_connections: int = _var("BENCH_WATCH_CONNECTIONS", 1_000)
+    watch_pairs: int = _var("BENCH_WATCH_PAIRS", 3, 1)
+    tracing_rounds: int = _var("BENCH_TRACING_ROUNDS", 3, 1)
+    deposit_pairs: int = _var("BENCH_DEPOSIT_PAIRS", 3, 1)
+    confirmation_rounds: int = _var("BENCH_CONFIRMATION_ROUNDS", 3, 2)
 
     @classmethod
     def from_env(cls) -> "BenchSettings":
         quick = os.environ.get("BENCH_QUICK", "").strip() not in ("", "0")
-        scenarios = _env_names("BENCH_SCENARIOS") or SCENARIOS
+        raw = os.environ.get("BENCH_SCENARIOS", "").split(",")
+        scenarios = tuple(item.strip() for item in raw if item.strip()) or SCENARIOS
         unknown = set(scenarios) - set(SCENARIOS)
         if unknown:
             raise ConfigError(f"BENCH_SCENARIOS: unknown {sorted(unknown)}; known {SCENARIOS}")
-        sizes = _env_ints(
-            "BENCH_GROWTH_SIZES", (1_000, 20_000, 100_000) if quick else (1_000, 100_000, 1_000_000)
-        )
-        settings = cls(
-            quick=quick,
-            scenarios=scenarios,
-            warmup_seconds=env_float("BENCH_WARMUP_SECONDS", 1.0 if quick else 3.0),
-            duration_seconds=env_float(
-                "BENCH_DURATION_SECONDS", 3.0 if quick else 10.0, minimum=0.5
-            ),
-            claim_concurrency=_env_ints("BENCH_CONCURRENCY", (1, 8, 32, 64)),
-            lifecycle_concurrency=env_int("BENCH_LIFECYCLE_CONCURRENCY", 32, minimum=1),
-            claim_pool_size=env_int("BENCH_POOL_SIZE", 10_000, minimum=100),
-            client_processes=env_int("BENCH_CLIENT_PROCESSES", 2, minimum=1),
-            handoff_rounds=env_int("BENCH_HANDOFF_ROUNDS", 30 if quick else 150, minimum=1),
-            handoff_queue_length=env_int("BENCH_HANDOFF_QUEUE", 10, minimum=1),
-            handoff_pause_seconds=env_float("BENCH_HANDOFF_PAUSE_SECONDS", 0.5),
-            poll_seconds=env_float("BENCH_POLL_SECONDS", 0.001),
-            growth_sizes=sizes,
-            growth_queue=env_int("BENCH_GROWTH_QUEUE", 20_000 if quick else 100_000, minimum=1),
-            lifecycles_small=env_int(
-                "BENCH_LIFECYCLES_SMALL", 1_000 if quick else 10_000, minimum=1
-            ),
-            lifecycles_large=env_int(
-                "BENCH_LIFECYCLES_LARGE", 3_000 if quick else 100_000, minimum=1
-            ),
-            watchers=env_int("BENCH_WATCHERS", 1_000, minimum=1),
-            watch_connections=env_int("BENCH_WATCH_CONNECTIONS", 1_000, minimum=1),
-            watch_pairs=env_int("BENCH_WATCH_PAIRS", 1 if quick else 3, minimum=1),
-            tracing_rounds=env_int("BENCH_TRACING_ROUNDS", 1 if quick else 3, minimum=1),
-            deposit_pairs=env_int("BENCH_DEPOSIT_PAIRS", 1 if quick else 3, minimum=1),
-            confirmation_rounds=env_int("BENCH_CONFIRMATION_ROUNDS", 2 if quick else 3, minimum=1),
-        )
+        values: dict[str, Any] = {}
+        for setting in fields(cls)[2:]:
+            name, minimum = setting.metadata["name"], setting.metadata["minimum"]
+            default = setting.metadata["quick" if quick else "full"]
+            if isinstance(default, tuple):
+                values[setting.name] = _env_ints(name, default)
+            elif isinstance(default, float):
+                values[setting.name] = env_float(name, default, minimum=minimum)
+            else:
+                values[setting.name] = env_int(name, default, minimum=int(minimum))
+        settings = cls(quick, scenarios, **values)
         if settings.lifecycles_large <= settings.lifecycles_small:
             raise ConfigError("BENCH_LIFECYCLES_LARGE must be more than BENCH_LIFECYCLES_SMALL")
         if sorted(settings.growth_sizes) != list(settings.growth_sizes):

@@ -1,134 +1,125 @@
-"""The SQL floor: pgbench (the one pgserver ships, so a fresh machine has it) running the
-statements the services run for one operation, read from their queries.sql, with as many
-clients as the RPC load has workers.
+"""The SQL floor: pgbench (the one pgserver ships, so a fresh machine has it) replaying the
+statements the services sent per operation in a trace taken in the same run (`bench.trace`),
+with as many clients as the RPC load has workers, so the floor follows every change.
 
-A script is a list of statements, each on its own as the services send them (every use case
-on these paths is one statement, atomic by itself: no BEGIN/COMMIT); each names its query and
-gives an SQL expression for each `$n`. Order ids are made in the script from
-the client id and a random number, so no statement is added; the address the claim returns
-is kept with `\\aset` for the statements that need it. pgbench runs in prepared mode, as
-asyncpg does. Everything above SQL is left out, on purpose.
-
-Should an allocation still come back without a wallet under concurrency (allocate_wallet
-retries a missed claim first), it queues the order and `address` is empty: the release then
-takes the order out of the queue, and the caller counts such misses from the rows the claims
-wrote.
+Each statement is replayed on its own, as the services sent it, as often per operation as
+the trace counted it (a fraction of a time by a random draw: the sequencer's runs coalesce
+under load). Parameters become constants of the type the server infers for them, except
+what belongs to one operation: its order id (made from the client id and a random number),
+the address its allocation returned (kept with `\\aset`), and timestamps (`now()`).
+pgbench runs in prepared mode, as asyncpg does. Everything above SQL is left out, on purpose.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import importlib.util
 import os
 import re
 import tempfile
 import time
-from collections.abc import Sequence
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from shared.sql import load_queries
-
-POOL = "wallet_pool_service"
-ORDERS = "order_service"
+from bench.stack import connected
+from bench.trace import Entry, Trace
 
 # A fresh order id per script run: the client id and a random 62-bit number, as a uuid.
 ORDER_ID = "(lpad(to_hex(:client_id::bigint), 16, '0') || lpad(to_hex(:r::bigint), 16, '0'))::uuid"
-NETWORK = ":network"
-ADDRESS = ":address"  # set by \aset from allocate_wallet's address
-
-# Values the services pass as parameters; given to pgbench with -D.
-DEFINES = {
-    "network": "ETH",
-    "amount": "1.5",
-    "client": "client",
-    "operator": "operator",
-    "cooldown": "0",
-    "lease": "10",
-}
+_PARAM = re.compile(r"\$(\d+)")
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_LEAST = 0.02  # statements sent less often per operation than this are left out
 
 
 @dataclass(frozen=True)
-class Statement:
-    package: str
-    query: str
-    params: tuple[str, ...] = ()
-    gset: bool = False
+class Script:
+    text: str
+    commits: float  # transactions per operation: every statement is its own
+    per_operation: dict[str, float]
+    background: float  # transactions a second the services committed at rest
+    traced_commits: float  # per operation while traced, as the database counted them
+
+    @classmethod
+    async def build(cls, url: str, trace: Trace) -> Script:
+        counts = {sql: round(n, 2) for sql, n in trace.per_operation().items() if n >= _LEAST}
+        if not counts:
+            raise RuntimeError("the trace has no statement sent per operation")
+        examples = _examples(trace, counts)
+        lines = ["\\set r random(1, 4611686018427387903)"]
+        async with connected(url) as conn:
+            for n, (sql, sent) in enumerate(examples.items()):
+                rendered = [await _render(conn, e, trace.operations) for e in sent]
+                lines += [rendered[i % len(rendered)] for i in range(int(counts[sql]))]
+                part = round(100 * (counts[sql] % 1))
+                if part:
+                    lines += [f"\\set u{n} random(1, 100)", f"\\if :u{n} <= {part}"]
+                    lines += [rendered[-1], "\\endif"]
+        commits, background = round(sum(counts.values()), 2), round(trace.background, 2)
+        text = "\n".join(lines) + "\n"
+        return cls(text, commits, counts, background, round(trace.commits, 2))
 
 
-def _pool(query: str, *params: str, gset: bool = False) -> Statement:
-    return Statement(POOL, query, params, gset)
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def _orders(query: str, *params: str) -> Statement:
-    return Statement(ORDERS, query, params)
+def _examples(trace: Trace, counts: dict[str, float]) -> dict[str, list[Entry]]:
+    """Each statement as one operation sent it, in its order: the operation most statements
+    name alone (a coalesced run of the sequencer names several); what names no operation
+    (a hand-off by network), as first sent."""
+    named = [
+        {u for v in e.params for u in _UUID.findall(v or "")} & trace.operations.keys()
+        for e in trace.busy
+    ]
+    alone = Counter(next(iter(ids)) for ids in named if len(ids) == 1)
+    chosen = alone.most_common(1)[0][0] if alone else ""
+    examples: dict[str, list[Entry]] = {}
+    for entry, ids in zip(trace.busy, named, strict=True):
+        mine = ids == {chosen}
+        if entry.sql in counts and (mine or (not ids and entry.sql not in examples)):
+            examples.setdefault(entry.sql, []).append(entry)
+    missing = counts.keys() - examples.keys()
+    for entry in trace.busy:  # sent by every operation, but coalesced for this one
+        if entry.sql in missing and entry.sql not in examples:
+            examples[entry.sql] = [entry]
+    return examples
 
 
-# These mirror the services' code paths (WalletPoolManager, OrderManager): when those change,
-# change these. `commits` below is checked against what the services commit per operation.
-
-# allocate_wallet for an order that holds nothing, with a free wallet: one call.
-POOL_ALLOCATE = _pool("allocate_wallet", ORDER_ID, NETWORK, gset=True)
-# release_wallet of a held wallet with nobody waiting: one call, then one hand-off (a
-# statement on its own, after the commit).
-POOL_RELEASE = _pool("release_wallet", ORDER_ID, ADDRESS, ":cooldown", "now()")
-POOL_HAND_OFF = _pool("hand_off_waiting", NETWORK)
-
-CLAIM_CYCLE: tuple[Statement, ...] = (POOL_ALLOCATE, POOL_RELEASE, POOL_HAND_OFF)
-
-# CreateOrder, UpdateOrderStatus PROCESSING, UpdateOrderStatus COMPLETED, with the pool's
-# statements where the order service calls the pool.
-LIFECYCLE: tuple[Statement, ...] = (
-    _orders("create_order", ORDER_ID, NETWORK, ":amount", "NULL", ":client"),
-    POOL_ALLOCATE,
-    # CreateOrder answers with the row set_wallet returns (no read after it).
-    _orders("set_wallet", ORDER_ID, ADDRESS),
-    # A status with one possible predecessor is set from it at once (compare-and-set).
-    _orders("change_status", ORDER_ID, "'PENDING'", "'PROCESSING'", "''", ":operator", "NULL"),
-    _orders("change_status", ORDER_ID, "'PROCESSING'", "'COMPLETED'", "''", ":operator", ":lease"),
-    POOL_RELEASE,
-    POOL_HAND_OFF,
-    _orders("mark_release_done", ORDER_ID),
-)
-
-_PARAM = re.compile(r"\$(\d+)")
+async def _render(conn: Any, entry: Entry, operations: dict[str, str]) -> str:
+    sql = entry.sql
+    statement = await conn.prepare(sql)
+    oids = [t.oid for t in statement.get_parameters()]
+    types = await conn.fetchval(
+        "SELECT array_agg(format_type(o, NULL)) FROM unnest($1::oid[]) o", oids
+    )
+    if len(entry.params) != len(oids):
+        raise RuntimeError(f"the log gave {len(entry.params)} parameters for {len(oids)}: {sql}")
+    values = [_value(v, t, operations) for v, t in zip(entry.params, types or [], strict=True)]
+    rendered = _PARAM.sub(lambda m: values[int(m.group(1)) - 1], sql)
+    names = [a.name for a in statement.get_attributes()]
+    # The address an allocation returns, for the statements after it that name it.
+    mine = any(v in operations for v in entry.params)
+    keep = mine and "address" in names and all(_NAME.match(name) for name in names)
+    return f"{rendered} \\aset" if keep else f"{rendered};"
 
 
-def _value(params: tuple[str, ...], match: re.Match[str]) -> str:
-    return params[int(match.group(1)) - 1]
-
-
-def _query(queries: dict[str, dict[str, str]], statement: Statement) -> str:
-    sql = queries[statement.package].get(statement.query)
-    if sql is None:
-        raise LookupError(
-            f"{statement.package}/queries.sql has no query {statement.query!r} any more: "
-            "bench/sqlfloor.py must follow the service's code paths"
-        )
-    return sql
-
-
-def render(statements: Sequence[Statement]) -> str:
-    """The pgbench script for one operation."""
-    queries = {POOL: load_queries(POOL), ORDERS: load_queries(ORDERS)}
-    lines = ["\\set r random(1, 4611686018427387903)"]
-    for statement in statements:
-        sql = _query(queries, statement)
-        used = {int(n) for n in _PARAM.findall(sql)}
-        if used != set(range(1, len(statement.params) + 1)):
-            raise ValueError(
-                f"{statement.package}.{statement.query} takes ${sorted(used)}, "
-                f"the floor gives {len(statement.params)} values"
-            )
-        sql = _PARAM.sub(functools.partial(_value, statement.params), sql)
-        lines.append(f"{sql} \\aset" if statement.gset else f"{sql};")
-    return "\n".join(lines) + "\n"
-
-
-def commits(statements: Sequence[Statement]) -> int:
-    """Transactions committed per operation: each statement is its own."""
-    return len(statements)
+def _value(value: str | None, type_: str, operations: dict[str, str]) -> str:
+    if value is None:
+        return f"NULL::{type_}"
+    if value in operations:
+        return f"({ORDER_ID})::{type_}"
+    if value in operations.values():
+        return f":address::{type_}"
+    if type_.startswith("timestamp"):
+        return f"now()::{type_}"
+    literal = "'" + value.replace("'", "''") + "'"
+    named = [order_id for order_id in operations if order_id in value]
+    for order_id in named:  # an array of order ids: the sequencer's
+        literal = literal.replace(order_id, "@order@")
+    if named:
+        return f"replace({literal}, '@order@', ({ORDER_ID})::text)::{type_}"
+    return f"{literal}::{type_}"
 
 
 def pgbench_path() -> Path:
@@ -144,101 +135,65 @@ def pgbench_path() -> Path:
 @dataclass(frozen=True)
 class PgbenchResult:
     clients: int
-    seconds: float
     tps: float
     transactions: int
     all_transactions: int  # the warm-up's too
     latencies: list[float]  # seconds, one per script run in the measured run
     cpu_cores: float  # pgbench's own CPU use during the measured run
 
-    @property
-    def throughput(self) -> float:
-        return self.tps
 
-
-_TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
 _PROCESSED = re.compile(r"^number of transactions actually processed: (\d+)", re.MULTILINE)
+_TPS = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
 
 
-async def _pgbench(
-    url: str, script: Path, clients: int, seconds: int, log_prefix: Path | None
-) -> str:
-    args = [
-        str(pgbench_path()),
-        "--no-vacuum",
-        "--protocol=prepared",
-        f"--client={clients}",
-        f"--jobs={min(clients, 2)}",
-        f"--time={seconds}",
-        f"--file={script}",
-    ]
-    for name, value in DEFINES.items():
-        args.append(f"--define={name}={value}")
-    if log_prefix is not None:
-        args += ["--log", f"--log-prefix={log_prefix}"]
-    args.append(url)
+async def _pgbench(url: str, script: Path, clients: int, seconds: float, log: bool) -> str:
+    args = ["--no-vacuum", "--protocol=prepared", f"--client={clients}", f"--file={script}"]
+    args += [f"--jobs={min(clients, 2)}", f"--time={max(1, round(seconds))}", url]
     process = await asyncio.create_subprocess_exec(
+        str(pgbench_path()),
         *args,
+        *(["--log", f"--log-prefix={script.parent / 'log'}"] if log else []),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=script.parent,
     )
     out, err = await process.communicate()
-    stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+    stderr = err.decode(errors="replace")
     if process.returncode != 0 or "aborted" in stderr:
         raise RuntimeError(f"pgbench failed ({process.returncode}):\n{stderr[-3000:]}")
-    return stdout
+    return out.decode(errors="replace")
 
 
 def _logged_latencies(workdir: Path) -> list[float]:
     """Seconds per script run, from pgbench's per-transaction logs (the third field, µs)."""
-    latencies: list[float] = []
-    for log in workdir.glob("log.*"):
-        for line in log.read_text().splitlines():
-            fields = line.split()
-            if len(fields) >= 3:
-                latencies.append(int(fields[2]) / 1_000_000)
-    return latencies
+    lines = (line.split() for log in workdir.glob("log.*") for line in log.open())
+    return [int(fields[2]) / 1_000_000 for fields in lines if len(fields) >= 3]
 
 
 async def run_pgbench(
-    url: str,
-    statements: Sequence[Statement],
-    clients: int,
-    warmup_seconds: float,
-    duration_seconds: float,
+    url: str, script_text: str, clients: int, warmup_seconds: float, duration_seconds: float
 ) -> PgbenchResult:
     """A warm-up run, then the measured run with one latency per script run."""
     with tempfile.TemporaryDirectory(prefix="bench-pgbench-") as tmp:
-        workdir = Path(tmp)
-        script = workdir / "operation.sql"
-        script.write_text(render(statements))
-        warmup_transactions = 0
-        if warmup_seconds > 0:
-            warmup = await _pgbench(url, script, clients, max(1, round(warmup_seconds)), None)
-            counted = _PROCESSED.search(warmup)
-            warmup_transactions = int(counted.group(1)) if counted else 0
-        seconds = max(1, round(duration_seconds))
+        script = Path(tmp) / "operation.sql"
+        script.write_text(script_text)
+        warmup = await _pgbench(url, script, clients, warmup_seconds, False)
         started, cpu_before = time.monotonic(), os.times()
-        stdout = await _pgbench(url, script, clients, seconds, workdir / "log")
+        stdout = await _pgbench(url, script, clients, duration_seconds, True)
         elapsed, cpu_after = time.monotonic() - started, os.times()
-        tps_match, processed = _TPS.search(stdout), _PROCESSED.search(stdout)
-        if tps_match is None or processed is None:
+        tps, processed, warmed = (
+            r.search(t) for r, t in ((_TPS, stdout), (_PROCESSED, stdout), (_PROCESSED, warmup))
+        )
+        if tps is None or processed is None:
             raise RuntimeError(f"unexpected pgbench output:\n{stdout}")
-        latencies = await asyncio.to_thread(_logged_latencies, workdir)
+        latencies = await asyncio.to_thread(_logged_latencies, Path(tmp))
+    # pgbench is this process's only child that ends meanwhile.
+    cpu = sum(cpu_after[2:4]) - sum(cpu_before[2:4])
     return PgbenchResult(
         clients=clients,
-        seconds=min(float(seconds), elapsed),
-        tps=float(tps_match.group(1)),
+        tps=float(tps.group(1)),
         transactions=int(processed.group(1)),
-        all_transactions=warmup_transactions + int(processed.group(1)),
+        all_transactions=int(processed.group(1)) + (int(warmed.group(1)) if warmed else 0),
         latencies=latencies,
-        # pgbench is this process's only child that ends meanwhile.
-        cpu_cores=(
-            cpu_after.children_user
-            + cpu_after.children_system
-            - cpu_before.children_user
-            - cpu_before.children_system
-        )
-        / elapsed,
+        cpu_cores=cpu / elapsed,
     )

@@ -5,10 +5,12 @@ tests.e2e.stack (both services as processes on free ports) and scripts.processes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import unittest.mock
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -20,8 +22,6 @@ from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, SERVICE_TOKEN, LocalSt
 from wallet_pool_service import addresses
 
 TOKENS = (OPERATOR_TOKEN, CLIENT_TOKEN, SERVICE_TOKEN)
-ORDER_APP = "bench-order_service"
-POOL_APP = "bench-wallet_pool_service"
 
 # The services' documented defaults, where LocalStack shortens them for tests: a benchmark
 # measures what a deployment runs (each can still be overridden from the environment).
@@ -35,13 +35,14 @@ SERVICE_DEFAULTS = {
 }
 
 
-def with_application_name(url: str, name: str) -> str:
-    """The URL with `application_name` set (asyncpg passes unknown URL parameters to the
-    server as settings), so pg_stat_activity tells the services' connections apart."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "application_name"]
-    query.append(("application_name", name))
-    return urlunsplit(parts._replace(query=urlencode(query, safe="/")))
+@contextlib.asynccontextmanager
+async def connected(url: str) -> AsyncIterator[asyncpg.Connection[Any]]:
+    """A connection of the harness's own, closed after use."""
+    conn = await asyncpg.connect(url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def service_settings() -> dict[str, str]:
@@ -81,15 +82,8 @@ class BenchServer:
         if embedded is not None:
             await _drop_leftovers(server_url)
         # The factory creates its databases on DATABASE_URL's server when that is set.
-        previous = os.environ.get("DATABASE_URL")
-        os.environ["DATABASE_URL"] = server_url
-        try:
+        with unittest.mock.patch.dict(os.environ, {"DATABASE_URL": server_url}):
             factory = DatabaseFactory()
-        finally:
-            if previous is None:
-                del os.environ["DATABASE_URL"]
-            else:
-                os.environ["DATABASE_URL"] = previous
         await factory.create_template()
         return cls(factory, embedded, lock)
 
@@ -109,15 +103,12 @@ class BenchServer:
 
 async def _drop_leftovers(server_url: str) -> None:
     """Databases an interrupted run left on the benchmark's own embedded server."""
-    conn = await asyncpg.connect(server_url)
-    try:
+    async with connected(server_url) as conn:
         names = await conn.fetch(
             "SELECT datname FROM pg_database WHERE datname LIKE 'exchange\\_test\\_%'"
         )
         for row in names:
             await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def start_services(
@@ -127,17 +118,9 @@ async def start_services(
     order_module: str = "order_service",
 ) -> LocalStack:
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
+    env = {**service_settings(), **(extra_env or {})}
     return await LocalStack.start(
-        database_url,
-        log_dir,
-        environment="production",
-        extra_env={
-            **service_settings(),
-            "ORDER_DATABASE_URL": with_application_name(database_url, ORDER_APP),
-            "WALLET_POOL_DATABASE_URL": with_application_name(database_url, POOL_APP),
-            **(extra_env or {}),
-        },
-        order_module=order_module,
+        database_url, log_dir, environment="production", extra_env=env, order_module=order_module
     )
 
 
@@ -146,31 +129,19 @@ def target_of(stack: LocalStack) -> Target:
 
 
 def pids_of(stack: LocalStack) -> dict[str, list[int]]:
-    pids = {}
-    for name, process in (
-        ("order_service", stack.order_process),
-        ("wallet_pool_service", stack.pool_process),
-    ):
-        assert process.process is not None
-        pids[name] = [process.process.pid]
-    return pids
+    services = {"order_service": stack.order_process, "wallet_pool_service": stack.pool_process}
+    return {name: [s.process.pid] for name, s in services.items() if s.process is not None}
 
 
 async def start_noop(log_dir: Path, relay_to: ServiceProcess | None = None) -> ServiceProcess:
     """The RPC floor's server as a process of its own, like each service; `relay_to`: a noop
     server that this one calls as the order service calls the pool."""
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "OPERATOR_TOKEN": OPERATOR_TOKEN,
-        "CLIENT_TOKEN": CLIENT_TOKEN,
-        "SERVICE_TOKEN": SERVICE_TOKEN,
-        "BENCH_NOOP_ADDR": "127.0.0.1:0",
-    }
-    name = "noop_server"
+    env = {**os.environ, "BENCH_NOOP_ADDR": "127.0.0.1:0"}
+    env |= dict(zip(("OPERATOR_TOKEN", "CLIENT_TOKEN", "SERVICE_TOKEN"), TOKENS, strict=True))
     if relay_to is not None:
         env["BENCH_NOOP_POOL_TARGET"] = f"127.0.0.1:{relay_to.port}"
-        name = "noop_relay"
+    name = "noop_server" if relay_to is None else "noop_relay"
     process = ServiceProcess("bench.noop_server", env, log_dir / f"{name}.log")
     await process.start()
     return process
@@ -199,8 +170,7 @@ def made_up_address(network: str, n: int) -> str:
 async def add_wallets(url: str, network: str, first: int, count: int) -> None:
     """Wallets `made_up_address(network, n)` for n in [first, first + count), put in with SQL
     (ETH's are made by the statement itself, for pools of millions)."""
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         if network == "ETH":
             await conn.execute(
                 """
@@ -222,47 +192,37 @@ async def add_wallets(url: str, network: str, first: int, count: int) -> None:
             )
         # Vacuumed as well, as autovacuum would have done by the time a pool grew this big.
         await conn.execute("VACUUM ANALYZE wallet_pool.wallets")
-    finally:
-        await conn.close()
+
+
+async def execute(url: str, *statements: str | tuple[Any, ...]) -> None:
+    """Statements (each SQL, or SQL and its arguments) one after another on one connection."""
+    async with connected(url) as conn:
+        for statement in statements:
+            sql, *args = (statement,) if isinstance(statement, str) else statement
+            await conn.execute(sql, *args)
 
 
 async def add_queued_orders(url: str, network: str, count: int) -> None:
-    """Orders waiting in `network`'s queue (the pool has no wallet of that network)."""
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(
-            """
-            INSERT INTO wallet_pool.queue (order_id, network)
-            SELECT gen_random_uuid(), $1 FROM generate_series(1, $2::bigint)
-            """,
-            network,
-            count,
-        )
-        # Vacuumed as well (the queue and the per-block counts the trigger churned through),
-        # as autovacuum would have done by the time a queue grew this long.
-        await conn.execute("VACUUM ANALYZE wallet_pool.queue, wallet_pool.queue_blocks")
-    finally:
-        await conn.close()
+    """Orders waiting in `network`'s queue (the pool has no wallet of that network),
+    vacuumed as well (the queue and the per-block counts the trigger churned through), as
+    autovacuum would have done by the time a queue grew this long."""
+    insert = "INSERT INTO wallet_pool.queue (order_id, network) "
+    insert += "SELECT gen_random_uuid(), $1 FROM generate_series(1, $2::bigint)"
+    vacuum = "VACUUM ANALYZE wallet_pool.queue, wallet_pool.queue_blocks"
+    await execute(url, (insert, network, count), vacuum)
 
 
 async def clear_queue(url: str, network: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("DELETE FROM wallet_pool.queue WHERE network = $1", network)
-        await conn.execute("VACUUM ANALYZE wallet_pool.queue")
-    finally:
-        await conn.close()
+    delete = ("DELETE FROM wallet_pool.queue WHERE network = $1", network)
+    await execute(url, delete, "VACUUM ANALYZE wallet_pool.queue")
 
 
 async def pool_counters(url: str) -> dict[str, int]:
     """Claims made so far (assignment rows, hand-offs included) and orders ever queued
     (the queue's identity sequence)."""
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         assignments: int = await conn.fetchval("SELECT count(*) FROM wallet_pool.assignments")
         queued: int = await conn.fetchval(
             "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM wallet_pool.queue_seq_seq"
         )
-    finally:
-        await conn.close()
     return {"assignments": assignments, "queued": queued}

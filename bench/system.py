@@ -13,15 +13,9 @@ from typing import Any
 
 import asyncpg
 
+from bench.stack import connected
+
 _TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    """VmRSS of a process, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -37,30 +31,28 @@ def memory_mb(pid: int) -> dict[str, float]:
 def _cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
     """User and system CPU of a process; with `reaped_children`, also that of its children
     that have exited (so a group stays continuous while its members come and go)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    fields = _stat(pid)
+    if not fields:
         return 0.0
-    # The command may contain spaces; fields after it are fixed (utime, stime, cutime, cstime).
-    fields = stat[stat.rindex(")") + 2 :].split()
     seconds = int(fields[11]) + int(fields[12])
     if reaped_children:
         seconds += int(fields[13]) + int(fields[14])
     return seconds / _TICKS
 
 
+def _stat(pid: int | str) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command (which may contain spaces): state,
+    ppid, ..., utime (11), stime, cutime, cstime; none for a process that is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return stat[stat.rindex(")") + 2 :].split()
+
+
 def _children(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent:
-            found.append(int(entry.name))
-    return found
+    pids = (entry.name for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return [int(pid) for pid in pids if _stat(pid)[1:2] == [str(parent)]]
 
 
 def _machine_ticks() -> tuple[int, int]:
@@ -129,21 +121,11 @@ class CpuMeter:
 
 async def postmaster_pid(url: str) -> int | None:
     """The database server's pid when it runs on this machine (the parent of a backend)."""
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         backend: int = await conn.fetchval("SELECT pg_backend_pid()")
         # While the connection is open: its backend exits when it closes.
-        return await asyncio.to_thread(_parent_pid, backend)
-    finally:
-        await conn.close()
-
-
-def _parent_pid(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None  # not on this machine
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
+        fields = await asyncio.to_thread(_stat, backend)
+    return int(fields[1]) if fields else None  # none: not on this machine
 
 
 _CONNECTIONS = """
@@ -187,12 +169,9 @@ async def sample_connections(
 
 async def commits(url: str) -> int:
     """Transactions committed in this database so far (pg_stat_database.xact_commit)."""
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         await conn.execute("SELECT pg_stat_force_next_flush()")
         value: int = await conn.fetchval(
             "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
         )
-    finally:
-        await conn.close()
     return value

@@ -1,136 +1,190 @@
-"""`python -m bench.trace`: the SQL each call sends, as PostgreSQL logs it.
+"""The SQL the services send per operation, as PostgreSQL logs it: the source of the SQL floor.
 
-Starts the benchmark's embedded server, a database with `log_statement = 'all'`, and both
-services. It makes a few AllocateWallet+ReleaseWallet cycles and a few order lifecycles one
-after another, then prints the statements logged per operation (BEGIN, COMMIT and any
-driver statements included), and the background loops' statements for the same time at
-rest. This is how to recount what `bench/sqlfloor.py` has to mirror when the services'
-code paths change. It needs the embedded server (it reads its log file), so not with
-DATABASE_URL.
+`capture` starts both services on a database with `log_statement = 'all'`, makes 300
+operations (AllocateWallet+ReleaseWallet cycles, or order lifecycles) from the load
+generator at the given concurrency, then lets them rest as long (11 s at least): a
+statement's count per operation is its count while operating less its count at rest (the
+background loops). The transactions the database counts meanwhile (`xact_commit`, less the
+background's) are what the measured load's are checked against. Each
+operation's order id and wallet address are read from the pool's assignments afterwards, so
+its statements' parameters can be told apart from constants.
+It reads the embedded server's log file, so not with DATABASE_URL.
+
+`python -m bench.trace` prints what the services send today, as the floor replays it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
 import re
-import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import asyncpg
-import grpc
-
-from bench.stack import TOKENS, BenchServer, add_wallets, start_services
-from exchange.order.v1 import order_service_pb2 as order_pb
-from exchange.order.v1 import order_service_pb2_grpc as order_grpc
-from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as pool_pb
-from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
+from bench.loadgen import CYCLE, LoadJob, Target, run_load
+from bench.stack import TOKENS, BenchServer, connected, start_services
+from bench.system import commits
 from tests.databases import ROOT
 
-_LOGGED = re.compile(r"LOG:  (?:statement|execute [^:]*): (.*)")
-_OPERATIONS = 20
+_HEADER = re.compile(r"^\S+ \S+ \S+ \[(\d+)\] (LOG|DETAIL):  (.*)$")
+_STATEMENT = re.compile(r"(?:statement|execute [^:]*): (.*)", re.S)
+_PARAM = re.compile(r"\$\d+ = (NULL|'(?:[^']|'')*')")
 
 
-def _metadata(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
+@dataclass
+class Entry:
+    pid: str
+    sql: str
+    params: list[str | None] = field(default_factory=list)
 
 
-def _statements(text: str) -> list[str]:
-    """The first line of each logged statement."""
-    return [m.group(1).strip() for m in _LOGGED.finditer(text)]
+@dataclass
+class Trace:
+    operations: dict[str, str]  # order id -> the wallet address it got
+    busy: list[Entry]  # logged while operating
+    rest: list[Entry]  # logged while resting afterwards
+    seconds: tuple[float, float]  # how long each
+    count: int  # operations made
+    commits: float  # per operation, as pg_stat_database counts them, less the background's
+
+    @property
+    def background(self) -> float:
+        """Transactions a second the services commit at rest: a statement on its own, or a
+        block from BEGIN to COMMIT."""
+        blocks: set[str] = set()
+        transactions = 0
+        for entry in self.rest:
+            keyword = entry.sql.strip().rstrip(";").upper()
+            transactions += entry.pid not in blocks and keyword != "ROLLBACK"
+            if keyword in ("BEGIN", "START TRANSACTION"):
+                blocks.add(entry.pid)
+            elif keyword in ("COMMIT", "ROLLBACK", "END"):
+                blocks.discard(entry.pid)
+        return transactions / self.seconds[1]
+
+    def per_operation(self) -> dict[str, float]:
+        """Each statement's count per operation, beyond what the background loops send."""
+        busy, rest = Counter(e.sql for e in self.busy), Counter(e.sql for e in self.rest)
+        scale = self.seconds[0] / self.seconds[1]
+        counts = {sql: n - rest[sql] * scale for sql, n in busy.items()}
+        return {sql: n / max(1, self.count) for sql, n in counts.items() if n > 0}
 
 
-def _print(label: str, statements: list[str], operations: int) -> None:
-    print(f"\n{label}: {len(statements) / operations:.1f} statements per operation")
-    for text, count in collections.Counter(statements).most_common():
-        print(f"  {count / operations:5.2f}  {text[:100]}")
+def parse_log(text: str) -> list[Entry]:
+    """Statements in the order logged, with the parameters their DETAIL line gave."""
+    entries: list[Entry] = []
+    last: dict[str, Entry] = {}
+    current: Entry | None = None
+    for line in text.splitlines():
+        if line.startswith("\t"):
+            if current is not None:
+                current.sql += "\n" + line[1:]
+            continue
+        current = None
+        header = _HEADER.match(line)
+        if header is None:
+            continue
+        pid, kind, message = header.groups()
+        statement = _STATEMENT.match(message)
+        if kind == "LOG" and statement:
+            current = last[pid] = Entry(pid, statement.group(1))
+            entries.append(current)
+        elif kind == "DETAIL" and message.startswith("parameters:") and pid in last:
+            last[pid].params = [
+                None if v == "NULL" else v[1:-1].replace("''", "'") for v in _PARAM.findall(message)
+            ]
+    return entries
 
 
-async def trace() -> None:
+def log_file() -> Path:
     if os.environ.get("DATABASE_URL"):
-        raise SystemExit("bench.trace reads the embedded server's log: unset DATABASE_URL")
-    log_file = Path(os.environ.get("BENCH_PG_DIR", "").strip() or ROOT / ".data" / "bench-postgres")
-    log_file /= "log"
+        raise RuntimeError("the SQL floor reads the embedded server's log: unset DATABASE_URL")
+    directory = os.environ.get("BENCH_PG_DIR", "").strip() or ROOT / ".data" / "bench-postgres"
+    return Path(directory) / "log"
+
+
+async def _set_logging(server: BenchServer, database: str, on: bool) -> None:
+    name = urlsplit(database).path.lstrip("/")
+    setting = "SET log_statement = 'all'" if on else "RESET log_statement"
+    async with connected(server.factory.server_url) as admin:
+        await admin.execute(f'ALTER DATABASE "{name}" {setting}')
+
+
+def _size(log: Path) -> int:
+    return log.stat().st_size
+
+
+async def _assignments(url: str) -> dict[str, str]:
+    """Order id -> address of each wallet assigned so far (the operations' own: the
+    database is the trace's)."""
+    async with connected(url) as conn:
+        rows = await conn.fetch("SELECT order_id::text, address FROM wallet_pool.assignments")
+    return {r["order_id"]: r["address"] for r in rows}
+
+
+async def _traced(url: str, log: Path, job: LoadJob, processes: int) -> Trace:
+    known, committed = await _assignments(url), await commits(url)
+    offset, started = _size(log), time.monotonic()
+    result = await run_load(job, processes)
+    await asyncio.sleep(0.5)  # what the operations set off (the sequencer's runs)
+    middle, ended = _size(log), time.monotonic()
+    # At rest as long at least, and until every backend has reported its commits (an idle
+    # one within 10 s).
+    await asyncio.sleep(max(ended - started, 11.0))
+    data = await asyncio.to_thread(log.read_bytes)
+    committed = await commits(url) - committed
+    seconds = (ended - started, time.monotonic() - ended)
+    operations = {k: v for k, v in (await _assignments(url)).items() if k not in known}
+    busy, rest = (
+        parse_log(b.decode(errors="replace")) for b in (data[offset:middle], data[middle:])
+    )
+    traced = Trace(operations, busy, rest, seconds, result.total, 0.0)
+    traced.commits = (committed - traced.background * sum(seconds)) / max(1, result.total)
+    return traced
+
+
+async def capture(
+    server: BenchServer, database: str, log_dir: Path, jobs: dict[str, int], processes: int
+) -> dict[str, Trace]:
+    """A trace per workload of `jobs` (workload -> concurrency), 300 operations each from the
+    load generator's processes, on `database` (its wallets put in already); the database
+    logs nothing afterwards."""
+    log = log_file()
+    await _set_logging(server, database, True)
+    stack = await start_services(database, log_dir)
+    try:
+        await asyncio.sleep(1.0)  # the background loops' first round
+        target = Target(stack.order_addr, stack.pool_addr, TOKENS)
+        return {
+            w: await _traced(database, log, LoadJob(w, target, c, total_ops=300), processes)
+            for w, c in jobs.items()
+        }
+    finally:
+        await stack.close()
+        await _set_logging(server, database, False)
+
+
+async def _main() -> None:
+    from bench import sqlfloor
+    from bench.loadgen import LIFECYCLE
+    from bench.stack import add_wallets
+
     server = await BenchServer.start()
-    stack = None
     try:
         database = await server.database()
         await add_wallets(database, "ETH", 1, 1000)
-        admin = await asyncpg.connect(server.factory.server_url)
-        try:
-            name = urlsplit(database).path.lstrip("/")
-            await admin.execute(f"ALTER DATABASE \"{name}\" SET log_statement = 'all'")
-        finally:
-            await admin.close()
-        stack = await start_services(database, Path(tempfile.mkdtemp(prefix="bench-trace-")))
-        await asyncio.sleep(1.0)
-        operator, client, service = (_metadata(token) for token in TOKENS)
-        pool = pool_grpc.WalletPoolServiceStub(stack.pool_channel)
-        orders = order_grpc.OrderServiceStub(stack.order_channel)
-
-        async def cycles() -> None:
-            for _ in range(_OPERATIONS):
-                order_id = str(uuid.uuid4())
-                allocated = await pool.AllocateWallet(
-                    pool_pb.AllocateWalletRequest(order_id=order_id, network="ETH"),
-                    metadata=service,
-                )
-                await pool.ReleaseWallet(
-                    pool_pb.ReleaseWalletRequest(order_id=order_id, address=allocated.address),
-                    metadata=service,
-                )
-
-        async def lifecycles() -> None:
-            for _ in range(_OPERATIONS):
-                created = await orders.CreateOrder(
-                    order_pb.CreateOrderRequest(network="ETH", amount="1.5"), metadata=client
-                )
-                for status in (order_pb.ORDER_STATUS_PROCESSING, order_pb.ORDER_STATUS_COMPLETED):
-                    await orders.UpdateOrderStatus(
-                        order_pb.UpdateOrderStatusRequest(
-                            order_id=created.order.id,
-                            status=status,
-                        ),
-                        metadata=operator,
-                    )
-
-        async def logged(work: Callable[[], Awaitable[None]]) -> tuple[list[str], float]:
-            offset = log_file.stat().st_size
-            started = time.monotonic()
-            await work()
-            elapsed = time.monotonic() - started
-            await asyncio.sleep(0.3)
-            return _statements(log_file.read_bytes()[offset:].decode(errors="replace")), elapsed
-
-        statements, cycle_seconds = await logged(cycles)
-        _print("AllocateWallet + ReleaseWallet", statements, _OPERATIONS)
-        statements, life_seconds = await logged(lifecycles)
-        _print("CreateOrder, UpdateOrderStatus PROCESSING, COMPLETED", statements, _OPERATIONS)
-        seconds = max(cycle_seconds, life_seconds)
-        statements, _ = await logged(lambda: asyncio.sleep(seconds))
-        print(
-            f"\n(the background loops, counted in the figures above, logged {len(statements)}"
-            f" statements in {seconds:.1f} s at rest)"
-        )
+        jobs = {CYCLE: 8, LIFECYCLE: 8}
+        traces = await capture(server, database, Path("/tmp/bench-trace"), jobs, 2)
+        for workload, trace in traces.items():
+            script = await sqlfloor.Script.build(database, trace)
+            print(f"\n{workload}: {script.commits:.2f} statements per operation")
+            print(script.text)
     finally:
-        if stack is not None:
-            await stack.close()
         await server.close()
 
 
-def main() -> None:
-    try:
-        asyncio.run(trace())
-    except grpc.aio.AioRpcError as exc:
-        print(f"bench.trace: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        raise SystemExit(1) from None
-
-
 if __name__ == "__main__":
-    main()
+    asyncio.run(_main())

@@ -7,7 +7,6 @@ watched."""
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -15,10 +14,10 @@ from typing import Any
 
 import grpc
 
-from bench.harness import Run, errors_of, join_notes, lifecycle_latency, load, summary, together
-from bench.loadgen import LIFECYCLE, Client, LoadJob, LoadResult, Target, receive
+from bench.harness import Run, baseline_row, in_turn, load
+from bench.loadgen import LIFECYCLE, Client, LoadResult, Target, join, receive, spawn
 from bench.report import Row
-from bench.stack import add_wallets, pids_of, start_services, target_of
+from bench.stack import pids_of, target_of
 from bench.system import memory_mb
 from exchange.order.v1 import order_service_pb2 as order_pb
 from exchange.order.v1 import order_service_pb2_grpc as order_grpc
@@ -102,24 +101,10 @@ async def _hold_watchers(job: WatcherJob, conn: Connection) -> None:
         await client.close()
 
 
-def _watchers_process(job: WatcherJob, conn: Connection) -> None:
-    try:
-        asyncio.run(_hold_watchers(job, conn))
-    except BaseException as exc:
-        conn.send({"failure": repr(exc)})
-        raise
-
-
-async def _answer(conn: Connection) -> dict[str, Any]:
-    answer: dict[str, Any] = await receive(conn, _ANSWER_SECONDS)
-    if "failure" in answer:
-        raise RuntimeError(f"the watchers' process failed: {answer['failure']}")
-    return answer
-
-
 async def _command(conn: Connection, command: str) -> dict[str, Any]:
     conn.send(command)
-    return await _answer(conn)
+    answer: dict[str, Any] = await receive(conn, _ANSWER_SECONDS)
+    return answer
 
 
 # --- The scenario ------------------------------------------------------------------------------
@@ -135,63 +120,41 @@ async def watchers(run: Run) -> None:
         f"{concurrency}, without and with them",
         flush=True,
     )
-    database = await run.server.database()
-    await add_wallets(database, "ETH", 1, settings.claim_pool_size)
-    stack = await start_services(database, run.work_dir / "watch")
-    context = multiprocessing.get_context("spawn")
-    parent_end, child_end = context.Pipe()
-    holder = context.Process(
-        target=_watchers_process,
-        args=(WatcherJob(target_of(stack), count, connections), child_end),
-        daemon=True,
-    )
-    try:
-        await asyncio.sleep(1.0)  # background loops' first round
+    async with run.stack("watch") as (_, stack):
         pids = {name: pid[0] for name, pid in pids_of(stack).items()}
-        holder.start()
-        created = await _answer(parent_end)
-        print(f"  {count:,} orders to watch created in {created['created_seconds']:.1f} s")
-        await asyncio.sleep(1.0)
-        before = {name: memory_mb(pid) for name, pid in pids.items()}
-        opened = await _command(parent_end, "open")
-        await asyncio.sleep(2.0)
-        after = {name: memory_mb(pid) for name, pid in pids.items()}
-        first_closed = await _command(parent_end, "close")
-        after_close = {name: memory_mb(pid) for name, pid in pids.items()}
+        holder, parent_end = spawn(_hold_watchers, WatcherJob(target_of(stack), count, connections))
+        try:
+            created = await receive(parent_end, _ANSWER_SECONDS)
+            print(f"  {count:,} orders to watch created in {created['created_seconds']:.1f} s")
+            await asyncio.sleep(1.0)
+            before = {name: memory_mb(pid) for name, pid in pids.items()}
+            opened = await _command(parent_end, "open")
+            await asyncio.sleep(2.0)
+            after = {name: memory_mb(pid) for name, pid in pids.items()}
+            first_closed = await _command(parent_end, "close")
+            after_close = {name: memory_mb(pid) for name, pid in pids.items()}
 
-        job = LoadJob(
-            LIFECYCLE,
-            target_of(stack),
-            concurrency,
-            settings.warmup_seconds,
-            settings.duration_seconds,
-            "ETH",
-        )
-        groups = {**pids_of(stack), "watchers": [holder.pid or 0]}
-        # Windows without and with the streams in turn: the lifecycle's rate drifts and
-        # stalls now and then (p99s of a second either way), more than by 10 % in one window.
-        alone: list[LoadResult] = []
-        watched: list[LoadResult] = []
-        cpu: dict[str, list[Any]] = {"without": [], "with": []}
-        answers = [opened, first_closed]
-        for _ in range(settings.watch_pairs):
-            result, samples = await load(run, job, groups, None)
-            alone.append(result)
-            cpu["without"].append(samples.get("cpu"))
-            answers.append(await _command(parent_end, "open"))
-            result, samples = await load(run, job, groups, None)
-            watched.append(result)
-            cpu["with"].append(samples.get("cpu"))
-            with_load = {name: memory_mb(pid) for name, pid in pids.items()}
-            answers.append(await _command(parent_end, "close"))
-        parent_end.send("stop")
-    finally:
-        if holder.pid is not None:
-            await asyncio.to_thread(holder.join, 10)
-            if holder.is_alive():
-                holder.kill()
-        await stack.close()
-        await run.server.drop(database)
+            job = run.job(LIFECYCLE, stack, concurrency)
+            groups = {**pids_of(stack), "watchers": [holder.pid or 0]}
+            # Windows without and with the streams in turn: the lifecycle's rate drifts and
+            # stalls now and then (p99s of a second either way), more than by 10 % in one window.
+            alone: list[LoadResult] = []
+            watched: list[LoadResult] = []
+            cpu: dict[str, list[Any]] = {"without": [], "with": []}
+            answers = [opened, first_closed]
+            for _ in range(settings.watch_pairs):
+                result, samples = await load(run, job, groups, None)
+                alone.append(result)
+                cpu["without"].append(samples.get("cpu"))
+                answers.append(await _command(parent_end, "open"))
+                result, samples = await load(run, job, groups, None)
+                watched.append(result)
+                cpu["with"].append(samples.get("cpu"))
+                with_load = {name: memory_mb(pid) for name, pid in pids.items()}
+                answers.append(await _command(parent_end, "close"))
+            parent_end.send("stop")
+        finally:
+            await join(holder)
 
     streams_note = _streams_note(count, *answers)
     for name in pids:
@@ -208,41 +171,17 @@ async def watchers(run: Run) -> None:
                 note=f"+{grown:.1f} MB" + (f"; {streams_note}" if streams_note else ""),
             )
         )
-    without, with_streams = together(alone), together(watched)
-    ratio = with_streams.throughput / without.throughput if without.throughput else 0.0
-    pair_ratios = [
-        w.throughput / a.throughput if a.throughput else 0.0
-        for a, w in zip(alone, watched, strict=True)
-    ]
-    life, alone_life = lifecycle_latency(with_streams), lifecycle_latency(without)
-    run.add(
-        Row(
-            scenario=f"{WATCHERS}: lifecycle with {count:,} WatchOrder streams open",
-            concurrency=str(concurrency),
-            throughput=with_streams.throughput,
-            p50=life.p50,
-            p99=life.p99,
-            baseline=f"without {without.throughput:,.0f}/s",
-            ratio=ratio,
-            target=f">= {_THROUGHPUT_TARGET:.2f} x without",
-            met=ratio >= _THROUGHPUT_TARGET and not with_streams.errors and not without.errors,
-            note=join_notes(
-                f"{len(pair_ratios)} pairs of windows, each "
-                + " / ".join(f"{r:.2f}" for r in pair_ratios),
-                errors_of(with_streams),
-            ),
-        )
+    with_streams = in_turn(
+        run,
+        f"{WATCHERS}: lifecycle with {count:,} WatchOrder streams open",
+        concurrency,
+        LIFECYCLE,
+        (alone, watched),
+        "without",
+        _THROUGHPUT_TARGET,
     )
-    run.add(
-        Row(
-            scenario="  lifecycle without watchers, windows in turn with the above",
-            concurrency=str(concurrency),
-            throughput=without.throughput,
-            p50=alone_life.p50,
-            p99=alone_life.p99,
-            note=errors_of(without),
-        )
-    )
+    label = "  lifecycle without watchers, windows in turn with the above"
+    without = baseline_row(run, label, concurrency, LIFECYCLE, alone)
     run.details["watchers"] = {
         "streams": count,
         "connections": connections,
@@ -254,12 +193,8 @@ async def watchers(run: Run) -> None:
         "mb_streams_open_after_load": with_load,
         "concurrency": concurrency,
         "pairs": settings.watch_pairs,
-        "without": summary(without),
-        "with": summary(with_streams),
-        "ratio": round(ratio, 4),
-        "pair_ratios": [round(r, 4) for r in pair_ratios],
-        "windows_without": [summary(r) for r in alone],
-        "windows_with": [summary(r) for r in watched],
+        "without": without,
+        "with": with_streams,
         # The CPU table shows the first pair; every window's is here.
         "cpu_cores": {"without": cpu["without"][0], "with": cpu["with"][0]},
         "cpu_cores_windows": cpu,
