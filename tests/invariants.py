@@ -162,6 +162,29 @@ async def queue_blocks_add_up(conn: Connection) -> list[str]:
     ]
 
 
+async def event_log_has_no_gap(conn: Connection) -> list[str]:
+    """Not one of the numbered ones: the event log's numbered events are every sequence
+    after the expired head up to the last one, once each (a consumer that follows the log by
+    sequence would wait forever at a gap, or skip an event numbered past the end)."""
+    log = await conn.fetchrow("SELECT last_sequence, deleted_through FROM orders.event_log")
+    assert log is not None
+    numbered = [
+        r["sequence"]
+        for r in await conn.fetch(
+            "SELECT sequence FROM orders.order_events WHERE sequence IS NOT NULL ORDER BY 1"
+        )
+    ]
+    expected = list(range(log["deleted_through"] + 1, log["last_sequence"] + 1))
+    if numbered == expected:
+        return []
+    missing = sorted(set(expected) - set(numbered))
+    extra = sorted(set(numbered) - set(expected))
+    return [
+        f"the event log ends at {log['last_sequence']}: sequences missing {missing[:5]}, "
+        f"beyond it or repeated {extra[:5]} ({len(numbered)} numbered, {len(expected)} expected)"
+    ]
+
+
 async def no_wallet_reused_over_a_deposit_or_before_its_watermark(conn: Connection) -> list[str]:
     """7: on a network with the guard on, no wallet went from one order to the next before the
     watcher had scanned the first one's release height plus the network's confirmations, nor
@@ -376,6 +399,7 @@ async def check_all(
             violations += await every_live_order_is_served_once(conn)
             violations += await wallet_states_add_up(conn)
             violations += await queue_blocks_add_up(conn)
+            violations += await event_log_has_no_gap(conn)
             violations += await acknowledged_updates_are_recorded(conn, acknowledged or {})
             violations += await no_wallet_reused_over_a_deposit_or_before_its_watermark(conn)
             violations += await deposits_are_recorded_once_and_attributed(conn, deposits or {})
