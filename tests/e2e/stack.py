@@ -9,6 +9,7 @@ import grpc
 from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from scripts.processes import ServiceProcess, stop_all
+from tests.invariants_api import Api
 
 OPERATOR_TOKEN = "e2e-operator-token"
 CLIENT_TOKEN = "e2e-client-token"
@@ -72,6 +73,11 @@ class Stack:
         self.client = bearer(tokens[1])
         self.service = bearer(tokens[2])
         self.watcher = bearer(os.environ.get("E2E_WATCHER_TOKEN", WATCHER_TOKEN))
+
+    @property
+    def api(self) -> Api:
+        """The stack as the invariants' API comparison asks it (tests/invariants_api.py)."""
+        return Api(self.orders, self.pool, self.operator)
 
     async def close(self) -> None:
         await self.order_channel.close(None)

@@ -19,7 +19,6 @@ from tests.e2e.stack import Stack
 from tests.e2e.test_deposits import chain_deposit, eth_stats, report
 from tests.e2e.test_release_flow import add_wallets, create, eth_address, finish, shown_address
 from tests.invariants import check_all
-from tests.invariants_api import Api
 
 CONFIRMATIONS = 3
 _FINAL = {opb.ORDER_STATUS_COMPLETED: "COMPLETED", opb.ORDER_STATUS_CANCELLED: "CANCELLED"}
@@ -51,8 +50,9 @@ class Ledger:
         return outcome
 
     async def assert_invariants(self, step: str) -> None:
-        api = Api(self.stack.orders, self.stack.pool, self.stack.operator)
-        violations = await check_all(self.db, self.statuses, deposits=self.deposits, api=api)
+        violations = await check_all(
+            self.db, self.statuses, deposits=self.deposits, api=self.stack.api
+        )
         assert violations == [], f"after {step}: {violations}"
 
 
