@@ -34,7 +34,7 @@ def service_env(
         "SERVICE_TOKEN": SERVICE_TOKEN,
         "WATCHER_TOKEN": WATCHER_TOKEN,
         # The suite's flows reuse wallets without a chain watcher; the tests of the
-        # watermark guard turn it on (tests/e2e/test_deposits.py).
+        # watermark guard, the money paths, the replicas and the chaos run turn it on.
         "WALLET_REUSE_CONFIRMATIONS": "off",
         "DEPOSIT_SYNC_SECONDS": "0.2",
         "ORDER_METRICS_ADDR": "127.0.0.1:0",
