@@ -1,6 +1,6 @@
 """The ETH chain watcher of the chaos run: a chain of its own that grows a block each tick,
 with customers paying to pool addresses in some blocks (to held wallets mostly; now and then
-to a released one, late: at least every 10th block), each block reported through
+to a released one, late: at least every 5th block), each block reported through
 ReportDeposits and the report retried until acknowledged, through the kills. It remembers
 what was acknowledged, for the checks at the end (tests/invariants.py, 7 and 8). Its look at
 the pool's table fails the run when the query itself is wrong (only an outage is skipped):
@@ -29,7 +29,7 @@ REUSE_CONFIRMATIONS = 3
 _TICK_SECONDS = 0.25
 _LATE_CHANCE = 0.03
 # ...and a late payer at least this often (blocks), so that every run has late deposits.
-_LATE_EVERY = 10
+_LATE_EVERY = 5
 
 
 class ChainWatcher:

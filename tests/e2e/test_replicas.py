@@ -58,6 +58,21 @@ class Replicas:
     def api(self) -> Api:
         return Api(self.order_stubs[0], self.pool_stub, bearer(OPERATOR_TOKEN))
 
+    def start_watcher(self, database_url: str) -> None:
+        """A block every 0.1 s, and customers paying held wallets (never released ones: a
+        late payment would keep a wallet out of the waves)."""
+        self.watcher_report = ChaosReport(seed=14, seconds=0)
+        self.watcher = ChainWatcher(
+            self.pool_stub,
+            database_url,
+            self.watcher_report,
+            seed=14,
+            late_payers=False,
+            tick_seconds=0.1,
+        )
+        self._stop_watcher = asyncio.Event()
+        self._watching = asyncio.create_task(self.watcher.run(self._stop_watcher))
+
     async def stop_watcher(self) -> None:
         """The watcher stops reporting (before the checks: what it acknowledges is fixed)."""
         if self._stop_watcher is not None and self._watching is not None:
@@ -112,18 +127,7 @@ async def replicas(
             pool_grpc.WalletPoolServiceStub(channels[2]),
         )
         if guarded:
-            # Customers pay held wallets only: a late payment would keep a wallet out.
-            started.watcher_report = ChaosReport(seed=14, seconds=0)
-            started.watcher = ChainWatcher(
-                started.pool_stub,
-                url,
-                started.watcher_report,
-                seed=14,
-                late_payers=False,
-                tick_seconds=0.1,
-            )
-            started._stop_watcher = asyncio.Event()
-            started._watching = asyncio.create_task(started.watcher.run(started._stop_watcher))
+            started.start_watcher(url)
         yield started
         await started.stop_watcher()
         for process in processes:
