@@ -12,7 +12,7 @@ DEV_LOCK := requirements-dev.lock
 SBOM ?= build/sbom.cdx.json
 IMAGE_ENV ?= build/image-env
 
-.PHONY: setup lock sbom proto contract-release run test lint unit pgbouncer previous-release chaos bench clean compose-env compose-up compose-e2e compose-down
+.PHONY: setup lock sbom proto contract-release run test lint unit mutants pgbouncer previous-release chaos bench clean compose-env compose-up compose-e2e compose-down
 
 setup: $(GEN_STAMP) $(VENV)/bin/promtool
 
@@ -104,6 +104,12 @@ unit: setup
 
 test: lint $(SBOM) pgbouncer previous-release
 	$(PY) -m pytest -q
+	$(PY) -m tests.mutation
+
+# The mutation suite (tests/mutation/): one bug at a time seeded into a copy of the tree, and
+# the checks named for it must fail (about 3 minutes); `make mutants MUTANTS="name ..."` for some.
+mutants: setup
+	$(PY) -m tests.mutation $(MUTANTS)
 
 # The previous release (the commit that cut protos/released.binpb), installed from its own lock
 # under .data/releases/ once, for the upgrade test (tests/e2e/test_upgrade.py).

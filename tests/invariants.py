@@ -6,17 +6,18 @@ schemas on one database.
 """
 
 import asyncio
+import itertools
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from decimal import Decimal
 
 import asyncpg
 
 from shared.db import Connection
-
-# The height the pool stands in for "not known yet" (migration 009).
-MAX_HEIGHT = 2**62
+from tests import derived
+from tests.invariants_api import Api, api_disagreements
 
 LIVE = ("PENDING", "PROCESSING")
 # Which statuses may follow an acknowledged one: an acknowledged update is never undone.
@@ -128,43 +129,14 @@ async def every_live_order_is_served_once(conn: Connection) -> list[str]:
 
 
 async def wallet_states_add_up(conn: Connection) -> list[str]:
-    """4: every wallet is in exactly one state, and per network the states add up."""
-    rows = await conn.fetch(
-        """SELECT network, count(*) AS total,
-                  count(*) FILTER (WHERE order_id IS NOT NULL) AS held,
-                  count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NOT NULL)
-                      AS disabled,
-                  count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NULL
-                                   AND cooldown_until > now()) AS cooling,
-                  count(*) FILTER (WHERE order_id IS NULL AND disabled_at IS NULL
-                                   AND (cooldown_until IS NULL OR cooldown_until <= now()))
-                      AS available,
-                  count(*) FILTER (WHERE (order_id IS NULL) <> (allocated_at IS NULL))
-                      AS inconsistent
-           FROM wallet_pool.wallets GROUP BY network"""
-    )
-    violations = [
-        f"{r['network']}: {r['held']} held + {r['disabled']} disabled + {r['cooling']} cooling "
-        f"+ {r['available']} available != {r['total']} wallets"
-        for r in rows
-        if r["held"] + r["disabled"] + r["cooling"] + r["available"] != r["total"]
-    ]
-    violations += [
-        f"{r['network']}: {r['inconsistent']} wallets with a holder but no allocation time"
-        for r in rows
-        if r["inconsistent"]
-    ]
-    violations += [
-        f"wallet {r['address']} held by {r['order_id']} has no open assignment"
-        for r in await conn.fetch(
-            """SELECT w.address, w.order_id FROM wallet_pool.wallets w
-               WHERE w.order_id IS NOT NULL AND NOT EXISTS (
-                   SELECT 1 FROM wallet_pool.assignments a
-                   WHERE a.address = w.address AND a.order_id = w.order_id
-                     AND a.released_at IS NULL)"""
-        )
-    ]
-    return violations
+    """4: every wallet is in exactly one of the states the pool reports (available, held,
+    disabled, or cooling: the cooldown or the watermark guard holds it). The states are
+    derived here from the raw columns and the address history (tests/derived.py), one per
+    wallet by construction; what can fail is the facts they come from disagreeing (a holder
+    without an open holding, or the reverse, an order holding two wallets) and, with the API
+    (tests/invariants_api.py), GetPoolStats' counts and ListWallets' states disagreeing with
+    them."""
+    return derived.history_problems(await derived.read_facts(conn))
 
 
 async def queue_blocks_add_up(conn: Connection) -> list[str]:
@@ -183,41 +155,75 @@ async def queue_blocks_add_up(conn: Connection) -> list[str]:
     ]
 
 
+async def event_log_has_no_gap(conn: Connection) -> list[str]:
+    """Not one of the numbered ones: the event log's numbered events are every sequence
+    after the expired head up to the last one, once each (a consumer that follows the log by
+    sequence would wait forever at a gap, or skip an event numbered past the end)."""
+    log = await conn.fetchrow("SELECT last_sequence, deleted_through FROM orders.event_log")
+    assert log is not None
+    numbered = [
+        r["sequence"]
+        for r in await conn.fetch(
+            "SELECT sequence FROM orders.order_events WHERE sequence IS NOT NULL ORDER BY 1"
+        )
+    ]
+    expected = list(range(log["deleted_through"] + 1, log["last_sequence"] + 1))
+    if numbered == expected:
+        return []
+    missing = sorted(set(expected) - set(numbered))
+    extra = sorted(set(numbered) - set(expected))
+    return [
+        f"the event log ends at {log['last_sequence']}: sequences missing {missing[:5]}, "
+        f"beyond it or repeated {extra[:5]} ({len(numbered)} numbered, {len(expected)} expected)"
+    ]
+
+
 async def no_wallet_reused_over_a_deposit_or_before_its_watermark(conn: Connection) -> list[str]:
-    """7: on a guarded network, no wallet was handed to a new order before the watcher had
-    scanned its release height plus the confirmations, nor while a deposit newer than its
-    release was in a block the watcher had scanned (every deposit up to a scanned height is
-    reported with it or before, so such a deposit held the wallet out). Holds in runs where
-    no operator enables a wallet a late deposit held out."""
-    handed_over = await conn.fetch(
-        """SELECT prev.address, prev.order_id AS prev_order, prev.release_height,
-                  prev.reuse_confirmations, next.order_id AS next_order, next.scanned_height,
-                  (SELECT d.txid FROM wallet_pool.deposits d
-                   WHERE d.address = prev.address AND d.network = prev.network
-                     AND d.block_time >= prev.released_at
-                     AND d.block_height <= next.scanned_height
-                   LIMIT 1) AS deposit_seen
-           FROM wallet_pool.assignments prev
-           JOIN LATERAL (
-               SELECT * FROM wallet_pool.assignments n
-               WHERE n.address = prev.address AND n.id > prev.id ORDER BY n.id LIMIT 1
-           ) next ON true
-           WHERE prev.reuse_confirmations IS NOT NULL"""
-    )
+    """7: on a network with the guard on, no wallet went from one order to the next before the
+    watcher had scanned the first one's release height plus the network's confirmations, nor
+    while a deposit newer than that release was in a block the watcher had scanned (every
+    deposit up to a scanned height is reported with it or before, so such a deposit held the
+    wallet out). From the address history and the deposits, against the network's setting
+    (not the confirmations a release stamped: a release that skipped the stamp is caught).
+    Holds in runs where the setting does not change and no operator enables a wallet a late
+    deposit held out."""
+    history = await derived.read_history(conn)
+    _, guard = await derived.read_watermarks(conn)
+    deposits: dict[str, list[derived.DepositFacts]] = {}
+    for d in await derived.read_deposits(conn):
+        deposits.setdefault(d.address, []).append(d)
     violations = []
-    for r in handed_over:
-        handed = f"{r['address']} went from order {r['prev_order']} to {r['next_order']}"
-        reuse_height = (r["release_height"] or MAX_HEIGHT) + r["reuse_confirmations"]
-        if r["scanned_height"] is None or r["scanned_height"] < reuse_height:
-            violations.append(
-                f"{handed} at scanned height {r['scanned_height']}, before its watermark "
-                f"{reuse_height}"
-            )
-        if r["deposit_seen"] is not None:
-            violations.append(
-                f"{handed} although deposit {r['deposit_seen']}, newer than the release, "
-                "was in a scanned block"
-            )
+    for address, holdings in history.items():
+        for prev, nxt in itertools.pairwise(holdings):
+            confirmations = guard.get(prev.network)
+            if confirmations is None:
+                continue
+            handed = f"{address} went from order {prev.order_id} to {nxt.order_id}"
+            if prev.released_at is None:
+                violations.append(f"{handed} while the first still held it")
+                continue
+            if prev.release_height is None:
+                violations.append(f"{handed} before any report after the release")
+            elif nxt.scanned_height is None or (
+                nxt.scanned_height < prev.release_height + confirmations
+            ):
+                violations.append(
+                    f"{handed} at scanned height {nxt.scanned_height}, before its watermark "
+                    f"{prev.release_height + confirmations}"
+                )
+            seen = [
+                d.txid
+                for d in deposits.get(address, [])
+                if d.network == prev.network
+                and d.block_time >= prev.released_at
+                and nxt.scanned_height is not None
+                and d.block_height <= nxt.scanned_height
+            ]
+            if seen:
+                violations.append(
+                    f"{handed} although deposit {seen[0]}, newer than the release, was in a "
+                    "scanned block"
+                )
     return violations
 
 
@@ -225,58 +231,65 @@ async def deposits_are_recorded_once_and_attributed(
     conn: Connection, reported: Mapping[tuple[str, str, int], tuple[str, Decimal]]
 ) -> list[str]:
     """8: every deposit a watcher had acknowledged (key (network, txid, index) -> (address,
-    amount)) is recorded once, as reported, and attributed by the address history: to the
-    holder whose interval its block time falls in, else late to the last holder before it,
-    else unattributed. The order service shows each attributed deposit of its orders once,
-    with one DEPOSIT_RECEIVED event."""
-    rows = await conn.fetch(
-        """SELECT d.network, d.txid, d.output_index, d.address, d.amount, d.order_id,
-                  d.released_at, holder.order_id AS holder, holder.released_at AS holder_released,
-                  (holder.released_at IS NOT NULL AND holder.released_at <= d.block_time)
-                      AS holder_gone
-           FROM wallet_pool.deposits d
-           LEFT JOIN LATERAL (
-               SELECT a.order_id, a.released_at FROM wallet_pool.assignments a
-               WHERE a.address = d.address AND a.network = d.network
-                 AND a.assigned_at <= d.block_time
-               ORDER BY a.id DESC LIMIT 1
-           ) holder ON true"""
-    )
-    recorded = {(r["network"], r["txid"], r["output_index"]): r for r in rows}
+    amount)) is recorded once, as reported, and attributed as the address history says
+    (tests/derived.py: its block time against the holding intervals, in Python). The order
+    service shows each attributed deposit of its orders once, as recorded (late as the pool
+    says, or when it came after the order became final), with one DEPOSIT_RECEIVED event."""
+    recorded = {d.key: d for d in await derived.read_deposits(conn)}
     violations = [
         f"deposit {key} was acknowledged but is not recorded"
         for key in sorted(set(reported) - set(recorded))
     ]
     for key, (address, amount) in reported.items():
         row = recorded.get(key)
-        if row is not None and (row["address"], row["amount"]) != (address, amount):
+        if row is not None and (row.address, row.amount) != (address, amount):
             violations.append(
-                f"deposit {key} is recorded as {row['amount']} to {row['address']}, "
+                f"deposit {key} is recorded as {row.amount} to {row.address}, "
                 f"reported as {amount} to {address}"
             )
-    for key, r in recorded.items():
-        late = r["holder_gone"] or False
-        expected = (r["holder"], r["holder_released"] if late else None)
-        if (r["order_id"], r["released_at"]) != expected:
-            violations.append(
-                f"deposit {key} is attributed to {r['order_id']} (late: "
-                f"{r['released_at'] is not None}), the history says {r['holder']} "
-                f"(late: {late})"
-            )
-    shown = await conn.fetch(
-        """SELECT d.id, d.order_id,
-                  (SELECT count(*) FROM orders.deposits o WHERE o.pool_id = d.id) AS copies,
-                  (SELECT count(*) FROM orders.order_events e
-                   WHERE e.deposit_id = d.id AND e.type = 'DEPOSIT_RECEIVED') AS events
-           FROM wallet_pool.deposits d
-           WHERE d.order_id IN (SELECT id FROM orders.orders)"""
+    violations += derived.attribution_problems(recorded.values(), await derived.read_history(conn))
+    return violations + await _deposits_shown_once(conn, list(recorded.values()))
+
+
+async def _deposits_shown_once(conn: Connection, pool: list[derived.DepositFacts]) -> list[str]:
+    known = {r["id"] for r in await conn.fetch("SELECT id FROM orders.orders")}
+    final_at = {
+        r["order_id"]: r["at"]
+        for r in await conn.fetch(
+            """SELECT order_id, min(change_time) AS at FROM orders.status_history
+               WHERE to_status IN ('COMPLETED', 'CANCELLED') GROUP BY order_id"""
+        )
+    }
+    copies: dict[int, list[tuple[object, ...]]] = {}
+    for r in await conn.fetch(
+        """SELECT pool_id, order_id, txid, output_index, amount, address, block_height,
+                  block_time, late FROM orders.deposits"""
+    ):
+        copies.setdefault(r["pool_id"], []).append(tuple(r.values())[1:])
+    events = Counter(
+        r["deposit_id"]
+        for r in await conn.fetch(
+            "SELECT deposit_id FROM orders.order_events WHERE type = 'DEPOSIT_RECEIVED'"
+        )
     )
-    violations += [
-        f"deposit {r['id']} of order {r['order_id']} is shown {r['copies']} times with "
-        f"{r['events']} events"
-        for r in shown
-        if (r["copies"], r["events"]) != (1, 1)
-    ]
+    violations = []
+    for d in pool:
+        if d.order_id not in known:
+            if d.id in copies:
+                violations.append(f"deposit {d.id} of no known order is shown on an order")
+            continue
+        final = final_at.get(d.order_id)
+        late = d.released_at is not None or (final is not None and final <= d.block_time)
+        expected = [
+            (d.order_id, d.txid, d.output_index, d.amount, d.address, d.block_height,
+             d.block_time, late)
+        ]  # fmt: skip
+        shown = copies.get(d.id, [])
+        if shown != expected or events[d.id] != 1:
+            violations.append(
+                f"deposit {d.id} of order {d.order_id} is shown as {shown} with {events[d.id]} "
+                f"events, recorded as {expected}"
+            )
     return violations
 
 
@@ -359,10 +372,12 @@ async def check_all(
     *,
     settle_seconds: float = 20.0,
     deposits: Mapping[tuple[str, str, int], tuple[str, Decimal]] | None = None,
+    api: Api | None = None,
 ) -> list[str]:
     """Waits (bounded) for releases to drain, allocations to settle and deposits to reach the
     order service, then checks them all (`deposits`: those a watcher had acknowledged).
-    Invariant 1 is also checked before waiting: it must hold at every moment."""
+    Invariant 1 is also checked before waiting: it must hold at every moment. With `api`,
+    what the services answer is compared with the facts too (tests/invariants_api.py)."""
     async with pool.acquire() as conn:
         violations = await no_address_held_by_two_live_orders(conn)
         violations += await releases_drain(conn, settle_seconds)
@@ -377,7 +392,10 @@ async def check_all(
             violations += await every_live_order_is_served_once(conn)
             violations += await wallet_states_add_up(conn)
             violations += await queue_blocks_add_up(conn)
+            violations += await event_log_has_no_gap(conn)
             violations += await acknowledged_updates_are_recorded(conn, acknowledged or {})
             violations += await no_wallet_reused_over_a_deposit_or_before_its_watermark(conn)
             violations += await deposits_are_recorded_once_and_attributed(conn, deposits or {})
+    if api is not None:
+        violations += [f"API: {v}" for v in await api_disagreements(pool, api)]
     return violations

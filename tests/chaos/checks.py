@@ -2,9 +2,15 @@
 twice, no error in the services' logs (both runs); and a one-line summary of where the
 orders ended."""
 
+import itertools
 import json
+from dataclasses import dataclass
 
 from shared.db import Connection
+from tests import derived
+
+# What a chaos run must have seen for invariants 7 and 8 to have judged something.
+MINIMUM_COUNTS = {"deposits": 10, "orders paid": 3, "late deposits": 1, "guarded reuses": 1}
 
 
 async def no_work_done_twice(conn: Connection) -> list[str]:
@@ -84,3 +90,49 @@ def log_problems(text: str) -> list[str]:
         ):
             found.append(line)
     return found
+
+
+@dataclass(frozen=True)
+class MoneyCounts:
+    """What the run did on the money paths, from the recorded facts: deposits, the orders
+    they paid, late ones (as the address history attributes them), and wallets handed from
+    one order to the next on a guarded network after the watcher gave the release a height."""
+
+    deposits: int
+    orders_paid: int
+    late_deposits: int
+    guarded_reuses: int
+
+    def shortfalls(self) -> list[str]:
+        seen = {
+            "deposits": self.deposits,
+            "orders paid": self.orders_paid,
+            "late deposits": self.late_deposits,
+            "guarded reuses": self.guarded_reuses,
+        }
+        return [
+            f"only {seen[name]} {name} in the run (at least {least} expected): the invariants "
+            "of deposits and reuse had too little to judge"
+            for name, least in MINIMUM_COUNTS.items()
+            if seen[name] < least
+        ]
+
+
+async def money_counts(conn: Connection) -> MoneyCounts:
+    history = await derived.read_history(conn)
+    _, guard = await derived.read_watermarks(conn)
+    attributed = [
+        derived.attribute(d, history.get(d.address, [])) for d in await derived.read_deposits(conn)
+    ]
+    reuses = sum(
+        1
+        for holdings in history.values()
+        for prev, _ in itertools.pairwise(holdings)
+        if guard.get(prev.network) is not None and prev.release_height is not None
+    )
+    return MoneyCounts(
+        deposits=len(attributed),
+        orders_paid=len({a.order_id for a in attributed if a.order_id and not a.late_since}),
+        late_deposits=sum(1 for a in attributed if a.late_since is not None),
+        guarded_reuses=reuses,
+    )

@@ -43,9 +43,13 @@ class ChaosReport:
     phases: list[tuple[str, float]] = field(default_factory=list)
     final_state: str = ""
     feed: FeedStats = field(default_factory=FeedStats)
-    # The chain watcher: blocks reported, deposits acknowledged.
+    # The chain watcher: blocks reported, deposits acknowledged; and from the recorded facts,
+    # the orders paid on time, late deposits, and guarded reuses of wallets.
     watcher_height: int = 0
     deposits: int = 0
+    orders_paid: int = 0
+    late_deposits: int = 0
+    guarded_reuses: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def now(self) -> str:
@@ -92,7 +96,8 @@ class ChaosReport:
             f"  event feed: {self.feed.events} events consumed, {self.feed.reconnects} "
             f"reconnects; the log ended at sequence {self.feed.log_end}",
             f"  chain watcher: {self.watcher_height} blocks scanned, {self.deposits} deposits "
-            "acknowledged",
+            f"acknowledged; {self.orders_paid} orders paid, {self.late_deposits} late deposits, "
+            f"{self.guarded_reuses} wallets reused after the guard let them go",
             f"  at the end: {self.final_state or 'not reached'}",
             f"  violations: {len(self.violations)}",
         ]

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from scripts.processes import ServiceProcess
-from tests.chaos.checks import final_state, log_problems, no_work_done_twice
+from tests.chaos.checks import final_state, log_problems, money_counts, no_work_done_twice
 from tests.chaos.cli import parse_args, run_and_exit, seed_and_log_dir
 from tests.chaos.cluster import PostgresCluster
 from tests.chaos.feed import SUBSCRIBER_CREDENTIAL, FeedConsumer, check_feed, log_end
@@ -26,6 +26,7 @@ from tests.chaos.report import ChaosReport
 from tests.chaos.watcher import REUSE_CONFIRMATIONS, ChainWatcher
 from tests.e2e import stack
 from tests.invariants import check_all, no_address_held_by_two_live_orders
+from tests.invariants_api import Api
 
 
 def service_env(database_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -280,11 +281,20 @@ class ChaosRun:
             self.report.watcher_height = watcher.height
             self.report.deposits = len(watcher.acknowledged)
             violations = await check_all(
-                pool, load.acknowledged, settle_seconds=30, deposits=watcher.acknowledged
+                pool,
+                load.acknowledged,
+                settle_seconds=30,
+                deposits=watcher.acknowledged,
+                api=Api(load.orders, load.pool, stack.bearer(stack.OPERATOR_TOKEN)),
             )
             async with pool.acquire() as conn:
                 violations += await no_work_done_twice(conn)
                 self.report.final_state = await final_state(conn)
+                counts = await money_counts(conn)
+            self.report.orders_paid = counts.orders_paid
+            self.report.late_deposits = counts.late_deposits
+            self.report.guarded_reuses = counts.guarded_reuses
+            violations += counts.shortfalls()
             mark = self._phase("settling and checking", mark)
             async with pool.acquire() as conn:
                 end, history_through = await log_end(conn, self.report, 15)

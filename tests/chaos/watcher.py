@@ -1,15 +1,17 @@
 """The ETH chain watcher of the chaos run: a chain of its own that grows a block each tick,
 with customers paying to pool addresses in some blocks (to held wallets mostly; now and then
-to a released one, late), each block reported through ReportDeposits and the report retried
-until acknowledged, through the kills. It remembers what was acknowledged, for the checks
-at the end (tests/invariants.py, 7 and 8)."""
+to a released one, late: at least every 5th block), each block reported through
+ReportDeposits and the report retried until acknowledged, through the kills. It remembers
+what was acknowledged, for the checks at the end (tests/invariants.py, 7 and 8). Its look at
+the pool's table fails the run when the query itself is wrong (only an outage is skipped):
+a watcher that silently paid nobody would leave invariants 7 and 8 nothing to judge."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
@@ -17,6 +19,7 @@ import grpc
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
+from shared.db import is_database_outage
 from shared.timestamps import to_timestamp
 from tests.chaos.report import TRANSIENT, ChaosReport
 from tests.e2e.stack import WATCHER_TOKEN, bearer
@@ -25,6 +28,8 @@ from tests.e2e.stack import WATCHER_TOKEN, bearer
 REUSE_CONFIRMATIONS = 3
 _TICK_SECONDS = 0.25
 _LATE_CHANCE = 0.03
+# ...and a late payer at least this often (blocks), so that every run has late deposits.
+_LATE_EVERY = 5
 
 
 class ChainWatcher:
@@ -34,57 +39,73 @@ class ChainWatcher:
         database_url: str,
         report: ChaosReport,
         seed: int,
+        *,
+        late_payers: bool = True,
+        tick_seconds: float = _TICK_SECONDS,
     ) -> None:
+        """`late_payers`: whether customers pay released wallets too (each such payment
+        disables a wallet); `tick_seconds`: how often a block is mined and reported."""
         self._pool = pool
         self._database_url = database_url
         self._report = report
         self._rng = random.Random(f"{seed}:watcher")
+        self._late_payers = late_payers
+        self._tick_seconds = tick_seconds
         self.height = 0
         # (network, txid, index) -> (address, amount) of every acknowledged deposit
         self.acknowledged: dict[tuple[str, str, int], tuple[str, Decimal]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await asyncio.sleep(_TICK_SECONDS)
+            await asyncio.sleep(self._tick_seconds)
             self.height += 1
             payees = await self._payees()
-            deposits = [self._deposit(address, index) for index, address in enumerate(payees)]
+            deposits = [
+                self._deposit(address, index, paid_at)
+                for index, (address, paid_at) in enumerate(payees)
+            ]
             await self._report_until_acknowledged(deposits)
 
-    async def _payees(self) -> list[str]:
-        """Who pays in this block: a held wallet most blocks, a released one rarely (a late
-        payer). Read from the pool's table, as a chain shows payments to any address; none
-        while the database is down."""
-        late = self._rng.random() < _LATE_CHANCE
+    async def _payees(self) -> list[tuple[str, datetime]]:
+        """Who pays in this block, and when: a wallet held by a live order most blocks, a
+        released one rarely (a late payer). Read from the tables, as a chain shows payments to
+        any address, with the database's clock then as the block's time (so a payment to a
+        live order is on time, whatever commits meanwhile); none while the database is
+        down."""
+        late = self._late_payers and (
+            self._rng.random() < _LATE_CHANCE or self.height % _LATE_EVERY == 0
+        )
         query = (
-            """SELECT address FROM wallet_pool.wallets
+            """SELECT address, now() AS at FROM wallet_pool.wallets
                WHERE order_id IS NULL AND released_at IS NOT NULL AND disabled_at IS NULL
                ORDER BY released_at DESC LIMIT 3"""
             if late
-            else "SELECT address FROM wallet_pool.wallets WHERE order_id IS NOT NULL LIMIT 20"
+            else """SELECT w.address, now() AS at FROM wallet_pool.wallets w
+                    JOIN orders.orders o ON o.id = w.order_id
+                    WHERE o.status IN ('PENDING', 'PROCESSING') LIMIT 20"""
         )
         try:
             conn = await asyncpg.connect(self._database_url, timeout=2)
-        except (OSError, asyncpg.PostgresError, TimeoutError):
+            try:
+                rows = await conn.fetch(query)
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=2)
+        except Exception as exc:
+            if not is_database_outage(exc):
+                self._report.violation(f"the chain watcher's query failed: {exc!r}")
             return []
-        try:
-            rows = await conn.fetch(query)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            return []
-        finally:
-            with contextlib.suppress(Exception):
-                await conn.close(timeout=2)
-        addresses = [r["address"] for r in rows]
-        return self._rng.sample(addresses, min(len(addresses), 1 if late else 2))
+        payees = [(r["address"], r["at"]) for r in rows]
+        return self._rng.sample(payees, min(len(payees), 1 if late else 2))
 
-    def _deposit(self, address: str, index: int) -> wpb.ChainDeposit:
+    def _deposit(self, address: str, index: int, paid_at: datetime) -> wpb.ChainDeposit:
         return wpb.ChainDeposit(
             address=address,
             txid=f"0x{self.height:016x}{self._rng.getrandbits(64):016x}",
             index=index,
             amount=f"{self._rng.randint(1, 999)}.{self._rng.randint(0, 99):02d}",
             block_height=self.height,
-            block_time=to_timestamp(datetime.now(UTC)),
+            block_time=to_timestamp(paid_at),
             confirmations=1,
         )
 

@@ -10,6 +10,7 @@ from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from scripts.processes import ServiceProcess, stop_all
 from tests.e2e.roles import service_role_urls
+from tests.invariants_api import Api
 
 OPERATOR_TOKEN = "e2e-operator-token"
 CLIENT_TOKEN = "e2e-client-token"
@@ -34,7 +35,7 @@ def service_env(
         "SERVICE_TOKEN": SERVICE_TOKEN,
         "WATCHER_TOKEN": WATCHER_TOKEN,
         # The suite's flows reuse wallets without a chain watcher; the tests of the
-        # watermark guard turn it on (tests/e2e/test_deposits.py).
+        # watermark guard, the money paths, the replicas and the chaos run turn it on.
         "WALLET_REUSE_CONFIRMATIONS": "off",
         "DEPOSIT_SYNC_SECONDS": "0.2",
         "ORDER_METRICS_ADDR": "127.0.0.1:0",
@@ -73,6 +74,11 @@ class Stack:
         self.client = bearer(tokens[1])
         self.service = bearer(tokens[2])
         self.watcher = bearer(os.environ.get("E2E_WATCHER_TOKEN", WATCHER_TOKEN))
+
+    @property
+    def api(self) -> Api:
+        """The stack as the invariants' API comparison asks it (tests/invariants_api.py)."""
+        return Api(self.orders, self.pool, self.operator)
 
     async def close(self) -> None:
         await self.order_channel.close(None)

@@ -95,7 +95,7 @@ async def test_with_the_pool_hung_40_calls_at_once_answer_what_they_committed(
         # Every call answered before the pool could answer anything: none waited for it.
         judge([outcome for _, outcome in timings], ["create"] * 20 + ["complete"] * 20)
     # Once the pool answers again, the releases are delivered and the orders served.
-    assert await check_all(db) == []
+    assert await check_all(db, api=stack.api) == []
 
 
 @pytest.mark.stack_env(

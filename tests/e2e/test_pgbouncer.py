@@ -127,4 +127,4 @@ async def test_behind_pgbouncer_many_lifecycles_at_once_share_a_few_server_conne
 
     assert all(addresses)
     assert len(set(addresses)) == 5
-    assert await check_all(direct_db) == []
+    assert await check_all(direct_db, api=bounced.api) == []

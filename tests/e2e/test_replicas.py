@@ -1,5 +1,7 @@
 """Two replicas of each service on one database: they start together, share the work, and
-no background loop does any of it twice."""
+no background loop does any of it twice. Each test runs with the watermark guard on, as
+production runs (a chain watcher reports a block every 0.1 s and customers pay held wallets),
+and off."""
 
 # The generated async stub types exist only in the stubs (.pyi).
 from __future__ import annotations
@@ -21,13 +23,16 @@ from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from scripts.processes import ServiceProcess, stop_all
-from tests.chaos import log_problems, no_work_done_twice, service_env
+from tests.chaos import ChaosReport, log_problems, no_work_done_twice, service_env
+from tests.chaos.checks import money_counts
+from tests.chaos.watcher import ChainWatcher
 from tests.databases import DatabaseFactory
 from tests.e2e.conftest import local_only
 from tests.e2e.roles import service_role_urls
 from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, bearer
 from tests.e2e.test_release_flow import eth_address
 from tests.invariants import check_all
+from tests.invariants_api import Api
 from tests.waiting import HANG_GUARD_SECONDS
 
 WALLETS = 8
@@ -35,6 +40,8 @@ KEPT = 24  # moved to PROCESSING at once, then finished in waves (some left live
 EXPIRING = 6  # left PENDING until the expiry loop cancels them
 LEFT_LIVE = 4
 TTL_SECONDS = 2
+# With the guard on: a released wallet waits for the watcher to scan this many blocks past it.
+CONFIRMATIONS = 2
 
 
 @dataclass
@@ -43,10 +50,45 @@ class Replicas:
     orders: list[ServiceProcess]
     order_stubs: list[order_grpc.OrderServiceAsyncStub]
     pool_stub: pool_grpc.WalletPoolServiceAsyncStub
+    # With the guard on: the ETH chain watcher, reporting until stopped.
+    watcher: ChainWatcher | None = None
+    watcher_report: ChaosReport | None = None
+    _stop_watcher: asyncio.Event | None = None
+    _watching: asyncio.Task[None] | None = None
+
+    @property
+    def api(self) -> Api:
+        return Api(self.order_stubs[0], self.pool_stub, bearer(OPERATOR_TOKEN))
+
+    def start_watcher(self, database_url: str) -> None:
+        """A block every 0.1 s, and customers paying held wallets (never released ones: a
+        late payment would keep a wallet out of the waves)."""
+        self.watcher_report = ChaosReport(seed=14, seconds=0)
+        self.watcher = ChainWatcher(
+            self.pool_stub,
+            database_url,
+            self.watcher_report,
+            seed=14,
+            late_payers=False,
+            tick_seconds=0.1,
+        )
+        self._stop_watcher = asyncio.Event()
+        self._watching = asyncio.create_task(self.watcher.run(self._stop_watcher))
+
+    async def stop_watcher(self) -> None:
+        """The watcher stops reporting (before the checks: what it acknowledges is fixed)."""
+        if self._stop_watcher is not None and self._watching is not None:
+            self._stop_watcher.set()
+            await self._watching
+            assert self.watcher_report is not None
+            assert self.watcher_report.violations == []
 
 
-@pytest.fixture
-async def replicas(databases: DatabaseFactory, tmp_path: Path) -> AsyncIterator[Replicas]:
+@pytest.fixture(params=["guard-on", "guard-off"])
+async def replicas(
+    databases: DatabaseFactory, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Replicas]:
+    guarded = request.param == "guard-on"
     # An empty database: the two replicas of each service migrate it as they start together.
     url = await databases.create(migrated=False)
     env = service_env(
@@ -55,6 +97,7 @@ async def replicas(databases: DatabaseFactory, tmp_path: Path) -> AsyncIterator[
             "ORDER_TTL_SECONDS": str(TTL_SECONDS),
             "EXPIRY_CHECK_SECONDS": "0.2",
             "WALLET_COOLDOWN_SECONDS": "0",
+            "WALLET_REUSE_CONFIRMATIONS": f"ETH:{CONFIRMATIONS}" if guarded else "off",
         },
     )
     env.update(await service_role_urls(url))  # each service as its own role, as in production
@@ -80,12 +123,16 @@ async def replicas(databases: DatabaseFactory, tmp_path: Path) -> AsyncIterator[
         order_ports = await asyncio.gather(*(order.start() for order in orders))
         channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for port in order_ports]
         channels.append(grpc.aio.insecure_channel(f"127.0.0.1:{pool_ports[0]}"))
-        yield Replicas(
+        started = Replicas(
             pools,
             orders,
             [order_grpc.OrderServiceStub(channel) for channel in channels[:2]],
             pool_grpc.WalletPoolServiceStub(channels[2]),
         )
+        if guarded:
+            started.start_watcher(url)
+        yield started
+        await started.stop_watcher()
         for process in processes:
             assert process.process is not None and process.process.poll() is None, (
                 f"{process.module} died:\n{process.logs()[-3000:]}"
@@ -212,9 +259,15 @@ async def test_two_replicas_of_each_service_serve_every_order_once_and_expire_ea
         wave += 1
     assert wave >= 3
 
-    assert await check_all(db, acknowledged) == []
+    await replicas.stop_watcher()
+    deposits = replicas.watcher.acknowledged if replicas.watcher else {}
+    assert await check_all(db, acknowledged, deposits=deposits, api=replicas.api) == []
     async with db.acquire() as conn:
         assert await no_work_done_twice(conn) == []
+        counts = await money_counts(conn)
+    if replicas.watcher is not None:
+        # The waves reused wallets through the guard, and customers paid while it ran.
+        assert counts.guarded_reuses >= WALLETS and counts.orders_paid >= 1, counts
     all_ids = [*kept, *expiring]
 
     # Every order was given a wallet at most once, and each address it shows is its one.
