@@ -30,61 +30,59 @@ class Mutant:
     checks: tuple[str, ...]
 
 
-_M009 = "wallet_pool_service/migrations/009_deposits_and_watermark.sql"
-
 MUTANTS = [
     Mutant(
         "claim-ignores-guard",
         "a claim takes a wallet the watermark guard still holds",
-        (_M009,),
+        ("wallet_pool_service/sql/allocation.sql",),
         (MONEY_PATHS,),
     ),
     Mutant(
         "hand-off-ignores-guard",
         "a hand-off to a waiting order takes a wallet the guard still holds",
-        (_M009,),
+        ("wallet_pool_service/sql/hand_off.sql",),
         (MONEY_PATHS,),
     ),
     Mutant(
         "hand-off-one-block-early",
         "a hand-off lets a guarded wallet go one block before its watermark",
-        (_M009,),
+        ("wallet_pool_service/sql/hand_off.sql",),
         (MONEY_PATHS,),
     ),
     Mutant(
         "release-skips-guard-stamp",
         "a release does not stamp the guard's confirmations: the wallet is reused at once",
-        (_M009,),
+        ("wallet_pool_service/sql/release.sql",),
         (MONEY_PATHS,),
     ),
     Mutant(
         "release-frees-another-orders-wallet",
         "a release naming a wallet its order does not hold frees that wallet",
-        (_M009,),
+        ("wallet_pool_service/sql/release.sql",),
         (RELEASE_GUARDS, RELEASE_PROPERTIES),
     ),
     Mutant(
         "late-deposit-keeps-wallet",
         "a late deposit does not hold its wallet out: it goes to the next order",
-        (_M009,),
+        ("wallet_pool_service/sql/deposits.sql",),
         (MONEY_PATHS,),
     ),
     Mutant(
         "attribution-holding-starts-a-step-late",
         "a deposit at the very start of a holding goes to the previous holder",
-        (_M009,),
+        ("wallet_pool_service/sql/deposits.sql",),
         (MONEY_PATHS,),
     ),
     Mutant(
         "attribution-holding-ends-a-step-late",
         "a deposit at the very end of a holding is on time instead of late",
-        (_M009,),
+        ("wallet_pool_service/sql/deposits.sql",),
         (MONEY_PATHS,),
     ),
     Mutant(
         "attribution-to-the-first-holder",
         "a deposit goes to the first order that ever held the address",
-        (_M009,),
+        ("wallet_pool_service/sql/deposits.sql",),
         (MONEY_PATHS,),
     ),
     Mutant(
@@ -114,13 +112,13 @@ MUTANTS = [
     Mutant(
         "event-sequence-skipped",
         "the event log skips a sequence number after each sequencer run",
-        ("order_service/migrations/006_announce_from_sequencer.sql",),
+        ("order_service/sql/event_log.sql",),
         (MONEY_PATHS,),
     ),
     Mutant(
         "deposit-event-recorded-twice",
         "a deposit is counted twice in the event log (two DEPOSIT_RECEIVED events)",
-        ("order_service/migrations/007_deposits.sql",),
+        ("order_service/sql/deposits.sql",),
         (MONEY_PATHS,),
     ),
     Mutant(
