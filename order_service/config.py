@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from shared import config
+from shared.assets import ASSETS_VARIABLE, AssetTable, parse_assets
 from shared.auth import OPERATOR, Principal, load_tokens, require_credentials
 from shared.embedded_db import DEFAULT_DATA_DIR
 from shared.networks import supported_networks
@@ -39,6 +40,8 @@ class OrderSettings:
     # The order service's own credential towards the wallet pool.
     service_token: str | None
     networks: tuple[str, ...]
+    # The networks' coins and tokens (ASSETS over the built-in ones, as the pool reads it).
+    assets: AssetTable
     allocation_sync_seconds: float
     deposit_sync_seconds: float
     order_ttl_seconds: float
@@ -61,6 +64,7 @@ class OrderSettings:
 
     @classmethod
     def from_env(cls) -> "OrderSettings":
+        networks = supported_networks()
         settings = cls(
             environment=config.environment(),
             database_url=config.env_optional("ORDER_DATABASE_URL", "DATABASE_URL"),
@@ -73,7 +77,8 @@ class OrderSettings:
             ),
             tokens=load_tokens(),
             service_token=config.env_optional("SERVICE_TOKEN"),
-            networks=supported_networks(),
+            networks=networks,
+            assets=parse_assets(config.env_str(ASSETS_VARIABLE, ""), networks),
             allocation_sync_seconds=config.env_float("ALLOCATION_SYNC_SECONDS", 0.5, minimum=0.05),
             deposit_sync_seconds=config.env_float("DEPOSIT_SYNC_SECONDS", 1.0, minimum=0.05),
             order_ttl_seconds=config.env_float("ORDER_TTL_SECONDS", 1800.0),

@@ -74,6 +74,15 @@ class EventType(enum.StrEnum):
     DEPOSIT_RECEIVED = "DEPOSIT_RECEIVED"
 
 
+class DepositDisposition(enum.StrEnum):
+    """As the pool classified a deposit: only COUNTED counts toward the payment."""
+
+    COUNTED = "COUNTED"
+    DUST = "DUST"
+    UNKNOWN_ASSET = "UNKNOWN_ASSET"
+    WRONG_ASSET = "WRONG_ASSET"
+
+
 class Row(Protocol):
     def __getitem__(self, key: str) -> Any: ...
 
@@ -92,6 +101,8 @@ class Order:
     # The name of the credential that created the order (`request_id` is its key).
     created_by: str
     wallet_release: WalletRelease = WalletRelease.NOT_NEEDED
+    # The asset the customer pays in ('' the network's coin).
+    asset: str = ""
 
     @classmethod
     def from_row(cls, row: Row) -> "Order":
@@ -107,6 +118,7 @@ class Order:
             update_time=row["update_time"],
             created_by=row["created_by"],
             wallet_release=WalletRelease[row["wallet_release"]],
+            asset=row["asset"],
         )
 
 
@@ -139,6 +151,14 @@ class OrderDeposit:
     block_height: int
     block_time: datetime
     late: bool
+    # The asset's code ('' the coin; None an unknown token) and what the deposit does.
+    asset: str | None = ""
+    disposition: DepositDisposition = DepositDisposition.COUNTED
+    token_contract: str | None = None
+
+    @property
+    def counted(self) -> bool:
+        return self.disposition is DepositDisposition.COUNTED
 
     @classmethod
     def from_row(cls, row: Row, prefix: str = "") -> "OrderDeposit":
@@ -150,6 +170,9 @@ class OrderDeposit:
             block_height=row[f"{prefix}block_height"],
             block_time=row[f"{prefix}block_time"],
             late=row[f"{prefix}late"],
+            asset=row[f"{prefix}asset"],
+            disposition=DepositDisposition(row[f"{prefix}disposition"]),
+            token_contract=row[f"{prefix}token_contract"],
         )
 
 
@@ -402,8 +425,8 @@ def parse_reason(text: str) -> str:
     return parse_text(text, "reason", MAX_REASON_LENGTH)
 
 
-def same_request(order: Order, network: str, amount: Decimal) -> bool:
-    return order.network == network and order.amount == amount
+def same_request(order: Order, network: str, amount: Decimal, asset: str = "") -> bool:
+    return order.network == network and order.amount == amount and order.asset == asset
 
 
 def retry_delay(attempts: int, base: float, cap: float, rng: random.Random | None = None) -> float:

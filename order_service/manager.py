@@ -25,6 +25,7 @@ from order_service.feed import OrderFeed
 from order_service.metrics import EVENTS_DELETED, EVENTS_SEQUENCED, RELEASE_ATTEMPTS
 from order_service.repository import OrderRepository, PostgresOrderRepository
 from order_service.wallet_pool_client import WalletPoolError, WalletPoolGateway
+from shared.assets import AssetTable, check_scale, parse_assets
 from shared.db import accepts_writes, connection, is_database_outage
 from shared.errors import Unavailable
 from shared.pagination import decode_page_token, encode_page_token, foreign_page_token, page_size
@@ -60,6 +61,7 @@ class OrderManager:
         order_ttl_seconds: float = 0.0,
         event_retention_seconds: float = 7 * 86400.0,
         max_watch_streams: int = 10_000,
+        assets: AssetTable | None = None,
     ) -> None:
         """`sync_lease_seconds`: how long one replica keeps a waiting order to itself when it
         asks the pool about it (longer than a call's deadline, so that replicas do not ask at
@@ -70,6 +72,8 @@ class OrderManager:
         self._pool = pool
         self._wallet_pool = wallet_pool
         self.networks = networks
+        # The networks' assets (the built-in ones by default), as the pool has them.
+        self.assets = assets or parse_assets("", networks)
         self._release_policy = release_policy
         self._sync_lease_seconds = sync_lease_seconds
         self._order_ttl_seconds = order_ttl_seconds
@@ -88,25 +92,36 @@ class OrderManager:
             yield PostgresOrderRepository(conn)
 
     async def create_order(
-        self, network: str, amount: Decimal, request_id: str | None, actor: str
+        self,
+        network: str,
+        amount: Decimal,
+        request_id: str | None,
+        actor: str,
+        asset: str = "",
     ) -> Order:
-        """Record the order, then ask the pool for its wallet (or queue place).
+        """Record the order, then ask the pool for its wallet (or queue place). `asset`: an
+        asset code of the network ('' or the coin's symbol: the coin); the amount may have
+        no more decimals than the asset (InvalidArgument otherwise).
 
         The order is committed first, so a wallet is never allocated to an order that does
         not exist; if the pool cannot be reached, the allocation loop asks again later.
         """
+        expected = self.assets.order_asset(network, asset)
+        check_scale(amount, expected, "amount")
         async with self._statement() as orders:
-            order = await orders.create(uuid.uuid4(), network, amount, request_id, actor)
+            order = await orders.create(
+                uuid.uuid4(), network, amount, request_id, actor, expected.code
+            )
             if order is None:
                 assert request_id is not None
                 existing = await orders.by_request_id(actor, request_id)
                 assert existing is not None
-                if not domain.same_request(existing, network, amount):
+                if not domain.same_request(existing, network, amount, expected.code):
                     raise domain.RequestIdReused()
                 return existing
         self.feed.changed(order.id)
         async with _after_commit("order allocation", order.id):
-            synced = await self._sync_allocation(order.id, order.network)
+            synced = await self._sync_allocation(order.id, order.network, order.asset)
             return synced or await self.get_order(order.id, OrderScope.created_by(actor))
         return order
 
@@ -307,14 +322,16 @@ class OrderManager:
         """Allocation-loop step: learn the wallets (or queue places) of waiting orders."""
         async with self._statement() as orders:
             waiting = await orders.claim_waiting(_SYNC_BATCH, self._sync_lease_seconds)
-        await asyncio.gather(*(self._sync_allocation(oid, net) for oid, net in waiting))
+        await asyncio.gather(
+            *(self._sync_allocation(oid, net, asset) for oid, net, asset in waiting)
+        )
         return False
 
-    async def _sync_allocation(self, order_id: uuid.UUID, network: str) -> Order | None:
+    async def _sync_allocation(self, order_id: uuid.UUID, network: str, asset: str) -> Order | None:
         """Ask the pool (idempotently) what the order holds and copy it onto the order;
         returns the order if that changed it."""
         try:
-            allocation = await self._wallet_pool.allocate(order_id, network)
+            allocation = await self._wallet_pool.allocate(order_id, network, asset)
         except WalletPoolError as exc:
             level = logging.INFO if exc.refused else logging.WARNING
             log.log(

@@ -2,8 +2,8 @@
 -- The order and its 'created' history row, in one statement. Nothing is returned when the
 -- creator used the request_id before.
 WITH created AS (
-    INSERT INTO orders.orders (id, status, network, amount, request_id, created_by)
-    VALUES ($1, 'PENDING', $2, $3, $4, $5)
+    INSERT INTO orders.orders (id, status, network, amount, request_id, created_by, asset)
+    VALUES ($1, 'PENDING', $2, $3, $4, $5, $6)
     ON CONFLICT (created_by, request_id) DO NOTHING
     RETURNING *
 ), history AS (
@@ -87,7 +87,7 @@ WHERE o.id = ANY (ARRAY(
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ))
-RETURNING o.id, o.network
+RETURNING o.id, o.network, o.asset
 
 -- claim_expired_orders --
 -- PENDING orders older than $1 seconds, locked for the expiry; replicas skip each other's.
@@ -143,7 +143,8 @@ RETURNING attempts
 SELECT e.*, d.txid AS deposit_txid, d.output_index AS deposit_index,
        d.amount AS deposit_amount, d.address AS deposit_address,
        d.block_height AS deposit_block_height, d.block_time AS deposit_block_time,
-       d.late AS deposit_late
+       d.late AS deposit_late, d.asset AS deposit_asset, d.disposition AS deposit_disposition,
+       d.token_contract AS deposit_token_contract
 FROM orders.order_events e
 LEFT JOIN orders.deposits d ON d.pool_id = e.deposit_id
 WHERE e.sequence > $1 AND (cardinality($3::text[]) = 0 OR e.type = ANY ($3))
@@ -155,7 +156,8 @@ LIMIT $2
 SELECT e.*, d.txid AS deposit_txid, d.output_index AS deposit_index,
        d.amount AS deposit_amount, d.address AS deposit_address,
        d.block_height AS deposit_block_height, d.block_time AS deposit_block_time,
-       d.late AS deposit_late
+       d.late AS deposit_late, d.asset AS deposit_asset, d.disposition AS deposit_disposition,
+       d.token_contract AS deposit_token_contract
 FROM orders.order_events e
 LEFT JOIN orders.deposits d ON d.pool_id = e.deposit_id
 WHERE e.order_id = $4 AND e.sequence > $1
@@ -177,9 +179,9 @@ SELECT last_pool_id FROM orders.deposit_cursor
 WITH recorded AS (
     INSERT INTO orders.deposits
         (pool_id, order_id, txid, output_index, amount, address, block_height, block_time,
-         late)
+         asset, disposition, token_contract, late)
     SELECT d.pool_id, d.order_id, d.txid, d.output_index, d.amount, d.address, d.block_height,
-           d.block_time,
+           d.block_time, d.asset, d.disposition, d.token_contract,
            d.late OR EXISTS (
                SELECT 1 FROM orders.status_history h
                WHERE h.order_id = d.order_id AND h.to_status IN ('COMPLETED', 'CANCELLED')
@@ -187,14 +189,14 @@ WITH recorded AS (
            )
     FROM unnest(
         $1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::numeric[], $6::text[],
-        $7::bigint[], $8::timestamptz[], $9::boolean[]
+        $7::bigint[], $8::timestamptz[], $9::boolean[], $10::text[], $11::text[], $12::text[]
     ) AS d (pool_id, order_id, txid, output_index, amount, address, block_height,
-            block_time, late)
+            block_time, late, asset, disposition, token_contract)
     WHERE EXISTS (SELECT 1 FROM orders.orders o WHERE o.id = d.order_id)
     ON CONFLICT (pool_id) DO NOTHING
     RETURNING pool_id
 ), moved AS (
-    UPDATE orders.deposit_cursor SET last_pool_id = greatest(last_pool_id, $10)
+    UPDATE orders.deposit_cursor SET last_pool_id = greatest(last_pool_id, $13)
 )
 SELECT count(*) FROM recorded
 

@@ -39,6 +39,7 @@ class OrderRepository(Protocol):
         amount: Decimal,
         request_id: str | None,
         created_by: str,
+        asset: str = "",
     ) -> Order | None: ...
     async def by_request_id(self, created_by: str, request_id: str) -> Order | None: ...
     async def get(self, order_id: uuid.UUID) -> Order | None: ...
@@ -63,7 +64,7 @@ class OrderRepository(Protocol):
     async def set_queue_position(self, order_id: uuid.UUID, position: int) -> Order | None: ...
     async def claim_waiting(
         self, limit: int, lease_seconds: float
-    ) -> list[tuple[uuid.UUID, str]]: ...
+    ) -> list[tuple[uuid.UUID, str, str]]: ...
     async def claim_expired(self, ttl_seconds: float, limit: int) -> list[Order]: ...
     async def release_pending(self, order_id: uuid.UUID) -> bool: ...
     async def count_pending_releases(self) -> int: ...
@@ -128,6 +129,7 @@ class PostgresOrderRepository:
         amount: Decimal,
         request_id: str | None,
         created_by: str,
+        asset: str = "",
     ) -> Order | None:
         """The new order, with its 'created' history row; None when `created_by` used
         `request_id` before. CreationOutcomeUnknown if the connection is lost meanwhile."""
@@ -139,6 +141,7 @@ class PostgresOrderRepository:
             amount,
             request_id,
             created_by,
+            asset,
         )
 
     async def by_request_id(self, created_by: str, request_id: str) -> Order | None:
@@ -214,9 +217,11 @@ class PostgresOrderRepository:
         """The order with its new place; None if it is not waiting or the place is the same."""
         return await self._one("set_queue_position", order_id, position)
 
-    async def claim_waiting(self, limit: int, lease_seconds: float) -> list[tuple[uuid.UUID, str]]:
+    async def claim_waiting(
+        self, limit: int, lease_seconds: float
+    ) -> list[tuple[uuid.UUID, str, str]]:
         rows = await self._conn.fetch(self._q["claim_waiting_orders"], limit, lease_seconds)
-        return [(row["id"], row["network"]) for row in rows]
+        return [(row["id"], row["network"], row["asset"]) for row in rows]
 
     async def claim_expired(self, ttl_seconds: float, limit: int) -> list[Order]:
         rows = await self._conn.fetch(self._q["claim_expired_orders"], ttl_seconds, limit)
@@ -283,6 +288,9 @@ class PostgresOrderRepository:
             [d.block_height for d in deposits],
             [d.block_time for d in deposits],
             [d.late for d in deposits],
+            [d.asset for d in deposits],
+            [d.disposition.value for d in deposits],
+            [d.token_contract for d in deposits],
             through_id,
         )
         return recorded

@@ -111,10 +111,19 @@ def order_to_pb(order: Order) -> pb.Order:
         request_id=order.request_id or "",
         allocation=_ALLOCATION_TO_PB[domain.allocation_of(order)],
         wallet_release=_RELEASE_TO_PB[order.wallet_release],
+        asset=order.asset,
     )
     message.create_time.FromDatetime(order.create_time)
     message.update_time.FromDatetime(order.update_time)
     return message
+
+
+_DISPOSITION_TO_PB = {
+    domain.DepositDisposition.COUNTED: pb.DEPOSIT_DISPOSITION_COUNTED,
+    domain.DepositDisposition.DUST: pb.DEPOSIT_DISPOSITION_DUST,
+    domain.DepositDisposition.UNKNOWN_ASSET: pb.DEPOSIT_DISPOSITION_UNKNOWN_ASSET,
+    domain.DepositDisposition.WRONG_ASSET: pb.DEPOSIT_DISPOSITION_WRONG_ASSET,
+}
 
 
 def deposit_to_pb(deposit: domain.OrderDeposit) -> pb.OrderDeposit:
@@ -126,6 +135,9 @@ def deposit_to_pb(deposit: domain.OrderDeposit) -> pb.OrderDeposit:
         block_height=deposit.block_height,
         block_time=to_timestamp(deposit.block_time),
         late=deposit.late,
+        asset=deposit.asset or "",
+        disposition=_DISPOSITION_TO_PB[deposit.disposition],
+        token_contract=deposit.token_contract or "",
     )
 
 
@@ -181,7 +193,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         amount = domain.parse_amount(request.amount)
         request_id = domain.parse_request_id(request.request_id)
         order = await self._manager.create_order(
-            network, amount, request_id, current_principal.get().name
+            network, amount, request_id, current_principal.get().name, request.asset
         )
         return pb.CreateOrderResponse(order=order_to_pb(order))
 

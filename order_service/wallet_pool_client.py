@@ -14,7 +14,7 @@ from google.protobuf.message import Message
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as pb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
-from order_service.domain import OrderDeposit, PoolDeposit
+from order_service.domain import DepositDisposition, OrderDeposit, PoolDeposit
 from shared.grpc_client import ClientCall
 from shared.grpc_server import current_deadline
 from shared.logs import current_request_id
@@ -67,6 +67,16 @@ class PoolAllocation:
     queue_position: int | None
 
 
+# The pool's dispositions (one of the previous release sends none: its deposits were all
+# counted coin deposits).
+_DISPOSITIONS = {
+    pb.DEPOSIT_DISPOSITION_COUNTED: DepositDisposition.COUNTED,
+    pb.DEPOSIT_DISPOSITION_DUST: DepositDisposition.DUST,
+    pb.DEPOSIT_DISPOSITION_UNKNOWN_ASSET: DepositDisposition.UNKNOWN_ASSET,
+    pb.DEPOSIT_DISPOSITION_WRONG_ASSET: DepositDisposition.WRONG_ASSET,
+}
+
+
 class WalletPoolError(Exception):
     """A call to the wallet pool failed; `code` is the gRPC status code's name."""
 
@@ -82,7 +92,9 @@ class WalletPoolError(Exception):
 
 
 class WalletPoolGateway(Protocol):
-    async def allocate(self, order_id: uuid.UUID, network: str) -> PoolAllocation: ...
+    async def allocate(
+        self, order_id: uuid.UUID, network: str, asset: str = ""
+    ) -> PoolAllocation: ...
     async def release(self, order_id: uuid.UUID, address: str, final_time: datetime) -> None: ...
     def watch_hand_offs(self) -> AsyncIterator[tuple[uuid.UUID, str]]: ...
     async def deposits_after(self, after_id: int, limit: int) -> tuple[list[PoolDeposit], int]: ...
@@ -198,8 +210,8 @@ class GrpcWalletPoolGateway:
 
         loop.call_at(self._cut_off_at, cancel_calls)
 
-    async def allocate(self, order_id: uuid.UUID, network: str) -> PoolAllocation:
-        request = pb.AllocateWalletRequest(order_id=str(order_id), network=network)
+    async def allocate(self, order_id: uuid.UUID, network: str, asset: str = "") -> PoolAllocation:
+        request = pb.AllocateWalletRequest(order_id=str(order_id), network=network, asset=asset)
         response = await self._call("AllocateWallet", request)
         if response.WhichOneof("result") == "address":
             return PoolAllocation(address=response.address, queue_position=None)
@@ -228,6 +240,11 @@ class GrpcWalletPoolGateway:
                     block_height=d.block_height,
                     block_time=from_timestamp(d.block_time),
                     late=d.attribution == pb.DEPOSIT_ATTRIBUTION_LATE,
+                    asset=d.asset
+                    if d.disposition != pb.DEPOSIT_DISPOSITION_UNKNOWN_ASSET
+                    else None,
+                    disposition=_DISPOSITIONS.get(d.disposition, DepositDisposition.COUNTED),
+                    token_contract=d.token_contract or None,
                 ),
             )
             for d in response.deposits

@@ -8,11 +8,12 @@ schemas on one database.
 import asyncio
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
 import asyncpg
 
+from shared.assets import DEFAULT_ASSETS, Asset
 from shared.db import Connection
 
 # The height the pool stands in for "not known yet" (migration 009).
@@ -380,4 +381,62 @@ async def check_all(
             violations += await acknowledged_updates_are_recorded(conn, acknowledged or {})
             violations += await no_wallet_reused_over_a_deposit_or_before_its_watermark(conn)
             violations += await deposits_are_recorded_once_and_attributed(conn, deposits or {})
+    return violations
+
+
+async def deposits_have_one_disposition_and_only_counted_ones_hold_or_count(
+    conn: Connection, assets: Iterable[Asset] = DEFAULT_ASSETS
+) -> list[str]:
+    """Issue 20, A1/B5 (self-contained, to merge beside the checks above): every deposit has
+    exactly one disposition, the one its asset, amount and holder give (recomputed here from
+    the assets and the orders' expected assets, not by the pool's code); no dust, spam-token
+    or wrong-asset deposit disabled a wallet; the order service's copy says the same.
+    `assets`: the pool's assets (default: the built-in ones)."""
+    by_contract = {(a.network, a.contract or ""): a for a in assets}
+    rows = await conn.fetch(
+        """SELECT d.id, d.network, d.txid, d.kind, d.output_index, d.token_contract,
+                  d.asset, d.disposition, d.amount, d.order_id,
+                  coalesce((SELECT o.asset FROM wallet_pool.order_assets o
+                            WHERE o.order_id = d.order_id), '') AS expected
+           FROM wallet_pool.deposits d"""
+    )
+    violations = []
+    for r in rows:
+        known = by_contract.get((r["network"], r["token_contract"] or ""))
+        if known is None:
+            should = "UNKNOWN_ASSET"
+        elif r["amount"] < known.min_deposit:
+            should = "DUST"
+        elif r["order_id"] is not None and r["expected"] != known.code:
+            should = "WRONG_ASSET"
+        else:
+            should = "COUNTED"
+        asset = known.code if known is not None else None
+        if (r["disposition"], r["asset"]) != (should, asset):
+            violations.append(
+                f"deposit {r['id']} ({r['network']} {r['txid']}:{r['kind']}:"
+                f"{r['output_index']}) is {r['disposition']} of asset {r['asset']!r}; "
+                f"its asset, amount and holder make it {should} of {asset!r}"
+            )
+    held = await conn.fetch(
+        """SELECT w.address, d.id, d.disposition
+           FROM wallet_pool.wallets w
+           JOIN wallet_pool.deposits d ON d.address = w.address
+            AND w.disabled_reason LIKE '%late deposit ' || d.txid || ':' || d.output_index
+                                       || ' of %'
+           WHERE w.disabled_at IS NOT NULL AND d.disposition <> 'COUNTED'"""
+    )
+    violations += [
+        f"wallet {r['address']} was disabled by deposit {r['id']}, which is {r['disposition']}"
+        for r in held
+    ]
+    copies = await conn.fetch(
+        """SELECT d.id, d.disposition, o.disposition AS shown
+           FROM wallet_pool.deposits d JOIN orders.deposits o ON o.pool_id = d.id
+           WHERE o.disposition <> d.disposition"""
+    )
+    violations += [
+        f"deposit {r['id']} is {r['disposition']} in the pool but {r['shown']} on its order"
+        for r in copies
+    ]
     return violations

@@ -3,10 +3,11 @@ no I/O here."""
 
 import enum
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from shared.assets import TOKEN_NETWORKS, Asset, AssetTable, check_scale
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Violation
 from shared.validation import parse_text
 from wallet_pool_service.addresses import address_problem, canonical_address
@@ -17,6 +18,46 @@ MAX_TXID_LENGTH = 128
 # Heights stay below 2^62: the database stands 2^62 in for "not known yet" (migration 009).
 MAX_HEIGHT = 2**62 - 1
 _MAX_INDEX = 2**31 - 1
+
+
+class DepositKind(enum.StrEnum):
+    """What moved value: a deposit's key is (network, txid, kind, index)."""
+
+    NATIVE = "NATIVE"  # the coin: a UTXO output, or an account chain's value transfer
+    TOKEN = "TOKEN"  # a token Transfer log (index: its position in the receipt)
+    INTERNAL = "INTERNAL"  # the coin moved by a contract call (index: trace position)
+
+
+class Disposition(enum.StrEnum):
+    """What a recorded deposit does; each has exactly one. Only COUNTED moves money
+    (counts toward payment) or wallets (holds a late one out)."""
+
+    COUNTED = "COUNTED"
+    DUST = "DUST"  # below the asset's minimum
+    UNKNOWN_ASSET = "UNKNOWN_ASSET"  # a contract the office does not take (spam)
+    WRONG_ASSET = "WRONG_ASSET"  # a known asset, not the one the order expects
+
+
+def classify(asset: Asset | None, amount: Decimal, expected: str | None) -> Disposition:
+    """A deposit's disposition: `asset` is what its contract resolved to (None: unknown),
+    `expected` the asset code the order holding the address expects (None: no order held
+    it). Spam first (its amount means nothing), then dust (of any known asset: a few cents of
+    the wrong asset are not worth an operator's look), then the order's asset."""
+    if asset is None:
+        return Disposition.UNKNOWN_ASSET
+    if amount < asset.min_deposit:
+        return Disposition.DUST
+    if expected is not None and expected != asset.code:
+        return Disposition.WRONG_ASSET
+    return Disposition.COUNTED
+
+
+def disposition_before_attribution(asset: Asset | None, amount: Decimal) -> Disposition | None:
+    """What `classify` decides without the holder (UNKNOWN_ASSET or DUST); None when it
+    depends on the order holding the address, which the database knows (COUNTED or
+    WRONG_ASSET, decided as `classify` does)."""
+    disposition = classify(asset, amount, None)
+    return None if disposition is Disposition.COUNTED else disposition
 
 
 @dataclass(frozen=True)
@@ -30,10 +71,13 @@ class ChainDeposit:
     block_height: int
     block_time: datetime
     confirmations: int
+    kind: DepositKind = DepositKind.NATIVE
+    # The token's contract (canonical once checked); None for the coin.
+    token_contract: str | None = None
 
     @property
-    def key(self) -> tuple[str, int]:
-        return self.txid, self.index
+    def key(self) -> tuple[str, DepositKind, int]:
+        return self.txid, self.kind, self.index
 
 
 class Attribution(enum.StrEnum):
@@ -53,6 +97,9 @@ class Deposit:
     order_id: uuid.UUID | None
     # Late: when the order it is attributed to released the address.
     release_time: datetime | None
+    # The asset's code ('' the coin; None: an unknown contract).
+    asset: str | None = ""
+    disposition: Disposition = Disposition.COUNTED
 
     @property
     def attribution(self) -> Attribution:
@@ -79,10 +126,14 @@ class Deposit:
                 block_height=row["block_height"],
                 block_time=row["block_time"],
                 confirmations=row["confirmations"],
+                kind=DepositKind(row["kind"]),
+                token_contract=row["token_contract"],
             ),
             report_time=row["reported_at"],
             order_id=row["order_id"],
             release_time=row["released_at"],
+            asset=row["asset"],
+            disposition=Disposition(row["disposition"]),
         )
 
 
@@ -93,6 +144,35 @@ class ReportOutcome:
     late: int
     unattributed: int
     scanned_height: int
+    # Of the recorded, by disposition.
+    dispositions: dict[Disposition, int] = field(default_factory=dict)
+    # Of the recorded, by (attribution, disposition): the metrics.
+    tally: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClassifiedDeposit:
+    """A checked deposit with its asset resolved ('' the coin; None unknown) and the
+    disposition decided before attribution (None: by the holder's asset)."""
+
+    chain: ChainDeposit
+    asset: str | None
+    disposition: Disposition | None
+
+
+def resolve(
+    assets: AssetTable, network: str, deposit: ChainDeposit, field: str
+) -> ClassifiedDeposit:
+    """The deposit's asset and its disposition as far as it is known before attribution. A
+    known asset's amount must fit its decimals (a watcher that reports more is wrong)."""
+    asset = assets.by_contract(network, deposit.token_contract or "")
+    if asset is not None:
+        check_scale(deposit.amount, asset, f"{field}.amount")
+    return ClassifiedDeposit(
+        deposit,
+        asset.code if asset is not None else None,
+        disposition_before_attribution(asset, deposit.amount),
+    )
 
 
 @dataclass(frozen=True)
@@ -155,7 +235,31 @@ def check_deposit(network: str, field: str, deposit: ChainDeposit, scanned: int)
         block_height=height,
         block_time=deposit.block_time,
         confirmations=deposit.confirmations,
+        kind=deposit.kind,
+        token_contract=_check_contract(network, field, deposit),
     )
+
+
+def _check_contract(network: str, field: str, deposit: ChainDeposit) -> str | None:
+    """The token contract in canonical form (None for the coin), or InvalidArgument."""
+    contract = (deposit.token_contract or "").strip()
+    if deposit.kind is not DepositKind.NATIVE and network not in TOKEN_NETWORKS:
+        raise InvalidArgument(f"{field}.kind", f"{network} deposits are its coin only (NATIVE)")
+    if deposit.kind is DepositKind.TOKEN and not contract:
+        raise InvalidArgument(f"{field}.token_contract", "is required for a TOKEN deposit")
+    if deposit.kind is not DepositKind.TOKEN:
+        if contract:
+            raise InvalidArgument(
+                f"{field}.token_contract", f"must be empty for a {deposit.kind} deposit"
+            )
+        return None
+    problem = address_problem(network, contract)
+    if problem:
+        raise InvalidArgument(
+            f"{field}.token_contract",
+            f"{contract[:64]!r} is not a valid {network} address: {problem}",
+        )
+    return canonical_address(contract)
 
 
 def check_report(
@@ -167,20 +271,21 @@ def check_report(
     if len(deposits) > MAX_DEPOSITS_PER_REPORT:
         raise InvalidArgument("deposits", f"at most {MAX_DEPOSITS_PER_REPORT} per report")
     checked: list[ChainDeposit] = []
-    seen: dict[tuple[str, int], int] = {}
+    seen: dict[tuple[str, DepositKind, int], int] = {}
     for position, raw in enumerate(deposits):
         field = f"deposits[{position}]"
         deposit = check_deposit(network, field, raw, scanned)
         first = seen.setdefault(deposit.key, position)
         earlier = checked[first] if first != position else None
-        if earlier is not None and (earlier.address, earlier.amount) != (
-            deposit.address,
-            deposit.amount,
-        ):
+        if earlier is not None and (
+            earlier.address,
+            earlier.amount,
+            earlier.token_contract,
+        ) != (deposit.address, deposit.amount, deposit.token_contract):
             raise InvalidArgument(
                 field,
-                f"{deposit.txid}:{deposit.index} is also deposits[{first}], with another "
-                "address or amount",
+                f"{deposit.txid}:{deposit.kind}:{deposit.index} is also deposits[{first}], "
+                "with another address, amount or contract",
             )
         checked.append(deposit)
     return checked
@@ -218,6 +323,7 @@ class DepositConflict:
     position: int
     known_address: str
     known_amount: Decimal
+    known_contract: str | None = None
 
 
 class DepositRecordedDifferently(AlreadyExists):
@@ -226,9 +332,13 @@ class DepositRecordedDifferently(AlreadyExists):
 
     def __init__(self, network: str, deposits: list[ChainDeposit], first: DepositConflict) -> None:
         deposit = deposits[first.position]
+        known = f"{first.known_amount} to {first.known_address}"
+        reported = f"{deposit.amount} to {deposit.address}"
+        if first.known_contract != deposit.token_contract:
+            known += f" of contract {first.known_contract or '(the coin)'}"
+            reported += f" of contract {deposit.token_contract or '(the coin)'}"
         super().__init__(
             f"deposits[{first.position}]: {network} deposit {deposit.txid}:{deposit.index} was "
-            f"recorded before as {first.known_amount} to {first.known_address}, not "
-            f"{deposit.amount} to {deposit.address}; the first report is kept and nothing of "
-            "this report was recorded"
+            f"recorded before as {known}, not {reported}; the first report is kept and "
+            "nothing of this report was recorded"
         )

@@ -34,8 +34,10 @@ WATCHER_LAST_REPORT = Gauge(
 )
 DEPOSITS_RECORDED = Counter(
     "wallet_pool_deposits_recorded",
-    "Deposits recorded from watcher reports, by attribution (on_time, late, unattributed).",
-    ["network", "attribution"],
+    "Deposits recorded from watcher reports, by attribution (on_time, late, unattributed) "
+    "and disposition (counted, dust, unknown_asset, wrong_asset; only counted ones hold a "
+    "wallet out or count toward a payment).",
+    ["network", "attribution", "disposition"],
 )
 
 

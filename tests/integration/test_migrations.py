@@ -44,6 +44,8 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "007_one_call_per_decision",
             "008_release_names_the_wallet",
             "009_deposits_and_watermark",
+            "010_assets_and_payment",
+            "011_assets_and_dispositions",
         ]
         assert await _tables(pools[0]) == {
             "orders.orders",
@@ -61,6 +63,8 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "wallet_pool.assignments",
             "wallet_pool.chain_watermarks",
             "wallet_pool.deposits",
+            "wallet_pool.assets",
+            "wallet_pool.order_assets",
             "wallet_pool.wallet_states",
             "wallet_pool.schema_migrations",
         }

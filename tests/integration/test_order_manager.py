@@ -483,9 +483,9 @@ class CountingGateway:
         self._inner = inner
         self.allocations: list[uuid.UUID] = []
 
-    async def allocate(self, order_id: uuid.UUID, network: str) -> PoolAllocation:
+    async def allocate(self, order_id: uuid.UUID, network: str, asset: str = "") -> PoolAllocation:
         self.allocations.append(order_id)
-        return await self._inner.allocate(order_id, network)
+        return await self._inner.allocate(order_id, network, asset)
 
     async def release(self, order_id: uuid.UUID, address: str, final_time: datetime) -> None:
         await self._inner.release(order_id, address, final_time)

@@ -1,0 +1,327 @@
+-- Assets per network, deposits keyed by kind, and a disposition for every deposit: only
+-- COUNTED deposits hold a wallet out of the pool (dust and spam tokens never do).
+
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '300s';
+
+-- The assets of each network, written by the service at start-up from ASSETS (the built-in
+-- ones and the setting's): code '' is the network's coin, whose contract is NULL.
+CREATE TABLE wallet_pool.assets (
+    network text NOT NULL,
+    code text NOT NULL,
+    symbol text NOT NULL,
+    contract text,
+    decimals bigint NOT NULL CHECK (decimals BETWEEN 0 AND 18),
+    min_deposit numeric NOT NULL CHECK (min_deposit > 0),
+    confirmations bigint NOT NULL CHECK (confirmations >= 1),
+    -- false: no longer in the setting (kept: deposits refer to it).
+    enabled boolean NOT NULL DEFAULT true,
+    PRIMARY KEY (network, code),
+    CONSTRAINT assets_native_has_no_contract CHECK ((code = '') = (contract IS NULL))
+);
+-- squawk-ignore require-concurrent-index-creation
+CREATE UNIQUE INDEX assets_contract_idx ON wallet_pool.assets (network, contract);
+
+-- The asset each order expects, from its AllocateWallet (none: the network's coin, as every
+-- order before this release).
+CREATE TABLE wallet_pool.order_assets (
+    order_id uuid PRIMARY KEY,
+    asset text NOT NULL
+);
+
+-- kind: what moved value (NATIVE, TOKEN, INTERNAL); token_contract: as the watcher saw it
+-- (canonical spelling), NULL for the coin; asset: the code the contract resolved to ('' the
+-- coin, NULL unknown); disposition: what the deposit does. Rows before this release were
+-- native coin deposits, all counted.
+-- The checks scan the table once, under the lock this file holds anyway.
+ALTER TABLE wallet_pool.deposits
+    -- squawk-ignore adding-field-with-default
+    ADD COLUMN kind text NOT NULL DEFAULT 'NATIVE',
+    ADD COLUMN token_contract text,
+    -- squawk-ignore adding-field-with-default
+    ADD COLUMN asset text DEFAULT '',
+    -- squawk-ignore adding-field-with-default
+    ADD COLUMN disposition text NOT NULL DEFAULT 'COUNTED',
+    -- squawk-ignore constraint-missing-not-valid
+    ADD CONSTRAINT deposits_kind_check CHECK (kind IN ('NATIVE', 'TOKEN', 'INTERNAL')),
+    -- squawk-ignore constraint-missing-not-valid
+    ADD CONSTRAINT deposits_disposition_check
+        CHECK (disposition IN ('COUNTED', 'DUST', 'UNKNOWN_ASSET', 'WRONG_ASSET')),
+    -- squawk-ignore constraint-missing-not-valid
+    ADD CONSTRAINT deposits_token_has_contract
+        CHECK ((kind = 'TOKEN') = (token_contract IS NOT NULL)),
+    -- squawk-ignore constraint-missing-not-valid
+    ADD CONSTRAINT deposits_unknown_asset_is_not_resolved
+        CHECK ((asset IS NULL) = (disposition = 'UNKNOWN_ASSET'));
+
+-- The key: (network, txid, kind, index within the transaction), so a native transfer and a
+-- token log 0 of one transaction are two deposits. Built in this transaction (reports wait).
+-- squawk-ignore require-concurrent-index-creation
+CREATE UNIQUE INDEX deposits_chain_key ON wallet_pool.deposits (network, txid, kind, output_index);
+-- squawk-ignore ban-drop-constraint
+ALTER TABLE wallet_pool.deposits DROP CONSTRAINT deposits_key;
+
+-- One watcher report, as before (see migration 009), with the kind, the contract and the
+-- asset of each deposit and its disposition decided before (p_dispositions: UNKNOWN_ASSET
+-- or DUST, from the service's classification; NULL: COUNTED, or WRONG_ASSET when the order
+-- holding the address expects another asset). Only COUNTED late deposits hold their wallet
+-- out. The 'done' row adds counts by disposition, and `tally` by attribution and
+-- disposition (for the metrics).
+CREATE FUNCTION wallet_pool.report_deposits(
+    p_network text,
+    p_scanned bigint,
+    p_chain_height bigint,
+    p_addresses text[],
+    p_txids text[],
+    p_kinds text[],
+    p_indexes bigint[],
+    p_contracts text[],
+    p_assets text[],
+    p_dispositions text[],
+    p_amounts numeric[],
+    p_heights bigint[],
+    p_times timestamptz[],
+    p_confirmations bigint[]
+)
+RETURNS TABLE (
+    outcome text, "position" integer, known_address text, known_amount numeric,
+    known_contract text, scanned_height bigint, recorded integer, late integer,
+    unattributed integer, counted integer, dust integer, unknown_asset integer,
+    wrong_asset integer, tally jsonb
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    before bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(8203, 0);
+    INSERT INTO wallet_pool.chain_watermarks (network) VALUES (p_network)
+    ON CONFLICT (network) DO NOTHING;
+    SELECT m.scanned_height INTO before FROM wallet_pool.chain_watermarks m
+    WHERE m.network = p_network;
+    IF before > p_scanned THEN
+        outcome := 'backwards';
+        scanned_height := before;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    RETURN QUERY
+    SELECT 'conflict', r.pos::integer, d.address, d.amount, d.token_contract, NULL::bigint,
+           NULL::integer, NULL::integer, NULL::integer, NULL::integer, NULL::integer,
+           NULL::integer, NULL::integer, NULL::jsonb
+    FROM unnest(p_addresses, p_txids, p_kinds, p_indexes, p_amounts, p_contracts)
+        WITH ORDINALITY AS r (address, txid, kind, output_index, amount, contract, pos)
+    JOIN wallet_pool.deposits d
+      ON d.network = p_network AND d.txid = r.txid AND d.kind = r.kind
+         AND d.output_index = r.output_index
+    WHERE d.address <> r.address OR d.amount <> r.amount
+       OR d.token_contract IS DISTINCT FROM r.contract
+    ORDER BY r.pos;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+
+    WITH reported AS (
+        SELECT * FROM unnest(
+            p_addresses, p_txids, p_kinds, p_indexes, p_contracts, p_assets, p_dispositions,
+            p_amounts, p_heights, p_times, p_confirmations
+        ) AS r (address, txid, kind, output_index, contract, asset, disposition, amount,
+                block_height, block_time, confirmations)
+    ), inserted AS (
+        INSERT INTO wallet_pool.deposits AS d
+            (network, txid, kind, output_index, token_contract, asset, disposition, address,
+             amount, block_height, block_time, confirmations, order_id, released_at)
+        SELECT p_network, r.txid, r.kind, r.output_index, r.contract, r.asset,
+               CASE WHEN r.disposition IS NOT NULL THEN r.disposition
+                    WHEN holder.order_id IS NOT NULL
+                         AND coalesce(holder.expected, '') <> r.asset THEN 'WRONG_ASSET'
+                    ELSE 'COUNTED' END,
+               r.address, r.amount, r.block_height, r.block_time, r.confirmations,
+               holder.order_id,
+               CASE WHEN holder.released_at <= r.block_time THEN holder.released_at END
+        FROM reported r
+        LEFT JOIN LATERAL (
+            SELECT a.order_id, a.released_at,
+                   (SELECT o.asset FROM wallet_pool.order_assets o
+                    WHERE o.order_id = a.order_id) AS expected
+            FROM wallet_pool.assignments a
+            WHERE a.address = r.address AND a.network = p_network
+              AND a.assigned_at <= r.block_time
+            ORDER BY a.id DESC
+            LIMIT 1
+        ) holder ON true
+        ON CONFLICT (network, txid, kind, output_index) DO NOTHING
+        RETURNING d.address, d.txid, d.output_index, d.amount, d.block_time, d.order_id,
+                  d.released_at, d.disposition,
+                  CASE WHEN d.order_id IS NULL THEN 'unattributed'
+                       WHEN d.released_at IS NOT NULL THEN 'late'
+                       ELSE 'on_time' END AS attribution
+    ), first_late AS (
+        -- Only a counted deposit holds its wallet out: dust and spam tokens never do.
+        SELECT DISTINCT ON (i.address) i.*
+        FROM inserted i WHERE i.released_at IS NOT NULL AND i.disposition = 'COUNTED'
+        ORDER BY i.address, i.block_time
+    ), held_back AS (
+        UPDATE wallet_pool.wallets w
+        SET disabled_at = coalesce(w.disabled_at, now()),
+            -- Added to a reason it was disabled for already, so that an operator enabling
+            -- it again for that reason sees the late deposit too.
+            disabled_reason = concat_ws(
+                '; ', CASE WHEN w.disabled_at IS NOT NULL THEN w.disabled_reason END,
+                format(
+                    'late deposit %s:%s of %s, %s after order %s released the address',
+                    l.txid, l.output_index, l.amount,
+                    date_trunc('second', l.block_time - l.released_at), l.order_id
+                ))
+        FROM first_late l
+        WHERE w.address = l.address
+    )
+    SELECT count(*)::integer,
+           (count(*) FILTER (WHERE i.released_at IS NOT NULL))::integer,
+           (count(*) FILTER (WHERE i.order_id IS NULL))::integer,
+           (count(*) FILTER (WHERE i.disposition = 'COUNTED'))::integer,
+           (count(*) FILTER (WHERE i.disposition = 'DUST'))::integer,
+           (count(*) FILTER (WHERE i.disposition = 'UNKNOWN_ASSET'))::integer,
+           (count(*) FILTER (WHERE i.disposition = 'WRONG_ASSET'))::integer,
+           (SELECT coalesce(jsonb_object_agg(t.k, t.n), '{}')
+            FROM (SELECT j.attribution || ':' || j.disposition AS k, count(*) AS n
+                  FROM inserted j GROUP BY 1) t)
+    INTO recorded, late, unattributed, counted, dust, unknown_asset, wrong_asset, tally
+    FROM inserted i;
+
+    UPDATE wallet_pool.chain_watermarks m
+    SET scanned_height = p_scanned, reported_at = now()
+    WHERE m.network = p_network;
+    -- Wallets released since the previous report count from the chain's height now on.
+    UPDATE wallet_pool.wallets w SET release_height = p_chain_height
+    WHERE w.network = p_network AND w.release_height IS NULL
+      AND w.reuse_confirmations IS NOT NULL AND w.order_id IS NULL;
+    UPDATE wallet_pool.assignments a SET release_height = p_chain_height
+    WHERE a.network = p_network AND a.release_height IS NULL
+      AND a.reuse_confirmations IS NOT NULL;
+    outcome := 'done';
+    scanned_height := p_scanned;
+    RETURN NEXT;
+END
+$$;
+
+-- The signature of the previous release (its replicas still run during a rolling update):
+-- native coin deposits, counted unless dust is decided later; now through the new one.
+CREATE OR REPLACE FUNCTION wallet_pool.report_deposits(
+    p_network text,
+    p_scanned bigint,
+    p_chain_height bigint,
+    p_addresses text[],
+    p_txids text[],
+    p_indexes bigint[],
+    p_amounts numeric[],
+    p_heights bigint[],
+    p_times timestamptz[],
+    p_confirmations bigint[]
+)
+RETURNS TABLE (
+    outcome text, "position" integer, known_address text, known_amount numeric,
+    scanned_height bigint, recorded integer, late integer, unattributed integer
+)
+LANGUAGE sql AS $$
+    SELECT r.outcome, r.position, r.known_address, r.known_amount, r.scanned_height,
+           r.recorded, r.late, r.unattributed
+    FROM wallet_pool.report_deposits(
+        p_network, p_scanned, p_chain_height, p_addresses, p_txids,
+        array_fill('NATIVE'::text, ARRAY[cardinality(p_addresses)]), p_indexes,
+        array_fill(NULL::text, ARRAY[cardinality(p_addresses)]),
+        array_fill(''::text, ARRAY[cardinality(p_addresses)]),
+        array_fill(NULL::text, ARRAY[cardinality(p_addresses)]),
+        p_amounts, p_heights, p_times, p_confirmations
+    ) AS r
+$$;
+
+-- The release, as before (migration 009), except that only a COUNTED deposit made late by
+-- it holds the wallet out (dust and spam tokens never do).
+CREATE OR REPLACE FUNCTION wallet_pool.release_wallet(
+    p_order_id uuid, p_address text, p_cooldown float8, p_final_time timestamptz
+)
+RETURNS TABLE (
+    address text, network text, dequeued boolean, handed_to uuid, handed_address text,
+    kept_address text, kept_queue text
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    freed_address text;
+    late_reason text;
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(8203, 0);
+    PERFORM pg_advisory_xact_lock(8201, hashtext(p_order_id::text));
+    dequeued := false;
+    IF p_address <> '' THEN
+        SELECT w.address INTO kept_address FROM wallet_pool.wallets w
+        WHERE w.order_id = p_order_id;
+        IF kept_address IS NULL THEN
+            SELECT q.network INTO kept_queue FROM wallet_pool.queue q
+            WHERE q.order_id = p_order_id;
+        END IF;
+        IF kept_address IS DISTINCT FROM p_address THEN
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        kept_address := NULL;
+    END IF;
+    INSERT INTO wallet_pool.released_orders (order_id) VALUES (p_order_id)
+    ON CONFLICT DO NOTHING;
+    DELETE FROM wallet_pool.queue WHERE order_id = p_order_id;
+    dequeued := FOUND;
+    WITH freed AS (
+        UPDATE wallet_pool.wallets w
+        SET order_id = NULL, allocated_at = NULL, released_at = now(),
+            cooldown_until = CASE WHEN p_cooldown > 0
+                                  THEN now() + make_interval(secs => p_cooldown) END,
+            -- Unknown until the next report, which stamps the chain's height it saw then:
+            -- the scanned height now may lag the chain (a watcher catching up), and counting
+            -- from it could let the wallet go before a late payment's block is scanned.
+            release_height = NULL,
+            reuse_confirmations = (SELECT m.reuse_confirmations
+                                   FROM wallet_pool.chain_watermarks m
+                                   WHERE m.network = w.network)
+        WHERE w.order_id = p_order_id
+        RETURNING w.address, w.network, w.released_at, w.release_height, w.reuse_confirmations
+    ), closed AS (
+        UPDATE wallet_pool.assignments a
+        SET released_at = least(freed.released_at, p_final_time),
+            release_height = freed.release_height,
+            reuse_confirmations = freed.reuse_confirmations
+        FROM freed
+        WHERE a.order_id = p_order_id AND a.address = freed.address AND a.released_at IS NULL
+        RETURNING a.released_at
+    ), made_late AS (
+        UPDATE wallet_pool.deposits d SET released_at = closed.released_at
+        FROM freed, closed
+        -- Seen after the holding ended (a block's time may run ahead of the clock: one
+        -- reported before the order became final was paid before it).
+        WHERE d.address = freed.address AND d.order_id = p_order_id
+          AND d.released_at IS NULL AND d.block_time >= closed.released_at
+          AND d.reported_at >= closed.released_at
+        RETURNING d.txid, d.output_index, d.amount, d.block_time - d.released_at AS late_by,
+                  d.disposition
+    )
+    SELECT freed.address, freed.address, freed.network,
+           (SELECT format('late deposit %s:%s of %s, %s after order %s released the address',
+                          l.txid, l.output_index, l.amount, date_trunc('second', l.late_by),
+                          p_order_id)
+            FROM made_late l WHERE l.disposition = 'COUNTED' ORDER BY l.late_by LIMIT 1)
+    INTO address, freed_address, network, late_reason FROM freed;
+    IF late_reason IS NOT NULL THEN
+        UPDATE wallet_pool.wallets w
+        SET disabled_at = coalesce(w.disabled_at, now()),
+            disabled_reason = concat_ws(
+                '; ', CASE WHEN w.disabled_at IS NOT NULL THEN w.disabled_reason END, late_reason)
+        WHERE w.address = freed_address;
+    END IF;
+    IF network IS NOT NULL THEN
+        SELECT h.order_id, h.address INTO handed_to, handed_address
+        FROM wallet_pool.hand_off_head(network, clock_timestamp()) AS h;
+    END IF;
+    RETURN NEXT;
+END
+$$;
