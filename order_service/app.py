@@ -88,6 +88,7 @@ async def _serve(settings: OrderSettings, tracing: Tracing) -> None:
             event_retention_seconds=settings.event_retention_seconds,
             max_watch_streams=settings.max_watch_streams,
             assets=settings.assets,
+            tolerance=settings.tolerance,
         )
         feed = manager.feed
         servicer = OrderServicer(manager)

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from order_service.payment import OVER_VARIABLE, UNDER_VARIABLE, TolerancePolicy
 from shared import config
 from shared.assets import ASSETS_VARIABLE, AssetTable, parse_assets
 from shared.auth import OPERATOR, Principal, load_tokens, require_credentials
@@ -42,6 +43,8 @@ class OrderSettings:
     networks: tuple[str, ...]
     # The networks' coins and tokens (ASSETS over the built-in ones, as the pool reads it).
     assets: AssetTable
+    # The payment tolerances, snapshotted on each order at creation.
+    tolerance: TolerancePolicy
     allocation_sync_seconds: float
     deposit_sync_seconds: float
     order_ttl_seconds: float
@@ -65,6 +68,7 @@ class OrderSettings:
     @classmethod
     def from_env(cls) -> "OrderSettings":
         networks = supported_networks()
+        assets = parse_assets(config.env_str(ASSETS_VARIABLE, ""), networks)
         settings = cls(
             environment=config.environment(),
             database_url=config.env_optional("ORDER_DATABASE_URL", "DATABASE_URL"),
@@ -78,7 +82,10 @@ class OrderSettings:
             tokens=load_tokens(),
             service_token=config.env_optional("SERVICE_TOKEN"),
             networks=networks,
-            assets=parse_assets(config.env_str(ASSETS_VARIABLE, ""), networks),
+            assets=assets,
+            tolerance=TolerancePolicy.parse(
+                config.env_str(UNDER_VARIABLE, ""), config.env_str(OVER_VARIABLE, ""), assets
+            ),
             allocation_sync_seconds=config.env_float("ALLOCATION_SYNC_SECONDS", 0.5, minimum=0.05),
             deposit_sync_seconds=config.env_float("DEPOSIT_SYNC_SECONDS", 1.0, minimum=0.05),
             order_ttl_seconds=config.env_float("ORDER_TTL_SECONDS", 1800.0),

@@ -12,6 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from order_service.payment import NO_TOLERANCE, PaymentStatus, Tolerance
 from shared.auth import CLIENT, OPERATOR, Principal
 from shared.errors import (
     AlreadyExists,
@@ -72,6 +73,7 @@ class EventType(enum.StrEnum):
     EXPIRED = "EXPIRED"
     RELEASE_DELIVERED = "RELEASE_DELIVERED"
     DEPOSIT_RECEIVED = "DEPOSIT_RECEIVED"
+    PAYMENT_STATUS_CHANGED = "PAYMENT_STATUS_CHANGED"
 
 
 class DepositDisposition(enum.StrEnum):
@@ -103,6 +105,11 @@ class Order:
     wallet_release: WalletRelease = WalletRelease.NOT_NEEDED
     # The asset the customer pays in ('' the network's coin).
     asset: str = ""
+    payment_status: PaymentStatus = PaymentStatus.UNPAID
+    received_confirmed: Decimal = Decimal(0)
+    received_pending: Decimal = Decimal(0)
+    # The settings' snapshot when the order was created.
+    tolerance: Tolerance = NO_TOLERANCE
 
     @classmethod
     def from_row(cls, row: Row) -> "Order":
@@ -119,6 +126,15 @@ class Order:
             created_by=row["created_by"],
             wallet_release=WalletRelease[row["wallet_release"]],
             asset=row["asset"],
+            payment_status=PaymentStatus(row["payment_status"]),
+            received_confirmed=row["received_confirmed"],
+            received_pending=row["received_pending"],
+            tolerance=Tolerance(
+                row["tolerance_under_pct"],
+                row["tolerance_under_abs"],
+                row["tolerance_over_pct"],
+                row["tolerance_over_abs"],
+            ),
         )
 
 
@@ -155,10 +171,19 @@ class OrderDeposit:
     asset: str | None = ""
     disposition: DepositDisposition = DepositDisposition.COUNTED
     token_contract: str | None = None
+    # As the pool last said, and what the asset needs (None: counted as confirmed, as
+    # deposits recorded before confirmations were tracked).
+    confirmations: int | None = None
+    required_confirmations: int | None = None
 
     @property
     def counted(self) -> bool:
         return self.disposition is DepositDisposition.COUNTED
+
+    @property
+    def confirmed(self) -> bool:
+        required = self.required_confirmations
+        return required is None or (self.confirmations or 0) >= required
 
     @classmethod
     def from_row(cls, row: Row, prefix: str = "") -> "OrderDeposit":
@@ -173,6 +198,8 @@ class OrderDeposit:
             asset=row[f"{prefix}asset"],
             disposition=DepositDisposition(row[f"{prefix}disposition"]),
             token_contract=row[f"{prefix}token_contract"],
+            confirmations=row[f"{prefix}confirmations"],
+            required_confirmations=row[f"{prefix}required_confirmations"],
         )
 
 
@@ -199,6 +226,11 @@ class OrderEvent:
     wallet_address: str | None
     queue_position: int | None
     deposit: OrderDeposit | None = None
+    # PAYMENT_STATUS_CHANGED: from, to, and the amounts then.
+    payment_status: PaymentStatus | None = None
+    from_payment_status: PaymentStatus | None = None
+    received_confirmed: Decimal | None = None
+    received_pending: Decimal | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> "OrderEvent":
@@ -215,7 +247,15 @@ class OrderEvent:
             wallet_address=row["wallet_address"],
             queue_position=row["queue_position"],
             deposit=OrderDeposit.from_row(row, "deposit_") if row["deposit_txid"] else None,
+            payment_status=_payment_status(row["payment_status"]),
+            from_payment_status=_payment_status(row["from_payment_status"]),
+            received_confirmed=row["received_confirmed"],
+            received_pending=row["received_pending"],
         )
+
+
+def _payment_status(text: str | None) -> PaymentStatus | None:
+    return PaymentStatus(text) if text else None
 
 
 class EventsDeleted(OutOfRange):

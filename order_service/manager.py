@@ -23,6 +23,7 @@ from order_service.domain import (
 )
 from order_service.feed import OrderFeed
 from order_service.metrics import EVENTS_DELETED, EVENTS_SEQUENCED, RELEASE_ATTEMPTS
+from order_service.payment import NO_TOLERANCES, TolerancePolicy, evaluate
 from order_service.repository import OrderRepository, PostgresOrderRepository
 from order_service.wallet_pool_client import WalletPoolError, WalletPoolGateway
 from shared.assets import AssetTable, check_scale, parse_assets
@@ -62,6 +63,7 @@ class OrderManager:
         event_retention_seconds: float = 7 * 86400.0,
         max_watch_streams: int = 10_000,
         assets: AssetTable | None = None,
+        tolerance: TolerancePolicy = NO_TOLERANCES,
     ) -> None:
         """`sync_lease_seconds`: how long one replica keeps a waiting order to itself when it
         asks the pool about it (longer than a call's deadline, so that replicas do not ask at
@@ -74,6 +76,8 @@ class OrderManager:
         self.networks = networks
         # The networks' assets (the built-in ones by default), as the pool has them.
         self.assets = assets or parse_assets("", networks)
+        # The payment tolerances; each order keeps the snapshot of its creation.
+        self._tolerance = tolerance
         self._release_policy = release_policy
         self._sync_lease_seconds = sync_lease_seconds
         self._order_ttl_seconds = order_ttl_seconds
@@ -110,7 +114,13 @@ class OrderManager:
         check_scale(amount, expected, "amount")
         async with self._statement() as orders:
             order = await orders.create(
-                uuid.uuid4(), network, amount, request_id, actor, expected.code
+                uuid.uuid4(),
+                network,
+                amount,
+                request_id,
+                actor,
+                expected.code,
+                self._tolerance.for_asset(network, expected.code),
             )
             if order is None:
                 assert request_id is not None
@@ -167,12 +177,36 @@ class OrderManager:
             return False
         if last == after:
             return False
-        async with self._statement() as orders:
-            recorded = await orders.record_deposits(page, last)
-        if recorded:
+        # The deposits and the payment status they change, in one transaction: no order
+        # shows a deposit its payment status has not taken in.
+        async with self._transaction() as orders:
+            paid = await orders.record_deposits(page, last)
+            changed = [await self._evaluate_payment(orders, order_id) for order_id in paid]
+        if paid:
+            self.feed.changed(*(order.id for order in changed if order is not None))
             self.feed.run_sequencer()
-            log.info("deposits recorded", extra={"count": recorded})
+            log.info("deposits recorded", extra={"orders": len(paid)})
         return last - after >= _DEPOSIT_PAGE
+
+    async def _evaluate_payment(self, orders: OrderRepository, order_id: uuid.UUID) -> Order | None:
+        """Recompute the order's payment from its deposits, under its lock; the order if it
+        changed (a change of status records its event)."""
+        order = await orders.lock(order_id)
+        if order is None:
+            return None
+        deposits = await orders.deposits(order_id)
+        payment = evaluate(order.amount, order.asset, deposits, order.tolerance)
+        changed = await orders.set_payment(order_id, payment)
+        if changed is not None and changed.payment_status is not order.payment_status:
+            log.info(
+                "payment status changed",
+                extra={
+                    "order_id": str(order_id),
+                    "from": order.payment_status.value,
+                    "to": changed.payment_status.value,
+                },
+            )
+        return changed
 
     async def get_history(self, order_id: uuid.UUID, scope: OrderScope) -> list[StatusChange]:
         """The order's status changes, if `scope` sees the order (else OrderNotFound)."""

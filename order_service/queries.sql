@@ -2,8 +2,10 @@
 -- The order and its 'created' history row, in one statement. Nothing is returned when the
 -- creator used the request_id before.
 WITH created AS (
-    INSERT INTO orders.orders (id, status, network, amount, request_id, created_by, asset)
-    VALUES ($1, 'PENDING', $2, $3, $4, $5, $6)
+    INSERT INTO orders.orders
+        (id, status, network, amount, request_id, created_by, asset, tolerance_under_pct,
+         tolerance_under_abs, tolerance_over_pct, tolerance_over_abs)
+    VALUES ($1, 'PENDING', $2, $3, $4, $5, $6, $7, $8, $9, $10)
     ON CONFLICT (created_by, request_id) DO NOTHING
     RETURNING *
 ), history AS (
@@ -144,7 +146,8 @@ SELECT e.*, d.txid AS deposit_txid, d.output_index AS deposit_index,
        d.amount AS deposit_amount, d.address AS deposit_address,
        d.block_height AS deposit_block_height, d.block_time AS deposit_block_time,
        d.late AS deposit_late, d.asset AS deposit_asset, d.disposition AS deposit_disposition,
-       d.token_contract AS deposit_token_contract
+       d.token_contract AS deposit_token_contract, d.confirmations AS deposit_confirmations,
+       d.required_confirmations AS deposit_required_confirmations
 FROM orders.order_events e
 LEFT JOIN orders.deposits d ON d.pool_id = e.deposit_id
 WHERE e.sequence > $1 AND (cardinality($3::text[]) = 0 OR e.type = ANY ($3))
@@ -157,7 +160,8 @@ SELECT e.*, d.txid AS deposit_txid, d.output_index AS deposit_index,
        d.amount AS deposit_amount, d.address AS deposit_address,
        d.block_height AS deposit_block_height, d.block_time AS deposit_block_time,
        d.late AS deposit_late, d.asset AS deposit_asset, d.disposition AS deposit_disposition,
-       d.token_contract AS deposit_token_contract
+       d.token_contract AS deposit_token_contract, d.confirmations AS deposit_confirmations,
+       d.required_confirmations AS deposit_required_confirmations
 FROM orders.order_events e
 LEFT JOIN orders.deposits d ON d.pool_id = e.deposit_id
 WHERE e.order_id = $4 AND e.sequence > $1
@@ -167,6 +171,18 @@ LIMIT $2
 
 -- order_deposits --
 SELECT * FROM orders.deposits WHERE order_id = $1 ORDER BY pool_id
+
+-- lock_order --
+-- The order, locked for a change that is decided in the service (its payment status).
+SELECT * FROM orders.orders WHERE id = $1 FOR UPDATE
+
+-- set_payment --
+-- The payment status and amounts (the event comes from a trigger, on a change of status).
+UPDATE orders.orders
+SET payment_status = $2, received_confirmed = $3, received_pending = $4
+WHERE id = $1
+  AND (payment_status, received_confirmed, received_pending) IS DISTINCT FROM ($2, $3, $4)
+RETURNING *
 
 -- deposit_cursor --
 SELECT last_pool_id FROM orders.deposit_cursor
@@ -179,9 +195,10 @@ SELECT last_pool_id FROM orders.deposit_cursor
 WITH recorded AS (
     INSERT INTO orders.deposits
         (pool_id, order_id, txid, output_index, amount, address, block_height, block_time,
-         asset, disposition, token_contract, late)
+         asset, disposition, token_contract, confirmations, required_confirmations, late)
     SELECT d.pool_id, d.order_id, d.txid, d.output_index, d.amount, d.address, d.block_height,
-           d.block_time, d.asset, d.disposition, d.token_contract,
+           d.block_time, d.asset, d.disposition, d.token_contract, d.confirmations,
+           d.required_confirmations,
            d.late OR EXISTS (
                SELECT 1 FROM orders.status_history h
                WHERE h.order_id = d.order_id AND h.to_status IN ('COMPLETED', 'CANCELLED')
@@ -189,16 +206,18 @@ WITH recorded AS (
            )
     FROM unnest(
         $1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::numeric[], $6::text[],
-        $7::bigint[], $8::timestamptz[], $9::boolean[], $10::text[], $11::text[], $12::text[]
+        $7::bigint[], $8::timestamptz[], $9::boolean[], $10::text[], $11::text[], $12::text[],
+        $13::bigint[], $14::bigint[]
     ) AS d (pool_id, order_id, txid, output_index, amount, address, block_height,
-            block_time, late, asset, disposition, token_contract)
+            block_time, late, asset, disposition, token_contract, confirmations,
+            required_confirmations)
     WHERE EXISTS (SELECT 1 FROM orders.orders o WHERE o.id = d.order_id)
     ON CONFLICT (pool_id) DO NOTHING
-    RETURNING pool_id
+    RETURNING pool_id, order_id
 ), moved AS (
-    UPDATE orders.deposit_cursor SET last_pool_id = greatest(last_pool_id, $13)
+    UPDATE orders.deposit_cursor SET last_pool_id = greatest(last_pool_id, $15)
 )
-SELECT count(*) FROM recorded
+SELECT DISTINCT order_id FROM recorded
 
 -- event_log --
 SELECT last_sequence, deleted_through FROM orders.event_log

@@ -19,6 +19,7 @@ from order_service.domain import (
     PendingRelease,
     StatusChange,
 )
+from order_service.payment import NO_TOLERANCE, Payment, Tolerance
 from shared.db import Connection, is_database_outage, is_read_only
 from shared.errors import OutcomeUnknown
 from shared.sql import load_queries
@@ -40,6 +41,7 @@ class OrderRepository(Protocol):
         request_id: str | None,
         created_by: str,
         asset: str = "",
+        tolerance: Tolerance = NO_TOLERANCE,
     ) -> Order | None: ...
     async def by_request_id(self, created_by: str, request_id: str) -> Order | None: ...
     async def get(self, order_id: uuid.UUID) -> Order | None: ...
@@ -85,7 +87,11 @@ class OrderRepository(Protocol):
     async def postpone_release(self, order_id: uuid.UUID, delay: float, error: str) -> None: ...
     async def deposits(self, order_id: uuid.UUID) -> list[domain.OrderDeposit]: ...
     async def deposit_cursor(self) -> int: ...
-    async def record_deposits(self, page: list[domain.PoolDeposit], through_id: int) -> int: ...
+    async def record_deposits(
+        self, page: list[domain.PoolDeposit], through_id: int
+    ) -> list[uuid.UUID]: ...
+    async def lock(self, order_id: uuid.UUID) -> Order | None: ...
+    async def set_payment(self, order_id: uuid.UUID, payment: Payment) -> Order | None: ...
 
 
 class PostgresOrderRepository:
@@ -130,6 +136,7 @@ class PostgresOrderRepository:
         request_id: str | None,
         created_by: str,
         asset: str = "",
+        tolerance: Tolerance = NO_TOLERANCE,
     ) -> Order | None:
         """The new order, with its 'created' history row; None when `created_by` used
         `request_id` before. CreationOutcomeUnknown if the connection is lost meanwhile."""
@@ -142,6 +149,10 @@ class PostgresOrderRepository:
             request_id,
             created_by,
             asset,
+            tolerance.under_pct,
+            tolerance.under_abs,
+            tolerance.over_pct,
+            tolerance.over_abs,
         )
 
     async def by_request_id(self, created_by: str, request_id: str) -> Order | None:
@@ -273,11 +284,13 @@ class PostgresOrderRepository:
         last: int = await self._conn.fetchval(self._q["deposit_cursor"])
         return last
 
-    async def record_deposits(self, page: list[domain.PoolDeposit], through_id: int) -> int:
+    async def record_deposits(
+        self, page: list[domain.PoolDeposit], through_id: int
+    ) -> list[uuid.UUID]:
         """Record the deposits of known orders (each once) and move the cursor to
-        `through_id`; returns how many were new."""
+        `through_id`; returns the orders that got new ones."""
         deposits = [p.deposit for p in page]
-        recorded: int = await self._conn.fetchval(
+        rows = await self._conn.fetch(
             self._q["record_deposits"],
             [p.pool_id for p in page],
             [p.order_id for p in page],
@@ -291,9 +304,24 @@ class PostgresOrderRepository:
             [d.asset for d in deposits],
             [d.disposition.value for d in deposits],
             [d.token_contract for d in deposits],
+            [d.confirmations for d in deposits],
+            [d.required_confirmations for d in deposits],
             through_id,
         )
-        return recorded
+        return [row["order_id"] for row in rows]
+
+    async def lock(self, order_id: uuid.UUID) -> Order | None:
+        return await self._one("lock_order", order_id)
+
+    async def set_payment(self, order_id: uuid.UUID, payment: Payment) -> Order | None:
+        """The order with its new payment; None if it had that payment already."""
+        return await self._one(
+            "set_payment",
+            order_id,
+            payment.status.value,
+            payment.received_confirmed,
+            payment.received_pending,
+        )
 
     async def event_log(self) -> tuple[int, int]:
         """(the last sequence given, the last one deleted by retention)."""

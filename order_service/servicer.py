@@ -3,6 +3,7 @@ the shared interceptor."""
 
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import grpc
@@ -22,6 +23,7 @@ from order_service.domain import (
     WalletRelease,
 )
 from order_service.manager import OrderManager
+from order_service.payment import PaymentStatus
 from shared.auth import CLIENT, OPERATOR, SUBSCRIBER, current_principal, method_policy
 from shared.errors import InvalidArgument
 from shared.networks import parse_network
@@ -71,7 +73,24 @@ _EVENT_TYPE_TO_PB = {
     EventType.EXPIRED: pb.ORDER_EVENT_TYPE_EXPIRED,
     EventType.RELEASE_DELIVERED: pb.ORDER_EVENT_TYPE_RELEASE_DELIVERED,
     EventType.DEPOSIT_RECEIVED: pb.ORDER_EVENT_TYPE_DEPOSIT_RECEIVED,
+    EventType.PAYMENT_STATUS_CHANGED: pb.ORDER_EVENT_TYPE_PAYMENT_STATUS_CHANGED,
 }
+_PAYMENT_TO_PB = {
+    PaymentStatus.UNPAID: pb.PAYMENT_STATUS_UNPAID,
+    PaymentStatus.PARTIAL: pb.PAYMENT_STATUS_PARTIAL,
+    PaymentStatus.PAID: pb.PAYMENT_STATUS_PAID,
+    PaymentStatus.OVERPAID: pb.PAYMENT_STATUS_OVERPAID,
+}
+
+
+def _payment_to_pb(status: PaymentStatus | None) -> "pb.PaymentStatus.ValueType":
+    return _PAYMENT_TO_PB[status] if status else pb.PAYMENT_STATUS_UNSPECIFIED
+
+
+def _decimal(value: Decimal | None) -> str:
+    return str(value) if value is not None else ""
+
+
 _EVENT_TYPE_FROM_PB = {number: kind for kind, number in _EVENT_TYPE_TO_PB.items()}
 _RELEASE_TO_PB = {
     WalletRelease.NOT_NEEDED: pb.WALLET_RELEASE_NOT_NEEDED,
@@ -112,6 +131,9 @@ def order_to_pb(order: Order) -> pb.Order:
         allocation=_ALLOCATION_TO_PB[domain.allocation_of(order)],
         wallet_release=_RELEASE_TO_PB[order.wallet_release],
         asset=order.asset,
+        payment_status=_PAYMENT_TO_PB[order.payment_status],
+        received_confirmed=str(order.received_confirmed),
+        received_pending=str(order.received_pending),
     )
     message.create_time.FromDatetime(order.create_time)
     message.update_time.FromDatetime(order.update_time)
@@ -138,6 +160,8 @@ def deposit_to_pb(deposit: domain.OrderDeposit) -> pb.OrderDeposit:
         asset=deposit.asset or "",
         disposition=_DISPOSITION_TO_PB[deposit.disposition],
         token_contract=deposit.token_contract or "",
+        confirmations=deposit.confirmations or 0,
+        required_confirmations=deposit.required_confirmations or 0,
     )
 
 
@@ -157,6 +181,10 @@ def event_to_pb(event: OrderEvent) -> pb.OrderEvent:
         wallet_address=event.wallet_address or "",
         queue_position=event.queue_position or 0,
         deposit=deposit_to_pb(event.deposit) if event.deposit else None,
+        payment_status=_payment_to_pb(event.payment_status),
+        from_payment_status=_payment_to_pb(event.from_payment_status),
+        received_confirmed=_decimal(event.received_confirmed),
+        received_pending=_decimal(event.received_pending),
     )
 
 

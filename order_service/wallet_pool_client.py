@@ -245,6 +245,8 @@ class GrpcWalletPoolGateway:
                     else None,
                     disposition=_DISPOSITIONS.get(d.disposition, DepositDisposition.COUNTED),
                     token_contract=d.token_contract or None,
+                    confirmations=d.confirmations,
+                    required_confirmations=d.required_confirmations or None,
                 ),
             )
             for d in response.deposits

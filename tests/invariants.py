@@ -440,3 +440,54 @@ async def deposits_have_one_disposition_and_only_counted_ones_hold_or_count(
         for r in copies
     ]
     return violations
+
+
+async def payment_status_is_the_function_of_the_recorded_deposits(conn: Connection) -> list[str]:
+    """Issue 20, C1/C4 (self-contained): each order's payment status and amounts are what its
+    counted, on-time, confirmed deposits of its asset give against its amount and its
+    tolerance snapshot (the rule written again here, not imported), and its events announce
+    each change once: never a change to the status it had."""
+    rows = await conn.fetch(
+        """SELECT o.id, o.amount, o.payment_status, o.received_confirmed, o.received_pending,
+                  o.tolerance_under_pct, o.tolerance_under_abs, o.tolerance_over_pct,
+                  o.tolerance_over_abs,
+                  coalesce(sum(d.amount) FILTER (WHERE d.confirmations
+                      >= coalesce(d.required_confirmations, 0)
+                      OR d.required_confirmations IS NULL), 0) AS confirmed,
+                  coalesce(sum(d.amount) FILTER (WHERE d.confirmations
+                      < d.required_confirmations), 0) AS pending
+           FROM orders.orders o
+           LEFT JOIN orders.deposits d
+             ON d.order_id = o.id AND d.disposition = 'COUNTED' AND NOT d.late
+            AND d.asset IS NOT DISTINCT FROM o.asset
+           GROUP BY o.id"""
+    )
+    violations = []
+    for r in rows:
+        expected, confirmed = r["amount"], r["confirmed"]
+        under = max(r["tolerance_under_pct"] * expected / 100, r["tolerance_under_abs"])
+        over = max(r["tolerance_over_pct"] * expected / 100, r["tolerance_over_abs"])
+        if confirmed - expected > over:
+            status = "OVERPAID"
+        elif confirmed > 0 and expected - confirmed <= under:
+            status = "PAID"
+        elif confirmed > 0:
+            status = "PARTIAL"
+        else:
+            status = "UNPAID"
+        stored = (r["payment_status"], r["received_confirmed"], r["received_pending"])
+        if stored != (status, confirmed, r["pending"]):
+            violations.append(
+                f"order {r['id']} shows payment {stored}; its deposits give "
+                f"{(status, confirmed, r['pending'])}"
+            )
+    repeated = await conn.fetch(
+        """SELECT order_id, sequence, payment_status FROM orders.order_events
+           WHERE type = 'PAYMENT_STATUS_CHANGED'
+             AND payment_status IS NOT DISTINCT FROM from_payment_status"""
+    )
+    violations += [
+        f"order {r['order_id']}: event {r['sequence']} announces {r['payment_status']} again"
+        for r in repeated
+    ]
+    return violations

@@ -226,6 +226,7 @@ class PostgresWalletAdapter:
             [d.block_height for d in chain],
             [d.block_time for d in chain],
             [d.confirmations for d in chain],
+            [d.required_confirmations for d in deposits],
         )
         first = rows[0]
         if first["outcome"] == "backwards":

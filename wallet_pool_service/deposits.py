@@ -100,6 +100,8 @@ class Deposit:
     # The asset's code ('' the coin; None: an unknown contract).
     asset: str | None = ""
     disposition: Disposition = Disposition.COUNTED
+    # Stamped from the asset when first recorded (None: unknown asset, or recorded before).
+    required_confirmations: int | None = None
 
     @property
     def attribution(self) -> Attribution:
@@ -134,6 +136,7 @@ class Deposit:
             release_time=row["released_at"],
             asset=row["asset"],
             disposition=Disposition(row["disposition"]),
+            required_confirmations=row["required_confirmations"],
         )
 
 
@@ -158,6 +161,8 @@ class ClassifiedDeposit:
     chain: ChainDeposit
     asset: str | None
     disposition: Disposition | None
+    # The asset's confirmations, stamped on the deposit (None: unknown asset).
+    required_confirmations: int | None = None
 
 
 def resolve(
@@ -172,6 +177,7 @@ def resolve(
         deposit,
         asset.code if asset is not None else None,
         disposition_before_attribution(asset, deposit.amount),
+        asset.confirmations if asset is not None else None,
     )
 
 

@@ -84,7 +84,7 @@ WHERE w.network = c.network AND w.order_id IS NULL AND w.reuse_confirmations IS 
 -- One watcher report: deposits attributed and recorded once, late ones holding their wallet
 -- back, then the scanned height (see the function).
 SELECT * FROM wallet_pool.report_deposits(
-    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15
 )
 
 -- deposits_after --

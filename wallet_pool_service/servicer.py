@@ -141,6 +141,7 @@ def deposit_to_pb(deposit: Deposit) -> pb.Deposit:
         kind=_KIND_TO_PB[chain.kind],
         asset=deposit.asset or "",
         disposition=DISPOSITION_TO_PB[deposit.disposition],
+        required_confirmations=deposit.required_confirmations or 0,
     )
 
 

@@ -20,3 +20,65 @@ ALTER TABLE orders.deposits
     -- squawk-ignore constraint-missing-not-valid
     ADD CONSTRAINT deposits_disposition_check
         CHECK (disposition IN ('COUNTED', 'DUST', 'UNKNOWN_ASSET', 'WRONG_ASSET'));
+
+-- What the pool said of each deposit's confirmations, and what its asset needs (NULL:
+-- recorded before this release, taken as confirmed).
+ALTER TABLE orders.deposits
+    ADD COLUMN confirmations bigint,
+    ADD COLUMN required_confirmations bigint;
+
+-- The payment status (order_service/payment.py: a function of the counted, on-time deposits
+-- of the order's asset and the tolerance below), stored for reading; the tolerance is the
+-- settings' snapshot at creation (0 for orders before this release).
+ALTER TABLE orders.orders
+    -- squawk-ignore adding-field-with-default
+    ADD COLUMN payment_status text NOT NULL DEFAULT 'UNPAID',
+    -- squawk-ignore adding-field-with-default
+    ADD COLUMN received_confirmed numeric NOT NULL DEFAULT 0,
+    -- squawk-ignore adding-field-with-default
+    ADD COLUMN received_pending numeric NOT NULL DEFAULT 0,
+    -- squawk-ignore adding-field-with-default
+    ADD COLUMN tolerance_under_pct numeric NOT NULL DEFAULT 0,
+    -- squawk-ignore adding-field-with-default
+    ADD COLUMN tolerance_under_abs numeric NOT NULL DEFAULT 0,
+    -- squawk-ignore adding-field-with-default
+    ADD COLUMN tolerance_over_pct numeric NOT NULL DEFAULT 0,
+    -- squawk-ignore adding-field-with-default
+    ADD COLUMN tolerance_over_abs numeric NOT NULL DEFAULT 0,
+    -- squawk-ignore constraint-missing-not-valid
+    ADD CONSTRAINT orders_payment_status_check
+        CHECK (payment_status IN ('UNPAID', 'PARTIAL', 'PAID', 'OVERPAID'));
+
+-- PAYMENT_STATUS_CHANGED: from, to, and the amounts at that moment. The type check is
+-- replaced by one that admits more (as in 007).
+ALTER TABLE orders.order_events
+    ADD COLUMN payment_status text,
+    ADD COLUMN from_payment_status text,
+    ADD COLUMN received_confirmed numeric,
+    ADD COLUMN received_pending numeric,
+    -- squawk-ignore ban-drop-constraint
+    DROP CONSTRAINT order_events_type_check,
+    -- squawk-ignore constraint-missing-not-valid
+    ADD CONSTRAINT order_events_type_check
+        CHECK (type IN ('CREATED', 'QUEUED', 'WALLET_ASSIGNED', 'STATUS_CHANGED', 'EXPIRED',
+                        'RELEASE_DELIVERED', 'DEPOSIT_RECEIVED', 'PAYMENT_STATUS_CHANGED'));
+
+-- One event per change of the payment status, never for the same status again (more money
+-- after PAID raises the amounts; it may move the status to OVERPAID once).
+CREATE FUNCTION orders.record_payment_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO orders.order_events
+        (order_id, type, status, network, wallet_address, payment_status,
+         from_payment_status, received_confirmed, received_pending)
+    VALUES (NEW.id, 'PAYMENT_STATUS_CHANGED', NEW.status, NEW.network, NEW.wallet_address,
+            NEW.payment_status, OLD.payment_status, NEW.received_confirmed,
+            NEW.received_pending);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER orders_payment_events AFTER UPDATE OF payment_status ON orders.orders
+FOR EACH ROW
+WHEN (OLD.payment_status IS DISTINCT FROM NEW.payment_status)
+EXECUTE FUNCTION orders.record_payment_event();

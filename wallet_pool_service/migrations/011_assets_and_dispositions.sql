@@ -42,6 +42,9 @@ ALTER TABLE wallet_pool.deposits
     ADD COLUMN asset text DEFAULT '',
     -- squawk-ignore adding-field-with-default
     ADD COLUMN disposition text NOT NULL DEFAULT 'COUNTED',
+    -- The asset's confirmations when the deposit was first recorded (a policy change never
+    -- re-grades history); NULL: unknown asset, or recorded before this release.
+    ADD COLUMN required_confirmations bigint,
     -- squawk-ignore constraint-missing-not-valid
     ADD CONSTRAINT deposits_kind_check CHECK (kind IN ('NATIVE', 'TOKEN', 'INTERNAL')),
     -- squawk-ignore constraint-missing-not-valid
@@ -81,7 +84,8 @@ CREATE FUNCTION wallet_pool.report_deposits(
     p_amounts numeric[],
     p_heights bigint[],
     p_times timestamptz[],
-    p_confirmations bigint[]
+    p_confirmations bigint[],
+    p_required bigint[]
 )
 RETURNS TABLE (
     outcome text, "position" integer, known_address text, known_amount numeric,
@@ -125,19 +129,20 @@ BEGIN
     WITH reported AS (
         SELECT * FROM unnest(
             p_addresses, p_txids, p_kinds, p_indexes, p_contracts, p_assets, p_dispositions,
-            p_amounts, p_heights, p_times, p_confirmations
+            p_amounts, p_heights, p_times, p_confirmations, p_required
         ) AS r (address, txid, kind, output_index, contract, asset, disposition, amount,
-                block_height, block_time, confirmations)
+                block_height, block_time, confirmations, required)
     ), inserted AS (
         INSERT INTO wallet_pool.deposits AS d
             (network, txid, kind, output_index, token_contract, asset, disposition, address,
-             amount, block_height, block_time, confirmations, order_id, released_at)
+             amount, block_height, block_time, confirmations, required_confirmations,
+             order_id, released_at)
         SELECT p_network, r.txid, r.kind, r.output_index, r.contract, r.asset,
                CASE WHEN r.disposition IS NOT NULL THEN r.disposition
                     WHEN holder.order_id IS NOT NULL
                          AND coalesce(holder.expected, '') <> r.asset THEN 'WRONG_ASSET'
                     ELSE 'COUNTED' END,
-               r.address, r.amount, r.block_height, r.block_time, r.confirmations,
+               r.address, r.amount, r.block_height, r.block_time, r.confirmations, r.required,
                holder.order_id,
                CASE WHEN holder.released_at <= r.block_time THEN holder.released_at END
         FROM reported r
@@ -233,7 +238,8 @@ LANGUAGE sql AS $$
         array_fill(NULL::text, ARRAY[cardinality(p_addresses)]),
         array_fill(''::text, ARRAY[cardinality(p_addresses)]),
         array_fill(NULL::text, ARRAY[cardinality(p_addresses)]),
-        p_amounts, p_heights, p_times, p_confirmations
+        p_amounts, p_heights, p_times, p_confirmations,
+        array_fill(NULL::bigint, ARRAY[cardinality(p_addresses)])
     ) AS r
 $$;
 
