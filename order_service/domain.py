@@ -8,7 +8,7 @@ import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -110,6 +110,8 @@ class Order:
     received_pending: Decimal = Decimal(0)
     # The settings' snapshot when the order was created.
     tolerance: Tolerance = NO_TOLERANCE
+    # When it was shown its address: its payment window runs from then (None: not yet).
+    payment_window_start: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> "Order":
@@ -135,6 +137,7 @@ class Order:
                 row["tolerance_over_pct"],
                 row["tolerance_over_abs"],
             ),
+            payment_window_start=row["payment_window_start"],
         )
 
 
@@ -148,6 +151,16 @@ def allocation_of(order: Order) -> Allocation:
     if order.queue_position is not None:
         return Allocation.QUEUED
     return Allocation.AWAITING_POOL
+
+
+def payment_window_end(order: Order, ttl_seconds: float) -> datetime | None:
+    """When a PENDING order's payment window ends (None: it has not started, or there is no
+    expiry, or the order is no longer PENDING)."""
+    if not ttl_seconds or order.payment_window_start is None:
+        return None
+    if order.status is not OrderStatus.PENDING:
+        return None
+    return order.payment_window_start + timedelta(seconds=ttl_seconds)
 
 
 def watch_is_over(order: Order) -> bool:

@@ -81,6 +81,7 @@ class OrderManager:
         self._release_policy = release_policy
         self._sync_lease_seconds = sync_lease_seconds
         self._order_ttl_seconds = order_ttl_seconds
+        self.order_ttl_seconds = order_ttl_seconds
         self._event_retention_seconds = event_retention_seconds
         self.feed = OrderFeed(max_watch_streams, self.sequence_events)
 
@@ -275,10 +276,21 @@ class OrderManager:
         return await orders.change_status(order_id, current, status, reason, actor, lease)
 
     async def expire_stale_orders(self) -> bool:
-        """Expiry-loop step: cancel PENDING orders older than the TTL, as the system, and
-        release what they hold. True if a full batch (more may be waiting)."""
+        """Expiry-loop step: cancel PENDING orders whose payment window (the TTL from when
+        they were shown their address) is over with nothing received, as the system, and
+        release what they hold. An order with a counted deposit, confirming or confirmed,
+        or underpaid, is never expired: it stays PENDING with its payment status for the
+        operator. True if a full batch (more may be waiting)."""
         if not self._order_ttl_seconds:
             return False
+        async with self._statement() as orders:
+            due = await orders.expiry_due(self._order_ttl_seconds)
+        if not due:
+            return False
+        # A payment the pool recorded but this service has not copied yet keeps its order:
+        # copy what there is first (not under the orders' locks, which the copy takes).
+        while await self.sync_deposits():
+            pass
         async with self._transaction() as orders:
             stale = await orders.claim_expired(self._order_ttl_seconds, _EXPIRY_BATCH)
             changed = [

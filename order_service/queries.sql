@@ -64,7 +64,9 @@ ORDER BY id
 
 -- set_wallet --
 -- Only a live order still waiting takes the address the pool gave it.
-UPDATE orders.orders SET wallet_address = $2, queue_position = NULL, update_time = now()
+-- Its payment window starts now: the customer is shown where to pay.
+UPDATE orders.orders
+SET wallet_address = $2, queue_position = NULL, update_time = now(), payment_window_start = now()
 WHERE id = $1 AND wallet_address IS NULL AND status IN ('PENDING', 'PROCESSING')
 RETURNING *
 
@@ -92,12 +94,23 @@ WHERE o.id = ANY (ARRAY(
 RETURNING o.id, o.network, o.asset
 
 -- claim_expired_orders --
--- PENDING orders older than $1 seconds, locked for the expiry; replicas skip each other's.
+-- PENDING orders shown their address more than $1 seconds ago (or, still waiting for one,
+-- created that long ago) with nothing received (no counted deposit, confirming or
+-- confirmed), locked for the expiry; replicas skip each other's.
 SELECT * FROM orders.orders
-WHERE status = 'PENDING' AND create_time < now() - make_interval(secs => $1)
-ORDER BY create_time
+WHERE status = 'PENDING' AND received_confirmed = 0 AND received_pending = 0
+  AND coalesce(payment_window_start, create_time) < now() - make_interval(secs => $1)
+ORDER BY coalesce(payment_window_start, create_time)
 LIMIT $2
 FOR UPDATE SKIP LOCKED
+
+-- expiry_due --
+-- Whether claim_expired_orders would find an order (without locking any).
+SELECT EXISTS (
+    SELECT 1 FROM orders.orders
+    WHERE status = 'PENDING' AND received_confirmed = 0 AND received_pending = 0
+      AND coalesce(payment_window_start, create_time) < now() - make_interval(secs => $1)
+)
 
 -- release_pending --
 SELECT EXISTS (

@@ -68,6 +68,7 @@ class OrderRepository(Protocol):
         self, limit: int, lease_seconds: float
     ) -> list[tuple[uuid.UUID, str, str]]: ...
     async def claim_expired(self, ttl_seconds: float, limit: int) -> list[Order]: ...
+    async def expiry_due(self, ttl_seconds: float) -> bool: ...
     async def release_pending(self, order_id: uuid.UUID) -> bool: ...
     async def count_pending_releases(self) -> int: ...
     async def claim_due_releases(
@@ -237,6 +238,10 @@ class PostgresOrderRepository:
     async def claim_expired(self, ttl_seconds: float, limit: int) -> list[Order]:
         rows = await self._conn.fetch(self._q["claim_expired_orders"], ttl_seconds, limit)
         return [Order.from_row(row) for row in rows]
+
+    async def expiry_due(self, ttl_seconds: float) -> bool:
+        due: bool = await self._conn.fetchval(self._q["expiry_due"], ttl_seconds)
+        return due
 
     async def release_pending(self, order_id: uuid.UUID) -> bool:
         pending: bool = await self._conn.fetchval(self._q["release_pending"], order_id)

@@ -119,7 +119,8 @@ def caller_scope() -> OrderScope:
     return OrderScope.of(current_principal.get())
 
 
-def order_to_pb(order: Order) -> pb.Order:
+def order_to_pb(order: Order, ttl_seconds: float = 0.0) -> pb.Order:
+    """`ttl_seconds`: the payment window (ORDER_TTL_SECONDS; 0: no expiry)."""
     message = pb.Order(
         id=str(order.id),
         status=_STATUS_TO_PB[order.status],
@@ -137,6 +138,9 @@ def order_to_pb(order: Order) -> pb.Order:
     )
     message.create_time.FromDatetime(order.create_time)
     message.update_time.FromDatetime(order.update_time)
+    window_end = domain.payment_window_end(order, ttl_seconds)
+    if window_end is not None:
+        message.payment_window_end_time.FromDatetime(window_end)
     return message
 
 
@@ -214,6 +218,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     def __init__(self, manager: OrderManager) -> None:
         self._manager = manager
 
+    def _order(self, order: Order) -> pb.Order:
+        return order_to_pb(order, self._manager.order_ttl_seconds)
+
     async def CreateOrder(
         self, request: pb.CreateOrderRequest, context: Context
     ) -> pb.CreateOrderResponse:
@@ -223,13 +230,14 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         order = await self._manager.create_order(
             network, amount, request_id, current_principal.get().name, request.asset
         )
-        return pb.CreateOrderResponse(order=order_to_pb(order))
+        return pb.CreateOrderResponse(order=self._order(order))
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
         order_id, scope = parse_uuid(request.order_id, "order_id"), caller_scope()
         order, deposits = await self._manager.get_order_with_deposits(order_id, scope)
         return pb.GetOrderResponse(
-            order=order_to_pb(order), deposits=[deposit_to_pb(d) for d in deposits]
+            order=self._order(order),
+            deposits=[deposit_to_pb(d) for d in deposits],
         )
 
     async def ListOrders(
@@ -246,7 +254,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             filters, request.page_size, request.page_token, caller_scope()
         )
         return pb.ListOrdersResponse(
-            orders=[order_to_pb(o) for o in orders], next_page_token=next_token
+            orders=[self._order(o) for o in orders],
+            next_page_token=next_token,
         )
 
     async def UpdateOrderStatus(
@@ -260,7 +269,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             order_id, status, reason, current_principal.get().name
         )
         return pb.UpdateOrderStatusResponse(
-            order=order_to_pb(order), wallet_release=_RELEASE_TO_PB[release]
+            order=self._order(order),
+            wallet_release=_RELEASE_TO_PB[release],
         )
 
     async def GetOrderHistory(
@@ -276,7 +286,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     ) -> AsyncIterator[pb.WatchOrderResponse]:
         order_id = parse_uuid(request.order_id, "order_id")
         async for order in self._manager.watch_order(order_id, caller_scope()):
-            yield pb.WatchOrderResponse(order=order_to_pb(order))
+            yield pb.WatchOrderResponse(order=self._order(order))
 
     async def ListOrderEvents(
         self, request: pb.ListOrderEventsRequest, context: Context

@@ -82,3 +82,14 @@ CREATE TRIGGER orders_payment_events AFTER UPDATE OF payment_status ON orders.or
 FOR EACH ROW
 WHEN (OLD.payment_status IS DISTINCT FROM NEW.payment_status)
 EXECUTE FUNCTION orders.record_payment_event();
+
+-- The payment window starts when the order is shown its address (set with it). An order
+-- without one (still queued, or before this release) counts from its creation, as before:
+-- nobody can have paid it. The expiry reads the start through this index, which holds only
+-- PENDING orders with nothing received: an order with a counted deposit (confirming or
+-- confirmed) leaves it, and is never expired.
+ALTER TABLE orders.orders ADD COLUMN payment_window_start timestamptz;
+-- squawk-ignore require-concurrent-index-creation
+CREATE INDEX orders_payment_window_idx
+    ON orders.orders ((coalesce(payment_window_start, create_time)))
+    WHERE status = 'PENDING' AND received_confirmed = 0 AND received_pending = 0;

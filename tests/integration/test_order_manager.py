@@ -424,7 +424,9 @@ async def test_a_clients_scope_reads_and_lists_only_the_orders_it_created(
 
 async def _backdate(db_pool: asyncpg.Pool, order_id: uuid.UUID, seconds: int) -> None:
     await db_pool.execute(
-        "UPDATE orders.orders SET create_time = now() - make_interval(secs => $2) WHERE id = $1",
+        """UPDATE orders.orders SET create_time = now() - make_interval(secs => $2),
+                  payment_window_start = payment_window_start - make_interval(secs => $2)
+           WHERE id = $1""",
         order_id,
         seconds,
     )
