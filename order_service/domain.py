@@ -74,6 +74,8 @@ class EventType(enum.StrEnum):
     RELEASE_DELIVERED = "RELEASE_DELIVERED"
     DEPOSIT_RECEIVED = "DEPOSIT_RECEIVED"
     PAYMENT_STATUS_CHANGED = "PAYMENT_STATUS_CHANGED"
+    DEPOSIT_CONFIRMED = "DEPOSIT_CONFIRMED"
+    DEPOSIT_REVERTED = "DEPOSIT_REVERTED"
 
 
 class DepositDisposition(enum.StrEnum):
@@ -83,6 +85,15 @@ class DepositDisposition(enum.StrEnum):
     DUST = "DUST"
     UNKNOWN_ASSET = "UNKNOWN_ASSET"
     WRONG_ASSET = "WRONG_ASSET"
+
+
+class DepositStatus(enum.StrEnum):
+    """As the pool last said: only a CONFIRMED deposit is received for good, a REVERTED one
+    never counts."""
+
+    CONFIRMING = "CONFIRMING"
+    CONFIRMED = "CONFIRMED"
+    REVERTED = "REVERTED"
 
 
 class Row(Protocol):
@@ -188,15 +199,19 @@ class OrderDeposit:
     # deposits recorded before confirmations were tracked).
     confirmations: int | None = None
     required_confirmations: int | None = None
+    status: DepositStatus = DepositStatus.CONFIRMED
 
     @property
     def counted(self) -> bool:
-        return self.disposition is DepositDisposition.COUNTED
+        """Counted by the pool and not reverted since."""
+        return (
+            self.disposition is DepositDisposition.COUNTED
+            and self.status is not DepositStatus.REVERTED
+        )
 
     @property
     def confirmed(self) -> bool:
-        required = self.required_confirmations
-        return required is None or (self.confirmations or 0) >= required
+        return self.status is DepositStatus.CONFIRMED
 
     @classmethod
     def from_row(cls, row: Row, prefix: str = "") -> "OrderDeposit":
@@ -213,6 +228,7 @@ class OrderDeposit:
             token_contract=row[f"{prefix}token_contract"],
             confirmations=row[f"{prefix}confirmations"],
             required_confirmations=row[f"{prefix}required_confirmations"],
+            status=DepositStatus(row[f"{prefix}status"]),
         )
 
 
@@ -223,6 +239,8 @@ class PoolDeposit:
     pool_id: int
     order_id: uuid.UUID
     deposit: OrderDeposit
+    # Its last change's number in the pool (the change cursor).
+    change: int = 0
 
 
 @dataclass(frozen=True)

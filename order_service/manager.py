@@ -170,18 +170,28 @@ class OrderManager:
         """Deposit-sync step: copy the deposits the pool attributed to orders of this
         service, from where the last step stopped. True if a full page (more may follow)."""
         async with self._statement() as orders:
-            after = await orders.deposit_cursor()
+            after_id, after = await orders.deposit_cursor()
+        through_id: int | None = None
         try:
-            page, last = await self._wallet_pool.deposits_after(after, _DEPOSIT_PAGE)
+            page, last = await self._wallet_pool.deposit_changes(after, _DEPOSIT_PAGE)
+            through_change: int | None = last
         except WalletPoolError as exc:
-            log.info("deposits not obtained", extra={"code": exc.code})
-            return False
+            if exc.code != "UNIMPLEMENTED":
+                log.info("deposits not obtained", extra={"code": exc.code})
+                return False
+            # A pool of the previous release (a rolling update): new deposits by id only.
+            try:
+                page, last = await self._wallet_pool.deposits_after(after_id, _DEPOSIT_PAGE)
+            except WalletPoolError as again:
+                log.info("deposits not obtained", extra={"code": again.code})
+                return False
+            after, through_id, through_change = after_id, last, None
         if last == after:
             return False
         # The deposits and the payment status they change, in one transaction: no order
         # shows a deposit its payment status has not taken in.
         async with self._transaction() as orders:
-            paid = await orders.record_deposits(page, last)
+            paid = await orders.record_deposits(page, through_id, through_change)
             changed = [await self._evaluate_payment(orders, order_id) for order_id in paid]
         if paid:
             self.feed.changed(*(order.id for order in changed if order is not None))

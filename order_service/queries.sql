@@ -160,7 +160,7 @@ SELECT e.*, d.txid AS deposit_txid, d.output_index AS deposit_index,
        d.block_height AS deposit_block_height, d.block_time AS deposit_block_time,
        d.late AS deposit_late, d.asset AS deposit_asset, d.disposition AS deposit_disposition,
        d.token_contract AS deposit_token_contract, d.confirmations AS deposit_confirmations,
-       d.required_confirmations AS deposit_required_confirmations
+       d.required_confirmations AS deposit_required_confirmations, d.status AS deposit_status
 FROM orders.order_events e
 LEFT JOIN orders.deposits d ON d.pool_id = e.deposit_id
 WHERE e.sequence > $1 AND (cardinality($3::text[]) = 0 OR e.type = ANY ($3))
@@ -174,7 +174,7 @@ SELECT e.*, d.txid AS deposit_txid, d.output_index AS deposit_index,
        d.block_height AS deposit_block_height, d.block_time AS deposit_block_time,
        d.late AS deposit_late, d.asset AS deposit_asset, d.disposition AS deposit_disposition,
        d.token_contract AS deposit_token_contract, d.confirmations AS deposit_confirmations,
-       d.required_confirmations AS deposit_required_confirmations
+       d.required_confirmations AS deposit_required_confirmations, d.status AS deposit_status
 FROM orders.order_events e
 LEFT JOIN orders.deposits d ON d.pool_id = e.deposit_id
 WHERE e.order_id = $4 AND e.sequence > $1
@@ -198,20 +198,22 @@ WHERE id = $1
 RETURNING *
 
 -- deposit_cursor --
-SELECT last_pool_id FROM orders.deposit_cursor
+SELECT last_pool_id, last_change FROM orders.deposit_cursor
 
 -- record_deposits --
 -- Deposits the pool attributed to orders of this service, each once (their events come
--- from a trigger), and the cursor moved past the page ($10), in one statement. Deposits
+-- from triggers), updated when seen again, and the cursor moved past the page, in one
+-- statement. Deposits
 -- of orders this service does not know are skipped. Late: after the release (the pool
 -- says), or after the order became final (a release the pool had not received yet).
 WITH recorded AS (
     INSERT INTO orders.deposits
         (pool_id, order_id, txid, output_index, amount, address, block_height, block_time,
-         asset, disposition, token_contract, confirmations, required_confirmations, late)
+         asset, disposition, token_contract, confirmations, required_confirmations, status,
+         late)
     SELECT d.pool_id, d.order_id, d.txid, d.output_index, d.amount, d.address, d.block_height,
            d.block_time, d.asset, d.disposition, d.token_contract, d.confirmations,
-           d.required_confirmations,
+           d.required_confirmations, d.status,
            d.late OR EXISTS (
                SELECT 1 FROM orders.status_history h
                WHERE h.order_id = d.order_id AND h.to_status IN ('COMPLETED', 'CANCELLED')
@@ -220,15 +222,24 @@ WITH recorded AS (
     FROM unnest(
         $1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::numeric[], $6::text[],
         $7::bigint[], $8::timestamptz[], $9::boolean[], $10::text[], $11::text[], $12::text[],
-        $13::bigint[], $14::bigint[]
+        $13::bigint[], $14::bigint[], $15::text[]
     ) AS d (pool_id, order_id, txid, output_index, amount, address, block_height,
             block_time, late, asset, disposition, token_contract, confirmations,
-            required_confirmations)
+            required_confirmations, status)
     WHERE EXISTS (SELECT 1 FROM orders.orders o WHERE o.id = d.order_id)
-    ON CONFLICT (pool_id) DO NOTHING
+    -- Seen before: its block, confirmations and status as the pool says now.
+    ON CONFLICT (pool_id) DO UPDATE
+    SET block_height = EXCLUDED.block_height, confirmations = EXCLUDED.confirmations,
+        status = EXCLUDED.status
+    WHERE (deposits.block_height, deposits.confirmations, deposits.status)
+          IS DISTINCT FROM (EXCLUDED.block_height, EXCLUDED.confirmations, EXCLUDED.status)
     RETURNING pool_id, order_id
 ), moved AS (
-    UPDATE orders.deposit_cursor SET last_pool_id = greatest(last_pool_id, $15)
+    -- $16: how far the id cursor (ListDeposits), $17: the change cursor
+    -- (ListDepositChanges) has read; NULL leaves it.
+    UPDATE orders.deposit_cursor
+    SET last_pool_id = greatest(last_pool_id, coalesce($16, last_pool_id)),
+        last_change = greatest(last_change, coalesce($17, last_change))
 )
 SELECT DISTINCT order_id FROM recorded
 

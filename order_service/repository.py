@@ -87,9 +87,12 @@ class OrderRepository(Protocol):
     async def expire_events(self, retention_seconds: float, batch: int) -> int: ...
     async def postpone_release(self, order_id: uuid.UUID, delay: float, error: str) -> None: ...
     async def deposits(self, order_id: uuid.UUID) -> list[domain.OrderDeposit]: ...
-    async def deposit_cursor(self) -> int: ...
+    async def deposit_cursor(self) -> tuple[int, int]: ...
     async def record_deposits(
-        self, page: list[domain.PoolDeposit], through_id: int
+        self,
+        page: list[domain.PoolDeposit],
+        through_id: int | None,
+        through_change: int | None = None,
     ) -> list[uuid.UUID]: ...
     async def lock(self, order_id: uuid.UUID) -> Order | None: ...
     async def set_payment(self, order_id: uuid.UUID, payment: Payment) -> Order | None: ...
@@ -284,16 +287,21 @@ class PostgresOrderRepository:
         rows = await self._conn.fetch(self._q["order_deposits"], order_id)
         return [domain.OrderDeposit.from_row(row) for row in rows]
 
-    async def deposit_cursor(self) -> int:
-        """The last pool deposit id read."""
-        last: int = await self._conn.fetchval(self._q["deposit_cursor"])
-        return last
+    async def deposit_cursor(self) -> tuple[int, int]:
+        """The last pool deposit id read, and the last change."""
+        row = await self._conn.fetchrow(self._q["deposit_cursor"])
+        assert row is not None, "the cursor has its one row"
+        return row["last_pool_id"], row["last_change"]
 
     async def record_deposits(
-        self, page: list[domain.PoolDeposit], through_id: int
+        self,
+        page: list[domain.PoolDeposit],
+        through_id: int | None,
+        through_change: int | None = None,
     ) -> list[uuid.UUID]:
-        """Record the deposits of known orders (each once) and move the cursor to
-        `through_id`; returns the orders that got new ones."""
+        """Record the deposits of known orders (each once; one seen before takes its new
+        block, confirmations and status) and move the id cursor to `through_id` or the
+        change cursor to `through_change`; returns the orders whose deposits changed."""
         deposits = [p.deposit for p in page]
         rows = await self._conn.fetch(
             self._q["record_deposits"],
@@ -311,7 +319,9 @@ class PostgresOrderRepository:
             [d.token_contract for d in deposits],
             [d.confirmations for d in deposits],
             [d.required_confirmations for d in deposits],
+            [d.status.value for d in deposits],
             through_id,
+            through_change,
         )
         return [row["order_id"] for row in rows]
 

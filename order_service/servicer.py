@@ -74,6 +74,13 @@ _EVENT_TYPE_TO_PB = {
     EventType.RELEASE_DELIVERED: pb.ORDER_EVENT_TYPE_RELEASE_DELIVERED,
     EventType.DEPOSIT_RECEIVED: pb.ORDER_EVENT_TYPE_DEPOSIT_RECEIVED,
     EventType.PAYMENT_STATUS_CHANGED: pb.ORDER_EVENT_TYPE_PAYMENT_STATUS_CHANGED,
+    EventType.DEPOSIT_CONFIRMED: pb.ORDER_EVENT_TYPE_DEPOSIT_CONFIRMED,
+    EventType.DEPOSIT_REVERTED: pb.ORDER_EVENT_TYPE_DEPOSIT_REVERTED,
+}
+_DEPOSIT_STATUS_TO_PB = {
+    domain.DepositStatus.CONFIRMING: pb.DEPOSIT_STATUS_CONFIRMING,
+    domain.DepositStatus.CONFIRMED: pb.DEPOSIT_STATUS_CONFIRMED,
+    domain.DepositStatus.REVERTED: pb.DEPOSIT_STATUS_REVERTED,
 }
 _PAYMENT_TO_PB = {
     PaymentStatus.UNPAID: pb.PAYMENT_STATUS_UNPAID,
@@ -166,6 +173,7 @@ def deposit_to_pb(deposit: domain.OrderDeposit) -> pb.OrderDeposit:
         token_contract=deposit.token_contract or "",
         confirmations=deposit.confirmations or 0,
         required_confirmations=deposit.required_confirmations or 0,
+        status=_DEPOSIT_STATUS_TO_PB[deposit.status],
     )
 
 

@@ -443,19 +443,17 @@ async def deposits_have_one_disposition_and_only_counted_ones_hold_or_count(
 
 
 async def payment_status_is_the_function_of_the_recorded_deposits(conn: Connection) -> list[str]:
-    """Issue 20, C1/C4 (self-contained): each order's payment status and amounts are what its
-    counted, on-time, confirmed deposits of its asset give against its amount and its
-    tolerance snapshot (the rule written again here, not imported), and its events announce
-    each change once: never a change to the status it had."""
+    """Issue 20, C1/C4/B3 (self-contained): each order's payment status and amounts are what
+    its counted, on-time, confirmed (never reverted) deposits of its asset give against its
+    amount and its tolerance snapshot (the rule written again here, not imported), and its
+    events announce each change once: never a change to the status it had."""
     rows = await conn.fetch(
         """SELECT o.id, o.amount, o.payment_status, o.received_confirmed, o.received_pending,
                   o.tolerance_under_pct, o.tolerance_under_abs, o.tolerance_over_pct,
                   o.tolerance_over_abs,
-                  coalesce(sum(d.amount) FILTER (WHERE d.confirmations
-                      >= coalesce(d.required_confirmations, 0)
-                      OR d.required_confirmations IS NULL), 0) AS confirmed,
-                  coalesce(sum(d.amount) FILTER (WHERE d.confirmations
-                      < d.required_confirmations), 0) AS pending
+                  coalesce(sum(d.amount) FILTER (WHERE d.status = 'CONFIRMED'), 0)
+                      AS confirmed,
+                  coalesce(sum(d.amount) FILTER (WHERE d.status = 'CONFIRMING'), 0) AS pending
            FROM orders.orders o
            LEFT JOIN orders.deposits d
              ON d.order_id = o.id AND d.disposition = 'COUNTED' AND NOT d.late

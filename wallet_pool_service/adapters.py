@@ -6,6 +6,7 @@ Adapters are bound to one connection, so a use case runs them inside its own tra
 import functools
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -21,6 +22,7 @@ from wallet_pool_service.deposits import (
     DepositRecordedDifferently,
     Disposition,
     ReportOutcome,
+    Retraction,
     ScannedHeightBackwards,
     Watermark,
 )
@@ -70,7 +72,10 @@ class WalletRepository(Protocol):
         deposits: list[ClassifiedDeposit],
         scanned_height: int,
         chain_height: int,
+        retractions: Sequence[Retraction] = (),
+        finalized_height: int = 0,
     ) -> ReportOutcome: ...
+    async def deposit_changes(self, after_change: int, limit: int) -> list[Deposit]: ...
     async def deposits_after(self, after_id: int, limit: int) -> list[Deposit]: ...
     async def late_deposits(self, network: str, after_id: int, limit: int) -> list[Deposit]: ...
 
@@ -206,6 +211,8 @@ class PostgresWalletAdapter:
         deposits: list[ClassifiedDeposit],
         scanned_height: int,
         chain_height: int,
+        retractions: Sequence[Retraction] = (),
+        finalized_height: int = 0,
     ) -> ReportOutcome:
         """Record a watcher's report in one round trip (see the SQL function); refused as a
         whole when its height goes back or a deposit was recorded differently before."""
@@ -227,6 +234,12 @@ class PostgresWalletAdapter:
             [d.block_time for d in chain],
             [d.confirmations for d in chain],
             [d.required_confirmations for d in deposits],
+            [d.block_hash for d in chain],
+            finalized_height,
+            [r.txid for r in retractions],
+            [r.kind.value for r in retractions],
+            [r.index for r in retractions],
+            [r.reason.value for r in retractions],
         )
         first = rows[0]
         if first["outcome"] == "backwards":
@@ -258,7 +271,14 @@ class PostgresWalletAdapter:
                 (key.partition(":")[0], key.partition(":")[2]): count
                 for key, count in tally.items()
             },
+            updated=first["updated"],
+            reverted=first["reverted"],
+            finality_violations=first["finality_violations"],
         )
+
+    async def deposit_changes(self, after_change: int, limit: int) -> list[Deposit]:
+        rows = await self._conn.fetch(self._q["deposit_changes"], after_change, limit)
+        return [Deposit.from_row(r) for r in rows]
 
     async def deposits_after(self, after_id: int, limit: int) -> list[Deposit]:
         rows = await self._conn.fetch(self._q["deposits_after"], after_id, limit)

@@ -38,6 +38,31 @@ class Disposition(enum.StrEnum):
     WRONG_ASSET = "WRONG_ASSET"  # a known asset, not the one the order expects
 
 
+class DepositStatus(enum.StrEnum):
+    """Where a deposit stands on its chain: CONFIRMING -> CONFIRMED at its asset's
+    confirmations; REVERTED when retracted (and CONFIRMING again if mined again)."""
+
+    CONFIRMING = "CONFIRMING"
+    CONFIRMED = "CONFIRMED"
+    REVERTED = "REVERTED"
+
+
+class RetractionReason(enum.StrEnum):
+    ORPHANED = "ORPHANED"  # its block left the chain in a reorganisation
+    REPLACED = "REPLACED"  # another transaction spending the same inputs (RBF) was mined
+    DOUBLE_SPENT = "DOUBLE_SPENT"
+
+
+@dataclass(frozen=True)
+class Retraction:
+    """A deposit the watcher reported that is no longer on the chain."""
+
+    txid: str
+    kind: DepositKind
+    index: int
+    reason: RetractionReason
+
+
 def classify(asset: Asset | None, amount: Decimal, expected: str | None) -> Disposition:
     """A deposit's disposition: `asset` is what its contract resolved to (None: unknown),
     `expected` the asset code the order holding the address expects (None: no order held
@@ -74,6 +99,8 @@ class ChainDeposit:
     kind: DepositKind = DepositKind.NATIVE
     # The token's contract (canonical once checked); None for the coin.
     token_contract: str | None = None
+    # The hash of the block it is in (None: not given).
+    block_hash: str | None = None
 
     @property
     def key(self) -> tuple[str, DepositKind, int]:
@@ -102,6 +129,12 @@ class Deposit:
     disposition: Disposition = Disposition.COUNTED
     # Stamped from the asset when first recorded (None: unknown asset, or recorded before).
     required_confirmations: int | None = None
+    status: DepositStatus = DepositStatus.CONFIRMED
+    # Its last change's number: the cursor of ListDepositChanges.
+    change: int = 0
+    revert_reason: str | None = None
+    # Reverted although confirmed at or below the finalized height.
+    finality_violation: bool = False
 
     @property
     def attribution(self) -> Attribution:
@@ -130,6 +163,7 @@ class Deposit:
                 confirmations=row["confirmations"],
                 kind=DepositKind(row["kind"]),
                 token_contract=row["token_contract"],
+                block_hash=row["block_hash"],
             ),
             report_time=row["reported_at"],
             order_id=row["order_id"],
@@ -137,6 +171,10 @@ class Deposit:
             asset=row["asset"],
             disposition=Disposition(row["disposition"]),
             required_confirmations=row["required_confirmations"],
+            status=DepositStatus(row["status"]),
+            change=row["change_seq"],
+            revert_reason=row["revert_reason"],
+            finality_violation=row["finality_violation"],
         )
 
 
@@ -151,6 +189,12 @@ class ReportOutcome:
     dispositions: dict[Disposition, int] = field(default_factory=dict)
     # Of the recorded, by (attribution, disposition): the metrics.
     tally: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Recorded before, moved to another block or confirmations (or mined again).
+    updated: int = 0
+    # Retracted by this report (already reverted ones aside), and of those, confirmed ones
+    # at or below the finalized height.
+    reverted: int = 0
+    finality_violations: int = 0
 
 
 @dataclass(frozen=True)
@@ -243,7 +287,35 @@ def check_deposit(network: str, field: str, deposit: ChainDeposit, scanned: int)
         confirmations=deposit.confirmations,
         kind=deposit.kind,
         token_contract=_check_contract(network, field, deposit),
+        block_hash=parse_text(deposit.block_hash or "", f"{field}.block_hash", MAX_TXID_LENGTH)
+        or None,
     )
+
+
+def check_retractions(network: str, retractions: list[Retraction]) -> list[Retraction]:
+    """The retractions with their txids checked; InvalidArgument naming the field."""
+    if len(retractions) > MAX_DEPOSITS_PER_REPORT:
+        raise InvalidArgument("reverted", f"at most {MAX_DEPOSITS_PER_REPORT} per report")
+    checked = []
+    for position, retraction in enumerate(retractions):
+        field = f"reverted[{position}]"
+        txid = parse_text(retraction.txid, f"{field}.txid", MAX_TXID_LENGTH, required=True)
+        if retraction.index > _MAX_INDEX:
+            raise InvalidArgument(f"{field}.index", f"at most {_MAX_INDEX}")
+        if retraction.kind is not DepositKind.NATIVE and network not in TOKEN_NETWORKS:
+            raise InvalidArgument(f"{field}.kind", f"{network} deposits are its coin only")
+        checked.append(Retraction(txid, retraction.kind, retraction.index, retraction.reason))
+    return checked
+
+
+def check_finalized_height(finalized: int, scanned_height: int) -> int:
+    """The finalized height a report gives (0: none), never above its scanned height."""
+    height = check_height(finalized, "finalized_height")
+    if height > scanned_height:
+        raise InvalidArgument(
+            "finalized_height", f"{height} is beyond the report's scanned_height {scanned_height}"
+        )
+    return height
 
 
 def _check_contract(network: str, field: str, deposit: ChainDeposit) -> str | None:

@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 import asyncpg
@@ -25,7 +25,11 @@ from wallet_pool_service.adapters import (
 )
 from wallet_pool_service.config import PoolSettings, pool_assets
 from wallet_pool_service.hand_offs import HandOffFeed
-from wallet_pool_service.metrics import DEPOSITS_RECORDED
+from wallet_pool_service.metrics import (
+    DEPOSITS_RECORDED,
+    DEPOSITS_REVERTED,
+    FINALITY_VIOLATIONS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +200,8 @@ class WalletPoolManager:
         reported: list[deposits.ChainDeposit],
         scanned_height: int,
         chain_height: int = 0,
+        retractions: Sequence[deposits.Retraction] = (),
+        finalized_height: int = 0,
     ) -> deposits.ReportOutcome:
         """Record a watcher's report: each deposit once, attributed from the address history
         (a late one holds its wallet out of the pool), then the network's scanned height.
@@ -207,8 +213,19 @@ class WalletPoolManager:
             for i, d in enumerate(checked)
         ]
         chain = deposits.check_chain_height(chain_height, scanned_height)
+        retracted = deposits.check_retractions(network, list(retractions))
+        finalized = deposits.check_finalized_height(finalized_height, scanned_height)
         async with self._statement() as (wallets, _):
-            outcome = await wallets.report_deposits(network, classified, scanned_height, chain)
+            outcome = await wallets.report_deposits(
+                network, classified, scanned_height, chain, retracted, finalized
+            )
+        DEPOSITS_REVERTED.labels(network).inc(outcome.reverted)
+        if outcome.finality_violations:
+            FINALITY_VIOLATIONS.labels(network).inc(outcome.finality_violations)
+            log.error(
+                "confirmed deposits reverted below the finalized height",
+                extra={"network": network, "count": outcome.finality_violations},
+            )
         for (attribution, disposition), count in outcome.tally.items():
             DEPOSITS_RECORDED.labels(network, attribution, disposition.lower()).inc(count)
         held = outcome.tally.get(("late", deposits.Disposition.COUNTED), 0)
@@ -225,6 +242,14 @@ class WalletPoolManager:
         if network:
             return self.assets.of_network(parse_network(network, self.networks))
         return list(self.assets.assets)
+
+    async def list_deposit_changes(
+        self, after_change: int, requested_size: int
+    ) -> list[deposits.Deposit]:
+        """Deposits as they are now, in the order of their last change after `after_change`
+        (recorded, confirmations, reverted): how the order service follows them."""
+        async with self._statement() as (wallets, _):
+            return await wallets.deposit_changes(after_change, page_size(requested_size))
 
     async def list_deposits(self, after_id: int, requested_size: int) -> list[deposits.Deposit]:
         """Recorded deposits after `after_id`, in the order they were recorded."""

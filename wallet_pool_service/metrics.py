@@ -39,6 +39,17 @@ DEPOSITS_RECORDED = Counter(
     "wallet out or count toward a payment).",
     ["network", "attribution", "disposition"],
 )
+DEPOSITS_REVERTED = Counter(
+    "wallet_pool_deposits_reverted",
+    "Deposits a watcher retracted (a reorganisation, a replacement, a double spend).",
+    ["network"],
+)
+FINALITY_VIOLATIONS = Counter(
+    "wallet_pool_finality_violations",
+    "Confirmed deposits retracted at or below the network's finalized height: never expected "
+    "(alert WalletPoolFinalityViolation).",
+    ["network"],
+)
 
 
 class PoolGauges:

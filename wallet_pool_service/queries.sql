@@ -84,12 +84,18 @@ WHERE w.network = c.network AND w.order_id IS NULL AND w.reuse_confirmations IS 
 -- One watcher report: deposits attributed and recorded once, late ones holding their wallet
 -- back, then the scanned height (see the function).
 SELECT * FROM wallet_pool.report_deposits(
-    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+    $20, $21
 )
 
 -- deposits_after --
 -- Recorded deposits after an id, in id order (ids commit in order: see report_deposits).
 SELECT * FROM wallet_pool.deposits WHERE id > $1 ORDER BY id LIMIT $2
+
+-- deposit_changes --
+-- Deposits whose last change is after a change number, in change order (changes commit in
+-- order: see report_deposits).
+SELECT * FROM wallet_pool.deposits WHERE change_seq > $1 ORDER BY change_seq LIMIT $2
 
 -- late_deposits --
 -- Late deposits, oldest first; keyset pagination on id.

@@ -19,7 +19,10 @@ from wallet_pool_service.deposits import (
     ChainDeposit,
     Deposit,
     DepositKind,
+    DepositStatus,
     Disposition,
+    Retraction,
+    RetractionReason,
 )
 from wallet_pool_service.domain import Wallet, WalletState
 from wallet_pool_service.manager import WalletPoolManager
@@ -45,6 +48,7 @@ METHOD_ROLES = method_policy(
         "ListLateDeposits": _OPERATOR,
         "ListDeposits": frozenset({OPERATOR, SERVICE}),
         "ListAssets": frozenset({OPERATOR, SERVICE, WATCHER}),
+        "ListDepositChanges": frozenset({OPERATOR, SERVICE}),
     },
 )
 _STATE_TO_PB = {
@@ -92,6 +96,28 @@ DISPOSITION_TO_PB = {
     Disposition.UNKNOWN_ASSET: pb.DEPOSIT_DISPOSITION_UNKNOWN_ASSET,
     Disposition.WRONG_ASSET: pb.DEPOSIT_DISPOSITION_WRONG_ASSET,
 }
+
+
+_STATUS_TO_PB = {
+    DepositStatus.CONFIRMING: pb.DEPOSIT_STATUS_CONFIRMING,
+    DepositStatus.CONFIRMED: pb.DEPOSIT_STATUS_CONFIRMED,
+    DepositStatus.REVERTED: pb.DEPOSIT_STATUS_REVERTED,
+}
+_REASON_FROM_PB = {
+    pb.RETRACTION_REASON_ORPHANED: RetractionReason.ORPHANED,
+    pb.RETRACTION_REASON_REPLACED: RetractionReason.REPLACED,
+    pb.RETRACTION_REASON_DOUBLE_SPENT: RetractionReason.DOUBLE_SPENT,
+}
+
+
+def retraction_from_pb(retraction: pb.Retraction, field: str) -> Retraction:
+    reason = _REASON_FROM_PB.get(retraction.reason)
+    if reason is None:
+        raise InvalidArgument(f"{field}.reason", "ORPHANED, REPLACED or DOUBLE_SPENT is required")
+    kind = _KIND_FROM_PB.get(retraction.kind)
+    if kind is None:
+        raise InvalidArgument(f"{field}.kind", "NATIVE, TOKEN or INTERNAL is required")
+    return Retraction(retraction.txid, kind, retraction.index, reason)
 
 
 def asset_to_pb(asset: Asset) -> pb.Asset:
@@ -142,6 +168,11 @@ def deposit_to_pb(deposit: Deposit) -> pb.Deposit:
         asset=deposit.asset or "",
         disposition=DISPOSITION_TO_PB[deposit.disposition],
         required_confirmations=deposit.required_confirmations or 0,
+        status=_STATUS_TO_PB[deposit.status],
+        block_hash=chain.block_hash or "",
+        change_sequence=deposit.change,
+        revert_reason=deposit.revert_reason or "",
+        finality_violation=deposit.finality_violation,
     )
 
 
@@ -160,6 +191,7 @@ def chain_deposit_from_pb(deposit: pb.ChainDeposit, field: str) -> ChainDeposit:
         confirmations=deposit.confirmations,
         kind=_kind_from_pb(deposit, field),
         token_contract=deposit.token_contract or None,
+        block_hash=deposit.block_hash or None,
     )
 
 
@@ -290,8 +322,16 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
         reported = [
             chain_deposit_from_pb(d, f"deposits[{i}]") for i, d in enumerate(request.deposits)
         ]
+        retractions = [
+            retraction_from_pb(r, f"reverted[{i}]") for i, r in enumerate(request.reverted)
+        ]
         outcome = await self._manager.report_deposits(
-            request.network, reported, request.scanned_height, request.chain_height
+            request.network,
+            reported,
+            request.scanned_height,
+            request.chain_height,
+            retractions,
+            request.finalized_height,
         )
         return pb.ReportDepositsResponse(
             recorded=outcome.recorded,
@@ -303,6 +343,9 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
             dust=outcome.dispositions.get(Disposition.DUST, 0),
             unknown_asset=outcome.dispositions.get(Disposition.UNKNOWN_ASSET, 0),
             wrong_asset=outcome.dispositions.get(Disposition.WRONG_ASSET, 0),
+            updated=outcome.updated,
+            reverted=outcome.reverted,
+            finality_violations=outcome.finality_violations,
         )
 
     async def ListLateDeposits(
@@ -328,3 +371,11 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
     ) -> pb.ListAssetsResponse:
         assets = self._manager.list_assets(request.network)
         return pb.ListAssetsResponse(assets=[asset_to_pb(a) for a in assets])
+
+    async def ListDepositChanges(
+        self, request: pb.ListDepositChangesRequest, context: Context
+    ) -> pb.ListDepositChangesResponse:
+        if request.after_change >= 2**63:
+            raise InvalidArgument("after_change", "beyond any change")
+        changed = await self._manager.list_deposit_changes(request.after_change, request.page_size)
+        return pb.ListDepositChangesResponse(deposits=[deposit_to_pb(d) for d in changed])

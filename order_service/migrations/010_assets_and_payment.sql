@@ -93,3 +93,50 @@ ALTER TABLE orders.orders ADD COLUMN payment_window_start timestamptz;
 CREATE INDEX orders_payment_window_idx
     ON orders.orders ((coalesce(payment_window_start, create_time)))
     WHERE status = 'PENDING' AND received_confirmed = 0 AND received_pending = 0;
+
+-- Each deposit's status as the pool last said (CONFIRMING, CONFIRMED, REVERTED), followed
+-- through the pool's change cursor (ListDepositChanges), which for the deposits recorded
+-- before this release is their id: the cursor starts where the id cursor stood.
+ALTER TABLE orders.deposits
+    -- squawk-ignore adding-field-with-default
+    ADD COLUMN status text NOT NULL DEFAULT 'CONFIRMED',
+    -- squawk-ignore constraint-missing-not-valid
+    ADD CONSTRAINT deposits_status_check
+        CHECK (status IN ('CONFIRMING', 'CONFIRMED', 'REVERTED'));
+ALTER TABLE orders.deposit_cursor
+    -- squawk-ignore adding-field-with-default
+    ADD COLUMN last_change bigint NOT NULL DEFAULT 0;
+UPDATE orders.deposit_cursor SET last_change = last_pool_id;
+
+ALTER TABLE orders.order_events
+    -- squawk-ignore ban-drop-constraint
+    DROP CONSTRAINT order_events_type_check,
+    -- squawk-ignore constraint-missing-not-valid
+    ADD CONSTRAINT order_events_type_check
+        CHECK (type IN ('CREATED', 'QUEUED', 'WALLET_ASSIGNED', 'STATUS_CHANGED', 'EXPIRED',
+                        'RELEASE_DELIVERED', 'DEPOSIT_RECEIVED', 'PAYMENT_STATUS_CHANGED',
+                        'DEPOSIT_CONFIRMED', 'DEPOSIT_REVERTED'));
+
+-- DEPOSIT_CONFIRMED and DEPOSIT_REVERTED, as a deposit's status changes (a reverted one
+-- mined again is received again: DEPOSIT_RECEIVED).
+CREATE FUNCTION orders.record_deposit_status_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    o orders.orders;
+BEGIN
+    SELECT * INTO o FROM orders.orders WHERE id = NEW.order_id FOR SHARE;
+    INSERT INTO orders.order_events
+        (order_id, type, status, network, wallet_address, deposit_id)
+    VALUES (NEW.order_id,
+            CASE NEW.status WHEN 'CONFIRMED' THEN 'DEPOSIT_CONFIRMED'
+                            WHEN 'REVERTED' THEN 'DEPOSIT_REVERTED'
+                            ELSE 'DEPOSIT_RECEIVED' END,
+            o.status, o.network, NEW.address, NEW.pool_id);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER deposits_status_events AFTER UPDATE OF status ON orders.deposits
+FOR EACH ROW
+WHEN (OLD.status IS DISTINCT FROM NEW.status)
+EXECUTE FUNCTION orders.record_deposit_status_event();

@@ -123,3 +123,79 @@ async def test_a_coin_payment_to_a_usdt_order_leaves_it_unpaid(
     assert now is not None and now.payment_status == opb.PAYMENT_STATUS_UNPAID
     async with db.acquire() as conn:
         assert await payment_status_is_the_function_of_the_recorded_deposits(conn) == []
+
+
+@local_only
+@pytest.mark.stack_env(DEPOSIT_SYNC_SECONDS="0.1")
+async def test_confirmations_and_a_retraction_move_the_payment_and_the_order_shows_them(
+    stack: Stack, db: asyncpg.Pool
+) -> None:
+    address = eth_address()
+    await add_wallets(stack, "ETH", [address])
+    created = await stack.orders.CreateOrder(
+        opb.CreateOrderRequest(network="ETH", amount="100", asset="USDT"), metadata=stack.client
+    )
+    order_id = created.order.id
+    paid = usdt(address, "100", 10, confirmations=3)
+
+    async def shows(status: int, confirmed: str, pending: str) -> opb.Order | None:
+        order = await payment(stack, order_id, 1)
+        wanted = (status, confirmed, pending)
+        if (
+            order is not None
+            and (
+                order.payment_status,
+                order.received_confirmed,
+                order.received_pending,
+            )
+            == wanted
+        ):
+            return order
+        return None
+
+    await report(stack, 10, paid)
+    assert await eventually(lambda: shows(opb.PAYMENT_STATUS_UNPAID, "0", "100"))
+    # Reported again, 64 blocks deep: confirmed, paid.
+    paid.confirmations = 64
+    assert (await report(stack, 73, paid)).updated == 1
+    assert await eventually(lambda: shows(opb.PAYMENT_STATUS_PAID, "100", "0"))
+    # A reorganisation drops its block: reverted, and the order is unpaid again.
+    retraction = wpb.Retraction(
+        txid=paid.txid,
+        kind=wpb.DEPOSIT_KIND_TOKEN,
+        index=0,
+        reason=wpb.RETRACTION_REASON_ORPHANED,
+    )
+    response = await stack.pool.ReportDeposits(
+        wpb.ReportDepositsRequest(network="ETH", scanned_height=74, reverted=[retraction]),
+        metadata=stack.watcher,
+    )
+    assert response.reverted == 1
+    assert await eventually(lambda: shows(opb.PAYMENT_STATUS_UNPAID, "0", "0"))
+    [deposit] = (
+        await stack.orders.GetOrder(opb.GetOrderRequest(order_id=order_id), metadata=stack.client)
+    ).deposits
+    assert deposit.status == opb.DEPOSIT_STATUS_REVERTED
+
+    events = await stack.orders.ListOrderEvents(
+        opb.ListOrderEventsRequest(order_id=order_id), metadata=stack.operator
+    )
+    assert [
+        (e.type, e.payment_status)
+        for e in events.events
+        if e.type
+        in (
+            opb.ORDER_EVENT_TYPE_DEPOSIT_RECEIVED,
+            opb.ORDER_EVENT_TYPE_DEPOSIT_CONFIRMED,
+            opb.ORDER_EVENT_TYPE_DEPOSIT_REVERTED,
+            opb.ORDER_EVENT_TYPE_PAYMENT_STATUS_CHANGED,
+        )
+    ] == [
+        (opb.ORDER_EVENT_TYPE_DEPOSIT_RECEIVED, opb.PAYMENT_STATUS_UNSPECIFIED),
+        (opb.ORDER_EVENT_TYPE_DEPOSIT_CONFIRMED, opb.PAYMENT_STATUS_UNSPECIFIED),
+        (opb.ORDER_EVENT_TYPE_PAYMENT_STATUS_CHANGED, opb.PAYMENT_STATUS_PAID),
+        (opb.ORDER_EVENT_TYPE_DEPOSIT_REVERTED, opb.PAYMENT_STATUS_UNSPECIFIED),
+        (opb.ORDER_EVENT_TYPE_PAYMENT_STATUS_CHANGED, opb.PAYMENT_STATUS_UNPAID),
+    ]
+    async with db.acquire() as conn:
+        assert await payment_status_is_the_function_of_the_recorded_deposits(conn) == []

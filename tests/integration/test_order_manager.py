@@ -498,6 +498,9 @@ class CountingGateway:
     async def deposits_after(self, after_id: int, limit: int) -> tuple[list[PoolDeposit], int]:
         return await self._inner.deposits_after(after_id, limit)
 
+    async def deposit_changes(self, after_change: int, limit: int) -> tuple[list[PoolDeposit], int]:
+        return await self._inner.deposit_changes(after_change, limit)
+
 
 async def test_replicas_share_the_allocation_sync_without_asking_twice_about_an_order(
     db_pool: asyncpg.Pool, pool_server: GrpcServer, orders: OrderManager

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from order_service.domain import DepositDisposition, OrderDeposit
+from order_service.domain import DepositDisposition, DepositStatus, OrderDeposit
 from order_service.payment import (
     PaymentStatus,
     Tolerance,
@@ -64,8 +64,16 @@ class Paid:
     late: bool = False
     confirmations: int = 20
     required: int | None = 20
+    reverted: bool = False
 
     def deposit(self) -> OrderDeposit:
+        # As the pool gives it: confirmed at the required confirmations.
+        if self.reverted:
+            status = DepositStatus.REVERTED
+        elif self.required is None or self.confirmations >= self.required:
+            status = DepositStatus.CONFIRMED
+        else:
+            status = DepositStatus.CONFIRMING
         return OrderDeposit(
             txid="0x" + self.amount,
             index=0,
@@ -78,6 +86,7 @@ class Paid:
             disposition=self.disposition,
             confirmations=self.confirmations,
             required_confirmations=self.required,
+            status=status,
         )
 
 
@@ -99,6 +108,10 @@ class Paid:
         ([Paid("0.5", disposition=DepositDisposition.DUST), Paid("100")], PAID, "100", "0"),
         ([Paid("100", late=True)], UNPAID, "0", "0"),
         ([Paid("100"), Paid("50")], OVERPAID, "150", "0"),
+        # A reverted deposit (a reorg, a replacement) never counts, confirmed or not.
+        ([Paid("100", reverted=True)], UNPAID, "0", "0"),
+        ([Paid("60"), Paid("40", reverted=True)], PARTIAL, "60", "0"),
+        ([Paid("40", confirmations=1, reverted=True), Paid("100")], PAID, "100", "0"),
     ],
 )
 def test_evaluate_sums_only_what_counts(

@@ -45,6 +45,25 @@ ALTER TABLE wallet_pool.deposits
     -- The asset's confirmations when the deposit was first recorded (a policy change never
     -- re-grades history); NULL: unknown asset, or recorded before this release.
     ADD COLUMN required_confirmations bigint,
+    -- Its lifecycle: CONFIRMING until its confirmations reach the required ones, then
+    -- CONFIRMED; REVERTED when the watcher retracts it (a reorg, a replacement, a double
+    -- spend), and CONFIRMING again if the same transaction is mined again. Rows before this
+    -- release count as confirmed, as they did.
+    -- squawk-ignore adding-field-with-default
+    ADD COLUMN status text NOT NULL DEFAULT 'CONFIRMED',
+    ADD COLUMN block_hash text,
+    ADD COLUMN reverted_at timestamptz,
+    ADD COLUMN revert_reason text,
+    -- Reverted although CONFIRMED at or below the network's finalized height: alerted.
+    -- squawk-ignore adding-field-with-default
+    ADD COLUMN finality_violation boolean NOT NULL DEFAULT false,
+    -- Every change of a deposit (recorded, confirmations, reverted) takes the next number,
+    -- drawn under the reports' lock so that they commit in order: the order service reads
+    -- the changes from a cursor (ListDepositChanges). Rows before this release: their id.
+    ADD COLUMN change_seq bigint,
+    -- squawk-ignore constraint-missing-not-valid
+    ADD CONSTRAINT deposits_status_check
+        CHECK (status IN ('CONFIRMING', 'CONFIRMED', 'REVERTED')),
     -- squawk-ignore constraint-missing-not-valid
     ADD CONSTRAINT deposits_kind_check CHECK (kind IN ('NATIVE', 'TOKEN', 'INTERNAL')),
     -- squawk-ignore constraint-missing-not-valid
@@ -57,12 +76,118 @@ ALTER TABLE wallet_pool.deposits
     ADD CONSTRAINT deposits_unknown_asset_is_not_resolved
         CHECK ((asset IS NULL) = (disposition = 'UNKNOWN_ASSET'));
 
+UPDATE wallet_pool.deposits SET change_seq = id;
+CREATE SEQUENCE wallet_pool.deposit_changes;
+SELECT setval('wallet_pool.deposit_changes', greatest((SELECT max(id) FROM wallet_pool.deposits), 1));
+-- squawk-ignore require-concurrent-index-creation
+CREATE UNIQUE INDEX deposits_change_idx ON wallet_pool.deposits (change_seq);
+
+-- The network's finalized height as its watcher reports it (BTC: tip minus its depth; ETH:
+-- the finalized checkpoint; TRON: the solidified block). NULL: never reported.
+ALTER TABLE wallet_pool.chain_watermarks ADD COLUMN finalized_height bigint;
+
 -- The key: (network, txid, kind, index within the transaction), so a native transfer and a
 -- token log 0 of one transaction are two deposits. Built in this transaction (reports wait).
 -- squawk-ignore require-concurrent-index-creation
 CREATE UNIQUE INDEX deposits_chain_key ON wallet_pool.deposits (network, txid, kind, output_index);
 -- squawk-ignore ban-drop-constraint
 ALTER TABLE wallet_pool.deposits DROP CONSTRAINT deposits_key;
+
+-- The lifecycle part of a report (called by report_deposits, under its lock): deposits
+-- recorded before move to their new block and confirmations (CONFIRMING -> CONFIRMED at the
+-- required ones; a CONFIRMED one stays so), a REVERTED one reported again is CONFIRMING or
+-- CONFIRMED again (the transaction was mined again); retracted ones become REVERTED. A
+-- CONFIRMED deposit reverted at or below the finalized height (the network's, or the
+-- report's) is a finality violation. A counted deposit reverted after its order released
+-- the address holds the wallet out, for the operator. Each change takes a change number.
+CREATE FUNCTION wallet_pool.update_reported_deposits(
+    p_network text,
+    p_txids text[],
+    p_kinds text[],
+    p_indexes bigint[],
+    p_heights bigint[],
+    p_hashes text[],
+    p_confirmations bigint[],
+    p_finalized bigint,
+    p_reverted_txids text[],
+    p_reverted_kinds text[],
+    p_reverted_indexes bigint[],
+    p_reverted_reasons text[]
+)
+RETURNS TABLE (updated integer, reverted integer, violations integer)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    finalized bigint;
+BEGIN
+    SELECT greatest(m.finalized_height, nullif(p_finalized, 0)) INTO finalized
+    FROM wallet_pool.chain_watermarks m WHERE m.network = p_network;
+    WITH reported AS (
+        -- The last of a key repeated within the report.
+        SELECT DISTINCT ON (r.txid, r.kind, r.output_index) r.*
+        FROM unnest(p_txids, p_kinds, p_indexes, p_heights, p_hashes, p_confirmations)
+            WITH ORDINALITY AS r (txid, kind, output_index, block_height, block_hash,
+                                  confirmations, pos)
+        ORDER BY r.txid, r.kind, r.output_index, r.pos DESC
+    ), moved AS (
+        UPDATE wallet_pool.deposits d
+        SET block_height = r.block_height, block_hash = r.block_hash,
+            confirmations = r.confirmations,
+            status = CASE WHEN d.status = 'CONFIRMED'
+                            OR r.confirmations >= coalesce(d.required_confirmations, 0)
+                          THEN 'CONFIRMED' ELSE 'CONFIRMING' END,
+            reverted_at = NULL, revert_reason = NULL,
+            change_seq = nextval('wallet_pool.deposit_changes')
+        FROM reported r
+        WHERE d.network = p_network AND d.txid = r.txid AND d.kind = r.kind
+          AND d.output_index = r.output_index
+          AND (d.block_height, d.block_hash, d.confirmations, d.status)
+              IS DISTINCT FROM (r.block_height, r.block_hash, r.confirmations,
+                                CASE WHEN d.status = 'CONFIRMED'
+                                       OR r.confirmations >= coalesce(d.required_confirmations, 0)
+                                     THEN 'CONFIRMED' ELSE 'CONFIRMING' END)
+        RETURNING d.id
+    )
+    SELECT count(*)::integer INTO updated FROM moved;
+
+    WITH retracted AS (
+        SELECT DISTINCT ON (r.txid, r.kind, r.output_index) r.*
+        FROM unnest(p_reverted_txids, p_reverted_kinds, p_reverted_indexes, p_reverted_reasons)
+            AS r (txid, kind, output_index, reason)
+        ORDER BY r.txid, r.kind, r.output_index
+    ), gone AS (
+        UPDATE wallet_pool.deposits d
+        SET status = 'REVERTED', reverted_at = now(), revert_reason = r.reason,
+            finality_violation = d.finality_violation
+                OR (d.status = 'CONFIRMED' AND d.block_height <= coalesce(finalized, -1)),
+            change_seq = nextval('wallet_pool.deposit_changes')
+        FROM retracted r
+        WHERE d.network = p_network AND d.txid = r.txid AND d.kind = r.kind
+          AND d.output_index = r.output_index AND d.status <> 'REVERTED'
+        RETURNING d.address, d.txid, d.output_index, d.amount, d.order_id, d.disposition,
+                  d.finality_violation, r.reason
+    ), after_release AS (
+        SELECT DISTINCT ON (g.address) g.*
+        FROM gone g
+        JOIN wallet_pool.assignments a ON a.order_id = g.order_id AND a.address = g.address
+        WHERE g.disposition = 'COUNTED' AND a.released_at IS NOT NULL
+        ORDER BY g.address, g.txid
+    ), held AS (
+        UPDATE wallet_pool.wallets w
+        SET disabled_at = coalesce(w.disabled_at, now()),
+            disabled_reason = concat_ws(
+                '; ', CASE WHEN w.disabled_at IS NOT NULL THEN w.disabled_reason END,
+                format('reverted deposit %s:%s of %s (%s) after order %s released the address',
+                       g.txid, g.output_index, g.amount, g.reason, g.order_id))
+        FROM after_release g
+        WHERE w.address = g.address
+    )
+    SELECT count(*)::integer, (count(*) FILTER (WHERE g.finality_violation))::integer
+    INTO reverted, violations
+    FROM gone g;
+    RETURN NEXT;
+END
+$$;
 
 -- One watcher report, as before (see migration 009), with the kind, the contract and the
 -- asset of each deposit and its disposition decided before (p_dispositions: UNKNOWN_ASSET
@@ -85,13 +210,20 @@ CREATE FUNCTION wallet_pool.report_deposits(
     p_heights bigint[],
     p_times timestamptz[],
     p_confirmations bigint[],
-    p_required bigint[]
+    p_required bigint[],
+    p_hashes text[],
+    p_finalized bigint,
+    p_reverted_txids text[],
+    p_reverted_kinds text[],
+    p_reverted_indexes bigint[],
+    p_reverted_reasons text[]
 )
 RETURNS TABLE (
     outcome text, "position" integer, known_address text, known_amount numeric,
     known_contract text, scanned_height bigint, recorded integer, late integer,
     unattributed integer, counted integer, dust integer, unknown_asset integer,
-    wrong_asset integer, tally jsonb
+    wrong_asset integer, tally jsonb, updated integer, reverted integer,
+    finality_violations integer
 )
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -113,7 +245,8 @@ BEGIN
     RETURN QUERY
     SELECT 'conflict', r.pos::integer, d.address, d.amount, d.token_contract, NULL::bigint,
            NULL::integer, NULL::integer, NULL::integer, NULL::integer, NULL::integer,
-           NULL::integer, NULL::integer, NULL::jsonb
+           NULL::integer, NULL::integer, NULL::jsonb, NULL::integer, NULL::integer,
+           NULL::integer
     FROM unnest(p_addresses, p_txids, p_kinds, p_indexes, p_amounts, p_contracts)
         WITH ORDINALITY AS r (address, txid, kind, output_index, amount, contract, pos)
     JOIN wallet_pool.deposits d
@@ -129,14 +262,14 @@ BEGIN
     WITH reported AS (
         SELECT * FROM unnest(
             p_addresses, p_txids, p_kinds, p_indexes, p_contracts, p_assets, p_dispositions,
-            p_amounts, p_heights, p_times, p_confirmations, p_required
+            p_amounts, p_heights, p_times, p_confirmations, p_required, p_hashes
         ) AS r (address, txid, kind, output_index, contract, asset, disposition, amount,
-                block_height, block_time, confirmations, required)
+                block_height, block_time, confirmations, required, block_hash)
     ), inserted AS (
         INSERT INTO wallet_pool.deposits AS d
             (network, txid, kind, output_index, token_contract, asset, disposition, address,
              amount, block_height, block_time, confirmations, required_confirmations,
-             order_id, released_at)
+             order_id, released_at, status, block_hash, change_seq)
         SELECT p_network, r.txid, r.kind, r.output_index, r.contract, r.asset,
                CASE WHEN r.disposition IS NOT NULL THEN r.disposition
                     WHEN holder.order_id IS NOT NULL
@@ -144,7 +277,10 @@ BEGIN
                     ELSE 'COUNTED' END,
                r.address, r.amount, r.block_height, r.block_time, r.confirmations, r.required,
                holder.order_id,
-               CASE WHEN holder.released_at <= r.block_time THEN holder.released_at END
+               CASE WHEN holder.released_at <= r.block_time THEN holder.released_at END,
+               CASE WHEN r.confirmations >= coalesce(r.required, 0) THEN 'CONFIRMED'
+                    ELSE 'CONFIRMING' END,
+               r.block_hash, nextval('wallet_pool.deposit_changes')
         FROM reported r
         LEFT JOIN LATERAL (
             SELECT a.order_id, a.released_at,
@@ -195,8 +331,15 @@ BEGIN
     INTO recorded, late, unattributed, counted, dust, unknown_asset, wrong_asset, tally
     FROM inserted i;
 
+    SELECT u.updated, u.reverted, u.violations INTO updated, reverted, finality_violations
+    FROM wallet_pool.update_reported_deposits(
+        p_network, p_txids, p_kinds, p_indexes, p_heights, p_hashes, p_confirmations,
+        p_finalized, p_reverted_txids, p_reverted_kinds, p_reverted_indexes, p_reverted_reasons
+    ) AS u;
+
     UPDATE wallet_pool.chain_watermarks m
-    SET scanned_height = p_scanned, reported_at = now()
+    SET scanned_height = p_scanned, reported_at = now(),
+        finalized_height = greatest(m.finalized_height, nullif(p_finalized, 0))
     WHERE m.network = p_network;
     -- Wallets released since the previous report count from the chain's height now on.
     UPDATE wallet_pool.wallets w SET release_height = p_chain_height
@@ -239,7 +382,9 @@ LANGUAGE sql AS $$
         array_fill(''::text, ARRAY[cardinality(p_addresses)]),
         array_fill(NULL::text, ARRAY[cardinality(p_addresses)]),
         p_amounts, p_heights, p_times, p_confirmations,
-        array_fill(NULL::bigint, ARRAY[cardinality(p_addresses)])
+        array_fill(NULL::bigint, ARRAY[cardinality(p_addresses)]),
+        array_fill(NULL::text, ARRAY[cardinality(p_addresses)]),
+        0, ARRAY[]::text[], ARRAY[]::text[], ARRAY[]::bigint[], ARRAY[]::text[]
     ) AS r
 $$;
 
