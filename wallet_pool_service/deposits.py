@@ -3,6 +3,7 @@ no I/O here."""
 
 import enum
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -292,10 +293,14 @@ def check_deposit(network: str, field: str, deposit: ChainDeposit, scanned: int)
     )
 
 
-def check_retractions(network: str, retractions: list[Retraction]) -> list[Retraction]:
-    """The retractions with their txids checked; InvalidArgument naming the field."""
+def check_retractions(
+    network: str, retractions: list[Retraction], deposits: Sequence[ChainDeposit] = ()
+) -> list[Retraction]:
+    """The retractions with their txids checked; InvalidArgument naming the field. A report
+    says what left the chain and what is on it: one deposit cannot be both."""
     if len(retractions) > MAX_DEPOSITS_PER_REPORT:
         raise InvalidArgument("reverted", f"at most {MAX_DEPOSITS_PER_REPORT} per report")
+    reported = {d.key: position for position, d in enumerate(deposits)}
     checked = []
     for position, retraction in enumerate(retractions):
         field = f"reverted[{position}]"
@@ -304,6 +309,9 @@ def check_retractions(network: str, retractions: list[Retraction]) -> list[Retra
             raise InvalidArgument(f"{field}.index", f"at most {_MAX_INDEX}")
         if retraction.kind is not DepositKind.NATIVE and network not in TOKEN_NETWORKS:
             raise InvalidArgument(f"{field}.kind", f"{network} deposits are its coin only")
+        both = reported.get((txid, retraction.kind, retraction.index))
+        if both is not None:
+            raise InvalidArgument(field, f"is also deposits[{both}]: reverted or on the chain?")
         checked.append(Retraction(txid, retraction.kind, retraction.index, retraction.reason))
     return checked
 

@@ -213,7 +213,7 @@ class WalletPoolManager:
             for i, d in enumerate(checked)
         ]
         chain = deposits.check_chain_height(chain_height, scanned_height)
-        retracted = deposits.check_retractions(network, list(retractions))
+        retracted = deposits.check_retractions(network, list(retractions), checked)
         finalized = deposits.check_finalized_height(finalized_height, scanned_height)
         async with self._statement() as (wallets, _):
             outcome = await wallets.report_deposits(
