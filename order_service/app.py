@@ -89,6 +89,7 @@ async def _serve(settings: OrderSettings, tracing: Tracing) -> None:
             max_watch_streams=settings.max_watch_streams,
             assets=settings.assets,
             tolerance=settings.tolerance,
+            completion_requires_payment=settings.completion_requires_payment,
         )
         feed = manager.feed
         servicer = OrderServicer(manager)

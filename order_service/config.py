@@ -27,6 +27,14 @@ def credential_problems(service_token: str | None) -> list[str]:
     return [] if service_token else [MISSING_SERVICE_TOKEN]
 
 
+def _env_switch(name: str) -> bool:
+    """`true` or `false` (default false); anything else stops the service naming it."""
+    value = config.env_str(name, "false").lower()
+    if value not in ("true", "false"):
+        raise config.ConfigError(f"{name} must be true or false, got {value!r}")
+    return value == "true"
+
+
 @dataclass(frozen=True)
 class OrderSettings:
     environment: str
@@ -45,6 +53,8 @@ class OrderSettings:
     assets: AssetTable
     # The payment tolerances, snapshotted on each order at creation.
     tolerance: TolerancePolicy
+    # COMPLETED requires PAID or OVERPAID unless the operator gives a reason.
+    completion_requires_payment: bool
     allocation_sync_seconds: float
     deposit_sync_seconds: float
     order_ttl_seconds: float
@@ -83,6 +93,7 @@ class OrderSettings:
             service_token=config.env_optional("SERVICE_TOKEN"),
             networks=networks,
             assets=assets,
+            completion_requires_payment=_env_switch("COMPLETE_REQUIRES_PAYMENT"),
             tolerance=TolerancePolicy.parse(
                 config.env_str(UNDER_VARIABLE, ""), config.env_str(OVER_VARIABLE, ""), assets
             ),

@@ -64,6 +64,7 @@ class OrderManager:
         max_watch_streams: int = 10_000,
         assets: AssetTable | None = None,
         tolerance: TolerancePolicy = NO_TOLERANCES,
+        completion_requires_payment: bool = False,
     ) -> None:
         """`sync_lease_seconds`: how long one replica keeps a waiting order to itself when it
         asks the pool about it (longer than a call's deadline, so that replicas do not ask at
@@ -78,6 +79,8 @@ class OrderManager:
         self.assets = assets or parse_assets("", networks)
         # The payment tolerances; each order keeps the snapshot of its creation.
         self._tolerance = tolerance
+        # COMPLETE_REQUIRES_PAYMENT: COMPLETED needs PAID or OVERPAID, or a reason.
+        self._completion_gate = completion_requires_payment
         self._release_policy = release_policy
         self._sync_lease_seconds = sync_lease_seconds
         self._order_ttl_seconds = order_ttl_seconds
@@ -255,6 +258,9 @@ class OrderManager:
                     )
                     outcome = WalletRelease.PENDING if pending else WalletRelease.NOT_NEEDED
                     return current, outcome
+                required = domain.required_payment(status, reason, self._completion_gate)
+                if required is not None and current.payment_status not in required:
+                    raise domain.PaymentRequired(current)
                 order = await self._record_change(
                     orders, order_id, current.status, status, reason, actor
                 )
@@ -281,9 +287,11 @@ class OrderManager:
         actor: str,
     ) -> Order | None:
         """Status, history row and (on a final status) the owed release, in one statement;
-        None if the order does not have `current` (any more)."""
+        None if the order does not have `current` (any more), or not the payment status the
+        change requires (COMPLETE_REQUIRES_PAYMENT)."""
         lease = self._release_policy.lease_seconds if domain.is_final_status(status) else None
-        return await orders.change_status(order_id, current, status, reason, actor, lease)
+        required = domain.required_payment(status, reason, self._completion_gate)
+        return await orders.change_status(order_id, current, status, reason, actor, lease, required)
 
     async def expire_stale_orders(self) -> bool:
         """Expiry-loop step: cancel PENDING orders whose payment window (the TTL from when

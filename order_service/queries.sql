@@ -9,8 +9,9 @@ WITH created AS (
     ON CONFLICT (created_by, request_id) DO NOTHING
     RETURNING *
 ), history AS (
-    INSERT INTO orders.status_history (order_id, from_status, to_status, reason, actor)
-    SELECT id, NULL, status, 'created', created_by FROM created
+    INSERT INTO orders.status_history
+        (order_id, from_status, to_status, reason, actor, payment_status)
+    SELECT id, NULL, status, 'created', created_by, payment_status FROM created
 )
 SELECT * FROM created
 
@@ -37,16 +38,18 @@ LIMIT $5
 -- Compare-and-set, in one statement: moves the order from $2 to $3 only while it still has
 -- $2, with its history row and, when $6 is not NULL, the release it owes (first attempted
 -- right after, so the lease of $6 seconds keeps the retry loop off it meanwhile).
--- No row: another change came first.
+-- $7: the payment statuses the order must have (NULL: any); the history row records the
+-- one it has. No row: another change came first, or the payment status is not one of $7.
 WITH changed AS (
     UPDATE orders.orders
     SET status = $3, update_time = now(),
         wallet_release = CASE WHEN $6::float8 IS NULL THEN wallet_release ELSE 'PENDING' END
-    WHERE id = $1 AND status = $2
+    WHERE id = $1 AND status = $2 AND ($7::text[] IS NULL OR payment_status = ANY ($7))
     RETURNING *
 ), history AS (
-    INSERT INTO orders.status_history (order_id, from_status, to_status, reason, actor)
-    SELECT id, $2, $3, $4, $5 FROM changed
+    INSERT INTO orders.status_history
+        (order_id, from_status, to_status, reason, actor, payment_status)
+    SELECT id, $2, $3, $4, $5, payment_status FROM changed
 ), owed AS (
     INSERT INTO orders.pending_releases (order_id, address, next_attempt_time)
     SELECT id, coalesce(wallet_address, ''), now() + make_interval(secs => $6::float8)
@@ -57,7 +60,7 @@ WITH changed AS (
 SELECT * FROM changed
 
 -- order_history --
-SELECT from_status, to_status, actor, reason, change_time
+SELECT from_status, to_status, actor, reason, change_time, payment_status
 FROM orders.status_history
 WHERE order_id = $1
 ORDER BY id

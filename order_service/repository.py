@@ -19,7 +19,7 @@ from order_service.domain import (
     PendingRelease,
     StatusChange,
 )
-from order_service.payment import NO_TOLERANCE, Payment, Tolerance
+from order_service.payment import NO_TOLERANCE, Payment, PaymentStatus, Tolerance
 from shared.db import Connection, is_database_outage, is_read_only
 from shared.errors import OutcomeUnknown
 from shared.sql import load_queries
@@ -61,6 +61,7 @@ class OrderRepository(Protocol):
         reason: str,
         actor: str,
         release_lease_seconds: float | None,
+        required_payment: Collection[PaymentStatus] | None = None,
     ) -> Order | None: ...
     async def set_wallet(self, order_id: uuid.UUID, address: str) -> Order | None: ...
     async def set_queue_position(self, order_id: uuid.UUID, position: int) -> Order | None: ...
@@ -196,6 +197,7 @@ class PostgresOrderRepository:
                 actor=r["actor"],
                 reason=r["reason"],
                 change_time=r["change_time"],
+                payment_status=PaymentStatus(r["payment_status"]) if r["payment_status"] else None,
             )
             for r in rows
         ]
@@ -208,11 +210,12 @@ class PostgresOrderRepository:
         reason: str,
         actor: str,
         release_lease_seconds: float | None,
+        required_payment: Collection[PaymentStatus] | None = None,
     ) -> Order | None:
         """Compare-and-set from `current`, with the history row and, given a lease, the owed
-        release; None (nothing written) if the order is unknown or its status is not
-        `current`. ChangeOutcomeUnknown if the connection is lost meanwhile (outside a
-        transaction)."""
+        release; None (nothing written) if the order is unknown, its status is not `current`
+        or (given `required_payment`) its payment status is not one of those.
+        ChangeOutcomeUnknown if the connection is lost meanwhile (outside a transaction)."""
         return await self._write(
             lambda: domain.ChangeOutcomeUnknown(order_id),
             "change_status",
@@ -222,6 +225,7 @@ class PostgresOrderRepository:
             reason,
             actor,
             release_lease_seconds,
+            sorted(p.value for p in required_payment) if required_payment is not None else None,
         )
 
     async def set_wallet(self, order_id: uuid.UUID, address: str) -> Order | None:

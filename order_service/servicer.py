@@ -219,6 +219,7 @@ def change_to_pb(change: StatusChange) -> pb.StatusChange:
         actor=change.actor,
         reason=change.reason,
         change_time=to_timestamp(change.change_time),
+        payment_status=_payment_to_pb(change.payment_status),
     )
 
 

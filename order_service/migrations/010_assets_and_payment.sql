@@ -140,3 +140,7 @@ CREATE TRIGGER deposits_status_events AFTER UPDATE OF status ON orders.deposits
 FOR EACH ROW
 WHEN (OLD.status IS DISTINCT FROM NEW.status)
 EXECUTE FUNCTION orders.record_deposit_status_event();
+
+-- The payment status each change found the order in (a COMPLETED order not PAID shows it in
+-- its history); NULL for changes before this release.
+ALTER TABLE orders.status_history ADD COLUMN payment_status text;

@@ -7,6 +7,7 @@ import secrets
 from datetime import UTC, datetime
 
 import asyncpg
+import grpc
 import pytest
 
 from exchange.order.v1 import order_service_pb2 as opb
@@ -15,7 +16,7 @@ from shared.timestamps import to_timestamp
 from tests.e2e.conftest import local_only
 from tests.e2e.stack import Stack
 from tests.e2e.test_deposits import eventually, report
-from tests.e2e.test_release_flow import add_wallets, eth_address
+from tests.e2e.test_release_flow import add_wallets, create, eth_address, finish, move
 from tests.invariants import (
     deposits_have_one_disposition_and_only_counted_ones_hold_or_count,
     payment_status_is_the_function_of_the_recorded_deposits,
@@ -199,3 +200,52 @@ async def test_confirmations_and_a_retraction_move_the_payment_and_the_order_sho
     ]
     async with db.acquire() as conn:
         assert await payment_status_is_the_function_of_the_recorded_deposits(conn) == []
+
+
+@local_only
+@pytest.mark.stack_env(COMPLETE_REQUIRES_PAYMENT="true")
+async def test_completing_an_unpaid_order_needs_a_reason_when_the_setting_asks_for_payment(
+    stack: Stack,
+) -> None:
+    await add_wallets(stack, "ETH", [eth_address()])
+    created = await stack.orders.CreateOrder(
+        opb.CreateOrderRequest(network="ETH", amount="100", asset="USDT"), metadata=stack.client
+    )
+    order_id = created.order.id
+    await move(stack, order_id, opb.ORDER_STATUS_PROCESSING)
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await move(stack, order_id, opb.ORDER_STATUS_COMPLETED)
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "UNPAID" in (refused.value.details() or "")
+
+    done = await move(stack, order_id, opb.ORDER_STATUS_COMPLETED, "paid in cash at the desk")
+    assert done.order.status == opb.ORDER_STATUS_COMPLETED
+    history = await stack.orders.GetOrderHistory(
+        opb.GetOrderHistoryRequest(order_id=order_id), metadata=stack.client
+    )
+    last = history.changes[-1]
+    assert (last.to_status, last.reason, last.payment_status) == (
+        opb.ORDER_STATUS_COMPLETED,
+        "paid in cash at the desk",
+        opb.PAYMENT_STATUS_UNPAID,
+    )
+
+
+@local_only
+async def test_by_default_an_unpaid_order_completes_and_its_history_says_it_was_unpaid(
+    stack: Stack,
+) -> None:
+    await add_wallets(stack, "ETH", [eth_address()])
+    order = await create(stack)
+
+    await finish(stack, order.id, opb.ORDER_STATUS_COMPLETED)
+
+    history = await stack.orders.GetOrderHistory(
+        opb.GetOrderHistoryRequest(order_id=order.id), metadata=stack.client
+    )
+    assert [c.payment_status for c in history.changes] == [
+        opb.PAYMENT_STATUS_UNPAID,
+        opb.PAYMENT_STATUS_UNPAID,
+        opb.PAYMENT_STATUS_UNPAID,
+    ]
