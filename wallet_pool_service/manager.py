@@ -222,7 +222,9 @@ class WalletPoolManager:
         DEPOSITS_REVERTED.labels(network).inc(outcome.reverted)
         if outcome.finality_violations:
             FINALITY_VIOLATIONS.labels(network).inc(outcome.finality_violations)
-            log.error(
+            # What the chain (or the watcher) did, not a fault of this service: the alert
+            # is on the counter.
+            log.warning(
                 "confirmed deposits reverted below the finalized height",
                 extra={"network": network, "count": outcome.finality_violations},
             )

@@ -68,6 +68,9 @@ class PoolGauges:
             ]:
                 WALLETS.labels(s.network, state).set(count)
             QUEUE_LENGTH.labels(s.network).set(s.queued)
+            # Counted from 0 from the start, so that an alert on their increase sees the first.
+            DEPOSITS_REVERTED.labels(s.network)
+            FINALITY_VIOLATIONS.labels(s.network)
             HELD_BY_WATERMARK.labels(s.network).set(s.held_by_watermark)
             if s.scanned_height is not None:
                 WATCHER_SCANNED_HEIGHT.labels(s.network).set(s.scanned_height)
