@@ -188,8 +188,8 @@ async def no_wallet_reused_over_a_deposit_or_before_its_watermark(conn: Connecti
     """7: on a guarded network, no wallet was handed to a new order before the watcher had
     scanned its release height plus the confirmations, nor while a deposit newer than its
     release was in a block the watcher had scanned (every deposit up to a scanned height is
-    reported with it or before, so such a deposit held the wallet out). Holds in runs where
-    no operator enables a wallet a late deposit held out."""
+    reported with it or before, so such a deposit held the wallet out), counted deposits
+    only. Holds in runs where no operator enables a wallet a late deposit held out."""
     handed_over = await conn.fetch(
         """SELECT prev.address, prev.order_id AS prev_order, prev.release_height,
                   prev.reuse_confirmations, next.order_id AS next_order, next.scanned_height,
@@ -197,6 +197,9 @@ async def no_wallet_reused_over_a_deposit_or_before_its_watermark(conn: Connecti
                    WHERE d.address = prev.address AND d.network = prev.network
                      AND d.block_time >= prev.released_at
                      AND d.block_height <= next.scanned_height
+                     -- Only a counted deposit holds a wallet out (issue 20: dust, spam
+                     -- tokens and the wrong asset never do).
+                     AND d.disposition = 'COUNTED'
                    LIMIT 1) AS deposit_seen
            FROM wallet_pool.assignments prev
            JOIN LATERAL (

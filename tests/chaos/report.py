@@ -46,6 +46,7 @@ class ChaosReport:
     # The chain watcher: blocks reported, deposits acknowledged.
     watcher_height: int = 0
     deposits: int = 0
+    retracted: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def now(self) -> str:
@@ -92,7 +93,7 @@ class ChaosReport:
             f"  event feed: {self.feed.events} events consumed, {self.feed.reconnects} "
             f"reconnects; the log ended at sequence {self.feed.log_end}",
             f"  chain watcher: {self.watcher_height} blocks scanned, {self.deposits} deposits "
-            "acknowledged",
+            f"acknowledged, {self.retracted} retracted",
             f"  at the end: {self.final_state or 'not reached'}",
             f"  violations: {len(self.violations)}",
         ]

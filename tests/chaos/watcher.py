@@ -1,8 +1,11 @@
 """The ETH chain watcher of the chaos run: a chain of its own that grows a block each tick,
 with customers paying to pool addresses in some blocks (to held wallets mostly; now and then
 to a released one, late), each block reported through ReportDeposits and the report retried
-until acknowledged, through the kills. It remembers what was acknowledged, for the checks
-at the end (tests/invariants.py, 7 and 8)."""
+until acknowledged, through the kills. Some payments are USDT (Transfer logs of the built-in
+contract), now and then a fake token (a contract the office does not take) pays a released
+wallet, and now and then a block of the last few is orphaned: its deposits are retracted.
+It remembers what was acknowledged, for the checks at the end (tests/invariants.py, 7 and 8,
+and issue 20's)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,11 @@ from tests.e2e.stack import WATCHER_TOKEN, bearer
 REUSE_CONFIRMATIONS = 3
 _TICK_SECONDS = 0.25
 _LATE_CHANCE = 0.03
+_TOKEN_CHANCE = 0.3
+_SPAM_CHANCE = 0.3  # of a late payer's deposits
+_ORPHAN_CHANCE = 0.03
+USDT = "0xdac17f958d2ee523a2206206994597c13d831ec7"
+FAKE_USDT = "0x" + "5e" * 20
 
 
 class ChainWatcher:
@@ -42,16 +50,33 @@ class ChainWatcher:
         self.height = 0
         # (network, txid, index) -> (address, amount) of every acknowledged deposit
         self.acknowledged: dict[tuple[str, str, int], tuple[str, Decimal]] = {}
+        # Per recent block, its acknowledged deposits (to orphan one now and then).
+        self._recent: dict[int, list[wpb.ChainDeposit]] = {}
+        self.retracted = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(_TICK_SECONDS)
             self.height += 1
-            payees = await self._payees()
-            deposits = [self._deposit(address, index) for index, address in enumerate(payees)]
-            await self._report_until_acknowledged(deposits)
+            payees, late = await self._payees()
+            deposits = [self._deposit(address, index, late) for index, address in enumerate(payees)]
+            await self._report_until_acknowledged(deposits, self._orphaned())
 
-    async def _payees(self) -> list[str]:
+    def _orphaned(self) -> list[wpb.Retraction]:
+        """Now and then a block of the last few left the chain: its deposits, retracted."""
+        for old in [h for h in self._recent if h < self.height - 5]:
+            del self._recent[old]
+        if not self._recent or self._rng.random() >= _ORPHAN_CHANCE:
+            return []
+        block = self._rng.choice(sorted(self._recent))
+        return [
+            wpb.Retraction(
+                txid=d.txid, kind=d.kind, index=d.index, reason=wpb.RETRACTION_REASON_ORPHANED
+            )
+            for d in self._recent.pop(block)
+        ]
+
+    async def _payees(self) -> tuple[list[str], bool]:
         """Who pays in this block: a held wallet most blocks, a released one rarely (a late
         payer). Read from the pool's table, as a chain shows payments to any address; none
         while the database is down."""
@@ -66,18 +91,21 @@ class ChainWatcher:
         try:
             conn = await asyncpg.connect(self._database_url, timeout=2)
         except (OSError, asyncpg.PostgresError, TimeoutError):
-            return []
+            return [], late
         try:
             rows = await conn.fetch(query)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            return []
+            return [], late
         finally:
             with contextlib.suppress(Exception):
                 await conn.close(timeout=2)
         addresses = [r["address"] for r in rows]
-        return self._rng.sample(addresses, min(len(addresses), 1 if late else 2))
+        return self._rng.sample(addresses, min(len(addresses), 1 if late else 2)), late
 
-    def _deposit(self, address: str, index: int) -> wpb.ChainDeposit:
+    def _deposit(self, address: str, index: int, late: bool) -> wpb.ChainDeposit:
+        token = self._rng.random() < _TOKEN_CHANCE
+        spam = late and self._rng.random() < _SPAM_CHANCE
+        contract = FAKE_USDT if spam else USDT if token else ""
         return wpb.ChainDeposit(
             address=address,
             txid=f"0x{self.height:016x}{self._rng.getrandbits(64):016x}",
@@ -86,11 +114,15 @@ class ChainWatcher:
             block_height=self.height,
             block_time=to_timestamp(datetime.now(UTC)),
             confirmations=1,
+            token_contract=contract,
+            kind=wpb.DEPOSIT_KIND_TOKEN if contract else wpb.DEPOSIT_KIND_NATIVE,
         )
 
-    async def _report_until_acknowledged(self, deposits: list[wpb.ChainDeposit]) -> None:
+    async def _report_until_acknowledged(
+        self, deposits: list[wpb.ChainDeposit], retracted: list[wpb.Retraction]
+    ) -> None:
         request = wpb.ReportDepositsRequest(
-            network="ETH", deposits=deposits, scanned_height=self.height
+            network="ETH", deposits=deposits, scanned_height=self.height, reverted=retracted
         )
         delay = 0.1
         while True:
@@ -109,4 +141,6 @@ class ChainWatcher:
             for d in deposits:
                 key = ("ETH", d.txid, d.index)
                 self.acknowledged[key] = (d.address, Decimal(d.amount))
+            self._recent[self.height] = list(deposits)
+            self.retracted += len(retracted)
             return
