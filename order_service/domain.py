@@ -382,37 +382,6 @@ class StatusChange:
     payment_status: PaymentStatus | None = None
 
 
-# What COMPLETED requires when COMPLETE_REQUIRES_PAYMENT is on (unless a reason is given).
-PAID_STATUSES = frozenset({PaymentStatus.PAID, PaymentStatus.OVERPAID})
-
-
-def required_payment(
-    target: OrderStatus, reason: str, completion_requires_payment: bool
-) -> frozenset[PaymentStatus] | None:
-    """The payment statuses a change to `target` requires (None: any). With the setting on,
-    COMPLETED requires PAID or OVERPAID, unless the operator gives a reason (an override,
-    kept in the history with the payment status it overrode)."""
-    if target is OrderStatus.COMPLETED and completion_requires_payment and not reason:
-        return PAID_STATUSES
-    return None
-
-
-class PaymentRequired(FailedPrecondition):
-    def __init__(self, order: "Order") -> None:
-        super().__init__(
-            f"status: order {order.id} is {order.payment_status} ({order.received_confirmed} "
-            f"of {order.amount} confirmed); COMPLETED requires PAID or OVERPAID, or a reason "
-            "for completing it anyway"
-        )
-        self.violations = (
-            Violation(
-                type="PAYMENT_STATUS",
-                subject=f"order:{order.id}",
-                description=f"payment status {order.payment_status}; required PAID or OVERPAID",
-            ),
-        )
-
-
 @dataclass(frozen=True)
 class PendingRelease:
     order_id: uuid.UUID

@@ -13,6 +13,7 @@ from decimal import Decimal
 import asyncpg
 
 from order_service import domain
+from order_service.deposit_sync import DepositSync
 from order_service.domain import (
     Order,
     OrderFilter,
@@ -23,7 +24,13 @@ from order_service.domain import (
 )
 from order_service.feed import OrderFeed
 from order_service.metrics import EVENTS_DELETED, EVENTS_SEQUENCED, RELEASE_ATTEMPTS
-from order_service.payment import NO_TOLERANCES, TolerancePolicy, evaluate
+from order_service.payment import (
+    NO_TOLERANCES,
+    PaymentRequired,
+    PaymentStatus,
+    TolerancePolicy,
+    required_payment,
+)
 from order_service.repository import OrderRepository, PostgresOrderRepository
 from order_service.wallet_pool_client import WalletPoolError, WalletPoolGateway
 from shared.assets import AssetTable, check_scale, parse_assets
@@ -39,7 +46,6 @@ _EXPIRY_BATCH = 50
 _EVENT_PAGE = 500
 _SEQUENCE_BATCH = 5000
 _EVENT_EXPIRY_BATCH = 1000
-_DEPOSIT_PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class OrderManager:
         self.order_ttl_seconds = order_ttl_seconds
         self._event_retention_seconds = event_retention_seconds
         self.feed = OrderFeed(max_watch_streams, self.sequence_events)
+        self._deposits = DepositSync(pool, wallet_pool, self.feed)
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[OrderRepository]:
@@ -170,57 +177,8 @@ class OrderManager:
             return order, await orders.deposits(order_id)
 
     async def sync_deposits(self) -> bool:
-        """Deposit-sync step: copy the deposits the pool attributed to orders of this
-        service, from where the last step stopped. True if a full page (more may follow)."""
-        async with self._statement() as orders:
-            after_id, after = await orders.deposit_cursor()
-        through_id: int | None = None
-        try:
-            page, last = await self._wallet_pool.deposit_changes(after, _DEPOSIT_PAGE)
-            through_change: int | None = last
-        except WalletPoolError as exc:
-            if exc.code != "UNIMPLEMENTED":
-                log.info("deposits not obtained", extra={"code": exc.code})
-                return False
-            # A pool of the previous release (a rolling update): new deposits by id only.
-            try:
-                page, last = await self._wallet_pool.deposits_after(after_id, _DEPOSIT_PAGE)
-            except WalletPoolError as again:
-                log.info("deposits not obtained", extra={"code": again.code})
-                return False
-            after, through_id, through_change = after_id, last, None
-        if last == after:
-            return False
-        # The deposits and the payment status they change, in one transaction: no order
-        # shows a deposit its payment status has not taken in.
-        async with self._transaction() as orders:
-            paid = await orders.record_deposits(page, through_id, through_change)
-            changed = [await self._evaluate_payment(orders, order_id) for order_id in paid]
-        if paid:
-            self.feed.changed(*(order.id for order in changed if order is not None))
-            self.feed.run_sequencer()
-            log.info("deposits recorded", extra={"orders": len(paid)})
-        return last - after >= _DEPOSIT_PAGE
-
-    async def _evaluate_payment(self, orders: OrderRepository, order_id: uuid.UUID) -> Order | None:
-        """Recompute the order's payment from its deposits, under its lock; the order if it
-        changed (a change of status records its event)."""
-        order = await orders.lock(order_id)
-        if order is None:
-            return None
-        deposits = await orders.deposits(order_id)
-        payment = evaluate(order.amount, order.asset, deposits, order.tolerance)
-        changed = await orders.set_payment(order_id, payment)
-        if changed is not None and changed.payment_status is not order.payment_status:
-            log.info(
-                "payment status changed",
-                extra={
-                    "order_id": str(order_id),
-                    "from": order.payment_status.value,
-                    "to": changed.payment_status.value,
-                },
-            )
-        return changed
+        """Deposit-sync step (order_service/deposit_sync.py). True if a full page."""
+        return await self._deposits.sync()
 
     async def get_history(self, order_id: uuid.UUID, scope: OrderScope) -> list[StatusChange]:
         """The order's status changes, if `scope` sees the order (else OrderNotFound)."""
@@ -258,9 +216,14 @@ class OrderManager:
                     )
                     outcome = WalletRelease.PENDING if pending else WalletRelease.NOT_NEEDED
                     return current, outcome
-                required = domain.required_payment(status, reason, self._completion_gate)
+                required = self._required_payment(status, reason)
                 if required is not None and current.payment_status not in required:
-                    raise domain.PaymentRequired(current)
+                    raise PaymentRequired(
+                        current.id,
+                        current.payment_status,
+                        current.received_confirmed,
+                        current.amount,
+                    )
                 order = await self._record_change(
                     orders, order_id, current.status, status, reason, actor
                 )
@@ -269,6 +232,11 @@ class OrderManager:
                 return order, await self._release_after(order)
             # another change came first: decide again on what it left
         raise AssertionError("an order changed status more often than it has statuses")
+
+    def _required_payment(
+        self, status: OrderStatus, reason: str
+    ) -> frozenset[PaymentStatus] | None:
+        return required_payment(status is OrderStatus.COMPLETED, reason, self._completion_gate)
 
     async def _release_after(self, order: Order) -> WalletRelease:
         """The release a change to `order.status` owes, attempted at once."""
@@ -290,7 +258,7 @@ class OrderManager:
         None if the order does not have `current` (any more), or not the payment status the
         change requires (COMPLETE_REQUIRES_PAYMENT)."""
         lease = self._release_policy.lease_seconds if domain.is_final_status(status) else None
-        required = domain.required_payment(status, reason, self._completion_gate)
+        required = self._required_payment(status, reason)
         return await orders.change_status(order_id, current, status, reason, actor, lease, required)
 
     async def expire_stale_orders(self) -> bool:

@@ -13,6 +13,7 @@ amount however small the order.
 
 import enum
 import re
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -20,6 +21,7 @@ from typing import Protocol
 
 from shared.assets import AssetTable
 from shared.config import ConfigError
+from shared.errors import FailedPrecondition, Violation
 
 UNDER_VARIABLE = "PAYMENT_UNDERPAY_TOLERANCE"
 OVER_VARIABLE = "PAYMENT_OVERPAY_TOLERANCE"
@@ -82,6 +84,38 @@ class PaidDeposit(Protocol):
     def counted(self) -> bool: ...
     @property
     def confirmed(self) -> bool: ...
+
+
+# What COMPLETED requires when COMPLETE_REQUIRES_PAYMENT is on (unless a reason is given).
+PAID_STATUSES = frozenset({PaymentStatus.PAID, PaymentStatus.OVERPAID})
+
+
+def required_payment(
+    completing: bool, reason: str, completion_requires_payment: bool
+) -> frozenset[PaymentStatus] | None:
+    """The payment statuses a status change requires (None: any). With the setting on,
+    COMPLETED requires PAID or OVERPAID, unless the operator gives a reason (an override,
+    kept in the history with the payment status it overrode)."""
+    if completing and completion_requires_payment and not reason:
+        return PAID_STATUSES
+    return None
+
+
+class PaymentRequired(FailedPrecondition):
+    def __init__(
+        self, order_id: uuid.UUID, status: PaymentStatus, received: Decimal, amount: Decimal
+    ) -> None:
+        super().__init__(
+            f"status: order {order_id} is {status} ({received} of {amount} confirmed); "
+            "COMPLETED requires PAID or OVERPAID, or a reason for completing it anyway"
+        )
+        self.violations = (
+            Violation(
+                type="PAYMENT_STATUS",
+                subject=f"order:{order_id}",
+                description=f"payment status {status}; required PAID or OVERPAID",
+            ),
+        )
 
 
 def counts_toward_payment(deposit: PaidDeposit, asset: str) -> bool:
