@@ -87,6 +87,9 @@ async def _serve(settings: OrderSettings, tracing: Tracing) -> None:
             order_ttl_seconds=settings.order_ttl_seconds,
             event_retention_seconds=settings.event_retention_seconds,
             max_watch_streams=settings.max_watch_streams,
+            assets=settings.assets,
+            tolerance=settings.tolerance,
+            completion_requires_payment=settings.completion_requires_payment,
         )
         feed = manager.feed
         servicer = OrderServicer(manager)

@@ -2,7 +2,9 @@
 
 from dataclasses import dataclass
 
+from order_service.payment import OVER_VARIABLE, UNDER_VARIABLE, TolerancePolicy
 from shared import config
+from shared.assets import ASSETS_VARIABLE, AssetTable, parse_assets
 from shared.auth import OPERATOR, Principal, load_tokens, require_credentials
 from shared.embedded_db import DEFAULT_DATA_DIR
 from shared.networks import supported_networks
@@ -25,6 +27,14 @@ def credential_problems(service_token: str | None) -> list[str]:
     return [] if service_token else [MISSING_SERVICE_TOKEN]
 
 
+def _env_switch(name: str) -> bool:
+    """`true` or `false` (default false); anything else stops the service naming it."""
+    value = config.env_str(name, "false").lower()
+    if value not in ("true", "false"):
+        raise config.ConfigError(f"{name} must be true or false, got {value!r}")
+    return value == "true"
+
+
 @dataclass(frozen=True)
 class OrderSettings:
     environment: str
@@ -39,6 +49,12 @@ class OrderSettings:
     # The order service's own credential towards the wallet pool.
     service_token: str | None
     networks: tuple[str, ...]
+    # The networks' coins and tokens (ASSETS over the built-in ones, as the pool reads it).
+    assets: AssetTable
+    # The payment tolerances, snapshotted on each order at creation.
+    tolerance: TolerancePolicy
+    # COMPLETED requires PAID or OVERPAID unless the operator gives a reason.
+    completion_requires_payment: bool
     allocation_sync_seconds: float
     deposit_sync_seconds: float
     order_ttl_seconds: float
@@ -61,6 +77,8 @@ class OrderSettings:
 
     @classmethod
     def from_env(cls) -> "OrderSettings":
+        networks = supported_networks()
+        assets = parse_assets(config.env_str(ASSETS_VARIABLE, ""), networks)
         settings = cls(
             environment=config.environment(),
             database_url=config.env_database_url("ORDER_DATABASE_URL", "DATABASE_URL"),
@@ -75,7 +93,12 @@ class OrderSettings:
             ),
             tokens=load_tokens(),
             service_token=config.env_optional("SERVICE_TOKEN"),
-            networks=supported_networks(),
+            networks=networks,
+            assets=assets,
+            completion_requires_payment=_env_switch("COMPLETE_REQUIRES_PAYMENT"),
+            tolerance=TolerancePolicy.parse(
+                config.env_str(UNDER_VARIABLE, ""), config.env_str(OVER_VARIABLE, ""), assets
+            ),
             allocation_sync_seconds=config.env_float(
                 "ALLOCATION_SYNC_SECONDS", 0.5, minimum=0.05, maximum=3600.0
             ),

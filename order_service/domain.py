@@ -8,10 +8,11 @@ import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
+from order_service.payment import NO_TOLERANCE, PaymentStatus, Tolerance
 from shared.auth import CLIENT, OPERATOR, Principal
 from shared.errors import (
     AlreadyExists,
@@ -72,6 +73,27 @@ class EventType(enum.StrEnum):
     EXPIRED = "EXPIRED"
     RELEASE_DELIVERED = "RELEASE_DELIVERED"
     DEPOSIT_RECEIVED = "DEPOSIT_RECEIVED"
+    PAYMENT_STATUS_CHANGED = "PAYMENT_STATUS_CHANGED"
+    DEPOSIT_CONFIRMED = "DEPOSIT_CONFIRMED"
+    DEPOSIT_REVERTED = "DEPOSIT_REVERTED"
+
+
+class DepositDisposition(enum.StrEnum):
+    """As the pool classified a deposit: only COUNTED counts toward the payment."""
+
+    COUNTED = "COUNTED"
+    DUST = "DUST"
+    UNKNOWN_ASSET = "UNKNOWN_ASSET"
+    WRONG_ASSET = "WRONG_ASSET"
+
+
+class DepositStatus(enum.StrEnum):
+    """As the pool last said: only a CONFIRMED deposit is received for good, a REVERTED one
+    never counts."""
+
+    CONFIRMING = "CONFIRMING"
+    CONFIRMED = "CONFIRMED"
+    REVERTED = "REVERTED"
 
 
 class Row(Protocol):
@@ -92,6 +114,15 @@ class Order:
     # The name of the credential that created the order (`request_id` is its key).
     created_by: str
     wallet_release: WalletRelease = WalletRelease.NOT_NEEDED
+    # The asset the customer pays in ('' the network's coin).
+    asset: str = ""
+    payment_status: PaymentStatus = PaymentStatus.UNPAID
+    received_confirmed: Decimal = Decimal(0)
+    received_pending: Decimal = Decimal(0)
+    # The settings' snapshot when the order was created.
+    tolerance: Tolerance = NO_TOLERANCE
+    # When it was shown its address: its payment window runs from then (None: not yet).
+    payment_window_start: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> "Order":
@@ -107,6 +138,17 @@ class Order:
             update_time=row["update_time"],
             created_by=row["created_by"],
             wallet_release=WalletRelease[row["wallet_release"]],
+            asset=row["asset"],
+            payment_status=PaymentStatus(row["payment_status"]),
+            received_confirmed=row["received_confirmed"],
+            received_pending=row["received_pending"],
+            tolerance=Tolerance(
+                row["tolerance_under_pct"],
+                row["tolerance_under_abs"],
+                row["tolerance_over_pct"],
+                row["tolerance_over_abs"],
+            ),
+            payment_window_start=row["payment_window_start"],
         )
 
 
@@ -120,6 +162,16 @@ def allocation_of(order: Order) -> Allocation:
     if order.queue_position is not None:
         return Allocation.QUEUED
     return Allocation.AWAITING_POOL
+
+
+def payment_window_end(order: Order, ttl_seconds: float) -> datetime | None:
+    """When a PENDING order's payment window ends (None: it has not started, or there is no
+    expiry, or the order is no longer PENDING)."""
+    if not ttl_seconds or order.payment_window_start is None:
+        return None
+    if order.status is not OrderStatus.PENDING:
+        return None
+    return order.payment_window_start + timedelta(seconds=ttl_seconds)
 
 
 def watch_is_over(order: Order) -> bool:
@@ -139,6 +191,27 @@ class OrderDeposit:
     block_height: int
     block_time: datetime
     late: bool
+    # The asset's code ('' the coin; None an unknown token) and what the deposit does.
+    asset: str | None = ""
+    disposition: DepositDisposition = DepositDisposition.COUNTED
+    token_contract: str | None = None
+    # As the pool last said, and what the asset needs (None: counted as confirmed, as
+    # deposits recorded before confirmations were tracked).
+    confirmations: int | None = None
+    required_confirmations: int | None = None
+    status: DepositStatus = DepositStatus.CONFIRMED
+
+    @property
+    def counted(self) -> bool:
+        """Counted by the pool and not reverted since."""
+        return (
+            self.disposition is DepositDisposition.COUNTED
+            and self.status is not DepositStatus.REVERTED
+        )
+
+    @property
+    def confirmed(self) -> bool:
+        return self.status is DepositStatus.CONFIRMED
 
     @classmethod
     def from_row(cls, row: Row, prefix: str = "") -> "OrderDeposit":
@@ -150,6 +223,12 @@ class OrderDeposit:
             block_height=row[f"{prefix}block_height"],
             block_time=row[f"{prefix}block_time"],
             late=row[f"{prefix}late"],
+            asset=row[f"{prefix}asset"],
+            disposition=DepositDisposition(row[f"{prefix}disposition"]),
+            token_contract=row[f"{prefix}token_contract"],
+            confirmations=row[f"{prefix}confirmations"],
+            required_confirmations=row[f"{prefix}required_confirmations"],
+            status=DepositStatus(row[f"{prefix}status"]),
         )
 
 
@@ -160,6 +239,8 @@ class PoolDeposit:
     pool_id: int
     order_id: uuid.UUID
     deposit: OrderDeposit
+    # Its last change's number in the pool (the change cursor).
+    change: int = 0
 
 
 @dataclass(frozen=True)
@@ -176,6 +257,11 @@ class OrderEvent:
     wallet_address: str | None
     queue_position: int | None
     deposit: OrderDeposit | None = None
+    # PAYMENT_STATUS_CHANGED: from, to, and the amounts then.
+    payment_status: PaymentStatus | None = None
+    from_payment_status: PaymentStatus | None = None
+    received_confirmed: Decimal | None = None
+    received_pending: Decimal | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> "OrderEvent":
@@ -192,7 +278,15 @@ class OrderEvent:
             wallet_address=row["wallet_address"],
             queue_position=row["queue_position"],
             deposit=OrderDeposit.from_row(row, "deposit_") if row["deposit_txid"] else None,
+            payment_status=_payment_status(row["payment_status"]),
+            from_payment_status=_payment_status(row["from_payment_status"]),
+            received_confirmed=row["received_confirmed"],
+            received_pending=row["received_pending"],
         )
+
+
+def _payment_status(text: str | None) -> PaymentStatus | None:
+    return PaymentStatus(text) if text else None
 
 
 class EventsDeleted(OutOfRange):
@@ -284,6 +378,8 @@ class StatusChange:
     actor: str
     reason: str
     change_time: datetime
+    # The order's payment status when it changed (None: before it was recorded).
+    payment_status: PaymentStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -402,8 +498,8 @@ def parse_reason(text: str) -> str:
     return parse_text(text, "reason", MAX_REASON_LENGTH)
 
 
-def same_request(order: Order, network: str, amount: Decimal) -> bool:
-    return order.network == network and order.amount == amount
+def same_request(order: Order, network: str, amount: Decimal, asset: str = "") -> bool:
+    return order.network == network and order.amount == amount and order.asset == asset
 
 
 def retry_delay(attempts: int, base: float, cap: float, rng: random.Random | None = None) -> float:

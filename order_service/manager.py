@@ -13,6 +13,7 @@ from decimal import Decimal
 import asyncpg
 
 from order_service import domain
+from order_service.deposit_sync import DepositSync
 from order_service.domain import (
     Order,
     OrderFilter,
@@ -23,8 +24,16 @@ from order_service.domain import (
 )
 from order_service.feed import OrderFeed
 from order_service.metrics import EVENTS_DELETED, EVENTS_SEQUENCED, RELEASE_ATTEMPTS
+from order_service.payment import (
+    NO_TOLERANCES,
+    PaymentRequired,
+    PaymentStatus,
+    TolerancePolicy,
+    required_payment,
+)
 from order_service.repository import OrderRepository, PostgresOrderRepository
 from order_service.wallet_pool_client import WalletPoolError, WalletPoolGateway
+from shared.assets import AssetTable, check_scale, parse_assets
 from shared.db import accepts_writes, connection, is_database_outage
 from shared.errors import Unavailable
 from shared.pagination import decode_page_token, encode_page_token, foreign_page_token, page_size
@@ -41,7 +50,6 @@ _SEQUENCE_BATCH = 5000
 _CONFIRM_TRIES = 100
 _CONFIRM_PAUSE_SECONDS = 0.005
 _EVENT_EXPIRY_BATCH = 1000
-_DEPOSIT_PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,9 @@ class OrderManager:
         order_ttl_seconds: float = 0.0,
         event_retention_seconds: float = 7 * 86400.0,
         max_watch_streams: int = 10_000,
+        assets: AssetTable | None = None,
+        tolerance: TolerancePolicy = NO_TOLERANCES,
+        completion_requires_payment: bool = False,
     ) -> None:
         """`sync_lease_seconds`: how long one replica keeps a waiting order to itself when it
         asks the pool about it (longer than a call's deadline, so that replicas do not ask at
@@ -74,11 +85,19 @@ class OrderManager:
         self._pool = pool
         self._wallet_pool = wallet_pool
         self.networks = networks
+        # The networks' assets (the built-in ones by default), as the pool has them.
+        self.assets = assets or parse_assets("", networks)
+        # The payment tolerances; each order keeps the snapshot of its creation.
+        self._tolerance = tolerance
+        # COMPLETE_REQUIRES_PAYMENT: COMPLETED needs PAID or OVERPAID, or a reason.
+        self._completion_gate = completion_requires_payment
         self._release_policy = release_policy
         self._sync_lease_seconds = sync_lease_seconds
         self._order_ttl_seconds = order_ttl_seconds
+        self.order_ttl_seconds = order_ttl_seconds
         self._event_retention_seconds = event_retention_seconds
         self.feed = OrderFeed(max_watch_streams, self.sequence_events)
+        self._deposits = DepositSync(pool, wallet_pool, self.feed)
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[OrderRepository]:
@@ -102,25 +121,42 @@ class OrderManager:
             yield PostgresOrderRepository(conn)
 
     async def create_order(
-        self, network: str, amount: Decimal, request_id: str | None, actor: str
+        self,
+        network: str,
+        amount: Decimal,
+        request_id: str | None,
+        actor: str,
+        asset: str = "",
     ) -> Order:
-        """Record the order, then ask the pool for its wallet (or queue place).
+        """Record the order, then ask the pool for its wallet (or queue place). `asset`: an
+        asset code of the network ('' or the coin's symbol: the coin); the amount may have
+        no more decimals than the asset (InvalidArgument otherwise).
 
         The order is committed first, so a wallet is never allocated to an order that does
         not exist; if the pool cannot be reached, the allocation loop asks again later.
         """
+        expected = self.assets.order_asset(network, asset)
+        check_scale(amount, expected, "amount")
         async with self._statement() as orders:
-            order = await orders.create(uuid.uuid4(), network, amount, request_id, actor)
+            order = await orders.create(
+                uuid.uuid4(),
+                network,
+                amount,
+                request_id,
+                actor,
+                expected.code,
+                self._tolerance.for_asset(network, expected.code),
+            )
             if order is None:
                 assert request_id is not None
                 existing = await orders.by_request_id(actor, request_id)
                 assert existing is not None
-                if not domain.same_request(existing, network, amount):
+                if not domain.same_request(existing, network, amount, expected.code):
                     raise domain.RequestIdReused()
                 return existing
         self.feed.changed(order.id)
         async with _after_commit("order allocation", order.id):
-            synced = await self._sync_allocation(order.id, order.network)
+            synced = await self._sync_allocation(order.id, order.network, order.asset)
             return synced or await self.get_order(order.id, OrderScope.created_by(actor))
         return order
 
@@ -155,23 +191,8 @@ class OrderManager:
             return order, await orders.deposits(order_id)
 
     async def sync_deposits(self) -> bool:
-        """Deposit-sync step: copy the deposits the pool attributed to orders of this
-        service, from where the last step stopped. True if a full page (more may follow)."""
-        async with self._statement() as orders:
-            after = await orders.deposit_cursor()
-        try:
-            page, last = await self._wallet_pool.deposits_after(after, _DEPOSIT_PAGE)
-        except WalletPoolError as exc:
-            log.info("deposits not obtained", extra={"code": exc.code})
-            return False
-        if last == after:
-            return False
-        async with self._statement() as orders:
-            recorded = await orders.record_deposits(page, last)
-        if recorded:
-            self.feed.run_sequencer()
-            log.info("deposits recorded", extra={"count": recorded})
-        return last - after >= _DEPOSIT_PAGE
+        """Deposit-sync step (order_service/deposit_sync.py). True if a full page."""
+        return await self._deposits.sync()
 
     async def get_history(self, order_id: uuid.UUID, scope: OrderScope) -> list[StatusChange]:
         """The order's status changes, if `scope` sees the order (else OrderNotFound)."""
@@ -209,6 +230,14 @@ class OrderManager:
                     )
                     outcome = WalletRelease.PENDING if pending else WalletRelease.NOT_NEEDED
                     return current, outcome
+                required = self._required_payment(status, reason)
+                if required is not None and current.payment_status not in required:
+                    raise PaymentRequired(
+                        current.id,
+                        current.payment_status,
+                        current.received_confirmed,
+                        current.amount,
+                    )
                 order = await self._record_change(
                     orders, order_id, current.status, status, reason, actor
                 )
@@ -217,6 +246,11 @@ class OrderManager:
                 return order, await self._release_after(order)
             # another change came first: decide again on what it left
         raise AssertionError("an order changed status more often than it has statuses")
+
+    def _required_payment(
+        self, status: OrderStatus, reason: str
+    ) -> frozenset[PaymentStatus] | None:
+        return required_payment(status is OrderStatus.COMPLETED, reason, self._completion_gate)
 
     async def _release_after(self, order: Order) -> WalletRelease:
         """The release a change to `order.status` owes, attempted at once."""
@@ -235,15 +269,28 @@ class OrderManager:
         actor: str,
     ) -> Order | None:
         """Status, history row and (on a final status) the owed release, in one statement;
-        None if the order does not have `current` (any more)."""
+        None if the order does not have `current` (any more), or not the payment status the
+        change requires (COMPLETE_REQUIRES_PAYMENT)."""
         lease = self._release_policy.lease_seconds if domain.is_final_status(status) else None
-        return await orders.change_status(order_id, current, status, reason, actor, lease)
+        required = self._required_payment(status, reason)
+        return await orders.change_status(order_id, current, status, reason, actor, lease, required)
 
     async def expire_stale_orders(self) -> bool:
-        """Expiry-loop step: cancel PENDING orders older than the TTL, as the system, and
-        release what they hold. True if a full batch (more may be waiting)."""
+        """Expiry-loop step: cancel PENDING orders whose payment window (the TTL from when
+        they were shown their address) is over with nothing received, as the system, and
+        release what they hold. An order with a counted deposit, confirming or confirmed,
+        or underpaid, is never expired: it stays PENDING with its payment status for the
+        operator. True if a full batch (more may be waiting)."""
         if not self._order_ttl_seconds:
             return False
+        async with self._statement() as orders:
+            due = await orders.expiry_due(self._order_ttl_seconds)
+        if not due:
+            return False
+        # A payment the pool recorded but this service has not copied yet keeps its order:
+        # copy what there is first (not under the orders' locks, which the copy takes).
+        while await self.sync_deposits():
+            pass
         async with self._transaction() as orders:
             stale = await orders.claim_expired(self._order_ttl_seconds, _EXPIRY_BATCH)
             changed = [
@@ -321,14 +368,16 @@ class OrderManager:
         """Allocation-loop step: learn the wallets (or queue places) of waiting orders."""
         async with self._statement() as orders:
             waiting = await orders.claim_waiting(_SYNC_BATCH, self._sync_lease_seconds)
-        await asyncio.gather(*(self._sync_allocation(oid, net) for oid, net in waiting))
+        await asyncio.gather(
+            *(self._sync_allocation(oid, net, asset) for oid, net, asset in waiting)
+        )
         return False
 
-    async def _sync_allocation(self, order_id: uuid.UUID, network: str) -> Order | None:
+    async def _sync_allocation(self, order_id: uuid.UUID, network: str, asset: str) -> Order | None:
         """Ask the pool (idempotently) what the order holds and copy it onto the order;
         returns the order if that changed it."""
         try:
-            allocation = await self._wallet_pool.allocate(order_id, network)
+            allocation = await self._wallet_pool.allocate(order_id, network, asset)
         except WalletPoolError as exc:
             level = logging.INFO if exc.refused else logging.WARNING
             log.log(

@@ -2,13 +2,16 @@
 -- The order and its 'created' history row, in one statement. Nothing is returned when the
 -- creator used the request_id before.
 WITH created AS (
-    INSERT INTO orders.orders (id, status, network, amount, request_id, created_by)
-    VALUES ($1, 'PENDING', $2, $3, $4, $5)
+    INSERT INTO orders.orders
+        (id, status, network, amount, request_id, created_by, asset, tolerance_under_pct,
+         tolerance_under_abs, tolerance_over_pct, tolerance_over_abs)
+    VALUES ($1, 'PENDING', $2, $3, $4, $5, $6, $7, $8, $9, $10)
     ON CONFLICT (created_by, request_id) DO NOTHING
     RETURNING *
 ), history AS (
-    INSERT INTO orders.status_history (order_id, from_status, to_status, reason, actor)
-    SELECT id, NULL, status, 'created', created_by FROM created
+    INSERT INTO orders.status_history
+        (order_id, from_status, to_status, reason, actor, payment_status)
+    SELECT id, NULL, status, 'created', created_by, payment_status FROM created
 )
 SELECT * FROM created
 
@@ -35,16 +38,18 @@ LIMIT $5
 -- Compare-and-set, in one statement: moves the order from $2 to $3 only while it still has
 -- $2, with its history row and, when $6 is not NULL, the release it owes (first attempted
 -- right after, so the lease of $6 seconds keeps the retry loop off it meanwhile).
--- No row: another change came first.
+-- $7: the payment statuses the order must have (NULL: any); the history row records the
+-- one it has. No row: another change came first, or the payment status is not one of $7.
 WITH changed AS (
     UPDATE orders.orders
     SET status = $3, update_time = now(),
         wallet_release = CASE WHEN $6::float8 IS NULL THEN wallet_release ELSE 'PENDING' END
-    WHERE id = $1 AND status = $2
+    WHERE id = $1 AND status = $2 AND ($7::text[] IS NULL OR payment_status = ANY ($7))
     RETURNING *
 ), history AS (
-    INSERT INTO orders.status_history (order_id, from_status, to_status, reason, actor)
-    SELECT id, $2, $3, $4, $5 FROM changed
+    INSERT INTO orders.status_history
+        (order_id, from_status, to_status, reason, actor, payment_status)
+    SELECT id, $2, $3, $4, $5, payment_status FROM changed
 ), owed AS (
     INSERT INTO orders.pending_releases (order_id, address, next_attempt_time)
     SELECT id, coalesce(wallet_address, ''), now() + make_interval(secs => $6::float8)
@@ -55,14 +60,16 @@ WITH changed AS (
 SELECT * FROM changed
 
 -- order_history --
-SELECT from_status, to_status, actor, reason, change_time
+SELECT from_status, to_status, actor, reason, change_time, payment_status
 FROM orders.status_history
 WHERE order_id = $1
 ORDER BY id
 
 -- set_wallet --
 -- Only a live order still waiting takes the address the pool gave it.
-UPDATE orders.orders SET wallet_address = $2, queue_position = NULL, update_time = now()
+-- Its payment window starts now: the customer is shown where to pay.
+UPDATE orders.orders
+SET wallet_address = $2, queue_position = NULL, update_time = now(), payment_window_start = now()
 WHERE id = $1 AND wallet_address IS NULL AND status IN ('PENDING', 'PROCESSING')
 RETURNING *
 
@@ -87,15 +94,26 @@ WHERE o.id = ANY (ARRAY(
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ))
-RETURNING o.id, o.network
+RETURNING o.id, o.network, o.asset
 
 -- claim_expired_orders --
--- PENDING orders older than $1 seconds, locked for the expiry; replicas skip each other's.
+-- PENDING orders shown their address more than $1 seconds ago (or, still waiting for one,
+-- created that long ago) with nothing received (no counted deposit, confirming or
+-- confirmed), locked for the expiry; replicas skip each other's.
 SELECT * FROM orders.orders
-WHERE status = 'PENDING' AND create_time < now() - make_interval(secs => $1)
-ORDER BY create_time
+WHERE status = 'PENDING' AND received_confirmed = 0 AND received_pending = 0
+  AND coalesce(payment_window_start, create_time) < now() - make_interval(secs => $1)
+ORDER BY coalesce(payment_window_start, create_time)
 LIMIT $2
 FOR UPDATE SKIP LOCKED
+
+-- expiry_due --
+-- Whether claim_expired_orders would find an order (without locking any).
+SELECT EXISTS (
+    SELECT 1 FROM orders.orders
+    WHERE status = 'PENDING' AND received_confirmed = 0 AND received_pending = 0
+      AND coalesce(payment_window_start, create_time) < now() - make_interval(secs => $1)
+)
 
 -- release_pending --
 SELECT EXISTS (
@@ -143,7 +161,9 @@ RETURNING attempts
 SELECT e.*, d.txid AS deposit_txid, d.output_index AS deposit_index,
        d.amount AS deposit_amount, d.address AS deposit_address,
        d.block_height AS deposit_block_height, d.block_time AS deposit_block_time,
-       d.late AS deposit_late
+       d.late AS deposit_late, d.asset AS deposit_asset, d.disposition AS deposit_disposition,
+       d.token_contract AS deposit_token_contract, d.confirmations AS deposit_confirmations,
+       d.required_confirmations AS deposit_required_confirmations, d.status AS deposit_status
 FROM orders.order_events e
 LEFT JOIN orders.deposits d ON d.pool_id = e.deposit_id
 WHERE e.sequence > $1 AND (cardinality($3::text[]) = 0 OR e.type = ANY ($3))
@@ -156,7 +176,9 @@ LIMIT $2
 SELECT e.*, d.txid AS deposit_txid, d.output_index AS deposit_index,
        d.amount AS deposit_amount, d.address AS deposit_address,
        d.block_height AS deposit_block_height, d.block_time AS deposit_block_time,
-       d.late AS deposit_late
+       d.late AS deposit_late, d.asset AS deposit_asset, d.disposition AS deposit_disposition,
+       d.token_contract AS deposit_token_contract, d.confirmations AS deposit_confirmations,
+       d.required_confirmations AS deposit_required_confirmations, d.status AS deposit_status
 FROM orders.order_events e
 LEFT JOIN orders.deposits d ON d.pool_id = e.deposit_id
 WHERE e.order_id = $4 AND e.sequence > $1
@@ -168,20 +190,35 @@ LIMIT $2
 -- order_deposits --
 SELECT * FROM orders.deposits WHERE order_id = $1 ORDER BY pool_id
 
+-- lock_order --
+-- The order, locked for a change that is decided in the service (its payment status).
+SELECT * FROM orders.orders WHERE id = $1 FOR UPDATE
+
+-- set_payment --
+-- The payment status and amounts (the event comes from a trigger, on a change of status).
+UPDATE orders.orders
+SET payment_status = $2, received_confirmed = $3, received_pending = $4
+WHERE id = $1
+  AND (payment_status, received_confirmed, received_pending) IS DISTINCT FROM ($2, $3, $4)
+RETURNING *
+
 -- deposit_cursor --
-SELECT last_pool_id FROM orders.deposit_cursor
+SELECT last_pool_id, last_change FROM orders.deposit_cursor
 
 -- record_deposits --
 -- Deposits the pool attributed to orders of this service, each once (their events come
--- from a trigger), and the cursor moved past the page ($10), in one statement. Deposits
+-- from triggers), updated when seen again, and the cursor moved past the page, in one
+-- statement. Deposits
 -- of orders this service does not know are skipped. Late: after the release (the pool
 -- says), or after the order became final (a release the pool had not received yet).
 WITH recorded AS (
     INSERT INTO orders.deposits
         (pool_id, order_id, txid, output_index, amount, address, block_height, block_time,
+         asset, disposition, token_contract, confirmations, required_confirmations, status,
          late)
     SELECT d.pool_id, d.order_id, d.txid, d.output_index, d.amount, d.address, d.block_height,
-           d.block_time,
+           d.block_time, d.asset, d.disposition, d.token_contract, d.confirmations,
+           d.required_confirmations, d.status,
            d.late OR EXISTS (
                SELECT 1 FROM orders.status_history h
                WHERE h.order_id = d.order_id AND h.to_status IN ('COMPLETED', 'CANCELLED')
@@ -189,16 +226,27 @@ WITH recorded AS (
            )
     FROM unnest(
         $1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::numeric[], $6::text[],
-        $7::bigint[], $8::timestamptz[], $9::boolean[]
+        $7::bigint[], $8::timestamptz[], $9::boolean[], $10::text[], $11::text[], $12::text[],
+        $13::bigint[], $14::bigint[], $15::text[]
     ) AS d (pool_id, order_id, txid, output_index, amount, address, block_height,
-            block_time, late)
+            block_time, late, asset, disposition, token_contract, confirmations,
+            required_confirmations, status)
     WHERE EXISTS (SELECT 1 FROM orders.orders o WHERE o.id = d.order_id)
-    ON CONFLICT (pool_id) DO NOTHING
-    RETURNING pool_id
+    -- Seen before: its block, confirmations and status as the pool says now.
+    ON CONFLICT (pool_id) DO UPDATE
+    SET block_height = EXCLUDED.block_height, confirmations = EXCLUDED.confirmations,
+        status = EXCLUDED.status
+    WHERE (deposits.block_height, deposits.confirmations, deposits.status)
+          IS DISTINCT FROM (EXCLUDED.block_height, EXCLUDED.confirmations, EXCLUDED.status)
+    RETURNING pool_id, order_id
 ), moved AS (
-    UPDATE orders.deposit_cursor SET last_pool_id = greatest(last_pool_id, $10)
+    -- $16: how far the id cursor (ListDeposits), $17: the change cursor
+    -- (ListDepositChanges) has read; NULL leaves it.
+    UPDATE orders.deposit_cursor
+    SET last_pool_id = greatest(last_pool_id, coalesce($16, last_pool_id)),
+        last_change = greatest(last_change, coalesce($17, last_change))
 )
-SELECT count(*) FROM recorded
+SELECT DISTINCT order_id FROM recorded
 
 -- event_log --
 SELECT last_sequence, deleted_through, confirmed_through FROM orders.event_log

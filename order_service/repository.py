@@ -19,6 +19,7 @@ from order_service.domain import (
     PendingRelease,
     StatusChange,
 )
+from order_service.payment import NO_TOLERANCE, Payment, PaymentStatus, Tolerance
 from shared.db import Connection, is_database_outage, is_read_only
 from shared.errors import OutcomeUnknown
 from shared.sql import load_queries
@@ -47,6 +48,8 @@ class OrderRepository(Protocol):
         amount: Decimal,
         request_id: str | None,
         created_by: str,
+        asset: str = "",
+        tolerance: Tolerance = NO_TOLERANCE,
     ) -> Order | None: ...
     async def by_request_id(self, created_by: str, request_id: str) -> Order | None: ...
     async def get(self, order_id: uuid.UUID) -> Order | None: ...
@@ -66,13 +69,15 @@ class OrderRepository(Protocol):
         reason: str,
         actor: str,
         release_lease_seconds: float | None,
+        required_payment: Collection[PaymentStatus] | None = None,
     ) -> Order | None: ...
     async def set_wallet(self, order_id: uuid.UUID, address: str) -> Order | None: ...
     async def set_queue_position(self, order_id: uuid.UUID, position: int) -> Order | None: ...
     async def claim_waiting(
         self, limit: int, lease_seconds: float
-    ) -> list[tuple[uuid.UUID, str]]: ...
+    ) -> list[tuple[uuid.UUID, str, str]]: ...
     async def claim_expired(self, ttl_seconds: float, limit: int) -> list[Order]: ...
+    async def expiry_due(self, ttl_seconds: float) -> bool: ...
     async def release_pending(self, order_id: uuid.UUID) -> bool: ...
     async def count_pending_releases(self) -> int: ...
     async def claim_due_releases(
@@ -92,8 +97,15 @@ class OrderRepository(Protocol):
     async def confirm_events(self) -> int: ...
     async def postpone_release(self, order_id: uuid.UUID, delay: float, error: str) -> None: ...
     async def deposits(self, order_id: uuid.UUID) -> list[domain.OrderDeposit]: ...
-    async def deposit_cursor(self) -> int: ...
-    async def record_deposits(self, page: list[domain.PoolDeposit], through_id: int) -> int: ...
+    async def deposit_cursor(self) -> tuple[int, int]: ...
+    async def record_deposits(
+        self,
+        page: list[domain.PoolDeposit],
+        through_id: int | None,
+        through_change: int | None = None,
+    ) -> list[uuid.UUID]: ...
+    async def lock(self, order_id: uuid.UUID) -> Order | None: ...
+    async def set_payment(self, order_id: uuid.UUID, payment: Payment) -> Order | None: ...
 
 
 class PostgresOrderRepository:
@@ -137,6 +149,8 @@ class PostgresOrderRepository:
         amount: Decimal,
         request_id: str | None,
         created_by: str,
+        asset: str = "",
+        tolerance: Tolerance = NO_TOLERANCE,
     ) -> Order | None:
         """The new order, with its 'created' history row; None when `created_by` used
         `request_id` before. CreationOutcomeUnknown if the connection is lost meanwhile."""
@@ -148,6 +162,11 @@ class PostgresOrderRepository:
             amount,
             request_id,
             created_by,
+            asset,
+            tolerance.under_pct,
+            tolerance.under_abs,
+            tolerance.over_pct,
+            tolerance.over_abs,
         )
 
     async def by_request_id(self, created_by: str, request_id: str) -> Order | None:
@@ -187,6 +206,7 @@ class PostgresOrderRepository:
                 actor=r["actor"],
                 reason=r["reason"],
                 change_time=r["change_time"],
+                payment_status=PaymentStatus(r["payment_status"]) if r["payment_status"] else None,
             )
             for r in rows
         ]
@@ -199,11 +219,12 @@ class PostgresOrderRepository:
         reason: str,
         actor: str,
         release_lease_seconds: float | None,
+        required_payment: Collection[PaymentStatus] | None = None,
     ) -> Order | None:
         """Compare-and-set from `current`, with the history row and, given a lease, the owed
-        release; None (nothing written) if the order is unknown or its status is not
-        `current`. ChangeOutcomeUnknown if the connection is lost meanwhile (outside a
-        transaction)."""
+        release; None (nothing written) if the order is unknown, its status is not `current`
+        or (given `required_payment`) its payment status is not one of those.
+        ChangeOutcomeUnknown if the connection is lost meanwhile (outside a transaction)."""
         return await self._write(
             lambda: domain.ChangeOutcomeUnknown(order_id),
             "change_status",
@@ -213,6 +234,7 @@ class PostgresOrderRepository:
             reason,
             actor,
             release_lease_seconds,
+            sorted(p.value for p in required_payment) if required_payment is not None else None,
         )
 
     async def set_wallet(self, order_id: uuid.UUID, address: str) -> Order | None:
@@ -223,13 +245,19 @@ class PostgresOrderRepository:
         """The order with its new place; None if it is not waiting or the place is the same."""
         return await self._one("set_queue_position", order_id, position)
 
-    async def claim_waiting(self, limit: int, lease_seconds: float) -> list[tuple[uuid.UUID, str]]:
+    async def claim_waiting(
+        self, limit: int, lease_seconds: float
+    ) -> list[tuple[uuid.UUID, str, str]]:
         rows = await self._conn.fetch(self._q["claim_waiting_orders"], limit, lease_seconds)
-        return [(row["id"], row["network"]) for row in rows]
+        return [(row["id"], row["network"], row["asset"]) for row in rows]
 
     async def claim_expired(self, ttl_seconds: float, limit: int) -> list[Order]:
         rows = await self._conn.fetch(self._q["claim_expired_orders"], ttl_seconds, limit)
         return [Order.from_row(row) for row in rows]
+
+    async def expiry_due(self, ttl_seconds: float) -> bool:
+        due: bool = await self._conn.fetchval(self._q["expiry_due"], ttl_seconds)
+        return due
 
     async def release_pending(self, order_id: uuid.UUID) -> bool:
         pending: bool = await self._conn.fetchval(self._q["release_pending"], order_id)
@@ -272,16 +300,23 @@ class PostgresOrderRepository:
         rows = await self._conn.fetch(self._q["order_deposits"], order_id)
         return [domain.OrderDeposit.from_row(row) for row in rows]
 
-    async def deposit_cursor(self) -> int:
-        """The last pool deposit id read."""
-        last: int = await self._conn.fetchval(self._q["deposit_cursor"])
-        return last
+    async def deposit_cursor(self) -> tuple[int, int]:
+        """The last pool deposit id read, and the last change."""
+        row = await self._conn.fetchrow(self._q["deposit_cursor"])
+        assert row is not None, "the cursor has its one row"
+        return row["last_pool_id"], row["last_change"]
 
-    async def record_deposits(self, page: list[domain.PoolDeposit], through_id: int) -> int:
-        """Record the deposits of known orders (each once) and move the cursor to
-        `through_id`; returns how many were new."""
+    async def record_deposits(
+        self,
+        page: list[domain.PoolDeposit],
+        through_id: int | None,
+        through_change: int | None = None,
+    ) -> list[uuid.UUID]:
+        """Record the deposits of known orders (each once; one seen before takes its new
+        block, confirmations and status) and move the id cursor to `through_id` or the
+        change cursor to `through_change`; returns the orders whose deposits changed."""
         deposits = [p.deposit for p in page]
-        recorded: int = await self._conn.fetchval(
+        rows = await self._conn.fetch(
             self._q["record_deposits"],
             [p.pool_id for p in page],
             [p.order_id for p in page],
@@ -292,9 +327,29 @@ class PostgresOrderRepository:
             [d.block_height for d in deposits],
             [d.block_time for d in deposits],
             [d.late for d in deposits],
+            [d.asset for d in deposits],
+            [d.disposition.value for d in deposits],
+            [d.token_contract for d in deposits],
+            [d.confirmations for d in deposits],
+            [d.required_confirmations for d in deposits],
+            [d.status.value for d in deposits],
             through_id,
+            through_change,
         )
-        return recorded
+        return [row["order_id"] for row in rows]
+
+    async def lock(self, order_id: uuid.UUID) -> Order | None:
+        return await self._one("lock_order", order_id)
+
+    async def set_payment(self, order_id: uuid.UUID, payment: Payment) -> Order | None:
+        """The order with its new payment; None if it had that payment already."""
+        return await self._one(
+            "set_payment",
+            order_id,
+            payment.status.value,
+            payment.received_confirmed,
+            payment.received_pending,
+        )
 
     async def event_log(self) -> EventLog:
         row = await self._conn.fetchrow(self._q["event_log"])

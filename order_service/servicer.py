@@ -3,6 +3,7 @@ the shared interceptor."""
 
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import grpc
@@ -22,6 +23,7 @@ from order_service.domain import (
     WalletRelease,
 )
 from order_service.manager import OrderManager
+from order_service.payment import PaymentStatus
 from shared.auth import CLIENT, OPERATOR, SUBSCRIBER, current_principal, method_policy
 from shared.errors import InvalidArgument
 from shared.networks import parse_network
@@ -71,7 +73,31 @@ _EVENT_TYPE_TO_PB = {
     EventType.EXPIRED: pb.ORDER_EVENT_TYPE_EXPIRED,
     EventType.RELEASE_DELIVERED: pb.ORDER_EVENT_TYPE_RELEASE_DELIVERED,
     EventType.DEPOSIT_RECEIVED: pb.ORDER_EVENT_TYPE_DEPOSIT_RECEIVED,
+    EventType.PAYMENT_STATUS_CHANGED: pb.ORDER_EVENT_TYPE_PAYMENT_STATUS_CHANGED,
+    EventType.DEPOSIT_CONFIRMED: pb.ORDER_EVENT_TYPE_DEPOSIT_CONFIRMED,
+    EventType.DEPOSIT_REVERTED: pb.ORDER_EVENT_TYPE_DEPOSIT_REVERTED,
 }
+_DEPOSIT_STATUS_TO_PB = {
+    domain.DepositStatus.CONFIRMING: pb.DEPOSIT_STATUS_CONFIRMING,
+    domain.DepositStatus.CONFIRMED: pb.DEPOSIT_STATUS_CONFIRMED,
+    domain.DepositStatus.REVERTED: pb.DEPOSIT_STATUS_REVERTED,
+}
+_PAYMENT_TO_PB = {
+    PaymentStatus.UNPAID: pb.PAYMENT_STATUS_UNPAID,
+    PaymentStatus.PARTIAL: pb.PAYMENT_STATUS_PARTIAL,
+    PaymentStatus.PAID: pb.PAYMENT_STATUS_PAID,
+    PaymentStatus.OVERPAID: pb.PAYMENT_STATUS_OVERPAID,
+}
+
+
+def _payment_to_pb(status: PaymentStatus | None) -> "pb.PaymentStatus.ValueType":
+    return _PAYMENT_TO_PB[status] if status else pb.PAYMENT_STATUS_UNSPECIFIED
+
+
+def _decimal(value: Decimal | None) -> str:
+    return str(value) if value is not None else ""
+
+
 _EVENT_TYPE_FROM_PB = {number: kind for kind, number in _EVENT_TYPE_TO_PB.items()}
 _RELEASE_TO_PB = {
     WalletRelease.NOT_NEEDED: pb.WALLET_RELEASE_NOT_NEEDED,
@@ -100,7 +126,8 @@ def caller_scope() -> OrderScope:
     return OrderScope.of(current_principal.get())
 
 
-def order_to_pb(order: Order) -> pb.Order:
+def order_to_pb(order: Order, ttl_seconds: float = 0.0) -> pb.Order:
+    """`ttl_seconds`: the payment window (ORDER_TTL_SECONDS; 0: no expiry)."""
     message = pb.Order(
         id=str(order.id),
         status=_STATUS_TO_PB[order.status],
@@ -111,10 +138,25 @@ def order_to_pb(order: Order) -> pb.Order:
         request_id=order.request_id or "",
         allocation=_ALLOCATION_TO_PB[domain.allocation_of(order)],
         wallet_release=_RELEASE_TO_PB[order.wallet_release],
+        asset=order.asset,
+        payment_status=_PAYMENT_TO_PB[order.payment_status],
+        received_confirmed=str(order.received_confirmed),
+        received_pending=str(order.received_pending),
     )
     message.create_time.FromDatetime(order.create_time)
     message.update_time.FromDatetime(order.update_time)
+    window_end = domain.payment_window_end(order, ttl_seconds)
+    if window_end is not None:
+        message.payment_window_end_time.FromDatetime(window_end)
     return message
+
+
+_DISPOSITION_TO_PB = {
+    domain.DepositDisposition.COUNTED: pb.DEPOSIT_DISPOSITION_COUNTED,
+    domain.DepositDisposition.DUST: pb.DEPOSIT_DISPOSITION_DUST,
+    domain.DepositDisposition.UNKNOWN_ASSET: pb.DEPOSIT_DISPOSITION_UNKNOWN_ASSET,
+    domain.DepositDisposition.WRONG_ASSET: pb.DEPOSIT_DISPOSITION_WRONG_ASSET,
+}
 
 
 def deposit_to_pb(deposit: domain.OrderDeposit) -> pb.OrderDeposit:
@@ -126,6 +168,12 @@ def deposit_to_pb(deposit: domain.OrderDeposit) -> pb.OrderDeposit:
         block_height=deposit.block_height,
         block_time=to_timestamp(deposit.block_time),
         late=deposit.late,
+        asset=deposit.asset or "",
+        disposition=_DISPOSITION_TO_PB[deposit.disposition],
+        token_contract=deposit.token_contract or "",
+        confirmations=deposit.confirmations or 0,
+        required_confirmations=deposit.required_confirmations or 0,
+        status=_DEPOSIT_STATUS_TO_PB[deposit.status],
     )
 
 
@@ -145,6 +193,10 @@ def event_to_pb(event: OrderEvent) -> pb.OrderEvent:
         wallet_address=event.wallet_address or "",
         queue_position=event.queue_position or 0,
         deposit=deposit_to_pb(event.deposit) if event.deposit else None,
+        payment_status=_payment_to_pb(event.payment_status),
+        from_payment_status=_payment_to_pb(event.from_payment_status),
+        received_confirmed=_decimal(event.received_confirmed),
+        received_pending=_decimal(event.received_pending),
     )
 
 
@@ -167,12 +219,16 @@ def change_to_pb(change: StatusChange) -> pb.StatusChange:
         actor=change.actor,
         reason=change.reason,
         change_time=to_timestamp(change.change_time),
+        payment_status=_payment_to_pb(change.payment_status),
     )
 
 
 class OrderServicer(pb_grpc.OrderServiceServicer):
     def __init__(self, manager: OrderManager) -> None:
         self._manager = manager
+
+    def _order(self, order: Order) -> pb.Order:
+        return order_to_pb(order, self._manager.order_ttl_seconds)
 
     async def CreateOrder(
         self, request: pb.CreateOrderRequest, context: Context
@@ -181,15 +237,16 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         amount = domain.parse_amount(request.amount)
         request_id = domain.parse_request_id(request.request_id)
         order = await self._manager.create_order(
-            network, amount, request_id, current_principal.get().name
+            network, amount, request_id, current_principal.get().name, request.asset
         )
-        return pb.CreateOrderResponse(order=order_to_pb(order))
+        return pb.CreateOrderResponse(order=self._order(order))
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
         order_id, scope = parse_uuid(request.order_id, "order_id"), caller_scope()
         order, deposits = await self._manager.get_order_with_deposits(order_id, scope)
         return pb.GetOrderResponse(
-            order=order_to_pb(order), deposits=[deposit_to_pb(d) for d in deposits]
+            order=self._order(order),
+            deposits=[deposit_to_pb(d) for d in deposits],
         )
 
     async def ListOrders(
@@ -206,7 +263,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             filters, request.page_size, request.page_token, caller_scope()
         )
         return pb.ListOrdersResponse(
-            orders=[order_to_pb(o) for o in orders], next_page_token=next_token
+            orders=[self._order(o) for o in orders],
+            next_page_token=next_token,
         )
 
     async def UpdateOrderStatus(
@@ -220,7 +278,8 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
             order_id, status, reason, current_principal.get().name
         )
         return pb.UpdateOrderStatusResponse(
-            order=order_to_pb(order), wallet_release=_RELEASE_TO_PB[release]
+            order=self._order(order),
+            wallet_release=_RELEASE_TO_PB[release],
         )
 
     async def GetOrderHistory(
@@ -236,7 +295,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     ) -> AsyncIterator[pb.WatchOrderResponse]:
         order_id = parse_uuid(request.order_id, "order_id")
         async for order in self._manager.watch_order(order_id, caller_scope()):
-            yield pb.WatchOrderResponse(order=order_to_pb(order))
+            yield pb.WatchOrderResponse(order=self._order(order))
 
     async def ListOrderEvents(
         self, request: pb.ListOrderEventsRequest, context: Context

@@ -14,7 +14,7 @@ from google.protobuf.message import Message
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as pb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
-from order_service.domain import OrderDeposit, PoolDeposit
+from order_service.domain import DepositDisposition, DepositStatus, OrderDeposit, PoolDeposit
 from shared.grpc_client import ClientCall
 from shared.grpc_server import current_deadline
 from shared.logs import current_request_id
@@ -67,6 +67,48 @@ class PoolAllocation:
     queue_position: int | None
 
 
+# The pool's dispositions (one of the previous release sends none: its deposits were all
+# counted coin deposits).
+_DISPOSITIONS = {
+    pb.DEPOSIT_DISPOSITION_COUNTED: DepositDisposition.COUNTED,
+    pb.DEPOSIT_DISPOSITION_DUST: DepositDisposition.DUST,
+    pb.DEPOSIT_DISPOSITION_UNKNOWN_ASSET: DepositDisposition.UNKNOWN_ASSET,
+    pb.DEPOSIT_DISPOSITION_WRONG_ASSET: DepositDisposition.WRONG_ASSET,
+}
+
+
+_STATUSES = {
+    pb.DEPOSIT_STATUS_CONFIRMING: DepositStatus.CONFIRMING,
+    pb.DEPOSIT_STATUS_CONFIRMED: DepositStatus.CONFIRMED,
+    pb.DEPOSIT_STATUS_REVERTED: DepositStatus.REVERTED,
+}
+
+
+def _pool_deposit(d: pb.Deposit) -> PoolDeposit:
+    """An attributed deposit as the pool shows it (a pool of the previous release sends no
+    asset, disposition or status: its deposits were counted, confirmed coin deposits)."""
+    return PoolDeposit(
+        pool_id=d.id,
+        order_id=uuid.UUID(d.order_id),
+        deposit=OrderDeposit(
+            txid=d.txid,
+            index=d.index,
+            amount=Decimal(d.amount),
+            address=d.address,
+            block_height=d.block_height,
+            block_time=from_timestamp(d.block_time),
+            late=d.attribution == pb.DEPOSIT_ATTRIBUTION_LATE,
+            asset=d.asset if d.disposition != pb.DEPOSIT_DISPOSITION_UNKNOWN_ASSET else None,
+            disposition=_DISPOSITIONS.get(d.disposition, DepositDisposition.COUNTED),
+            token_contract=d.token_contract or None,
+            confirmations=d.confirmations,
+            required_confirmations=d.required_confirmations or None,
+            status=_STATUSES.get(d.status, DepositStatus.CONFIRMED),
+        ),
+        change=d.change_sequence,
+    )
+
+
 class WalletPoolError(Exception):
     """A call to the wallet pool failed; `code` is the gRPC status code's name."""
 
@@ -82,10 +124,15 @@ class WalletPoolError(Exception):
 
 
 class WalletPoolGateway(Protocol):
-    async def allocate(self, order_id: uuid.UUID, network: str) -> PoolAllocation: ...
+    async def allocate(
+        self, order_id: uuid.UUID, network: str, asset: str = ""
+    ) -> PoolAllocation: ...
     async def release(self, order_id: uuid.UUID, address: str, final_time: datetime) -> None: ...
     def watch_hand_offs(self) -> AsyncIterator[tuple[uuid.UUID, str]]: ...
     async def deposits_after(self, after_id: int, limit: int) -> tuple[list[PoolDeposit], int]: ...
+    async def deposit_changes(
+        self, after_change: int, limit: int
+    ) -> tuple[list[PoolDeposit], int]: ...
 
 
 class GrpcWalletPoolGateway:
@@ -198,8 +245,8 @@ class GrpcWalletPoolGateway:
 
         loop.call_at(self._cut_off_at, cancel_calls)
 
-    async def allocate(self, order_id: uuid.UUID, network: str) -> PoolAllocation:
-        request = pb.AllocateWalletRequest(order_id=str(order_id), network=network)
+    async def allocate(self, order_id: uuid.UUID, network: str, asset: str = "") -> PoolAllocation:
+        request = pb.AllocateWalletRequest(order_id=str(order_id), network=network, asset=asset)
         response = await self._call("AllocateWallet", request)
         if response.WhichOneof("result") == "address":
             return PoolAllocation(address=response.address, queue_position=None)
@@ -216,24 +263,17 @@ class GrpcWalletPoolGateway:
         and the last id read."""
         request = pb.ListDepositsRequest(after_id=after_id, page_size=limit)
         response = await self._call("ListDeposits", request)
-        attributed = [
-            PoolDeposit(
-                pool_id=d.id,
-                order_id=uuid.UUID(d.order_id),
-                deposit=OrderDeposit(
-                    txid=d.txid,
-                    index=d.index,
-                    amount=Decimal(d.amount),
-                    address=d.address,
-                    block_height=d.block_height,
-                    block_time=from_timestamp(d.block_time),
-                    late=d.attribution == pb.DEPOSIT_ATTRIBUTION_LATE,
-                ),
-            )
-            for d in response.deposits
-            if d.order_id
-        ]
+        attributed = [_pool_deposit(d) for d in response.deposits if d.order_id]
         last = response.deposits[-1].id if response.deposits else after_id
+        return attributed, last
+
+    async def deposit_changes(self, after_change: int, limit: int) -> tuple[list[PoolDeposit], int]:
+        """The attributed deposits as they are now whose last change in the pool is after
+        `after_change` (at most `limit` read), and the last change read."""
+        request = pb.ListDepositChangesRequest(after_change=after_change, page_size=limit)
+        response = await self._call("ListDepositChanges", request)
+        attributed = [_pool_deposit(d) for d in response.deposits if d.order_id]
+        last = response.deposits[-1].change_sequence if response.deposits else after_change
         return attributed, last
 
     async def watch_hand_offs(self) -> AsyncIterator[tuple[uuid.UUID, str]]:

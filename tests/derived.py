@@ -209,6 +209,8 @@ class DepositFacts:
     # As the pool recorded it:
     order_id: uuid.UUID | None
     released_at: datetime | None
+    # COUNTED, DUST, UNKNOWN_ASSET or WRONG_ASSET (only counted ones hold a wallet out).
+    disposition: str = "COUNTED"
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -229,7 +231,7 @@ async def read_deposits(conn: Connection) -> list[DepositFacts]:
         DepositFacts(**dict(r))
         for r in await conn.fetch(
             """SELECT id, network, txid, output_index, address, amount, block_height,
-                      block_time, reported_at, order_id, released_at
+                      block_time, reported_at, order_id, released_at, disposition
                FROM wallet_pool.deposits"""
         )
     ]

@@ -10,11 +10,12 @@ import itertools
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
 import asyncpg
 
+from shared.assets import DEFAULT_ASSETS, Asset
 from shared.db import Connection
 from tests import derived
 from tests.invariants_api import Api, api_disagreements
@@ -185,6 +186,7 @@ async def no_wallet_reused_over_a_deposit_or_before_its_watermark(conn: Connecti
     deposit up to a scanned height is reported with it or before, so such a deposit held the
     wallet out). From the address history and the deposits, against the network's setting
     (not the confirmations a release stamped: a release that skipped the stamp is caught).
+    Counted deposits only: dust, spam tokens and the wrong asset never hold a wallet out.
     Holds in runs where the setting does not change and no operator enables a wallet a late
     deposit held out."""
     history = await derived.read_history(conn)
@@ -215,6 +217,7 @@ async def no_wallet_reused_over_a_deposit_or_before_its_watermark(conn: Connecti
                 d.txid
                 for d in deposits.get(address, [])
                 if d.network == prev.network
+                and d.disposition == "COUNTED"
                 and d.block_time >= prev.released_at
                 and nxt.scanned_height is not None
                 and d.block_height <= nxt.scanned_height
@@ -398,4 +401,111 @@ async def check_all(
             violations += await deposits_are_recorded_once_and_attributed(conn, deposits or {})
     if api is not None:
         violations += [f"API: {v}" for v in await api_disagreements(pool, api)]
+    return violations
+
+
+async def deposits_have_one_disposition_and_only_counted_ones_hold_or_count(
+    conn: Connection, assets: Iterable[Asset] = DEFAULT_ASSETS
+) -> list[str]:
+    """Issue 20, A1/B5 (self-contained, to merge beside the checks above): every deposit has
+    exactly one disposition, the one its asset, amount and holder give (recomputed here from
+    the assets and the orders' expected assets, not by the pool's code); no dust, spam-token
+    or wrong-asset deposit disabled a wallet; the order service's copy says the same.
+    `assets`: the pool's assets (default: the built-in ones)."""
+    by_contract = {(a.network, a.contract or ""): a for a in assets}
+    rows = await conn.fetch(
+        """SELECT d.id, d.network, d.txid, d.kind, d.output_index, d.token_contract,
+                  d.asset, d.disposition, d.amount, d.order_id,
+                  coalesce((SELECT o.asset FROM wallet_pool.order_assets o
+                            WHERE o.order_id = d.order_id), '') AS expected
+           FROM wallet_pool.deposits d"""
+    )
+    violations = []
+    for r in rows:
+        known = by_contract.get((r["network"], r["token_contract"] or ""))
+        if known is None:
+            should = "UNKNOWN_ASSET"
+        elif r["amount"] < known.min_deposit:
+            should = "DUST"
+        elif r["order_id"] is not None and r["expected"] != known.code:
+            should = "WRONG_ASSET"
+        else:
+            should = "COUNTED"
+        asset = known.code if known is not None else None
+        if (r["disposition"], r["asset"]) != (should, asset):
+            violations.append(
+                f"deposit {r['id']} ({r['network']} {r['txid']}:{r['kind']}:"
+                f"{r['output_index']}) is {r['disposition']} of asset {r['asset']!r}; "
+                f"its asset, amount and holder make it {should} of {asset!r}"
+            )
+    held = await conn.fetch(
+        """SELECT w.address, d.id, d.disposition
+           FROM wallet_pool.wallets w
+           JOIN wallet_pool.deposits d ON d.address = w.address
+            AND w.disabled_reason LIKE '%late deposit ' || d.txid || ':' || d.output_index
+                                       || ' of %'
+           WHERE w.disabled_at IS NOT NULL AND d.disposition <> 'COUNTED'"""
+    )
+    violations += [
+        f"wallet {r['address']} was disabled by deposit {r['id']}, which is {r['disposition']}"
+        for r in held
+    ]
+    copies = await conn.fetch(
+        """SELECT d.id, d.disposition, o.disposition AS shown
+           FROM wallet_pool.deposits d JOIN orders.deposits o ON o.pool_id = d.id
+           WHERE o.disposition <> d.disposition"""
+    )
+    violations += [
+        f"deposit {r['id']} is {r['disposition']} in the pool but {r['shown']} on its order"
+        for r in copies
+    ]
+    return violations
+
+
+async def payment_status_is_the_function_of_the_recorded_deposits(conn: Connection) -> list[str]:
+    """Issue 20, C1/C4/B3 (self-contained): each order's payment status and amounts are what
+    its counted, on-time, confirmed (never reverted) deposits of its asset give against its
+    amount and its tolerance snapshot (the rule written again here, not imported), and its
+    events announce each change once: never a change to the status it had."""
+    rows = await conn.fetch(
+        """SELECT o.id, o.amount, o.payment_status, o.received_confirmed, o.received_pending,
+                  o.tolerance_under_pct, o.tolerance_under_abs, o.tolerance_over_pct,
+                  o.tolerance_over_abs,
+                  coalesce(sum(d.amount) FILTER (WHERE d.status = 'CONFIRMED'), 0)
+                      AS confirmed,
+                  coalesce(sum(d.amount) FILTER (WHERE d.status = 'CONFIRMING'), 0) AS pending
+           FROM orders.orders o
+           LEFT JOIN orders.deposits d
+             ON d.order_id = o.id AND d.disposition = 'COUNTED' AND NOT d.late
+            AND d.asset IS NOT DISTINCT FROM o.asset
+           GROUP BY o.id"""
+    )
+    violations = []
+    for r in rows:
+        expected, confirmed = r["amount"], r["confirmed"]
+        under = max(r["tolerance_under_pct"] * expected / 100, r["tolerance_under_abs"])
+        over = max(r["tolerance_over_pct"] * expected / 100, r["tolerance_over_abs"])
+        if confirmed - expected > over:
+            status = "OVERPAID"
+        elif confirmed > 0 and expected - confirmed <= under:
+            status = "PAID"
+        elif confirmed > 0:
+            status = "PARTIAL"
+        else:
+            status = "UNPAID"
+        stored = (r["payment_status"], r["received_confirmed"], r["received_pending"])
+        if stored != (status, confirmed, r["pending"]):
+            violations.append(
+                f"order {r['id']} shows payment {stored}; its deposits give "
+                f"{(status, confirmed, r['pending'])}"
+            )
+    repeated = await conn.fetch(
+        """SELECT order_id, sequence, payment_status FROM orders.order_events
+           WHERE type = 'PAYMENT_STATUS_CHANGED'
+             AND payment_status IS NOT DISTINCT FROM from_payment_status"""
+    )
+    violations += [
+        f"order {r['order_id']}: event {r['sequence']} announces {r['payment_status']} again"
+        for r in repeated
+    ]
     return violations

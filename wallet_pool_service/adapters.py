@@ -4,20 +4,25 @@ Adapters are bound to one connection, so a use case runs them inside its own tra
 """
 
 import functools
+import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
 import asyncpg
 
+from shared.assets import Asset
 from shared.db import Connection
 from shared.sql import load_queries
 from wallet_pool_service.deposits import (
-    ChainDeposit,
+    ClassifiedDeposit,
     Deposit,
     DepositConflict,
     DepositRecordedDifferently,
+    Disposition,
     ReportOutcome,
+    Retraction,
     ScannedHeightBackwards,
     Watermark,
 )
@@ -39,7 +44,9 @@ def queries() -> dict[str, str]:
 
 
 class WalletRepository(Protocol):
-    async def allocate(self, order_id: uuid.UUID, network: str) -> ClaimAttempt: ...
+    async def allocate(
+        self, order_id: uuid.UUID, network: str, asset: str = ""
+    ) -> ClaimAttempt: ...
     async def mark_as_available(
         self,
         order_id: uuid.UUID,
@@ -57,10 +64,18 @@ class WalletRepository(Protocol):
     ) -> list[tuple[int, Wallet]]: ...
     async def history(self, address: str) -> list[Assignment]: ...
     async def configure_reuse_guard(self, confirmations: dict[str, int | None]) -> None: ...
+    async def configure_assets(self, assets: tuple[Asset, ...]) -> None: ...
     async def watermarks(self, network: str) -> dict[str, Watermark]: ...
     async def report_deposits(
-        self, network: str, deposits: list[ChainDeposit], scanned_height: int, chain_height: int
+        self,
+        network: str,
+        deposits: list[ClassifiedDeposit],
+        scanned_height: int,
+        chain_height: int,
+        retractions: Sequence[Retraction] = (),
+        finalized_height: int = 0,
     ) -> ReportOutcome: ...
+    async def deposit_changes(self, after_change: int, limit: int) -> list[Deposit]: ...
     async def deposits_after(self, after_id: int, limit: int) -> list[Deposit]: ...
     async def late_deposits(self, network: str, after_id: int, limit: int) -> list[Deposit]: ...
 
@@ -84,11 +99,12 @@ class PostgresWalletAdapter:
         self._conn = conn
         self._q = queries()
 
-    async def allocate(self, order_id: uuid.UUID, network: str) -> ClaimAttempt:
+    async def allocate(self, order_id: uuid.UUID, network: str, asset: str = "") -> ClaimAttempt:
         """Under the order's lock, in one round trip: what the order has, or when it has
         nothing, a wallet of `network` claimed for it, or else a place at the back of the
-        network's queue; with the order's place after that."""
-        row = await self._conn.fetchrow(self._q["allocate_wallet"], order_id, network)
+        network's queue; with the order's place after that. The order's `asset` ('' the
+        coin) is remembered from its first call."""
+        row = await self._conn.fetchrow(self._q["allocate_wallet"], order_id, network, asset)
         assert row is not None, "allocate_wallet always returns one row"
         claimed = row["address"] if row["claimed"] else None
         return ClaimAttempt(place=_place(row), claimed=claimed, enqueued=row["enqueued"])
@@ -167,6 +183,19 @@ class PostgresWalletAdapter:
             self._q["configure_reuse_guard"], list(confirmations), list(confirmations.values())
         )
 
+    async def configure_assets(self, assets: tuple[Asset, ...]) -> None:
+        """At start-up: the assets in force; others stay (deposits refer to them), disabled."""
+        await self._conn.execute(
+            self._q["configure_assets"],
+            [a.network for a in assets],
+            [a.code for a in assets],
+            [a.symbol for a in assets],
+            [a.contract for a in assets],
+            [a.decimals for a in assets],
+            [a.min_deposit for a in assets],
+            [a.confirmations for a in assets],
+        )
+
     async def watermarks(self, network: str) -> dict[str, Watermark]:
         rows = await self._conn.fetch(self._q["watermarks"], network)
         return {
@@ -177,38 +206,79 @@ class PostgresWalletAdapter:
         }
 
     async def report_deposits(
-        self, network: str, deposits: list[ChainDeposit], scanned_height: int, chain_height: int
+        self,
+        network: str,
+        deposits: list[ClassifiedDeposit],
+        scanned_height: int,
+        chain_height: int,
+        retractions: Sequence[Retraction] = (),
+        finalized_height: int = 0,
     ) -> ReportOutcome:
         """Record a watcher's report in one round trip (see the SQL function); refused as a
         whole when its height goes back or a deposit was recorded differently before."""
+        chain = [d.chain for d in deposits]
         rows = await self._conn.fetch(
             self._q["report_deposits"],
             network,
             scanned_height,
             chain_height,
-            [d.address for d in deposits],
-            [d.txid for d in deposits],
-            [d.index for d in deposits],
-            [d.amount for d in deposits],
-            [d.block_height for d in deposits],
-            [d.block_time for d in deposits],
-            [d.confirmations for d in deposits],
+            [d.address for d in chain],
+            [d.txid for d in chain],
+            [d.kind.value for d in chain],
+            [d.index for d in chain],
+            [d.token_contract for d in chain],
+            [d.asset for d in deposits],
+            [d.disposition.value if d.disposition else None for d in deposits],
+            [d.amount for d in chain],
+            [d.block_height for d in chain],
+            [d.block_time for d in chain],
+            [d.confirmations for d in chain],
+            [d.required_confirmations for d in deposits],
+            [d.block_hash for d in chain],
+            finalized_height,
+            [r.txid for r in retractions],
+            [r.kind.value for r in retractions],
+            [r.index for r in retractions],
+            [r.reason.value for r in retractions],
         )
         first = rows[0]
         if first["outcome"] == "backwards":
             raise ScannedHeightBackwards(network, scanned_height, first["scanned_height"])
         if first["outcome"] == "conflict":
             conflict = DepositConflict(
-                first["position"] - 1, first["known_address"], first["known_amount"]
+                first["position"] - 1,
+                first["known_address"],
+                first["known_amount"],
+                first["known_contract"],
             )
-            raise DepositRecordedDifferently(network, deposits, conflict)
+            raise DepositRecordedDifferently(network, chain, conflict)
+        tally = first["tally"]
+        if isinstance(tally, str):
+            tally = json.loads(tally)
         return ReportOutcome(
             recorded=first["recorded"],
             repeated=len(deposits) - first["recorded"],
             late=first["late"],
             unattributed=first["unattributed"],
             scanned_height=first["scanned_height"],
+            dispositions={
+                Disposition.COUNTED: first["counted"],
+                Disposition.DUST: first["dust"],
+                Disposition.UNKNOWN_ASSET: first["unknown_asset"],
+                Disposition.WRONG_ASSET: first["wrong_asset"],
+            },
+            tally={
+                (key.partition(":")[0], key.partition(":")[2]): count
+                for key, count in tally.items()
+            },
+            updated=first["updated"],
+            reverted=first["reverted"],
+            finality_violations=first["finality_violations"],
         )
+
+    async def deposit_changes(self, after_change: int, limit: int) -> list[Deposit]:
+        rows = await self._conn.fetch(self._q["deposit_changes"], after_change, limit)
+        return [Deposit.from_row(r) for r in rows]
 
     async def deposits_after(self, after_id: int, limit: int) -> list[Deposit]:
         rows = await self._conn.fetch(self._q["deposits_after"], after_id, limit)

@@ -5,11 +5,13 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 import asyncpg
 
+from shared.assets import Asset, AssetTable
+from shared.config import StartupRefused
 from shared.db import accepts_writes, apply_migrations, close_pool, connection, create_pool
 from shared.embedded_db import EmbeddedPostgres, resolve_database
 from shared.networks import parse_network
@@ -21,9 +23,13 @@ from wallet_pool_service.adapters import (
     QueueRepository,
     WalletRepository,
 )
-from wallet_pool_service.config import PoolSettings
+from wallet_pool_service.config import PoolSettings, pool_assets
 from wallet_pool_service.hand_offs import HandOffFeed
-from wallet_pool_service.metrics import DEPOSITS_RECORDED
+from wallet_pool_service.metrics import (
+    DEPOSITS_RECORDED,
+    DEPOSITS_REVERTED,
+    FINALITY_VIOLATIONS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +47,14 @@ class WalletPoolManager:
         low_water_mark: int = 0,
         cooldown_seconds: float = 0.0,
         listen_pool: asyncpg.Pool | None = None,
+        assets: AssetTable | None = None,
     ) -> None:
         """`listen_pool`: where the hand-off listener takes its connection (the pool's own
-        by default)."""
+        by default). `assets`: the networks' assets (the built-in ones by default)."""
         self._pool = pool
         self._listen_pool = listen_pool
         self.networks = networks
+        self.assets = assets or pool_assets("", networks)
         self._embedded = embedded
         self.low_water_mark = low_water_mark
         self.cooldown_seconds = cooldown_seconds
@@ -65,11 +73,15 @@ class WalletPoolManager:
         async with connection(self._pool) as conn:
             yield PostgresWalletAdapter(conn), PostgresQueueAdapter(conn)
 
-    async def allocate_wallet(self, order_id: uuid.UUID, network: str) -> domain.Allocation:
-        """The order's wallet, or its place in the network's queue. Idempotent per order."""
+    async def allocate_wallet(
+        self, order_id: uuid.UUID, network: str, asset: str = ""
+    ) -> domain.Allocation:
+        """The order's wallet, or its place in the network's queue. Idempotent per order.
+        `asset`: what the order expects ('' the coin), remembered from the first call."""
         network = parse_network(network, self.networks)
+        code = self.assets.order_asset(network, asset).code
         async with self._statement() as (wallets, _):
-            attempt = await wallets.allocate(order_id, network)
+            attempt = await wallets.allocate(order_id, network, code)
         return domain.allocation_after(attempt, network)
 
     async def release_wallet(
@@ -188,27 +200,58 @@ class WalletPoolManager:
         reported: list[deposits.ChainDeposit],
         scanned_height: int,
         chain_height: int = 0,
+        retractions: Sequence[deposits.Retraction] = (),
+        finalized_height: int = 0,
     ) -> deposits.ReportOutcome:
         """Record a watcher's report: each deposit once, attributed from the address history
         (a late one holds its wallet out of the pool), then the network's scanned height.
         Wallets the new height lets go are handed to waiting orders."""
         network = parse_network(network, self.networks)
         checked = deposits.check_report(network, reported, scanned_height)
+        classified = [
+            deposits.resolve(self.assets, network, d, f"deposits[{i}]")
+            for i, d in enumerate(checked)
+        ]
         chain = deposits.check_chain_height(chain_height, scanned_height)
+        retracted = deposits.check_retractions(network, list(retractions), checked)
+        finalized = deposits.check_finalized_height(finalized_height, scanned_height)
         async with self._statement() as (wallets, _):
-            outcome = await wallets.report_deposits(network, checked, scanned_height, chain)
-        DEPOSITS_RECORDED.labels(network, "late").inc(outcome.late)
-        DEPOSITS_RECORDED.labels(network, "unattributed").inc(outcome.unattributed)
-        DEPOSITS_RECORDED.labels(network, "on_time").inc(
-            outcome.recorded - outcome.late - outcome.unattributed
-        )
-        if outcome.late:
+            outcome = await wallets.report_deposits(
+                network, classified, scanned_height, chain, retracted, finalized
+            )
+        DEPOSITS_REVERTED.labels(network).inc(outcome.reverted)
+        if outcome.finality_violations:
+            FINALITY_VIOLATIONS.labels(network).inc(outcome.finality_violations)
+            # What the chain (or the watcher) did, not a fault of this service: the alert
+            # is on the counter.
+            log.warning(
+                "confirmed deposits reverted below the finalized height",
+                extra={"network": network, "count": outcome.finality_violations},
+            )
+        for (attribution, disposition), count in outcome.tally.items():
+            DEPOSITS_RECORDED.labels(network, attribution, disposition.lower()).inc(count)
+        held = outcome.tally.get(("late", deposits.Disposition.COUNTED), 0)
+        if held:
             log.warning(
                 "late deposits: their wallets are held out of the pool",
-                extra={"network": network, "count": outcome.late},
+                extra={"network": network, "count": held},
             )
         await self.hand_off(network)
         return outcome
+
+    def list_assets(self, network: str = "") -> list[Asset]:
+        """The assets of one network (or all), by network and code."""
+        if network:
+            return self.assets.of_network(parse_network(network, self.networks))
+        return list(self.assets.assets)
+
+    async def list_deposit_changes(
+        self, after_change: int, requested_size: int
+    ) -> list[deposits.Deposit]:
+        """Deposits as they are now, in the order of their last change after `after_change`
+        (recorded, confirmations, reverted): how the order service follows them."""
+        async with self._statement() as (wallets, _):
+            return await wallets.deposit_changes(after_change, page_size(requested_size))
 
     async def list_deposits(self, after_id: int, requested_size: int) -> list[deposits.Deposit]:
         """Recorded deposits after `after_id`, in the order they were recorded."""
@@ -353,6 +396,13 @@ async def _connect(
         # one started wins.
         async with connection(pool) as conn:
             await PostgresWalletAdapter(conn).configure_reuse_guard(settings.reuse_confirmations)
+            try:
+                await PostgresWalletAdapter(conn).configure_assets(settings.assets.assets)
+            except asyncpg.UniqueViolationError:
+                raise StartupRefused(
+                    "ASSETS gives a contract another code than it has in the database; a "
+                    "contract deposits refer to keeps its code (add a new asset instead)"
+                ) from None
         if settings.listen_database_url:
             # LISTEN needs a session of its own: behind a transaction-pooling PgBouncer, a
             # direct URL. Connects when the listener starts (and again after outages).
@@ -375,6 +425,7 @@ async def _connect(
         settings.low_water_mark,
         settings.wallet_cooldown_seconds,
         listen_pool,
+        settings.assets,
     )
 
 

@@ -34,8 +34,21 @@ WATCHER_LAST_REPORT = Gauge(
 )
 DEPOSITS_RECORDED = Counter(
     "wallet_pool_deposits_recorded",
-    "Deposits recorded from watcher reports, by attribution (on_time, late, unattributed).",
-    ["network", "attribution"],
+    "Deposits recorded from watcher reports, by attribution (on_time, late, unattributed) "
+    "and disposition (counted, dust, unknown_asset, wrong_asset; only counted ones hold a "
+    "wallet out or count toward a payment).",
+    ["network", "attribution", "disposition"],
+)
+DEPOSITS_REVERTED = Counter(
+    "wallet_pool_deposits_reverted",
+    "Deposits a watcher retracted (a reorganisation, a replacement, a double spend).",
+    ["network"],
+)
+FINALITY_VIOLATIONS = Counter(
+    "wallet_pool_finality_violations",
+    "Confirmed deposits retracted at or below the network's finalized height: never expected "
+    "(alert WalletPoolFinalityViolation).",
+    ["network"],
 )
 
 
@@ -55,6 +68,9 @@ class PoolGauges:
             ]:
                 WALLETS.labels(s.network, state).set(count)
             QUEUE_LENGTH.labels(s.network).set(s.queued)
+            # Counted from 0 from the start, so that an alert on their increase sees the first.
+            DEPOSITS_REVERTED.labels(s.network)
+            FINALITY_VIOLATIONS.labels(s.network)
             HELD_BY_WATERMARK.labels(s.network).set(s.held_by_watermark)
             if s.scanned_height is not None:
                 WATCHER_SCANNED_HEIGHT.labels(s.network).set(s.scanned_height)

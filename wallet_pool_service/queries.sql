@@ -1,6 +1,12 @@
 -- allocate_wallet --
 -- The order's lock, what the pool has for it, and when it has nothing a claim or a place at
 -- the back of the queue, and its place then: one round trip (see the function).
+-- The order's asset ($3, '' the coin, which needs no row) is remembered from its first call.
+WITH expected AS (
+    INSERT INTO wallet_pool.order_assets (order_id, asset)
+    SELECT $1, $3 WHERE $3 <> ''
+    ON CONFLICT (order_id) DO NOTHING
+)
 SELECT * FROM wallet_pool.allocate_wallet($1, $2)
 
 -- release_wallet --
@@ -31,6 +37,25 @@ FROM wallet_pool.wallet_states
 WHERE $1 = '' OR network = $1
 GROUP BY network
 
+-- configure_assets --
+-- At start-up: the assets of the setting, enabled; any other (an asset dropped from the
+-- setting, which deposits may refer to) kept, disabled. A contract keeps its code: a row
+-- with the same contract under another code is refused by the unique index.
+WITH configured AS (
+    INSERT INTO wallet_pool.assets
+        (network, code, symbol, contract, decimals, min_deposit, confirmations, enabled)
+    SELECT n, c, s, k, d, m, f, true
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::numeric[],
+                $7::bigint[]) AS a (n, c, s, k, d, m, f)
+    ON CONFLICT (network, code) DO UPDATE
+    SET symbol = EXCLUDED.symbol, contract = EXCLUDED.contract,
+        decimals = EXCLUDED.decimals, min_deposit = EXCLUDED.min_deposit,
+        confirmations = EXCLUDED.confirmations, enabled = true
+    RETURNING network, code
+)
+UPDATE wallet_pool.assets a SET enabled = false
+WHERE NOT EXISTS (SELECT 1 FROM configured c WHERE c.network = a.network AND c.code = a.code)
+
 -- watermarks --
 -- The watermark guard's setting and the watcher's progress per network.
 SELECT network, reuse_confirmations, scanned_height, reported_at
@@ -55,11 +80,19 @@ WHERE w.network = c.network AND w.order_id IS NULL AND w.reuse_confirmations IS 
 -- report_deposits --
 -- One watcher report: deposits attributed and recorded once, late ones holding their wallet
 -- back, then the scanned height (see the function).
-SELECT * FROM wallet_pool.report_deposits($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+SELECT * FROM wallet_pool.report_deposits(
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+    $20, $21
+)
 
 -- deposits_after --
 -- Recorded deposits after an id, in id order (ids commit in order: see report_deposits).
 SELECT * FROM wallet_pool.deposits WHERE id > $1 ORDER BY id LIMIT $2
+
+-- deposit_changes --
+-- Deposits whose last change is after a change number, in change order (changes commit in
+-- order: see report_deposits).
+SELECT * FROM wallet_pool.deposits WHERE change_seq > $1 ORDER BY change_seq LIMIT $2
 
 -- late_deposits --
 -- Late deposits, oldest first; keyset pagination on id.

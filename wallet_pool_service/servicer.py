@@ -9,11 +9,21 @@ from google.protobuf.duration_pb2 import Duration
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as pb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
+from shared.assets import Asset
 from shared.auth import OPERATOR, SERVICE, WATCHER, method_policy
 from shared.errors import InvalidArgument
 from shared.timestamps import parse_timestamp, to_timestamp
 from shared.validation import parse_decimal_amount, parse_text, parse_uuid
-from wallet_pool_service.deposits import Attribution, ChainDeposit, Deposit
+from wallet_pool_service.deposits import (
+    Attribution,
+    ChainDeposit,
+    Deposit,
+    DepositKind,
+    DepositStatus,
+    Disposition,
+    Retraction,
+    RetractionReason,
+)
 from wallet_pool_service.domain import Wallet, WalletState
 from wallet_pool_service.manager import WalletPoolManager
 
@@ -37,6 +47,8 @@ METHOD_ROLES = method_policy(
         "ReportDeposits": frozenset({WATCHER}),
         "ListLateDeposits": _OPERATOR,
         "ListDeposits": frozenset({OPERATOR, SERVICE}),
+        "ListAssets": frozenset({OPERATOR, SERVICE, WATCHER}),
+        "ListDepositChanges": frozenset({OPERATOR, SERVICE}),
     },
 )
 _STATE_TO_PB = {
@@ -74,6 +86,65 @@ _ATTRIBUTION_TO_PB = {
 }
 
 
+_KIND_TO_PB = {
+    DepositKind.NATIVE: pb.DEPOSIT_KIND_NATIVE,
+    DepositKind.TOKEN: pb.DEPOSIT_KIND_TOKEN,
+    DepositKind.INTERNAL: pb.DEPOSIT_KIND_INTERNAL,
+}
+_KIND_FROM_PB = {number: kind for kind, number in _KIND_TO_PB.items()}
+DISPOSITION_TO_PB = {
+    Disposition.COUNTED: pb.DEPOSIT_DISPOSITION_COUNTED,
+    Disposition.DUST: pb.DEPOSIT_DISPOSITION_DUST,
+    Disposition.UNKNOWN_ASSET: pb.DEPOSIT_DISPOSITION_UNKNOWN_ASSET,
+    Disposition.WRONG_ASSET: pb.DEPOSIT_DISPOSITION_WRONG_ASSET,
+}
+
+
+_STATUS_TO_PB = {
+    DepositStatus.CONFIRMING: pb.DEPOSIT_STATUS_CONFIRMING,
+    DepositStatus.CONFIRMED: pb.DEPOSIT_STATUS_CONFIRMED,
+    DepositStatus.REVERTED: pb.DEPOSIT_STATUS_REVERTED,
+}
+_REASON_FROM_PB = {
+    pb.RETRACTION_REASON_ORPHANED: RetractionReason.ORPHANED,
+    pb.RETRACTION_REASON_REPLACED: RetractionReason.REPLACED,
+    pb.RETRACTION_REASON_DOUBLE_SPENT: RetractionReason.DOUBLE_SPENT,
+}
+
+
+def retraction_from_pb(retraction: pb.Retraction, field: str) -> Retraction:
+    reason = _REASON_FROM_PB.get(retraction.reason)
+    if reason is None:
+        raise InvalidArgument(f"{field}.reason", "ORPHANED, REPLACED or DOUBLE_SPENT is required")
+    kind = _KIND_FROM_PB.get(retraction.kind)
+    if kind is None:
+        raise InvalidArgument(f"{field}.kind", "NATIVE, TOKEN or INTERNAL is required")
+    return Retraction(retraction.txid, kind, retraction.index, reason)
+
+
+def asset_to_pb(asset: Asset) -> pb.Asset:
+    return pb.Asset(
+        network=asset.network,
+        code=asset.code,
+        symbol=asset.symbol,
+        contract=asset.contract or "",
+        decimals=asset.decimals,
+        min_deposit=str(asset.min_deposit),
+        confirmations=asset.confirmations,
+    )
+
+
+def _kind_from_pb(deposit: pb.ChainDeposit, field: str) -> DepositKind:
+    """The kind sent; unspecified (a watcher of the previous contract): TOKEN when a
+    contract is given, NATIVE otherwise."""
+    if deposit.kind == pb.DEPOSIT_KIND_UNSPECIFIED:
+        return DepositKind.TOKEN if deposit.token_contract.strip() else DepositKind.NATIVE
+    kind: DepositKind | None = _KIND_FROM_PB.get(deposit.kind)
+    if kind is None:
+        raise InvalidArgument(f"{field}.kind", f"{deposit.kind} is not a deposit kind")
+    return kind
+
+
 def deposit_to_pb(deposit: Deposit) -> pb.Deposit:
     chain = deposit.chain
     late_by = None
@@ -94,6 +165,16 @@ def deposit_to_pb(deposit: Deposit) -> pb.Deposit:
         attribution=_ATTRIBUTION_TO_PB[deposit.attribution],
         order_id=str(deposit.order_id) if deposit.order_id else "",
         late_by=late_by,
+        token_contract=chain.token_contract or "",
+        kind=_KIND_TO_PB[chain.kind],
+        asset=deposit.asset or "",
+        disposition=DISPOSITION_TO_PB[deposit.disposition],
+        required_confirmations=deposit.required_confirmations or 0,
+        status=_STATUS_TO_PB[deposit.status],
+        block_hash=chain.block_hash or "",
+        change_sequence=deposit.change,
+        revert_reason=deposit.revert_reason or "",
+        finality_violation=deposit.finality_violation,
     )
 
 
@@ -110,6 +191,9 @@ def chain_deposit_from_pb(deposit: pb.ChainDeposit, field: str) -> ChainDeposit:
         block_height=deposit.block_height,
         block_time=block_time,
         confirmations=deposit.confirmations,
+        kind=_kind_from_pb(deposit, field),
+        token_contract=deposit.token_contract or None,
+        block_hash=deposit.block_hash or None,
     )
 
 
@@ -133,7 +217,7 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
         self, request: pb.AllocateWalletRequest, context: Context
     ) -> pb.AllocateWalletResponse:
         order_id = parse_uuid(request.order_id, "order_id")
-        allocation = await self._manager.allocate_wallet(order_id, request.network)
+        allocation = await self._manager.allocate_wallet(order_id, request.network, request.asset)
         if allocation.address is not None:
             return pb.AllocateWalletResponse(address=allocation.address)
         return pb.AllocateWalletResponse(queue_position=allocation.queue_position or 0)
@@ -240,8 +324,16 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
         reported = [
             chain_deposit_from_pb(d, f"deposits[{i}]") for i, d in enumerate(request.deposits)
         ]
+        retractions = [
+            retraction_from_pb(r, f"reverted[{i}]") for i, r in enumerate(request.reverted)
+        ]
         outcome = await self._manager.report_deposits(
-            request.network, reported, request.scanned_height, request.chain_height
+            request.network,
+            reported,
+            request.scanned_height,
+            request.chain_height,
+            retractions,
+            request.finalized_height,
         )
         return pb.ReportDepositsResponse(
             recorded=outcome.recorded,
@@ -249,6 +341,13 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
             late=outcome.late,
             unattributed=outcome.unattributed,
             scanned_height=outcome.scanned_height,
+            counted=outcome.dispositions.get(Disposition.COUNTED, 0),
+            dust=outcome.dispositions.get(Disposition.DUST, 0),
+            unknown_asset=outcome.dispositions.get(Disposition.UNKNOWN_ASSET, 0),
+            wrong_asset=outcome.dispositions.get(Disposition.WRONG_ASSET, 0),
+            updated=outcome.updated,
+            reverted=outcome.reverted,
+            finality_violations=outcome.finality_violations,
         )
 
     async def ListLateDeposits(
@@ -268,3 +367,17 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
             raise InvalidArgument("after_id", "beyond any deposit id")
         recorded = await self._manager.list_deposits(request.after_id, request.page_size)
         return pb.ListDepositsResponse(deposits=[deposit_to_pb(d) for d in recorded])
+
+    async def ListAssets(
+        self, request: pb.ListAssetsRequest, context: Context
+    ) -> pb.ListAssetsResponse:
+        assets = self._manager.list_assets(request.network)
+        return pb.ListAssetsResponse(assets=[asset_to_pb(a) for a in assets])
+
+    async def ListDepositChanges(
+        self, request: pb.ListDepositChangesRequest, context: Context
+    ) -> pb.ListDepositChangesResponse:
+        if request.after_change >= 2**63:
+            raise InvalidArgument("after_change", "beyond any change")
+        changed = await self._manager.list_deposit_changes(request.after_change, request.page_size)
+        return pb.ListDepositChangesResponse(deposits=[deposit_to_pb(d) for d in changed])

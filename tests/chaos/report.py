@@ -50,6 +50,7 @@ class ChaosReport:
     orders_paid: int = 0
     late_deposits: int = 0
     guarded_reuses: int = 0
+    retracted: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def now(self) -> str:
@@ -96,8 +97,9 @@ class ChaosReport:
             f"  event feed: {self.feed.events} events consumed, {self.feed.reconnects} "
             f"reconnects; the log ended at sequence {self.feed.log_end}",
             f"  chain watcher: {self.watcher_height} blocks scanned, {self.deposits} deposits "
-            f"acknowledged; {self.orders_paid} orders paid, {self.late_deposits} late deposits, "
-            f"{self.guarded_reuses} wallets reused after the guard let them go",
+            f"acknowledged, {self.retracted} retracted; {self.orders_paid} orders paid, "
+            f"{self.late_deposits} late deposits, {self.guarded_reuses} wallets reused after the "
+            "guard let them go",
             f"  at the end: {self.final_state or 'not reached'}",
             f"  violations: {len(self.violations)}",
         ]

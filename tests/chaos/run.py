@@ -25,7 +25,12 @@ from tests.chaos.load import CLIENT_OPTIONS, Load
 from tests.chaos.report import ChaosReport
 from tests.chaos.watcher import REUSE_CONFIRMATIONS, ChainWatcher
 from tests.e2e import stack
-from tests.invariants import check_all, no_address_held_by_two_live_orders
+from tests.invariants import (
+    check_all,
+    deposits_have_one_disposition_and_only_counted_ones_hold_or_count,
+    no_address_held_by_two_live_orders,
+    payment_status_is_the_function_of_the_recorded_deposits,
+)
 from tests.invariants_api import Api
 
 
@@ -280,6 +285,7 @@ class ChaosRun:
         try:
             self.report.watcher_height = watcher.height
             self.report.deposits = len(watcher.acknowledged)
+            self.report.retracted = watcher.retracted
             violations = await check_all(
                 pool,
                 load.acknowledged,
@@ -289,6 +295,10 @@ class ChaosRun:
             )
             async with pool.acquire() as conn:
                 violations += await no_work_done_twice(conn)
+                violations += (
+                    await deposits_have_one_disposition_and_only_counted_ones_hold_or_count(conn)
+                )
+                violations += await payment_status_is_the_function_of_the_recorded_deposits(conn)
                 self.report.final_state = await final_state(conn)
                 counts = await money_counts(conn)
             self.report.orders_paid = counts.orders_paid

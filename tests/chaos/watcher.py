@@ -1,8 +1,11 @@
 """The ETH chain watcher of the chaos run: a chain of its own that grows a block each tick,
 with customers paying to pool addresses in some blocks (to held wallets mostly; now and then
 to a released one, late: at least every 5th block), each block reported through
-ReportDeposits and the report retried until acknowledged, through the kills. It remembers
-what was acknowledged, for the checks at the end (tests/invariants.py, 7 and 8). Its look at
+ReportDeposits and the report retried until acknowledged, through the kills. Some payments
+are USDT (Transfer logs of the built-in contract), now and then a fake token (a contract the
+office does not take) pays a released wallet, and now and then a block of the last few is
+orphaned: its deposits are retracted. It remembers what was acknowledged, for the checks at
+the end (tests/invariants.py, 7 and 8, and the dispositions and payment status). Its look at
 the pool's table fails the run when the query itself is wrong (only an outage is skipped):
 a watcher that silently paid nobody would leave invariants 7 and 8 nothing to judge."""
 
@@ -30,6 +33,11 @@ _TICK_SECONDS = 0.25
 _LATE_CHANCE = 0.03
 # ...and a late payer at least this often (blocks), so that every run has late deposits.
 _LATE_EVERY = 5
+_TOKEN_CHANCE = 0.3
+_SPAM_CHANCE = 0.3  # of a late payer's deposits
+_ORPHAN_CHANCE = 0.03
+USDT = "0xdac17f958d2ee523a2206206994597c13d831ec7"
+FAKE_USDT = "0x" + "5e" * 20
 
 
 class ChainWatcher:
@@ -54,19 +62,36 @@ class ChainWatcher:
         self.height = 0
         # (network, txid, index) -> (address, amount) of every acknowledged deposit
         self.acknowledged: dict[tuple[str, str, int], tuple[str, Decimal]] = {}
+        # Per recent block, its acknowledged deposits (to orphan one now and then).
+        self._recent: dict[int, list[wpb.ChainDeposit]] = {}
+        self.retracted = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(self._tick_seconds)
             self.height += 1
-            payees = await self._payees()
+            payees, late = await self._payees()
             deposits = [
-                self._deposit(address, index, paid_at)
+                self._deposit(address, index, paid_at, late)
                 for index, (address, paid_at) in enumerate(payees)
             ]
-            await self._report_until_acknowledged(deposits)
+            await self._report_until_acknowledged(deposits, self._orphaned())
 
-    async def _payees(self) -> list[tuple[str, datetime]]:
+    def _orphaned(self) -> list[wpb.Retraction]:
+        """Now and then a block of the last few left the chain: its deposits, retracted."""
+        for old in [h for h in self._recent if h < self.height - 5]:
+            del self._recent[old]
+        if not self._recent or self._rng.random() >= _ORPHAN_CHANCE:
+            return []
+        block = self._rng.choice(sorted(self._recent))
+        return [
+            wpb.Retraction(
+                txid=d.txid, kind=d.kind, index=d.index, reason=wpb.RETRACTION_REASON_ORPHANED
+            )
+            for d in self._recent.pop(block)
+        ]
+
+    async def _payees(self) -> tuple[list[tuple[str, datetime]], bool]:
         """Who pays in this block, and when: a wallet held by a live order most blocks, a
         released one rarely (a late payer). Read from the tables, as a chain shows payments to
         any address, with the database's clock then as the block's time (so a payment to a
@@ -94,11 +119,14 @@ class ChainWatcher:
         except Exception as exc:
             if not is_database_outage(exc):
                 self._report.violation(f"the chain watcher's query failed: {exc!r}")
-            return []
+            return [], late
         payees = [(r["address"], r["at"]) for r in rows]
-        return self._rng.sample(payees, min(len(payees), 1 if late else 2))
+        return self._rng.sample(payees, min(len(payees), 1 if late else 2)), late
 
-    def _deposit(self, address: str, index: int, paid_at: datetime) -> wpb.ChainDeposit:
+    def _deposit(self, address: str, index: int, paid_at: datetime, late: bool) -> wpb.ChainDeposit:
+        token = self._rng.random() < _TOKEN_CHANCE
+        spam = late and self._rng.random() < _SPAM_CHANCE
+        contract = FAKE_USDT if spam else USDT if token else ""
         return wpb.ChainDeposit(
             address=address,
             txid=f"0x{self.height:016x}{self._rng.getrandbits(64):016x}",
@@ -107,11 +135,15 @@ class ChainWatcher:
             block_height=self.height,
             block_time=to_timestamp(paid_at),
             confirmations=1,
+            token_contract=contract,
+            kind=wpb.DEPOSIT_KIND_TOKEN if contract else wpb.DEPOSIT_KIND_NATIVE,
         )
 
-    async def _report_until_acknowledged(self, deposits: list[wpb.ChainDeposit]) -> None:
+    async def _report_until_acknowledged(
+        self, deposits: list[wpb.ChainDeposit], retracted: list[wpb.Retraction]
+    ) -> None:
         request = wpb.ReportDepositsRequest(
-            network="ETH", deposits=deposits, scanned_height=self.height
+            network="ETH", deposits=deposits, scanned_height=self.height, reverted=retracted
         )
         delay = 0.1
         while True:
@@ -130,4 +162,6 @@ class ChainWatcher:
             for d in deposits:
                 key = ("ETH", d.txid, d.index)
                 self.acknowledged[key] = (d.address, Decimal(d.amount))
+            self._recent[self.height] = list(deposits)
+            self.retracted += len(retracted)
             return

@@ -130,6 +130,8 @@ RPCS = _rpcs(
         "ReportDeposits": ("watcher",),
         "ListLateDeposits": ("operator",),
         "ListDeposits": ("operator", "service"),
+        "ListAssets": ("operator", "service", "watcher"),
+        "ListDepositChanges": ("operator", "service"),
     },
 )
 RPC_IDS = [rpc.name for rpc in RPCS]
@@ -485,6 +487,26 @@ def sensible_deposits(world: World) -> st.SearchStrategy[wpb.ChainDeposit]:
     )
 
 
+def sensible_retractions() -> st.SearchStrategy[wpb.Retraction]:
+    """Retractions a careful watcher sends (of the few txids its deposits use)."""
+    return st.builds(
+        wpb.Retraction,
+        txid=st.sampled_from(["0xaa", "0xbb", "0xcc"]),
+        kind=st.sampled_from([wpb.DEPOSIT_KIND_NATIVE, wpb.DEPOSIT_KIND_TOKEN]),
+        index=st.integers(0, 2),
+        reason=st.sampled_from([wpb.RETRACTION_REASON_ORPHANED, wpb.RETRACTION_REASON_REPLACED]),
+    )
+
+
+garbage_retractions = st.builds(
+    wpb.Retraction,
+    txid=garbage_text,
+    kind=st.integers(-(2**31), 2**31 - 1),
+    index=st.integers(0, 2**32 - 1),
+    reason=st.integers(-(2**31), 2**31 - 1),
+)
+
+
 def garbage_deposits(world: World) -> st.SearchStrategy[wpb.ChainDeposit]:
     return st.builds(
         wpb.ChainDeposit,
@@ -507,6 +529,8 @@ def sensible_values(
         return st.lists(enum_numbers(field_descriptor), max_size=3)
     if field_descriptor.is_repeated and name == "deposits":
         return st.lists(sensible_deposits(world), max_size=4)
+    if field_descriptor.is_repeated and name == "reverted":
+        return st.lists(sensible_retractions(), max_size=3)
     if field_descriptor.is_repeated:
         return st.one_of(
             st.lists(eth_bodies.map(eth_address), min_size=1, max_size=5),
@@ -548,6 +572,8 @@ def garbage_values(
         return st.lists(enum_numbers(field_descriptor), max_size=5)
     if field_descriptor.is_repeated and name == "deposits":
         return st.lists(garbage_deposits(world), max_size=4)
+    if field_descriptor.is_repeated and name == "reverted":
+        return st.lists(garbage_retractions, max_size=4)
     if field_descriptor.is_repeated:
         assert name == "addresses", f"no strategy for repeated {rpc.name}.{name}"
         return address_lists
@@ -1055,6 +1081,17 @@ def odd_values(field_descriptor: FieldDescriptor) -> list[Any]:
             address="0x" + "1" * 40, txid="0x1", amount="1", block_time=Timestamp()
         )
         return [[deposit] for deposit in odd] + [[many] * 1001]
+    if field_descriptor.is_repeated and field_descriptor.name == "reverted":
+        # Enum fields are open: numbers no enum names go on the wire as they are.
+        pairs = [(1, 1)] * len(ODD_TEXTS + HUGE_TEXTS) + [(99, 1), (1, 99), (-1, 1), (1, 0), (0, 1)]
+        texts = ODD_TEXTS + HUGE_TEXTS + ["0x1"] * 5
+        odd_retractions = []
+        for text, (kind, reason) in zip(texts, pairs, strict=True):
+            retraction = wpb.Retraction(txid=text)
+            retraction.kind = kind  # type: ignore[assignment]
+            retraction.reason = reason  # type: ignore[assignment]
+            odd_retractions.append(retraction)
+        return [[r] for r in odd_retractions] + [[odd_retractions[0]] * 1001]
     if field_descriptor.is_repeated:
         return [[text] for text in ODD_TEXTS + HUGE_TEXTS] + MANY_ADDRESS_LISTS
     if field_descriptor.type == FieldDescriptor.TYPE_MESSAGE:

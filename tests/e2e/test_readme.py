@@ -103,6 +103,15 @@ async def test_the_readme_walkthrough_works_as_written(
         # A deposit on its order and the feed; a wallet held by the watermark until the
         # watcher scanned past it; a late deposit listed, its wallet held out.
         assert "ORDER_EVENT_TYPE_DEPOSIT_RECEIVED" in output
+        # A USDT order paid, dust ignored, a retraction that takes the payment back.
+        for expected in [
+            "PAYMENT_STATUS_PAID",
+            "DEPOSIT_DISPOSITION_DUST",
+            '"reverted": 1',
+            "DEPOSIT_STATUS_REVERTED",
+            "ORDER_EVENT_TYPE_DEPOSIT_REVERTED",
+        ]:
+            assert expected in output, expected
         assert '"held_by_watermark": 1' in output
         assert re.search(
             r"waits for (the next report of the ETH watcher|the ETH watcher to scan height "

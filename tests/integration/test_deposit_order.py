@@ -11,7 +11,9 @@ import uuid
 
 import asyncpg
 
+from shared.assets import DEFAULT_ASSETS, AssetTable
 from tests.integration.test_deposits import NETWORKS, configure_reuse_guard, deposit
+from wallet_pool_service import deposits
 from wallet_pool_service.adapters import PostgresWalletAdapter
 from wallet_pool_service.domain import demo_addresses
 from wallet_pool_service.manager import WalletPoolManager
@@ -35,6 +37,11 @@ async def recorded_ids(db_pool: asyncpg.Pool) -> list[int]:
     """Every recorded deposit, read by a route other than ListDeposits."""
     rows = await db_pool.fetch("SELECT id FROM wallet_pool.deposits")
     return sorted(row["id"] for row in rows)
+
+
+def classified(network: str, address: str) -> deposits.ClassifiedDeposit:
+    """A coin deposit to `address`, its asset resolved as the manager does before the adapter."""
+    return deposits.resolve(AssetTable(DEFAULT_ASSETS), network, deposit(address), "deposits[0]")
 
 
 async def waiting_for_a_lock(db_pool: asyncpg.Pool, application_name: str) -> bool:
@@ -62,7 +69,9 @@ async def test_a_report_that_draws_a_later_id_does_not_commit_before_an_earlier_
     try:
         transaction = held.transaction()
         await transaction.start()
-        await PostgresWalletAdapter(held).report_deposits("ETH", [deposit(first_address)], 100, 0)
+        await PostgresWalletAdapter(held).report_deposits(
+            "ETH", [classified("ETH", first_address)], 100, 0
+        )
         # A second report, on another network, starts meanwhile (from another connection
         # with a name of its own, so the test can see what it waits for).
         other = await asyncpg.connect(
@@ -71,7 +80,7 @@ async def test_a_report_that_draws_a_later_id_does_not_commit_before_an_earlier_
         try:
             second = asyncio.ensure_future(
                 PostgresWalletAdapter(other).report_deposits(
-                    "BTC", [deposit(second_address)], 100, 0
+                    "BTC", [classified("BTC", second_address)], 100, 0
                 )
             )
             # Either it committed (the bug this test exists for) or it waits on the lock.

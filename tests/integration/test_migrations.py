@@ -45,7 +45,9 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "007_one_call_per_decision",
             "008_confirmed_events",
             "008_release_names_the_wallet",
+            "009_assets_and_payment",
             "009_deposits_and_watermark",
+            "010_assets_and_dispositions",
         ]
         assert await _tables(pools[0]) == {
             "orders.orders",
@@ -64,6 +66,8 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "wallet_pool.assignments",
             "wallet_pool.chain_watermarks",
             "wallet_pool.deposits",
+            "wallet_pool.assets",
+            "wallet_pool.order_assets",
             "wallet_pool.wallet_states",
             "wallet_pool.schema_migrations",
             "wallet_pool.schema_definitions",

@@ -427,7 +427,9 @@ async def test_a_clients_scope_reads_and_lists_only_the_orders_it_created(
 
 async def _backdate(db_pool: asyncpg.Pool, order_id: uuid.UUID, seconds: int) -> None:
     await db_pool.execute(
-        "UPDATE orders.orders SET create_time = now() - make_interval(secs => $2) WHERE id = $1",
+        """UPDATE orders.orders SET create_time = now() - make_interval(secs => $2),
+                  payment_window_start = payment_window_start - make_interval(secs => $2)
+           WHERE id = $1""",
         order_id,
         seconds,
     )
@@ -486,9 +488,9 @@ class CountingGateway:
         self._inner = inner
         self.allocations: list[uuid.UUID] = []
 
-    async def allocate(self, order_id: uuid.UUID, network: str) -> PoolAllocation:
+    async def allocate(self, order_id: uuid.UUID, network: str, asset: str = "") -> PoolAllocation:
         self.allocations.append(order_id)
-        return await self._inner.allocate(order_id, network)
+        return await self._inner.allocate(order_id, network, asset)
 
     async def release(self, order_id: uuid.UUID, address: str, final_time: datetime) -> None:
         await self._inner.release(order_id, address, final_time)
@@ -498,6 +500,9 @@ class CountingGateway:
 
     async def deposits_after(self, after_id: int, limit: int) -> tuple[list[PoolDeposit], int]:
         return await self._inner.deposits_after(after_id, limit)
+
+    async def deposit_changes(self, after_change: int, limit: int) -> tuple[list[PoolDeposit], int]:
+        return await self._inner.deposit_changes(after_change, limit)
 
 
 async def test_replicas_share_the_allocation_sync_without_asking_twice_about_an_order(

@@ -80,9 +80,9 @@ POOL_PLANS = [
 ]
 ORDER_PLANS = [
     ("get_order", (ORDER,), {"orders_pkey"}),
-    ("change_status", (ORDER, "PROCESSING", "COMPLETED", "", "op", 10.0), {"orders_pkey"}),
+    ("change_status", (ORDER, "PROCESSING", "COMPLETED", "", "op", 10.0, None), {"orders_pkey"}),
     ("claim_waiting_orders", (100, 0.5), {"orders_waiting_idx", "orders_pkey"}),
-    ("claim_expired_orders", (1800.0, 50), {"orders_pending_age_idx"}),
+    ("claim_expired_orders", (1800.0, 50), {"orders_payment_window_idx"}),
     ("claim_due_releases", (50, 10.0), {"pending_releases_due_idx", "pending_releases_pkey"}),
     ("list_orders", (None, None, None, None, 50, None, None, None), {"orders_newest_idx"}),
 ]

@@ -20,6 +20,7 @@
 -- itself came later (the pool was unreachable). One already recorded in between is made late
 -- here, and holds the wallet out. Reports and releases exclude each other (lock 8203, shared
 -- by releases), so that neither attributes a deposit without seeing the other.
+-- Only a COUNTED deposit made late by it holds the wallet out (dust and spam tokens never do).
 CREATE OR REPLACE FUNCTION wallet_pool.release_wallet(
     p_order_id uuid, p_address text, p_cooldown float8, p_final_time timestamptz
 )
@@ -83,13 +84,14 @@ BEGIN
         WHERE d.address = freed.address AND d.order_id = p_order_id
           AND d.released_at IS NULL AND d.block_time >= closed.released_at
           AND d.reported_at >= closed.released_at
-        RETURNING d.txid, d.output_index, d.amount, d.block_time - d.released_at AS late_by
+        RETURNING d.txid, d.output_index, d.amount, d.block_time - d.released_at AS late_by,
+                  d.disposition
     )
     SELECT freed.address, freed.address, freed.network,
            (SELECT format('late deposit %s:%s of %s, %s after order %s released the address',
                           l.txid, l.output_index, l.amount, date_trunc('second', l.late_by),
                           p_order_id)
-            FROM made_late l ORDER BY l.late_by LIMIT 1)
+            FROM made_late l WHERE l.disposition = 'COUNTED' ORDER BY l.late_by LIMIT 1)
     INTO address, freed_address, network, late_reason FROM freed;
     IF late_reason IS NOT NULL THEN
         UPDATE wallet_pool.wallets w
