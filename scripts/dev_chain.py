@@ -218,7 +218,8 @@ class DevChain:
             if entry.retract in known:
                 retracts.append(entry)
             else:
-                self._receipt(entry, {"error": f"no payment {entry.retract} on this chain"})
+                error = f"no payment {entry.retract} on the {self.network} chain"
+                self._receipt(entry, {"error": error, "by": "chain"})
         payments = [e for e in entries if not e.retract]
         new = [
             Mined(
@@ -252,23 +253,31 @@ class DevChain:
         except grpc.aio.AioRpcError as exc:
             self._refused(exc, payments, again, retracts)
             return
-        self.height = height
-        (self._dir / "height").write_text(str(height))
-        self.payments = [m for m in self.payments if m.txid not in gone] + new
-        self._save_payments()
+        self._acknowledged(height, gone, list(zip(payments, new, strict=True)))
         said = MessageToDict(answer, preserving_proto_field_name=True)
-        for payment, mined in zip(payments, new, strict=True):
-            symbol, required = self._asset(payment.contract)
-            self._receipt(
-                payment,
-                {"height": height, "txid": mined.txid, "symbol": symbol, "required": required},
-            )
-            self.log(
-                f"block {height}: {payment.amount} {symbol} to {payment.address} ({mined.txid})"
-            )
         for entry in retracts:
             self._receipt(entry, {"height": height, "txid": entry.retract, "answer": said})
             self.log(f"block {height}: {entry.retract} retracted (its block orphaned)")
+
+    def _acknowledged(
+        self, height: int, gone: set[str], mined: list[tuple[Payment, Mined]]
+    ) -> None:
+        """The pool has the block: the chain is at its height, its payments kept to be
+        reported again (the retracted ones no longer), and each payer told."""
+        self.height = height
+        (self._dir / "height").write_text(str(height))
+        kept = [m for m in self.payments if m.txid not in gone]
+        self.payments = kept + [m for _, m in mined]
+        self._save_payments()
+        for payment, block in mined:
+            symbol, required = self._asset(payment.contract)
+            self._receipt(
+                payment,
+                {"height": height, "txid": block.txid, "symbol": symbol, "required": required},
+            )
+            self.log(
+                f"block {height}: {payment.amount} {symbol} to {payment.address} ({block.txid})"
+            )
 
     def _refused(
         self,
@@ -359,7 +368,8 @@ def _submit(network: str, body: dict[str, str], wait_seconds: float) -> dict[str
     receipt: dict[str, Any] = json.loads(receipt_path.read_text())
     receipt_path.unlink()
     if "error" in receipt:
-        print(f"refused by the pool: {receipt['error']}", file=sys.stderr)
+        by = "the chain" if receipt.get("by") == "chain" else "the pool"
+        print(f"refused by {by}: {receipt['error']}", file=sys.stderr)
         return None
     return receipt
 
@@ -381,10 +391,12 @@ def pay(
     if receipt is None:
         return 1
     what = f"{amount} {receipt['symbol']} ({contract})" if contract else amount
+    required = int(receipt["required"])
     print(
         f"paid {what} to {address}: {network} block {receipt['height']}, "
-        f"txid {receipt['txid']}, reported to the pool with 1 confirmation (reported again "
-        f"each block up to {receipt['required']})"
+        f"txid {receipt['txid']}, reported to the pool with 1 confirmation of {required} "
+        f"({'CONFIRMING' if required > 1 else 'CONFIRMED'}; reported again each block up "
+        f"to {required})"
     )
     return 0
 

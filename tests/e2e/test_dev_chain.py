@@ -138,6 +138,7 @@ async def test_a_payment_through_the_chain_is_confirmed_and_pays_its_order_then_
     assert await paying == 0
     paid_line = capsys.readouterr().out
     assert f"paid 125.5 USDT ({USDT}) to {address}: ETH block {running.height}" in paid_line
+    assert "with 1 confirmation of 2 (CONFIRMING; " in paid_line
     first = await deposit()
     assert (first.kind, first.asset, first.order_id) == (wpb.DEPOSIT_KIND_TOKEN, "USDT", order_id)
     assert (first.status, first.confirmations) == (wpb.DEPOSIT_STATUS_CONFIRMING, 1)
@@ -183,4 +184,4 @@ async def test_a_payment_through_the_chain_is_confirmed_and_pays_its_order_then_
     await queued(directory)
     await running.mine()
     assert await unknown == 1
-    assert "no payment 0xabab" in capsys.readouterr().err
+    assert "refused by the chain: no payment 0xabab" in capsys.readouterr().err
