@@ -13,6 +13,7 @@ from pathlib import Path
 from scripts.dev_chain import data_dir
 from scripts.processes import ServiceProcess
 from shared import config
+from shared.assets import ASSETS_VARIABLE, DEFAULT_ASSETS
 from shared.embedded_db import EmbeddedPostgres
 from shared.networks import supported_networks
 from wallet_pool_service.config import parse_reuse_confirmations
@@ -22,6 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # the plan's check (complete an order, its wallet is available again) passes within seconds
 # while the guard still holds every released wallet for a few blocks, as in production.
 DEV_REUSE_CONFIRMATIONS = "2"
+# Development's deposits: every asset CONFIRMED at two blocks of the development chain (two
+# seconds), so a payment made with the chain's `pay` is seen CONFIRMING and then PAID within
+# seconds (production: BTC 3, ETH 64, TRON 20), when ASSETS is unset.
+DEV_ASSET_CONFIRMATIONS = 2
 
 
 def token(data: Path, role: str) -> str:
@@ -59,6 +64,30 @@ def guard_line(env: dict[str, str], chains: tuple[str, ...], block_seconds: floa
     return f"reuse guard: {mode} [WALLET_REUSE_CONFIRMATIONS={setting}]; heights from {source}"
 
 
+def dev_assets(networks: tuple[str, ...]) -> str:
+    """The ASSETS setting of make run's demo: the built-in assets of `networks`, each with
+    DEV_ASSET_CONFIRMATIONS confirmations."""
+    return ",".join(
+        f"{a.network}:{a.code}:{a.contract or ''}:{a.decimals}:{a.min_deposit}:"
+        f"{DEV_ASSET_CONFIRMATIONS}"
+        for a in DEFAULT_ASSETS
+        if a.network in networks
+    )
+
+
+def assets_line(env: dict[str, str]) -> str:
+    """One line: the confirmations deposits need, and whose setting that is."""
+    if os.environ.get(ASSETS_VARIABLE):
+        return f"deposits: confirmations as your {ASSETS_VARIABLE} sets them (ListAssets)"
+    if env.get(ASSETS_VARIABLE):
+        return (
+            f"deposits: CONFIRMED at {DEV_ASSET_CONFIRMATIONS} confirmations for every asset "
+            f"(make run's demo setting, as {ASSETS_VARIABLE} is unset; built in: BTC 3, "
+            "ETH 64, TRON 20)"
+        )
+    return "deposits: the built-in confirmations (BTC 3, ETH 64, TRON 20; see ListAssets)"
+
+
 def walkthrough(
     order: ServiceProcess, pool: ServiceProcess, tokens: dict[str, str], data: Path, guard: str
 ) -> str:
@@ -72,6 +101,7 @@ Both services are up.
   client token:        {tokens["client"]}   ({data / "client_token"})
   watcher token:       {tokens["watcher"]}   ({data / "watcher_token"}: the chain watchers' reports)
   {guard}
+  {assets_line(pool.env)}
 
 Try:
   {g} {order_addr} list
@@ -116,6 +146,8 @@ def service_env(data: Path, database_url: str, tokens: dict[str, str]) -> dict[s
     }
     if config.environment() == "development" and "WALLET_REUSE_CONFIRMATIONS" not in os.environ:
         env["WALLET_REUSE_CONFIRMATIONS"] = DEV_REUSE_CONFIRMATIONS
+    if config.environment() == "development" and not os.environ.get(ASSETS_VARIABLE):
+        env[ASSETS_VARIABLE] = dev_assets(supported_networks())
     return env
 
 
@@ -163,8 +195,8 @@ async def run() -> int:
         database_url = embedded.url
         print(f"Embedded PostgreSQL under {data / 'postgres'}", flush=True)
     tokens = {role: token(data, role) for role in ("operator", "client", "service", "watcher")}
-    env = service_env(data, database_url, tokens)
     try:
+        env = service_env(data, database_url, tokens)
         guard = guard_line(env, chains, block_seconds)
     except config.ConfigError as exc:
         print(f"make run: configuration error: {exc}", flush=True)

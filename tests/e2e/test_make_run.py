@@ -84,6 +84,8 @@ async def test_the_plans_check_a_completed_orders_wallet_is_available_within_5_s
         "[WALLET_REUSE_CONFIRMATIONS=2]; heights from make run's development chains "
         "(BTC, ETH, TRON), a block every 1 s, reporting with the watcher token"
     ) in make_run.banner
+    # And the confirmations deposits need: make run's demo setting, 2 blocks for every asset.
+    assert "deposits: CONFIRMED at 2 confirmations for every asset" in make_run.banner
     loop = asyncio.get_running_loop()
     # 1. Create an order: it gets a wallet.
     order = (

@@ -119,6 +119,9 @@ async def test_the_readme_walkthrough_works_as_written(
             output,
         )
         assert "paid 125.5 to " in output and "reported to the pool" in output
+        # The USDT order paid through the chain's token Transfer, CONFIRMED at make run's 2.
+        assert "paid 125.5 USDT (0xdAC17F958D2ee523a2206206994597C13D831ec7) to " in output
+        assert "DEPOSIT_STATUS_CONFIRMED" in output and "PAYMENT_STATUS_UNPAID" in output
         assert "DEPOSIT_ATTRIBUTION_LATE" in output
         late = output.split("--- late deposits:", 1)[1]
         assert f'"order_id": "{left_id}"' in late and '"late": true' in output

@@ -4,15 +4,28 @@ from pathlib import Path
 
 import pytest
 
-from scripts.run_local import DEV_REUSE_CONFIRMATIONS, dev_chain_networks, guard_line, service_env
+from scripts.run_local import (
+    DEV_REUSE_CONFIRMATIONS,
+    assets_line,
+    dev_chain_networks,
+    guard_line,
+    service_env,
+)
 from shared import config
+from shared.assets import parse_assets
 
 TOKENS = {"operator": "o", "client": "c", "service": "s", "watcher": "w"}
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("APP_ENV", "WALLET_REUSE_CONFIRMATIONS", "DEV_CHAIN", "SUPPORTED_NETWORKS"):
+    for name in (
+        "APP_ENV",
+        "WALLET_REUSE_CONFIRMATIONS",
+        "DEV_CHAIN",
+        "SUPPORTED_NETWORKS",
+        "ASSETS",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -69,3 +82,36 @@ def test_a_bad_guard_setting_is_a_configuration_error_naming_the_variable(
     env = service_env(Path("/tmp/x"), "postgresql://db", TOKENS)
     with pytest.raises(config.ConfigError, match="WALLET_REUSE_CONFIRMATIONS"):
         guard_line(env, (), 1.0)
+
+
+def test_in_development_every_asset_is_confirmed_at_two_blocks() -> None:
+    env = service_env(Path("/tmp/x"), "postgresql://db", TOKENS)
+    # What the services read from it: the built-in assets, each at 2 confirmations.
+    table = parse_assets(env["ASSETS"], ("BTC", "ETH", "TRON"))
+    assert {(a.network, a.symbol, a.confirmations) for a in table.assets} == {
+        ("BTC", "BTC", 2),
+        ("ETH", "ETH", 2),
+        ("ETH", "USDT", 2),
+        ("ETH", "USDC", 2),
+        ("TRON", "TRX", 2),
+        ("TRON", "USDT", 2),
+    }
+    assert str(table.get("ETH", "").min_deposit) == "0.0005"  # type: ignore[union-attr]
+    assert assets_line(env).startswith(
+        "deposits: CONFIRMED at 2 confirmations for every asset (make run's demo setting, "
+        "as ASSETS is unset"
+    )
+
+
+def test_assets_of_the_users_own_are_kept_and_production_gets_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ASSETS", "ETH:::18:0.01:12")
+    env = service_env(Path("/tmp/x"), "postgresql://db", TOKENS)
+    assert env["ASSETS"] == "ETH:::18:0.01:12"
+    assert assets_line(env) == "deposits: confirmations as your ASSETS sets them (ListAssets)"
+    monkeypatch.delenv("ASSETS")
+    monkeypatch.setenv("APP_ENV", "production")
+    env = service_env(Path("/tmp/x"), "postgresql://db", TOKENS)
+    assert "ASSETS" not in env
+    assert assets_line(env).startswith("deposits: the built-in confirmations")
