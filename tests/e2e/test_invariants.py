@@ -98,7 +98,9 @@ def final_token(address: str, amount: str, contract: str, height: int) -> wpb.Ch
     return deposit
 
 
-async def payment_of(stack: Stack, order_id: str) -> tuple[int, Decimal, Decimal]:
+async def payment_of(
+    stack: Stack, order_id: str
+) -> tuple[opb.PaymentStatus.ValueType, Decimal, Decimal]:
     order = (
         await stack.orders.GetOrder(opb.GetOrderRequest(order_id=order_id), metadata=stack.client)
     ).order
@@ -185,7 +187,7 @@ async def test_money_paths_with_the_guard_on_keep_every_invariant_and_the_api_ag
         1,
     )
     await ledger.assert_invariants("spam, the wrong asset, dust and a payment within tolerance")
-    assert await payment_of(stack, e.id) == (opb.PAYMENT_STATUS_PAID, Decimal("0.498"), 0)
+    assert await payment_of(stack, e.id) == (opb.PAYMENT_STATUS_PAID, Decimal("0.498"), Decimal(0))
 
     # The second payment's block is orphaned: E is short again.
     retraction = wpb.Retraction(
@@ -196,4 +198,8 @@ async def test_money_paths_with_the_guard_on_keep_every_invariant_and_the_api_ag
     )
     assert (await ledger.report(122, reverted=(retraction,))).reverted == 1
     await ledger.assert_invariants("a payment retracted")
-    assert await payment_of(stack, e.id) == (opb.PAYMENT_STATUS_PARTIAL, Decimal("0.3005"), 0)
+    assert await payment_of(stack, e.id) == (
+        opb.PAYMENT_STATUS_PARTIAL,
+        Decimal("0.3005"),
+        Decimal(0),
+    )
