@@ -180,13 +180,13 @@ async def test_money_paths_with_the_guard_on_keep_every_invariant_and_the_api_ag
         second,
         chain_deposit(b.wallet_address, height=121, amount="0.000000000000000001"),
     )
+    await ledger.assert_invariants("spam, the wrong asset, dust and a payment within tolerance")
     assert (outcome.counted, outcome.unknown_asset, outcome.wrong_asset, outcome.dust) == (
         3,
         1,
         1,
         1,
     )
-    await ledger.assert_invariants("spam, the wrong asset, dust and a payment within tolerance")
     assert await payment_of(stack, e.id) == (opb.PAYMENT_STATUS_PAID, Decimal("0.498"), Decimal(0))
 
     # The second payment's block is orphaned: E is short again.

@@ -11,8 +11,8 @@ from pathlib import Path
 
 PATCHES = Path(__file__).resolve().parent / "patches"
 
-# The money paths step by step with the guard on, every invariant and the API checked after
-# each step (tests/e2e/test_invariants.py).
+# The money paths step by step with the guard on, every invariant (issue 20's included) and
+# the API checked after each step (tests/e2e/test_invariants.py).
 MONEY_PATHS = "tests/e2e/test_invariants.py"
 # A release naming a wallet its order does not hold, end to end; and any mix of releases,
 # stray ones included, against invariants 1-4 (property-based).
@@ -152,49 +152,55 @@ MUTANTS = [
         "late-dust-holds-wallet",
         "a dust (or spam-token) deposit after the release disables the wallet like a counted one",
         ("wallet_pool_service/sql/deposits.sql",),
-        LATE_DUST,
+        (MONEY_PATHS, *LATE_DUST),
     ),
     Mutant(
         "wrong-asset-counted",
         "a known asset other than the order's (the coin to a USDT order) is COUNTED",
         ("wallet_pool_service/sql/deposits.sql",),
-        (ASSETS_END_TO_END,),
+        (MONEY_PATHS, ASSETS_END_TO_END),
     ),
     Mutant(
         "spam-token-counted",
         "a token of an unknown contract (a fake USDT) is COUNTED (Python)",
         ("wallet_pool_service/deposits.py",),
-        (DISPOSITION_RULE, ASSETS_END_TO_END),
+        (MONEY_PATHS, DISPOSITION_RULE, ASSETS_END_TO_END),
+    ),
+    Mutant(
+        "spam-token-counts-as-the-coin",
+        "the order service reads the pool's UNKNOWN_ASSET as a counted coin deposit (Python)",
+        ("order_service/wallet_pool_client.py",),
+        (MONEY_PATHS,),
     ),
     Mutant(
         "dust-at-the-minimum",
         "a deposit of exactly the asset's minimum is DUST (Python)",
         ("wallet_pool_service/deposits.py",),
-        (DISPOSITION_RULE,),
+        (MONEY_PATHS, DISPOSITION_RULE),
     ),
     Mutant(
         "payment-ignores-the-tolerance",
         "the payment status ignores the tolerance: a withdrawal fee short is PARTIAL (Python)",
         ("order_service/payment.py",),
-        (PAYMENT_RULE,),
+        (MONEY_PATHS, PAYMENT_RULE),
     ),
     Mutant(
         "partial-payment-is-paid",
         "a partial payment is PAID (Python)",
         ("order_service/payment.py",),
-        (PAYMENT_RULE,),
+        (MONEY_PATHS, PAYMENT_RULE),
     ),
     Mutant(
         "confirmed-deposit-counted-twice",
         "a confirmed deposit is counted in the received amounts twice: confirmed and pending",
         ("order_service/payment.py",),
-        (PAYMENT_RULE,),
+        (MONEY_PATHS, PAYMENT_RULE),
     ),
     Mutant(
         "reverted-deposit-still-counts",
         "a reverted deposit (a reorg, a replacement) still counts toward payment (Python)",
         ("order_service/domain.py",),
-        (PAYMENT_RULE,),
+        (MONEY_PATHS, PAYMENT_RULE),
     ),
     Mutant(
         "payment-window-expires-a-paid-order",
