@@ -307,14 +307,14 @@ async def unshown_deposits(conn: Connection) -> int:
 
 
 async def unsynced_deposit_changes(conn: Connection) -> int:
-    """Copied deposits whose status, confirmations or disposition the order service has not
-    yet taken from the pool (it takes them with the payment status they make, in one
-    transaction: once none is left, each order's payment has settled)."""
+    """Copied deposits whose status or confirmations the order service has not yet taken
+    from the pool (it takes them with the payment status they make, in one transaction: once
+    none is left, each order's payment has settled). A disposition never changes once
+    recorded: a copy that differs is a violation (checked after), not a change in flight."""
     count: int = await conn.fetchval(
         """SELECT count(*) FROM wallet_pool.deposits d
            JOIN orders.deposits o ON o.pool_id = d.id
-           WHERE (o.status, o.confirmations, o.disposition)
-                 IS DISTINCT FROM (d.status, d.confirmations, d.disposition)"""
+           WHERE (o.status, o.confirmations) IS DISTINCT FROM (d.status, d.confirmations)"""
     )
     return count
 
