@@ -62,7 +62,8 @@ class Replicas:
 
     def start_watcher(self, database_url: str) -> None:
         """A block every 0.1 s, and customers paying held wallets (never released ones: a
-        late payment would keep a wallet out of the waves)."""
+        late payment would keep a wallet out of the waves; never PENDING ones: an order that
+        received money outlives its payment window, and the expiring ones must expire)."""
         self.watcher_report = ChaosReport(seed=14, seconds=0)
         self.watcher = ChainWatcher(
             self.pool_stub,
@@ -71,6 +72,7 @@ class Replicas:
             seed=14,
             late_payers=False,
             tick_seconds=0.1,
+            payee_statuses=("PROCESSING",),
         )
         self._stop_watcher = asyncio.Event()
         self._watching = asyncio.create_task(self.watcher.run(self._stop_watcher))
@@ -261,7 +263,9 @@ async def test_two_replicas_of_each_service_serve_every_order_once_and_expire_ea
 
     await replicas.stop_watcher()
     deposits = replicas.watcher.acknowledged if replicas.watcher else {}
-    assert await check_all(db, acknowledged, deposits=deposits, api=replicas.api) == []
+    assert (
+        await check_all(db, acknowledged, deposits=deposits, api=replicas.api, payments=True) == []
+    )
     async with db.acquire() as conn:
         assert await no_work_done_twice(conn) == []
         counts = await money_counts(conn)

@@ -11,13 +11,34 @@ from pathlib import Path
 
 PATCHES = Path(__file__).resolve().parent / "patches"
 
-# The money paths step by step with the guard on, every invariant and the API checked after
-# each step (tests/e2e/test_invariants.py).
+# The money paths step by step with the guard on, every invariant (issue 20's included) and
+# the API checked after each step (tests/e2e/test_invariants.py).
 MONEY_PATHS = "tests/e2e/test_invariants.py"
 # A release naming a wallet its order does not hold, end to end; and any mix of releases,
 # stray ones included, against invariants 1-4 (property-based).
 RELEASE_GUARDS = "tests/e2e/test_release_guards.py"
 RELEASE_PROPERTIES = "tests/integration/test_release_properties.py"
+# Issue 20's rules as pure functions, table by table: the payment status (tolerance, PARTIAL,
+# what counts toward it) and a deposit's disposition (spam, dust at its minimum, wrong asset).
+PAYMENT_RULE = "tests/unit/test_payment.py"
+DISPOSITION_RULE = "tests/unit/test_dispositions.py"
+# A USDT order paid in USDT, with the coin and a fake USDT in the same transaction, end to end.
+ASSETS_END_TO_END = (
+    "tests/e2e/test_assets.py::"
+    "test_a_usdt_order_shows_its_token_deposit_counted_and_the_others_set_aside"
+)
+# Dust and spam tokens to a released wallet, on the pool's database: never disable it.
+LATE_DUST = (
+    "tests/integration/test_dispositions.py::"
+    "test_dust_and_spam_tokens_to_a_released_wallet_are_recorded_late_but_never_disable_it",
+    "tests/integration/test_dispositions.py::"
+    "test_a_dust_deposit_made_late_by_the_release_does_not_disable_the_wallet",
+)
+# The payment window: a paid order outlives it, one with only dust does not.
+PAYMENT_WINDOW = (
+    "tests/e2e/test_payment_window.py::"
+    "test_an_order_with_a_payment_outlives_its_window_and_one_with_dust_does_not"
+)
 
 
 @dataclass(frozen=True)
@@ -126,5 +147,65 @@ MUTANTS = [
         "GetOrder lists a late deposit twice",
         ("order_service/queries.sql",),
         (MONEY_PATHS,),
+    ),
+    Mutant(
+        "late-dust-holds-wallet",
+        "a dust (or spam-token) deposit after the release disables the wallet like a counted one",
+        ("wallet_pool_service/sql/deposits.sql",),
+        (MONEY_PATHS, *LATE_DUST),
+    ),
+    Mutant(
+        "wrong-asset-counted",
+        "a known asset other than the order's (the coin to a USDT order) is COUNTED",
+        ("wallet_pool_service/sql/deposits.sql",),
+        (MONEY_PATHS, ASSETS_END_TO_END),
+    ),
+    Mutant(
+        "spam-token-counted",
+        "a token of an unknown contract (a fake USDT) is COUNTED (Python)",
+        ("wallet_pool_service/deposits.py",),
+        (MONEY_PATHS, DISPOSITION_RULE, ASSETS_END_TO_END),
+    ),
+    Mutant(
+        "spam-token-counts-as-the-coin",
+        "the order service reads the pool's UNKNOWN_ASSET as a counted coin deposit (Python)",
+        ("order_service/wallet_pool_client.py",),
+        (MONEY_PATHS,),
+    ),
+    Mutant(
+        "dust-at-the-minimum",
+        "a deposit of exactly the asset's minimum is DUST (Python)",
+        ("wallet_pool_service/deposits.py",),
+        (MONEY_PATHS, DISPOSITION_RULE),
+    ),
+    Mutant(
+        "payment-ignores-the-tolerance",
+        "the payment status ignores the tolerance: a withdrawal fee short is PARTIAL (Python)",
+        ("order_service/payment.py",),
+        (MONEY_PATHS, PAYMENT_RULE),
+    ),
+    Mutant(
+        "partial-payment-is-paid",
+        "a partial payment is PAID (Python)",
+        ("order_service/payment.py",),
+        (MONEY_PATHS, PAYMENT_RULE),
+    ),
+    Mutant(
+        "confirmed-deposit-counted-twice",
+        "a confirmed deposit is counted in the received amounts twice: confirmed and pending",
+        ("order_service/payment.py",),
+        (MONEY_PATHS, PAYMENT_RULE),
+    ),
+    Mutant(
+        "reverted-deposit-still-counts",
+        "a reverted deposit (a reorg, a replacement) still counts toward payment (Python)",
+        ("order_service/domain.py",),
+        (MONEY_PATHS, PAYMENT_RULE),
+    ),
+    Mutant(
+        "payment-window-expires-a-paid-order",
+        "the payment window expires an order that has a counted deposit",
+        ("order_service/queries.sql",),
+        (PAYMENT_WINDOW,),
     ),
 ]
