@@ -40,34 +40,11 @@ async def _serve(settings: PoolSettings, tracing: Tracing) -> None:
     loops: list[PeriodicTask] = []
     listener: asyncio.Task[None] | None = None
     try:
-        servicer = WalletPoolServicer(manager)
-        server = GrpcServer(
-            address=settings.address,
-            service_names=[SERVICE_NAME],
-            register=lambda s: pb_grpc.add_WalletPoolServiceServicer_to_server(servicer, s),
-            authenticator=Authenticator(settings.tokens, METHOD_ROLES),
-            grace_seconds=settings.shutdown_grace_seconds,
-            drain_seconds=settings.shutdown_drain_seconds,
-            tls=settings.tls,
-            before_grace=lambda _grace_seconds: manager.hand_offs.close(),
-            interceptors=tracing.server_interceptors(),
-        )
+        server = _server(settings, tracing, manager)
         if settings.metrics_addr:
             serve_metrics(settings.metrics_addr)
         await server.start()
-        gauges = PoolGauges()
-
-        async def publish_gauges() -> bool:
-            gauges.publish(await manager.get_pool_stats())
-            return False
-
-        loops = [
-            server.follow_dependency(manager.database_ready, settings.health_check_seconds),
-            PeriodicTask(
-                "hand-off-sweep", manager.hand_off_everywhere, settings.hand_off_sweep_seconds
-            ),
-            PeriodicTask("pool-gauges", publish_gauges, settings.metrics_refresh_seconds),
-        ]
+        loops = _loops(settings, server, manager)
         for loop in loops:
             loop.start()
         listener = asyncio.create_task(manager.hand_offs.run(), name="hand-off-listener")
@@ -81,6 +58,40 @@ async def _serve(settings: PoolSettings, tracing: Tracing) -> None:
             await loop.stop()
         await manager.close()
         log.info("stopped")
+
+
+def _server(settings: PoolSettings, tracing: Tracing, manager: WalletPoolManager) -> GrpcServer:
+    servicer = WalletPoolServicer(manager)
+    return GrpcServer(
+        address=settings.address,
+        service_names=[SERVICE_NAME],
+        register=lambda s: pb_grpc.add_WalletPoolServiceServicer_to_server(servicer, s),
+        authenticator=Authenticator(settings.tokens, METHOD_ROLES),
+        grace_seconds=settings.shutdown_grace_seconds,
+        drain_seconds=settings.shutdown_drain_seconds,
+        tls=settings.tls,
+        before_grace=lambda _grace_seconds: manager.hand_offs.close(),
+        interceptors=tracing.server_interceptors(),
+    )
+
+
+def _loops(
+    settings: PoolSettings, server: GrpcServer, manager: WalletPoolManager
+) -> list[PeriodicTask]:
+    """The background loops, not started yet."""
+    gauges = PoolGauges()
+
+    async def publish_gauges() -> bool:
+        gauges.publish(await manager.get_pool_stats())
+        return False
+
+    return [
+        server.follow_dependency(manager.database_ready, settings.health_check_seconds),
+        PeriodicTask(
+            "hand-off-sweep", manager.hand_off_everywhere, settings.hand_off_sweep_seconds
+        ),
+        PeriodicTask("pool-gauges", publish_gauges, settings.metrics_refresh_seconds),
+    ]
 
 
 class WalletPoolManagerFactory:
