@@ -16,10 +16,10 @@ from shared.grpc_server import GrpcServer
 from shared.loops import PeriodicTask
 from shared.metrics import serve_metrics
 from shared.tracing import Tracing
-from wallet_pool_service.adapters import PostgresWalletAdapter
 from wallet_pool_service.config import PoolSettings
 from wallet_pool_service.manager import WalletPoolManager
 from wallet_pool_service.metrics import PoolGauges
+from wallet_pool_service.repository import PostgresWalletAdapter
 from wallet_pool_service.servicer import METHOD_ROLES, SERVICE_NAME, WalletPoolServicer
 
 log = logging.getLogger(__name__)

@@ -16,18 +16,18 @@ from shared.embedded_db import EmbeddedPostgres
 from shared.networks import parse_network
 from shared.pagination import decode_page_token, encode_page_token, foreign_page_token, page_size
 from wallet_pool_service import deposits, domain
-from wallet_pool_service.adapters import (
-    PostgresQueueAdapter,
-    PostgresWalletAdapter,
-    QueueRepository,
-    WalletRepository,
-)
 from wallet_pool_service.config import pool_assets
-from wallet_pool_service.hand_offs import HandOffFeed
+from wallet_pool_service.feed import HandOffFeed
 from wallet_pool_service.metrics import (
     DEPOSITS_RECORDED,
     DEPOSITS_REVERTED,
     FINALITY_VIOLATIONS,
+)
+from wallet_pool_service.repository import (
+    PostgresQueueAdapter,
+    PostgresWalletAdapter,
+    QueueRepository,
+    WalletRepository,
 )
 
 log = logging.getLogger(__name__)
