@@ -24,7 +24,7 @@ from order_service.payment import (
     required_payment,
 )
 from order_service.releases import ReleaseDelivery
-from order_service.repository import OrderRepository
+from order_service.repository import PostgresOrderRepository
 from order_service.store import OrderStore, after_commit
 from shared.assets import AssetTable, check_scale
 from shared.errors import Unavailable
@@ -189,7 +189,7 @@ class OrderLifecycle:
 
     async def record_change(
         self,
-        orders: OrderRepository,
+        orders: PostgresOrderRepository,
         order_id: uuid.UUID,
         current: OrderStatus,
         status: OrderStatus,

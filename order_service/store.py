@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from order_service.repository import OrderRepository, PostgresOrderRepository
+from order_service.repository import PostgresOrderRepository
 from shared.db import accepts_writes, connection, is_database_outage
 
 log = logging.getLogger(__name__)
@@ -20,12 +20,12 @@ class OrderStore:
         self.pool = pool
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[OrderRepository]:
+    async def transaction(self) -> AsyncIterator[PostgresOrderRepository]:
         async with connection(self.pool) as conn, conn.transaction():
             yield PostgresOrderRepository(conn)
 
     @contextlib.asynccontextmanager
-    async def snapshot(self) -> AsyncIterator[OrderRepository]:
+    async def snapshot(self) -> AsyncIterator[PostgresOrderRepository]:
         """For reads of several statements that must agree with each other: one read-only
         REPEATABLE READ transaction, whose statements all see the database as of its first."""
         async with (
@@ -35,7 +35,7 @@ class OrderStore:
             yield PostgresOrderRepository(conn)
 
     @contextlib.asynccontextmanager
-    async def statement(self) -> AsyncIterator[OrderRepository]:
+    async def statement(self) -> AsyncIterator[PostgresOrderRepository]:
         """For a use case of one statement, atomic on its own: no BEGIN/COMMIT round trips."""
         async with connection(self.pool) as conn:
             yield PostgresOrderRepository(conn)

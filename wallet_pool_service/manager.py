@@ -26,8 +26,6 @@ from wallet_pool_service.metrics import (
 from wallet_pool_service.repository import (
     PostgresQueueAdapter,
     PostgresWalletAdapter,
-    QueueRepository,
-    WalletRepository,
 )
 
 log = logging.getLogger(__name__)
@@ -60,12 +58,14 @@ class WalletPoolManager:
         self._background: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[tuple[WalletRepository, QueueRepository]]:
+    async def _transaction(
+        self,
+    ) -> AsyncIterator[tuple[PostgresWalletAdapter, PostgresQueueAdapter]]:
         async with connection(self._pool) as conn, conn.transaction():
             yield PostgresWalletAdapter(conn), PostgresQueueAdapter(conn)
 
     @contextlib.asynccontextmanager
-    async def _statement(self) -> AsyncIterator[tuple[WalletRepository, QueueRepository]]:
+    async def _statement(self) -> AsyncIterator[tuple[PostgresWalletAdapter, PostgresQueueAdapter]]:
         """For a use case of one statement, atomic on its own: no BEGIN/COMMIT round trips."""
         async with connection(self._pool) as conn:
             yield PostgresWalletAdapter(conn), PostgresQueueAdapter(conn)
