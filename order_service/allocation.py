@@ -4,6 +4,7 @@ onto it, from the pool's answers and its hand-off stream."""
 import asyncio
 import logging
 import uuid
+from dataclasses import dataclass
 
 from order_service.domain import Order
 from order_service.feed import OrderFeed
@@ -15,18 +16,12 @@ log = logging.getLogger(__name__)
 _SYNC_BATCH = 100
 
 
+@dataclass(eq=False)
 class AllocationSync:
-    def __init__(
-        self,
-        store: OrderStore,
-        wallet_pool: WalletPoolGateway,
-        feed: OrderFeed,
-        sync_lease_seconds: float,
-    ) -> None:
-        self._store = store
-        self._wallet_pool = wallet_pool
-        self._feed = feed
-        self._sync_lease_seconds = sync_lease_seconds
+    _store: OrderStore
+    _wallet_pool: WalletPoolGateway
+    _feed: OrderFeed
+    _sync_lease_seconds: float
 
     async def sync_waiting_orders(self) -> bool:
         """Allocation-loop step: learn the wallets (or queue places) of waiting orders."""

@@ -15,13 +15,13 @@ from order_service.servicer import METHOD_ROLES, SERVICE_NAME, OrderServicer
 from order_service.wallet_pool_client import GrpcWalletPoolGateway
 from shared.auth import Authenticator
 from shared.config import run_service
-from shared.db import apply_migrations, close_pool, create_pool
+from shared.db import apply_migrations, close_pool, create_listen_pool, create_pool
 from shared.embedded_db import resolve_database
 from shared.grpc_server import GrpcServer
 from shared.listen import Listener
 from shared.loops import PeriodicTask
 from shared.metrics import serve_metrics
-from shared.tracing import Tracing
+from shared.tracing import Tracing, run_traced
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,7 @@ _ANSWER_AFTER_CUT_OFF_SECONDS = 1.0
 
 
 async def serve(settings: OrderSettings) -> None:
-    tracing = Tracing.start(settings.tracing, "order_service")
-    try:
-        await _serve(settings, tracing)
-    finally:
-        await tracing.shutdown()
+    await run_traced(settings.tracing, "order_service", lambda tracing: _serve(settings, tracing))
 
 
 async def _serve(settings: OrderSettings, tracing: Tracing) -> None:
@@ -97,14 +93,9 @@ async def _open_pools(
         application_name="order_service",
         statement_cache_size=settings.statement_cache_size,
     )
-    # LISTEN needs a session of its own: behind a transaction-pooling PgBouncer, a direct URL.
     listen_pool = (
-        await create_pool(
-            settings.listen_database_url,
-            min_size=0,
-            max_size=1,
-            application_name="order_service",
-            statement_cache_size=settings.statement_cache_size,
+        await create_listen_pool(
+            settings.listen_database_url, "order_service", settings.statement_cache_size
         )
         if settings.listen_database_url
         else None
@@ -170,30 +161,36 @@ def _loops(
     """The background loops, not started yet."""
 
     async def publish_pending_releases() -> bool:
-        metrics.PENDING_RELEASES.set(await manager.count_pending_releases())
+        metrics.PENDING_RELEASES.set(await manager.releases.count_pending())
         return False
 
     loops = [
         server.follow_dependency(manager.database_ready, settings.health_check_seconds),
-        PeriodicTask("release-retry", manager.deliver_due_releases, settings.release_retry_seconds),
+        PeriodicTask("release-retry", manager.releases.deliver_due, settings.release_retry_seconds),
         PeriodicTask(
-            "allocation-sync", manager.sync_waiting_orders, settings.allocation_sync_seconds
+            "allocation-sync",
+            manager.allocation.sync_waiting_orders,
+            settings.allocation_sync_seconds,
         ),
         PeriodicTask("pending-release-gauge", publish_pending_releases, 5.0),
-        PeriodicTask("deposit-sync", manager.sync_deposits, settings.deposit_sync_seconds),
+        PeriodicTask("deposit-sync", manager.deposits.sync, settings.deposit_sync_seconds),
         # Reconnects half a second after the stream ends.
-        PeriodicTask("hand-off-watch", manager.follow_hand_offs, 0.5),
+        PeriodicTask("hand-off-watch", manager.allocation.follow_hand_offs, 0.5),
         # The safety net of the sequencer runs that follow each change heard of.
-        PeriodicTask("event-sequencer", manager.sequence_events, settings.event_sequencer_seconds),
+        PeriodicTask(
+            "event-sequencer", manager.events.sequence_events, settings.event_sequencer_seconds
+        ),
         PeriodicTask(
             "event-retention",
-            manager.expire_events,
+            manager.events.expire_events,
             min(60.0, settings.event_retention_seconds / 4),
         ),
     ]
     if settings.order_ttl_seconds:
         loops.append(
-            PeriodicTask("expiry", manager.expire_stale_orders, settings.expiry_check_seconds)
+            PeriodicTask(
+                "expiry", manager.expiry.expire_stale_orders, settings.expiry_check_seconds
+            )
         )
     return loops
 

@@ -3,6 +3,7 @@ by the system, and what they hold is released."""
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from order_service import domain
 from order_service.deposit_sync import DepositSync
@@ -17,22 +18,14 @@ log = logging.getLogger(__name__)
 _EXPIRY_BATCH = 50
 
 
+@dataclass(eq=False)
 class OrderExpiry:
-    def __init__(
-        self,
-        store: OrderStore,
-        feed: OrderFeed,
-        lifecycle: OrderLifecycle,
-        releases: ReleaseDelivery,
-        deposits: DepositSync,
-        order_ttl_seconds: float,
-    ) -> None:
-        self._store = store
-        self._feed = feed
-        self._lifecycle = lifecycle
-        self._releases = releases
-        self._deposits = deposits
-        self._order_ttl_seconds = order_ttl_seconds
+    _store: OrderStore
+    _feed: OrderFeed
+    _lifecycle: OrderLifecycle
+    _releases: ReleaseDelivery
+    _deposits: DepositSync
+    _order_ttl_seconds: float
 
     async def expire_stale_orders(self) -> bool:
         """Expiry-loop step: cancel PENDING orders whose payment window (the TTL from when

@@ -10,23 +10,10 @@ atomic on its own, plus calls to the pool):
 - event_log.py: the sequencer, reading and watching the log, its retention.
 """
 
-import uuid
-from collections.abc import AsyncIterator, Collection
-from decimal import Decimal
-
 import asyncpg
 
-from order_service import domain
 from order_service.allocation import AllocationSync
 from order_service.deposit_sync import DepositSync
-from order_service.domain import (
-    Order,
-    OrderFilter,
-    OrderScope,
-    OrderStatus,
-    StatusChange,
-    WalletRelease,
-)
 from order_service.event_log import EventLog
 from order_service.expiry import OrderExpiry
 from order_service.feed import OrderFeed
@@ -42,7 +29,10 @@ __all__ = ["OrderManager", "ReleasePolicy"]
 _DEFAULT_RELEASE_POLICY = ReleasePolicy()
 
 
-class OrderManager:
+class OrderManager(OrderLifecycle):
+    """The order's life (lifecycle.py, inherited), and the other concerns as attributes:
+    `events`, `releases`, `allocation`, `deposits`, `expiry`."""
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -71,108 +61,24 @@ class OrderManager:
         self.order_ttl_seconds = order_ttl_seconds
         self._store = OrderStore(pool)
         # The feed runs the sequencer after each change; the sequencer wakes the feed.
-        self.feed = OrderFeed(max_watch_streams, self.sequence_events)
-        self._events = EventLog(self._store, self.feed, event_retention_seconds)
-        self._releases = ReleaseDelivery(self._store, wallet_pool, self.feed, release_policy)
-        self._allocation = AllocationSync(self._store, wallet_pool, self.feed, sync_lease_seconds)
-        self._deposits = DepositSync(pool, wallet_pool, self.feed)
-        self._lifecycle = OrderLifecycle(
+        self.feed = OrderFeed(max_watch_streams, lambda orders: self.events.sequence_events(orders))
+        # The concerns beside the lifecycle, each the steps of its loops.
+        self.events = EventLog(self._store, self.feed, event_retention_seconds)
+        self.releases = ReleaseDelivery(self._store, wallet_pool, self.feed, release_policy)
+        self.allocation = AllocationSync(self._store, wallet_pool, self.feed, sync_lease_seconds)
+        self.deposits = DepositSync(pool, wallet_pool, self.feed)
+        super().__init__(
             self._store,
             self.feed,
-            self._allocation,
-            self._releases,
+            self.allocation,
+            self.releases,
             self.assets,
             tolerance,
             completion_requires_payment,
         )
-        self._expiry = OrderExpiry(
-            self._store,
-            self.feed,
-            self._lifecycle,
-            self._releases,
-            self._deposits,
-            order_ttl_seconds,
+        self.expiry = OrderExpiry(
+            self._store, self.feed, self, self.releases, self.deposits, order_ttl_seconds
         )
-
-    # The order's life (lifecycle.py).
-
-    async def create_order(
-        self,
-        network: str,
-        amount: Decimal,
-        request_id: str | None,
-        actor: str,
-        asset: str = "",
-    ) -> Order:
-        return await self._lifecycle.create_order(network, amount, request_id, actor, asset)
-
-    async def get_order(self, order_id: uuid.UUID, scope: OrderScope) -> Order:
-        return await self._lifecycle.get_order(order_id, scope)
-
-    async def list_orders(
-        self,
-        filters: OrderFilter,
-        requested_size: int,
-        page_token: str,
-        scope: OrderScope,
-    ) -> tuple[list[Order], str]:
-        return await self._lifecycle.list_orders(filters, requested_size, page_token, scope)
-
-    async def get_order_with_deposits(
-        self, order_id: uuid.UUID, scope: OrderScope
-    ) -> tuple[Order, list[domain.OrderDeposit]]:
-        return await self._lifecycle.get_order_with_deposits(order_id, scope)
-
-    async def get_history(self, order_id: uuid.UUID, scope: OrderScope) -> list[StatusChange]:
-        return await self._lifecycle.get_history(order_id, scope)
-
-    async def update_status(
-        self, order_id: uuid.UUID, status: OrderStatus, reason: str, actor: str
-    ) -> tuple[Order, WalletRelease]:
-        return await self._lifecycle.update_status(order_id, status, reason, actor)
-
-    def watch_order(self, order_id: uuid.UUID, scope: OrderScope) -> AsyncIterator[Order]:
-        return self._lifecycle.watch_order(order_id, scope)
-
-    # The loops' steps.
-
-    async def sync_waiting_orders(self) -> bool:
-        return await self._allocation.sync_waiting_orders()
-
-    async def follow_hand_offs(self) -> bool:
-        return await self._allocation.follow_hand_offs()
-
-    async def deliver_due_releases(self) -> bool:
-        return await self._releases.deliver_due()
-
-    async def count_pending_releases(self) -> int:
-        return await self._releases.count_pending()
-
-    async def sync_deposits(self) -> bool:
-        return await self._deposits.sync()
-
-    async def expire_stale_orders(self) -> bool:
-        return await self._expiry.expire_stale_orders()
-
-    # The event log (event_log.py).
-
-    async def list_events(
-        self,
-        after_sequence: int,
-        requested_size: int,
-        order_id: uuid.UUID | None,
-        types: frozenset[domain.EventType],
-    ) -> tuple[list[domain.OrderEvent], int]:
-        return await self._events.list_events(after_sequence, requested_size, order_id, types)
-
-    def watch_events(self, after_sequence: int) -> AsyncIterator[domain.OrderEvent]:
-        return self._events.watch_events(after_sequence)
-
-    async def sequence_events(self, announce: Collection[uuid.UUID] = ()) -> bool:
-        return await self._events.sequence_events(announce)
-
-    async def expire_events(self) -> bool:
-        return await self._events.expire_events()
 
     async def database_ready(self) -> bool:
         """The database answers and takes writes."""

@@ -24,18 +24,12 @@ class ReleasePolicy:
     backoff_cap_seconds: float = 10.0
 
 
+@dataclass(eq=False)
 class ReleaseDelivery:
-    def __init__(
-        self,
-        store: OrderStore,
-        wallet_pool: WalletPoolGateway,
-        feed: OrderFeed,
-        policy: ReleasePolicy,
-    ) -> None:
-        self._store = store
-        self._wallet_pool = wallet_pool
-        self._feed = feed
-        self.policy = policy
+    _store: OrderStore
+    _wallet_pool: WalletPoolGateway
+    _feed: OrderFeed
+    policy: ReleasePolicy
 
     async def deliver(self, release: domain.PendingRelease, path: str) -> bool:
         """One attempt to hand a release to the pool; records the outcome."""

@@ -10,12 +10,12 @@ import asyncpg
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
 from shared.auth import Authenticator
 from shared.config import StartupRefused, run_service
-from shared.db import apply_migrations, connection, create_pool
+from shared.db import apply_migrations, connection, create_listen_pool, create_pool
 from shared.embedded_db import EmbeddedPostgres, resolve_database
 from shared.grpc_server import GrpcServer
 from shared.loops import PeriodicTask
 from shared.metrics import serve_metrics
-from shared.tracing import Tracing
+from shared.tracing import Tracing, run_traced
 from wallet_pool_service.config import PoolSettings
 from wallet_pool_service.manager import WalletPoolManager
 from wallet_pool_service.metrics import PoolGauges
@@ -28,11 +28,9 @@ SCHEMA = "wallet_pool"
 
 
 async def serve(settings: PoolSettings) -> None:
-    tracing = Tracing.start(settings.tracing, "wallet_pool_service")
-    try:
-        await _serve(settings, tracing)
-    finally:
-        await tracing.shutdown()
+    await run_traced(
+        settings.tracing, "wallet_pool_service", lambda tracing: _serve(settings, tracing)
+    )
 
 
 async def _serve(settings: PoolSettings, tracing: Tracing) -> None:
@@ -147,14 +145,8 @@ async def _connect(
                     "contract deposits refer to keeps its code (add a new asset instead)"
                 ) from None
         if settings.listen_database_url:
-            # LISTEN needs a session of its own: behind a transaction-pooling PgBouncer, a
-            # direct URL. Connects when the listener starts (and again after outages).
-            listen_pool = await create_pool(
-                settings.listen_database_url,
-                min_size=0,
-                max_size=1,
-                application_name="wallet_pool_service",
-                statement_cache_size=settings.statement_cache_size,
+            listen_pool = await create_listen_pool(
+                settings.listen_database_url, "wallet_pool_service", settings.statement_cache_size
             )
     except BaseException:
         await pool.close()
