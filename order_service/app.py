@@ -4,6 +4,8 @@ import asyncio
 import contextlib
 import logging
 
+import asyncpg
+
 from exchange.order.v1 import order_service_pb2_grpc as pb_grpc
 from order_service import metrics
 from order_service.config import OrderSettings
@@ -13,13 +15,13 @@ from order_service.servicer import METHOD_ROLES, SERVICE_NAME, OrderServicer
 from order_service.wallet_pool_client import GrpcWalletPoolGateway
 from shared.auth import Authenticator
 from shared.config import run_service
-from shared.db import apply_migrations, close_pool, create_pool
+from shared.db import apply_migrations, close_pool, create_listen_pool, create_pool
 from shared.embedded_db import resolve_database
 from shared.grpc_server import GrpcServer
 from shared.listen import Listener
 from shared.loops import PeriodicTask
 from shared.metrics import serve_metrics
-from shared.tracing import Tracing
+from shared.tracing import Tracing, run_traced
 
 log = logging.getLogger(__name__)
 
@@ -29,36 +31,14 @@ _ANSWER_AFTER_CUT_OFF_SECONDS = 1.0
 
 
 async def serve(settings: OrderSettings) -> None:
-    tracing = Tracing.start(settings.tracing, "order_service")
-    try:
-        await _serve(settings, tracing)
-    finally:
-        await tracing.shutdown()
+    await run_traced(settings.tracing, "order_service", lambda tracing: _serve(settings, tracing))
 
 
 async def _serve(settings: OrderSettings, tracing: Tracing) -> None:
     url, embedded = resolve_database(
         settings.database_url, settings.environment, settings.embedded_data_dir
     )
-    pool = await create_pool(
-        url,
-        min_size=1,
-        max_size=settings.db_pool_size,
-        application_name="order_service",
-        statement_cache_size=settings.statement_cache_size,
-    )
-    # LISTEN needs a session of its own: behind a transaction-pooling PgBouncer, a direct URL.
-    listen_pool = (
-        await create_pool(
-            settings.listen_database_url,
-            min_size=0,
-            max_size=1,
-            application_name="order_service",
-            statement_cache_size=settings.statement_cache_size,
-        )
-        if settings.listen_database_url
-        else None
-    )
+    pool, listen_pool = await _open_pools(url, settings)
     gateway = GrpcWalletPoolGateway.connect(
         settings.wallet_pool_target,
         settings.wallet_pool_timeout_seconds,
@@ -71,81 +51,13 @@ async def _serve(settings: OrderSettings, tracing: Tracing) -> None:
     feed: OrderFeed | None = None
     try:
         await apply_migrations(pool, SCHEMA, "order_service.migrations")
-        manager = OrderManager(
-            pool,
-            gateway,
-            settings.networks,
-            ReleasePolicy(
-                # Long enough for an inline attempt (with its transparent retries) to finish;
-                # short enough that a crash right after commit delays the release little.
-                lease_seconds=5 * settings.wallet_pool_timeout_seconds,
-                backoff_cap_seconds=settings.release_retry_max_backoff_seconds,
-            ),
-            sync_lease_seconds=max(
-                settings.allocation_sync_seconds, settings.wallet_pool_timeout_seconds
-            ),
-            order_ttl_seconds=settings.order_ttl_seconds,
-            event_retention_seconds=settings.event_retention_seconds,
-            max_watch_streams=settings.max_watch_streams,
-            assets=settings.assets,
-            tolerance=settings.tolerance,
-            completion_requires_payment=settings.completion_requires_payment,
-        )
+        manager = _manager(settings, pool, gateway)
         feed = manager.feed
-        servicer = OrderServicer(manager)
-
-        def stop_waiting(grace: float) -> None:
-            # Watchers end (they watch again elsewhere); calls waiting on the pool give up
-            # in time to answer with what they committed.
-            manager.feed.close()
-            gateway.cut_off(max(0.0, grace - _ANSWER_AFTER_CUT_OFF_SECONDS))
-
-        server = GrpcServer(
-            address=settings.address,
-            service_names=[SERVICE_NAME],
-            register=lambda s: pb_grpc.add_OrderServiceServicer_to_server(servicer, s),
-            authenticator=Authenticator(settings.tokens, METHOD_ROLES),
-            grace_seconds=settings.shutdown_grace_seconds,
-            drain_seconds=settings.shutdown_drain_seconds,
-            tls=settings.tls,
-            before_grace=stop_waiting,
-            interceptors=tracing.server_interceptors(),
-        )
-
+        server = _server(settings, tracing, manager, gateway)
         if settings.metrics_addr:
             serve_metrics(settings.metrics_addr)
         await server.start()
-
-        async def publish_pending_releases() -> bool:
-            metrics.PENDING_RELEASES.set(await manager.count_pending_releases())
-            return False
-
-        loops = [
-            server.follow_dependency(manager.database_ready, settings.health_check_seconds),
-            PeriodicTask(
-                "release-retry", manager.deliver_due_releases, settings.release_retry_seconds
-            ),
-            PeriodicTask(
-                "allocation-sync", manager.sync_waiting_orders, settings.allocation_sync_seconds
-            ),
-            PeriodicTask("pending-release-gauge", publish_pending_releases, 5.0),
-            PeriodicTask("deposit-sync", manager.sync_deposits, settings.deposit_sync_seconds),
-            # Reconnects half a second after the stream ends.
-            PeriodicTask("hand-off-watch", manager.follow_hand_offs, 0.5),
-            # The safety net of the sequencer runs that follow each change heard of.
-            PeriodicTask(
-                "event-sequencer", manager.sequence_events, settings.event_sequencer_seconds
-            ),
-            PeriodicTask(
-                "event-retention",
-                manager.expire_events,
-                min(60.0, settings.event_retention_seconds / 4),
-            ),
-        ]
-        if settings.order_ttl_seconds:
-            loops.append(
-                PeriodicTask("expiry", manager.expire_stale_orders, settings.expiry_check_seconds)
-            )
+        loops = _loops(settings, server, manager)
         for loop in loops:
             loop.start()
         listener = asyncio.create_task(
@@ -159,14 +71,7 @@ async def _serve(settings: OrderSettings, tracing: Tracing) -> None:
         )
         await server.run_until_stopped()
     finally:
-        if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
-        if feed is not None:
-            await feed.stop()
-        for loop in loops:
-            await loop.stop()
+        await _stop_background(listener, feed, loops)
         await gateway.close()
         await close_pool(pool)
         if listen_pool is not None:
@@ -174,6 +79,134 @@ async def _serve(settings: OrderSettings, tracing: Tracing) -> None:
         if embedded is not None:
             embedded.close()
         log.info("stopped")
+
+
+async def _open_pools(
+    url: str, settings: OrderSettings
+) -> tuple[asyncpg.Pool, asyncpg.Pool | None]:
+    """The service's database pool, and the pool LISTEN takes its session from (None: the
+    service's own)."""
+    pool = await create_pool(
+        url,
+        min_size=1,
+        max_size=settings.db_pool_size,
+        application_name="order_service",
+        statement_cache_size=settings.statement_cache_size,
+    )
+    listen_pool = (
+        await create_listen_pool(
+            settings.listen_database_url, "order_service", settings.statement_cache_size
+        )
+        if settings.listen_database_url
+        else None
+    )
+    return pool, listen_pool
+
+
+def _manager(
+    settings: OrderSettings, pool: asyncpg.Pool, gateway: GrpcWalletPoolGateway
+) -> OrderManager:
+    return OrderManager(
+        pool,
+        gateway,
+        settings.networks,
+        ReleasePolicy(
+            # Long enough for an inline attempt (with its transparent retries) to finish;
+            # short enough that a crash right after commit delays the release little.
+            lease_seconds=5 * settings.wallet_pool_timeout_seconds,
+            backoff_cap_seconds=settings.release_retry_max_backoff_seconds,
+        ),
+        sync_lease_seconds=max(
+            settings.allocation_sync_seconds, settings.wallet_pool_timeout_seconds
+        ),
+        order_ttl_seconds=settings.order_ttl_seconds,
+        event_retention_seconds=settings.event_retention_seconds,
+        max_watch_streams=settings.max_watch_streams,
+        assets=settings.assets,
+        tolerance=settings.tolerance,
+        completion_requires_payment=settings.completion_requires_payment,
+    )
+
+
+def _server(
+    settings: OrderSettings,
+    tracing: Tracing,
+    manager: OrderManager,
+    gateway: GrpcWalletPoolGateway,
+) -> GrpcServer:
+    servicer = OrderServicer(manager)
+
+    def stop_waiting(grace: float) -> None:
+        # Watchers end (they watch again elsewhere); calls waiting on the pool give up
+        # in time to answer with what they committed.
+        manager.feed.close()
+        gateway.cut_off(max(0.0, grace - _ANSWER_AFTER_CUT_OFF_SECONDS))
+
+    return GrpcServer(
+        address=settings.address,
+        service_names=[SERVICE_NAME],
+        register=lambda s: pb_grpc.add_OrderServiceServicer_to_server(servicer, s),
+        authenticator=Authenticator(settings.tokens, METHOD_ROLES),
+        grace_seconds=settings.shutdown_grace_seconds,
+        drain_seconds=settings.shutdown_drain_seconds,
+        tls=settings.tls,
+        before_grace=stop_waiting,
+        interceptors=tracing.server_interceptors(),
+    )
+
+
+def _loops(
+    settings: OrderSettings, server: GrpcServer, manager: OrderManager
+) -> list[PeriodicTask]:
+    """The background loops, not started yet."""
+
+    async def publish_pending_releases() -> bool:
+        metrics.PENDING_RELEASES.set(await manager.releases.count_pending())
+        return False
+
+    loops = [
+        server.follow_dependency(manager.database_ready, settings.health_check_seconds),
+        PeriodicTask("release-retry", manager.releases.deliver_due, settings.release_retry_seconds),
+        PeriodicTask(
+            "allocation-sync",
+            manager.allocation.sync_waiting_orders,
+            settings.allocation_sync_seconds,
+        ),
+        PeriodicTask("pending-release-gauge", publish_pending_releases, 5.0),
+        PeriodicTask("deposit-sync", manager.deposits.sync, settings.deposit_sync_seconds),
+        # Reconnects half a second after the stream ends.
+        PeriodicTask("hand-off-watch", manager.allocation.follow_hand_offs, 0.5),
+        # The safety net of the sequencer runs that follow each change heard of.
+        PeriodicTask(
+            "event-sequencer", manager.events.sequence_events, settings.event_sequencer_seconds
+        ),
+        PeriodicTask(
+            "event-retention",
+            manager.events.expire_events,
+            min(60.0, settings.event_retention_seconds / 4),
+        ),
+    ]
+    if settings.order_ttl_seconds:
+        loops.append(
+            PeriodicTask(
+                "expiry", manager.expiry.expire_stale_orders, settings.expiry_check_seconds
+            )
+        )
+    return loops
+
+
+async def _stop_background(
+    listener: asyncio.Task[None] | None, feed: OrderFeed | None, loops: list[PeriodicTask]
+) -> None:
+    """The listener, the feed's sequencer runs and the loops, stopped in that order."""
+    if listener is not None:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+    if feed is not None:
+        await feed.stop()
+    for loop in loops:
+        await loop.stop()
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import asyncpg
 from order_service.domain import Order
 from order_service.feed import OrderFeed
 from order_service.payment import evaluate
-from order_service.repository import OrderRepository, PostgresOrderRepository
+from order_service.repository import PostgresOrderRepository
 from order_service.wallet_pool_client import WalletPoolError, WalletPoolGateway
 from shared.db import connection
 
@@ -59,7 +59,7 @@ class DepositSync:
         return last - after >= _DEPOSIT_PAGE
 
 
-async def evaluate_payment(orders: OrderRepository, order_id: uuid.UUID) -> Order | None:
+async def evaluate_payment(orders: PostgresOrderRepository, order_id: uuid.UUID) -> Order | None:
     """Recompute the order's payment from its deposits, under its lock; the order if it
     changed (a change of status records its event)."""
     order = await orders.lock(order_id)

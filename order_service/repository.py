@@ -1,4 +1,4 @@
-"""The order repository interface and its PostgreSQL adapter (SQL only, one connection)."""
+"""The order repository: PostgreSQL, SQL only, bound to one connection."""
 
 import functools
 import logging
@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable, Collection
 from datetime import datetime
 from decimal import Decimal
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 from order_service import domain
 from order_service.domain import (
@@ -38,74 +38,6 @@ class EventLog(NamedTuple):
 @functools.cache
 def queries() -> dict[str, str]:
     return load_queries("order_service")
-
-
-class OrderRepository(Protocol):
-    async def create(
-        self,
-        order_id: uuid.UUID,
-        network: str,
-        amount: Decimal,
-        request_id: str | None,
-        created_by: str,
-        asset: str = "",
-        tolerance: Tolerance = NO_TOLERANCE,
-    ) -> Order | None: ...
-    async def by_request_id(self, created_by: str, request_id: str) -> Order | None: ...
-    async def get(self, order_id: uuid.UUID) -> Order | None: ...
-    async def page(
-        self,
-        scope: OrderScope,
-        filters: OrderFilter,
-        after: tuple[datetime, uuid.UUID] | None,
-        limit: int,
-    ) -> list[Order]: ...
-    async def history(self, order_id: uuid.UUID) -> list[StatusChange]: ...
-    async def change_status(
-        self,
-        order_id: uuid.UUID,
-        current: OrderStatus,
-        status: OrderStatus,
-        reason: str,
-        actor: str,
-        release_lease_seconds: float | None,
-        required_payment: Collection[PaymentStatus] | None = None,
-    ) -> Order | None: ...
-    async def set_wallet(self, order_id: uuid.UUID, address: str) -> Order | None: ...
-    async def set_queue_position(self, order_id: uuid.UUID, position: int) -> Order | None: ...
-    async def claim_waiting(
-        self, limit: int, lease_seconds: float
-    ) -> list[tuple[uuid.UUID, str, str]]: ...
-    async def claim_expired(self, ttl_seconds: float, limit: int) -> list[Order]: ...
-    async def expiry_due(self, ttl_seconds: float) -> bool: ...
-    async def release_pending(self, order_id: uuid.UUID) -> bool: ...
-    async def count_pending_releases(self) -> int: ...
-    async def claim_due_releases(
-        self, limit: int, lease_seconds: float
-    ) -> list[PendingRelease]: ...
-    async def mark_release_done(self, order_id: uuid.UUID) -> None: ...
-    async def events_after(
-        self,
-        after_sequence: int,
-        limit: int,
-        order_id: uuid.UUID | None,
-        types: frozenset[EventType],
-    ) -> list[OrderEvent]: ...
-    async def event_log(self) -> EventLog: ...
-    async def sequence_events(self, batch: int, announce: Collection[uuid.UUID]) -> int: ...
-    async def expire_events(self, retention_seconds: float, batch: int) -> int: ...
-    async def confirm_events(self) -> int: ...
-    async def postpone_release(self, order_id: uuid.UUID, delay: float, error: str) -> None: ...
-    async def deposits(self, order_id: uuid.UUID) -> list[domain.OrderDeposit]: ...
-    async def deposit_cursor(self) -> tuple[int, int]: ...
-    async def record_deposits(
-        self,
-        page: list[domain.PoolDeposit],
-        through_id: int | None,
-        through_change: int | None = None,
-    ) -> list[uuid.UUID]: ...
-    async def lock(self, order_id: uuid.UUID) -> Order | None: ...
-    async def set_payment(self, order_id: uuid.UUID, payment: Payment) -> Order | None: ...
 
 
 class PostgresOrderRepository:

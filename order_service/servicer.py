@@ -301,7 +301,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         self, request: pb.ListOrderEventsRequest, context: Context
     ) -> pb.ListOrderEventsResponse:
         order_id = parse_uuid(request.order_id, "order_id") if request.order_id else None
-        events, last = await self._manager.list_events(
+        events, last = await self._manager.events.list_events(
             request.after_sequence, request.page_size, order_id, parse_event_types(request.types)
         )
         return pb.ListOrderEventsResponse(
@@ -311,5 +311,5 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     async def WatchOrderEvents(
         self, request: pb.WatchOrderEventsRequest, context: Context
     ) -> AsyncIterator[pb.WatchOrderEventsResponse]:
-        async for event in self._manager.watch_events(request.after_sequence):
+        async for event in self._manager.events.watch_events(request.after_sequence):
             yield pb.WatchOrderEventsResponse(event=event_to_pb(event))

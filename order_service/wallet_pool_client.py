@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as pb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
 from order_service.domain import DepositDisposition, DepositStatus, OrderDeposit, PoolDeposit
-from shared.grpc_client import ClientCall
+from shared.client_metrics import ClientCall
 from shared.grpc_server import current_deadline
 from shared.logs import current_request_id
 from shared.timestamps import from_timestamp, to_timestamp

@@ -165,6 +165,21 @@ class _HostByHost:
         raise error
 
 
+async def create_listen_pool(
+    dsn: str, application_name: str, statement_cache_size: int
+) -> asyncpg.Pool:
+    """The pool a LISTEN takes its session from. LISTEN needs a session of its own: behind a
+    transaction-pooling PgBouncer, a direct URL. Connects when the listener starts (and again
+    after outages)."""
+    return await create_pool(
+        dsn,
+        min_size=0,
+        max_size=1,
+        application_name=application_name,
+        statement_cache_size=statement_cache_size,
+    )
+
+
 async def create_pool(
     dsn: str,
     *,

@@ -11,7 +11,7 @@ import asyncio
 import importlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -232,3 +232,14 @@ class Tracing:
             handler.removeFilter(self._log_filter)
         AsyncPGInstrumentor().uninstrument()  # type: ignore[no-untyped-call]
         await asyncio.to_thread(self._provider.shutdown)
+
+
+async def run_traced(
+    settings: TracingSettings | None, service: str, body: Callable[[Tracing], Awaitable[None]]
+) -> None:
+    """`body` with the service's tracing started, and shut down (its spans flushed) after."""
+    tracing = Tracing.start(settings, service)
+    try:
+        await body(tracing)
+    finally:
+        await tracing.shutdown()

@@ -1,30 +1,36 @@
-"""Wiring of the wallet pool service: settings, manager, server, background loops, shutdown."""
+"""Wiring of the wallet pool service: settings, database, manager, server, background loops,
+shutdown."""
 
 import asyncio
 import contextlib
 import logging
 
+import asyncpg
+
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
 from shared.auth import Authenticator
-from shared.config import run_service
+from shared.config import StartupRefused, run_service
+from shared.db import apply_migrations, connection, create_listen_pool, create_pool
+from shared.embedded_db import EmbeddedPostgres, resolve_database
 from shared.grpc_server import GrpcServer
 from shared.loops import PeriodicTask
 from shared.metrics import serve_metrics
-from shared.tracing import Tracing
+from shared.tracing import Tracing, run_traced
 from wallet_pool_service.config import PoolSettings
-from wallet_pool_service.manager import WalletPoolManagerFactory
+from wallet_pool_service.manager import WalletPoolManager
 from wallet_pool_service.metrics import PoolGauges
+from wallet_pool_service.repository import PostgresWalletAdapter
 from wallet_pool_service.servicer import METHOD_ROLES, SERVICE_NAME, WalletPoolServicer
 
 log = logging.getLogger(__name__)
 
+SCHEMA = "wallet_pool"
+
 
 async def serve(settings: PoolSettings) -> None:
-    tracing = Tracing.start(settings.tracing, "wallet_pool_service")
-    try:
-        await _serve(settings, tracing)
-    finally:
-        await tracing.shutdown()
+    await run_traced(
+        settings.tracing, "wallet_pool_service", lambda tracing: _serve(settings, tracing)
+    )
 
 
 async def _serve(settings: PoolSettings, tracing: Tracing) -> None:
@@ -32,34 +38,11 @@ async def _serve(settings: PoolSettings, tracing: Tracing) -> None:
     loops: list[PeriodicTask] = []
     listener: asyncio.Task[None] | None = None
     try:
-        servicer = WalletPoolServicer(manager)
-        server = GrpcServer(
-            address=settings.address,
-            service_names=[SERVICE_NAME],
-            register=lambda s: pb_grpc.add_WalletPoolServiceServicer_to_server(servicer, s),
-            authenticator=Authenticator(settings.tokens, METHOD_ROLES),
-            grace_seconds=settings.shutdown_grace_seconds,
-            drain_seconds=settings.shutdown_drain_seconds,
-            tls=settings.tls,
-            before_grace=lambda _grace_seconds: manager.hand_offs.close(),
-            interceptors=tracing.server_interceptors(),
-        )
+        server = _server(settings, tracing, manager)
         if settings.metrics_addr:
             serve_metrics(settings.metrics_addr)
         await server.start()
-        gauges = PoolGauges()
-
-        async def publish_gauges() -> bool:
-            gauges.publish(await manager.get_pool_stats())
-            return False
-
-        loops = [
-            server.follow_dependency(manager.database_ready, settings.health_check_seconds),
-            PeriodicTask(
-                "hand-off-sweep", manager.hand_off_everywhere, settings.hand_off_sweep_seconds
-            ),
-            PeriodicTask("pool-gauges", publish_gauges, settings.metrics_refresh_seconds),
-        ]
+        loops = _loops(settings, server, manager)
         for loop in loops:
             loop.start()
         listener = asyncio.create_task(manager.hand_offs.run(), name="hand-off-listener")
@@ -73,6 +56,112 @@ async def _serve(settings: PoolSettings, tracing: Tracing) -> None:
             await loop.stop()
         await manager.close()
         log.info("stopped")
+
+
+def _server(settings: PoolSettings, tracing: Tracing, manager: WalletPoolManager) -> GrpcServer:
+    servicer = WalletPoolServicer(manager)
+    return GrpcServer(
+        address=settings.address,
+        service_names=[SERVICE_NAME],
+        register=lambda s: pb_grpc.add_WalletPoolServiceServicer_to_server(servicer, s),
+        authenticator=Authenticator(settings.tokens, METHOD_ROLES),
+        grace_seconds=settings.shutdown_grace_seconds,
+        drain_seconds=settings.shutdown_drain_seconds,
+        tls=settings.tls,
+        before_grace=lambda _grace_seconds: manager.hand_offs.close(),
+        interceptors=tracing.server_interceptors(),
+    )
+
+
+def _loops(
+    settings: PoolSettings, server: GrpcServer, manager: WalletPoolManager
+) -> list[PeriodicTask]:
+    """The background loops, not started yet."""
+    gauges = PoolGauges()
+
+    async def publish_gauges() -> bool:
+        gauges.publish(await manager.get_pool_stats())
+        return False
+
+    return [
+        server.follow_dependency(manager.database_ready, settings.health_check_seconds),
+        PeriodicTask(
+            "hand-off-sweep", manager.hand_off_everywhere, settings.hand_off_sweep_seconds
+        ),
+        PeriodicTask("pool-gauges", publish_gauges, settings.metrics_refresh_seconds),
+    ]
+
+
+class WalletPoolManagerFactory:
+    """Builds a ready manager: database pool, migrations, and (in development) demo wallets."""
+
+    @staticmethod
+    async def create_for_development(settings: PoolSettings) -> WalletPoolManager:
+        """The given database, or the embedded one; seeds demo wallets into empty networks."""
+        url, embedded = resolve_database(
+            settings.database_url, "development", settings.embedded_data_dir
+        )
+        manager = await _connect(url, settings, embedded)
+        seeded = await manager.seed_demo_wallets(settings.demo_wallets_per_network)
+        if seeded:
+            log.info("demo wallets seeded", extra={"count": seeded})
+        return manager
+
+    @staticmethod
+    async def create_for_production(settings: PoolSettings) -> WalletPoolManager:
+        """Needs an explicit database URL; never seeds."""
+        url, _ = resolve_database(settings.database_url, "production", settings.embedded_data_dir)
+        return await _connect(url, settings, None)
+
+    @classmethod
+    async def create(cls, settings: PoolSettings) -> WalletPoolManager:
+        if settings.environment == "production":
+            return await cls.create_for_production(settings)
+        return await cls.create_for_development(settings)
+
+
+async def _connect(
+    url: str, settings: PoolSettings, embedded: EmbeddedPostgres | None
+) -> WalletPoolManager:
+    pool = await create_pool(
+        url,
+        min_size=1,
+        max_size=settings.db_pool_size,
+        application_name="wallet_pool_service",
+        statement_cache_size=settings.statement_cache_size,
+    )
+    listen_pool: asyncpg.Pool | None = None
+    try:
+        await apply_migrations(pool, SCHEMA, "wallet_pool_service.migrations")
+        # The guard's setting, where the database enforces it. Replicas must agree: the last
+        # one started wins.
+        async with connection(pool) as conn:
+            await PostgresWalletAdapter(conn).configure_reuse_guard(settings.reuse_confirmations)
+            try:
+                await PostgresWalletAdapter(conn).configure_assets(settings.assets.assets)
+            except asyncpg.UniqueViolationError:
+                raise StartupRefused(
+                    "ASSETS gives a contract another code than it has in the database; a "
+                    "contract deposits refer to keeps its code (add a new asset instead)"
+                ) from None
+        if settings.listen_database_url:
+            listen_pool = await create_listen_pool(
+                settings.listen_database_url, "wallet_pool_service", settings.statement_cache_size
+            )
+    except BaseException:
+        await pool.close()
+        if embedded is not None:
+            embedded.close()
+        raise
+    return WalletPoolManager(
+        pool,
+        settings.networks,
+        embedded,
+        settings.low_water_mark,
+        settings.wallet_cooldown_seconds,
+        listen_pool,
+        settings.assets,
+    )
 
 
 def main() -> None:

@@ -11,29 +11,24 @@ from datetime import datetime
 import asyncpg
 
 from shared.assets import Asset, AssetTable
-from shared.config import StartupRefused
-from shared.db import accepts_writes, apply_migrations, close_pool, connection, create_pool
-from shared.embedded_db import EmbeddedPostgres, resolve_database
+from shared.db import accepts_writes, close_pool, connection
+from shared.embedded_db import EmbeddedPostgres
 from shared.networks import parse_network
 from shared.pagination import decode_page_token, encode_page_token, foreign_page_token, page_size
 from wallet_pool_service import deposits, domain
-from wallet_pool_service.adapters import (
-    PostgresQueueAdapter,
-    PostgresWalletAdapter,
-    QueueRepository,
-    WalletRepository,
-)
-from wallet_pool_service.config import PoolSettings, pool_assets
-from wallet_pool_service.hand_offs import HandOffFeed
+from wallet_pool_service.config import pool_assets
+from wallet_pool_service.feed import HandOffFeed
 from wallet_pool_service.metrics import (
     DEPOSITS_RECORDED,
     DEPOSITS_REVERTED,
     FINALITY_VIOLATIONS,
 )
+from wallet_pool_service.repository import (
+    PostgresQueueAdapter,
+    PostgresWalletAdapter,
+)
 
 log = logging.getLogger(__name__)
-
-SCHEMA = "wallet_pool"
 
 
 class WalletPoolManager:
@@ -63,12 +58,14 @@ class WalletPoolManager:
         self._background: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[tuple[WalletRepository, QueueRepository]]:
+    async def _transaction(
+        self,
+    ) -> AsyncIterator[tuple[PostgresWalletAdapter, PostgresQueueAdapter]]:
         async with connection(self._pool) as conn, conn.transaction():
             yield PostgresWalletAdapter(conn), PostgresQueueAdapter(conn)
 
     @contextlib.asynccontextmanager
-    async def _statement(self) -> AsyncIterator[tuple[WalletRepository, QueueRepository]]:
+    async def _statement(self) -> AsyncIterator[tuple[PostgresWalletAdapter, PostgresQueueAdapter]]:
         """For a use case of one statement, atomic on its own: no BEGIN/COMMIT round trips."""
         async with connection(self._pool) as conn:
             yield PostgresWalletAdapter(conn), PostgresQueueAdapter(conn)
@@ -349,84 +346,6 @@ class WalletPoolManager:
 
 def _log_hand_off(order_id: uuid.UUID, address: str) -> None:
     log.info("wallet handed to queued order", extra={"order_id": str(order_id), "address": address})
-
-
-class WalletPoolManagerFactory:
-    """Builds a ready manager: database pool, migrations, and (in development) demo wallets."""
-
-    @staticmethod
-    async def create_for_development(settings: PoolSettings) -> WalletPoolManager:
-        """The given database, or the embedded one; seeds demo wallets into empty networks."""
-        url, embedded = resolve_database(
-            settings.database_url, "development", settings.embedded_data_dir
-        )
-        manager = await _connect(url, settings, embedded)
-        seeded = await manager.seed_demo_wallets(settings.demo_wallets_per_network)
-        if seeded:
-            log.info("demo wallets seeded", extra={"count": seeded})
-        return manager
-
-    @staticmethod
-    async def create_for_production(settings: PoolSettings) -> WalletPoolManager:
-        """Needs an explicit database URL; never seeds."""
-        url, _ = resolve_database(settings.database_url, "production", settings.embedded_data_dir)
-        return await _connect(url, settings, None)
-
-    @classmethod
-    async def create(cls, settings: PoolSettings) -> WalletPoolManager:
-        if settings.environment == "production":
-            return await cls.create_for_production(settings)
-        return await cls.create_for_development(settings)
-
-
-async def _connect(
-    url: str, settings: PoolSettings, embedded: EmbeddedPostgres | None
-) -> WalletPoolManager:
-    pool = await create_pool(
-        url,
-        min_size=1,
-        max_size=settings.db_pool_size,
-        application_name="wallet_pool_service",
-        statement_cache_size=settings.statement_cache_size,
-    )
-    listen_pool: asyncpg.Pool | None = None
-    try:
-        await apply_migrations(pool, SCHEMA, "wallet_pool_service.migrations")
-        # The guard's setting, where the database enforces it. Replicas must agree: the last
-        # one started wins.
-        async with connection(pool) as conn:
-            await PostgresWalletAdapter(conn).configure_reuse_guard(settings.reuse_confirmations)
-            try:
-                await PostgresWalletAdapter(conn).configure_assets(settings.assets.assets)
-            except asyncpg.UniqueViolationError:
-                raise StartupRefused(
-                    "ASSETS gives a contract another code than it has in the database; a "
-                    "contract deposits refer to keeps its code (add a new asset instead)"
-                ) from None
-        if settings.listen_database_url:
-            # LISTEN needs a session of its own: behind a transaction-pooling PgBouncer, a
-            # direct URL. Connects when the listener starts (and again after outages).
-            listen_pool = await create_pool(
-                settings.listen_database_url,
-                min_size=0,
-                max_size=1,
-                application_name="wallet_pool_service",
-                statement_cache_size=settings.statement_cache_size,
-            )
-    except BaseException:
-        await pool.close()
-        if embedded is not None:
-            embedded.close()
-        raise
-    return WalletPoolManager(
-        pool,
-        settings.networks,
-        embedded,
-        settings.low_water_mark,
-        settings.wallet_cooldown_seconds,
-        listen_pool,
-        settings.assets,
-    )
 
 
 def _after_id(page_token: str) -> int:

@@ -14,9 +14,9 @@ import asyncpg
 from shared.assets import DEFAULT_ASSETS, AssetTable
 from tests.integration.test_deposits import NETWORKS, configure_reuse_guard, deposit
 from wallet_pool_service import deposits
-from wallet_pool_service.adapters import PostgresWalletAdapter
 from wallet_pool_service.domain import demo_addresses
 from wallet_pool_service.manager import WalletPoolManager
+from wallet_pool_service.repository import PostgresWalletAdapter
 
 
 class CursorReader:

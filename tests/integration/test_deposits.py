@@ -15,10 +15,10 @@ from tests.invariants import (
     no_wallet_reused_over_a_deposit_or_before_its_watermark,
 )
 from tests.waiting import until
-from wallet_pool_service.adapters import PostgresWalletAdapter
 from wallet_pool_service.deposits import Attribution, ChainDeposit
 from wallet_pool_service.domain import Allocation, WalletState, demo_addresses
 from wallet_pool_service.manager import WalletPoolManager
+from wallet_pool_service.repository import PostgresWalletAdapter
 
 NETWORKS = ("BTC", "ETH", "TRON")
 

@@ -227,7 +227,7 @@ async def test_a_release_that_fails_is_kept_and_delivered_when_the_pool_is_back(
     await pool_server.stop()
 
     assert await _finish(orders, order.id, OrderStatus.CANCELLED) is WalletRelease.PENDING
-    assert await orders.deliver_due_releases() is False
+    assert await orders.releases.deliver_due() is False
     still_held = await db_pool.fetchval(
         "SELECT order_id FROM wallet_pool.wallets WHERE address = $1", address
     )
@@ -237,7 +237,7 @@ async def test_a_release_that_fails_is_kept_and_delivered_when_the_pool_is_back(
     try:
         deadline = time.monotonic() + HANG_GUARD_SECONDS
         while time.monotonic() < deadline:
-            await orders.deliver_due_releases()
+            await orders.releases.deliver_due()
             pending = await db_pool.fetchval(
                 "SELECT count(*) FROM orders.pending_releases WHERE release_time IS NULL"
             )
@@ -265,7 +265,7 @@ async def test_concurrent_completes_and_creates_never_give_one_wallet_to_two_liv
         *(orders.create_order("ETH", Decimal("1"), None, "c") for _ in range(30)),
     )
     await pool_manager.hand_off_everywhere()
-    await orders.sync_waiting_orders()
+    await orders.allocation.sync_waiting_orders()
 
     live = await db_pool.fetch(
         "SELECT id, wallet_address FROM orders.orders WHERE status IN ('PENDING', 'PROCESSING')"
@@ -457,7 +457,7 @@ async def test_pending_orders_past_their_ttl_expire_once_as_the_system_and_free_
         for order in (holding, waiting, processing):
             await _backdate(db_pool, order.id, 3600)
 
-        await asyncio.gather(*(r.expire_stale_orders() for r in replicas))
+        await asyncio.gather(*(r.expiry.expire_stale_orders() for r in replicas))
 
         for order in (holding, waiting):
             history = await replicas[1].get_history(order.id, EVERY_ORDER)
@@ -476,7 +476,7 @@ async def test_pending_orders_past_their_ttl_expire_once_as_the_system_and_free_
             == young.id
         )
         assert await db_pool.fetchval("SELECT count(*) FROM wallet_pool.queue") == 1
-        assert await replicas[0].count_pending_releases() == 0
+        assert await replicas[0].releases.count_pending() == 0
     finally:
         await gateway.close()
 
@@ -519,8 +519,8 @@ async def test_replicas_share_the_allocation_sync_without_asking_twice_about_an_
         for counter in counters
     ]
     try:
-        await asyncio.gather(*(r.sync_waiting_orders() for r in replicas))
-        await asyncio.gather(*(r.sync_waiting_orders() for r in replicas))
+        await asyncio.gather(*(r.allocation.sync_waiting_orders() for r in replicas))
+        await asyncio.gather(*(r.allocation.sync_waiting_orders() for r in replicas))
     finally:
         await gateway.close()
     asked = [order_id for counter in counters for order_id in counter.allocations]
@@ -550,16 +550,16 @@ async def test_changes_are_announced_to_other_replicas_by_the_sequencer_alone(
             await writing.execute("NOTIFY order_events, 'marker'")
             assert await asyncio.wait_for(heard.get(), HANG_GUARD_SECONDS) == "marker"
             # A sequencer run announces the orders of the events it numbered.
-            await orders.sequence_events()
+            await orders.events.sequence_events()
             last = (await repository.event_log()).last_sequence
             announced = await asyncio.wait_for(heard.get(), HANG_GUARD_SECONDS)
             assert announced.split() == [str(last), str(order.id)]
             # A queue place that moved has no event: announced when asked; too many at once
             # become '*' (a notification holds less than 8000 bytes).
-            await orders.sequence_events([order.id])
+            await orders.events.sequence_events([order.id])
             announced = await asyncio.wait_for(heard.get(), HANG_GUARD_SECONDS)
             assert announced.split() == [str(last), str(order.id)]
-            await orders.sequence_events([uuid.uuid4() for _ in range(300)])
+            await orders.events.sequence_events([uuid.uuid4() for _ in range(300)])
             assert (await asyncio.wait_for(heard.get(), 2)).split() == [str(last), "*"]
         finally:
             await listening.remove_listener("order_events", on_notify)
@@ -594,7 +594,7 @@ async def test_the_holding_ends_when_the_order_became_final_for_the_pool_and_the
     outcome = await pool_manager.report_deposits("ETH", reported, 7)
     assert (outcome.recorded, outcome.late) == (2, 1)
 
-    await orders.sync_deposits()
+    await orders.deposits.sync()
 
     _, shown = await orders.get_order_with_deposits(order.id, EVERY_ORDER)
     assert [(d.txid, d.late) for d in shown] == [("0xbefore", False), ("0xafter", True)]

@@ -10,7 +10,7 @@ import pytest
 
 from order_service.repository import queries as order_queries
 from shared.db import Connection
-from wallet_pool_service.adapters import queries as pool_queries
+from wallet_pool_service.repository import queries as pool_queries
 
 ORDER = uuid.uuid4()
 HOURS_AGO = datetime.now(UTC) - timedelta(hours=3)

@@ -27,10 +27,10 @@ from tests.invariants import (
     queue_blocks_add_up,
     wallet_states_add_up,
 )
-from wallet_pool_service.adapters import PostgresWalletAdapter
 from wallet_pool_service.deposits import ChainDeposit
 from wallet_pool_service.domain import Release, ReleaseMismatch, demo_addresses
 from wallet_pool_service.manager import WalletPoolManager
+from wallet_pool_service.repository import PostgresWalletAdapter
 
 NETWORKS = ("BTC", "ETH")
 # A well-formed address that no step adds to the pool.

@@ -7,7 +7,6 @@ import pytest
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 from tests.invariants import queue_blocks_add_up
 from tests.waiting import HANG_GUARD_SECONDS, until
-from wallet_pool_service.adapters import PostgresQueueAdapter, PostgresWalletAdapter
 from wallet_pool_service.domain import (
     Allocation,
     HeldWallet,
@@ -17,6 +16,7 @@ from wallet_pool_service.domain import (
     demo_addresses,
 )
 from wallet_pool_service.manager import WalletPoolManager
+from wallet_pool_service.repository import PostgresQueueAdapter, PostgresWalletAdapter
 
 NETWORKS = ("BTC", "ETH", "TRON")
 

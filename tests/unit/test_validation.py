@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 
 from order_service.domain import parse_amount, parse_reason, parse_request_id, retry_delay
-from order_service.manager import decode_order_page_token
+from order_service.lifecycle import decode_order_page_token
 from shared.errors import InvalidArgument
 from shared.networks import parse_network
 from shared.validation import parse_uuid

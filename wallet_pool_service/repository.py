@@ -1,4 +1,4 @@
-"""Repository interfaces of the pool and their PostgreSQL adapters (SQL only).
+"""The pool's repositories: PostgreSQL adapters of wallets and the queue (SQL only).
 
 Adapters are bound to one connection, so a use case runs them inside its own transaction.
 """
@@ -8,7 +8,6 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
 
 import asyncpg
 
@@ -41,49 +40,6 @@ from wallet_pool_service.domain import (
 @functools.cache
 def queries() -> dict[str, str]:
     return load_queries("wallet_pool_service")
-
-
-class WalletRepository(Protocol):
-    async def allocate(
-        self, order_id: uuid.UUID, network: str, asset: str = ""
-    ) -> ClaimAttempt: ...
-    async def mark_as_available(
-        self,
-        order_id: uuid.UUID,
-        address: str,
-        cooldown_seconds: float,
-        final_time: datetime | None = None,
-    ) -> ReleasedOrder: ...
-    async def add(self, network: str, addresses: list[str]) -> list[str]: ...
-    async def count(self, network: str) -> int: ...
-    async def counts(self, network: str) -> dict[str, WalletCounts]: ...
-    async def get(self, address: str) -> Wallet | None: ...
-    async def set_disabled(self, address: str, reason: str | None) -> Wallet | None: ...
-    async def page(
-        self, network: str, state: WalletState | None, after_id: int, limit: int
-    ) -> list[tuple[int, Wallet]]: ...
-    async def history(self, address: str) -> list[Assignment]: ...
-    async def configure_reuse_guard(self, confirmations: dict[str, int | None]) -> None: ...
-    async def configure_assets(self, assets: tuple[Asset, ...]) -> None: ...
-    async def watermarks(self, network: str) -> dict[str, Watermark]: ...
-    async def report_deposits(
-        self,
-        network: str,
-        deposits: list[ClassifiedDeposit],
-        scanned_height: int,
-        chain_height: int,
-        retractions: Sequence[Retraction] = (),
-        finalized_height: int = 0,
-    ) -> ReportOutcome: ...
-    async def deposit_changes(self, after_change: int, limit: int) -> list[Deposit]: ...
-    async def deposits_after(self, after_id: int, limit: int) -> list[Deposit]: ...
-    async def late_deposits(self, network: str, after_id: int, limit: int) -> list[Deposit]: ...
-
-
-class QueueRepository(Protocol):
-    async def hand_off_waiting(self, network: str) -> tuple[uuid.UUID, str] | None: ...
-    async def networks_ready_for_hand_off(self, networks: tuple[str, ...]) -> list[str]: ...
-    async def counts(self, network: str) -> dict[str, int]: ...
 
 
 def _place(row: asyncpg.Record) -> OrderPlace:
