@@ -5,6 +5,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+import asyncpg
+
 from shared.db import is_database_outage
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,13 @@ class PeriodicTask:
             except Exception as exc:
                 if is_database_outage(exc):
                     log.warning("loop step: database unavailable", extra={"loop": self.name})
+                elif isinstance(exc, asyncpg.InvalidCachedStatementError):
+                    # A migration changed a table under a prepared statement (a rollout): the
+                    # driver dropped the stale plan, and the next step prepares it afresh.
+                    log.warning(
+                        "loop step: schema changed, trying again", extra={"loop": self.name}
+                    )
+                    busy = True
                 else:
                     log.exception("loop step failed", extra={"loop": self.name})
             if busy:

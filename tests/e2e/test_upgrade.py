@@ -164,8 +164,17 @@ async def test_the_release_rolls_out_over_the_previous_one_under_load_with_no_fa
         f"{p.log_path.name}: {line}"
         for p in rollout.stopped + rollout.processes()
         for line in log_problems(p.logs())
+        if not (p in rollout.stopped and _stale_plan_in_a_loop(line))
     ]
     assert problems == []
+
+
+def _stale_plan_in_a_loop(line: str) -> bool:
+    """The previous release logs a background step whose prepared `SELECT *`/`RETURNING *`
+    a migration's new columns invalidated, inside a transaction where asyncpg cannot prepare
+    it again by itself; the next step does (no call fails: the answers are checked above).
+    This release logs it as a warning (shared/loops.py)."""
+    return '"loop step failed"' in line and "InvalidCachedStatementError" in line
 
 
 async def _released_schema_is_what_the_release_migrated(url: str) -> None:
