@@ -1,14 +1,22 @@
-"""Both services as real processes on free ports (or, with E2E_ORDER_ADDR and
-E2E_WALLET_POOL_ADDR, an already running stack such as docker compose)."""
+"""The stack under test: both services as real processes on free ports (LocalStack), as
+containers of the project's image (ContainerStack, E2E_CONTAINERS=1, `make test-containers`),
+or, with E2E_ORDER_ADDR and E2E_WALLET_POOL_ADDR, an already running stack reached by address.
+`start_stack` picks the first two; tests drive faults through `order_process`/`pool_process`
+(start, stop, kill, freeze, thaw, running, logs) whichever it is."""
 
 import os
+import signal
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 
 from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from scripts.processes import ServiceProcess, stop_all
+from tests.e2e import containers
+from tests.e2e.containers import ContainerService
 
 OPERATOR_TOKEN = "e2e-operator-token"
 CLIENT_TOKEN = "e2e-client-token"
@@ -24,8 +32,14 @@ def service_env(
     database_url: str, environment: str = "production", extra: dict[str, str] | None = None
 ) -> dict[str, str]:
     """The environment of both services for a local run on free ports, with fast loops."""
+    return {**os.environ, **service_settings(database_url, environment, extra)}
+
+
+def service_settings(
+    database_url: str, environment: str = "production", extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """What the suite sets for both services (without the caller's environment)."""
     return {
-        **os.environ,
         "APP_ENV": environment,
         "DATABASE_URL": database_url,
         "OPERATOR_TOKEN": OPERATOR_TOKEN,
@@ -50,6 +64,22 @@ def service_env(
         "SHUTDOWN_DRAIN_SECONDS": "0.3",
         **(extra or {}),
     }
+
+
+class Service(Protocol):
+    """One service of the stack, a process or a container."""
+
+    module: str
+    port: int
+    metrics_port: int
+
+    async def start(self) -> int: ...
+    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int: ...
+    async def kill(self) -> None: ...
+    async def freeze(self) -> None: ...
+    async def thaw(self) -> None: ...
+    def running(self) -> bool: ...
+    def logs(self) -> str: ...
 
 
 class Stack:
@@ -134,3 +164,100 @@ class LocalStack(Stack):
         for process in (self.order_process, self.pool_process):
             if process.process is not None and process.process.poll() is None:
                 await process.stop()
+
+
+class ContainerStack(Stack):
+    """Both services as containers of the project's image on the compose stack's network
+    (tests/e2e/containers.py); plaintext gRPC, ports published on loopback."""
+
+    def __init__(self, pool: ContainerService, order: ContainerService, log_dir: Path) -> None:
+        super().__init__(
+            f"127.0.0.1:{order.port}",
+            f"127.0.0.1:{pool.port}",
+            (OPERATOR_TOKEN, CLIENT_TOKEN, SERVICE_TOKEN),
+        )
+        self.pool_process = pool
+        self.order_process = order
+        self.log_dir = log_dir
+
+    @classmethod
+    async def start(
+        cls,
+        database_url: str,
+        log_dir: Path,
+        environment: str = "production",
+        extra_env: dict[str, str] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> "ContainerStack":
+        if credentials is not None:
+            raise ValueError("the suite's containers serve plaintext only")
+        settings = service_settings(containers.in_network(database_url), environment, extra_env)
+        pool = ContainerService("wallet_pool_service", settings, containers.container_name("pool"))
+        order_settings = {**settings, "WALLET_POOL_TARGET": containers.pool_target(pool)}
+        order = ContainerService(
+            "order_service", order_settings, containers.container_name("order")
+        )
+        try:
+            await pool.start()
+            await order.start()
+        except BaseException:
+            await containers.remove_all([order, pool])
+            raise
+        return cls(pool, order, log_dir)
+
+    async def close(self) -> None:
+        await super().close()
+        # Their logs where a local run leaves its own, for a failed test to be read.
+        for service in (self.order_process, self.pool_process):
+            (self.log_dir / f"{service.module}.log").write_text(service.logs())
+        await containers.remove_all([self.order_process, self.pool_process])
+
+    async def restart_database(self) -> None:
+        """`docker restart` of the stack's PostgreSQL (a clean shutdown, every client
+        disconnected); returns once it accepts connections again."""
+        await containers.restart_postgres()
+
+
+async def start_stack(
+    database_url: str,
+    log_dir: Path,
+    environment: str = "production",
+    extra_env: dict[str, str] | None = None,
+) -> LocalStack | ContainerStack:
+    """The suite's own stack: containers under `make test-containers`, processes otherwise."""
+    kind = ContainerStack if containers.enabled() else LocalStack
+    return await kind.start(database_url, log_dir, environment, extra_env)
+
+
+# The suite's own stack, whichever kind: tests that drive faults annotate with this.
+OwnStack = LocalStack | ContainerStack
+
+
+def replica(
+    module: str, database_url: str, log_path: Path, extra: dict[str, str], alias: str = ""
+) -> ServiceProcess | ContainerService:
+    """One more instance of a service, for tests of several replicas: a process, or a
+    container (an extra service on the stack's network; replicas given one `alias` answer
+    together under it, as compose's scaled services do). Start it with `start()`."""
+    settings = service_settings(database_url, extra=extra)
+    if not containers.enabled():
+        return ServiceProcess(module, {**os.environ, **settings}, log_path)
+    settings["DATABASE_URL"] = containers.in_network(database_url)
+    return ContainerService(module, settings, containers.container_name(module), alias or None)
+
+
+def replicas_target(pools: Sequence[ServiceProcess | ContainerService]) -> str:
+    """The order service's target for pool replicas that were started (its channel balances
+    over them): their addresses, or the alias the containers share."""
+    for pool in pools:
+        if isinstance(pool, ContainerService):
+            return containers.pool_target(pool)
+    return "ipv4:" + ",".join(f"127.0.0.1:{pool.port}" for pool in pools)
+
+
+async def stop_replicas(services: Sequence[ServiceProcess | ContainerService]) -> None:
+    """Stops the processes (all at once) and removes the containers."""
+    try:
+        await stop_all([s for s in services if isinstance(s, ServiceProcess)])
+    finally:
+        await containers.remove_all([s for s in services if isinstance(s, ContainerService)])

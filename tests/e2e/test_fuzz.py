@@ -33,11 +33,11 @@ from hypothesis import strategies as st
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from tests.databases import DatabaseFactory
-from tests.e2e.conftest import local_only
-from tests.e2e.stack import LocalStack
+from tests.e2e.conftest import own_stack
+from tests.e2e.stack import OwnStack, start_stack
 from tests.invariants import check_all
 
-pytestmark = local_only
+pytestmark = own_stack
 TestFunction = TypeVar("TestFunction", bound=Callable[..., Any])
 
 DOCUMENTED = frozenset(
@@ -669,7 +669,7 @@ class Answer:
     status: status_pb2.Status | None
 
 
-async def send(stack: LocalStack, rpc: Rpc, body: bytes, metadata: Any) -> Answer:
+async def send(stack: OwnStack, rpc: Rpc, body: bytes, metadata: Any) -> Answer:
     channel = stack.order_channel if rpc.service == "orders" else stack.pool_channel
     call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
         rpc.full_name, request_serializer=None, response_deserializer=None
@@ -686,20 +686,16 @@ async def send(stack: LocalStack, rpc: Rpc, body: bytes, metadata: Any) -> Answe
     return Answer(grpc.StatusCode.OK, "", None)
 
 
-def log_marks(stack: LocalStack) -> tuple[int, int]:
+def log_marks(stack: OwnStack) -> tuple[int, int]:
     """Where each service's log ends now."""
-    orders, pool = (
-        p.log_path.stat().st_size if p.log_path.exists() else 0
-        for p in (stack.order_process, stack.pool_process)
-    )
-    return orders, pool
+    return len(stack.order_process.logs()), len(stack.pool_process.logs())
 
 
-def logged_errors(stack: LocalStack, since: tuple[int, int] = (0, 0)) -> list[dict[str, Any]]:
+def logged_errors(stack: OwnStack, since: tuple[int, int] = (0, 0)) -> list[dict[str, Any]]:
     """Error entries either service logged after `since` (their tracebacks included)."""
     found = []
     for process, offset in zip((stack.order_process, stack.pool_process), since, strict=True):
-        text = process.log_path.read_bytes()[offset:].decode(errors="replace")
+        text = process.logs()[offset:]
         for line in text.splitlines():
             try:
                 entry = json.loads(line)
@@ -722,7 +718,7 @@ def shorten(value: object) -> str:
 
 
 def judge(
-    stack: LocalStack, rpc: Rpc, answer: Answer, request: object, since: tuple[int, int]
+    stack: OwnStack, rpc: Rpc, answer: Answer, request: object, since: tuple[int, int]
 ) -> None:
     """The documented code; for a client mistake, the field first and in the BadRequest."""
     about = f"{rpc.name}({shorten(request)}) -> {answer.code.name} {answer.details[:300]!r}"
@@ -749,7 +745,7 @@ def judge(
         assert violations[:1] == [name], f"BadRequest names {violations}: {about}"
 
 
-def token_for(stack: LocalStack, role: str) -> Any:
+def token_for(stack: OwnStack, role: str) -> Any:
     return {
         "client": stack.client,
         "operator": stack.operator,
@@ -759,7 +755,7 @@ def token_for(stack: LocalStack, role: str) -> Any:
 
 
 async def call_and_judge(
-    stack: LocalStack, rpc: Rpc, body: bytes, metadata: Any, shown: object
+    stack: OwnStack, rpc: Rpc, body: bytes, metadata: Any, shown: object
 ) -> Answer:
     since = log_marks(stack)
     answer = await send(stack, rpc, body, metadata)
@@ -783,7 +779,7 @@ def rpc_named(name: str) -> Rpc:
     return rpc
 
 
-async def serving(stack: LocalStack) -> dict[str, str]:
+async def serving(stack: OwnStack) -> dict[str, str]:
     """Health of each server (overall and per service), by name."""
     seen = {}
     for address, channel, service in [
@@ -813,9 +809,9 @@ async def fuzz_database_url(databases: DatabaseFactory) -> str:
 @pytest.fixture(scope="module")
 async def fuzz_stack(
     fuzz_database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[LocalStack]:
+) -> AsyncIterator[OwnStack]:
     log_dir: Path = tmp_path_factory.mktemp("fuzz")
-    stack = await LocalStack.start(fuzz_database_url, log_dir)
+    stack = await start_stack(fuzz_database_url, log_dir)
     try:
         yield stack
     finally:
@@ -823,7 +819,7 @@ async def fuzz_stack(
 
 
 @pytest.fixture(scope="module")
-async def world(fuzz_stack: LocalStack) -> World:
+async def world(fuzz_stack: OwnStack) -> World:
     """A few wallets and orders in every state, for requests to name."""
     stack = fuzz_stack
     seeded = World()
@@ -856,7 +852,7 @@ async def world(fuzz_stack: LocalStack) -> World:
 
 
 @pytest.fixture(scope="module")
-async def fuzz_db(fuzz_database_url: str, fuzz_stack: LocalStack) -> AsyncIterator[asyncpg.Pool]:
+async def fuzz_db(fuzz_database_url: str, fuzz_stack: OwnStack) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(fuzz_database_url, min_size=1, max_size=2)
     assert pool is not None
     yield pool
@@ -868,7 +864,7 @@ async def fuzz_db(fuzz_database_url: str, fuzz_stack: LocalStack) -> AsyncIterat
 ROLE_CHOICES = ["right", "right", "right", "right", "right", "right", "other", "none", "wrong"]
 
 
-def metadata_for(stack: LocalStack, rpc: Rpc, choice: str, extra: int) -> Any:
+def metadata_for(stack: OwnStack, rpc: Rpc, choice: str, extra: int) -> Any:
     if choice == "right":
         return token_for(stack, rpc.roles[extra % len(rpc.roles)])
     if choice == "other":
@@ -882,7 +878,7 @@ def metadata_for(stack: LocalStack, rpc: Rpc, choice: str, extra: int) -> Any:
 @FUZZ
 @given(data=st.data())
 async def test_every_rpc_answers_garbage_fields_with_a_documented_status_naming_the_field(
-    fuzz_stack: LocalStack, world: World, rpc: Rpc, data: st.DataObject
+    fuzz_stack: OwnStack, world: World, rpc: Rpc, data: st.DataObject
 ) -> None:
     fields = data.draw(requests(rpc, world), label="fields")
     choice = data.draw(st.sampled_from(ROLE_CHOICES), label="credential")
@@ -910,7 +906,7 @@ LIST_RPCS = [rpc for rpc in RPCS if "page_token" in rpc.request_type.DESCRIPTOR.
 @given(page_token=page_tokens, page_size=page_sizes)
 @with_examples([{"page_token": t, "page_size": 0} for t in [*ODD_TOKENS, *EDGE_POSITIONS]])
 async def test_any_page_token_and_page_size_get_a_documented_status(
-    fuzz_stack: LocalStack, rpc: Rpc, page_token: str, page_size: int
+    fuzz_stack: OwnStack, rpc: Rpc, page_token: str, page_size: int
 ) -> None:
     request = build(rpc, {"page_token": page_token, "page_size": page_size})
     role = rpc.roles[0]
@@ -922,7 +918,7 @@ async def test_any_page_token_and_page_size_get_a_documented_status(
 @FUZZ
 @given(after=st.none() | timestamps, before=st.none() | timestamps)
 async def test_any_created_after_and_created_before_get_a_documented_status(
-    fuzz_stack: LocalStack, after: Timestamp | None, before: Timestamp | None
+    fuzz_stack: OwnStack, after: Timestamp | None, before: Timestamp | None
 ) -> None:
     request = opb.ListOrdersRequest(created_after=after, created_before=before)
     await call_and_judge(
@@ -938,7 +934,7 @@ async def test_any_created_after_and_created_before_get_a_documented_status(
 @FUZZ
 @given(data=st.data())
 async def test_bytes_on_the_wire_that_no_client_library_sends_get_a_documented_status(
-    fuzz_stack: LocalStack, rpc: Rpc, data: st.DataObject
+    fuzz_stack: OwnStack, rpc: Rpc, data: st.DataObject
 ) -> None:
     body = data.draw(wire_messages(rpc), label="body")
     answer = await call_and_judge(fuzz_stack, rpc, body, token_for(fuzz_stack, rpc.roles[0]), body)
@@ -1011,7 +1007,7 @@ def sensible_request(rpc: Rpc, world: World) -> dict[str, Any]:
 
 @pytest.mark.parametrize("rpc", RPCS, ids=RPC_IDS)
 async def test_each_field_in_turn_takes_every_odd_value_with_a_documented_status(
-    fuzz_stack: LocalStack, world: World, rpc: Rpc
+    fuzz_stack: OwnStack, world: World, rpc: Rpc
 ) -> None:
     metadata = token_for(fuzz_stack, rpc.roles[0])
     for field_descriptor in cast(list[FieldDescriptor], rpc.request_type.DESCRIPTOR.fields):
@@ -1048,7 +1044,7 @@ HEALTH_CHECK = Rpc(
 
 @pytest.mark.parametrize("rpc", [*RPCS, HEALTH_CHECK], ids=[*RPC_IDS, "HealthCheck"])
 async def test_bytes_that_are_not_a_request_message_are_an_invalid_argument_naming_the_request(
-    fuzz_stack: LocalStack, rpc: Rpc
+    fuzz_stack: OwnStack, rpc: Rpc
 ) -> None:
     name = rpc.request_type.DESCRIPTOR.name
     for body in not_a_message(rpc.request_type):
@@ -1064,14 +1060,14 @@ async def test_bytes_that_are_not_a_request_message_are_an_invalid_argument_nami
     assert set((await serving(fuzz_stack)).values()) == {"SERVING"}
 
 
-async def test_the_body_of_a_call_without_credentials_is_not_read(fuzz_stack: LocalStack) -> None:
+async def test_the_body_of_a_call_without_credentials_is_not_read(fuzz_stack: OwnStack) -> None:
     for rpc in RPCS:
         answer = await send(fuzz_stack, rpc, b"\xff", ())
         assert answer.code == grpc.StatusCode.UNAUTHENTICATED, (rpc.name, answer)
 
 
 async def test_after_all_the_garbage_both_services_still_serve_and_every_invariant_holds(
-    fuzz_stack: LocalStack, fuzz_db: asyncpg.Pool
+    fuzz_stack: OwnStack, fuzz_db: asyncpg.Pool
 ) -> None:
     """Last in the module: it judges what all the tests above left behind."""
     assert set((await serving(fuzz_stack)).values()) == {"SERVING"}

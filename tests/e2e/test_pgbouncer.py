@@ -27,7 +27,7 @@ from tests.e2e.test_watch import Watch
 from tests.invariants import check_all
 from tests.pgbouncer import PgBouncer
 
-pytestmark = local_only
+pytestmark = local_only("PgBouncer runs on the host's loopback, out of the containers' reach")
 
 
 def behind_pgbouncer(direct_url: str) -> dict[str, str]:

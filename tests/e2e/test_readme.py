@@ -8,8 +8,8 @@ import pytest
 
 from exchange.order.v1 import order_service_pb2 as opb
 from tests.databases import ROOT, DatabaseFactory
-from tests.e2e.conftest import local_only
-from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, WATCHER_TOKEN, LocalStack
+from tests.e2e.conftest import own_stack
+from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, WATCHER_TOKEN, start_stack
 
 
 def walkthrough() -> str:
@@ -20,14 +20,14 @@ def walkthrough() -> str:
     return match.group(1)
 
 
-@local_only
+@own_stack
 async def test_the_readme_walkthrough_works_as_written(
     databases: DatabaseFactory, tmp_path: Path
 ) -> None:
     if not (ROOT / ".venv" / "bin" / "grpcurl").exists():
         pytest.skip("grpcurl is installed by make setup")
     # The defaults of `make run`: the watermark guard on (the suite's stacks turn it off).
-    stack = await LocalStack.start(
+    stack = await start_stack(
         await databases.create(),
         tmp_path,
         environment="development",
