@@ -274,16 +274,18 @@ def e2e_count() -> int:
 
 @contextmanager
 def torn_down_on_signals() -> Iterator[None]:
-    """SIGTERM as Ctrl-C: the `finally` blocks tear the stack down either way."""
+    """SIGTERM as Ctrl-C, and Ctrl-C even where the caller ignored it (a background job):
+    the `finally` blocks tear the stack down either way."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def remove_test_containers() -> None:
@@ -364,6 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 remove_test_containers()
                 compose(settings, "down", "--volumes", "--remove-orphans", "--timeout", "20",
                         check=False)  # fmt: skip
+        except KeyboardInterrupt:
+            print("test-containers: interrupted; the stack is torn down", file=sys.stderr)
+            return 130
         except subprocess.CalledProcessError as failed:
             print(
                 f"test-containers: failed ({failed.returncode}): {' '.join(failed.cmd)}",

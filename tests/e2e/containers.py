@@ -64,8 +64,11 @@ class ContainerService:
         self.name = name
         self.alias = alias
         grpc_setting, metrics_setting = ADDRESS_SETTINGS[module]
+        # The other service's addresses stay out, as in compose (the image's health check
+        # finds its service's address by name).
+        others = {name for m, names in ADDRESS_SETTINGS.items() if m != module for name in names}
         self.env = {
-            **settings,
+            **{key: value for key, value in settings.items() if key not in others},
             grpc_setting: f"0.0.0.0:{GRPC_PORTS[module]}",
             metrics_setting: f"0.0.0.0:{METRICS_PORTS[module]}",
         }
@@ -94,18 +97,31 @@ class ContainerService:
     async def start(self) -> int:
         """Create (or start again) and wait until it logs that it serves; returns the host
         port its gRPC port is published on."""
-        offset = len(self.logs())
         if self._created:
             await docker("start", self.name)
         else:
             await docker(*self._run_args())
             self._created = True
-        for _ in range(600):
-            if '"event": "serving"' in self.logs()[offset:]:
-                return self.port
-            if not self.running():
-                break
-            await asyncio.sleep(0.2)
+        # This run's lines only (a restarted container's log holds the earlier runs too).
+        since = await docker("inspect", "--format", "{{.State.StartedAt}}", self.name)
+        # One follower of the log from the engine, not a `docker logs` per poll: dozens of
+        # these start on two cores.
+        follower = await asyncio.create_subprocess_exec(
+            "docker", "logs", "--follow", "--since", since, self.name,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        assert follower.stdout is not None
+        try:
+            async with asyncio.timeout(120):
+                async for line in follower.stdout:
+                    if b'"event": "serving"' in line:
+                        return self.port
+        except TimeoutError:
+            pass
+        finally:
+            if follower.returncode is None:
+                follower.kill()
+            await follower.wait()
         raise RuntimeError(f"{self.module} did not start in its container:\n{self.logs()}")
 
     async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:

@@ -4,6 +4,7 @@ or, with E2E_ORDER_ADDR and E2E_WALLET_POOL_ADDR, an already running stack reach
 `start_stack` picks the first two; tests drive faults through `order_process`/`pool_process`
 (start, stop, kill, freeze, thaw, running, logs) whichever it is."""
 
+import asyncio
 import os
 import signal
 from collections.abc import Sequence
@@ -198,8 +199,8 @@ class ContainerStack(Stack):
             "order_service", order_settings, containers.container_name("order")
         )
         try:
-            await pool.start()
-            await order.start()
+            # Together: the pool's name is known before it serves (it is the container's).
+            await asyncio.gather(pool.start(), order.start())
         except BaseException:
             await containers.remove_all([order, pool])
             raise
