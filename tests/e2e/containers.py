@@ -9,6 +9,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 # Inside the image both services listen on their default ports, on every interface of the
@@ -57,12 +58,20 @@ class ContainerService:
     (start, stop, kill, freeze, thaw, running, logs, port, metrics_port)."""
 
     def __init__(
-        self, module: str, settings: dict[str, str], name: str, alias: str | None = None
+        self,
+        module: str,
+        settings: dict[str, str],
+        name: str,
+        log_path: Path,
+        alias: str | None = None,
     ) -> None:
-        """`alias`: a name on the network shared with other replicas (DNS answers with all)."""
+        """`log_path`: where the engine's log of the container is copied as it is written;
+        `alias`: a name on the network shared with other replicas (DNS answers with all)."""
         self.module = module
         self.name = name
+        self.log_path = log_path
         self.alias = alias
+        self._follower: asyncio.subprocess.Process | None = None
         grpc_setting, metrics_setting = ADDRESS_SETTINGS[module]
         # The other service's addresses stay out, as in compose (the image's health check
         # finds its service's address by name).
@@ -97,32 +106,43 @@ class ContainerService:
     async def start(self) -> int:
         """Create (or start again) and wait until it logs that it serves; returns the host
         port its gRPC port is published on."""
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         if self._created:
             await docker("start", self.name)
         else:
             await docker(*self._run_args())
             self._created = True
-        # This run's lines only (a restarted container's log holds the earlier runs too).
-        since = await docker("inspect", "--format", "{{.State.StartedAt}}", self.name)
-        # One follower of the log from the engine, not a `docker logs` per poll: dozens of
-        # these start on two cores.
-        follower = await asyncio.create_subprocess_exec(
-            "docker", "logs", "--follow", "--since", since, self.name,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        assert follower.stdout is not None
-        try:
-            async with asyncio.timeout(120):
-                async for line in follower.stdout:
-                    if b'"event": "serving"' in line:
-                        return self.port
-        except TimeoutError:
-            pass
-        finally:
-            if follower.returncode is None:
-                follower.kill()
-            await follower.wait()
+        await self._follow_log()
+        for _ in range(600):
+            if '"event": "serving"' in self.logs()[offset:]:
+                return self.port
+            if self._follower is not None and self._follower.returncode is not None:
+                break  # the container stopped: its log is complete
+            await asyncio.sleep(0.2)
         raise RuntimeError(f"{self.module} did not start in its container:\n{self.logs()}")
+
+    async def _follow_log(self) -> None:
+        """One `docker logs --follow` per run of the container copies its log into
+        `log_path` (reading it is then as cheap as a process's log file); this run's lines
+        only, since a restarted container's log holds the earlier runs too."""
+        since = await docker("inspect", "--format", "{{.State.StartedAt}}", self.name)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._follower = await asyncio.create_subprocess_exec(
+                "docker", "logs", "--follow", "--since", since, self.name,
+                stdout=log, stderr=log,
+            )  # fmt: skip
+
+    async def _log_complete(self) -> None:
+        """Once the container stopped: its follower has copied the last lines."""
+        if self._follower is None:
+            return
+        try:
+            async with asyncio.timeout(10):
+                await self._follower.wait()
+        except TimeoutError:
+            self._follower.kill()
+            await self._follower.wait()
 
     async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         """`docker stop` (SIGTERM, then SIGKILL after the grace period) or `docker kill`
@@ -131,7 +151,9 @@ class ContainerService:
             await docker("stop", "--time", str(STOP_GRACE_SECONDS), self.name)
         else:
             await docker("kill", "--signal", sig.name, self.name)
-        return int(await docker("wait", self.name))
+        code = int(await docker("wait", self.name))
+        await self._log_complete()
+        return code
 
     async def kill(self) -> None:
         await self.stop(signal.SIGKILL)
@@ -152,18 +174,13 @@ class ContainerService:
         return state.stdout.strip() == "true"
 
     def logs(self) -> str:
-        """What the service wrote, read through the engine (its stdout and stderr)."""
-        if not self._created:
-            return ""
-        found = subprocess.run(
-            ["docker", "logs", self.name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            check=False,
-        )  # fmt: skip
-        return found.stdout.decode(errors="replace")
+        """What the service wrote (its stdout and stderr), as the engine gave it."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     async def remove(self) -> None:
         if self._created:
             await docker("rm", "--force", "--volumes", self.name, check=False)
+            await self._log_complete()
 
 
 def container_name(module: str) -> str:

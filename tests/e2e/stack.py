@@ -193,10 +193,18 @@ class ContainerStack(Stack):
         if credentials is not None:
             raise ValueError("the suite's containers serve plaintext only")
         settings = service_settings(containers.in_network(database_url), environment, extra_env)
-        pool = ContainerService("wallet_pool_service", settings, containers.container_name("pool"))
+        pool = ContainerService(
+            "wallet_pool_service",
+            settings,
+            containers.container_name("pool"),
+            log_dir / "wallet_pool_service.log",
+        )
         order_settings = {**settings, "WALLET_POOL_TARGET": containers.pool_target(pool)}
         order = ContainerService(
-            "order_service", order_settings, containers.container_name("order")
+            "order_service",
+            order_settings,
+            containers.container_name("order"),
+            log_dir / "order_service.log",
         )
         try:
             # Together: the pool's name is known before it serves (it is the container's).
@@ -208,9 +216,6 @@ class ContainerStack(Stack):
 
     async def close(self) -> None:
         await super().close()
-        # Their logs where a local run leaves its own, for a failed test to be read.
-        for service in (self.order_process, self.pool_process):
-            (self.log_dir / f"{service.module}.log").write_text(service.logs())
         await containers.remove_all([self.order_process, self.pool_process])
 
     async def restart_database(self) -> None:
@@ -244,7 +249,8 @@ def replica(
     if not containers.enabled():
         return ServiceProcess(module, {**os.environ, **settings}, log_path)
     settings["DATABASE_URL"] = containers.in_network(database_url)
-    return ContainerService(module, settings, containers.container_name(module), alias or None)
+    name = containers.container_name(module)
+    return ContainerService(module, settings, name, log_path, alias or None)
 
 
 def replicas_target(pools: Sequence[ServiceProcess | ContainerService]) -> str:
