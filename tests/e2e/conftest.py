@@ -12,6 +12,13 @@ from tests.e2e.stack import Stack, start_stack
 EXTERNAL = bool(os.environ.get("E2E_ORDER_ADDR"))
 
 
+# Why a latency bound is left to local processes.
+PROXIED_LATENCY = (
+    "a latency bound measured from the host; in containers each answer also crosses the engine's"
+    " userland port proxy, whose scheduling on a loaded machine the bound does not budget for"
+)
+
+
 def local_only(why: str) -> pytest.MarkDecorator:
     """Runs against the suite's own processes only, not containers (`make test-containers`)
     nor a stack reached by address; `why` says what containers cannot give the test."""

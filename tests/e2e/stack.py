@@ -4,7 +4,6 @@ or, with E2E_ORDER_ADDR and E2E_WALLET_POOL_ADDR, an already running stack reach
 `start_stack` picks the first two; tests drive faults through `order_process`/`pool_process`
 (start, stop, kill, freeze, thaw, running, logs) whichever it is."""
 
-import asyncio
 import os
 import signal
 from collections.abc import Sequence
@@ -171,7 +170,7 @@ class ContainerStack(Stack):
     """Both services as containers of the project's image on the compose stack's network
     (tests/e2e/containers.py); plaintext gRPC, ports published on loopback."""
 
-    def __init__(self, pool: ContainerService, order: ContainerService, log_dir: Path) -> None:
+    def __init__(self, pool: ContainerService, order: ContainerService) -> None:
         super().__init__(
             f"127.0.0.1:{order.port}",
             f"127.0.0.1:{pool.port}",
@@ -179,7 +178,6 @@ class ContainerStack(Stack):
         )
         self.pool_process = pool
         self.order_process = order
-        self.log_dir = log_dir
 
     @classmethod
     async def start(
@@ -207,12 +205,14 @@ class ContainerStack(Stack):
             log_dir / "order_service.log",
         )
         try:
-            # Together: the pool's name is known before it serves (it is the container's).
-            await asyncio.gather(pool.start(), order.start())
+            # The pool first, as LocalStack does: the order service's hand-off watch and
+            # first calls find it serving.
+            await pool.start()
+            await order.start()
         except BaseException:
             await containers.remove_all([order, pool])
             raise
-        return cls(pool, order, log_dir)
+        return cls(pool, order)
 
     async def close(self) -> None:
         await super().close()

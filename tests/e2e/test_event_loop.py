@@ -8,6 +8,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
+from tests.e2e.conftest import PROXIED_LATENCY, local_only
 from tests.e2e.stack import Stack
 from tests.e2e.test_release_flow import checksummed_eth_address
 from wallet_pool_service.domain import MAX_ADDRESSES_PER_CALL
@@ -35,6 +36,7 @@ async def probe_until(done: asyncio.Event, address: str) -> list[float]:
     return latencies
 
 
+@local_only(PROXIED_LATENCY)
 async def test_health_answers_within_100_ms_while_a_full_batch_of_checksummed_eth_is_added(
     stack: Stack,
 ) -> None:

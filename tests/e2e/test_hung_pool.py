@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from exchange.order.v1 import order_service_pb2 as opb
-from tests.e2e.conftest import own_stack
+from tests.e2e.conftest import PROXIED_LATENCY, local_only, own_stack
 from tests.e2e.stack import OwnStack
 from tests.e2e.test_release_flow import add_wallets, create, eth_address, move
 from tests.invariants import check_all
@@ -70,6 +70,7 @@ def judge(outcomes: list[object], kinds: list[str]) -> None:
             assert outcome.wallet_release == opb.WALLET_RELEASE_PENDING
 
 
+@local_only(PROXIED_LATENCY)
 @pytest.mark.stack_env(WALLET_POOL_TIMEOUT_SECONDS=str(POOL_DEADLINE))
 async def test_with_the_pool_hung_40_calls_at_once_answer_within_the_pool_deadline(
     stack: OwnStack, db: asyncpg.Pool
