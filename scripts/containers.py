@@ -325,6 +325,7 @@ def prepare(settings: dict[str, str]) -> None:
 def run_suite(settings: dict[str, str], pytest_args: Sequence[str]) -> int:
     try:
         compose(settings, "up", "--detach", "--wait")
+        log("the stack is up")
     except subprocess.CalledProcessError:
         compose(settings, "logs", "--no-color", "--tail", "40", check=False)
         raise
@@ -360,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             daemon = ensure_engine()
             prepare(settings)
+            log(f"engine, compose and images ready in {time.monotonic() - started:.0f} s")
             try:
                 code = run_suite(settings, pytest_args)
             finally:
