@@ -9,7 +9,7 @@ import pytest
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from scripts.dev_chain import GENESIS_HEIGHT, DevChain, chain_dir, pay
-from tests.e2e.conftest import local_only
+from tests.e2e.conftest import own_stack
 from tests.e2e.stack import WATCHER_TOKEN, Stack
 from tests.e2e.test_release_flow import add_wallets, create, eth_address
 
@@ -29,7 +29,7 @@ def chain(stack: Stack, data: Path) -> DevChain:
     )
 
 
-@local_only
+@own_stack
 @GUARDED
 async def test_the_chain_continues_from_the_pools_height_when_its_own_was_lost(
     stack: Stack, tmp_path: Path
@@ -48,7 +48,7 @@ async def test_the_chain_continues_from_the_pools_height_when_its_own_was_lost(
     assert chain(stack, tmp_path).height == 5001
 
 
-@local_only
+@own_stack
 @GUARDED
 async def test_a_payment_is_mined_and_reported_and_a_refused_one_does_not_stall_the_chain(
     stack: Stack,

@@ -14,7 +14,7 @@ import pytest
 
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
-from tests.e2e.conftest import local_only
+from tests.e2e.conftest import own_stack
 from tests.e2e.stack import Stack
 from tests.e2e.test_deposits import chain_deposit, eth_stats, report
 from tests.e2e.test_release_flow import add_wallets, create, eth_address, finish, shown_address
@@ -68,7 +68,7 @@ async def holding_times(stack: Stack, address: str) -> list[wpb.WalletAssignment
     return list(history.assignments)
 
 
-@local_only
+@own_stack
 @pytest.mark.stack_env(WALLET_REUSE_CONFIRMATIONS=f"ETH:{CONFIRMATIONS}")
 async def test_money_paths_with_the_guard_on_keep_every_invariant_and_the_api_agrees(
     stack: Stack, db: asyncpg.Pool
