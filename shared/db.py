@@ -307,26 +307,17 @@ async def apply_migrations(
         defined = definitions is None
         for entry in pending:
             version = entry.name.removesuffix(".sql")
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
-                # Another replica may have applied it while this one waited for the lock.
-                recorded = await conn.fetchrow(
-                    f"SELECT checksum FROM {schema}.schema_migrations WHERE version = $1",
-                    version,
-                )
-                if recorded is not None:
-                    if recorded["checksum"] != checksums[entry.name]:
-                        raise MigrationChanged(schema, [f"{folder}/{entry.name}"])
-                    continue
-                await conn.execute(entry.read_text(encoding="utf-8"))
-                await conn.execute(
-                    f"INSERT INTO {schema}.schema_migrations (version, checksum) VALUES ($1, $2)",
-                    version,
-                    checksums[entry.name],
-                )
-                if definitions is not None and entry is pending[-1]:
-                    await _apply_definitions(conn, schema, definitions, every_file=True)
-                    defined = True
+            last = entry is pending[-1] and definitions is not None
+            async for attempt in _lock_retries(schema, version):
+                async with attempt, conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
+                    applied_here = await _apply_one(conn, schema, folder, entry, checksums)
+                    if applied_here and last:
+                        assert definitions is not None
+                        await _apply_definitions(conn, schema, definitions, every_file=True)
+                        defined = True
+            if not applied_here:
+                continue
             applied.append(version)
             log.info("migration applied", extra={"schema": schema, "version": version})
         if not defined:
@@ -335,6 +326,72 @@ async def apply_migrations(
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
                 await _apply_definitions(conn, schema, definitions, every_file=bool(applied))
     return applied
+
+
+async def _apply_one(
+    conn: "Connection",
+    schema: str,
+    folder: str,
+    entry: Any,
+    checksums: dict[str, str],
+) -> bool:
+    """Run one migration file and record it; False when another replica applied it while
+    this one waited for the lock."""
+    version = entry.name.removesuffix(".sql")
+    recorded = await conn.fetchrow(
+        f"SELECT checksum FROM {schema}.schema_migrations WHERE version = $1", version
+    )
+    if recorded is not None:
+        if recorded["checksum"] != checksums[entry.name]:
+            raise MigrationChanged(schema, [f"{folder}/{entry.name}"])
+        return False
+    await conn.execute(entry.read_text(encoding="utf-8"))
+    await conn.execute(
+        f"INSERT INTO {schema}.schema_migrations (version, checksum) VALUES ($1, $2)",
+        version,
+        checksums[entry.name],
+    )
+    return True
+
+
+# A migration that waits on a lock past its lock_timeout, or that PostgreSQL picks as the
+# victim of a deadlock with a replica of the previous release still serving, is rolled back
+# whole: it is tried again after a pause rather than failing the start.
+_LOCK_ATTEMPTS = 5
+
+
+async def _lock_retries(schema: str, version: str) -> "AsyncIterator[_Attempt]":
+    for number in range(1, _LOCK_ATTEMPTS + 1):
+        attempt = _Attempt(last=number == _LOCK_ATTEMPTS)
+        yield attempt
+        if attempt.succeeded:
+            return
+        log.warning(
+            "migration waited on a lock too long or deadlocked: trying again",
+            extra={"schema": schema, "version": version, "attempt": number},
+        )
+        await asyncio.sleep(0.5 * 2**number)
+
+
+class _Attempt:
+    """One try of a migration: a lock timeout or deadlock inside it is swallowed (and the
+    transaction rolled back) unless it is the last try."""
+
+    def __init__(self, *, last: bool) -> None:
+        self.last = last
+        self.succeeded = False
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        if kind is None:
+            self.succeeded = True
+            return False
+        lock_trouble = issubclass(
+            kind, (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError)
+        )
+        return lock_trouble and not self.last
 
 
 async def _create_bookkeeping(conn: "Connection", schema: str) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from order_service.domain import EventType, OrderStatus, WalletRelease
+from order_service.domain import DepositStatus, EventType, OrderStatus, WalletRelease
+from order_service.payment import PaymentStatus
 from shared.db import apply_migrations, create_pool
 from tests.databases import MIGRATIONS, ROOT, DatabaseFactory
 from tests.schema_catalog import SCHEMAS, catalog, released_surface, surface
@@ -163,10 +164,15 @@ async def test_the_databases_checks_admit_exactly_the_python_enums_values(
             " WHERE conrelid = $1::regclass AND contype = 'c'",
             table,
         )
-        found = [set(re.findall(r"'(\w+)'", row["d"])) for row in definitions if column in row["d"]]
+        named = re.compile(rf"(?<![\w.]){column}\b")
+        found = [
+            set(re.findall(r"'(\w+)'", row["d"])) for row in definitions if named.search(row["d"])
+        ]
         assert len(found) == 1, definitions
         return found[0]
 
     assert await admitted("orders.orders", "status") == set(OrderStatus)
     assert await admitted("orders.orders", "wallet_release") == {m.name for m in WalletRelease}
     assert await admitted("orders.order_events", "type") == set(EventType)
+    assert await admitted("orders.orders", "payment_status") == set(PaymentStatus)
+    assert await admitted("orders.deposits", "status") == set(DepositStatus)

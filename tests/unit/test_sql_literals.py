@@ -5,7 +5,16 @@ lives in each service's sql/ folder, README "Changing the schema")."""
 import re
 from pathlib import Path
 
-from order_service.domain import LIVE_STATUSES, EventType, OrderStatus, WalletRelease
+from order_service.domain import (
+    LIVE_STATUSES,
+    DepositDisposition,
+    DepositStatus,
+    EventType,
+    OrderStatus,
+    WalletRelease,
+)
+from order_service.payment import PaymentStatus
+from wallet_pool_service import deposits
 from wallet_pool_service.domain import WalletState
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,13 +45,20 @@ def test_migrations_after_the_cut_define_no_function_trigger_or_view() -> None:
 
 def test_every_upper_case_literal_in_the_order_services_sql_is_one_of_its_enums() -> None:
     known = {*OrderStatus, *EventType, *(member.name for member in WalletRelease)}
+    known |= {*DepositStatus, *DepositDisposition, *PaymentStatus}
     assert set(_LITERAL.findall(_sql("order_service"))) - known - _KEYWORDS == set()
 
 
-def test_every_upper_case_literal_in_the_pools_sql_is_a_wallet_state() -> None:
-    assert (
-        set(_LITERAL.findall(_sql("wallet_pool_service"))) - set(WalletState) - _KEYWORDS == set()
-    )
+def test_every_upper_case_literal_in_the_pools_sql_is_one_of_its_enums() -> None:
+    known = {
+        *WalletState,
+        *deposits.DepositKind,
+        *deposits.Disposition,
+        *deposits.DepositStatus,
+        *deposits.RetractionReason,
+        *deposits.Attribution,
+    }
+    assert set(_LITERAL.findall(_sql("wallet_pool_service"))) - known - _KEYWORDS == set()
 
 
 def test_every_status_list_in_the_orders_sql_is_the_live_or_the_final_statuses() -> None:

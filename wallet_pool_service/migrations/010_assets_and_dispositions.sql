@@ -4,6 +4,12 @@
 SET LOCAL lock_timeout = '5s';
 SET LOCAL statement_timeout = '300s';
 
+-- The previous release's replicas keep serving while this runs. Their readers lock the view
+-- wallet_states before the tables under it; taking the locks in that order first (a view's
+-- lock takes its tables' too) makes this migration wait for them, where altering a table
+-- first and replacing the view last (sql/wallet_states.sql) could deadlock with a reader.
+LOCK TABLE wallet_pool.wallet_states IN ACCESS EXCLUSIVE MODE;
+
 -- The assets of each network, written by the service at start-up from ASSETS (the built-in
 -- ones and the setting's): code '' is the network's coin, whose contract is NULL.
 CREATE TABLE wallet_pool.assets (
