@@ -453,7 +453,18 @@ async def test_a_watch_on_one_replica_prints_the_hand_off_another_replica_served
 
     await update(serving, holder.id, opb.ORDER_STATUS_PROCESSING)
     await update(serving, holder.id, opb.ORDER_STATUS_COMPLETED)
-    seen = await asyncio.wait_for(watch.read(), HANG_GUARD_SECONDS)
-    assert isinstance(seen, opb.WatchOrderResponse)
-    assert seen.order.wallet_address == address
+    # With the guard on the hand-off waits for the watcher's blocks, and the watch may print
+    # other changes of the waiting order first: read on until it shows an address.
+    printed: list[opb.WatchOrderResponse] = []
+
+    async def until_addressed() -> opb.WatchOrderResponse:
+        while True:
+            seen = await watch.read()
+            assert isinstance(seen, opb.WatchOrderResponse), (seen, printed)
+            if seen.order.wallet_address:
+                return seen
+            printed.append(seen)
+
+    seen = await asyncio.wait_for(until_addressed(), HANG_GUARD_SECONDS)
+    assert seen.order.wallet_address == address, printed
     watch.cancel()
