@@ -50,14 +50,18 @@ class ChainWatcher:
         *,
         late_payers: bool = True,
         tick_seconds: float = _TICK_SECONDS,
+        pending_payers: bool = True,
     ) -> None:
         """`late_payers`: whether customers pay released wallets too (each such payment
-        disables a wallet); `tick_seconds`: how often a block is mined and reported."""
+        disables a wallet); `tick_seconds`: how often a block is mined and reported;
+        `pending_payers`: whether PENDING orders are paid too, not only PROCESSING ones (a
+        paid PENDING order is never expired)."""
         self._pool = pool
         self._database_url = database_url
         self._report = report
         self._rng = random.Random(f"{seed}:watcher")
         self._late_payers = late_payers
+        self._paid_statuses = ["PENDING", "PROCESSING"] if pending_payers else ["PROCESSING"]
         self._tick_seconds = tick_seconds
         self.height = 0
         # (network, txid, index) -> (address, amount) of every acknowledged deposit
@@ -107,12 +111,16 @@ class ChainWatcher:
             if late
             else """SELECT w.address, now() AS at FROM wallet_pool.wallets w
                     JOIN orders.orders o ON o.id = w.order_id
-                    WHERE o.status IN ('PENDING', 'PROCESSING') LIMIT 20"""
+                    WHERE o.status = ANY($1::text[]) LIMIT 20"""
         )
         try:
             conn = await asyncpg.connect(self._database_url, timeout=2)
             try:
-                rows = await conn.fetch(query)
+                rows = (
+                    await conn.fetch(query)
+                    if late
+                    else await conn.fetch(query, self._paid_statuses)
+                )
             finally:
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=2)

@@ -76,8 +76,8 @@ class Replicas:
         return Api(self.order_stubs[0], self.pool_stub, bearer(OPERATOR_TOKEN))
 
     def start_watcher(self, database_url: str) -> None:
-        """A block every 0.1 s, and customers paying held wallets (never released ones: a
-        late payment would keep a wallet out of the waves)."""
+        """A block every 0.1 s, and customers paying the wallets PROCESSING orders hold (never
+        released ones: a late payment would keep a wallet out of the waves)."""
         self.watcher_report = ChaosReport(seed=14, seconds=0)
         self.watcher = ChainWatcher(
             self.pool_stub,
@@ -86,6 +86,8 @@ class Replicas:
             seed=14,
             late_payers=False,
             tick_seconds=0.1,
+            # A paid PENDING order is never expired: the orders left to expire stay unpaid.
+            pending_payers=False,
         )
         self._stop_watcher = asyncio.Event()
         self._watching = asyncio.create_task(self.watcher.run(self._stop_watcher))
