@@ -68,6 +68,21 @@ class ServiceProcess:
         self.process.kill()
         raise TimeoutError(f"{self.module} did not stop in 20 s:\n{self.logs()[-3000:]}")
 
+    async def kill(self) -> None:
+        await self.stop(signal.SIGKILL)
+
+    async def freeze(self) -> None:
+        """SIGSTOP: connections are accepted by the kernel, nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    async def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

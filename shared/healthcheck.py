@@ -2,6 +2,7 @@
 container health checks, where no grpcurl is installed). Speaks TLS when the service does
 (see `ClientTls.for_health_check`), plaintext otherwise."""
 
+import os
 import sys
 
 import grpc
@@ -11,8 +12,16 @@ from shared.config import ConfigError
 from shared.tls import ClientTls
 
 
+def default_address() -> str:
+    """The address of the service this container runs (the image's HEALTHCHECK names none)."""
+    for name in ("ORDER_SERVICE_ADDR", "WALLET_POOL_SERVICE_ADDR"):
+        if os.environ.get(name):
+            return os.environ[name].replace("0.0.0.0:", "127.0.0.1:")
+    return "127.0.0.1:50051"
+
+
 def main() -> int:
-    address = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:50051"
+    address = sys.argv[1] if len(sys.argv) > 1 else default_address()
     try:
         tls = ClientTls.for_health_check()
     except ConfigError as exc:

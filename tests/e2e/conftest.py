@@ -6,11 +6,29 @@ import asyncpg
 import pytest
 
 from tests.databases import DatabaseFactory
-from tests.e2e.stack import LocalStack, Stack
+from tests.e2e import containers
+from tests.e2e.stack import Stack, start_stack
 
 EXTERNAL = bool(os.environ.get("E2E_ORDER_ADDR"))
-local_only = pytest.mark.skipif(
-    EXTERNAL, reason="stops or inspects processes; needs the suite's own local stack"
+
+
+# Why a latency bound is left to local processes.
+PROXIED_LATENCY = (
+    "a latency bound measured from the host; in containers each answer also crosses the engine's"
+    " userland port proxy, whose scheduling on a loaded machine the bound does not budget for"
+)
+
+
+def local_only(why: str) -> pytest.MarkDecorator:
+    """Runs against the suite's own processes only, not containers (`make test-containers`)
+    nor a stack reached by address; `why` says what containers cannot give the test."""
+    return pytest.mark.skipif(EXTERNAL or containers.enabled(), reason=f"local only: {why}")
+
+
+# Needs the suite's own stack (processes or containers, through tests/e2e/stack.py): it stops,
+# configures or inspects the services, which a stack reached by address does not allow.
+own_stack = pytest.mark.skipif(
+    EXTERNAL, reason="stops, configures or inspects the services: needs the suite's own stack"
 )
 
 
@@ -44,7 +62,7 @@ async def stack(
     else:
         marker = request.node.get_closest_marker("stack_env")
         extra_env = dict(marker.kwargs) if marker else None
-        started = await LocalStack.start(e2e_database_url, tmp_path, extra_env=extra_env)
+        started = await start_stack(e2e_database_url, tmp_path, extra_env=extra_env)
     try:
         yield started
     finally:

@@ -13,7 +13,7 @@ import pytest
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from shared.timestamps import to_timestamp
-from tests.e2e.conftest import local_only
+from tests.e2e.conftest import local_only, own_stack
 from tests.e2e.stack import Stack, service_env
 from tests.e2e.test_deposits import eventually, order_with_deposits, report
 from tests.e2e.test_release_flow import add_wallets, eth_address
@@ -37,7 +37,7 @@ def token(address: str, amount: str, contract: str, txid: str, index: int = 0) -
     )
 
 
-@local_only
+@own_stack
 @pytest.mark.stack_env(ASSETS=f"ETH:DAI:{DAI}:18:5:12")
 async def test_list_assets_shows_the_built_in_ones_and_the_settings(stack: Stack) -> None:
     response = await stack.pool.ListAssets(
@@ -56,7 +56,7 @@ async def test_list_assets_shows_the_built_in_ones_and_the_settings(stack: Stack
     assert order.order.asset == "DAI"
 
 
-@local_only
+@own_stack
 async def test_a_usdt_order_shows_its_token_deposit_counted_and_the_others_set_aside(
     stack: Stack,
 ) -> None:
@@ -104,7 +104,7 @@ async def test_a_usdt_order_shows_its_token_deposit_counted_and_the_others_set_a
     ]
 
 
-@local_only
+@own_stack
 @pytest.mark.parametrize(
     ("request_fields", "field"),
     [
@@ -125,7 +125,7 @@ async def test_an_unknown_asset_or_an_amount_finer_than_the_asset_is_refused(
     assert (refused.value.details() or "").startswith(f"{field}: ")
 
 
-@local_only
+@local_only("starts each service as a host process to see it refuse the setting")
 @pytest.mark.parametrize("module", ["order_service", "wallet_pool_service"])
 async def test_a_bad_assets_setting_stops_each_service_in_one_line(
     e2e_database_url: str, tmp_path: Path, module: str

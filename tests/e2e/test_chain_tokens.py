@@ -16,7 +16,7 @@ from web3 import testing as web3_testing
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from tests import erc20
-from tests.e2e.conftest import local_only
+from tests.e2e.conftest import own_stack
 from tests.e2e.stack import Stack
 from tests.e2e.test_deposits import eventually
 from tests.e2e.test_release_flow import add_wallets, eth_address, finish
@@ -56,7 +56,7 @@ async def order_now(stack: Stack, order_id: str) -> opb.GetOrderResponse:
     return response
 
 
-@local_only
+@own_stack
 @pytest.mark.stack_env(ASSETS=f"ETH:USDT:{TOKEN}:6:1:{CONFIRMATIONS}", DEPOSIT_SYNC_SECONDS="0.1")
 async def test_a_token_payment_on_a_real_chain_is_confirmed_then_reverted_by_a_reorg(
     stack: Stack, db: asyncpg.Pool

@@ -13,7 +13,7 @@ from web3 import testing as web3_testing
 
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
-from tests.e2e.conftest import local_only
+from tests.e2e.conftest import own_stack
 from tests.e2e.stack import Stack
 from tests.e2e.test_deposits import eventually, order_with_deposits, still_queued
 from tests.e2e.test_release_flow import add_wallets, create, eth_address, finish, until_shown
@@ -50,7 +50,7 @@ async def pay(w3: Web3, address: str, wei: int) -> str:
     return "0x" + bytes(tx).hex()
 
 
-@local_only
+@own_stack
 @pytest.mark.stack_env(WALLET_REUSE_CONFIRMATIONS=f"ETH:{CONFIRMATIONS}")
 async def test_payments_on_a_real_chain_reach_the_order_and_a_late_one_holds_the_wallet_out(
     stack: Stack, w3: Web3

@@ -15,7 +15,7 @@ from tests.e2e.conftest import local_only
 CHAOS_SECONDS = 35
 
 
-@local_only
+@local_only("runs a PostgreSQL and processes of its own (tests/chaos), not the suite's stack")
 @pytest.mark.timeout(240)
 async def test_under_chaos_no_acknowledged_update_is_lost_and_no_wallet_is_shared(
     tmp_path: Path,

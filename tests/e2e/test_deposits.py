@@ -15,7 +15,7 @@ from google.rpc import error_details_pb2
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from shared.timestamps import to_timestamp
-from tests.e2e.conftest import local_only
+from tests.e2e.conftest import own_stack
 from tests.e2e.stack import Stack
 from tests.e2e.test_release_flow import (
     add_wallets,
@@ -94,7 +94,7 @@ async def order_with_deposits(stack: Stack, order_id: str) -> opb.GetOrderRespon
     return response
 
 
-@local_only
+@own_stack
 @GUARDED
 async def test_a_reported_deposit_appears_on_its_order_and_on_the_event_feed(
     stack: Stack,
@@ -137,7 +137,7 @@ async def _deposits_of(stack: Stack, order_id: str) -> list[opb.OrderDeposit]:
     return list((await order_with_deposits(stack, order_id)).deposits)
 
 
-@local_only
+@own_stack
 @GUARDED
 async def test_a_released_wallet_waits_for_the_watcher_to_scan_past_its_release(
     stack: Stack,
@@ -169,7 +169,7 @@ async def test_a_released_wallet_waits_for_the_watcher_to_scan_past_its_release(
     assert (await eth_stats(stack)).held_by_watermark == 0
 
 
-@local_only
+@own_stack
 @GUARDED
 async def test_a_late_deposit_is_listed_shown_on_its_order_and_keeps_the_wallet_out_until_enabled(
     stack: Stack,
@@ -213,7 +213,7 @@ async def test_a_late_deposit_is_listed_shown_on_its_order_and_keeps_the_wallet_
     assert (await until_shown(stack, waiting.id)).wallet_address == address
 
 
-@local_only
+@own_stack
 async def test_a_deposit_to_an_address_not_in_the_pool_is_kept_unattributed(stack: Stack) -> None:
     stranger = chain_deposit(eth_address())
     outcome = await report(stack, 15, stranger)
@@ -236,7 +236,7 @@ def bad_request_field(error: grpc.aio.AioRpcError) -> str:
     return field
 
 
-@local_only
+@own_stack
 @pytest.mark.parametrize(
     ("change", "field"),
     [
@@ -265,7 +265,7 @@ async def test_a_malformed_report_is_invalid_argument_naming_the_field_and_recor
     assert (await eth_stats(stack)).scanned_height == 0
 
 
-@local_only
+@own_stack
 async def test_a_height_going_back_and_a_txid_with_another_amount_are_refused_keeping_the_first(
     stack: Stack,
 ) -> None:
@@ -292,7 +292,7 @@ async def test_a_height_going_back_and_a_txid_with_another_amount_are_refused_ke
     assert (await eth_stats(stack)).scanned_height == 30
 
 
-@local_only
+@own_stack
 async def test_only_a_watcher_reports_deposits_and_only_operators_list_late_ones(
     stack: Stack,
 ) -> None:

@@ -13,7 +13,7 @@ from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from scripts.dev_chain import GENESIS_HEIGHT, DevChain, chain_dir, pay, retract
 from scripts.run_local import DEV_ASSET_CONFIRMATIONS, dev_assets
-from tests.e2e.conftest import local_only
+from tests.e2e.conftest import own_stack
 from tests.e2e.stack import WATCHER_TOKEN, Stack
 from tests.e2e.test_release_flow import add_wallets, create, eth_address
 
@@ -38,7 +38,7 @@ def chain(stack: Stack, data: Path) -> DevChain:
     )
 
 
-@local_only
+@own_stack
 @GUARDED
 async def test_the_chain_continues_from_the_pools_height_when_its_own_was_lost(
     stack: Stack, tmp_path: Path
@@ -57,7 +57,7 @@ async def test_the_chain_continues_from_the_pools_height_when_its_own_was_lost(
     assert chain(stack, tmp_path).height == 5001
 
 
-@local_only
+@own_stack
 @GUARDED
 async def test_a_payment_is_mined_and_reported_and_a_refused_one_does_not_stall_the_chain(
     stack: Stack,
@@ -100,7 +100,7 @@ async def queued(directory: Path) -> None:
         await asyncio.sleep(0.02)
 
 
-@local_only
+@own_stack
 @MAKE_RUN
 async def test_a_payment_through_the_chain_is_confirmed_and_pays_its_order_then_is_retracted(
     stack: Stack,

@@ -16,15 +16,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from exchange.order.v1 import order_service_pb2 as opb
 from tests.chaos import log_problems
 from tests.chaos.failover import RECOVERY_BOUND_SECONDS, run_failover_chaos
-from tests.e2e.conftest import local_only
-from tests.e2e.stack import LocalStack
+from tests.e2e.conftest import local_only, own_stack
+from tests.e2e.stack import OwnStack
 from tests.e2e.test_release_flow import add_wallets, create, eth_address
 from tests.waiting import HANG_GUARD_SECONDS
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
-async def health(stack: LocalStack) -> list[int]:
+async def health(stack: OwnStack) -> list[int]:
     statuses = []
     for channel in (stack.order_channel, stack.pool_channel):
         answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
@@ -32,7 +32,7 @@ async def health(stack: LocalStack) -> list[int]:
     return statuses
 
 
-async def codes_of_writes(stack: LocalStack, order_id: str) -> set[grpc.StatusCode]:
+async def codes_of_writes(stack: OwnStack, order_id: str) -> set[grpc.StatusCode]:
     codes = set()
     calls: list[Callable[[], Awaitable[object]]] = [
         lambda: create(stack),
@@ -51,9 +51,9 @@ async def codes_of_writes(stack: LocalStack, order_id: str) -> set[grpc.StatusCo
     return codes
 
 
-@local_only
+@own_stack
 async def test_a_database_turned_read_only_answers_unavailable_until_the_services_reconnect(
-    stack: LocalStack, e2e_database_url: str
+    stack: OwnStack, e2e_database_url: str
 ) -> None:
     await add_wallets(stack, "ETH", [eth_address()])
     order = await create(stack)
@@ -86,7 +86,7 @@ async def test_a_database_turned_read_only_answers_unavailable_until_the_service
         assert log_problems(process.logs()) == []
 
 
-@local_only
+@local_only("a primary and a standby of its own (tests/chaos/failover), promoted by pg_ctl")
 @pytest.mark.timeout(240)
 async def test_after_the_primary_dies_mid_load_and_its_standby_is_promoted_nothing_is_lost(
     tmp_path: Path,

@@ -97,7 +97,7 @@ async def until_serving(stack: LocalStack) -> dict[int, Event]:
             await asyncio.sleep(0.2)
 
 
-@local_only
+@local_only("its own PostgreSQL primary and synchronous standby, the services as host processes")
 @pytest.mark.timeout(300)
 async def test_a_sequence_the_standby_lacks_is_never_shown_so_a_failover_renumbers_nothing(
     tmp_path: Path,

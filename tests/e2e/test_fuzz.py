@@ -35,11 +35,11 @@ from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from tests.databases import DatabaseFactory
 from tests.e2e import fuzz_answers
-from tests.e2e.conftest import local_only
-from tests.e2e.stack import LocalStack
+from tests.e2e.conftest import own_stack
+from tests.e2e.stack import OwnStack, start_stack
 from tests.invariants import check_all
 
-pytestmark = local_only
+pytestmark = own_stack
 TestFunction = TypeVar("TestFunction", bound=Callable[..., Any])
 
 DOCUMENTED = frozenset(
@@ -720,7 +720,7 @@ class Answer:
 QUIET_STREAM_SECONDS = 1.0
 
 
-async def send(stack: LocalStack, rpc: Rpc, body: bytes, metadata: Any) -> Answer:
+async def send(stack: OwnStack, rpc: Rpc, body: bytes, metadata: Any) -> Answer:
     channel = stack.order_channel if rpc.service == "orders" else stack.pool_channel
     try:
         if rpc.streaming:
@@ -768,20 +768,16 @@ def judge_ok(rpc: Rpc, answer: Answer, body: bytes, about: str) -> None:
     assert wrong == [], f"{wrong}: {about}"
 
 
-def log_marks(stack: LocalStack) -> tuple[int, int]:
+def log_marks(stack: OwnStack) -> tuple[int, int]:
     """Where each service's log ends now."""
-    orders, pool = (
-        p.log_path.stat().st_size if p.log_path.exists() else 0
-        for p in (stack.order_process, stack.pool_process)
-    )
-    return orders, pool
+    return len(stack.order_process.logs()), len(stack.pool_process.logs())
 
 
-def logged_errors(stack: LocalStack, since: tuple[int, int] = (0, 0)) -> list[dict[str, Any]]:
+def logged_errors(stack: OwnStack, since: tuple[int, int] = (0, 0)) -> list[dict[str, Any]]:
     """Error entries either service logged after `since` (their tracebacks included)."""
     found = []
     for process, offset in zip((stack.order_process, stack.pool_process), since, strict=True):
-        text = process.log_path.read_bytes()[offset:].decode(errors="replace")
+        text = process.logs()[offset:]
         for line in text.splitlines():
             try:
                 entry = json.loads(line)
@@ -804,7 +800,7 @@ def shorten(value: object) -> str:
 
 
 def judge(
-    stack: LocalStack,
+    stack: OwnStack,
     rpc: Rpc,
     answer: Answer,
     request: object,
@@ -839,7 +835,7 @@ def judge(
         assert violations[:1] == [name], f"BadRequest names {violations}: {about}"
 
 
-def token_for(stack: LocalStack, role: str) -> Any:
+def token_for(stack: OwnStack, role: str) -> Any:
     return {
         "client": stack.client,
         "operator": stack.operator,
@@ -849,7 +845,7 @@ def token_for(stack: LocalStack, role: str) -> Any:
 
 
 async def call_and_judge(
-    stack: LocalStack, rpc: Rpc, body: bytes, metadata: Any, shown: object
+    stack: OwnStack, rpc: Rpc, body: bytes, metadata: Any, shown: object
 ) -> Answer:
     since = log_marks(stack)
     answer = await send(stack, rpc, body, metadata)
@@ -873,7 +869,7 @@ def rpc_named(name: str) -> Rpc:
     return rpc
 
 
-async def serving(stack: LocalStack) -> dict[str, str]:
+async def serving(stack: OwnStack) -> dict[str, str]:
     """Health of each server (overall and per service), by name."""
     seen = {}
     for address, channel, service in [
@@ -903,9 +899,9 @@ async def fuzz_database_url(databases: DatabaseFactory) -> str:
 @pytest.fixture(scope="module")
 async def fuzz_stack(
     fuzz_database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[LocalStack]:
+) -> AsyncIterator[OwnStack]:
     log_dir: Path = tmp_path_factory.mktemp("fuzz")
-    stack = await LocalStack.start(fuzz_database_url, log_dir)
+    stack = await start_stack(fuzz_database_url, log_dir)
     try:
         yield stack
     finally:
@@ -913,7 +909,7 @@ async def fuzz_stack(
 
 
 @pytest.fixture(scope="module")
-async def world(fuzz_stack: LocalStack) -> World:
+async def world(fuzz_stack: OwnStack) -> World:
     """A few wallets and orders in every state, for requests to name."""
     stack = fuzz_stack
     seeded = World()
@@ -946,7 +942,7 @@ async def world(fuzz_stack: LocalStack) -> World:
 
 
 @pytest.fixture(scope="module")
-async def fuzz_db(fuzz_database_url: str, fuzz_stack: LocalStack) -> AsyncIterator[asyncpg.Pool]:
+async def fuzz_db(fuzz_database_url: str, fuzz_stack: OwnStack) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(fuzz_database_url, min_size=1, max_size=2)
     assert pool is not None
     yield pool
@@ -958,7 +954,7 @@ async def fuzz_db(fuzz_database_url: str, fuzz_stack: LocalStack) -> AsyncIterat
 ROLE_CHOICES = ["right", "right", "right", "right", "right", "right", "other", "none", "wrong"]
 
 
-def metadata_for(stack: LocalStack, rpc: Rpc, choice: str, extra: int) -> Any:
+def metadata_for(stack: OwnStack, rpc: Rpc, choice: str, extra: int) -> Any:
     if choice == "right":
         return token_for(stack, rpc.roles[extra % len(rpc.roles)])
     if choice == "other":
@@ -972,7 +968,7 @@ def metadata_for(stack: LocalStack, rpc: Rpc, choice: str, extra: int) -> Any:
 @FUZZ
 @given(data=st.data())
 async def test_every_rpc_answers_garbage_fields_with_a_documented_status_naming_the_field(
-    fuzz_stack: LocalStack, world: World, rpc: Rpc, data: st.DataObject
+    fuzz_stack: OwnStack, world: World, rpc: Rpc, data: st.DataObject
 ) -> None:
     fields = data.draw(requests(rpc, world), label="fields")
     choice = data.draw(st.sampled_from(ROLE_CHOICES), label="credential")
@@ -985,7 +981,7 @@ async def test_every_rpc_answers_garbage_fields_with_a_documented_status_naming_
 @settings(FUZZ, max_examples=max(FUZZ.max_examples // 4, 5))
 @given(data=st.data())
 async def test_every_stream_answers_garbage_fields_with_a_documented_status_or_its_first_message(
-    fuzz_stack: LocalStack, world: World, rpc: Rpc, data: st.DataObject
+    fuzz_stack: OwnStack, world: World, rpc: Rpc, data: st.DataObject
 ) -> None:
     fields = data.draw(requests(rpc, world), label="fields")
     choice = data.draw(st.sampled_from(ROLE_CHOICES), label="credential")
@@ -998,7 +994,7 @@ async def test_every_stream_answers_garbage_fields_with_a_documented_status_or_i
 @settings(FUZZ, max_examples=max(FUZZ.max_examples // 4, 5))  # a quiet stream takes a second
 @given(data=st.data())
 async def test_bytes_on_the_wire_to_a_stream_get_a_documented_status(
-    fuzz_stack: LocalStack, rpc: Rpc, data: st.DataObject
+    fuzz_stack: OwnStack, rpc: Rpc, data: st.DataObject
 ) -> None:
     body = data.draw(wire_messages(rpc), label="body")
     await call_and_judge(fuzz_stack, rpc, body, token_for(fuzz_stack, rpc.roles[0]), body)
@@ -1023,7 +1019,7 @@ LIST_RPCS = [rpc for rpc in RPCS if "page_token" in rpc.request_type.DESCRIPTOR.
 @given(page_token=page_tokens, page_size=page_sizes)
 @with_examples([{"page_token": t, "page_size": 0} for t in [*ODD_TOKENS, *EDGE_POSITIONS]])
 async def test_any_page_token_and_page_size_get_a_documented_status(
-    fuzz_stack: LocalStack, rpc: Rpc, page_token: str, page_size: int
+    fuzz_stack: OwnStack, rpc: Rpc, page_token: str, page_size: int
 ) -> None:
     request = build(rpc, {"page_token": page_token, "page_size": page_size})
     role = rpc.roles[0]
@@ -1035,7 +1031,7 @@ async def test_any_page_token_and_page_size_get_a_documented_status(
 @FUZZ
 @given(after=st.none() | timestamps, before=st.none() | timestamps)
 async def test_any_created_after_and_created_before_get_a_documented_status(
-    fuzz_stack: LocalStack, after: Timestamp | None, before: Timestamp | None
+    fuzz_stack: OwnStack, after: Timestamp | None, before: Timestamp | None
 ) -> None:
     request = opb.ListOrdersRequest(created_after=after, created_before=before)
     await call_and_judge(
@@ -1051,7 +1047,7 @@ async def test_any_created_after_and_created_before_get_a_documented_status(
 @FUZZ
 @given(data=st.data())
 async def test_bytes_on_the_wire_that_no_client_library_sends_get_a_documented_status(
-    fuzz_stack: LocalStack, rpc: Rpc, data: st.DataObject
+    fuzz_stack: OwnStack, rpc: Rpc, data: st.DataObject
 ) -> None:
     body = data.draw(wire_messages(rpc), label="body")
     answer = await call_and_judge(fuzz_stack, rpc, body, token_for(fuzz_stack, rpc.roles[0]), body)
@@ -1135,7 +1131,7 @@ def sensible_request(rpc: Rpc, world: World) -> dict[str, Any]:
 
 @pytest.mark.parametrize("rpc", RPCS, ids=RPC_IDS)
 async def test_each_field_in_turn_takes_every_odd_value_with_a_documented_status(
-    fuzz_stack: LocalStack, world: World, rpc: Rpc
+    fuzz_stack: OwnStack, world: World, rpc: Rpc
 ) -> None:
     metadata = token_for(fuzz_stack, rpc.roles[0])
     for field_descriptor in cast(list[FieldDescriptor], rpc.request_type.DESCRIPTOR.fields):
@@ -1176,7 +1172,7 @@ HEALTH_CHECK = Rpc(
     "rpc", [*RPCS, *STREAMS, HEALTH_CHECK], ids=[*RPC_IDS, *STREAM_IDS, "HealthCheck"]
 )
 async def test_bytes_that_are_not_a_request_message_are_an_invalid_argument_naming_the_request(
-    fuzz_stack: LocalStack, rpc: Rpc
+    fuzz_stack: OwnStack, rpc: Rpc
 ) -> None:
     name = rpc.request_type.DESCRIPTOR.name
     for body in not_a_message(rpc.request_type):
@@ -1192,7 +1188,7 @@ async def test_bytes_that_are_not_a_request_message_are_an_invalid_argument_nami
     assert set((await serving(fuzz_stack)).values()) == {"SERVING"}
 
 
-async def test_the_body_of_a_call_without_credentials_is_not_read(fuzz_stack: LocalStack) -> None:
+async def test_the_body_of_a_call_without_credentials_is_not_read(fuzz_stack: OwnStack) -> None:
     for rpc in [*RPCS, *STREAMS]:
         answer = await send(fuzz_stack, rpc, b"\xff", ())
         assert answer.code == grpc.StatusCode.UNAUTHENTICATED, (rpc.name, answer)
@@ -1205,7 +1201,7 @@ def _addresses(label: str, count: int) -> list[str]:
 
 
 async def _one_over_refused_at_the_limit_taken(
-    stack: LocalStack, name: str, metadata: Any, over: Message, at: Message, field: str
+    stack: OwnStack, name: str, metadata: Any, over: Message, at: Message, field: str
 ) -> None:
     rpc = rpc_named(name)
     refused = await call_and_judge(stack, rpc, over.SerializeToString(), metadata, "one over")
@@ -1218,7 +1214,7 @@ async def _one_over_refused_at_the_limit_taken(
 
 
 async def test_the_documented_limits_hold_a_full_report_a_full_batch_and_pages_beyond_them(
-    fuzz_stack: LocalStack,
+    fuzz_stack: OwnStack,
 ) -> None:
     """README's limits, on data that exceeds them: 1,000 deposits per report and addresses
     per AddWallets (one more is refused, naming the field), 50 items a page by default and
@@ -1272,7 +1268,7 @@ async def test_the_documented_limits_hold_a_full_report_a_full_batch_and_pages_b
 
 
 async def test_after_all_the_garbage_both_services_still_serve_and_every_invariant_holds(
-    fuzz_stack: LocalStack, fuzz_db: asyncpg.Pool
+    fuzz_stack: OwnStack, fuzz_db: asyncpg.Pool
 ) -> None:
     """Last in the module: it judges what all the tests above left behind."""
     assert set((await serving(fuzz_stack)).values()) == {"SERVING"}

@@ -29,7 +29,7 @@ async def healthcheck(address: str, env: dict[str, str]) -> tuple[int, str]:
     return process.returncode, output.decode()
 
 
-@local_only
+@local_only("runs the health check command on the host, with TLS files on the host's disk")
 async def test_the_health_check_speaks_tls_to_a_service_that_serves_tls(
     e2e_database_url: str, tmp_path: Path
 ) -> None:
@@ -67,7 +67,7 @@ async def test_the_health_check_speaks_tls_to_a_service_that_serves_tls(
         await pool.stop()
 
 
-@local_only
+@local_only("runs the health check command on the host, with TLS files on the host's disk")
 async def test_the_health_check_speaks_plaintext_to_a_plaintext_service(
     e2e_database_url: str, tmp_path: Path
 ) -> None:
@@ -83,7 +83,7 @@ async def test_the_health_check_speaks_plaintext_to_a_plaintext_service(
     assert code == 1, output
 
 
-@local_only
+@local_only("runs the health check command on the host, with TLS files on the host's disk")
 async def test_the_health_check_names_a_certificate_it_cannot_read(tmp_path: Path) -> None:
     env = {**service_env("postgresql://unused"), "TLS_CERT_FILE": str(tmp_path / "missing.pem")}
     code, output = await healthcheck("127.0.0.1:1", env)

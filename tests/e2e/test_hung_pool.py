@@ -15,25 +15,24 @@ import grpc
 import pytest
 
 from exchange.order.v1 import order_service_pb2 as opb
-from tests.e2e.conftest import local_only
-from tests.e2e.stack import LocalStack
+from tests.e2e.conftest import own_stack
+from tests.e2e.stack import OwnStack
 from tests.e2e.test_release_flow import add_wallets, create, eth_address, move
 from tests.invariants import check_all
 from tests.waiting import until
 
-pytestmark = local_only
+pytestmark = own_stack
 POOL_DEADLINE = 2.0
 
 
 @contextlib.asynccontextmanager
-async def frozen(stack: LocalStack) -> AsyncIterator[None]:
-    process = stack.pool_process.process
-    assert process is not None
-    process.send_signal(signal.SIGSTOP)
+async def frozen(stack: OwnStack) -> AsyncIterator[None]:
+    # SIGSTOP for a process, `docker pause` for a container: accepted, never answered.
+    await stack.pool_process.freeze()
     try:
         yield
     finally:
-        process.send_signal(signal.SIGCONT)
+        await stack.pool_process.thaw()
 
 
 async def timed(call: Awaitable[object]) -> tuple[float, object]:
@@ -45,7 +44,7 @@ async def timed(call: Awaitable[object]) -> tuple[float, object]:
     return time.monotonic() - started, outcome
 
 
-async def processing_orders(stack: LocalStack, count: int) -> list[str]:
+async def processing_orders(stack: OwnStack, count: int) -> list[str]:
     await add_wallets(stack, "ETH", [eth_address() for _ in range(count)])
     orders = [await create(stack) for _ in range(count)]
     for order in orders:
@@ -53,7 +52,7 @@ async def processing_orders(stack: LocalStack, count: int) -> list[str]:
     return [order.id for order in orders]
 
 
-def complete(stack: LocalStack, order_id: str) -> Awaitable[opb.UpdateOrderStatusResponse]:
+def complete(stack: OwnStack, order_id: str) -> Awaitable[opb.UpdateOrderStatusResponse]:
     return move(stack, order_id, opb.ORDER_STATUS_COMPLETED)
 
 
@@ -86,7 +85,7 @@ def judge(outcomes: list[object], kinds: list[str]) -> None:
 
 @pytest.mark.stack_env(WALLET_POOL_TIMEOUT_SECONDS=str(POOL_DEADLINE))
 async def test_with_the_pool_hung_40_calls_at_once_answer_what_they_committed(
-    stack: LocalStack, db: asyncpg.Pool
+    stack: OwnStack, db: asyncpg.Pool
 ) -> None:
     completing = await processing_orders(stack, 20)
     async with frozen(stack):
@@ -105,7 +104,7 @@ async def test_with_the_pool_hung_40_calls_at_once_answer_what_they_committed(
     SHUTDOWN_GRACE_SECONDS="2",
 )
 async def test_a_sigterm_while_the_pool_hangs_answers_every_call_in_flight_with_its_outcome(
-    stack: LocalStack, db: asyncpg.Pool
+    stack: OwnStack, db: asyncpg.Pool
 ) -> None:
     completing = await processing_orders(stack, 25)
     async with frozen(stack):
@@ -124,7 +123,7 @@ async def test_a_sigterm_while_the_pool_hangs_answers_every_call_in_flight_with_
 # wait on the pool in time (a generous one: this is not a test of speed).
 @pytest.mark.stack_env(WALLET_POOL_TIMEOUT_SECONDS="60")
 async def test_a_caller_deadline_shorter_than_the_pools_still_gets_the_committed_answer(
-    stack: LocalStack,
+    stack: OwnStack,
 ) -> None:
     [order_id] = await processing_orders(stack, 1)
     async with frozen(stack):

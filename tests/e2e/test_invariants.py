@@ -17,7 +17,7 @@ import pytest
 
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
-from tests.e2e.conftest import local_only
+from tests.e2e.conftest import own_stack
 from tests.e2e.stack import Stack
 from tests.e2e.test_assets import USDT_ETH, token
 from tests.e2e.test_deposits import chain_deposit, eth_stats, report
@@ -111,7 +111,7 @@ async def payment_of(
     )
 
 
-@local_only
+@own_stack
 @pytest.mark.stack_env(
     WALLET_REUSE_CONFIRMATIONS=f"ETH:{CONFIRMATIONS}", PAYMENT_UNDERPAY_TOLERANCE=UNDERPAY
 )

@@ -74,7 +74,7 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-@local_only
+@local_only("starts `make run` (scripts/run_local.py) itself: host processes")
 async def test_the_plans_check_a_completed_orders_wallet_is_available_within_5_s(
     make_run: MakeRun,
 ) -> None:
@@ -127,7 +127,7 @@ async def test_the_plans_check_a_completed_orders_wallet_is_available_within_5_s
     assert int(stats["scanned_height"]) >= release_height + DEV_CONFIRMATIONS
 
 
-@local_only
+@local_only("starts `make run` (scripts/run_local.py) itself: host processes")
 async def test_the_plans_check_a_waiting_order_gets_the_released_wallet_within_5_s(
     make_run: MakeRun,
 ) -> None:

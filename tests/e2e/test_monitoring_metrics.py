@@ -16,8 +16,8 @@ import grpc
 import pytest
 
 from exchange.order.v1 import order_service_pb2 as opb
-from tests.e2e.conftest import local_only
-from tests.e2e.stack import LocalStack
+from tests.e2e.conftest import own_stack
+from tests.e2e.stack import OwnStack
 from tests.e2e.test_deposits import chain_deposit, report
 from tests.e2e.test_operations import scrape
 from tests.e2e.test_release_flow import add_wallets, create, eth_address, finish
@@ -39,7 +39,7 @@ POOL = "exchange.wallet_pool.v1.WalletPoolService"
 OWN_PREFIXES = ("grpc_", "order_", "wallet_pool_")
 
 
-async def one_lifecycle_with_a_queue_and_a_watch(stack: LocalStack) -> None:
+async def one_lifecycle_with_a_queue_and_a_watch(stack: OwnStack) -> None:
     await add_wallets(stack, "ETH", [eth_address()])
     holder, waiting = await create(stack), await create(stack)
     # The ETH watcher reports a deposit to the holder's address.
@@ -51,7 +51,7 @@ async def one_lifecycle_with_a_queue_and_a_watch(stack: LocalStack) -> None:
     assert await asyncio.wait_for(watch.ended, HANG_GUARD_SECONDS) == grpc.StatusCode.OK
 
 
-async def scrape_both(stack: LocalStack) -> tuple[str, str]:
+async def scrape_both(stack: OwnStack) -> tuple[str, str]:
     """Both services' metrics, once the pool's gauges were refreshed after the lifecycle."""
     deadline = time.monotonic() + HANG_GUARD_SECONDS
     while True:
@@ -65,9 +65,9 @@ async def scrape_both(stack: LocalStack) -> tuple[str, str]:
         await asyncio.sleep(0.1)
 
 
-@local_only
+@own_stack
 async def test_alerts_and_dashboard_name_only_series_and_labels_the_services_export(
-    stack: LocalStack,
+    stack: OwnStack,
 ) -> None:
     await one_lifecycle_with_a_queue_and_a_watch(stack)
     samples, families = exported(*await scrape_both(stack))
@@ -104,11 +104,11 @@ async def test_alerts_and_dashboard_name_only_series_and_labels_the_services_exp
     assert missing == set()
 
 
-@local_only
+@own_stack
 # No allocation sync meanwhile: the calls counted are the test's own.
 @pytest.mark.stack_env(ALLOCATION_SYNC_SECONDS="3600")
 async def test_the_order_service_counts_and_times_its_calls_to_the_pool_by_method_and_code(
-    stack: LocalStack,
+    stack: OwnStack,
 ) -> None:
     await add_wallets(stack, "ETH", [eth_address()])
     order = await create(stack)

@@ -19,9 +19,9 @@ from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from shared.grpc_server import LIVENESS_SERVICE
 from tests.databases import DatabaseFactory
 from tests.e2e.certificates import self_signed_certificate
-from tests.e2e.conftest import local_only
+from tests.e2e.conftest import local_only, own_stack
 from tests.e2e.proxy import DatabaseProxy
-from tests.e2e.stack import LocalStack
+from tests.e2e.stack import LocalStack, OwnStack
 from tests.e2e.test_release_flow import add_wallets, create, eth_address, finish
 from tests.waiting import HANG_GUARD_SECONDS, until
 
@@ -44,9 +44,9 @@ async def wait_for(predicate_text: str, port: int, seconds: float = HANG_GUARD_S
         await asyncio.sleep(0.1)
 
 
-@local_only
+@own_stack
 async def test_metrics_count_rpcs_by_code_and_show_the_pool_and_releases(
-    stack: LocalStack,
+    stack: OwnStack,
 ) -> None:
     await add_wallets(stack, "ETH", [eth_address()])
     order = await create(stack)
@@ -77,8 +77,8 @@ async def test_metrics_count_rpcs_by_code_and_show_the_pool_and_releases(
     assert "available wallets below the low-water mark" in stack.pool_process.logs()
 
 
-@local_only
-async def test_the_callers_request_id_is_logged_by_both_services(stack: LocalStack) -> None:
+@own_stack
+async def test_the_callers_request_id_is_logged_by_both_services(stack: OwnStack) -> None:
     await add_wallets(stack, "ETH", [eth_address()])
     order = await create(stack)
     await stack.orders.UpdateOrderStatus(
@@ -118,7 +118,9 @@ async def _wait_health(
     return status
 
 
-@local_only
+@local_only(
+    "cuts the database through a TCP proxy on the host's loopback, out of the containers' reach"
+)
 async def test_during_a_database_outage_services_stay_up_not_serving_and_recover(
     databases: DatabaseFactory, tmp_path: Path
 ) -> None:
@@ -165,14 +167,13 @@ async def test_during_a_database_outage_services_stay_up_not_serving_and_recover
             opb.GetOrderRequest(order_id=order.id), metadata=stack.client
         )
         assert again.order.wallet_address == order.wallet_address
-        assert stack.order_process.process is not None
-        assert stack.order_process.process.poll() is None
+        assert stack.order_process.running()
     finally:
         await stack.close()
         await proxy.cut()
 
 
-@local_only
+@local_only("TLS with a certificate for localhost made on the host; the containers serve plaintext")
 async def test_both_servers_and_the_internal_channel_can_use_tls(
     databases: DatabaseFactory, tmp_path: Path
 ) -> None:
@@ -201,9 +202,10 @@ async def test_both_servers_and_the_internal_channel_can_use_tls(
         await stack.close()
 
 
-@local_only
+# Against containers: SIGTERM through `docker stop`, to the service as PID 1.
+@own_stack
 async def test_sigterm_under_load_fails_no_call_the_server_accepted(
-    stack: LocalStack, db: asyncpg.Pool
+    stack: OwnStack, db: asyncpg.Pool
 ) -> None:
     """Clients keep creating orders through the stop, each until a call fails. Every call is
     then looked up by its request_id: one the server committed must have been answered OK

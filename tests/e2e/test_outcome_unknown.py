@@ -19,7 +19,9 @@ from tests.e2e.proxy import DatabaseProxy
 from tests.e2e.stack import LocalStack
 from tests.e2e.test_release_flow import add_wallets, create, eth_address, move, status_details
 
-pytestmark = local_only
+pytestmark = local_only(
+    "cuts the database through a TCP proxy on the host's loopback, out of the containers' reach"
+)
 
 
 @pytest.fixture

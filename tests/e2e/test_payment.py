@@ -13,7 +13,7 @@ import pytest
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from shared.timestamps import to_timestamp
-from tests.e2e.conftest import local_only
+from tests.e2e.conftest import own_stack
 from tests.e2e.stack import Stack
 from tests.e2e.test_deposits import eventually, report
 from tests.e2e.test_release_flow import add_wallets, create, eth_address, finish, move
@@ -47,7 +47,7 @@ async def payment(stack: Stack, order_id: str, deposits: int) -> opb.Order | Non
     return response.order if len(response.deposits) == deposits else None
 
 
-@local_only
+@own_stack
 @pytest.mark.stack_env(PAYMENT_UNDERPAY_TOLERANCE="0.1%, ETH:USDT:1", DEPOSIT_SYNC_SECONDS="0.1")
 async def test_a_usdt_order_goes_partial_paid_and_overpaid_with_one_event_per_change(
     stack: Stack, db: asyncpg.Pool
@@ -99,7 +99,7 @@ async def test_a_usdt_order_goes_partial_paid_and_overpaid_with_one_event_per_ch
         assert await deposits_have_one_disposition_and_only_counted_ones_hold_or_count(conn) == []
 
 
-@local_only
+@own_stack
 async def test_a_coin_payment_to_a_usdt_order_leaves_it_unpaid(
     stack: Stack, db: asyncpg.Pool
 ) -> None:
@@ -126,7 +126,7 @@ async def test_a_coin_payment_to_a_usdt_order_leaves_it_unpaid(
         assert await payment_status_is_the_function_of_the_recorded_deposits(conn) == []
 
 
-@local_only
+@own_stack
 @pytest.mark.stack_env(DEPOSIT_SYNC_SECONDS="0.1")
 async def test_confirmations_and_a_retraction_move_the_payment_and_the_order_shows_them(
     stack: Stack, db: asyncpg.Pool
@@ -202,7 +202,7 @@ async def test_confirmations_and_a_retraction_move_the_payment_and_the_order_sho
         assert await payment_status_is_the_function_of_the_recorded_deposits(conn) == []
 
 
-@local_only
+@own_stack
 @pytest.mark.stack_env(COMPLETE_REQUIRES_PAYMENT="true")
 async def test_completing_an_unpaid_order_needs_a_reason_when_the_setting_asks_for_payment(
     stack: Stack,
@@ -232,7 +232,7 @@ async def test_completing_an_unpaid_order_needs_a_reason_when_the_setting_asks_f
     )
 
 
-@local_only
+@own_stack
 async def test_by_default_an_unpaid_order_completes_and_its_history_says_it_was_unpaid(
     stack: Stack,
 ) -> None:

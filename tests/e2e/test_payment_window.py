@@ -12,7 +12,7 @@ import pytest
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from shared.timestamps import from_timestamp, to_timestamp
-from tests.e2e.conftest import local_only
+from tests.e2e.conftest import own_stack
 from tests.e2e.stack import Stack
 from tests.e2e.test_deposits import eventually, report
 from tests.e2e.test_release_flow import add_wallets, create, eth_address
@@ -43,7 +43,7 @@ async def get(stack: Stack, order_id: str) -> opb.Order:
     return response.order
 
 
-@local_only
+@own_stack
 @WINDOW
 async def test_an_order_with_a_payment_outlives_its_window_and_one_with_dust_does_not(
     stack: Stack, db: asyncpg.Pool
@@ -83,7 +83,7 @@ async def test_an_order_with_a_payment_outlives_its_window_and_one_with_dust_doe
         assert await payment_status_is_the_function_of_the_recorded_deposits(conn) == []
 
 
-@local_only
+@own_stack
 @WINDOW
 async def test_a_queued_orders_window_starts_when_it_is_shown_its_address(stack: Stack) -> None:
     address = eth_address()

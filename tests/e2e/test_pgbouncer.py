@@ -28,7 +28,7 @@ from tests.invariants import check_all
 from tests.pgbouncer import PgBouncer
 from tests.waiting import HANG_GUARD_SECONDS
 
-pytestmark = local_only
+pytestmark = local_only("PgBouncer runs on the host's loopback, out of the containers' reach")
 
 
 def behind_pgbouncer(direct_url: str) -> dict[str, str]:

@@ -22,7 +22,7 @@ def walkthrough() -> str:
     return match.group(1)
 
 
-@local_only
+@local_only("starts `make run` itself: its own processes on the host")
 async def test_the_readme_walkthrough_works_as_written(
     databases: DatabaseFactory, tmp_path: Path
 ) -> None:

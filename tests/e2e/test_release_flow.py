@@ -23,8 +23,8 @@ from google.rpc import error_details_pb2, status_pb2
 
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
-from tests.e2e.conftest import local_only
-from tests.e2e.stack import LocalStack, Stack
+from tests.e2e.conftest import own_stack
+from tests.e2e.stack import OwnStack, Stack
 from tests.waiting import HANG_GUARD_SECONDS
 from wallet_pool_service.addresses import eip55_checksum
 
@@ -101,7 +101,7 @@ def metric(port: int, name: str, labels: dict[str, str]) -> float:
     return 0.0
 
 
-async def watching_hand_offs(stack: LocalStack) -> None:
+async def watching_hand_offs(stack: OwnStack) -> None:
     """Returns once the order service's WatchHandOffs stream is open on the pool (the
     pool's count of started calls says so)."""
     labels = {
@@ -134,7 +134,7 @@ async def holder(db: asyncpg.Pool, address: str) -> str | None:
     return str(value) if value else None
 
 
-@local_only
+@own_stack
 @pytest.mark.parametrize("final", FINAL, ids=["completed", "cancelled"])
 async def test_a_final_status_puts_the_wallet_back_in_the_pool(
     stack: Stack, db: asyncpg.Pool, final: int
@@ -156,7 +156,7 @@ async def test_a_final_status_puts_the_wallet_back_in_the_pool(
     assert (stats.networks[0].available, stats.networks[0].allocated) == (1, 0)
 
 
-@local_only
+@own_stack
 async def test_an_order_waiting_in_the_queue_receives_the_released_wallet(
     stack: Stack, db: asyncpg.Pool
 ) -> None:
@@ -174,9 +174,9 @@ async def test_an_order_waiting_in_the_queue_receives_the_released_wallet(
     assert await holder(db, address) == waiting.id
 
 
-@local_only
+@own_stack
 async def test_a_release_while_the_pool_is_down_is_kept_and_delivered_when_it_is_back(
-    stack: LocalStack, db: asyncpg.Pool
+    stack: OwnStack, db: asyncpg.Pool
 ) -> None:
     address = eth_address()
     await add_wallets(stack, "ETH", [address])
@@ -373,7 +373,7 @@ def checksummed_eth_address() -> str:
             return address
 
 
-@local_only  # the phantom order must get this wallet: no other ETH wallet may be free
+@own_stack  # the phantom order must get this wallet: no other ETH wallet may be free
 async def test_a_lookup_with_a_wrong_eip55_checksum_is_an_invalid_argument_in_every_call(
     stack: Stack,
 ) -> None:
@@ -471,14 +471,14 @@ async def test_grpcurl_lists_both_services_and_their_health_through_reflection(
         assert '"SERVING"' in health
 
 
-@local_only
-async def test_sigterm_stops_both_services_cleanly(stack: LocalStack) -> None:
+@own_stack
+async def test_sigterm_stops_both_services_cleanly(stack: OwnStack) -> None:
     assert await stack.order_process.stop(signal.SIGTERM) == 0
     assert await stack.pool_process.stop(signal.SIGTERM) == 0
     assert '"event": "stopped"' in stack.order_process.logs()
 
 
-@local_only
+@own_stack
 # The sweep and the allocation sync wait an hour: only the cooldown's own end serves the queue.
 @pytest.mark.stack_env(
     WALLET_COOLDOWN_SECONDS="1", HAND_OFF_SWEEP_SECONDS="3600", ALLOCATION_SYNC_SECONDS="3600"
@@ -517,12 +517,12 @@ async def test_with_a_cooldown_the_released_wallet_rests_before_the_queue_gets_i
     assert after.assign_time.ToDatetime() >= cooldown_end
 
 
-@local_only
+@own_stack
 # The allocation sync (polling) is slowed to once a minute: only the push can serve the
 # waiting orders before the hang guard gives up.
 @pytest.mark.stack_env(ALLOCATION_SYNC_SECONDS="60")
 async def test_a_waiting_order_learns_its_wallet_by_push_without_polling(
-    stack: LocalStack,
+    stack: OwnStack,
 ) -> None:
     address = eth_address()
     await add_wallets(stack, "ETH", [address])
@@ -561,7 +561,7 @@ async def test_only_the_service_role_may_watch_hand_offs_and_garbage_is_refused(
     assert (raised.value.details() or "").startswith("request: ")
 
 
-@local_only
+@own_stack
 async def test_each_service_names_its_database_connections(stack: Stack, db: asyncpg.Pool) -> None:
     await create(stack, network="BTC")
     names = {

@@ -7,7 +7,7 @@ from google.rpc import error_details_pb2
 
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
-from tests.e2e.conftest import local_only
+from tests.e2e.conftest import own_stack
 from tests.e2e.stack import Stack
 from tests.e2e.test_release_flow import (
     add_wallets,
@@ -34,7 +34,7 @@ def precondition_subjects(error: grpc.aio.AioRpcError) -> list[str]:
     return [v.subject for v in failure.violations]
 
 
-@local_only
+@own_stack
 async def test_a_release_naming_another_orders_wallet_is_refused_and_the_queue_is_kept(
     stack: Stack,
 ) -> None:

@@ -22,14 +22,22 @@ from exchange.order.v1 import order_service_pb2 as opb
 from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
-from scripts.processes import ServiceProcess, stop_all
-from tests.chaos import ChaosReport, log_problems, no_work_done_twice, service_env
+from scripts.processes import ServiceProcess
+from tests.chaos import ChaosReport, log_problems, no_work_done_twice
 from tests.chaos.checks import money_counts
 from tests.chaos.watcher import ChainWatcher
 from tests.databases import DatabaseFactory
-from tests.e2e.conftest import local_only
+from tests.e2e.conftest import own_stack
+from tests.e2e.containers import ContainerService
 from tests.e2e.roles import service_role_urls
-from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, bearer
+from tests.e2e.stack import (
+    CLIENT_TOKEN,
+    OPERATOR_TOKEN,
+    bearer,
+    replica,
+    replicas_target,
+    stop_replicas,
+)
 from tests.e2e.test_release_flow import eth_address
 from tests.invariants import check_all
 from tests.invariants_api import Api
@@ -42,14 +50,21 @@ LEFT_LIVE = 4
 TTL_SECONDS = 2
 # With the guard on: a released wallet waits for the watcher to scan this many blocks past it.
 CONFIRMATIONS = 2
+# As the chaos runs set them (tests/chaos/run.py): no metrics, a quicker hand-off sweep.
+QUIET = {
+    "ORDER_METRICS_ADDR": "off",
+    "WALLET_POOL_METRICS_ADDR": "off",
+    "HAND_OFF_SWEEP_SECONDS": "0.5",
+}
 
 
 @dataclass
 class Replicas:
-    pools: list[ServiceProcess]
-    orders: list[ServiceProcess]
+    pools: list[ServiceProcess | ContainerService]
+    orders: list[ServiceProcess | ContainerService]
     order_stubs: list[order_grpc.OrderServiceAsyncStub]
     pool_stub: pool_grpc.WalletPoolServiceAsyncStub
+    database_url: str
     # With the guard on: the ETH chain watcher, reporting until stopped.
     watcher: ChainWatcher | None = None
     watcher_report: ChaosReport | None = None
@@ -90,38 +105,36 @@ class Replicas:
 async def replicas(
     databases: DatabaseFactory, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Replicas]:
+    """Two of each: processes, or extra containers on the stack's network (the pools behind
+    one network alias, as compose's scaled services)."""
     guarded = request.param == "guard-on"
     # An empty database: the two replicas of each service migrate it as they start together.
     url = await databases.create(migrated=False)
-    env = service_env(
-        url,
-        {
-            "ORDER_TTL_SECONDS": str(TTL_SECONDS),
-            "EXPIRY_CHECK_SECONDS": "0.2",
-            "WALLET_COOLDOWN_SECONDS": "0",
-            "WALLET_REUSE_CONFIRMATIONS": f"ETH:{CONFIRMATIONS}" if guarded else "off",
-        },
-    )
-    env.update(await service_role_urls(url))  # each service as its own role, as in production
+    extra = {
+        **QUIET,
+        "ORDER_TTL_SECONDS": str(TTL_SECONDS),
+        "EXPIRY_CHECK_SECONDS": "0.2",
+        "WALLET_COOLDOWN_SECONDS": "0",
+        "WALLET_REUSE_CONFIRMATIONS": f"ETH:{CONFIRMATIONS}" if guarded else "off",
+        # Each service as its own role, as in production.
+        **await service_role_urls(url),
+    }
+    alias = f"e2e-pools-{uuid.uuid4().hex[:8]}"
     pools = [
-        ServiceProcess("wallet_pool_service", env, tmp_path / f"wallet_pool_{name}.log")
+        replica("wallet_pool_service", url, tmp_path / f"wallet_pool_{name}.log", extra, alias)
         for name in "ab"
     ]
     channels: list[grpc.aio.Channel] = []
-    processes = list(pools)
+    services = list(pools)
     try:
         pool_ports = await asyncio.gather(*(pool.start() for pool in pools))
         # One target for both pool replicas; the order service's channel balances over them.
-        target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in pool_ports)
+        order_extra = {**extra, "WALLET_POOL_TARGET": replicas_target(pools)}
         orders = [
-            ServiceProcess(
-                "order_service",
-                {**env, "WALLET_POOL_TARGET": target},
-                tmp_path / f"order_{name}.log",
-            )
+            replica("order_service", url, tmp_path / f"order_{name}.log", order_extra)
             for name in "ab"
         ]
-        processes += orders
+        services += orders
         order_ports = await asyncio.gather(*(order.start() for order in orders))
         channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for port in order_ports]
         channels.append(grpc.aio.insecure_channel(f"127.0.0.1:{pool_ports[0]}"))
@@ -130,25 +143,23 @@ async def replicas(
             orders,
             [order_grpc.OrderServiceStub(channel) for channel in channels[:2]],
             pool_grpc.WalletPoolServiceStub(channels[2]),
+            url,
         )
         if guarded:
             started.start_watcher(url)
         yield started
         await started.stop_watcher()
-        for process in processes:
-            assert process.process is not None and process.process.poll() is None, (
-                f"{process.module} died:\n{process.logs()[-3000:]}"
-            )
+        for service in services:
+            assert service.running(), f"{service.module} died:\n{service.logs()[-3000:]}"
     finally:
         for channel in channels:
             await channel.close(None)
-        await stop_all(processes)
+        await stop_replicas(services)
 
 
 @pytest.fixture
 async def db(replicas: Replicas) -> AsyncIterator[asyncpg.Pool]:
-    url = replicas.pools[0].env["DATABASE_URL"]
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    pool = await asyncpg.create_pool(replicas.database_url, min_size=1, max_size=2)
     assert pool is not None
     yield pool
     await pool.close()
@@ -179,7 +190,7 @@ async def addresses(
     return {r.order.id: r.order.wallet_address for r in responses}
 
 
-@local_only
+@own_stack
 async def test_two_replicas_of_each_service_serve_every_order_once_and_expire_each_once(
     replicas: Replicas, db: asyncpg.Pool
 ) -> None:
@@ -342,7 +353,7 @@ async def test_two_replicas_of_each_service_serve_every_order_once_and_expire_ea
         assert log_problems(process.logs()) == [], process.module
 
 
-@local_only
+@own_stack
 async def test_a_consumer_cut_off_at_random_gets_every_event_of_two_writing_replicas_once(
     replicas: Replicas, db: asyncpg.Pool
 ) -> None:
@@ -426,7 +437,7 @@ async def test_a_consumer_cut_off_at_random_gets_every_event_of_two_writing_repl
         assert statuses == sorted(statuses, key=[1, 2, 4].index)
 
 
-@local_only
+@own_stack
 async def test_a_watch_on_one_replica_prints_the_hand_off_another_replica_served(
     replicas: Replicas,
 ) -> None:
@@ -446,7 +457,18 @@ async def test_a_watch_on_one_replica_prints_the_hand_off_another_replica_served
 
     await update(serving, holder.id, opb.ORDER_STATUS_PROCESSING)
     await update(serving, holder.id, opb.ORDER_STATUS_COMPLETED)
-    seen = await asyncio.wait_for(watch.read(), HANG_GUARD_SECONDS)
-    assert isinstance(seen, opb.WatchOrderResponse)
-    assert seen.order.wallet_address == address
+    # With the guard on the hand-off waits for the watcher's blocks, and the watch may print
+    # other changes of the waiting order first: read on until it shows an address.
+    printed: list[opb.WatchOrderResponse] = []
+
+    async def until_addressed() -> opb.WatchOrderResponse:
+        while True:
+            seen = await watch.read()
+            assert isinstance(seen, opb.WatchOrderResponse), (seen, printed)
+            if seen.order.wallet_address:
+                return seen
+            printed.append(seen)
+
+    seen = await asyncio.wait_for(until_addressed(), HANG_GUARD_SECONDS)
+    assert seen.order.wallet_address == address, printed
     watch.cancel()

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from exchange.order.v1 import order_service_pb2 as opb
-from tests.e2e.conftest import local_only
+from tests.e2e.conftest import own_stack
 from tests.e2e.stack import Stack
 from tests.e2e.test_release_flow import add_wallets, create, eth_address, move
 
@@ -123,7 +123,7 @@ async def watch_at_the_edge(stack: Stack, tally: Tally) -> None:
         tally.first_after(oldest - 1, first)
 
 
-@local_only
+@own_stack
 @pytest.mark.stack_env(EVENT_RETENTION_SECONDS="1", EVENT_SEQUENCER_SECONDS="0.05")
 @pytest.mark.timeout(600)
 async def test_reads_at_the_retention_edge_never_skip_and_never_refuse_a_fresh_start(

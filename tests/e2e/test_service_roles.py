@@ -13,7 +13,7 @@ from tests.e2e.roles import role_names
 from tests.e2e.stack import LocalStack
 from tests.e2e.test_release_flow import add_wallets, create, eth_address, finish
 
-pytestmark = local_only
+pytestmark = local_only("reads each service process's environment for its role's URL")
 
 
 async def connections_by_service(db: asyncpg.Pool, database: str) -> dict[str, set[str]]:

@@ -9,7 +9,10 @@ import sys
 import pytest
 
 from tests.configuration_table import BAD_VALUES, FREE_FORM, HEALTHCHECK, Bad, table_rows
+from tests.e2e.conftest import local_only
 from tests.e2e.stack import service_env
+
+pytestmark = local_only("starts each service as a host process to see it refuse a bad value")
 
 # Nothing listens there; connect_timeout keeps a start that got that far short.
 UNREACHABLE = "postgresql://127.0.0.1:9/exchange?connect_timeout=1"

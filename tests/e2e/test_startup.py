@@ -29,7 +29,7 @@ async def refused_start(module: str, env: dict[str, str], log_path: Path) -> tup
     pytest.fail(f"{module} started and served although it cannot do its job:\n{process.logs()}")
 
 
-@local_only
+@local_only("starts one service by hand on a database it prepares, to watch it refuse to start")
 @pytest.mark.parametrize(
     ("module", "environment", "unset", "named"),
     [
@@ -89,7 +89,7 @@ async def test_a_service_without_a_credential_it_needs_exits_naming_it(
     assert schemas == 0
 
 
-@local_only
+@local_only("starts one service by hand on a database it prepares, to watch it refuse to start")
 async def test_the_pool_refuses_to_start_when_an_applied_migration_changed_naming_the_file(
     e2e_database_url: str, tmp_path: Path
 ) -> None:
@@ -122,7 +122,7 @@ async def test_the_pool_refuses_to_start_when_an_applied_migration_changed_namin
     )
 
 
-@local_only
+@local_only("starts one service by hand on a database it prepares, to watch it refuse to start")
 async def test_a_database_migrated_before_checksums_starts_and_gets_them_recorded(
     e2e_database_url: str, tmp_path: Path
 ) -> None:

@@ -46,7 +46,7 @@ def log_entries(logs: str, event: str) -> list[dict[str, str]]:
     return [entry for entry in entries if entry["event"] == event]
 
 
-@local_only
+@local_only("the OTLP receiver listens on the host's loopback, out of the containers' reach")
 async def test_one_create_order_is_one_trace_across_both_services_and_their_sql(
     e2e_database_url: str, tmp_path: Path
 ) -> None:
@@ -108,7 +108,7 @@ async def test_one_create_order_is_one_trace_across_both_services_and_their_sql(
         await receiver.stop()
 
 
-@local_only
+@local_only("the OTLP receiver listens on the host's loopback, out of the containers' reach")
 async def test_the_spans_still_batched_are_sent_when_a_service_stops(
     e2e_database_url: str, tmp_path: Path
 ) -> None:
@@ -128,7 +128,7 @@ async def test_the_spans_still_batched_are_sent_when_a_service_stops(
         await receiver.stop()
 
 
-@local_only
+@local_only("the OTLP receiver listens on the host's loopback, out of the containers' reach")
 async def test_without_otel_variables_nothing_is_traced(
     e2e_database_url: str, tmp_path: Path
 ) -> None:
@@ -144,7 +144,7 @@ async def test_without_otel_variables_nothing_is_traced(
         assert not log_entries(logs, "tracing")
 
 
-@local_only
+@local_only("the OTLP receiver listens on the host's loopback, out of the containers' reach")
 async def test_calls_the_sampler_leaves_out_leave_no_spans_and_no_trace_ids(
     e2e_database_url: str, tmp_path: Path
 ) -> None:
@@ -164,7 +164,7 @@ async def test_calls_the_sampler_leaves_out_leave_no_spans_and_no_trace_ids(
         assert "trace_id" not in logs
 
 
-@local_only
+@local_only("the OTLP receiver listens on the host's loopback, out of the containers' reach")
 async def test_tracing_asked_for_without_the_otel_extra_refuses_to_start(
     e2e_database_url: str, tmp_path: Path
 ) -> None:

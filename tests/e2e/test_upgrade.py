@@ -108,7 +108,7 @@ async def rollout(databases: DatabaseFactory, tmp_path: Path) -> AsyncIterator[R
             await front.close()
 
 
-@local_only
+@local_only("runs the previous release's own installation as host processes beside this one")
 # Building the previous release's environment, when `make previous-release` has not, takes
 # minutes: the only wait here beyond the suite's timeout.
 @pytest.mark.timeout(900)

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from exchange.order.v1 import order_service_pb2 as opb
-from tests.e2e.conftest import local_only
+from tests.e2e.conftest import own_stack
 from tests.e2e.stack import Stack, bearer
 
 ALICE = bearer("e2e-alice-token")
@@ -79,7 +79,7 @@ async def actors(stack: Stack, order_id: str, who: Metadata) -> list[tuple[int, 
     return [(change.to_status, change.actor) for change in response.changes]
 
 
-@local_only
+@own_stack
 @pytest.mark.stack_env(AUTH_TOKENS=TWO_CLIENTS)
 async def test_another_clients_order_and_its_history_are_not_found_like_an_unknown_id(
     stack: Stack,
@@ -119,7 +119,7 @@ async def test_another_clients_order_and_its_history_are_not_found_like_an_unkno
     assert hidden.code() == grpc.StatusCode.NOT_FOUND
 
 
-@local_only
+@own_stack
 @pytest.mark.stack_env(AUTH_TOKENS=TWO_CLIENTS)
 async def test_a_client_lists_only_its_own_orders_and_an_operator_lists_all(
     stack: Stack,

@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import signal
 import time
 import uuid
 
@@ -11,8 +10,8 @@ import grpc
 import pytest
 
 from exchange.order.v1 import order_service_pb2 as opb
-from tests.e2e.conftest import local_only
-from tests.e2e.stack import LocalStack, Stack, bearer
+from tests.e2e.conftest import own_stack
+from tests.e2e.stack import OwnStack, Stack, bearer
 from tests.e2e.test_operations import scrape
 from tests.e2e.test_release_flow import add_wallets, create, eth_address, finish
 from tests.waiting import HANG_GUARD_SECONDS, until
@@ -62,7 +61,7 @@ class Watch:
         self._call.cancel()
 
 
-@local_only
+@own_stack
 async def test_a_watch_on_a_waiting_order_prints_the_address_as_the_hand_off_commits(
     stack: Stack,
 ) -> None:
@@ -86,7 +85,7 @@ async def test_a_watch_on_a_waiting_order_prints_the_address_as_the_hand_off_com
     )
 
 
-@local_only
+@own_stack
 async def test_a_watch_on_a_final_order_prints_it_once_and_ends(stack: Stack) -> None:
     await add_wallets(stack, "ETH", [eth_address()])
     order = await create(stack)
@@ -100,19 +99,17 @@ async def test_a_watch_on_a_final_order_prints_it_once_and_ends(stack: Stack) ->
     )
 
 
-@local_only
+@own_stack
 async def test_an_order_the_pool_has_not_answered_for_says_so_then_gets_its_wallet(
-    stack: LocalStack,
+    stack: OwnStack,
 ) -> None:
     address = eth_address()
     await add_wallets(stack, "ETH", [address])
-    process = stack.pool_process.process
-    assert process is not None
-    process.send_signal(signal.SIGSTOP)
+    await stack.pool_process.freeze()
     try:
         order = await create(stack)
     finally:
-        process.send_signal(signal.SIGCONT)
+        await stack.pool_process.thaw()
     assert (order.allocation, order.queue_position, order.wallet_address) == (
         opb.ALLOCATION_AWAITING_POOL,
         0,
@@ -123,7 +120,7 @@ async def test_an_order_the_pool_has_not_answered_for_says_so_then_gets_its_wall
     watch.cancel()
 
 
-@local_only
+@own_stack
 @pytest.mark.stack_env(AUTH_TOKENS=MORE_TOKENS)
 async def test_clients_watch_their_own_orders_and_only_operators_and_subscribers_read_the_log(
     stack: Stack,
@@ -158,7 +155,7 @@ async def test_clients_watch_their_own_orders_and_only_operators_and_subscribers
         feed.cancel()
 
 
-@local_only
+@own_stack
 async def test_the_log_records_a_lifecycle_in_order_with_who_and_why(
     stack: Stack, db: asyncpg.Pool
 ) -> None:
@@ -196,7 +193,7 @@ async def test_the_log_records_a_lifecycle_in_order_with_who_and_why(
     assert (refused.value.details() or "").startswith("types: ")
 
 
-@local_only
+@own_stack
 # Long enough that the events of the second order outlive the checks, however slow the
 # machine; the first order's are waited out (their deletion is the event waited for).
 @pytest.mark.stack_env(EVENT_RETENTION_SECONDS="5")
@@ -245,9 +242,9 @@ async def test_a_consumer_behind_the_retention_is_told_where_the_log_now_starts(
     resumed.cancel()
 
 
-@local_only
+@own_stack
 @pytest.mark.stack_env(MAX_WATCH_STREAMS="2")
-async def test_open_streams_are_bounded_and_counted(stack: LocalStack) -> None:
+async def test_open_streams_are_bounded_and_counted(stack: OwnStack) -> None:
     await add_wallets(stack, "ETH", [eth_address()])
     order = await create(stack)
     watches = [Watch(stack, order.id, stack.client) for _ in range(2)]

@@ -44,7 +44,11 @@ def test_every_variable_compose_sets_is_documented() -> None:
 
 def test_compose_publishes_the_ports_the_services_listen_on() -> None:
     compose = (ROOT / "docker-compose.yml").read_text()
-    for variable, port in [("ORDER_SERVICE_ADDR", 50051), ("WALLET_POOL_SERVICE_ADDR", 50052)]:
+    for variable, port, host_port in [
+        ("ORDER_SERVICE_ADDR", 50051, "ORDER_PORT"),
+        ("WALLET_POOL_SERVICE_ADDR", 50052, "POOL_PORT"),
+    ]:
         assert f"{variable}: 0.0.0.0:{port}" in compose
-        assert f'"{port}:{port}"' in compose
+        # On the host's loopback only, the host port configurable.
+        assert f'"127.0.0.1:${{{host_port}:-{port}}}:{port}"' in compose
         assert f'shared.healthcheck", "127.0.0.1:{port}"' in compose
