@@ -109,9 +109,12 @@ class ChainWatcher:
                WHERE order_id IS NULL AND released_at IS NOT NULL AND disabled_at IS NULL
                ORDER BY released_at DESC LIMIT 3"""
             if late
+            # SKIP LOCKED: an order whose status is changing right now is not paid in this
+            # block; its final time, taken when its transaction began, could precede this
+            # block's time, and the payment would be late (never waiting: no deadlock).
             else """SELECT w.address, now() AS at FROM wallet_pool.wallets w
                     JOIN orders.orders o ON o.id = w.order_id
-                    WHERE o.status = ANY($1::text[]) LIMIT 20"""
+                    WHERE o.status = ANY($1::text[]) LIMIT 20 FOR SHARE OF o SKIP LOCKED"""
         )
         try:
             conn = await asyncpg.connect(self._database_url, timeout=2)
