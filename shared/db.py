@@ -323,14 +323,24 @@ async def apply_migrations(
         for entry in pending:
             version = entry.name.removesuffix(".sql")
             last = entry is pending[-1] and definitions is not None
-            async for attempt in _lock_retries(schema, version):
-                async with attempt, conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
-                    applied_here = await _apply_one(conn, schema, folder, entry, checksums)
-                    if applied_here and last:
-                        assert definitions is not None
-                        await _apply_definitions(conn, schema, definitions, every_file=True)
-                        defined = True
+            for attempt in range(1, _LOCK_ATTEMPTS + 1):
+                try:
+                    async with conn.transaction():
+                        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
+                        applied_here = await _apply_one(conn, schema, folder, entry, checksums)
+                        if applied_here and last:
+                            assert definitions is not None
+                            await _apply_definitions(conn, schema, definitions, every_file=True)
+                            defined = True
+                    break
+                except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
+                    if attempt == _LOCK_ATTEMPTS:
+                        raise
+                    log.warning(
+                        "migration waited on a lock too long or deadlocked: trying again",
+                        extra={"schema": schema, "version": version, "attempt": attempt},
+                    )
+                    await asyncio.sleep(0.5 * 2**attempt)
             if not applied_here:
                 continue
             applied.append(version)
@@ -373,40 +383,6 @@ async def _apply_one(
 # victim of a deadlock with a replica of the previous release still serving, is rolled back
 # whole: it is tried again after a pause rather than failing the start.
 _LOCK_ATTEMPTS = 5
-
-
-async def _lock_retries(schema: str, version: str) -> "AsyncIterator[_Attempt]":
-    for number in range(1, _LOCK_ATTEMPTS + 1):
-        attempt = _Attempt(last=number == _LOCK_ATTEMPTS)
-        yield attempt
-        if attempt.succeeded:
-            return
-        log.warning(
-            "migration waited on a lock too long or deadlocked: trying again",
-            extra={"schema": schema, "version": version, "attempt": number},
-        )
-        await asyncio.sleep(0.5 * 2**number)
-
-
-class _Attempt:
-    """One try of a migration: a lock timeout or deadlock inside it is swallowed (and the
-    transaction rolled back) unless it is the last try."""
-
-    def __init__(self, *, last: bool) -> None:
-        self.last = last
-        self.succeeded = False
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> bool:
-        if kind is None:
-            self.succeeded = True
-            return False
-        lock_trouble = issubclass(
-            kind, (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError)
-        )
-        return lock_trouble and not self.last
 
 
 async def _create_bookkeeping(conn: "Connection", schema: str) -> None:
