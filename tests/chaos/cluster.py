@@ -4,7 +4,8 @@ server at will."""
 
 import contextlib
 
-from tests.chaos.postgres import PgBinaries, free_port
+from tests.chaos.postgres import PgBinaries
+from tests.e2e.containers import free_port
 
 
 class PostgresCluster:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.chaos.postgres import PgBinaries, free_port
+from tests.chaos.postgres import PgBinaries
+from tests.e2e.containers import free_port
 
 DATABASE = "exchange"
 # The standby's name in its primary_conninfo, which the primary's synchronous_standby_names

@@ -33,15 +33,15 @@ from tests.invariants import (
 )
 from tests.invariants_api import Api
 
+# What the chaos runs change in the suite's service environment: no metrics ports, a
+# quicker hand-off sweep.
+_QUIET = {"ORDER_METRICS_ADDR": "off", "WALLET_POOL_METRICS_ADDR": "off"}
+_QUIET["HAND_OFF_SWEEP_SECONDS"] = "0.5"
+
 
 def service_env(database_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The suite's service environment without metrics ports, with a quicker hand-off sweep."""
-    quiet = {
-        "ORDER_METRICS_ADDR": "off",
-        "WALLET_POOL_METRICS_ADDR": "off",
-        "HAND_OFF_SWEEP_SECONDS": "0.5",
-    }
-    return stack.service_env(database_url, extra={**quiet, **(extra or {})})
+    return stack.service_env(database_url, extra={**_QUIET, **(extra or {})})
 
 
 class ChaosRun:
@@ -83,29 +83,26 @@ class ChaosRun:
             await admin.execute("CREATE DATABASE exchange")
         finally:
             await admin.close()
-        env = service_env(
-            self.cluster.url("exchange"),
-            {
-                "ORDER_TTL_SECONDS": str(self.ttl_seconds),
-                "EXPIRY_CHECK_SECONDS": "0.5",
-                "WALLET_COOLDOWN_SECONDS": str(self.cooldown_seconds),
-                # A released ETH wallet also waits for the chain watcher (ChainWatcher).
-                "WALLET_REUSE_CONFIRMATIONS": f"ETH:{REUSE_CONFIRMATIONS}",
-                "AUTH_TOKENS": SUBSCRIBER_CREDENTIAL,
-            },
+        extra = {
+            **_QUIET,
+            "ORDER_TTL_SECONDS": str(self.ttl_seconds),
+            "EXPIRY_CHECK_SECONDS": "0.5",
+            "WALLET_COOLDOWN_SECONDS": str(self.cooldown_seconds),
+            # A released ETH wallet also waits for the chain watcher (ChainWatcher).
+            "WALLET_REUSE_CONFIRMATIONS": f"ETH:{REUSE_CONFIRMATIONS}",
+            "AUTH_TOKENS": SUBSCRIBER_CREDENTIAL,
+        }
+        services = await stack.LocalStack.start(
+            self.cluster.url("exchange"), self.log_dir, extra_env=extra, service_roles=False
         )
-        pool = ServiceProcess("wallet_pool_service", env, self.log_dir / "wallet_pool_service.log")
-        pool_port = await pool.start()
-        # Restarts reuse the first ports, so that the order service and the clients find
-        # the services again.
-        pool.env = {**env, "WALLET_POOL_SERVICE_ADDR": f"127.0.0.1:{pool_port}"}
-        order_env = {**env, "WALLET_POOL_TARGET": f"127.0.0.1:{pool_port}"}
-        order = ServiceProcess("order_service", order_env, self.log_dir / "order_service.log")
-        order_port = await order.start()
-        order.env = {**order_env, "ORDER_SERVICE_ADDR": f"127.0.0.1:{order_port}"}
+        await stack.Stack.close(services)  # its channels: the clients' reconnect faster
+        order, pool = services.order_process, services.pool_process
+        # Restarts reuse the first ports (the pool's already), so that the clients find the
+        # order service again.
+        order.env = {**order.env, "ORDER_SERVICE_ADDR": f"127.0.0.1:{order.port}"}
         self.processes = {"order_service": order, "wallet_pool_service": pool}
-        order_channel = grpc.aio.insecure_channel(f"127.0.0.1:{order_port}", CLIENT_OPTIONS)
-        pool_channel = grpc.aio.insecure_channel(f"127.0.0.1:{pool_port}", CLIENT_OPTIONS)
+        order_channel = grpc.aio.insecure_channel(services.order_addr, CLIENT_OPTIONS)
+        pool_channel = grpc.aio.insecure_channel(services.pool_addr, CLIENT_OPTIONS)
         self._channels = [order_channel, pool_channel]
         orders = order_grpc.OrderServiceStub(order_channel)
         pool_stub = pool_grpc.WalletPoolServiceStub(pool_channel)
