@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import random
 import time
 import uuid
@@ -42,7 +41,7 @@ from tests.chaos.cli import parse_args, run_and_exit, seed_and_log_dir
 from tests.chaos.failover_load import CALL_SECONDS, WRITES, Attempt, Workload
 from tests.chaos.failover_report import RECOVERY_BOUND_SECONDS, Failover, FailoverReport
 from tests.chaos.feed import FeedConsumer, compare
-from tests.chaos.load import CLIENT_OPTIONS, eth_address
+from tests.chaos.load import CLIENT_OPTIONS, eth_address, health
 from tests.chaos.replication import ReplicatedCluster
 from tests.chaos.report import ChaosReport
 from tests.e2e.stack import LocalStack
@@ -56,6 +55,7 @@ NOT_SERVING_BOUND_SECONDS = 10.0
 # be a call that hung).
 EXPECTED = frozenset({"OK", "UNAVAILABLE"})
 _NAMES = ("order_service", "wallet_pool_service")
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 class FailoverRun:
@@ -132,12 +132,6 @@ class FailoverRun:
             await asyncio.sleep(0.05)
         await asyncio.sleep(self.rng.uniform(0.2, 2.5))
 
-    async def _health_of(self, index: int) -> int:
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            answer = await self._health[index].Check(health_pb2.HealthCheckRequest(), timeout=2)
-            return int(answer.status)
-        return -1
-
     async def _fail_over(self) -> Failover:
         assert self.workload is not None
         # No await between the snapshot and the SIGKILL: what was acknowledged before it.
@@ -147,8 +141,7 @@ class FailoverRun:
         deadline = record.killed_at + NOT_SERVING_BOUND_SECONDS
         while len(record.not_serving_after) < 2 and time.monotonic() < deadline:
             for index, name in enumerate(_NAMES):
-                status = await self._health_of(index)
-                if status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                if await health(self._health[index]) == health_pb2.HealthCheckResponse.NOT_SERVING:
                     record.not_serving_after.setdefault(name, time.monotonic() - record.killed_at)
             await asyncio.sleep(0.05)
         for name in _NAMES:
@@ -181,7 +174,9 @@ class FailoverRun:
         while not all(serving) and time.monotonic() < record.promoted_at + 60:
             for index in (0, 1):
                 if not serving[index]:
-                    healthy = await self._health_of(index) == health_pb2.HealthCheckResponse.SERVING
+                    healthy = (
+                        await health(self._health[index]) == health_pb2.HealthCheckResponse.SERVING
+                    )
                     serving[index] = healthy and await self._probe(index)
             if not all(serving):
                 await asyncio.sleep(0.05)

@@ -29,15 +29,19 @@ SUBSCRIBER_TOKEN = "chaos-subscriber-token"
 SUBSCRIBER_CREDENTIAL = f"chaos-feed:subscriber:{SUBSCRIBER_TOKEN}"
 # Events that carry a status change: CREATED (PENDING), STATUS_CHANGED, EXPIRED (CANCELLED).
 _STATUS_EVENTS = frozenset({"CREATED", "STATUS_CHANGED", "EXPIRED"})
-_RANK = {"PENDING": 0, "PROCESSING": 1, "COMPLETED": 2, "CANCELLED": 2}
+RANK = {"PENDING": 0, "PROCESSING": 1, "COMPLETED": 2, "CANCELLED": 2}
 
 
 def event_type(event: opb.OrderEvent) -> str:
     return opb.OrderEventType.Name(event.type).removeprefix("ORDER_EVENT_TYPE_")
 
 
+def status_name(status: opb.OrderStatus.ValueType) -> str:
+    return opb.OrderStatus.Name(status).removeprefix("ORDER_STATUS_")
+
+
 def event_status(event: opb.OrderEvent) -> str:
-    return opb.OrderStatus.Name(event.status).removeprefix("ORDER_STATUS_")
+    return status_name(event.status)
 
 
 class FeedConsumer:
@@ -275,7 +279,7 @@ def _out_of_order(events: Iterable[opb.OrderEvent]) -> list[str]:
         before = seen.get(event.order_id)
         if before is None and event_type(event) != "CREATED":
             violations.append(f"order {event.order_id}: {event_type(event)} before CREATED")
-        elif before is not None and _RANK.get(status, -1) < _RANK.get(before, -1):
+        elif before is not None and RANK.get(status, -1) < RANK.get(before, -1):
             violations.append(
                 f"order {event.order_id}: {event_type(event)} {status} (sequence "
                 f"{event.sequence}) after {before}"

@@ -21,7 +21,7 @@ from tests.chaos.checks import final_state, log_problems, money_counts, no_work_
 from tests.chaos.cli import parse_args, run_and_exit, seed_and_log_dir
 from tests.chaos.cluster import PostgresCluster
 from tests.chaos.feed import SUBSCRIBER_CREDENTIAL, FeedConsumer, check_feed, log_end
-from tests.chaos.load import CLIENT_OPTIONS, Load
+from tests.chaos.load import CLIENT_OPTIONS, Load, health
 from tests.chaos.report import ChaosReport
 from tests.chaos.watcher import REUSE_CONFIRMATIONS, ChainWatcher
 from tests.e2e import stack
@@ -216,15 +216,11 @@ class ChaosRun:
         names = ("order_service", "wallet_pool_service")
         for name, channel in zip(names, self._channels, strict=True):
             stub = health_pb2_grpc.HealthStub(channel)
-            status = -1
-            while time.monotonic() < deadline:
-                with contextlib.suppress(grpc.aio.AioRpcError):
-                    status = (await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
+            while await health(stub) != health_pb2.HealthCheckResponse.SERVING:
+                if time.monotonic() >= deadline:
+                    self.report.violation(f"{name} is not SERVING {seconds:.0f} s after the chaos")
                     break
                 await asyncio.sleep(0.2)
-            else:
-                self.report.violation(f"{name} is not SERVING {seconds:.0f} s after the chaos")
 
     def _phase(self, name: str, since: float) -> float:
         now = time.monotonic()
