@@ -7,6 +7,7 @@ cycle keeps growing), with the scanned height one block further each report."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import secrets
 import time
@@ -15,11 +16,10 @@ from typing import Any
 
 import grpc
 
-from bench.harness import Run, baseline_row, in_turn
-from bench.loadgen import CYCLE, LoadResult, Window, run_load
+from bench.harness import Run, baseline_row, in_rounds, in_turn, load
+from bench.loadgen import CYCLE, LoadResult, Window
 from bench.stack import connected, pids_of
 from bench.stats import Latency
-from bench.system import CpuMeter
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from shared.timestamps import to_timestamp
@@ -101,31 +101,24 @@ async def deposit_reports(run: Run) -> None:
         f"{_PER_REPORT}",
         flush=True,
     )
-    alone: list[LoadResult] = []
-    reported: list[LoadResult] = []
-    cpu: dict[str, list[Any]] = {"without": [], "with": []}
     async with run.stack("deposits") as (database, stack):
         reporter = Reporter(stack.pool_addr, await _addresses(database, 2_000))
-        job = run.job(CYCLE, stack, _CONCURRENCY)
-        meter = CpuMeter(groups=pids_of(stack), postmaster=run.postmaster)
+        window = functools.partial(load, run, run.job(CYCLE, stack, _CONCURRENCY), pids_of(stack))
+        arms = {
+            "without": functools.partial(window, None),
+            "with": functools.partial(window, None, reporter.during),
+        }
         try:
-            for _ in range(settings.deposit_pairs):
-                for kind, results in (("without", alone), ("with", reported)):
-
-                    async def during(window: Window, kind: str = kind) -> None:
-                        extra = {"load_generator": list(window.client_pids)}
-                        measuring = meter.measure(window.start, window.end, extra)
-                        if kind == "with":
-                            cores, _ = await asyncio.gather(measuring, reporter.during(window))
-                        else:
-                            cores = await measuring
-                        cpu[kind].append(cores)
-
-                    results.append(await run_load(job, settings.client_processes, during))
+            results, cpu = await in_rounds(settings.deposit_pairs, arms)
         finally:
             await reporter.close()
+    _report(run, reporter, results, cpu)
 
-    expected = settings.deposit_pairs * _REPORTS * _PER_REPORT
+
+def _report(
+    run: Run, reporter: Reporter, results: dict[str, list[LoadResult]], cpu: dict[str, list[Any]]
+) -> None:
+    expected = run.settings.deposit_pairs * _REPORTS * _PER_REPORT
     lost = expected - reporter.recorded
     report_latency = Latency.of(reporter.latencies)
     with_reports = in_turn(
@@ -134,7 +127,7 @@ async def deposit_reports(run: Run) -> None:
         f"batches of {_PER_REPORT}",
         _CONCURRENCY,
         CYCLE,
-        (alone, reported),
+        (results["without"], results["with"]),
         "without",
         _THROUGHPUT_TARGET,
         (
@@ -149,8 +142,8 @@ async def deposit_reports(run: Run) -> None:
         "reports_per_window": _REPORTS,
         "deposits_per_report": _PER_REPORT,
         "concurrency": _CONCURRENCY,
-        "pairs": settings.deposit_pairs,
-        "without": baseline_row(run, label, _CONCURRENCY, CYCLE, alone),
+        "pairs": run.settings.deposit_pairs,
+        "without": baseline_row(run, label, _CONCURRENCY, CYCLE, results["without"]),
         "with": with_reports,
         "recorded": reporter.recorded,
         "expected": expected,

@@ -174,8 +174,7 @@ async def run_hand_off(job: HandOffJob) -> dict[str, Any]:
 
 
 async def hand_off(run: Run, stack: LocalStack, database: str) -> None:
-    settings = run.settings
-    holders = 4
+    settings, holders = run.settings, 4
     print(
         f"{HAND_OFF}: {holders} wallets, {settings.handoff_queue_length} orders waiting, "
         f"{settings.handoff_rounds} rounds each of polling and of watching",
@@ -184,22 +183,34 @@ async def hand_off(run: Run, stack: LocalStack, database: str) -> None:
     await add_wallets(database, "TRON", 1, holders)
     meter = CpuMeter(groups=pids_of(stack), postmaster=run.postmaster)
     before = meter.sample()
-    result = await run_hand_off(
-        HandOffJob(
-            target=target_of(stack),
-            network="TRON",
-            holders=holders,
-            queue_length=settings.handoff_queue_length,
-            rounds=settings.handoff_rounds,
-            poll_seconds=settings.poll_seconds,
-            pause_seconds=settings.handoff_pause_seconds,
-        )
-    )
+    job = HandOffJob(
+        target_of(stack), "TRON", holders, settings.handoff_queue_length,
+        settings.handoff_rounds, settings.poll_seconds, settings.handoff_pause_seconds,
+    )  # fmt: skip
+    result = await run_hand_off(job)
     after = meter.sample()
     cpu = CpuMeter.usage(before, after)
     # The probe's own CPU, which it reports, is not the machine's other processes'.
     cpu["load_generator"] = round(result["cpu_seconds"] / (after.wall - before.wall), 3)
     cpu["other"] = round(max(0.0, cpu["other"] - cpu["load_generator"]), 3)
+    run.details["hand_off"] = {
+        "wallets": holders,
+        "queue_length": settings.handoff_queue_length,
+        "rounds_of_each_kind": settings.handoff_rounds,
+        "poll_seconds": settings.poll_seconds,
+        "pause_seconds": settings.handoff_pause_seconds,
+        "allocation_sync_seconds": service_settings()["ALLOCATION_SYNC_SECONDS"],
+        **_rows(run, result),
+        "polls_per_round_median": statistics.median(result["polls_per_round"] or [0]),
+        "watch_messages_per_round_median": statistics.median(result["messages_per_round"] or [0]),
+        "timeouts": result["timeouts"][POLL],
+        "watch_timeouts": result["timeouts"][WATCH],
+        "cpu_cores": cpu,
+    }
+
+
+def _rows(run: Run, result: dict[str, Any]) -> dict[str, Any]:
+    """The rounds' rows; their latencies' details."""
     polled, watched = (Latency.of(result["from_sent"][kind]) for kind in (POLL, WATCH))
     poll = Latency.of(result["get_order"])
     timeouts = result["timeouts"]
@@ -231,24 +242,13 @@ async def hand_off(run: Run, stack: LocalStack, database: str) -> None:
     ):
         ratio = latency.p50 / poll.p50 if poll.p50 else None
         run.add(timed(f"  call: {label}", 1, latency, baseline=get_order, ratio=ratio))
-    run.details["hand_off"] = {
-        "wallets": holders,
-        "queue_length": settings.handoff_queue_length,
-        "rounds_of_each_kind": settings.handoff_rounds,
-        "poll_seconds": settings.poll_seconds,
-        "pause_seconds": settings.handoff_pause_seconds,
-        "allocation_sync_seconds": service_settings()["ALLOCATION_SYNC_SECONDS"],
+    return {
         "from_sent_ms": polled.to_json(),
         "watch_from_sent_ms": watched.to_json(),
         "completed_call_ms": calls[POLL].to_json(),
         "watch_completed_call_ms": calls[WATCH].to_json(),
         "get_order_ms": poll.to_json(),
         "watch_first_message_ms": first_message.to_json(),
-        "polls_per_round_median": statistics.median(result["polls_per_round"] or [0]),
-        "watch_messages_per_round_median": statistics.median(result["messages_per_round"] or [0]),
-        "timeouts": timeouts[POLL],
-        "watch_timeouts": timeouts[WATCH],
-        "cpu_cores": cpu,
     }
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.loadgen import LIFECYCLE, LoadJob, LoadResult, Window, run_load
+from bench.loadgen import LoadJob, LoadResult, Window, run_load
 from bench.report import Row
 from bench.settings import BenchSettings
 from bench.stack import BenchServer, add_wallets, start_services, target_of
@@ -91,23 +91,25 @@ def join_notes(*notes: str) -> str:
 
 
 async def load(
-    run: Run, job: LoadJob, groups: dict[str, list[int]], database_url: str | None
+    run: Run,
+    job: LoadJob,
+    groups: dict[str, list[int]],
+    database_url: str | None,
+    also: Callable[[Window], Awaitable[None]] | None = None,
 ) -> tuple[LoadResult, dict[str, Any]]:
     """The load, with CPU per process group (and connections per service) sampled during
-    its measured window."""
+    its measured window; `also` runs during the window too."""
     samples: dict[str, Any] = {}
     meter = CpuMeter(groups=groups, postmaster=run.postmaster)
 
     async def during(window: Window) -> None:
         extra = {"load_generator": list(window.client_pids)}
-        if database_url is None:
-            samples["cpu"] = await meter.measure(window.start, window.end, extra)
-            return
-        cpu, connections = await asyncio.gather(
-            meter.measure(window.start, window.end, extra),
-            sample_connections(database_url, window.start, window.end),
-        )
-        samples["cpu"], samples["connections"] = cpu, connections
+        jobs: list[Awaitable[Any]] = [meter.measure(window.start, window.end, extra)]
+        if database_url is not None:
+            jobs.append(sample_connections(database_url, window.start, window.end))
+        samples["cpu"], *rest = await asyncio.gather(*jobs, *([also(window)] if also else []))
+        if database_url is not None:
+            samples["connections"] = rest[0]
 
     result = await run_load(job, run.settings.client_processes, during)
     return result, samples
@@ -143,10 +145,6 @@ def together(results: list[LoadResult]) -> LoadResult:
         errors=errors,
         processes=results[0].processes,
     )
-
-
-def lifecycle_latency(result: LoadResult) -> Latency:
-    return Latency.of(result.latencies.get(LIFECYCLE, []))
 
 
 def _ratio(result: LoadResult, base: LoadResult) -> float:
@@ -204,15 +202,37 @@ def baseline_row(
     """The row of the baseline's windows (taken in turn with those `in_turn` compares)."""
     base = together(windows)
     latency = Latency.of(base.latencies.get(kind, []))
-    note = errors_of(base)
-    run.add(
-        Row(
-            scenario,
-            str(concurrency),
-            throughput=base.throughput,
-            p50=latency.p50,
-            p99=latency.p99,
-            note=note,
-        )
-    )
+    run.add(timed(scenario, concurrency, latency, throughput=base.throughput, note=errors_of(base)))
     return {**summary(base), "windows": [summary(r) for r in windows]}
+
+
+# One measured window of an arm: its load's result and what was sampled meanwhile.
+Arm = Callable[[], Awaitable[tuple[LoadResult, dict[str, Any]]]]
+
+
+async def in_rounds(
+    rounds: int, arms: Mapping[str, Arm], alternate: bool = False
+) -> tuple[dict[str, list[LoadResult]], dict[str, list[Any]]]:
+    """A window of each arm per round, in turn (with `alternate`, each arm goes first in
+    every other round, so that none gains from its place): each arm's results and CPU."""
+    results: dict[str, list[LoadResult]] = {name: [] for name in arms}
+    cpu: dict[str, list[Any]] = {name: [] for name in arms}
+    for number in range(rounds):
+        order = list(arms.items())
+        for name, window in order[::-1] if alternate and number % 2 else order:
+            result, samples = await window()
+            results[name].append(result)
+            cpu[name].append(samples.get("cpu"))
+    return results, cpu
+
+
+def service_cpu_ms(results: list[LoadResult], cpu: list[Any]) -> float:
+    """Milliseconds of CPU both services spent per operation completed, over the windows:
+    steadier than the rate on a shared machine."""
+    spent = sum(
+        (window.get("order_service", 0.0) + window.get("wallet_pool_service", 0.0)) * r.seconds
+        for r, window in zip(results, cpu, strict=True)
+        if window
+    )
+    completed = sum(r.completed for r in results)
+    return 1000 * spent / completed if completed else 0.0

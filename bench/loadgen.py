@@ -24,6 +24,7 @@ from exchange.order.v1 import order_service_pb2 as order_pb
 from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as pool_pb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
+from tests.e2e.stack import bearer
 
 CYCLE = "cycle"  # AllocateWallet then ReleaseWallet, as the order service would
 LIFECYCLE = "lifecycle"  # CreateOrder, UpdateOrderStatus PROCESSING, then COMPLETED
@@ -77,10 +78,6 @@ class LoadResult:
         return self.completed / self.seconds if self.seconds > 0 else 0.0
 
 
-def _metadata(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
-
-
 class Client:
     """Stubs over one channel per address; the noop server answers both services on one."""
 
@@ -90,7 +87,7 @@ class Client:
         }
         self.orders = order_grpc.OrderServiceStub(self._channels[target.order_addr])
         self.pool = pool_grpc.WalletPoolServiceStub(self._channels[target.pool_addr])
-        self.operator, self.client, self.service = (_metadata(t) for t in target.tokens)
+        self.operator, self.client, self.service = (bearer(t) for t in target.tokens)
 
     async def ready(self) -> None:
         for channel in self._channels.values():

@@ -9,7 +9,7 @@ from bench.harness import Run, errors_of, summary
 from bench.loadgen import LIFECYCLE, LoadJob, run_load
 from bench.report import Row
 from bench.stack import pids_of, target_of
-from bench.system import memory_mb
+from bench.system import rss
 
 MEMORY = "5 memory"
 
@@ -21,14 +21,14 @@ async def memory(run: Run) -> None:
     print(f"{MEMORY} after {small:,} and {large:,} lifecycles (concurrency {concurrency})")
     async with run.stack("memory") as (_, stack):
         await asyncio.sleep(1.0)
-        pids = {name: pid[0] for name, pid in pids_of(stack).items()}
-        at_start = {name: memory_mb(pid) for name, pid in pids.items()}
+        pids = pids_of(stack)
+        at_start = rss(pids)
         job = LoadJob(LIFECYCLE, target_of(stack), concurrency, total_ops=small)
         first = await run_load(job, settings.client_processes)
-        after_small = {name: memory_mb(pid) for name, pid in pids.items()}
+        after_small = rss(pids)
         print(f"  {small:,} lifecycles in {first.seconds:.0f} s ({first.throughput:,.0f}/s)")
         second = await run_load(replace(job, total_ops=large - small), settings.client_processes)
-        after_large = {name: memory_mb(pid) for name, pid in pids.items()}
+        after_large = rss(pids)
         print(f"  {large:,} lifecycles after {second.seconds:.0f} s more")
     for name in pids:
         rss_small, rss_large = after_small[name]["VmRSS"], after_large[name]["VmRSS"]

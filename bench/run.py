@@ -92,25 +92,24 @@ _SERVICE_VARIABLES = {
 
 def _cpu_table(details: dict[str, Any]) -> str:
     """Cores used during each measured window: how busy the machine was, and by whom."""
-    windows = []
-    for point in details.get("claim", {}).get("points", []):
-        cpu, c = point["cpu_cores"], point["concurrency"]
-        windows += [
-            (f"claim {c}: achieved", cpu["achieved"]),
-            (f"claim {c}: noop (N)", cpu["noop"]),
-        ]
-        windows.append((f"claim {c}: pgbench (P)", point["cpu_cores_pgbench"]))
+    points = [(f"claim {p['concurrency']}", p) for p in details.get("claim", {}).get("points", [])]
     if life := details.get("lifecycle"):
-        windows += [("lifecycle: achieved", life["cpu_cores"]["achieved"])]
-        windows += [("lifecycle: noop (N)", life["cpu_cores"]["noop"])]
-        windows += [("lifecycle: pgbench (P)", life["cpu_cores_pgbench"])]
+        points.append(("lifecycle", life))
+    windows = [
+        (f"{label}: {name}", cpu)
+        for label, point in points
+        for name, cpu in (
+            ("achieved", point["cpu_cores"]["achieved"]),
+            ("noop (N)", point["cpu_cores"]["noop"]),
+            ("pgbench (P)", point["cpu_cores_pgbench"]),
+        )
+    ]
     if hand_off := details.get("hand_off"):
         windows.append(("hand-off rounds", hand_off["cpu_cores"]))
     if watchers := details.get("watchers"):
-        windows.append(("lifecycle: no watchers", watchers["cpu_cores"]["without"]))
-        windows.append(
-            (f"lifecycle: {watchers['streams']:,} watchers", watchers["cpu_cores"]["with"])
-        )
+        cpu = watchers["cpu_cores"]
+        windows.append(("lifecycle: no watchers", cpu["without"]))
+        windows.append((f"lifecycle: {watchers['streams']:,} watchers", cpu["with"]))
     lines = ["CPU cores used in the measured windows ('other': processes outside the run):"]
     for label, cpu in windows:
         if not cpu:

@@ -11,25 +11,10 @@ from shared.config import ConfigError
 _BENCH_MAXIMUM = 10_000_000
 
 
-def env_int(name: str, default: int, *, minimum: int = 0) -> int:
-    return config.env_int(name, default, minimum=minimum, maximum=_BENCH_MAXIMUM)
-
-
-def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
-    return config.env_float(name, default, minimum=minimum, maximum=float(_BENCH_MAXIMUM))
-
-
 SCENARIOS = (
-    "claim",
-    "lifecycle",
-    "handoff",
-    "growth",
-    "memory",
-    "watch",
-    "tracing",
-    "deposits",
+    "claim", "lifecycle", "handoff", "growth", "memory", "watch", "tracing", "deposits",
     "confirmation",
-)
+)  # fmt: skip
 
 
 def _env_ints(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -93,9 +78,13 @@ class BenchSettings:
             if isinstance(default, tuple):
                 values[setting.name] = _env_ints(name, default)
             elif isinstance(default, float):
-                values[setting.name] = env_float(name, default, minimum=minimum)
+                values[setting.name] = config.env_float(
+                    name, default, minimum=minimum, maximum=_BENCH_MAXIMUM
+                )
             else:
-                values[setting.name] = env_int(name, default, minimum=int(minimum))
+                values[setting.name] = config.env_int(
+                    name, default, minimum=int(minimum), maximum=_BENCH_MAXIMUM
+                )
         settings = cls(quick, scenarios, **values)
         if settings.lifecycles_large <= settings.lifecycles_small:
             raise ConfigError("BENCH_LIFECYCLES_LARGE must be more than BENCH_LIFECYCLES_SMALL")

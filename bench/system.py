@@ -28,6 +28,11 @@ def memory_mb(pid: int) -> dict[str, float]:
     return values
 
 
+def rss(groups: dict[str, list[int]]) -> dict[str, dict[str, float]]:
+    """`memory_mb` of each group's (each service's) first process."""
+    return {name: memory_mb(pids[0]) for name, pids in groups.items()}
+
+
 def _cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
     """User and system CPU of a process; with `reaped_children`, also that of its children
     that have exited (so a group stays continuous while its members come and go)."""

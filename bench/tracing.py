@@ -9,10 +9,11 @@ import asyncio
 import contextlib
 from typing import Any
 
-from bench.harness import Run, baseline_row, in_turn, load
+from bench.harness import Arm, Run, baseline_row, in_rounds, in_turn, load, service_cpu_ms
 from bench.loadgen import LIFECYCLE, LoadResult
 from bench.stack import pids_of
 from tests.e2e.otlp import OtlpReceiver
+from tests.e2e.stack import LocalStack
 
 TRACING = "8 tracing"
 # The lifecycle's throughput with one call in ten traced, against tracing off.
@@ -21,9 +22,7 @@ _SAMPLED = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMP
 
 
 async def tracing_cost(run: Run) -> None:
-    settings = run.settings
-    concurrency = settings.lifecycle_concurrency
-    rounds = settings.tracing_rounds
+    concurrency, rounds = run.settings.lifecycle_concurrency, run.settings.tracing_rounds
     print(
         f"{TRACING}: {rounds} rounds of lifecycle windows at concurrency {concurrency}: tracing "
         "off, every call traced, one in ten (OTLP/gRPC to a receiver)",
@@ -33,33 +32,43 @@ async def tracing_cost(run: Run) -> None:
     endpoint = await receiver.start()
     arms = {"off": {}, "all": {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}}
     arms["sampled"] = {**arms["all"], **_SAMPLED}
-    results: dict[str, list[LoadResult]] = {name: [] for name in arms}
     spans: dict[str, list[float]] = {"all": [], "sampled": []}
-    cpu: dict[str, list[Any]] = {name: [] for name in arms}
+
+    def window(name: str, stack: LocalStack) -> Arm:
+        async def measured() -> tuple[LoadResult, dict[str, Any]]:
+            before = receiver.received
+            result, samples = await load(
+                run, run.job(LIFECYCLE, stack, concurrency), pids_of(stack), None
+            )
+            if name in spans and result.total:
+                # Spans exported meanwhile (warm-up included) per lifecycle begun.
+                await asyncio.sleep(1.0)
+                spans[name].append((receiver.received - before) / result.total)
+            return result, samples
+
+        return measured
+
     try:
         async with contextlib.AsyncExitStack() as stacks:
-            made = [
-                await stacks.enter_async_context(run.stack(f"tracing-{n}", e))
+            made = {
+                n: (await stacks.enter_async_context(run.stack(f"tracing-{n}", e)))[1]
                 for n, e in arms.items()
-            ]
-            for _ in range(rounds):
-                for name, (_, stack) in zip(arms, made, strict=True):
-                    job = run.job(LIFECYCLE, stack, concurrency)
-                    before = receiver.received
-                    result, samples = await load(run, job, pids_of(stack), None)
-                    results[name].append(result)
-                    cpu[name].append(samples.get("cpu"))
-                    if name in spans and result.total:
-                        # Spans exported meanwhile (warm-up included) per lifecycle begun.
-                        await asyncio.sleep(1.0)
-                        spans[name].append((receiver.received - before) / result.total)
+            }
+            results, cpu = await in_rounds(rounds, {n: window(n, s) for n, s in made.items()})
     finally:
         await receiver.stop()
+    _report(run, results, cpu, spans)
 
-    # CPU is steadier than throughput on a shared machine: what each lifecycle cost the two
-    # services, summed over the windows.
-    cost = {name: _service_cpu_ms(results[name], cpu[name]) for name in arms}
-    details: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds}
+
+def _report(
+    run: Run,
+    results: dict[str, list[LoadResult]],
+    cpu: dict[str, list[Any]],
+    spans: dict[str, list[float]],
+) -> None:
+    concurrency = run.settings.lifecycle_concurrency
+    cost = {name: service_cpu_ms(results[name], cpu[name]) for name in results}
+    details: dict[str, Any] = {"concurrency": concurrency, "rounds": run.settings.tracing_rounds}
     for name, title in (("all", "every call traced"), ("sampled", "one call in ten traced")):
         per = (
             f"{sum(spans[name]) / len(spans[name]):.1f} spans per lifecycle" if spans[name] else ""
@@ -82,14 +91,3 @@ async def tracing_cost(run: Run) -> None:
         "services_cpu_ms_per_lifecycle": {name: round(ms, 3) for name, ms in cost.items()},
         "cpu_cores_windows": cpu,
     }
-
-
-def _service_cpu_ms(results: list[LoadResult], cpu: list[Any]) -> float:
-    """Milliseconds of CPU both services spent per lifecycle completed, over the windows."""
-    spent = sum(
-        (window.get("order_service", 0.0) + window.get("wallet_pool_service", 0.0)) * r.seconds
-        for r, window in zip(results, cpu, strict=True)
-        if window
-    )
-    completed = sum(r.completed for r in results)
-    return 1000 * spent / completed if completed else 0.0

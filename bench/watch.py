@@ -7,6 +7,7 @@ watched."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -14,11 +15,11 @@ from typing import Any
 
 import grpc
 
-from bench.harness import Run, baseline_row, in_turn, load
+from bench.harness import Arm, Run, baseline_row, in_rounds, in_turn, join_notes, load
 from bench.loadgen import LIFECYCLE, Client, LoadResult, Target, join, receive, spawn
 from bench.report import Row
 from bench.stack import pids_of, target_of
-from bench.system import memory_mb
+from bench.system import rss
 from exchange.order.v1 import order_service_pb2 as order_pb
 from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 
@@ -113,51 +114,58 @@ async def _command(conn: Connection, command: str) -> dict[str, Any]:
 async def watchers(run: Run) -> None:
     settings = run.settings
     count, connections = settings.watchers, settings.watch_connections
-    concurrency = settings.lifecycle_concurrency
     print(
         f"{WATCHERS}: {count:,} WatchOrder streams over {connections:,} connections; "
         f"memory, then {settings.watch_pairs} pairs of lifecycle windows at concurrency "
-        f"{concurrency}, without and with them",
+        f"{settings.lifecycle_concurrency}, without and with them",
         flush=True,
     )
     async with run.stack("watch") as (_, stack):
-        pids = {name: pid[0] for name, pid in pids_of(stack).items()}
-        holder, parent_end = spawn(_hold_watchers, WatcherJob(target_of(stack), count, connections))
+        holder, pipe = spawn(_hold_watchers, WatcherJob(target_of(stack), count, connections))
         try:
-            created = await receive(parent_end, _ANSWER_SECONDS)
+            created = await receive(pipe, _ANSWER_SECONDS)
             print(f"  {count:,} orders to watch created in {created['created_seconds']:.1f} s")
             await asyncio.sleep(1.0)
-            before = {name: memory_mb(pid) for name, pid in pids.items()}
-            opened = await _command(parent_end, "open")
+            memory = {"mb_before_opening": rss(pids_of(stack))}
+            answers = [await _command(pipe, "open")]
             await asyncio.sleep(2.0)
-            after = {name: memory_mb(pid) for name, pid in pids.items()}
-            first_closed = await _command(parent_end, "close")
-            after_close = {name: memory_mb(pid) for name, pid in pids.items()}
-
-            job = run.job(LIFECYCLE, stack, concurrency)
+            memory["mb_streams_open"] = rss(pids_of(stack))
+            answers.append(await _command(pipe, "close"))
+            memory["mb_after_closing"] = rss(pids_of(stack))
+            job = run.job(LIFECYCLE, stack, settings.lifecycle_concurrency)
             groups = {**pids_of(stack), "watchers": [holder.pid or 0]}
+
+            async def watched() -> tuple[LoadResult, dict[str, Any]]:
+                answers.append(await _command(pipe, "open"))
+                measured = await load(run, job, groups, None)
+                memory["mb_streams_open_after_load"] = rss(pids_of(stack))
+                answers.append(await _command(pipe, "close"))
+                return measured
+
             # Windows without and with the streams in turn: the lifecycle's rate drifts and
             # stalls now and then (p99s of a second either way), more than by 10 % in one window.
-            alone: list[LoadResult] = []
-            watched: list[LoadResult] = []
-            cpu: dict[str, list[Any]] = {"without": [], "with": []}
-            answers = [opened, first_closed]
-            for _ in range(settings.watch_pairs):
-                result, samples = await load(run, job, groups, None)
-                alone.append(result)
-                cpu["without"].append(samples.get("cpu"))
-                answers.append(await _command(parent_end, "open"))
-                result, samples = await load(run, job, groups, None)
-                watched.append(result)
-                cpu["with"].append(samples.get("cpu"))
-                with_load = {name: memory_mb(pid) for name, pid in pids.items()}
-                answers.append(await _command(parent_end, "close"))
-            parent_end.send("stop")
+            arms: dict[str, Arm] = {"without": functools.partial(load, run, job, groups, None)}
+            arms["with"] = watched
+            results, cpu = await in_rounds(settings.watch_pairs, arms)
+            pipe.send("stop")
         finally:
             await join(holder)
+    _report(run, created, memory, answers, results, cpu)
 
+
+def _report(
+    run: Run,
+    created: dict[str, Any],
+    memory: dict[str, dict[str, dict[str, float]]],
+    answers: list[dict[str, Any]],
+    results: dict[str, list[LoadResult]],
+    cpu: dict[str, list[Any]],
+) -> None:
+    settings, count = run.settings, run.settings.watchers
+    concurrency = settings.lifecycle_concurrency
     streams_note = _streams_note(count, *answers)
-    for name in pids:
+    before, after = memory["mb_before_opening"], memory["mb_streams_open"]
+    for name in before:
         grown = after[name]["VmRSS"] - before[name]["VmRSS"]
         run.add(
             Row(
@@ -168,7 +176,7 @@ async def watchers(run: Run) -> None:
                 ratio=after[name]["VmRSS"] / before[name]["VmRSS"],
                 target=f"< {_MEMORY_TARGET_MB:.0f} MB more",
                 met=grown < _MEMORY_TARGET_MB and not streams_note,
-                note=f"+{grown:.1f} MB" + (f"; {streams_note}" if streams_note else ""),
+                note=join_notes(f"+{grown:.1f} MB", streams_note),
             )
         )
     with_streams = in_turn(
@@ -176,24 +184,20 @@ async def watchers(run: Run) -> None:
         f"{WATCHERS}: lifecycle with {count:,} WatchOrder streams open",
         concurrency,
         LIFECYCLE,
-        (alone, watched),
+        (results["without"], results["with"]),
         "without",
         _THROUGHPUT_TARGET,
     )
     label = "  lifecycle without watchers, windows in turn with the above"
-    without = baseline_row(run, label, concurrency, LIFECYCLE, alone)
     run.details["watchers"] = {
         "streams": count,
-        "connections": connections,
+        "connections": settings.watch_connections,
         "orders_created_seconds": round(created["created_seconds"], 2),
         "streams_opened_and_closed": answers,
-        "mb_before_opening": before,
-        "mb_streams_open": after,
-        "mb_after_closing": after_close,
-        "mb_streams_open_after_load": with_load,
+        **memory,
         "concurrency": concurrency,
         "pairs": settings.watch_pairs,
-        "without": without,
+        "without": baseline_row(run, label, concurrency, LIFECYCLE, results["without"]),
         "with": with_streams,
         # The CPU table shows the first pair; every window's is here.
         "cpu_cores": {"without": cpu["without"][0], "with": cpu["with"][0]},

@@ -23,7 +23,8 @@ Modules: `cluster` (the PostgreSQL cluster), `load` (the lifecycles and the oper
 CHAOS_MODE=failover`): the primary of a PostgreSQL primary and synchronous standby
 (`replication`) killed and the standby promoted, again and again; its load is in
 `failover_load`, its report in `failover_report`. Both runs share `postgres` (pgserver's
-binaries, run as a non-root user when needed), `checks.log_problems` and `cli`.
+binaries, run as a non-root user when needed), `checks.log_problems`, `feed.FeedConsumer`,
+the report's rendering and `cli`.
 """
 
 from tests.chaos.checks import log_problems, no_work_done_twice

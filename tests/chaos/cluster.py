@@ -4,7 +4,8 @@ server at will."""
 
 import contextlib
 
-from tests.chaos.postgres import PgBinaries, free_port
+from tests.chaos.postgres import PgBinaries
+from tests.e2e.containers import free_port
 
 
 class PostgresCluster:
@@ -26,19 +27,8 @@ class PostgresCluster:
 
     async def start(self) -> None:
         if not (self.data / "PG_VERSION").exists():
-            await self._run(
-                "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                "--encoding=UTF8", "--no-locale", "--no-sync",
-            )  # fmt: skip
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
-            # Only processes crash here, never the machine: no need to wait for the disk.
-            "-c fsync=off -c max_connections=200"
-        )
-        await self._run(
-            "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log),
-            "-o", options,
-        )  # fmt: skip
+            await self.pg.initdb(self.data)
+        await self.pg.start(self.data, self.port, self.log, tail=lambda: self.logs()[-3000:])
 
     async def restart(self) -> None:
         """A clean restart: clients are disconnected, the server comes back at once."""

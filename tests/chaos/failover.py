@@ -7,7 +7,7 @@ Each failover: SIGKILL the primary; both services must report NOT_SERVING (gRPC 
 answer UNAVAILABLE, never INTERNAL or UNKNOWN; promote the standby; both must serve again
 (health SERVING, and a write through each) within RECOVERY_BOUND_SECONDS of the promotion;
 every status change acknowledged before the kill must be on the new primary with its history
-row and owed release; every event sequence a consumer of the feed received (`failover_feed`)
+row and owed release; every event sequence a consumer of the feed received (`feed`)
 must name the same event on the new primary; and each write in flight at the kill is
 counted: acknowledged (then it must be in the database at the end, else it was lost) or
 failed to its caller. Then the dead
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import random
 import time
 import uuid
@@ -39,11 +38,12 @@ from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from tests.chaos.checks import log_problems
 from tests.chaos.cli import parse_args, run_and_exit, seed_and_log_dir
-from tests.chaos.failover_feed import FailoverFeed
 from tests.chaos.failover_load import CALL_SECONDS, WRITES, Attempt, Workload
 from tests.chaos.failover_report import RECOVERY_BOUND_SECONDS, Failover, FailoverReport
-from tests.chaos.load import CLIENT_OPTIONS, eth_address
+from tests.chaos.feed import FeedConsumer, compare
+from tests.chaos.load import CLIENT_OPTIONS, eth_address, health
 from tests.chaos.replication import ReplicatedCluster
+from tests.chaos.report import ChaosReport
 from tests.e2e.stack import LocalStack
 from tests.invariants import acknowledged_updates_are_recorded, check_all
 
@@ -54,6 +54,8 @@ NOT_SERVING_BOUND_SECONDS = 10.0
 # The only answers a client may get while the database fails over (DEADLINE_EXCEEDED would
 # be a call that hung).
 EXPECTED = frozenset({"OK", "UNAVAILABLE"})
+_NAMES = ("order_service", "wallet_pool_service")
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 class FailoverRun:
@@ -66,7 +68,7 @@ class FailoverRun:
         self.cluster = ReplicatedCluster()
         self.stack: LocalStack | None = None
         self.workload: Workload | None = None
-        self.feed: FailoverFeed | None = None
+        self.feed: FeedConsumer | None = None
         self._health: list[health_pb2_grpc.HealthStub] = []
         self._probes = 0
 
@@ -92,7 +94,9 @@ class FailoverRun:
             )
             self.workload = workload = Workload(stack, self.seed, self.workers)
             workload.start()
-            self.feed = FailoverFeed(stack)
+            # The consumer's violations and reconnects go to a report of its own.
+            feed_report = ChaosReport(self.seed, 0)
+            self.feed = FeedConsumer(stack.orders, feed_report, self.seed, stack.operator, False)
             self.feed.start()
             until = time.monotonic() + (seconds or 0)
             while (
@@ -128,40 +132,51 @@ class FailoverRun:
             await asyncio.sleep(0.05)
         await asyncio.sleep(self.rng.uniform(0.2, 2.5))
 
-    async def _health_of(self, index: int) -> int:
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            answer = await self._health[index].Check(health_pb2.HealthCheckRequest(), timeout=2)
-            return int(answer.status)
-        return -1
-
     async def _fail_over(self) -> Failover:
         assert self.workload is not None
-        workload = self.workload
-        names = ("order_service", "wallet_pool_service")
         # No await between the snapshot and the SIGKILL: what was acknowledged before it.
-        before = dict(workload.acknowledged)
+        before = dict(self.workload.acknowledged)
         record = Failover(len(self.report.failovers) + 1, time.monotonic())
         await self.cluster.kill_primary()
-
         deadline = record.killed_at + NOT_SERVING_BOUND_SECONDS
         while len(record.not_serving_after) < 2 and time.monotonic() < deadline:
-            for index, name in enumerate(names):
-                status = await self._health_of(index)
-                if status == health_pb2.HealthCheckResponse.NOT_SERVING:
+            for index, name in enumerate(_NAMES):
+                if await health(self._health[index]) == health_pb2.HealthCheckResponse.NOT_SERVING:
                     record.not_serving_after.setdefault(name, time.monotonic() - record.killed_at)
             await asyncio.sleep(0.05)
-        for name in names:
+        for name in _NAMES:
             if name not in record.not_serving_after:
                 self._violation(f"failover {record.number}: {name} never said NOT_SERVING")
-
         record.promote_started = time.monotonic()
         await self.cluster.promote()
         record.promoted_at = time.monotonic()
+        await self._serving_again(record)
+        conn = await asyncpg.connect(self.cluster.primary.url())
+        try:
+            record.missing_after_promotion = await acknowledged_updates_are_recorded(conn, before)
+            assert self.feed is not None
+            record.feed_checked, record.feed_mismatches = await compare(conn, self.feed.received)
+        finally:
+            await conn.close()
+        self.report.violations += [
+            f"failover {record.number}: feed: {v}" for v in record.feed_mismatches
+        ]
+        self.report.violations += [
+            f"failover {record.number}: acknowledged before the kill: {v}"
+            for v in record.missing_after_promotion
+        ]
+        return record
+
+    async def _serving_again(self, record: Failover) -> None:
+        """Until both services serve again after the promotion (health and a write through
+        each); the answers the clients had meanwhile."""
         serving = [False, False]
         while not all(serving) and time.monotonic() < record.promoted_at + 60:
             for index in (0, 1):
                 if not serving[index]:
-                    healthy = await self._health_of(index) == health_pb2.HealthCheckResponse.SERVING
+                    healthy = (
+                        await health(self._health[index]) == health_pb2.HealthCheckResponse.SERVING
+                    )
                     serving[index] = healthy and await self._probe(index)
             if not all(serving):
                 await asyncio.sleep(0.05)
@@ -173,7 +188,8 @@ class FailoverRun:
                 f"failover {record.number}: the services did not serve again within "
                 f"{RECOVERY_BOUND_SECONDS:.0f} s of the promotion ({record.recovery_seconds})"
             )
-        for attempt in workload.attempts:
+        assert self.workload is not None
+        for attempt in self.workload.attempts:
             if record.killed_at <= attempt.ended < record.promote_started:
                 record.codes_before_promotion[attempt.code] += 1
                 if attempt.code == "OK" and attempt.started > record.killed_at:
@@ -183,7 +199,7 @@ class FailoverRun:
         record.first_write_seconds = min(
             (
                 a.ended - record.promote_started
-                for a in workload.attempts
+                for a in self.workload.attempts
                 if a.code == "OK" and a.kind in WRITES and a.started >= record.promote_started
             ),
             default=None,
@@ -192,22 +208,6 @@ class FailoverRun:
         unexpected = seen.keys() - EXPECTED
         if unexpected:
             self._violation(f"failover {record.number}: answers {sorted(unexpected)} meanwhile")
-
-        conn = await asyncpg.connect(self.cluster.primary.url())
-        try:
-            record.missing_after_promotion = await acknowledged_updates_are_recorded(conn, before)
-            assert self.feed is not None
-            record.feed_checked, record.feed_mismatches = await self.feed.compare(conn)
-        finally:
-            await conn.close()
-        self.report.violations += [
-            f"failover {record.number}: feed: {v}" for v in record.feed_mismatches
-        ]
-        self.report.violations += [
-            f"failover {record.number}: acknowledged before the kill: {v}"
-            for v in record.missing_after_promotion
-        ]
-        return record
 
     async def _probe(self, index: int) -> bool:
         """A write through the service: an order (left PENDING), or a wallet for the pool."""
@@ -273,12 +273,13 @@ class FailoverRun:
         assert self.feed is not None
         feed = self.feed
         async with pool.acquire() as conn:
-            if not await feed.catch_up(conn, 30):
-                self._violation(f"feed: the consumer stalled at sequence {feed.last}")
-            checked, mismatches = await feed.compare(conn)
+            await feed.catch_up(
+                await conn.fetchval("SELECT confirmed_through FROM orders.event_log"), 30
+            )
+            checked, mismatches = await compare(conn, feed.received)
         self.report.feed_received = checked
-        self.report.feed_reconnects = feed.reconnects
-        self.report.violations += [f"feed: {v}" for v in feed.out_of_order + mismatches]
+        self.report.feed_reconnects = feed.report.feed.reconnects
+        self.report.violations += feed.report.violations + [f"feed: {v}" for v in mismatches]
 
     def _violation(self, text: str) -> None:
         self.report.violations.append(text)

@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.chaos.report import render_calls, render_end
+
 # Both services serve again this long after the promotion at most (README, Operations).
 RECOVERY_BOUND_SECONDS = 10.0
 
@@ -86,9 +88,7 @@ class FailoverReport:
     def render(self) -> str:
         recoveries = self.recovery_seconds
         flight = self.in_flight
-        codes: Counter[str] = Counter()
-        for by_code in self.calls.values():
-            codes.update(by_code)
+        codes = sum(self.calls.values(), Counter[str]())
         lines = [
             f"failover chaos report (seed {self.seed}, {self.elapsed:.0f} s; "
             f"replay: CHAOS_SEED={self.seed})",
@@ -106,18 +106,8 @@ class FailoverReport:
             "reconnects, each checked against the final primary's table",
             *(failover.render() for failover in self.failovers),
             "  operations (answers by code):",
-        ]
-        for kind in sorted(self.calls):
-            by_code = self.calls[kind]
-            text = ", ".join(f"{code} {n}" for code, n in by_code.most_common())
-            lines.append(f"    {kind:<12} {sum(by_code.values()):>6}  ({text})")
-        lines += [
+            *render_calls(self.calls, 12),
             f"  INTERNAL or UNKNOWN answers: {codes['INTERNAL'] + codes['UNKNOWN']}",
-            f"  violations: {len(self.violations)}",
-            *(f"    - {v}" for v in self.violations[:30]),
-            f"  error lines in the services' logs: {len(self.log_problems)}",
-            *(f"    {line[:300]}" for line in self.log_problems[:10]),
+            *render_end(self.violations, 30, self.log_problems, self.log_dir),
         ]
-        if self.log_dir:
-            lines.append(f"  service logs: {self.log_dir}")
         return "\n".join(lines)

@@ -29,28 +29,41 @@ SUBSCRIBER_TOKEN = "chaos-subscriber-token"
 SUBSCRIBER_CREDENTIAL = f"chaos-feed:subscriber:{SUBSCRIBER_TOKEN}"
 # Events that carry a status change: CREATED (PENDING), STATUS_CHANGED, EXPIRED (CANCELLED).
 _STATUS_EVENTS = frozenset({"CREATED", "STATUS_CHANGED", "EXPIRED"})
-_RANK = {"PENDING": 0, "PROCESSING": 1, "COMPLETED": 2, "CANCELLED": 2}
+RANK = {"PENDING": 0, "PROCESSING": 1, "COMPLETED": 2, "CANCELLED": 2}
 
 
 def event_type(event: opb.OrderEvent) -> str:
     return opb.OrderEventType.Name(event.type).removeprefix("ORDER_EVENT_TYPE_")
 
 
+def status_name(status: opb.OrderStatus.ValueType) -> str:
+    return opb.OrderStatus.Name(status).removeprefix("ORDER_STATUS_")
+
+
 def event_status(event: opb.OrderEvent) -> str:
-    return opb.OrderStatus.Name(event.status).removeprefix("ORDER_STATUS_")
+    return status_name(event.status)
 
 
 class FeedConsumer:
     """Follows the log from its start until stopped, keeping every event received, in the
     order received; counts each stream's end in the report (`watch_events`) and each
     reconnect. A sequence other than the next one is a violation at once (with the chaos
-    around it); `check_feed` judges the whole at the end."""
+    around it); `check_feed` judges the whole at the end. `strict`: a stream that ends OK,
+    or with an answer that is not transient, is a violation too (the failover run, with
+    the operator's `metadata`, only reconnects)."""
 
     def __init__(
-        self, orders: order_grpc.OrderServiceAsyncStub, report: ChaosReport, seed: int
+        self,
+        orders: order_grpc.OrderServiceAsyncStub,
+        report: ChaosReport,
+        seed: int,
+        metadata: tuple[tuple[str, str], ...] = bearer(SUBSCRIBER_TOKEN),
+        strict: bool = True,
     ) -> None:
         self.orders = orders
         self.report = report
+        self.metadata = metadata
+        self.strict = strict
         self.received: list[opb.OrderEvent] = []
         self.last = 0
         self._rng = random.Random(f"{seed}:feed")
@@ -96,8 +109,7 @@ class FeedConsumer:
                 self.report.feed.reconnects += 1
             opened = True
             stream = self.orders.WatchOrderEvents(
-                opb.WatchOrderEventsRequest(after_sequence=self.last),
-                metadata=bearer(SUBSCRIBER_TOKEN),
+                opb.WatchOrderEventsRequest(after_sequence=self.last), metadata=self.metadata
             )
             try:
                 async for response in stream:
@@ -106,14 +118,15 @@ class FeedConsumer:
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 self.report.count("watch_events", code)
-                if code not in TRANSIENT:
+                if code not in TRANSIENT and self.strict:
                     self.report.violation(
                         f"feed: WatchOrderEvents after {self.last} answered {code.name}: "
                         f"{exc.details()}"
                     )
             else:
                 self.report.count("watch_events", grpc.StatusCode.OK)
-                self.report.violation(f"feed: WatchOrderEvents after {self.last} ended OK")
+                if self.strict:
+                    self.report.violation(f"feed: WatchOrderEvents after {self.last} ended OK")
             finally:
                 stream.cancel()
             await asyncio.sleep(delay * self._rng.uniform(0.5, 1.5))
@@ -129,6 +142,24 @@ class FeedConsumer:
                 f"({event_type(event)} of {event.order_id})"
             )
         self.last = max(self.last, event.sequence)
+
+
+async def compare(conn: Connection, received: list[opb.OrderEvent]) -> tuple[int, list[str]]:
+    """How many sequences received were checked against `conn`'s table (a promoted
+    primary's), and those that name another event there."""
+    feed = {e.sequence: (e.order_id, event_type(e), event_status(e)) for e in received}
+    rows = await conn.fetch(
+        "SELECT sequence, order_id, type, status FROM orders.order_events "
+        "WHERE sequence = ANY($1::bigint[])",
+        list(feed),
+    )
+    table = {r["sequence"]: (str(r["order_id"]), r["type"], r["status"]) for r in rows}
+    differ = [
+        f"sequence {s}: the feed sent {event}, the promoted primary has {table.get(s)}"
+        for s, event in sorted(feed.items())
+        if table.get(s) != event
+    ]
+    return len(feed), differ
 
 
 async def log_end(conn: Connection, report: ChaosReport, seconds: float) -> tuple[int, int]:
@@ -160,8 +191,12 @@ async def check_feed(
     same (order, type, status) as `orders.order_events` for each; every acknowledged
     creation and status update and every status history row up to `history_through` has its
     event; an order's events start with CREATED and its status never goes back."""
+    first: dict[int, opb.OrderEvent] = {}
+    for event in received:
+        first.setdefault(event.sequence, event)
+    feed = {s: (e.order_id, event_type(e), event_status(e)) for s, e in first.items()}
+    end = max(first, default=0)
     sequences = [e.sequence for e in received]
-    end = max(sequences, default=0)
     violations = []
     if sequences != list(range(1, end + 1)):
         repeated = sorted(s for s, n in Counter(sequences).items() if n > 1)
@@ -171,16 +206,22 @@ async def check_feed(
             f"the feed's sequences are not 1..{end} once each in order: "
             f"repeated {_some(repeated)}, missing {_some(missing)}, {disorder} steps back"
         )
-    first: dict[int, opb.OrderEvent] = {}
-    for event in received:
-        first.setdefault(event.sequence, event)
-    feed = {s: (e.order_id, event_type(e), event_status(e)) for s, e in first.items()}
+    violations += await _against_table(conn, feed, end)
+    violations += await _changes_missing(conn, feed, acknowledged, history_through, end)
+    return violations + _out_of_order(first[s] for s in sorted(first))
+
+
+async def _against_table(
+    conn: Connection, feed: dict[int, tuple[str, str, str]], end: int
+) -> list[str]:
+    """The table has every sequence 1..`end`, each naming the event the feed sent."""
     rows = await conn.fetch(
         """SELECT sequence, order_id, type, status FROM orders.order_events
            WHERE sequence <= $1 ORDER BY sequence""",
         end,
     )
     table = {r["sequence"]: (str(r["order_id"]), r["type"], r["status"]) for r in rows}
+    violations = []
     if set(table) != set(range(1, end + 1)):
         missing = sorted(set(range(1, end + 1)) - set(table))
         violations.append(f"orders.order_events lacks sequences {_some(missing)} of 1..{end}")
@@ -191,13 +232,25 @@ async def check_feed(
     ]
     if len(differ) > 20:
         violations.append(f"... and {len(differ) - 20} more sequences differ")
+    return violations
+
+
+async def _changes_missing(
+    conn: Connection,
+    feed: dict[int, tuple[str, str, str]],
+    acknowledged: Iterable[tuple[uuid.UUID, str]],
+    history_through: int,
+    end: int,
+) -> list[str]:
+    """Acknowledged changes, and status history rows up to `history_through`, that the feed
+    lacks."""
     statuses = {
         (uuid.UUID(order_id), status)
         for order_id, kind, status in feed.values()
         if kind in _STATUS_EVENTS
     }
     lost = sorted(set(acknowledged) - statuses)
-    violations += [f"acknowledged {status} of order {o} is not in the feed" for o, status in lost]
+    violations = [f"acknowledged {status} of order {o} is not in the feed" for o, status in lost]
     # A change still in flight when the end was read may be numbered after `end`.
     history = await conn.fetch(
         """SELECT order_id, to_status FROM orders.status_history h
@@ -209,12 +262,11 @@ async def check_feed(
         end,
         sorted(_STATUS_EVENTS),
     )
-    violations += [
+    return violations + [
         f"{r['to_status']} of order {r['order_id']} is in its history, not in the feed"
         for r in history
         if (r["order_id"], r["to_status"]) not in statuses
     ]
-    return violations + _out_of_order(first[s] for s in sorted(first))
 
 
 def _out_of_order(events: Iterable[opb.OrderEvent]) -> list[str]:
@@ -227,7 +279,7 @@ def _out_of_order(events: Iterable[opb.OrderEvent]) -> list[str]:
         before = seen.get(event.order_id)
         if before is None and event_type(event) != "CREATED":
             violations.append(f"order {event.order_id}: {event_type(event)} before CREATED")
-        elif before is not None and _RANK.get(status, -1) < _RANK.get(before, -1):
+        elif before is not None and RANK.get(status, -1) < RANK.get(before, -1):
             violations.append(
                 f"order {event.order_id}: {event_type(event)} {status} (sequence "
                 f"{event.sequence}) after {before}"

@@ -5,6 +5,7 @@ then. It remembers what the services acknowledged, for the checks at the end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
@@ -12,22 +13,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
+from tests.chaos.feed import RANK, status_name
 from tests.chaos.report import TRANSIENT, ChaosReport
 from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, bearer
-
-STATUS_NAMES: dict[int, str] = {
-    opb.ORDER_STATUS_PENDING: "PENDING",
-    opb.ORDER_STATUS_PROCESSING: "PROCESSING",
-    opb.ORDER_STATUS_COMPLETED: "COMPLETED",
-    opb.ORDER_STATUS_CANCELLED: "CANCELLED",
-}
-_RANK = {"PENDING": 0, "PROCESSING": 1, "COMPLETED": 2, "CANCELLED": 2}
-
 
 # Reconnect fast once a service answers again (gRPC's default backoff grows to two minutes).
 CLIENT_OPTIONS = [
@@ -35,6 +29,13 @@ CLIENT_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 500),
 ]
+
+
+async def health(stub: health_pb2_grpc.HealthStub) -> int:
+    """The service's gRPC health status; -1 when it does not answer."""
+    with contextlib.suppress(grpc.aio.AioRpcError):
+        return int((await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)).status)
+    return -1
 
 
 def eth_address(rng: random.Random) -> str:
@@ -121,7 +122,7 @@ class Load:
         reason: str = "",
     ) -> bool:
         """Move the order on (retrying); True once acknowledged."""
-        name = STATUS_NAMES[status]
+        name = status_name(status)
         request = opb.UpdateOrderStatusRequest(order_id=order_id, status=status, reason=reason)
         # A PENDING order may have expired meanwhile: then FAILED_PRECONDITION is right.
         pending = self.acknowledged[uuid.UUID(order_id)] == "PENDING"
@@ -161,7 +162,7 @@ class Load:
         )
         if response is None:
             return
-        changes = [(STATUS_NAMES.get(c.to_status, ""), c.actor, c.reason) for c in response.changes]
+        changes = [(status_name(c.to_status), c.actor, c.reason) for c in response.changes]
         if ("CANCELLED", "system", "expired") not in changes:
             self.report.violation(f"{order_id} refused {wanted} but did not expire: {changes}")
         else:
@@ -227,9 +228,9 @@ class Load:
         )
         if response is None:
             return
-        seen = STATUS_NAMES.get(response.order.status, str(response.order.status))
-        if _RANK.get(seen, -1) < _RANK[acknowledged] or (
-            _RANK[acknowledged] == 2 and seen != acknowledged
+        seen = status_name(response.order.status)
+        if RANK.get(seen, -1) < RANK[acknowledged] or (
+            RANK[acknowledged] == 2 and seen != acknowledged
         ):
             self.report.violation(f"order {order_id} acknowledged {acknowledged}, read back {seen}")
 

@@ -6,7 +6,6 @@ import asyncio
 import atexit
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,13 +13,6 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PgBinaries:
@@ -67,6 +59,26 @@ class PgBinaries:
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             text = tail() if tail is not None else self._output_tail()
             raise RuntimeError(f"{args[0]} failed: {exc}\n{text}") from exc
+
+    async def initdb(self, data: Path) -> None:
+        await self.run(
+            "initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
+            "--no-locale", "--no-sync",
+        )  # fmt: skip
+
+    async def start(
+        self, data: Path, port: int, log: Path, tail: Callable[[], str] | None = None
+    ) -> None:
+        """The server of `data` on `port` of 127.0.0.1, its socket in `root`. Only processes
+        crash here, never the machine: no need to wait for the disk (`fsync=off`)."""
+        options = (
+            f"-p {port} -c listen_addresses=127.0.0.1 -k {self.root} "
+            "-c fsync=off -c max_connections=200"
+        )
+        await self.run(
+            "pg_ctl", "start", "-w", "-t", "60", "-D", str(data), "-l", str(log), "-o", options,
+            tail=tail,
+        )  # fmt: skip
 
     def close(self) -> None:
         """Remove `root`; the servers must be stopped by then."""

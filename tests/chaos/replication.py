@@ -23,7 +23,8 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.chaos.postgres import PgBinaries, free_port
+from tests.chaos.postgres import PgBinaries
+from tests.e2e.containers import free_port
 
 DATABASE = "exchange"
 # The standby's name in its primary_conninfo, which the primary's synchronous_standby_names
@@ -64,10 +65,7 @@ class ReplicatedCluster:
 
     async def start(self) -> None:
         """The primary with the database, then its synchronous standby."""
-        await self._run(
-            "initdb", "-D", str(self.primary.data), "-U", "postgres", "--auth=trust",
-            "--encoding=UTF8", "--no-locale", "--no-sync",
-        )  # fmt: skip
+        await self.pg.initdb(self.primary.data)
         await self._start(self.primary)
         conn = await asyncpg.connect(self.primary.url("postgres"))
         try:
@@ -149,15 +147,8 @@ class ReplicatedCluster:
     # -- processes --------------------------------------------------------------------------
 
     async def _start(self, node: Node) -> None:
-        options = (
-            f"-p {node.port} -c listen_addresses=127.0.0.1 -k {self.root} "
-            "-c fsync=off -c max_connections=200"
-        )
         try:
-            await self._run(
-                "pg_ctl", "start", "-w", "-t", "60", "-D", str(node.data), "-l", str(node.log),
-                "-o", options,
-            )  # fmt: skip
+            await self.pg.start(node.data, node.port, node.log)
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}\nnode {node.name}'s log:\n{self.logs(node)}") from exc
 

@@ -67,13 +67,6 @@ class ChaosReport:
     def count(self, kind: str, code: grpc.StatusCode) -> None:
         self.calls.setdefault(kind, Counter())[code.name] += 1
 
-    @property
-    def codes(self) -> Counter[str]:
-        total: Counter[str] = Counter()
-        for by_code in self.calls.values():
-            total.update(by_code)
-        return total
-
     def render(self) -> str:
         lines = [
             f"chaos report (seed {self.seed}, {self.seconds:.0f} s of chaos, "
@@ -82,18 +75,16 @@ class ChaosReport:
             "  phases: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.phases),
             "  operations (answers by code; watch_events: how each feed stream ended):",
         ]
-        for kind in sorted(self.calls):
-            by_code = self.calls[kind]
-            codes = ", ".join(f"{code} {n}" for code, n in by_code.most_common())
-            lines.append(f"    {kind:<16} {sum(by_code.values()):>6}  ({codes})")
+        lines += render_calls(self.calls, 16)
+        codes = sum(self.calls.values(), Counter[str]())
         kills = ", ".join(f"{name} {n}" for name, n in sorted(self.kills.items())) or "none"
         restarts = ", ".join(f"{how} {n}" for how, n in sorted(self.postgres_restarts.items()))
         lines += [
             f"  SIGKILLs: {kills}",
             f"  PostgreSQL restarts: {restarts or 'none'}",
             "  error codes seen: "
-            + (", ".join(f"{c} {n}" for c, n in self.codes.most_common() if c != "OK") or "none"),
-            f"  INTERNAL or UNKNOWN answers: {sum(self.codes[c.name] for c in FORBIDDEN)}",
+            + (", ".join(f"{c} {n}" for c, n in codes.most_common() if c != "OK") or "none"),
+            f"  INTERNAL or UNKNOWN answers: {sum(codes[c.name] for c in FORBIDDEN)}",
             f"  event feed: {self.feed.events} events consumed, {self.feed.reconnects} "
             f"reconnects; the log ended at sequence {self.feed.log_end}",
             f"  chain watcher: {self.watcher_height} blocks scanned, {self.deposits} deposits "
@@ -101,16 +92,30 @@ class ChaosReport:
             f"{self.late_deposits} late deposits, {self.guarded_reuses} wallets reused after the "
             "guard let them go",
             f"  at the end: {self.final_state or 'not reached'}",
-            f"  violations: {len(self.violations)}",
         ]
-        lines += [f"    - {v}" for v in self.violations[:50]]
-        if len(self.violations) > 50:
-            lines.append(f"    ... and {len(self.violations) - 50} more")
-        lines.append(f"  error lines in the services' logs: {len(self.log_problems)}")
-        lines += [f"    {summarize_log_line(line)}" for line in self.log_problems[:10]]
-        if self.log_dir:
-            lines.append(f"  service logs: {self.log_dir}")
-        return "\n".join(lines)
+        return "\n".join(lines + render_end(self.violations, 50, self.log_problems, self.log_dir))
+
+
+def render_calls(calls: dict[str, Counter[str]], width: int) -> list[str]:
+    """A line per kind of call: how many, and the answers by code."""
+    return [
+        f"    {kind:<{width}} {sum(by_code.values()):>6}  ("
+        + ", ".join(f"{code} {n}" for code, n in by_code.most_common())
+        + ")"
+        for kind, by_code in sorted(calls.items())
+    ]
+
+
+def render_end(
+    violations: list[str], most: int, log_problems: list[str], log_dir: Path | None
+) -> list[str]:
+    """The violations (the first `most`), the services' error lines, where their logs are."""
+    lines = [f"  violations: {len(violations)}", *(f"    - {v}" for v in violations[:most])]
+    if len(violations) > most:
+        lines.append(f"    ... and {len(violations) - most} more")
+    lines.append(f"  error lines in the services' logs: {len(log_problems)}")
+    lines += [f"    {summarize_log_line(line)}" for line in log_problems[:10]]
+    return lines + ([f"  service logs: {log_dir}"] if log_dir else [])
 
 
 def summarize_log_line(line: str) -> str:

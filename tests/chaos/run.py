@@ -21,7 +21,7 @@ from tests.chaos.checks import final_state, log_problems, money_counts, no_work_
 from tests.chaos.cli import parse_args, run_and_exit, seed_and_log_dir
 from tests.chaos.cluster import PostgresCluster
 from tests.chaos.feed import SUBSCRIBER_CREDENTIAL, FeedConsumer, check_feed, log_end
-from tests.chaos.load import CLIENT_OPTIONS, Load
+from tests.chaos.load import CLIENT_OPTIONS, Load, health
 from tests.chaos.report import ChaosReport
 from tests.chaos.watcher import REUSE_CONFIRMATIONS, ChainWatcher
 from tests.e2e import stack
@@ -33,15 +33,15 @@ from tests.invariants import (
 )
 from tests.invariants_api import Api
 
+# What the chaos runs change in the suite's service environment: no metrics ports, a
+# quicker hand-off sweep.
+_QUIET = {"ORDER_METRICS_ADDR": "off", "WALLET_POOL_METRICS_ADDR": "off"}
+_QUIET["HAND_OFF_SWEEP_SECONDS"] = "0.5"
+
 
 def service_env(database_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The suite's service environment without metrics ports, with a quicker hand-off sweep."""
-    quiet = {
-        "ORDER_METRICS_ADDR": "off",
-        "WALLET_POOL_METRICS_ADDR": "off",
-        "HAND_OFF_SWEEP_SECONDS": "0.5",
-    }
-    return stack.service_env(database_url, extra={**quiet, **(extra or {})})
+    return stack.service_env(database_url, extra={**_QUIET, **(extra or {})})
 
 
 class ChaosRun:
@@ -83,29 +83,26 @@ class ChaosRun:
             await admin.execute("CREATE DATABASE exchange")
         finally:
             await admin.close()
-        env = service_env(
-            self.cluster.url("exchange"),
-            {
-                "ORDER_TTL_SECONDS": str(self.ttl_seconds),
-                "EXPIRY_CHECK_SECONDS": "0.5",
-                "WALLET_COOLDOWN_SECONDS": str(self.cooldown_seconds),
-                # A released ETH wallet also waits for the chain watcher (ChainWatcher).
-                "WALLET_REUSE_CONFIRMATIONS": f"ETH:{REUSE_CONFIRMATIONS}",
-                "AUTH_TOKENS": SUBSCRIBER_CREDENTIAL,
-            },
+        extra = {
+            **_QUIET,
+            "ORDER_TTL_SECONDS": str(self.ttl_seconds),
+            "EXPIRY_CHECK_SECONDS": "0.5",
+            "WALLET_COOLDOWN_SECONDS": str(self.cooldown_seconds),
+            # A released ETH wallet also waits for the chain watcher (ChainWatcher).
+            "WALLET_REUSE_CONFIRMATIONS": f"ETH:{REUSE_CONFIRMATIONS}",
+            "AUTH_TOKENS": SUBSCRIBER_CREDENTIAL,
+        }
+        services = await stack.LocalStack.start(
+            self.cluster.url("exchange"), self.log_dir, extra_env=extra, service_roles=False
         )
-        pool = ServiceProcess("wallet_pool_service", env, self.log_dir / "wallet_pool_service.log")
-        pool_port = await pool.start()
-        # Restarts reuse the first ports, so that the order service and the clients find
-        # the services again.
-        pool.env = {**env, "WALLET_POOL_SERVICE_ADDR": f"127.0.0.1:{pool_port}"}
-        order_env = {**env, "WALLET_POOL_TARGET": f"127.0.0.1:{pool_port}"}
-        order = ServiceProcess("order_service", order_env, self.log_dir / "order_service.log")
-        order_port = await order.start()
-        order.env = {**order_env, "ORDER_SERVICE_ADDR": f"127.0.0.1:{order_port}"}
+        await stack.Stack.close(services)  # its channels: the clients' reconnect faster
+        order, pool = services.order_process, services.pool_process
+        # Restarts reuse the first ports (the pool's already), so that the clients find the
+        # order service again.
+        order.env = {**order.env, "ORDER_SERVICE_ADDR": f"127.0.0.1:{order.port}"}
         self.processes = {"order_service": order, "wallet_pool_service": pool}
-        order_channel = grpc.aio.insecure_channel(f"127.0.0.1:{order_port}", CLIENT_OPTIONS)
-        pool_channel = grpc.aio.insecure_channel(f"127.0.0.1:{pool_port}", CLIENT_OPTIONS)
+        order_channel = grpc.aio.insecure_channel(services.order_addr, CLIENT_OPTIONS)
+        pool_channel = grpc.aio.insecure_channel(services.pool_addr, CLIENT_OPTIONS)
         self._channels = [order_channel, pool_channel]
         orders = order_grpc.OrderServiceStub(order_channel)
         pool_stub = pool_grpc.WalletPoolServiceStub(pool_channel)
@@ -219,15 +216,11 @@ class ChaosRun:
         names = ("order_service", "wallet_pool_service")
         for name, channel in zip(names, self._channels, strict=True):
             stub = health_pb2_grpc.HealthStub(channel)
-            status = -1
-            while time.monotonic() < deadline:
-                with contextlib.suppress(grpc.aio.AioRpcError):
-                    status = (await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
+            while await health(stub) != health_pb2.HealthCheckResponse.SERVING:
+                if time.monotonic() >= deadline:
+                    self.report.violation(f"{name} is not SERVING {seconds:.0f} s after the chaos")
                     break
                 await asyncio.sleep(0.2)
-            else:
-                self.report.violation(f"{name} is not SERVING {seconds:.0f} s after the chaos")
 
     def _phase(self, name: str, since: float) -> float:
         now = time.monotonic()
