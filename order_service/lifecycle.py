@@ -117,8 +117,10 @@ class OrderLifecycle:
     async def get_order_with_deposits(
         self, order_id: uuid.UUID, scope: OrderScope
     ) -> tuple[Order, list[domain.OrderDeposit]]:
-        """The order and the deposits the pool attributed to it, if `scope` sees it."""
-        async with self._store.statement() as orders:
+        """The order and the deposits the pool attributed to it, if `scope` sees it: read in
+        one snapshot, so the payment status shown has taken in every deposit shown (the
+        deposit sync commits both at once, and could land between two reads)."""
+        async with self._store.snapshot() as orders:
             order = scope.require_visible(order_id, await orders.get(order_id))
             return order, await orders.deposits(order_id)
 

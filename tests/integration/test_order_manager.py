@@ -4,7 +4,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from urllib.parse import urlsplit
 
@@ -16,6 +16,7 @@ from order_service.domain import (
     ChangeOutcomeUnknown,
     CreationOutcomeUnknown,
     IllegalTransition,
+    OrderDeposit,
     OrderFilter,
     OrderNotFound,
     OrderScope,
@@ -25,6 +26,7 @@ from order_service.domain import (
     WalletRelease,
 )
 from order_service.manager import OrderManager, ReleasePolicy
+from order_service.payment import PaymentStatus, evaluate
 from order_service.repository import PostgresOrderRepository
 from order_service.wallet_pool_client import GrpcWalletPoolGateway, PoolAllocation
 from shared.auth import SERVICE, Authenticator, Principal
@@ -605,3 +607,38 @@ async def test_the_holding_ends_when_the_order_became_final_for_the_pool_and_the
 
     _, shown = await orders.get_order_with_deposits(order.id, EVERY_ORDER)
     assert [(d.txid, d.late) for d in shown] == [("0xbefore", False), ("0xafter", True)]
+
+
+async def test_an_order_is_shown_with_the_payment_its_shown_deposits_make(
+    orders: OrderManager, pool_manager: WalletPoolManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [address] = demo_addresses("ETH", 1)
+    await pool_manager.add_wallets("ETH", [address])
+    order = await orders.create_order("ETH", Decimal("1"), None, "client")
+    paid = ChainDeposit(address, "0xpaid", 0, Decimal("1"), 7, datetime.now(UTC), 64)
+    assert (await pool_manager.report_deposits("ETH", [paid], 7)).recorded == 1
+    # The deposit sync commits the deposit and the payment it makes between the read of the
+    # order and the read of its deposits (once, when the read under test gets there).
+    read_deposits = PostgresOrderRepository.deposits
+    between_the_reads = [orders.deposits.sync]
+
+    async def deposits_after_a_sync(
+        self: PostgresOrderRepository, order_id: uuid.UUID
+    ) -> list[OrderDeposit]:
+        if between_the_reads:
+            await between_the_reads.pop()()
+        return await read_deposits(self, order_id)
+
+    monkeypatch.setattr(PostgresOrderRepository, "deposits", deposits_after_a_sync)
+    shown, deposits = await orders.get_order_with_deposits(order.id, EVERY_ORDER)
+    assert not between_the_reads
+    payment = evaluate(shown.amount, shown.asset, deposits, shown.tolerance)
+    assert (shown.payment_status, shown.received_confirmed, shown.received_pending) == (
+        payment.status,
+        payment.received_confirmed,
+        payment.received_pending,
+    )
+    # Read again: the deposit and the payment it made, together.
+    shown, deposits = await orders.get_order_with_deposits(order.id, EVERY_ORDER)
+    assert [d.txid for d in deposits] == ["0xpaid"]
+    assert shown.payment_status is PaymentStatus.PAID
