@@ -1,8 +1,4 @@
-"""10: what showing an event only once the synchronous standby has its sequence costs (the
-order service's `_confirm_events`, migration 008). A PostgreSQL primary with a synchronous
-standby of its own (`tests.chaos.replication`), two databases on it, and a stack on each, side
-by side: the order service as it is, and one without the confirmation
-(`bench.order_without_confirmation`). The lifecycle of scenario 2 in windows taken in turn."""
+"""10: what confirming events by the synchronous standby costs (bench/README.md)."""
 
 from __future__ import annotations
 
@@ -22,7 +18,6 @@ ARMS = {"confirmed": "order_service", "without": "bench.order_without_confirmati
 
 
 async def _databases(cluster: ReplicatedCluster) -> dict[str, str]:
-    """Per arm, the cluster's URL of a database of its own (created on the primary)."""
     conn = await asyncpg.connect(cluster.primary.url("postgres"))
     try:
         await conn.execute("CREATE DATABASE exchange_without")

@@ -1,8 +1,4 @@
-"""9: what a chain watcher's deposit reports cost the claim cycle. The claim cycle of
-scenario 1 (concurrency 32, over the same pool) on one stack, in pairs of windows: without
-reports, then while a watcher sends 10,000 deposits in reports of 100, paced evenly over the
-measured window, to addresses of the pool (each attributed from the address history the
-cycle keeps growing), with the scanned height one block further each report."""
+"""9: what a chain watcher's deposit reports cost the claim cycle (bench/README.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""3: the queue hand-off as a waiting customer sees it. A probe process of its own runs the
-rounds one after another; this process sets the stack up and turns the rounds into rows."""
+"""3: the queue hand-off as a waiting customer sees it (bench/README.md)."""
 
 from __future__ import annotations
 
@@ -43,12 +42,6 @@ Stream = grpc.aio.UnaryStreamCall[order_pb.WatchOrderRequest, order_pb.WatchOrde
 
 
 class _Probe:
-    """Rounds of two kinds in turn, `job.rounds` of each. Each completes the oldest holder
-    while the head of the queue, as its customer would, learns its address over a channel
-    of its own: by polling GetOrder from the moment COMPLETED is sent, or on a WatchOrder
-    stream it opened before the round's pause. The head then holds the wallet, and a new
-    order joins the back of the queue, so the queue keeps its length."""
-
     def __init__(self, job: HandOffJob) -> None:
         self.job, self.client, self.customer = job, Client(job.target), Client(job.target)
         self.holders: list[str] = []
@@ -106,7 +99,6 @@ class _Probe:
         return time.monotonic() - started
 
     async def poll(self, head: str, sent: float) -> float | None:
-        """When GetOrder first showed the head's address (None: not in time)."""
         count = 0
         try:
             while True:
@@ -124,7 +116,6 @@ class _Probe:
             self.result["polls_per_round"].append(count)
 
     async def open_watch(self, head: str) -> Stream:
-        """The head's WatchOrder stream, once it has shown the order as it is now."""
         opened = time.monotonic()
         stream = self.customer.watch_order(head)
         now = await stream.read()
@@ -134,7 +125,6 @@ class _Probe:
         return stream
 
     async def address_on(self, stream: Stream) -> float | None:
-        """When the stream first showed an address (None: not in time)."""
         count = 0
         try:
             async with asyncio.timeout(self.job.timeout_seconds):
@@ -210,7 +200,6 @@ async def hand_off(run: Run, stack: LocalStack, database: str) -> None:
 
 
 def _rows(run: Run, result: dict[str, Any]) -> dict[str, Any]:
-    """The rounds' rows; their latencies' details."""
     polled, watched = (Latency.of(result["from_sent"][kind]) for kind in (POLL, WATCH))
     poll = Latency.of(result["get_order"])
     timeouts = result["timeouts"]

@@ -1,5 +1,4 @@
-"""What every scenario shares: the run (its settings, servers, table rows and JSON details),
-the load with CPU sampled during its window, and summaries of a load's result."""
+"""What every scenario shares."""
 
 from __future__ import annotations
 
@@ -35,7 +34,6 @@ class Run:
     def job(
         self, workload: str, stack: LocalStack, concurrency: int, network: str = "ETH"
     ) -> LoadJob:
-        """A load of `workload` on `stack` in the run's windows."""
         windows = (self.settings.warmup_seconds, self.settings.duration_seconds)
         return LoadJob(workload, target_of(stack), concurrency, *windows, network)
 
@@ -76,7 +74,6 @@ def _brief(row: Row) -> str:
 
 
 def timed(scenario: str, concurrency: int, latency: Latency, **fields: Any) -> Row:
-    """A row of a latency's p50 and p99 (ms)."""
     return Row(scenario, str(concurrency), p50=latency.p50, p99=latency.p99, **fields)
 
 
@@ -128,7 +125,6 @@ def summary(result: LoadResult) -> dict[str, Any]:
 
 
 def together(results: list[LoadResult]) -> LoadResult:
-    """Windows of one job as one: their operations over their summed seconds."""
     latencies: dict[str, list[float]] = {}
     errors: dict[str, int] = {}
     for result in results:
@@ -162,9 +158,6 @@ def in_turn(
     notes: tuple[str, ...] = (),
     ok: bool = True,
 ) -> dict[str, Any]:
-    """Windows of one load taken in turn, without something (the baseline) and with it: a row
-    for those with it against those without (and whether `target` x the baseline is met);
-    their details."""
     base, tried = together(windows[0]), together(windows[1])
     each = [_ratio(t, b) for b, t in zip(*windows, strict=True)]
     latency = Latency.of(tried.latencies.get(kind, []))
@@ -199,7 +192,6 @@ def in_turn(
 def baseline_row(
     run: Run, scenario: str, concurrency: int, kind: str, windows: list[LoadResult]
 ) -> dict[str, Any]:
-    """The row of the baseline's windows (taken in turn with those `in_turn` compares)."""
     base = together(windows)
     latency = Latency.of(base.latencies.get(kind, []))
     run.add(timed(scenario, concurrency, latency, throughput=base.throughput, note=errors_of(base)))

@@ -1,10 +1,6 @@
-"""The load generator: processes of their own (spawned, never forked from a process that uses
-gRPC), each with an event loop of concurrent workers making real RPCs over one channel.
-
-All processes start together at a time the parent sends (CLOCK_MONOTONIC is one clock for
-every process on Linux): a warm-up first, then a measured window. An operation counts toward
-throughput when it finishes inside the window and toward latency when it starts inside it.
-"""
+"""The load generator (bench/README.md): spawned processes (never forked from a process that
+uses gRPC) of concurrent workers over one channel, started together at a time the parent
+sends (CLOCK_MONOTONIC is one clock for every process on Linux)."""
 
 from __future__ import annotations
 
@@ -35,8 +31,6 @@ _READY_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class Target:
-    """Where the calls go and with which tokens (operator, client, service)."""
-
     order_addr: str
     pool_addr: str
     tokens: tuple[str, str, str]
@@ -56,8 +50,6 @@ class LoadJob:
 
 @dataclass(frozen=True)
 class Window:
-    """The measured window (monotonic clock) and the load processes' pids."""
-
     start: float
     end: float
     client_pids: tuple[int, ...]
@@ -195,8 +187,6 @@ async def _run_workers(
 
 
 def child(function: Callable[..., Coroutine[Any, Any, Any]], conn: Connection, *args: Any) -> None:
-    """A spawned process's main: runs `function(*args, conn)`, sends what it returns (or
-    why it failed) back."""
     try:
         result = asyncio.run(function(*args, conn))
     except BaseException as exc:
@@ -207,8 +197,6 @@ def child(function: Callable[..., Coroutine[Any, Any, Any]], conn: Connection, *
 
 
 def spawn(function: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> tuple[Any, Connection]:
-    """`function(*args, conn)` in a process of its own (spawned, never forked from a process
-    that uses gRPC), started; the process and this end of its pipe."""
     context = multiprocessing.get_context("spawn")
     parent_end, child_end = context.Pipe()
     process = context.Process(target=child, args=(function, child_end, *args), daemon=True)
@@ -280,7 +268,6 @@ async def run_load(
 
 
 async def receive(conn: Connection, wait_seconds: float) -> Any:
-    """The child's next answer; its failure raised."""
     if not await asyncio.to_thread(conn.poll, wait_seconds):
         raise TimeoutError(f"no answer from a process of the run in {wait_seconds:.0f} s")
     answer = conn.recv()

@@ -1,5 +1,4 @@
-"""`make bench`: the database, the floors' noop server, the scenarios, then the table, the
-JSON file and the chart in bench/results/, one of each per set of scenarios."""
+"""`make bench` (bench/README.md)."""
 
 from __future__ import annotations
 
@@ -50,7 +49,6 @@ _STEPS: tuple[tuple[str, Callable[[Run], Awaitable[None]]], ...] = (
 
 
 def _git(*args: str) -> str:
-    """A command's output (git's, pgbench's), or nothing."""
     try:
         return subprocess.run(
             args, capture_output=True, text=True, check=True, timeout=10
@@ -91,7 +89,6 @@ _SERVICE_VARIABLES = {
 
 
 def _cpu_table(details: dict[str, Any]) -> str:
-    """Cores used during each measured window: how busy the machine was, and by whom."""
     points = [(f"claim {p['concurrency']}", p) for p in details.get("claim", {}).get("points", [])]
     if life := details.get("lifecycle"):
         points.append(("lifecycle", life))

@@ -1,6 +1,4 @@
-"""1, 2 and 6 against their floors: the claim limit and the order lifecycle, each beside the
-same calls on the no-op server (N) and the same SQL under pgbench (P), and the database
-connections each service holds meanwhile. They share one stack with the hand-off (3)."""
+"""1, 2 and 6 against their floors, on one stack with the hand-off (3) (bench/README.md)."""
 
 from __future__ import annotations
 
@@ -89,7 +87,6 @@ async def _commits_since(url: str, before: int, load_ended: float) -> tuple[int,
 
 
 async def _floor_scripts(run: Run, url: str) -> dict[str, sqlfloor.Script]:
-    """The floors' pgbench scripts, from a trace of the services at each load's concurrency."""
     settings, jobs = run.settings, {}
     if "claim" in settings.scenarios:
         jobs[CYCLE] = max(settings.claim_concurrency)

@@ -1,6 +1,4 @@
-"""The run's database server, its databases, and the processes under test, built from the
-project's own helpers: tests.databases (a migrated template cloned per database),
-tests.e2e.stack (both services as processes on free ports) and scripts.processes."""
+"""The run's database server, its databases and the services under test."""
 
 from __future__ import annotations
 
@@ -37,7 +35,6 @@ SERVICE_DEFAULTS = {
 
 @contextlib.asynccontextmanager
 async def connected(url: str) -> AsyncIterator[asyncpg.Connection[Any]]:
-    """A connection of the harness's own, closed after use."""
     conn = await asyncpg.connect(url)
     try:
         yield conn
@@ -50,9 +47,6 @@ def service_settings() -> dict[str, str]:
 
 
 class BenchServer:
-    """DATABASE_URL's server, or an embedded PostgreSQL of the benchmark's own (BENCH_PG_DIR,
-    default .data/bench-postgres, apart from the test suite's so neither disturbs the other)."""
-
     def __init__(
         self,
         factory: DatabaseFactory,
@@ -88,7 +82,6 @@ class BenchServer:
         return cls(factory, embedded, lock)
 
     async def database(self) -> str:
-        """A new database with both services' schemas."""
         return await self.factory.create()
 
     async def drop(self, url: str) -> None:
@@ -195,7 +188,6 @@ async def add_wallets(url: str, network: str, first: int, count: int) -> None:
 
 
 async def execute(url: str, *statements: str | tuple[Any, ...]) -> None:
-    """Statements (each SQL, or SQL and its arguments) one after another on one connection."""
     async with connected(url) as conn:
         for statement in statements:
             sql, *args = (statement,) if isinstance(statement, str) else statement

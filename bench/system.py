@@ -1,5 +1,4 @@
-"""What the machine and the processes did: resident memory, CPU time per process group and for
-the whole machine (so the share of other processes shows), database connections per service."""
+"""Resident memory, CPU per process group and for the machine, connections per service."""
 
 from __future__ import annotations
 
@@ -29,7 +28,6 @@ def memory_mb(pid: int) -> dict[str, float]:
 
 
 def rss(groups: dict[str, list[int]]) -> dict[str, dict[str, float]]:
-    """`memory_mb` of each group's (each service's) first process."""
     return {name: memory_mb(pids[0]) for name, pids in groups.items()}
 
 
@@ -142,7 +140,6 @@ GROUP BY 1, 2
 
 
 async def connection_counts(conn: asyncpg.Connection[Any]) -> dict[str, dict[str, int]]:
-    """Client connections to this database per application_name, by state."""
     counts: dict[str, dict[str, int]] = {}
     for row in await conn.fetch(_CONNECTIONS):
         name = row["application_name"] or "(none)"
@@ -153,7 +150,6 @@ async def connection_counts(conn: asyncpg.Connection[Any]) -> dict[str, dict[str
 async def sample_connections(
     url: str, start: float, end: float, every: float = 0.25
 ) -> dict[str, dict[str, int]]:
-    """The most connections each application held during the window, in all and active."""
     conn = await asyncpg.connect(url)
     peak: dict[str, dict[str, int]] = {}
     try:
@@ -173,7 +169,6 @@ async def sample_connections(
 
 
 async def commits(url: str) -> int:
-    """Transactions committed in this database so far (pg_stat_database.xact_commit)."""
     async with connected(url) as conn:
         await conn.execute("SELECT pg_stat_force_next_flush()")
         value: int = await conn.fetchval(

@@ -1,15 +1,5 @@
-"""The SQL the services send per operation, as PostgreSQL logs it: the source of the SQL floor.
-
-`capture` starts both services on a database with `log_statement = 'all'`, makes 300
-operations (AllocateWallet+ReleaseWallet cycles, or order lifecycles) from the load
-generator at the given concurrency, then lets them rest as long (11 s at least): a
-statement's count per operation is its count while operating less its count at rest (the
-background loops). The transactions the database counts meanwhile (`xact_commit`, less the
-background's) are what the measured load's are checked against. Each
-operation's order id and wallet address are read from the pool's assignments afterwards, so
-its statements' parameters can be told apart from constants.
-It reads the embedded server's log file, so not with DATABASE_URL.
-
+"""The SQL the services send per operation, from the log of a traced run (bench/README.md:
+the SQL floor). It reads the embedded server's log file, so not with DATABASE_URL.
 `python -m bench.trace` prints what the services send today, as the floor replays it.
 """
 
@@ -74,7 +64,6 @@ class Trace:
 
 
 def parse_log(text: str) -> list[Entry]:
-    """Statements in the order logged, with the parameters their DETAIL line gave."""
     entries: list[Entry] = []
     last: dict[str, Entry] = {}
     current: Entry | None = None

@@ -1,7 +1,4 @@
-"""8: what tracing costs. The lifecycle of scenario 2 on three stacks side by side, in windows
-taken in turn: tracing off (the default); every call traced; one call in ten traced
-(OTEL_TRACES_SAMPLER=parentbased_traceidratio, 0.1). The traced stacks export over OTLP/gRPC
-to a receiver in this process, as to a collector."""
+"""8: what tracing costs (bench/README.md)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""7: what idle watchers cost. Each service's resident memory before and after 1,000
-WatchOrder streams are opened, and the lifecycle's throughput without them and with them
-open, in windows taken in turn on one stack. The streams are held by a process of their
-own (spawned, like the load), on orders of their own that nothing changes while they are
-watched."""
+"""7: what idle watchers cost (bench/README.md)."""
 
 from __future__ import annotations
 
@@ -206,8 +202,6 @@ def _report(
 
 
 def _streams_note(count: int, *answers: dict[str, Any]) -> str:
-    """What went wrong with the streams, if anything: some not opened, or ended or sent a
-    message while they should have been idle."""
     problems = []
     for answer in answers:
         if "opened" in answer and answer["opened"] != count:

@@ -1,6 +1,5 @@
-"""The chaos run: its own PostgreSQL and both services as processes, the load and the feed
-consumer as clients, blows struck at random (SIGKILL a service, restart or crash PostgreSQL),
-then, with everything back, the checks at the end and the report."""
+"""The chaos run (README, Tests: `make chaos`): blows struck at random while the load, the
+feed consumer and the chain watcher run, then the checks at the end and the report."""
 
 import argparse
 import asyncio
@@ -33,8 +32,6 @@ from tests.invariants import (
 )
 from tests.invariants_api import Api
 
-# What the chaos runs change in the suite's service environment: no metrics ports, a
-# quicker hand-off sweep.
 _QUIET = {"ORDER_METRICS_ADDR": "off", "WALLET_POOL_METRICS_ADDR": "off"}
 _QUIET["HAND_OFF_SWEEP_SECONDS"] = "0.5"
 
@@ -45,36 +42,17 @@ def service_env(database_url: str, extra: dict[str, str] | None = None) -> dict[
 
 
 class ChaosRun:
-    """One run: the cluster, both services, the clients, the chaos, the final check."""
-
-    def __init__(
-        self,
-        seconds: float,
-        seed: int,
-        log_dir: Path,
-        *,
-        workers: int = 24,
-        wallets: int = 24,
-        ttl_seconds: float = 10,
-        cooldown_seconds: float = 0.5,
-    ) -> None:
-        """`ttl_seconds`: PENDING orders expire after this long (some lifecycles leave
-        theirs PENDING); `cooldown_seconds`: released wallets rest this long."""
+    def __init__(self, seconds: float, seed: int, log_dir: Path, workers: int) -> None:
         self.seconds = seconds
         self.seed = seed
         self.log_dir = log_dir
         self.workers = workers
-        self.initial_wallets = wallets
-        self.ttl_seconds = ttl_seconds
-        self.cooldown_seconds = cooldown_seconds
         self.report = ChaosReport(seed, seconds, log_dir=log_dir)
         self._chaos_rng = random.Random(f"{seed}:chaos")
         self._down: set[str] = set()
         self.cluster = PostgresCluster()
         self.processes: dict[str, ServiceProcess] = {}
         self._channels: list[grpc.aio.Channel] = []
-
-    # -- setting up -------------------------------------------------------------------------
 
     async def _start_services(self) -> tuple[Load, FeedConsumer, ChainWatcher]:
         await self.cluster.start()
@@ -85,9 +63,10 @@ class ChaosRun:
             await admin.close()
         extra = {
             **_QUIET,
-            "ORDER_TTL_SECONDS": str(self.ttl_seconds),
+            # Some lifecycles leave their orders PENDING, to expire.
+            "ORDER_TTL_SECONDS": "10",
             "EXPIRY_CHECK_SECONDS": "0.5",
-            "WALLET_COOLDOWN_SECONDS": str(self.cooldown_seconds),
+            "WALLET_COOLDOWN_SECONDS": "0.5",
             # A released ETH wallet also waits for the chain watcher (ChainWatcher).
             "WALLET_REUSE_CONFIRMATIONS": f"ETH:{REUSE_CONFIRMATIONS}",
             "AUTH_TOKENS": SUBSCRIBER_CREDENTIAL,
@@ -107,7 +86,7 @@ class ChaosRun:
         orders = order_grpc.OrderServiceStub(order_channel)
         pool_stub = pool_grpc.WalletPoolServiceStub(pool_channel)
         load = Load(orders, pool_stub, self.report, self.seed)
-        await load.add_wallets(self.initial_wallets)
+        await load.add_wallets(24)
         watcher = ChainWatcher(pool_stub, self.cluster.url("exchange"), self.report, self.seed)
         return load, FeedConsumer(orders, self.report, self.seed), watcher
 
@@ -136,8 +115,6 @@ class ChaosRun:
             finally:
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=2)
-
-    # -- the chaos --------------------------------------------------------------------------
 
     def _check_alive(self) -> None:
         """A service nobody killed must still run, whatever the database did."""
@@ -208,8 +185,6 @@ class ChaosRun:
         for name in sorted(self._down):
             await self._restart(name)
         self.report.event("chaos over")
-
-    # -- the end ----------------------------------------------------------------------------
 
     async def _wait_serving(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -319,7 +294,7 @@ async def run_chaos(
     """Run the chaos for `seconds` (then let everything settle and check); the seed defaults
     to CHAOS_SEED, else a random one."""
     seed, log_dir = seed_and_log_dir("chaos", seed, log_dir, "exchange-chaos-logs-")
-    return await ChaosRun(seconds, seed, log_dir, workers=workers).run()
+    return await ChaosRun(seconds, seed, log_dir, workers).run()
 
 
 def main() -> None:
