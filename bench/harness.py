@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import LoadJob, LoadResult, Window, run_load
-from bench.report import Row
+from bench.report import Row, cells
 from bench.settings import BenchSettings
 from bench.stack import BenchServer, add_wallets, start_services, target_of
 from bench.stats import Latency
@@ -43,7 +43,7 @@ class Run:
     ) -> AsyncIterator[tuple[str, LocalStack]]:
         """A new database with `wallets` ETH wallets (the run's pool size by default) and
         both services on it, past their background loops' first round; dropped after."""
-        database = await self.server.database()
+        database = await self.server.factory.create()
         try:
             await add_wallets(database, "ETH", 1, wallets or self.settings.claim_pool_size)
             stack = await start_services(database, self.work_dir / name, env)
@@ -53,24 +53,11 @@ class Run:
             finally:
                 await stack.close()
         finally:
-            await self.server.drop(database)
+            await self.server.factory.drop_database(database)
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
-        print(f"  {row.scenario} [{row.concurrency}] {_brief(row)}", flush=True)
-
-
-def _brief(row: Row) -> str:
-    parts = []
-    if row.measured:
-        parts.append(row.measured)
-    if row.throughput is not None:
-        parts.append(f"{row.throughput:,.0f}/s")
-    if row.p50 is not None and row.p99 is not None:
-        parts.append(f"p50 {row.p50:.2f} ms p99 {row.p99:.2f} ms")
-    if row.ratio is not None:
-        parts.append(f"ratio {row.ratio:.2f}")
-    return ", ".join(parts)
+        print("  " + " | ".join(c for c in cells(row) if c != "-"), flush=True)
 
 
 def timed(scenario: str, concurrency: int, latency: Latency, **fields: Any) -> Row:

@@ -105,8 +105,8 @@ async def _floor_scripts(run: Run, url: str) -> dict[str, sqlfloor.Script]:
 
 async def api_scenarios(run: Run) -> None:
     settings = run.settings
-    database = await run.server.database()
-    floor_database = await run.server.database()
+    database = await run.server.factory.create()
+    floor_database = await run.server.factory.create()
     for url in (database, floor_database):
         await add_wallets(url, "ETH", 1, settings.claim_pool_size)
     scripts = await _floor_scripts(run, floor_database)
@@ -124,8 +124,8 @@ async def api_scenarios(run: Run) -> None:
             await hand_off(run, stack, database)
     finally:
         await stack.close()
-        await run.server.drop(database)
-        await run.server.drop(floor_database)
+        await run.server.factory.drop_database(database)
+        await run.server.factory.drop_database(floor_database)
 
 
 def _connection_rows(

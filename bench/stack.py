@@ -7,6 +7,7 @@ import contextlib
 import os
 import unittest.mock
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +47,11 @@ def service_settings() -> dict[str, str]:
     return {name: os.environ.get(name, default) for name, default in SERVICE_DEFAULTS.items()}
 
 
+@dataclass
 class BenchServer:
-    def __init__(
-        self,
-        factory: DatabaseFactory,
-        embedded: EmbeddedPostgres | None,
-        lock: asyncpg.Connection[Any],
-    ) -> None:
-        self.factory = factory
-        self._embedded = embedded
-        self._lock = lock
+    factory: DatabaseFactory
+    embedded: EmbeddedPostgres | None
+    lock: asyncpg.Connection[Any]
 
     @classmethod
     async def start(cls) -> BenchServer:
@@ -73,35 +69,21 @@ class BenchServer:
             # The server stays up for the run that uses it.
             await lock.close()
             raise RuntimeError("another benchmark run is using this database server")
-        if embedded is not None:
-            await _drop_leftovers(server_url)
+        if embedded is not None:  # what an interrupted run left
+            left = "SELECT datname FROM pg_database WHERE datname LIKE 'exchange\\_test\\_%'"
+            for row in await lock.fetch(left):
+                await lock.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
         # The factory creates its databases on DATABASE_URL's server when that is set.
         with unittest.mock.patch.dict(os.environ, {"DATABASE_URL": server_url}):
             factory = DatabaseFactory()
         await factory.create_template()
         return cls(factory, embedded, lock)
 
-    async def database(self) -> str:
-        return await self.factory.create()
-
-    async def drop(self, url: str) -> None:
-        await self.factory.drop_database(url)
-
     async def close(self) -> None:
         await self.factory.drop_all()
-        await self._lock.close()  # releases the run's lock
-        if self._embedded is not None:
-            self._embedded.close()
-
-
-async def _drop_leftovers(server_url: str) -> None:
-    """Databases an interrupted run left on the benchmark's own embedded server."""
-    async with connected(server_url) as conn:
-        names = await conn.fetch(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'exchange\\_test\\_%'"
-        )
-        for row in names:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+        await self.lock.close()  # releases the run's lock
+        if self.embedded is not None:
+            self.embedded.close()
 
 
 async def start_services(
@@ -185,28 +167,6 @@ async def add_wallets(url: str, network: str, first: int, count: int) -> None:
             )
         # Vacuumed as well, as autovacuum would have done by the time a pool grew this big.
         await conn.execute("VACUUM ANALYZE wallet_pool.wallets")
-
-
-async def execute(url: str, *statements: str | tuple[Any, ...]) -> None:
-    async with connected(url) as conn:
-        for statement in statements:
-            sql, *args = (statement,) if isinstance(statement, str) else statement
-            await conn.execute(sql, *args)
-
-
-async def add_queued_orders(url: str, network: str, count: int) -> None:
-    """Orders waiting in `network`'s queue (the pool has no wallet of that network),
-    vacuumed as well (the queue and the per-block counts the trigger churned through), as
-    autovacuum would have done by the time a queue grew this long."""
-    insert = "INSERT INTO wallet_pool.queue (order_id, network) "
-    insert += "SELECT gen_random_uuid(), $1 FROM generate_series(1, $2::bigint)"
-    vacuum = "VACUUM ANALYZE wallet_pool.queue, wallet_pool.queue_blocks"
-    await execute(url, (insert, network, count), vacuum)
-
-
-async def clear_queue(url: str, network: str) -> None:
-    delete = ("DELETE FROM wallet_pool.queue WHERE network = $1", network)
-    await execute(url, delete, "VACUUM ANALYZE wallet_pool.queue")
 
 
 async def pool_counters(url: str) -> dict[str, int]:

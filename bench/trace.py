@@ -163,7 +163,7 @@ async def _main() -> None:
 
     server = await BenchServer.start()
     try:
-        database = await server.database()
+        database = await server.factory.create()
         await add_wallets(database, "ETH", 1, 1000)
         jobs = {CYCLE: 8, LIFECYCLE: 8}
         traces = await capture(server, database, Path("/tmp/bench-trace"), jobs, 2)

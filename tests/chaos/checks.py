@@ -1,6 +1,4 @@
-"""What the chaos runs check at the end besides the invariants: no piece of work done
-twice, no error in the services' logs (both runs); and a one-line summary of where the
-orders ended."""
+"""The checks at the end besides the invariants."""
 
 import itertools
 import json
@@ -47,7 +45,6 @@ async def no_work_done_twice(conn: Connection) -> list[str]:
 
 
 async def final_state(conn: Connection) -> str:
-    """Where the orders, the queue and the releases ended, in one line."""
     statuses = {
         r["status"]: r["n"]
         for r in await conn.fetch("SELECT status, count(*) AS n FROM orders.orders GROUP BY status")
@@ -94,10 +91,6 @@ def log_problems(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class MoneyCounts:
-    """What the run did on the money paths, from the recorded facts: deposits, the orders
-    they paid, late ones (as the address history attributes them), and wallets handed from
-    one order to the next on a guarded network after the watcher gave the release a height."""
-
     deposits: int
     orders_paid: int
     late_deposits: int

@@ -1,6 +1,4 @@
-"""The chaos run's own PostgreSQL cluster, from the binaries the `pgserver` package ships (a
-dev dependency), so the run works wherever `make test` does and can restart or crash the
-server at will."""
+"""The chaos run's own PostgreSQL, which it restarts or crashes at will."""
 
 import contextlib
 
@@ -9,9 +7,6 @@ from tests.e2e.containers import free_port
 
 
 class PostgresCluster:
-    """A PostgreSQL cluster of the test's own, from pgserver's binaries, on a free TCP port
-    of 127.0.0.1 with trust authentication, in a temporary directory removed on close."""
-
     def __init__(self) -> None:
         self.pg = PgBinaries("exchange-chaos-pg-", "pg_ctl.out")
         self.root = self.pg.root
@@ -31,7 +26,6 @@ class PostgresCluster:
         await self.pg.start(self.data, self.port, self.log, tail=lambda: self.logs()[-3000:])
 
     async def restart(self) -> None:
-        """A clean restart: clients are disconnected, the server comes back at once."""
         await self._run(
             "pg_ctl", "restart", "-w", "-t", "60", "-m", "fast", "-D", str(self.data),
             "-l", str(self.log),

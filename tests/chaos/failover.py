@@ -45,8 +45,6 @@ SERVING, NOT_SERVING = (
 
 @dataclass
 class Failover:
-    """One failover as the clients saw it (times on the monotonic clock)."""
-
     number: int
     killed_at: float
     # service -> seconds from the kill until it said NOT_SERVING
@@ -146,7 +144,6 @@ class FailoverRun:
         self._probes = 0
 
     async def run(self, *, failovers: int | None = None, seconds: float | None = None) -> None:
-        """`failovers` of them, or as many as fit in `seconds`."""
         started = time.monotonic()
         tasks: list[asyncio.Task[None]] = []
         stack = feed = None
@@ -193,7 +190,6 @@ class FailoverRun:
             await self.cluster.close()
 
     async def _load_for_a_while(self) -> None:
-        """Until 30 more calls were made, then a random moment more."""
         wanted, deadline = len(self.load.attempts) + 30, time.monotonic() + 30
         while len(self.load.attempts) < wanted and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -270,7 +266,6 @@ class FailoverRun:
             self._violation(f"failover {record.number}: answers {sorted(unexpected)} meanwhile")
 
     async def _probe(self, index: int, stack: LocalStack) -> bool:
-        """A write through the service: an order (left PENDING), or a wallet for the pool."""
         self._probes += 1
         if index == 0:
             request = opb.CreateOrderRequest(
@@ -329,8 +324,6 @@ class FailoverRun:
             failover.in_flight["acknowledged"] += 1
 
     async def _check_feed(self, pool: asyncpg.Pool) -> None:
-        """The consumer has the whole log, each sequence once in order, and each names the
-        event the final primary has under it."""
         feed = self.feed
         async with pool.acquire() as conn:
             await feed.catch_up(
@@ -353,7 +346,6 @@ async def run_failover_chaos(
     log_dir: Path | None = None,
     workers: int = 12,
 ) -> FailoverReport:
-    """`failovers` failovers, or as many as fit in `seconds`."""
     seed, log_dir = seed_and_log_dir("failover chaos", seed, log_dir, "exchange-failover-logs-")
     run = FailoverRun(seed, log_dir, workers)
     await run.run(failovers=failovers, seconds=seconds)

@@ -1,8 +1,5 @@
-"""The event feed through the chaos: a consumer follows `WatchOrderEvents` for the whole run,
-reconnecting with the last sequence it received whenever a stream breaks (a service killed,
-the database down), as a real consumer would. At the end it catches up with the log, and what
-it received must be the log itself: sequences 1..N, each once, in order, the same events as
-`orders.order_events`; and every change the run had acknowledged is among them."""
+"""The event feed's consumer (reconnecting from the last sequence it received, as a real one
+would) and the checks of what it received against the log."""
 
 from __future__ import annotations
 
@@ -145,8 +142,6 @@ class FeedConsumer:
 
 
 async def compare(conn: Connection, received: list[opb.OrderEvent]) -> tuple[int, list[str]]:
-    """How many sequences received were checked against `conn`'s table (a promoted
-    primary's), and those that name another event there."""
     feed = {e.sequence: (e.order_id, event_type(e), event_status(e)) for e in received}
     rows = await conn.fetch(
         "SELECT sequence, order_id, type, status FROM orders.order_events "
@@ -214,7 +209,6 @@ async def check_feed(
 async def _against_table(
     conn: Connection, feed: dict[int, tuple[str, str, str]], end: int
 ) -> list[str]:
-    """The table has every sequence 1..`end`, each naming the event the feed sent."""
     rows = await conn.fetch(
         """SELECT sequence, order_id, type, status FROM orders.order_events
            WHERE sequence <= $1 ORDER BY sequence""",
@@ -242,8 +236,6 @@ async def _changes_missing(
     history_through: int,
     end: int,
 ) -> list[str]:
-    """Acknowledged changes, and status history rows up to `history_through`, that the feed
-    lacks."""
     statuses = {
         (uuid.UUID(order_id), status)
         for order_id, kind, status in feed.values()
@@ -270,8 +262,6 @@ async def _changes_missing(
 
 
 def _out_of_order(events: Iterable[opb.OrderEvent]) -> list[str]:
-    """Events of one order come in the order they happened: CREATED first, and its status
-    never goes back."""
     seen: dict[str, str] = {}
     violations = []
     for event in events:

@@ -123,7 +123,6 @@ class Load:
         rng: random.Random,
         vetted: frozenset[str] = frozenset(),
     ) -> tuple[Attempt, Any]:
-        """Retry what a client retries, for a while; the last answer."""
         codes, seconds, delay, longest = self._retry
         deadline = time.monotonic() + seconds
         while True:
@@ -146,7 +145,6 @@ class Load:
     async def _update(
         self, order_id: str, status: opb.OrderStatus.ValueType, rng: random.Random, reason: str = ""
     ) -> bool:
-        """Move the order on (retrying); True once acknowledged."""
         name = status_name(status)
         request = opb.UpdateOrderStatusRequest(order_id=order_id, status=status, reason=reason)
         # A PENDING order may have expired meanwhile: then FAILED_PRECONDITION is right.
@@ -281,7 +279,6 @@ class Load:
             await self._lifecycle(self._lifecycles)
 
     async def operator(self) -> None:
-        """Now and then more wallets arrive, which serves waiting orders."""
         while not self.stop.is_set():
             await asyncio.sleep(self._wallet_rng.uniform(2, 5))
             await self.add_wallets(self._wallet_rng.randint(1, 4))

@@ -1,6 +1,5 @@
-"""PostgreSQL from the binaries the `pgserver` package ships (a dev dependency), run in a
-temporary directory of the harness's own: what the chaos run's cluster (`cluster`) and the
-primary with its standby (`replication`) share."""
+"""PostgreSQL from pgserver's binaries in a temporary directory: what `cluster` and
+`replication` share."""
 
 import asyncio
 import atexit
@@ -37,9 +36,6 @@ class PgBinaries:
         atexit.register(self._stop_at_exit)
 
     async def run(self, *args: str, tail: Callable[[], str] | None = None) -> None:
-        """Run `args[0]` (initdb, pg_ctl, ...) with the rest as its arguments, its output
-        appended to `output`. Fails with RuntimeError, followed by `tail()` (by default the
-        end of `output`)."""
 
         def run() -> None:
             # Never a pipe: the server inherits pg_ctl's output and would keep it open.
@@ -81,7 +77,6 @@ class PgBinaries:
         )  # fmt: skip
 
     def close(self) -> None:
-        """Remove `root`; the servers must be stopped by then."""
         shutil.rmtree(self.root, ignore_errors=True)
         atexit.unregister(self._stop_at_exit)
 

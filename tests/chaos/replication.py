@@ -1,13 +1,6 @@
-"""A PostgreSQL primary and its synchronous streaming standby, built from the binaries the
-`pgserver` package ships (a dev dependency; `postgres` runs them), for failover tests and the
-failover chaos run (`failover`).
-
-Two nodes keep their TCP ports of 127.0.0.1 through failovers, so one multi-host URL
-(`url()`) names the cluster for good: `kill_primary` SIGKILLs every process of the primary
-(as a machine dying would), `promote` makes the standby the primary, and `rebuild_standby`
-turns the dead node into the new primary's synchronous standby (a fresh base backup on its
-old port). A promoted standby runs alone, without synchronous replication, until then.
-"""
+"""A PostgreSQL primary and its synchronous streaming standby (from pgserver's binaries) on two
+ports of 127.0.0.1 kept through failovers, so one multi-host URL (`url()`) names the
+cluster for good. A promoted standby runs alone until `rebuild_standby`."""
 
 from __future__ import annotations
 
@@ -40,14 +33,10 @@ class Node:
     log: Path
 
     def url(self, database: str = DATABASE) -> str:
-        """This node alone (for checks made on one server)."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
 
 class ReplicatedCluster:
-    """A primary and a synchronous standby in a temporary directory (removed on close),
-    trust authentication, `fsync=off` (processes die here, never the machine)."""
-
     def __init__(self) -> None:
         self.pg = PgBinaries("exchange-replication-", "commands.out")
         self.root = self.pg.root
@@ -64,7 +53,6 @@ class ReplicatedCluster:
         return f"postgresql://postgres@{hosts}/{database}?target_session_attrs=read-write"
 
     async def start(self) -> None:
-        """The primary with the database, then its synchronous standby."""
         await self.pg.initdb(self.primary.data)
         await self._start(self.primary)
         conn = await asyncpg.connect(self.primary.url("postgres"))
@@ -121,8 +109,6 @@ class ReplicatedCluster:
         return node
 
     async def promote(self) -> Node:
-        """The standby becomes the primary (`pg_ctl promote`, waiting until it takes
-        writes); it runs alone until `rebuild_standby`."""
         assert self.standby is not None, "no standby to promote"
         node = self.standby
         await self._run("pg_ctl", "promote", "-w", "-t", "60", "-D", str(node.data))

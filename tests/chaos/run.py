@@ -214,8 +214,6 @@ class ChaosRun:
     async def _drive(
         self, load: Load, feed: FeedConsumer, watcher: ChainWatcher, mark: float
     ) -> None:
-        """The load, the feed consumer and the chain watcher while the chaos lasts; then the
-        lifecycles in flight end, everything settles, and the checks run."""
         feed.start()
         tasks = [asyncio.create_task(load.worker()) for _ in range(self.workers)]
         tasks += [
@@ -246,9 +244,6 @@ class ChaosRun:
     async def _check_at_end(
         self, load: Load, feed: FeedConsumer, watcher: ChainWatcher, mark: float
     ) -> list[str]:
-        """Once releases drained and allocations settled: the invariants (deposits too), no
-        work done twice; then the feed consumer catches up with the log's end and its feed is
-        checked."""
         pool = await asyncpg.create_pool(self.cluster.url("exchange"), min_size=1, max_size=2)
         try:
             self.report.watcher_height = watcher.height
@@ -291,8 +286,6 @@ class ChaosRun:
 async def run_chaos(
     seconds: float, seed: int | None = None, log_dir: Path | None = None, workers: int = 24
 ) -> ChaosReport:
-    """Run the chaos for `seconds` (then let everything settle and check); the seed defaults
-    to CHAOS_SEED, else a random one."""
     seed, log_dir = seed_and_log_dir("chaos", seed, log_dir, "exchange-chaos-logs-")
     return await ChaosRun(seconds, seed, log_dir, workers).run()
 

@@ -1,13 +1,8 @@
-"""The ETH chain watcher of the chaos run: a chain of its own that grows a block each tick,
-with customers paying to pool addresses in some blocks (to held wallets mostly; now and then
-to a released one, late: at least every 5th block), each block reported through
-ReportDeposits and the report retried until acknowledged, through the kills. Some payments
-are USDT (Transfer logs of the built-in contract), now and then a fake token (a contract the
-office does not take) pays a released wallet, and now and then a block of the last few is
-orphaned: its deposits are retracted. It remembers what was acknowledged, for the checks at
-the end (tests/invariants.py, 7 and 8, and the dispositions and payment status). Its look at
-the pool's table fails the run when the query itself is wrong (only an outage is skipped):
-a watcher that silently paid nobody would leave invariants 7 and 8 nothing to judge."""
+"""The ETH chain watcher of the chaos run (README, Tests): a block each tick with payments to
+pool addresses (late ones, tokens, a fake token, orphaned blocks now and then), reported
+until acknowledged, through the kills; what was acknowledged, for the checks at the end. A
+query of its own that fails (not an outage) fails the run: a watcher that silently paid
+nobody would leave invariants 7 and 8 nothing to judge."""
 
 from __future__ import annotations
 
@@ -82,7 +77,6 @@ class ChainWatcher:
             await self._report_until_acknowledged(deposits, self._orphaned())
 
     def _orphaned(self) -> list[wpb.Retraction]:
-        """Now and then a block of the last few left the chain: its deposits, retracted."""
         for old in [h for h in self._recent if h < self.height - 5]:
             del self._recent[old]
         if not self._recent or self._rng.random() >= _ORPHAN_CHANCE:
