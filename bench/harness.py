@@ -41,8 +41,7 @@ class Run:
     async def stack(
         self, name: str, env: dict[str, str] | None = None, wallets: int | None = None
     ) -> AsyncIterator[tuple[str, LocalStack]]:
-        """A new database with `wallets` ETH wallets (the run's pool size by default) and
-        both services on it, past their background loops' first round; dropped after."""
+        """A new database with `wallets` ETH wallets and both services on it; dropped after."""
         database = await self.server.factory.create()
         try:
             await add_wallets(database, "ETH", 1, wallets or self.settings.claim_pool_size)
@@ -81,8 +80,7 @@ async def load(
     database_url: str | None,
     also: Callable[[Window], Awaitable[None]] | None = None,
 ) -> tuple[LoadResult, dict[str, Any]]:
-    """The load, with CPU per process group (and connections per service) sampled during
-    its measured window; `also` runs during the window too."""
+    """The load, with CPU (and connections) sampled during its window; `also` runs then too."""
     samples: dict[str, Any] = {}
     meter = CpuMeter(groups=groups, postmaster=run.postmaster)
 
@@ -192,8 +190,7 @@ Arm = Callable[[], Awaitable[tuple[LoadResult, dict[str, Any]]]]
 async def in_rounds(
     rounds: int, arms: Mapping[str, Arm], alternate: bool = False
 ) -> tuple[dict[str, list[LoadResult]], dict[str, list[Any]]]:
-    """A window of each arm per round, in turn (with `alternate`, each arm goes first in
-    every other round, so that none gains from its place): each arm's results and CPU."""
+    """A window of each arm per round (`alternate`: each arm first in every other round)."""
     results: dict[str, list[LoadResult]] = {name: [] for name in arms}
     cpu: dict[str, list[Any]] = {name: [] for name in arms}
     for number in range(rounds):
@@ -206,8 +203,7 @@ async def in_rounds(
 
 
 def service_cpu_ms(results: list[LoadResult], cpu: list[Any]) -> float:
-    """Milliseconds of CPU both services spent per operation completed, over the windows:
-    steadier than the rate on a shared machine."""
+    """Both services' CPU ms per operation: steadier than the rate on a shared machine."""
     spent = sum(
         (window.get("order_service", 0.0) + window.get("wallet_pool_service", 0.0)) * r.seconds
         for r, window in zip(results, cpu, strict=True)

@@ -90,8 +90,7 @@ class Client:
             await channel.close(None)
 
     async def cycle(self, network: str) -> dict[str, float]:
-        """Allocate a wallet to a new order and release it (a released order id never
-        allocates again, so every cycle needs a fresh one)."""
+        """A fresh order id each time: a released order id never allocates again."""
         order_id, started = str(uuid.uuid4()), time.monotonic()
         allocated = await self.pool.AllocateWallet(
             pool_pb.AllocateWalletRequest(order_id=order_id, network=network),
@@ -128,8 +127,7 @@ class Client:
     def watch_order(
         self, order_id: str
     ) -> grpc.aio.UnaryStreamCall[order_pb.WatchOrderRequest, order_pb.WatchOrderResponse]:
-        """A WatchOrder stream as the order's customer opens it (no deadline: it stays open
-        until the order is done or the caller cancels it)."""
+        """No deadline: the stream stays open until the order is done or cancelled."""
         request = order_pb.WatchOrderRequest(order_id=order_id)
         return self.orders.WatchOrder(request, metadata=self.client)
 
@@ -219,8 +217,7 @@ async def run_load(
     processes: int,
     during: Callable[[Window], Coroutine[Any, Any, None]] | None = None,
 ) -> LoadResult:
-    """Run `job` from `processes` processes (fewer when the concurrency is lower);
-    `during` runs in this process while the window is measured (samplers)."""
+    """`during` runs in this process while the window is measured (samplers)."""
     processes = max(1, min(processes, job.concurrency))
     workers = _split(job.concurrency, processes)
     budgets: list[int | None] = [None] * processes

@@ -57,9 +57,8 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 
 def _examples(trace: Trace, counts: dict[str, float]) -> dict[str, list[Entry]]:
-    """Each statement as one operation sent it, in its order: the operation most statements
-    name alone (a coalesced run of the sequencer names several); what names no operation
-    (a hand-off by network), as first sent."""
+    """Each statement as the operation most statements name alone sent it (a coalesced
+    run of the sequencer names several); what names none, as first sent."""
     named = [
         {u for v in e.params for u in _UUID.findall(v or "")} & trace.operations.keys()
         for e in trace.busy

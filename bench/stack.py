@@ -109,8 +109,7 @@ def pids_of(stack: LocalStack) -> dict[str, list[int]]:
 
 
 async def start_noop(log_dir: Path, relay_to: ServiceProcess | None = None) -> ServiceProcess:
-    """The RPC floor's server as a process of its own, like each service; `relay_to`: a noop
-    server that this one calls as the order service calls the pool."""
+    """`relay_to`: the noop server this one calls as the order service calls the pool."""
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
     env = {**os.environ, "BENCH_NOOP_ADDR": "127.0.0.1:0"}
     env |= dict(zip(("OPERATOR_TOKEN", "CLIENT_TOKEN", "SERVICE_TOKEN"), TOKENS, strict=True))
@@ -127,24 +126,19 @@ def noop_target(process: ServiceProcess) -> Target:
     return Target(address, address, TOKENS)
 
 
-# --- Data put in directly with SQL (faster than the API, and sizes the API would not reach) --
-
-
 # Base58Check version bytes of the addresses made up for the networks that use them.
 _BASE58_VERSIONS = {"BTC": 0x00, "TRON": 0x41}
 
 
 def made_up_address(network: str, n: int) -> str:
-    """A valid address of `network` with `n` as its 20-byte body: the pool checks every
-    address it looks up (a release's among them), so made-up ones must pass its checks."""
+    """Valid: the pool checks every address it looks up (a release's among them)."""
     if network == "ETH":
         return f"0x{n:040x}"
     return addresses.base58check_encode(bytes([_BASE58_VERSIONS[network]]) + n.to_bytes(20))
 
 
 async def add_wallets(url: str, network: str, first: int, count: int) -> None:
-    """Wallets `made_up_address(network, n)` for n in [first, first + count), put in with SQL
-    (ETH's are made by the statement itself, for pools of millions)."""
+    """Wallets `made_up_address(network, n)` for n in [first, first + count)"""
     async with connected(url) as conn:
         if network == "ETH":
             await conn.execute(
@@ -170,8 +164,7 @@ async def add_wallets(url: str, network: str, first: int, count: int) -> None:
 
 
 async def pool_counters(url: str) -> dict[str, int]:
-    """Claims made so far (assignment rows, hand-offs included) and orders ever queued
-    (the queue's identity sequence)."""
+    """Claims made (hand-offs included) and orders ever queued (the queue's sequence)."""
     async with connected(url) as conn:
         assignments: int = await conn.fetchval("SELECT count(*) FROM wallet_pool.assignments")
         queued: int = await conn.fetchval(

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from bench.stack import connected
+from tests.chaos.replication import children
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -32,8 +33,7 @@ def rss(groups: dict[str, list[int]]) -> dict[str, dict[str, float]]:
 
 
 def _cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
-    """User and system CPU of a process; with `reaped_children`, also that of its children
-    that have exited (so a group stays continuous while its members come and go)."""
+    """`reaped_children`: with its exited children's, so a group stays continuous."""
     fields = _stat(pid)
     if not fields:
         return 0.0
@@ -44,18 +44,12 @@ def _cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
 
 
 def _stat(pid: int | str) -> list[str]:
-    """The fields of /proc/<pid>/stat after the command (which may contain spaces): state,
-    ppid, ..., utime (11), stime, cutime, cstime; none for a process that is gone."""
+    """The fields after the command (which may hold spaces); none for a process gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return []
     return stat[stat.rindex(")") + 2 :].split()
-
-
-def _children(parent: int) -> list[int]:
-    pids = (entry.name for entry in Path("/proc").iterdir() if entry.name.isdigit())
-    return [int(pid) for pid in pids if _stat(pid)[1:2] == [str(parent)]]
 
 
 def _machine_ticks() -> tuple[int, int]:
@@ -74,8 +68,7 @@ class CpuSample:
 
 @dataclass
 class CpuMeter:
-    """CPU seconds per group of processes between two samples. `postmaster`: the database
-    server's pid, whose children (backends, background workers) are counted as `postgres`."""
+    """CPU per group of processes; the postmaster's children count as `postgres`."""
 
     groups: dict[str, list[int]] = field(default_factory=dict)
     postmaster: int | None = None
@@ -87,14 +80,13 @@ class CpuMeter:
             # Backends and autovacuum workers exit all the time: the postmaster's reaped
             # children's time keeps what they used.
             seconds["postgres"] = _cpu_seconds(self.postmaster, reaped_children=True) + sum(
-                _cpu_seconds(pid) for pid in _children(self.postmaster)
+                _cpu_seconds(pid) for pid in children(self.postmaster)
             )
         return CpuSample(time.monotonic(), seconds, _machine_ticks())
 
     @staticmethod
     def usage(before: CpuSample, after: CpuSample) -> dict[str, float]:
-        """Cores used per group, the machine's busy cores, and `other`: what no measured
-        group used (other processes on the machine)."""
+        """Cores used per group, by the machine, and by no measured group (`other`)."""
         wall = after.wall - before.wall
         if wall <= 0:
             return {}

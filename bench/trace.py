@@ -42,8 +42,7 @@ class Trace:
 
     @property
     def background(self) -> float:
-        """Transactions a second the services commit at rest: a statement on its own, or a
-        block from BEGIN to COMMIT."""
+        """Transactions a second at rest: a statement alone, or BEGIN to COMMIT."""
         blocks: set[str] = set()
         transactions = 0
         for entry in self.rest:
@@ -107,8 +106,7 @@ def _size(log: Path) -> int:
 
 
 async def _assignments(url: str) -> dict[str, str]:
-    """Order id -> address of each wallet assigned so far (the operations' own: the
-    database is the trace's)."""
+    """Order id -> the address it was assigned."""
     async with connected(url) as conn:
         rows = await conn.fetch("SELECT order_id::text, address FROM wallet_pool.assignments")
     return {r["order_id"]: r["address"] for r in rows}
@@ -138,9 +136,7 @@ async def _traced(url: str, log: Path, job: LoadJob, processes: int) -> Trace:
 async def capture(
     server: BenchServer, database: str, log_dir: Path, jobs: dict[str, int], processes: int
 ) -> dict[str, Trace]:
-    """A trace per workload of `jobs` (workload -> concurrency), 300 operations each from the
-    load generator's processes, on `database` (its wallets put in already); the database
-    logs nothing afterwards."""
+    """A trace per workload of `jobs` (workload -> concurrency), 300 operations each."""
     log = log_file()
     await _set_logging(server, database, True)
     stack = await start_services(database, log_dir)

@@ -13,7 +13,6 @@ from tests.e2e.otlp import OtlpReceiver
 from tests.e2e.stack import LocalStack
 
 TRACING = "8 tracing"
-# The lifecycle's throughput with one call in ten traced, against tracing off.
 _SAMPLED_TARGET = 0.90
 _SAMPLED = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 

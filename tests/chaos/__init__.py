@@ -1,7 +1,7 @@
 """The chaos runs (README, Tests: `make chaos`): `run` strikes services and PostgreSQL at
-random (`cluster`), `failover` kills the primary of a primary and standby (`replication`)
-again and again; both drive `load`, follow `feed`, end with `checks` and print `report`
-(through `cli`), on PostgreSQL from pgserver's binaries (`postgres`)."""
+random, `failover` kills the primary of a primary and standby again and again; both run
+PostgreSQL from pgserver's binaries (`replication`), drive `load`, follow `feed`, end with
+`checks` and print `report` (through `cli`)."""
 
 from tests.chaos.checks import log_problems, no_work_done_twice
 from tests.chaos.report import ChaosReport

@@ -1,8 +1,8 @@
 """The checks at the end besides the invariants."""
 
+import dataclasses
 import itertools
 import json
-from dataclasses import dataclass
 
 from shared.db import Connection
 from tests import derived
@@ -12,8 +12,7 @@ MINIMUM_COUNTS = {"deposits": 10, "orders paid": 3, "late deposits": 1, "guarded
 
 
 async def no_work_done_twice(conn: Connection) -> list[str]:
-    """What replicas, restarts and retries must never double: a wallet given to an order
-    (each order is served at most once), an order's creation, a status change, an expiry."""
+    """A wallet given to an order, a creation, a status change or an expiry done twice."""
     violations = [
         f"order {r['order_id']} was assigned a wallet {r['n']} times"
         for r in await conn.fetch(
@@ -69,10 +68,8 @@ async def final_state(conn: Connection) -> str:
 
 
 def log_problems(text: str) -> list[str]:
-    """Log lines that are bugs whatever the chaos did (services killed, the database
-    restarted or failed over): errors and unhandled exceptions (an INTERNAL answer, a
-    background loop step failing for another reason than an outage, a traceback outside
-    JSON)."""
+    """Lines that are bugs whatever the chaos did: errors, unhandled exceptions, a loop
+    step failing for another reason than an outage, a traceback outside JSON."""
     found = []
     for line in text.splitlines():
         try:
@@ -89,7 +86,7 @@ def log_problems(text: str) -> list[str]:
     return found
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class MoneyCounts:
     deposits: int
     orders_paid: int
@@ -97,12 +94,7 @@ class MoneyCounts:
     guarded_reuses: int
 
     def shortfalls(self) -> list[str]:
-        seen = {
-            "deposits": self.deposits,
-            "orders paid": self.orders_paid,
-            "late deposits": self.late_deposits,
-            "guarded reuses": self.guarded_reuses,
-        }
+        seen = {name.replace("_", " "): n for name, n in dataclasses.asdict(self).items()}
         return [
             f"only {seen[name]} {name} in the run (at least {least} expected): the invariants "
             "of deposits and reuse had too little to judge"

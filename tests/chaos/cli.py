@@ -20,8 +20,9 @@ class Report(Protocol):
 
 
 def parse_args(
-    parser: argparse.ArgumentParser, *, seconds: float, seconds_help: str, workers: int
+    description: str, *, seconds: float, seconds_help: str, workers: int, prog: str | None = None
 ) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--seconds", type=float, default=seconds, help=seconds_help)
     parser.add_argument("--seed", type=int, default=None, help="default: CHAOS_SEED or random")
     parser.add_argument("--workers", type=int, default=workers, help="concurrent order lifecycles")
@@ -42,9 +43,8 @@ def seed_and_log_dir(
 
 
 def run_and_exit(name: str, run: Callable[[], Awaitable[Report]]) -> NoReturn:
-    """Run, print the report and exit: 1 on a violation or an error in the services' logs,
-    130 when stopped before the end (SIGTERM, like Ctrl-C, stops the run and cleans up the
-    cluster and the services)."""
+    """Exit 1 on a violation or an error in the services' logs, 130 when stopped (SIGTERM,
+    like Ctrl-C, stops the run and cleans up)."""
 
     async def main() -> Report:
         task = asyncio.current_task()

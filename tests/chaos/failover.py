@@ -5,7 +5,6 @@ happens, the rest at the end."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import time
@@ -51,8 +50,7 @@ class Failover:
     not_serving_after: dict[str, float] = field(default_factory=dict)
     promote_started: float = 0.0
     promoted_at: float = 0.0
-    # seconds from the promotion until both services serve again (health SERVING and a
-    # write through each); None: not within 60 s
+    # seconds from the promotion until both serve again (health, and a write): None: > 60 s
     recovery_seconds: float | None = None
     # seconds from the promotion's start until the first write of the load was acknowledged
     first_write_seconds: float | None = None
@@ -63,8 +61,7 @@ class Failover:
     # answers by code between the kill and the promotion's start, then until both serve again
     codes_before_promotion: Counter[str] = field(default_factory=Counter)
     codes_after_promotion: Counter[str] = field(default_factory=Counter)
-    # sequences the feed's consumer had received, checked against the promoted primary's
-    # table, and those naming another event there
+    # the feed's sequences checked on the promoted primary, and those naming another event
     feed_checked: int = 0
     feed_mismatches: list[str] = field(default_factory=list)
 
@@ -91,18 +88,8 @@ class Failover:
 
 
 @dataclass
-class FailoverReport:
-    seed: int
+class FailoverReport(ChaosReport):
     failovers: list[Failover] = field(default_factory=list)
-    orders: int = 0
-    calls: dict[str, Counter[str]] = field(default_factory=dict)
-    violations: list[str] = field(default_factory=list)
-    log_problems: list[str] = field(default_factory=list)
-    elapsed: float = 0.0
-    # the feed's consumer: sequences received (each checked on the final primary), reconnects
-    feed_received: int = 0
-    feed_reconnects: int = 0
-    log_dir: Path | None = None
 
     def render(self) -> str:
         recoveries = [f.recovery_seconds for f in self.failovers if f.recovery_seconds is not None]
@@ -121,7 +108,7 @@ class FailoverReport:
             ),
             f"  writes in flight at the kills: acknowledged {flight['acknowledged']}, "
             f"failed {flight['failed']}, lost {flight['lost']}",
-            f"  feed: {self.feed_received} sequences received through {self.feed_reconnects} "
+            f"  feed: {self.feed.events} sequences received through {self.feed.reconnects} "
             "reconnects, each checked against the final primary's table",
             *(failover.render() for failover in self.failovers),
             "  operations (answers by code):",
@@ -138,7 +125,7 @@ class FailoverRun:
         self.log_dir = log_dir
         self.workers = workers
         self.rng = random.Random(f"{seed}:failover")
-        self.report = FailoverReport(seed, log_dir=log_dir)
+        self.report = FailoverReport(seed, 0, log_dir=log_dir)
         self.cluster = ReplicatedCluster()
         self._health: list[health_pb2_grpc.HealthStub] = []
         self._probes = 0
@@ -228,8 +215,7 @@ class FailoverRun:
         return record
 
     async def _serving_again(self, record: Failover, stack: LocalStack) -> None:
-        """Until both services serve again after the promotion (health and a write through
-        each); the answers the clients had meanwhile."""
+        """Until both serve again (health and a write through each); the answers meanwhile."""
         serving = [False, False]
         while not all(serving) and time.monotonic() < record.promoted_at + 60:
             for index in (0, 1):
@@ -310,8 +296,7 @@ class FailoverRun:
             self.report.log_problems += log_problems(process.logs())
 
     async def _in_flight(self, conn: Any, failover: Failover, attempt: Attempt) -> None:
-        """A write in flight at the kill failed, or is in the database (a later status counts
-        as there), or was lost."""
+        """Failed, or in the database (a later status counts as there), or lost."""
         if attempt.code != "OK":
             failover.in_flight["failed"] += 1
             return
@@ -330,8 +315,7 @@ class FailoverRun:
                 await conn.fetchval("SELECT confirmed_through FROM orders.event_log"), 30
             )
             checked, mismatches = await compare(conn, feed.received)
-        self.report.feed_received = checked
-        self.report.feed_reconnects = feed.report.feed.reconnects
+        self.report.feed.events, self.report.feed.reconnects = checked, feed.report.feed.reconnects
         self.report.violations += feed.report.violations + [f"feed: {v}" for v in mismatches]
 
     def _violation(self, text: str) -> None:
@@ -353,8 +337,9 @@ async def run_failover_chaos(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    args = parse_args(parser, seconds=120, seconds_help="how long failovers go on", workers=12)
+    args = parse_args(
+        __doc__.split("\n\n")[0], seconds=120, seconds_help="how long failovers go on", workers=12
+    )
     run_and_exit(
         "failover chaos",
         lambda: run_failover_chaos(

@@ -10,7 +10,6 @@ import contextlib
 import random
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,11 +56,8 @@ class Attempt:
 
 
 class Load:
-    """Order lifecycles (`worker`, as many as run at once) and wallet deliveries (`operator`),
-    until `stop` is set. `failover`: the failover run's lifecycles (create, PROCESSING or
-    not, then COMPLETED or CANCELLED, each call retried while UNAVAILABLE, for longer), and
-    no answer judged as it comes (that run judges the attempts); otherwise an answer neither
-    transient nor expected is a violation at once."""
+    """Order lifecycles (`worker`) and wallet deliveries (`operator`) until `stop` is set.
+    `failover`: the failover run's lifecycles and retries; no answer judged as it comes."""
 
     def __init__(
         self,
@@ -99,8 +95,8 @@ class Load:
         subject: str = "",
         vetted: frozenset[str] = frozenset(),
     ) -> tuple[Attempt, Any]:
-        """One attempt, counted and kept; the response is None unless it was OK. Outside the
-        failover run, answers neither transient nor `vetted` (by the caller) are violations."""
+        """One attempt, kept; outside the failover run, answers neither transient nor `vetted`
+        are violations."""
         attempt = Attempt(kind, subject, time.monotonic())
         self.attempts.append(attempt)
         response = None
@@ -112,7 +108,7 @@ class Load:
             if not self.failover and exc.code() not in TRANSIENT and attempt.code not in vetted:
                 self.report.violation(f"{kind} {subject} answered {attempt.code}: {exc.details()}")
         attempt.ended = time.monotonic()
-        self.report.calls.setdefault(kind, Counter())[attempt.code] += 1
+        self.report.count(kind, attempt.code)
         return attempt, response
 
     async def _retried(
@@ -189,11 +185,11 @@ class Load:
         if ("CANCELLED", "system", "expired") not in changes:
             self.report.violation(f"{order_id} refused {wanted} but did not expire: {changes}")
         else:
-            self.report.calls.setdefault("expired_first", Counter())["FAILED_PRECONDITION"] += 1
+            self.report.count("expired_first", "FAILED_PRECONDITION")
 
     async def _create(self, index: int, rng: random.Random) -> str | None:
-        """A new order (its id once acknowledged). Outside the failover run some creates
-        carry no request_id and are tried once, and some are repeated on purpose."""
+        """Outside the failover run some creates carry no request_id (tried once), and some
+        are repeated on purpose."""
         keyed = self.failover or rng.random() < 0.7
         request_id = f"{'failover' if self.failover else 'chaos'}-{self.seed}-{index}"
         request = opb.CreateOrderRequest(
@@ -223,9 +219,8 @@ class Load:
         return order_id
 
     async def _lifecycle(self, index: int) -> None:
-        """create -> (PROCESSING ->) COMPLETED or CANCELLED, or left live (PROCESSING, or
-        PENDING until it expires), then read back; the failover run's without pauses, live
-        orders or reads, and given up at the first change not acknowledged."""
+        """create -> (PROCESSING ->) COMPLETED or CANCELLED, or left live, then read back; the
+        failover run's with no pauses, live orders or reads."""
         rng = random.Random(f"{self.seed}:order:{index}")
         order_id = await self._create(index, rng)
         if order_id is None:

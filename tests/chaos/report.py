@@ -59,8 +59,8 @@ class ChaosReport:
         recent = "; ".join(self.events[-2:]) or "no chaos yet"
         self.violations.append(f"[{self.now()}] {text} (recent chaos: {recent})")
 
-    def count(self, kind: str, code: grpc.StatusCode) -> None:
-        self.calls.setdefault(kind, Counter())[code.name] += 1
+    def count(self, kind: str, code: str) -> None:
+        self.calls.setdefault(kind, Counter())[code] += 1
 
     def render(self) -> str:
         lines = [

@@ -1,7 +1,6 @@
 """The chaos run (README, Tests: `make chaos`): blows struck at random while the load, the
 feed consumer and the chain watcher run, then the checks at the end and the report."""
 
-import argparse
 import asyncio
 import contextlib
 import random
@@ -18,9 +17,9 @@ from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from scripts.processes import ServiceProcess
 from tests.chaos.checks import final_state, log_problems, money_counts, no_work_done_twice
 from tests.chaos.cli import parse_args, run_and_exit, seed_and_log_dir
-from tests.chaos.cluster import PostgresCluster
 from tests.chaos.feed import SUBSCRIBER_CREDENTIAL, FeedConsumer, check_feed, log_end
 from tests.chaos.load import CLIENT_OPTIONS, Load, health
+from tests.chaos.replication import ReplicatedCluster
 from tests.chaos.report import ChaosReport
 from tests.chaos.watcher import REUSE_CONFIRMATIONS, ChainWatcher
 from tests.e2e import stack
@@ -50,17 +49,12 @@ class ChaosRun:
         self.report = ChaosReport(seed, seconds, log_dir=log_dir)
         self._chaos_rng = random.Random(f"{seed}:chaos")
         self._down: set[str] = set()
-        self.cluster = PostgresCluster()
+        self.cluster = ReplicatedCluster()
         self.processes: dict[str, ServiceProcess] = {}
         self._channels: list[grpc.aio.Channel] = []
 
     async def _start_services(self) -> tuple[Load, FeedConsumer, ChainWatcher]:
-        await self.cluster.start()
-        admin = await asyncpg.connect(self.cluster.url())
-        try:
-            await admin.execute("CREATE DATABASE exchange")
-        finally:
-            await admin.close()
+        await self.cluster.start(standby=False)
         extra = {
             **_QUIET,
             # Some lifecycles leave their orders PENDING, to expire.
@@ -72,7 +66,7 @@ class ChaosRun:
             "AUTH_TOKENS": SUBSCRIBER_CREDENTIAL,
         }
         services = await stack.LocalStack.start(
-            self.cluster.url("exchange"), self.log_dir, extra_env=extra, service_roles=False
+            self.cluster.primary.url(), self.log_dir, extra_env=extra, service_roles=False
         )
         await stack.Stack.close(services)  # its channels: the clients' reconnect faster
         order, pool = services.order_process, services.pool_process
@@ -87,7 +81,7 @@ class ChaosRun:
         pool_stub = pool_grpc.WalletPoolServiceStub(pool_channel)
         load = Load(orders, pool_stub, self.report, self.seed)
         await load.add_wallets(24)
-        watcher = ChainWatcher(pool_stub, self.cluster.url("exchange"), self.report, self.seed)
+        watcher = ChainWatcher(pool_stub, self.cluster.primary.url(), self.report, self.seed)
         return load, FeedConsumer(orders, self.report, self.seed), watcher
 
     async def _close(self) -> None:
@@ -104,7 +98,7 @@ class ChaosRun:
         while not stop.is_set():
             await asyncio.sleep(1.0)
             try:
-                conn = await asyncpg.connect(self.cluster.url("exchange"), timeout=2)
+                conn = await asyncpg.connect(self.cluster.primary.url(), timeout=2)
             except (OSError, asyncpg.PostgresError, TimeoutError):
                 continue
             try:
@@ -149,12 +143,8 @@ class ChaosRun:
 
     async def _restart_postgres(self, how: str) -> None:
         self.report.event(f"PostgreSQL {how} restart")
-        if how == "fast":
-            await self.cluster.restart()
-        else:
-            await self.cluster.crash()
-            await asyncio.sleep(self._chaos_rng.uniform(0, 2))
-            await self.cluster.start()
+        pause = self._chaos_rng.uniform(0, 2) if how == "crash" else 0.0
+        await self.cluster.restart_primary(how == "crash", pause)
         self.report.postgres_restarts[how] += 1
         self.report.event("PostgreSQL is back")
         self._check_alive()
@@ -244,7 +234,7 @@ class ChaosRun:
     async def _check_at_end(
         self, load: Load, feed: FeedConsumer, watcher: ChainWatcher, mark: float
     ) -> list[str]:
-        pool = await asyncpg.create_pool(self.cluster.url("exchange"), min_size=1, max_size=2)
+        pool = await asyncpg.create_pool(self.cluster.primary.url(), min_size=1, max_size=2)
         try:
             self.report.watcher_height = watcher.height
             self.report.deposits = len(watcher.acknowledged)
@@ -291,12 +281,12 @@ async def run_chaos(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
+    args = parse_args(
+        "Chaos: order lifecycles and the event feed while both services are SIGKILLed and "
+        "PostgreSQL restarts.",
+        seconds=60, seconds_help="how long the chaos lasts", workers=24,
         prog="python -m tests.chaos",
-        description="Chaos: order lifecycles and the event feed while both services are "
-        "SIGKILLed and PostgreSQL restarts.",
-    )
-    args = parse_args(parser, seconds=60, seconds_help="how long the chaos lasts", workers=24)
+    )  # fmt: skip
     run_and_exit(
         "chaos run", lambda: run_chaos(args.seconds, args.seed, args.log_dir, args.workers)
     )

@@ -47,10 +47,8 @@ class ChainWatcher:
         tick_seconds: float = _TICK_SECONDS,
         payee_statuses: tuple[str, ...] = ("PENDING", "PROCESSING"),
     ) -> None:
-        """`late_payers`: whether customers pay released wallets too (each such payment
-        disables a wallet); `tick_seconds`: how often a block is mined and reported;
-        `payee_statuses`: the statuses of the live orders customers pay (a PENDING order
-        that received money outlives its payment window)."""
+        """`late_payers`: customers pay released wallets too; `payee_statuses`: of the live
+        orders paid (a PENDING order that received money outlives its payment window)."""
         self._pool = pool
         self._database_url = database_url
         self._report = report
@@ -90,11 +88,8 @@ class ChainWatcher:
         ]
 
     async def _payees(self) -> tuple[list[tuple[str, datetime]], bool]:
-        """Who pays in this block, and when: a wallet held by a live order most blocks, a
-        released one rarely (a late payer). Read from the tables, as a chain shows payments to
-        any address, with the database's clock then as the block's time (so a payment to a
-        live order is on time, whatever commits meanwhile); none while the database is
-        down."""
+        """Who pays in this block: a held wallet, or rarely a released one (a late payer); the
+        database's clock as the block's time, so a payment to a live order is on time."""
         late = self._late_payers and (
             self._rng.random() < _LATE_CHANCE or self.height % _LATE_EVERY == 0
         )
@@ -154,14 +149,14 @@ class ChainWatcher:
                 await self._pool.ReportDeposits(request, metadata=bearer(WATCHER_TOKEN), timeout=5)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
-                self._report.count("report_deposits", code)
+                self._report.count("report_deposits", code.name)
                 if code not in TRANSIENT:
                     self._report.violation(f"report_deposits answered {code.name}: {exc.details()}")
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            self._report.count("report_deposits", grpc.StatusCode.OK)
+            self._report.count("report_deposits", "OK")
             for d in deposits:
                 key = ("ETH", d.txid, d.index)
                 self.acknowledged[key] = (d.address, Decimal(d.amount))
