@@ -1,19 +1,13 @@
-"""10: what showing an event only once the synchronous standby has its sequence costs (the
-order service's `_confirm_events`, migration 008). A PostgreSQL primary with a synchronous
-standby of its own (`tests.chaos.replication`), two databases on it, and a stack on each, side
-by side: the order service as it is, and one without the confirmation
-(`bench.order_without_confirmation`). The lifecycle of scenario 2 in windows taken in turn."""
+"""10: what confirming events by the synchronous standby costs (bench/README.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 
-import asyncpg
-
 from bench.harness import Run, baseline_row, in_rounds, in_turn, load, service_cpu_ms
 from bench.loadgen import LIFECYCLE
-from bench.stack import add_wallets, pids_of, start_services
+from bench.stack import add_wallets, connected, pids_of, start_services
 from tests.chaos.replication import DATABASE, ReplicatedCluster
 from tests.e2e.stack import LocalStack
 
@@ -21,22 +15,9 @@ CONFIRMATION = "10 confirmation"
 ARMS = {"confirmed": "order_service", "without": "bench.order_without_confirmation"}
 
 
-async def _databases(cluster: ReplicatedCluster) -> dict[str, str]:
-    """Per arm, the cluster's URL of a database of its own (created on the primary)."""
-    conn = await asyncpg.connect(cluster.primary.url("postgres"))
-    try:
-        await conn.execute("CREATE DATABASE exchange_without")
-    finally:
-        await conn.close()
-    return {"confirmed": cluster.url(DATABASE), "without": cluster.url("exchange_without")}
-
-
 async def _event_log(url: str) -> dict[str, int]:
-    conn = await asyncpg.connect(url)
-    try:
+    async with connected(url) as conn:
         row = await conn.fetchrow("SELECT last_sequence, confirmed_through FROM orders.event_log")
-    finally:
-        await conn.close()
     assert row is not None
     return dict(row)
 
@@ -52,7 +33,9 @@ async def confirmation_cost(run: Run) -> None:
     stacks: dict[str, LocalStack] = {}
     try:
         await cluster.start()
-        urls = await _databases(cluster)
+        async with connected(cluster.primary.url("postgres")) as conn:
+            await conn.execute("CREATE DATABASE exchange_without")
+        urls = {"confirmed": cluster.url(DATABASE), "without": cluster.url("exchange_without")}
         for name, module in ARMS.items():
             stacks[name] = await start_services(
                 urls[name], run.work_dir / f"confirmation-{name}", order_module=module

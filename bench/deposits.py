@@ -1,8 +1,4 @@
-"""9: what a chain watcher's deposit reports cost the claim cycle. The claim cycle of
-scenario 1 (concurrency 32, over the same pool) on one stack, in pairs of windows: without
-reports, then while a watcher sends 10,000 deposits in reports of 100, paced evenly over the
-measured window, to addresses of the pool (each attributed from the address history the
-cycle keeps growing), with the scanned height one block further each report."""
+"""9: what a chain watcher's deposit reports cost the claim cycle (bench/README.md)."""
 
 from __future__ import annotations
 
@@ -29,13 +25,11 @@ DEPOSITS = "9 deposit reports"
 _REPORTS = 100
 _PER_REPORT = 100
 _CONCURRENCY = 32
-# The claim cycle's throughput with the reports, against without.
 _THROUGHPUT_TARGET = 0.90
 
 
 class Reporter:
-    """The watcher's side: reports of `_PER_REPORT` deposits to pool addresses, spread evenly
-    over a window; counts what the pool answered."""
+    """Reports of deposits to pool addresses, spread evenly over a window."""
 
     def __init__(self, pool_addr: str, addresses: list[str]) -> None:
         self._channel = grpc.aio.insecure_channel(pool_addr)
@@ -84,14 +78,6 @@ class Reporter:
         await self._channel.close(None)
 
 
-async def _addresses(url: str, count: int) -> list[str]:
-    async with connected(url) as conn:
-        rows = await conn.fetch(
-            "SELECT address FROM wallet_pool.wallets ORDER BY random() LIMIT $1", count
-        )
-    return [r["address"] for r in rows]
-
-
 async def deposit_reports(run: Run) -> None:
     settings = run.settings
     print(
@@ -102,7 +88,9 @@ async def deposit_reports(run: Run) -> None:
         flush=True,
     )
     async with run.stack("deposits") as (database, stack):
-        reporter = Reporter(stack.pool_addr, await _addresses(database, 2_000))
+        async with connected(database) as conn:
+            query = "SELECT address FROM wallet_pool.wallets ORDER BY random() LIMIT 2000"
+            reporter = Reporter(stack.pool_addr, [r["address"] for r in await conn.fetch(query)])
         window = functools.partial(load, run, run.job(CYCLE, stack, _CONCURRENCY), pids_of(stack))
         arms = {
             "without": functools.partial(window, None),

@@ -9,12 +9,7 @@ from typing import Any
 
 from bench.harness import Run, errors_of, summary, timed
 from bench.loadgen import CYCLE, run_load
-from bench.stack import (
-    add_queued_orders,
-    add_wallets,
-    clear_queue,
-    connected,
-)
+from bench.stack import add_wallets, connected
 from bench.stats import Latency
 from shared.sql import load_queries
 
@@ -47,14 +42,6 @@ async def _background_query_ms(url: str) -> dict[str, float]:
     return timings
 
 
-async def _wallet_count(url: str, network: str) -> int:
-    async with connected(url) as conn:
-        count: int = await conn.fetchval(
-            "SELECT count(*) FROM wallet_pool.wallets WHERE network = $1", network
-        )
-    return count
-
-
 async def growth(run: Run) -> None:
     settings = run.settings
     sizes, queued = settings.growth_sizes, settings.growth_queue
@@ -77,27 +64,34 @@ async def growth(run: Run) -> None:
                     "met": ratio <= 1.3 and not result.errors,
                 }
             name = f"{GROWTH}, {label}" + ("" if len(base) > 1 else " (baseline)")
-            run.add(
-                timed(
-                    name, 1, latency, throughput=result.throughput, note=errors_of(result), **fields
-                )
-            )
+            note = errors_of(result)
+            run.add(timed(name, 1, latency, throughput=result.throughput, note=note, **fields))
             point = {"case": label, "allocate_ms": latency.to_json(), **summary(result)}
             if background:
                 point["background_query_ms"] = await _background_query_ms(database)
             points.append(point)
 
         await measure(f"{sizes[0]:,} wallets")
-        await add_queued_orders(database, "BTC", queued)
+        async with connected(database) as conn:
+            # Vacuumed, as autovacuum would have by the time a queue grew this long.
+            await conn.execute(
+                "INSERT INTO wallet_pool.queue (order_id, network) "
+                "SELECT gen_random_uuid(), 'BTC' FROM generate_series(1, $1::bigint)",
+                queued,
+            )
+            await conn.execute("VACUUM ANALYZE wallet_pool.queue, wallet_pool.queue_blocks")
         await measure(f"{sizes[0]:,} wallets + {queued:,} orders queued (BTC)")
         await measure(f"joining the back of a {queued:,}-order queue (BTC)", "BTC", False)
-        await clear_queue(database, "BTC")
+        async with connected(database) as conn:
+            await conn.execute("DELETE FROM wallet_pool.queue WHERE network = 'BTC'")
+            await conn.execute("VACUUM ANALYZE wallet_pool.queue")
         for current, size in itertools.pairwise(sizes):
             started = time.monotonic()
             await add_wallets(database, "ETH", current + 1, size - current)
             print(f"  ({size - current:,} wallets added in {time.monotonic() - started:.1f} s)")
-            held = await _wallet_count(database, "ETH")
+            async with connected(database) as conn:
+                held = await conn.fetchval("SELECT count(*) FROM wallet_pool.wallets")
             if held != size:
-                raise RuntimeError(f"the pool has {held:,} ETH wallets, expected {size:,}")
+                raise RuntimeError(f"the pool has {held:,} wallets, expected {size:,}")
             await measure(f"{size:,} wallets")
     run.details["growth"] = {"sizes": list(sizes), "queue": queued, "points": points}

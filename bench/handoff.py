@@ -1,5 +1,4 @@
-"""3: the queue hand-off as a waiting customer sees it. A probe process of its own runs the
-rounds one after another; this process sets the stack up and turns the rounds into rows."""
+"""3: the queue hand-off as a waiting customer sees it (bench/README.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +6,6 @@ import asyncio
 import random
 import statistics
 import time
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -15,6 +13,7 @@ import grpc
 
 from bench.harness import Run, timed
 from bench.loadgen import Client, Target, join, receive, spawn
+from bench.settings import BenchSettings
 from bench.stack import add_wallets, pids_of, service_settings, target_of
 from bench.stats import Latency
 from bench.system import CpuMeter
@@ -24,18 +23,8 @@ from tests.e2e.stack import LocalStack
 HAND_OFF = "3 queue hand-off"
 
 
-@dataclass(frozen=True)
-class HandOffJob:
-    target: Target
-    network: str
-    holders: int  # wallets of the network, all held by live orders
-    queue_length: int  # orders waiting behind them
-    rounds: int
-    poll_seconds: float
-    # A random pause of up to this long before each COMPLETED, so that the rounds do not
-    # fall into step with the services' periodic loops.
-    pause_seconds: float = 0.5
-    timeout_seconds: float = 10.0
+_NETWORK, _HOLDERS = "TRON", 4  # wallets of the network, all held by live orders
+_TIMEOUT_SECONDS = 10.0
 
 
 POLL, WATCH = "poll", "watch"
@@ -43,14 +32,8 @@ Stream = grpc.aio.UnaryStreamCall[order_pb.WatchOrderRequest, order_pb.WatchOrde
 
 
 class _Probe:
-    """Rounds of two kinds in turn, `job.rounds` of each. Each completes the oldest holder
-    while the head of the queue, as its customer would, learns its address over a channel
-    of its own: by polling GetOrder from the moment COMPLETED is sent, or on a WatchOrder
-    stream it opened before the round's pause. The head then holds the wallet, and a new
-    order joins the back of the queue, so the queue keeps its length."""
-
-    def __init__(self, job: HandOffJob) -> None:
-        self.job, self.client, self.customer = job, Client(job.target), Client(job.target)
+    def __init__(self, target: Target, settings: BenchSettings) -> None:
+        self.settings, self.client, self.customer = settings, Client(target), Client(target)
         self.holders: list[str] = []
         self.waiting: list[str] = []
         self.result: dict[str, Any] = {
@@ -64,28 +47,29 @@ class _Probe:
         }
 
     async def run(self) -> dict[str, Any]:
-        job, client = self.job, self.client
+        settings, client = self.settings, self.client
         await client.ready()
         await self.customer.ready()
-        for _ in range(job.holders):
-            order = await client.create_order(job.network)
+        for _ in range(_HOLDERS):
+            order = await client.create_order(_NETWORK)
             if not order.wallet_address:
                 raise RuntimeError("a holder order got no wallet; is the network's pool empty?")
             self.holders.append(order.id)
             await client.set_status(order.id, order_pb.ORDER_STATUS_PROCESSING)
-        for _ in range(job.queue_length):
-            order = await client.create_order(job.network)
+        for _ in range(settings.handoff_queue_length):
+            order = await client.create_order(_NETWORK)
             if order.wallet_address:
                 raise RuntimeError("a waiting order got a wallet; the pool has more wallets")
             self.waiting.append(order.id)
-        for number in range(2 * job.rounds):
+        for number in range(2 * settings.handoff_rounds):
             await self.round(WATCH if number % 2 else POLL)
         return {**self.result, "cpu_seconds": time.process_time()}
 
     async def round(self, kind: str) -> None:
         holder, head = self.holders.pop(0), self.waiting.pop(0)
         stream = await self.open_watch(head) if kind == WATCH else None
-        await asyncio.sleep(random.uniform(0, self.job.pause_seconds))
+        # A random pause, so that the rounds do not fall into step with the services' loops.
+        await asyncio.sleep(random.uniform(0, self.settings.handoff_pause_seconds))
         sent = time.monotonic()
         completing = asyncio.create_task(self.complete(holder))
         seen = await (self.poll(head, sent) if stream is None else self.address_on(stream))
@@ -96,7 +80,7 @@ class _Probe:
         self.result["completed_call"][kind].append(await completing)
         await self.client.set_status(head, order_pb.ORDER_STATUS_PROCESSING)
         self.holders.append(head)
-        self.waiting.append((await self.client.create_order(self.job.network)).id)
+        self.waiting.append((await self.client.create_order(_NETWORK)).id)
 
     async def complete(self, holder: str) -> float:
         started = time.monotonic()
@@ -106,7 +90,6 @@ class _Probe:
         return time.monotonic() - started
 
     async def poll(self, head: str, sent: float) -> float | None:
-        """When GetOrder first showed the head's address (None: not in time)."""
         count = 0
         try:
             while True:
@@ -117,14 +100,13 @@ class _Probe:
                 count += 1
                 if order.wallet_address:
                     return seen
-                if seen - sent > self.job.timeout_seconds:
+                if seen - sent > _TIMEOUT_SECONDS:
                     return None
-                await asyncio.sleep(self.job.poll_seconds)
+                await asyncio.sleep(self.settings.poll_seconds)
         finally:
             self.result["polls_per_round"].append(count)
 
     async def open_watch(self, head: str) -> Stream:
-        """The head's WatchOrder stream, once it has shown the order as it is now."""
         opened = time.monotonic()
         stream = self.customer.watch_order(head)
         now = await stream.read()
@@ -134,10 +116,9 @@ class _Probe:
         return stream
 
     async def address_on(self, stream: Stream) -> float | None:
-        """When the stream first showed an address (None: not in time)."""
         count = 0
         try:
-            async with asyncio.timeout(self.job.timeout_seconds):
+            async with asyncio.timeout(_TIMEOUT_SECONDS):
                 while isinstance(response := await stream.read(), order_pb.WatchOrderResponse):
                     count += 1
                     if response.order.wallet_address:
@@ -154,47 +135,37 @@ class _Probe:
         await self.customer.close()
 
 
-async def _hand_off_rounds(job: HandOffJob, conn: Connection) -> dict[str, Any]:
-    probe = _Probe(job)
+async def _hand_off_rounds(target: Target, settings: BenchSettings, conn: Connection) -> Any:
+    probe = _Probe(target, settings)
     try:
         return await probe.run()
     finally:
         await probe.close()
 
 
-async def run_hand_off(job: HandOffJob) -> dict[str, Any]:
-    process, pipe = spawn(_hand_off_rounds, job)
-    try:
-        answer: dict[str, Any] = await receive(
-            pipe, 60 + 2 * job.rounds * (job.timeout_seconds + 1)
-        )
-    finally:
-        await join(process)
-    return answer
-
-
 async def hand_off(run: Run, stack: LocalStack, database: str) -> None:
-    settings, holders = run.settings, 4
+    settings = run.settings
     print(
-        f"{HAND_OFF}: {holders} wallets, {settings.handoff_queue_length} orders waiting, "
+        f"{HAND_OFF}: {_HOLDERS} wallets, {settings.handoff_queue_length} orders waiting, "
         f"{settings.handoff_rounds} rounds each of polling and of watching",
         flush=True,
     )
-    await add_wallets(database, "TRON", 1, holders)
+    await add_wallets(database, _NETWORK, 1, _HOLDERS)
     meter = CpuMeter(groups=pids_of(stack), postmaster=run.postmaster)
     before = meter.sample()
-    job = HandOffJob(
-        target_of(stack), "TRON", holders, settings.handoff_queue_length,
-        settings.handoff_rounds, settings.poll_seconds, settings.handoff_pause_seconds,
-    )  # fmt: skip
-    result = await run_hand_off(job)
+    process, pipe = spawn(_hand_off_rounds, target_of(stack), settings)
+    try:
+        wait = 60 + 2 * settings.handoff_rounds * (_TIMEOUT_SECONDS + 1)
+        result: dict[str, Any] = await receive(pipe, wait)
+    finally:
+        await join(process)
     after = meter.sample()
     cpu = CpuMeter.usage(before, after)
     # The probe's own CPU, which it reports, is not the machine's other processes'.
     cpu["load_generator"] = round(result["cpu_seconds"] / (after.wall - before.wall), 3)
     cpu["other"] = round(max(0.0, cpu["other"] - cpu["load_generator"]), 3)
     run.details["hand_off"] = {
-        "wallets": holders,
+        "wallets": _HOLDERS,
         "queue_length": settings.handoff_queue_length,
         "rounds_of_each_kind": settings.handoff_rounds,
         "poll_seconds": settings.poll_seconds,
@@ -210,7 +181,6 @@ async def hand_off(run: Run, stack: LocalStack, database: str) -> None:
 
 
 def _rows(run: Run, result: dict[str, Any]) -> dict[str, Any]:
-    """The rounds' rows; their latencies' details."""
     polled, watched = (Latency.of(result["from_sent"][kind]) for kind in (POLL, WATCH))
     poll = Latency.of(result["get_order"])
     timeouts = result["timeouts"]

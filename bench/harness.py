@@ -1,5 +1,4 @@
-"""What every scenario shares: the run (its settings, servers, table rows and JSON details),
-the load with CPU sampled during its window, and summaries of a load's result."""
+"""What every scenario shares."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import LoadJob, LoadResult, Window, run_load
-from bench.report import Row
+from bench.report import Row, cells
 from bench.settings import BenchSettings
 from bench.stack import BenchServer, add_wallets, start_services, target_of
 from bench.stats import Latency
@@ -35,7 +34,6 @@ class Run:
     def job(
         self, workload: str, stack: LocalStack, concurrency: int, network: str = "ETH"
     ) -> LoadJob:
-        """A load of `workload` on `stack` in the run's windows."""
         windows = (self.settings.warmup_seconds, self.settings.duration_seconds)
         return LoadJob(workload, target_of(stack), concurrency, *windows, network)
 
@@ -43,9 +41,8 @@ class Run:
     async def stack(
         self, name: str, env: dict[str, str] | None = None, wallets: int | None = None
     ) -> AsyncIterator[tuple[str, LocalStack]]:
-        """A new database with `wallets` ETH wallets (the run's pool size by default) and
-        both services on it, past their background loops' first round; dropped after."""
-        database = await self.server.database()
+        """A new database with `wallets` ETH wallets and both services on it; dropped after."""
+        database = await self.server.factory.create()
         try:
             await add_wallets(database, "ETH", 1, wallets or self.settings.claim_pool_size)
             stack = await start_services(database, self.work_dir / name, env)
@@ -55,28 +52,14 @@ class Run:
             finally:
                 await stack.close()
         finally:
-            await self.server.drop(database)
+            await self.server.factory.drop_database(database)
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
-        print(f"  {row.scenario} [{row.concurrency}] {_brief(row)}", flush=True)
-
-
-def _brief(row: Row) -> str:
-    parts = []
-    if row.measured:
-        parts.append(row.measured)
-    if row.throughput is not None:
-        parts.append(f"{row.throughput:,.0f}/s")
-    if row.p50 is not None and row.p99 is not None:
-        parts.append(f"p50 {row.p50:.2f} ms p99 {row.p99:.2f} ms")
-    if row.ratio is not None:
-        parts.append(f"ratio {row.ratio:.2f}")
-    return ", ".join(parts)
+        print("  " + " | ".join(c for c in cells(row) if c != "-"), flush=True)
 
 
 def timed(scenario: str, concurrency: int, latency: Latency, **fields: Any) -> Row:
-    """A row of a latency's p50 and p99 (ms)."""
     return Row(scenario, str(concurrency), p50=latency.p50, p99=latency.p99, **fields)
 
 
@@ -97,8 +80,7 @@ async def load(
     database_url: str | None,
     also: Callable[[Window], Awaitable[None]] | None = None,
 ) -> tuple[LoadResult, dict[str, Any]]:
-    """The load, with CPU per process group (and connections per service) sampled during
-    its measured window; `also` runs during the window too."""
+    """The load, with CPU (and connections) sampled during its window; `also` runs then too."""
     samples: dict[str, Any] = {}
     meter = CpuMeter(groups=groups, postmaster=run.postmaster)
 
@@ -128,7 +110,6 @@ def summary(result: LoadResult) -> dict[str, Any]:
 
 
 def together(results: list[LoadResult]) -> LoadResult:
-    """Windows of one job as one: their operations over their summed seconds."""
     latencies: dict[str, list[float]] = {}
     errors: dict[str, int] = {}
     for result in results:
@@ -162,9 +143,6 @@ def in_turn(
     notes: tuple[str, ...] = (),
     ok: bool = True,
 ) -> dict[str, Any]:
-    """Windows of one load taken in turn, without something (the baseline) and with it: a row
-    for those with it against those without (and whether `target` x the baseline is met);
-    their details."""
     base, tried = together(windows[0]), together(windows[1])
     each = [_ratio(t, b) for b, t in zip(*windows, strict=True)]
     latency = Latency.of(tried.latencies.get(kind, []))
@@ -199,7 +177,6 @@ def in_turn(
 def baseline_row(
     run: Run, scenario: str, concurrency: int, kind: str, windows: list[LoadResult]
 ) -> dict[str, Any]:
-    """The row of the baseline's windows (taken in turn with those `in_turn` compares)."""
     base = together(windows)
     latency = Latency.of(base.latencies.get(kind, []))
     run.add(timed(scenario, concurrency, latency, throughput=base.throughput, note=errors_of(base)))
@@ -213,8 +190,7 @@ Arm = Callable[[], Awaitable[tuple[LoadResult, dict[str, Any]]]]
 async def in_rounds(
     rounds: int, arms: Mapping[str, Arm], alternate: bool = False
 ) -> tuple[dict[str, list[LoadResult]], dict[str, list[Any]]]:
-    """A window of each arm per round, in turn (with `alternate`, each arm goes first in
-    every other round, so that none gains from its place): each arm's results and CPU."""
+    """A window of each arm per round (`alternate`: each arm first in every other round)."""
     results: dict[str, list[LoadResult]] = {name: [] for name in arms}
     cpu: dict[str, list[Any]] = {name: [] for name in arms}
     for number in range(rounds):
@@ -227,8 +203,7 @@ async def in_rounds(
 
 
 def service_cpu_ms(results: list[LoadResult], cpu: list[Any]) -> float:
-    """Milliseconds of CPU both services spent per operation completed, over the windows:
-    steadier than the rate on a shared machine."""
+    """Both services' CPU ms per operation: steadier than the rate on a shared machine."""
     spent = sum(
         (window.get("order_service", 0.0) + window.get("wallet_pool_service", 0.0)) * r.seconds
         for r, window in zip(results, cpu, strict=True)

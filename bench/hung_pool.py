@@ -26,7 +26,6 @@ CALLS = 20  # of each kind: 20 creates and 20 completes at once
 
 
 async def slowest_answers(rounds: int) -> list[float]:
-    """The slowest of the 40 answers, for each round."""
     databases = DatabaseFactory()
     slowest = []
     try:

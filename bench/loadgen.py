@@ -1,10 +1,6 @@
-"""The load generator: processes of their own (spawned, never forked from a process that uses
-gRPC), each with an event loop of concurrent workers making real RPCs over one channel.
-
-All processes start together at a time the parent sends (CLOCK_MONOTONIC is one clock for
-every process on Linux): a warm-up first, then a measured window. An operation counts toward
-throughput when it finishes inside the window and toward latency when it starts inside it.
-"""
+"""The load generator (bench/README.md): spawned processes (never forked from a process that
+uses gRPC) of concurrent workers over one channel, started together at a time the parent
+sends (CLOCK_MONOTONIC is one clock for every process on Linux)."""
 
 from __future__ import annotations
 
@@ -35,8 +31,6 @@ _READY_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class Target:
-    """Where the calls go and with which tokens (operator, client, service)."""
-
     order_addr: str
     pool_addr: str
     tokens: tuple[str, str, str]
@@ -56,8 +50,6 @@ class LoadJob:
 
 @dataclass(frozen=True)
 class Window:
-    """The measured window (monotonic clock) and the load processes' pids."""
-
     start: float
     end: float
     client_pids: tuple[int, ...]
@@ -98,8 +90,7 @@ class Client:
             await channel.close(None)
 
     async def cycle(self, network: str) -> dict[str, float]:
-        """Allocate a wallet to a new order and release it (a released order id never
-        allocates again, so every cycle needs a fresh one)."""
+        """A fresh order id each time: a released order id never allocates again."""
         order_id, started = str(uuid.uuid4()), time.monotonic()
         allocated = await self.pool.AllocateWallet(
             pool_pb.AllocateWalletRequest(order_id=order_id, network=network),
@@ -136,8 +127,7 @@ class Client:
     def watch_order(
         self, order_id: str
     ) -> grpc.aio.UnaryStreamCall[order_pb.WatchOrderRequest, order_pb.WatchOrderResponse]:
-        """A WatchOrder stream as the order's customer opens it (no deadline: it stays open
-        until the order is done or the caller cancels it)."""
+        """No deadline: the stream stays open until the order is done or cancelled."""
         request = order_pb.WatchOrderRequest(order_id=order_id)
         return self.orders.WatchOrder(request, metadata=self.client)
 
@@ -195,8 +185,6 @@ async def _run_workers(
 
 
 def child(function: Callable[..., Coroutine[Any, Any, Any]], conn: Connection, *args: Any) -> None:
-    """A spawned process's main: runs `function(*args, conn)`, sends what it returns (or
-    why it failed) back."""
     try:
         result = asyncio.run(function(*args, conn))
     except BaseException as exc:
@@ -207,8 +195,6 @@ def child(function: Callable[..., Coroutine[Any, Any, Any]], conn: Connection, *
 
 
 def spawn(function: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> tuple[Any, Connection]:
-    """`function(*args, conn)` in a process of its own (spawned, never forked from a process
-    that uses gRPC), started; the process and this end of its pipe."""
     context = multiprocessing.get_context("spawn")
     parent_end, child_end = context.Pipe()
     process = context.Process(target=child, args=(function, child_end, *args), daemon=True)
@@ -231,8 +217,7 @@ async def run_load(
     processes: int,
     during: Callable[[Window], Coroutine[Any, Any, None]] | None = None,
 ) -> LoadResult:
-    """Run `job` from `processes` processes (fewer when the concurrency is lower);
-    `during` runs in this process while the window is measured (samplers)."""
+    """`during` runs in this process while the window is measured (samplers)."""
     processes = max(1, min(processes, job.concurrency))
     workers = _split(job.concurrency, processes)
     budgets: list[int | None] = [None] * processes
@@ -280,7 +265,6 @@ async def run_load(
 
 
 async def receive(conn: Connection, wait_seconds: float) -> Any:
-    """The child's next answer; its failure raised."""
     if not await asyncio.to_thread(conn.poll, wait_seconds):
         raise TimeoutError(f"no answer from a process of the run in {wait_seconds:.0f} s")
     answer = conn.recv()

@@ -1,15 +1,6 @@
-"""The RPC floor: both services' APIs on one server whose handlers do nothing (an empty
-response; an empty stream), behind the same GrpcServer, interceptor (auth, parsing, logging,
-metrics), health and reflection as the real services. `python -m bench.noop_server`; reads
-BENCH_NOOP_ADDR (default 127.0.0.1:0), LOG_LEVEL and the same token variables.
-
-With BENCH_NOOP_POOL_TARGET set, it relays as the order service does: CreateOrder calls
-AllocateWallet there, and UpdateOrderStatus to a final status calls ReleaseWallet (with
-SERVICE_TOKEN), before answering empty. Two of these servers are then the whole RPC path
-of an order's lifecycle, with nothing behind it.
-
-Handlers are made from the services' descriptors, the way the generated
-`add_*Servicer_to_server` registers a servicer, so every RPC in protos/ is served."""
+"""The RPC floor (bench/README.md, N and N2): both services' APIs served empty behind the
+same GrpcServer, interceptor, health and reflection as the services. With
+BENCH_NOOP_POOL_TARGET it relays the order service's two calls to the pool there."""
 
 from __future__ import annotations
 
@@ -49,7 +40,6 @@ _FINAL = {order_pb.ORDER_STATUS_COMPLETED, order_pb.ORDER_STATUS_CANCELLED}
 def _relays(
     pool: pool_grpc.WalletPoolServiceAsyncStub, token: str
 ) -> dict[str, Callable[..., Any]]:
-    """The order service's calls to the pool, and nothing else."""
     metadata = (("authorization", f"Bearer {token}"),)
 
     async def create(request: Any, context: Any) -> Any:

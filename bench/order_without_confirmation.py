@@ -1,7 +1,5 @@
-"""`python -m bench.order_without_confirmation`: the order service without the confirmation of
-numbered events (`EventLog._confirm_events` does nothing: what it numbers is never shown
-while a synchronous standby is configured), so that scenario 10 measures what the
-confirmation costs beside the service as it is, in one run."""
+"""`python -m bench.order_without_confirmation`: the order service with
+`EventLog._confirm_events` doing nothing (scenario 10's baseline)."""
 
 from order_service.event_log import EventLog
 

@@ -1,5 +1,4 @@
-"""The results: one table row per figure (beside its baseline from the same run), the JSON
-file and the chart."""
+"""The results: the table, the JSON file and the chart."""
 
 from __future__ import annotations
 
@@ -42,7 +41,6 @@ def cells(row: Row) -> list[str]:
 
 
 def table(rows: Sequence[Row]) -> str:
-    """A plain-text table (also valid as a Markdown table)."""
     body = [COLUMNS.split("|"), *(cells(row) for row in rows)]
     widths = [max(len(line[i]) for line in body) for i in range(len(body[0]))]
     lines = ["| " + " | ".join(map(str.ljust, line, widths)) + " |" for line in body]
@@ -57,8 +55,6 @@ def write_json(path: Path, document: dict[str, Any], rows: Sequence[Row]) -> Non
 
 
 def draw_chart(path: Path, title: str, claim: dict[str, Any], life: dict[str, Any] | None) -> None:
-    """The claim limit by concurrency: throughput against its floors (left), latency (right,
-    log scale); the lifecycle as single markers."""
     import matplotlib
 
     matplotlib.use("Agg")

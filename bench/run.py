@@ -1,5 +1,4 @@
-"""`make bench`: the database, the floors' noop server, the scenarios, then the table, the
-JSON file and the chart in bench/results/, one of each per set of scenarios."""
+"""`make bench` (bench/README.md)."""
 
 from __future__ import annotations
 
@@ -18,16 +17,7 @@ from typing import Any
 
 import grpc
 
-from bench import (
-    confirmation,
-    deposits,
-    growth,
-    memory,
-    scenarios,
-    sqlfloor,
-    tracing,
-    watch,
-)
+from bench import confirmation, deposits, growth, memory, scenarios, sqlfloor, tracing, watch
 from bench.harness import Run
 from bench.report import draw_chart, table, write_json
 from bench.settings import SCENARIOS, BenchSettings
@@ -50,7 +40,6 @@ _STEPS: tuple[tuple[str, Callable[[Run], Awaitable[None]]], ...] = (
 
 
 def _git(*args: str) -> str:
-    """A command's output (git's, pgbench's), or nothing."""
     try:
         return subprocess.run(
             args, capture_output=True, text=True, check=True, timeout=10
@@ -78,23 +67,19 @@ async def _environment(server: BenchServer) -> dict[str, Any]:
         "postgres_settings": postgres,
         "service_settings": {
             **service_settings(),
-            **{n: os.environ.get(n, d) for n, d in _SERVICE_VARIABLES.items()},
+            **{n: os.environ.get(n, d) for n, d in _SERVICE_VARIABLES},
         },
     }
 
 
-_SERVICE_VARIABLES = {
-    "LOG_LEVEL": "INFO",
-    "ORDER_DB_POOL_SIZE": "8",
-    "WALLET_POOL_DB_POOL_SIZE": "8",
-}
+_SERVICE_VARIABLES = [("LOG_LEVEL", "INFO"), ("ORDER_DB_POOL_SIZE", "8")]
+_SERVICE_VARIABLES += [("WALLET_POOL_DB_POOL_SIZE", "8")]
 
 
 def _cpu_table(details: dict[str, Any]) -> str:
     """Cores used during each measured window: how busy the machine was, and by whom."""
     points = [(f"claim {p['concurrency']}", p) for p in details.get("claim", {}).get("points", [])]
-    if life := details.get("lifecycle"):
-        points.append(("lifecycle", life))
+    points += [("lifecycle", details["lifecycle"])] if "lifecycle" in details else []
     windows = [
         (f"{label}: {name}", cpu)
         for label, point in points
@@ -107,25 +92,17 @@ def _cpu_table(details: dict[str, Any]) -> str:
     if hand_off := details.get("hand_off"):
         windows.append(("hand-off rounds", hand_off["cpu_cores"]))
     if watchers := details.get("watchers"):
-        cpu = watchers["cpu_cores"]
-        windows.append(("lifecycle: no watchers", cpu["without"]))
-        windows.append((f"lifecycle: {watchers['streams']:,} watchers", cpu["with"]))
+        windows.append(("lifecycle: no watchers", watchers["cpu_cores"]["without"]))
+        windows.append(
+            (f"lifecycle: {watchers['streams']:,} watchers", watchers["cpu_cores"]["with"])
+        )
     lines = ["CPU cores used in the measured windows ('other': processes outside the run):"]
-    for label, cpu in windows:
-        if not cpu:
-            continue
-        services = ", ".join(
-            f"{name} {cpu[name]:.2f}"
-            for name in ("wallet_pool_service", "order_service", "noop_server")
-            if name in cpu
-        )
-        client = "pgbench" if "pgbench" in cpu else "load_generator"
-        watching = f"watchers {cpu['watchers']:.2f}  " if "watchers" in cpu else ""
-        lines.append(
-            f"  {label:<26} {services or '-':<48} postgres {cpu.get('postgres', 0):.2f}  "
-            f"{client} {cpu.get(client, 0):.2f}  {watching}other {cpu.get('other', 0):.2f}  "
-            f"machine {cpu.get('machine_busy', 0):.2f}/{int(cpu.get('cores', 0))}"
-        )
+    for label, cpu in (w for w in windows if w[1]):
+        names = ["wallet_pool_service", "order_service", "noop_server", "postgres"]
+        names += ["pgbench" if "pgbench" in cpu else "load_generator", "watchers", "other"]
+        used = "  ".join(f"{name} {cpu[name]:.2f}" for name in names if name in cpu)
+        machine = f"machine {cpu.get('machine_busy', 0):.2f}/{int(cpu.get('cores', 0))}"
+        lines.append(f"  {label:<26} {used}  {machine}")
     return "\n".join(lines) if len(lines) > 1 else ""
 
 
@@ -174,22 +151,23 @@ async def bench(settings: BenchSettings) -> int:
         "environment": environment,
         "details": run.details,
     }
-    # One file per set of scenarios, the latest run's (quick runs apart, not kept in git).
-    name = "-".join(s for s in SCENARIOS if s in settings.scenarios)
-    path = (RESULTS / "quick" if settings.quick else RESULTS) / (
-        "all" if set(settings.scenarios) == set(SCENARIOS) else name
-    )
-    json_path, chart_path = path.with_suffix(".json"), path.with_suffix(".png")
-    write_json(json_path, document, run.rows)
-    print(f"\nresults: {_shown(json_path)}")
-    if "claim" in run.details:
-        title = f"AllocateWallet+ReleaseWallet cycles over {settings.claim_pool_size:,} wallets"
-        draw_chart(
-            chart_path, f"{title} - {stamp}", run.details["claim"], run.details.get("lifecycle")
-        )
-        print(f"chart:   {_shown(chart_path)}")
+    _save(run, document, stamp)
     print(f"took {document['seconds']:.0f} s; load average now {os.getloadavg()[0]:.2f}")
     return 0
+
+
+def _save(run: Run, document: dict[str, Any], stamp: str) -> None:
+    """One file per set of scenarios, the latest run's (quick runs apart, not kept in git)."""
+    chosen = run.settings.scenarios
+    name = "all" if set(chosen) == set(SCENARIOS) else "-".join(s for s in SCENARIOS if s in chosen)
+    path = (RESULTS / "quick" if run.settings.quick else RESULTS) / name
+    write_json(path.with_suffix(".json"), document, run.rows)
+    print(f"\nresults: {_shown(path.with_suffix('.json'))}")
+    if "claim" in run.details:
+        title = f"AllocateWallet+ReleaseWallet cycles over {run.settings.claim_pool_size:,} wallets"
+        life = run.details.get("lifecycle")
+        draw_chart(path.with_suffix(".png"), f"{title} - {stamp}", run.details["claim"], life)
+        print(f"chart:   {_shown(path.with_suffix('.png'))}")
 
 
 def main() -> None:

@@ -1,6 +1,4 @@
-"""1, 2 and 6 against their floors: the claim limit and the order lifecycle, each beside the
-same calls on the no-op server (N) and the same SQL under pgbench (P), and the database
-connections each service holds meanwhile. They share one stack with the hand-off (3)."""
+"""1, 2 and 6 against their floors, on one stack with the hand-off (3) (bench/README.md)."""
 
 from __future__ import annotations
 
@@ -33,26 +31,18 @@ CONNECTIONS = "6 db connections"
 
 
 def _drift(measured: float, script: sqlfloor.Script) -> str:
-    """A warning when the services commit a different number of transactions per operation
-    under the load than while the floor's script was traced (both counted by the database,
-    less the background loops'): then the script may not be what they send now. Between
-    runs the lifecycle's count moves by up to about 7 % (how often the sequencer's runs
-    coalesce depends on timing); one statement more or less per operation is more."""
+    """A warning when the services commit another number of transactions per operation
+    under the load than while traced (the lifecycle's moves by up to 7 % between runs)."""
     if abs(measured - script.traced_commits) <= max(0.6, 0.1 * script.traced_commits):
         return ""
     traced = f"{script.traced_commits}/op traced, SQL floor {script.commits}"
     return f"service commits {measured:.1f}/op, {traced}: floor script stale?"
 
 
-def _pool_size(variable: str) -> int:
-    return int(os.environ.get(variable, "").strip() or 8)
-
-
 async def _pgbench(
     run: Run, url: str, script: sqlfloor.Script, clients: int
 ) -> tuple[sqlfloor.PgbenchResult, dict[str, float]]:
-    """pgbench with CPU sampled, and `claim_misses`: script runs whose claim came back
-    empty (every run claims once)."""
+    """`claim_misses`: script runs whose claim came back empty."""
     settings = run.settings
     meter = CpuMeter(postmaster=run.postmaster)
     # pgbench's own start-up is short; the CPU window is the measured run's, near enough.
@@ -71,25 +61,13 @@ async def _pgbench(
     return result, {**cpu, "claim_misses": result.all_transactions - claims}
 
 
-def _pg_summary(result: sqlfloor.PgbenchResult) -> dict[str, Any]:
-    return {
-        "throughput": round(result.tps, 2),
-        "transactions": result.transactions,
-        "clients": result.clients,
-        "latency_ms": Latency.of(result.latencies).to_json(),
-    }
-
-
 async def _commits_since(url: str, before: int, load_ended: float) -> tuple[int, float]:
-    """Commits since `before`, read once every backend has reported its counters: an idle
-    backend reports within 10 s (PGSTAT_IDLE_INTERVAL), so this waits until 11 s after the
-    load (the floors, measured meanwhile on other databases, usually cover that)."""
+    """Read once every backend reported its counters: an idle one within 10 s."""
     await asyncio.sleep(max(0.0, load_ended + 11.0 - time.monotonic()))
     return await commits(url) - before, time.monotonic()
 
 
 async def _floor_scripts(run: Run, url: str) -> dict[str, sqlfloor.Script]:
-    """The floors' pgbench scripts, from a trace of the services at each load's concurrency."""
     settings, jobs = run.settings, {}
     if "claim" in settings.scenarios:
         jobs[CYCLE] = max(settings.claim_concurrency)
@@ -103,13 +81,10 @@ async def _floor_scripts(run: Run, url: str) -> dict[str, sqlfloor.Script]:
     return {w: await sqlfloor.Script.build(url, t) for w, t in traces.items()}
 
 
-# --- 1, 2, 3 and 6: one stack with a pool of 10,000 wallets --------------------------------
-
-
 async def api_scenarios(run: Run) -> None:
     settings = run.settings
-    database = await run.server.database()
-    floor_database = await run.server.database()
+    database = await run.server.factory.create()
+    floor_database = await run.server.factory.create()
     for url in (database, floor_database):
         await add_wallets(url, "ETH", 1, settings.claim_pool_size)
     scripts = await _floor_scripts(run, floor_database)
@@ -127,8 +102,8 @@ async def api_scenarios(run: Run) -> None:
             await hand_off(run, stack, database)
     finally:
         await stack.close()
-        await run.server.drop(database)
-        await run.server.drop(floor_database)
+        await run.server.factory.drop_database(database)
+        await run.server.factory.drop_database(floor_database)
 
 
 def _connection_rows(
@@ -139,7 +114,7 @@ def _connection_rows(
         ("order_service", "order", "ORDER_DB_POOL_SIZE"),
     ):
         held = peak.get(app, {"total": 0, "active": 0, "idle_in_transaction": 0})
-        size = _pool_size(variable)
+        size = int(os.environ.get(variable, "").strip() or 8)
         idle_total = sum(idle.get(app, {}).values())
         run.add(
             Row(
@@ -157,9 +132,7 @@ def _connection_rows(
 async def _against_floors(
     run: Run, stack: LocalStack, job: LoadJob, database: str, floor: tuple[str, sqlfloor.Script]
 ) -> tuple[dict[str, Any], str, LoadResult, LoadResult, list[Row]]:
-    """One load, then the same calls on the no-op server (N) and the same SQL under pgbench
-    (P): its details, the note for its row, the load's result and the noop's, the floors'
-    rows."""
+    """The load, then the same calls on the noop server (N) and the SQL under pgbench (P)."""
     (floor_database, script), conc = floor, job.concurrency
     started = time.monotonic()
     commits_before, counters_before = await commits(database), await pool_counters(database)
@@ -186,7 +159,12 @@ async def _against_floors(
     details = {
         "achieved": summary(real),
         "noop": summary(noop),
-        "pgbench": _pg_summary(pg),
+        "pgbench": {
+            "throughput": round(pg.tps, 2),
+            "transactions": pg.transactions,
+            "clients": pg.clients,
+            "latency_ms": Latency.of(pg.latencies).to_json(),
+        },
         "ceiling": round(limit, 2),
         "ratio": round(real.throughput / limit if limit else 0.0, 4),
         "commits_per_operation": round(commits_per_op, 2),
@@ -202,10 +180,6 @@ async def _against_floors(
     queued_note = f"{queued} queued beside free wallets" if queued else ""
     note = join_notes(errors_of(real), queued_note, _drift(commits_per_op, script))
     return details, note, real, noop, rows
-
-
-def _sql_details(script: sqlfloor.Script) -> dict[str, Any]:
-    return {"sql_per_operation": script.per_operation, "pgbench_script": script.text}
 
 
 def _floor_row(scenario: str, conc: int, point: dict[str, Any], latency: Latency) -> Row:
@@ -234,7 +208,8 @@ async def claim(
         points.append({"concurrency": conc, **point})
     run.details["claim"] = {
         "pool_size": settings.claim_pool_size,
-        **_sql_details(floor[1]),
+        "sql_per_operation": floor[1].per_operation,
+        "pgbench_script": floor[1].text,
         "points": points,
     }
     # The best concurrency is where the system does the most, not where the ratio is kindest.
@@ -299,7 +274,8 @@ async def lifecycle(
         "noop_relayed": summary(relayed),
         "cpu_cores_noop_relayed": relayed_samples.get("cpu"),
         "ceiling_relayed": round(limit, 2),
-        **_sql_details(floor[1]),
+        "sql_per_operation": floor[1].per_operation,
+        "pgbench_script": floor[1].text,
     }
     if point.get("connections") is not None:
         _connection_rows(run, "lifecycle", conc, point["connections"], idle)

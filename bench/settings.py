@@ -31,7 +31,6 @@ def _env_ints(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _var(name: str, full: Any, quick: Any = None, minimum: float = 1) -> Any:
-    """A setting read from `name`: `full` by default, `quick` with BENCH_QUICK."""
     quick = full if quick is None else quick
     return field(metadata={"name": name, "full": full, "quick": quick, "minimum": minimum})
 

@@ -1,14 +1,6 @@
-"""The SQL floor: pgbench (the one pgserver ships, so a fresh machine has it) replaying the
-statements the services sent per operation in a trace taken in the same run (`bench.trace`),
-with as many clients as the RPC load has workers, so the floor follows every change.
-
-Each statement is replayed on its own, as the services sent it, as often per operation as
-the trace counted it (a fraction of a time by a random draw: the sequencer's runs coalesce
-under load). Parameters become constants of the type the server infers for them, except
-what belongs to one operation: its order id (made from the client id and a random number),
-the address its allocation returned (kept with `\\aset`), and timestamps (`now()`).
-pgbench runs in prepared mode, as asyncpg does. Everything above SQL is left out, on purpose.
-"""
+"""The SQL floor: pgbench (pgserver's) replaying a trace's statements (bench/README.md). Only
+what belongs to one operation varies: its order id, the address its allocation returned
+(`\\aset`) and timestamps (`now()`)."""
 
 from __future__ import annotations
 
@@ -65,9 +57,8 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 
 def _examples(trace: Trace, counts: dict[str, float]) -> dict[str, list[Entry]]:
-    """Each statement as one operation sent it, in its order: the operation most statements
-    name alone (a coalesced run of the sequencer names several); what names no operation
-    (a hand-off by network), as first sent."""
+    """Each statement as the operation most statements name alone sent it (a coalesced
+    run of the sequencer names several); what names none, as first sent."""
     named = [
         {u for v in e.params for u in _UUID.findall(v or "")} & trace.operations.keys()
         for e in trace.busy
@@ -173,7 +164,6 @@ def _logged_latencies(workdir: Path) -> list[float]:
 async def run_pgbench(
     url: str, script_text: str, clients: int, warmup_seconds: float, duration_seconds: float
 ) -> PgbenchResult:
-    """A warm-up run, then the measured run with one latency per script run."""
     with tempfile.TemporaryDirectory(prefix="bench-pgbench-") as tmp:
         script = Path(tmp) / "operation.sql"
         script.write_text(script_text)

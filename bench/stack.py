@@ -1,6 +1,4 @@
-"""The run's database server, its databases, and the processes under test, built from the
-project's own helpers: tests.databases (a migrated template cloned per database),
-tests.e2e.stack (both services as processes on free ports) and scripts.processes."""
+"""The run's database server, its databases and the services under test."""
 
 from __future__ import annotations
 
@@ -9,6 +7,7 @@ import contextlib
 import os
 import unittest.mock
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,6 @@ SERVICE_DEFAULTS = {
 
 @contextlib.asynccontextmanager
 async def connected(url: str) -> AsyncIterator[asyncpg.Connection[Any]]:
-    """A connection of the harness's own, closed after use."""
     conn = await asyncpg.connect(url)
     try:
         yield conn
@@ -49,19 +47,11 @@ def service_settings() -> dict[str, str]:
     return {name: os.environ.get(name, default) for name, default in SERVICE_DEFAULTS.items()}
 
 
+@dataclass
 class BenchServer:
-    """DATABASE_URL's server, or an embedded PostgreSQL of the benchmark's own (BENCH_PG_DIR,
-    default .data/bench-postgres, apart from the test suite's so neither disturbs the other)."""
-
-    def __init__(
-        self,
-        factory: DatabaseFactory,
-        embedded: EmbeddedPostgres | None,
-        lock: asyncpg.Connection[Any],
-    ) -> None:
-        self.factory = factory
-        self._embedded = embedded
-        self._lock = lock
+    factory: DatabaseFactory
+    embedded: EmbeddedPostgres | None
+    lock: asyncpg.Connection[Any]
 
     @classmethod
     async def start(cls) -> BenchServer:
@@ -79,36 +69,21 @@ class BenchServer:
             # The server stays up for the run that uses it.
             await lock.close()
             raise RuntimeError("another benchmark run is using this database server")
-        if embedded is not None:
-            await _drop_leftovers(server_url)
+        if embedded is not None:  # what an interrupted run left
+            left = "SELECT datname FROM pg_database WHERE datname LIKE 'exchange\\_test\\_%'"
+            for row in await lock.fetch(left):
+                await lock.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
         # The factory creates its databases on DATABASE_URL's server when that is set.
         with unittest.mock.patch.dict(os.environ, {"DATABASE_URL": server_url}):
             factory = DatabaseFactory()
         await factory.create_template()
         return cls(factory, embedded, lock)
 
-    async def database(self) -> str:
-        """A new database with both services' schemas."""
-        return await self.factory.create()
-
-    async def drop(self, url: str) -> None:
-        await self.factory.drop_database(url)
-
     async def close(self) -> None:
         await self.factory.drop_all()
-        await self._lock.close()  # releases the run's lock
-        if self._embedded is not None:
-            self._embedded.close()
-
-
-async def _drop_leftovers(server_url: str) -> None:
-    """Databases an interrupted run left on the benchmark's own embedded server."""
-    async with connected(server_url) as conn:
-        names = await conn.fetch(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'exchange\\_test\\_%'"
-        )
-        for row in names:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+        await self.lock.close()  # releases the run's lock
+        if self.embedded is not None:
+            self.embedded.close()
 
 
 async def start_services(
@@ -134,8 +109,7 @@ def pids_of(stack: LocalStack) -> dict[str, list[int]]:
 
 
 async def start_noop(log_dir: Path, relay_to: ServiceProcess | None = None) -> ServiceProcess:
-    """The RPC floor's server as a process of its own, like each service; `relay_to`: a noop
-    server that this one calls as the order service calls the pool."""
+    """`relay_to`: the noop server this one calls as the order service calls the pool."""
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
     env = {**os.environ, "BENCH_NOOP_ADDR": "127.0.0.1:0"}
     env |= dict(zip(("OPERATOR_TOKEN", "CLIENT_TOKEN", "SERVICE_TOKEN"), TOKENS, strict=True))
@@ -152,24 +126,19 @@ def noop_target(process: ServiceProcess) -> Target:
     return Target(address, address, TOKENS)
 
 
-# --- Data put in directly with SQL (faster than the API, and sizes the API would not reach) --
-
-
 # Base58Check version bytes of the addresses made up for the networks that use them.
 _BASE58_VERSIONS = {"BTC": 0x00, "TRON": 0x41}
 
 
 def made_up_address(network: str, n: int) -> str:
-    """A valid address of `network` with `n` as its 20-byte body: the pool checks every
-    address it looks up (a release's among them), so made-up ones must pass its checks."""
+    """Valid: the pool checks every address it looks up (a release's among them)."""
     if network == "ETH":
         return f"0x{n:040x}"
     return addresses.base58check_encode(bytes([_BASE58_VERSIONS[network]]) + n.to_bytes(20))
 
 
 async def add_wallets(url: str, network: str, first: int, count: int) -> None:
-    """Wallets `made_up_address(network, n)` for n in [first, first + count), put in with SQL
-    (ETH's are made by the statement itself, for pools of millions)."""
+    """Wallets `made_up_address(network, n)` for n in [first, first + count)"""
     async with connected(url) as conn:
         if network == "ETH":
             await conn.execute(
@@ -194,32 +163,8 @@ async def add_wallets(url: str, network: str, first: int, count: int) -> None:
         await conn.execute("VACUUM ANALYZE wallet_pool.wallets")
 
 
-async def execute(url: str, *statements: str | tuple[Any, ...]) -> None:
-    """Statements (each SQL, or SQL and its arguments) one after another on one connection."""
-    async with connected(url) as conn:
-        for statement in statements:
-            sql, *args = (statement,) if isinstance(statement, str) else statement
-            await conn.execute(sql, *args)
-
-
-async def add_queued_orders(url: str, network: str, count: int) -> None:
-    """Orders waiting in `network`'s queue (the pool has no wallet of that network),
-    vacuumed as well (the queue and the per-block counts the trigger churned through), as
-    autovacuum would have done by the time a queue grew this long."""
-    insert = "INSERT INTO wallet_pool.queue (order_id, network) "
-    insert += "SELECT gen_random_uuid(), $1 FROM generate_series(1, $2::bigint)"
-    vacuum = "VACUUM ANALYZE wallet_pool.queue, wallet_pool.queue_blocks"
-    await execute(url, (insert, network, count), vacuum)
-
-
-async def clear_queue(url: str, network: str) -> None:
-    delete = ("DELETE FROM wallet_pool.queue WHERE network = $1", network)
-    await execute(url, delete, "VACUUM ANALYZE wallet_pool.queue")
-
-
 async def pool_counters(url: str) -> dict[str, int]:
-    """Claims made so far (assignment rows, hand-offs included) and orders ever queued
-    (the queue's identity sequence)."""
+    """Claims made (hand-offs included) and orders ever queued (the queue's sequence)."""
     async with connected(url) as conn:
         assignments: int = await conn.fetchval("SELECT count(*) FROM wallet_pool.assignments")
         queued: int = await conn.fetchval(

@@ -44,7 +44,6 @@ class Latency:
 
 
 def ceiling(rpc_floor: float, sql_floor: float) -> float:
-    """The rate of a cycle that pays both the RPC cost and the SQL cost in series."""
     if rpc_floor <= 0 or sql_floor <= 0:
         return 0.0
     return 1 / (1 / rpc_floor + 1 / sql_floor)

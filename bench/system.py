@@ -1,5 +1,4 @@
-"""What the machine and the processes did: resident memory, CPU time per process group and for
-the whole machine (so the share of other processes shows), database connections per service."""
+"""Resident memory, CPU per process group and for the machine, connections per service."""
 
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from bench.stack import connected
+from tests.chaos.replication import children
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -29,13 +29,11 @@ def memory_mb(pid: int) -> dict[str, float]:
 
 
 def rss(groups: dict[str, list[int]]) -> dict[str, dict[str, float]]:
-    """`memory_mb` of each group's (each service's) first process."""
     return {name: memory_mb(pids[0]) for name, pids in groups.items()}
 
 
 def _cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
-    """User and system CPU of a process; with `reaped_children`, also that of its children
-    that have exited (so a group stays continuous while its members come and go)."""
+    """`reaped_children`: with its exited children's, so a group stays continuous."""
     fields = _stat(pid)
     if not fields:
         return 0.0
@@ -46,18 +44,12 @@ def _cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
 
 
 def _stat(pid: int | str) -> list[str]:
-    """The fields of /proc/<pid>/stat after the command (which may contain spaces): state,
-    ppid, ..., utime (11), stime, cutime, cstime; none for a process that is gone."""
+    """The fields after the command (which may hold spaces); none for a process gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return []
     return stat[stat.rindex(")") + 2 :].split()
-
-
-def _children(parent: int) -> list[int]:
-    pids = (entry.name for entry in Path("/proc").iterdir() if entry.name.isdigit())
-    return [int(pid) for pid in pids if _stat(pid)[1:2] == [str(parent)]]
 
 
 def _machine_ticks() -> tuple[int, int]:
@@ -76,8 +68,7 @@ class CpuSample:
 
 @dataclass
 class CpuMeter:
-    """CPU seconds per group of processes between two samples. `postmaster`: the database
-    server's pid, whose children (backends, background workers) are counted as `postgres`."""
+    """CPU per group of processes; the postmaster's children count as `postgres`."""
 
     groups: dict[str, list[int]] = field(default_factory=dict)
     postmaster: int | None = None
@@ -89,14 +80,13 @@ class CpuMeter:
             # Backends and autovacuum workers exit all the time: the postmaster's reaped
             # children's time keeps what they used.
             seconds["postgres"] = _cpu_seconds(self.postmaster, reaped_children=True) + sum(
-                _cpu_seconds(pid) for pid in _children(self.postmaster)
+                _cpu_seconds(pid) for pid in children(self.postmaster)
             )
         return CpuSample(time.monotonic(), seconds, _machine_ticks())
 
     @staticmethod
     def usage(before: CpuSample, after: CpuSample) -> dict[str, float]:
-        """Cores used per group, the machine's busy cores, and `other`: what no measured
-        group used (other processes on the machine)."""
+        """Cores used per group, by the machine, and by no measured group (`other`)."""
         wall = after.wall - before.wall
         if wall <= 0:
             return {}
@@ -142,7 +132,6 @@ GROUP BY 1, 2
 
 
 async def connection_counts(conn: asyncpg.Connection[Any]) -> dict[str, dict[str, int]]:
-    """Client connections to this database per application_name, by state."""
     counts: dict[str, dict[str, int]] = {}
     for row in await conn.fetch(_CONNECTIONS):
         name = row["application_name"] or "(none)"
@@ -153,7 +142,6 @@ async def connection_counts(conn: asyncpg.Connection[Any]) -> dict[str, dict[str
 async def sample_connections(
     url: str, start: float, end: float, every: float = 0.25
 ) -> dict[str, dict[str, int]]:
-    """The most connections each application held during the window, in all and active."""
     conn = await asyncpg.connect(url)
     peak: dict[str, dict[str, int]] = {}
     try:
@@ -173,7 +161,6 @@ async def sample_connections(
 
 
 async def commits(url: str) -> int:
-    """Transactions committed in this database so far (pg_stat_database.xact_commit)."""
     async with connected(url) as conn:
         await conn.execute("SELECT pg_stat_force_next_flush()")
         value: int = await conn.fetchval(

@@ -1,15 +1,5 @@
-"""The SQL the services send per operation, as PostgreSQL logs it: the source of the SQL floor.
-
-`capture` starts both services on a database with `log_statement = 'all'`, makes 300
-operations (AllocateWallet+ReleaseWallet cycles, or order lifecycles) from the load
-generator at the given concurrency, then lets them rest as long (11 s at least): a
-statement's count per operation is its count while operating less its count at rest (the
-background loops). The transactions the database counts meanwhile (`xact_commit`, less the
-background's) are what the measured load's are checked against. Each
-operation's order id and wallet address are read from the pool's assignments afterwards, so
-its statements' parameters can be told apart from constants.
-It reads the embedded server's log file, so not with DATABASE_URL.
-
+"""The SQL the services send per operation, from the log of a traced run (bench/README.md:
+the SQL floor). It reads the embedded server's log file, so not with DATABASE_URL.
 `python -m bench.trace` prints what the services send today, as the floor replays it.
 """
 
@@ -52,8 +42,7 @@ class Trace:
 
     @property
     def background(self) -> float:
-        """Transactions a second the services commit at rest: a statement on its own, or a
-        block from BEGIN to COMMIT."""
+        """Transactions a second at rest: a statement alone, or BEGIN to COMMIT."""
         blocks: set[str] = set()
         transactions = 0
         for entry in self.rest:
@@ -74,7 +63,6 @@ class Trace:
 
 
 def parse_log(text: str) -> list[Entry]:
-    """Statements in the order logged, with the parameters their DETAIL line gave."""
     entries: list[Entry] = []
     last: dict[str, Entry] = {}
     current: Entry | None = None
@@ -118,8 +106,7 @@ def _size(log: Path) -> int:
 
 
 async def _assignments(url: str) -> dict[str, str]:
-    """Order id -> address of each wallet assigned so far (the operations' own: the
-    database is the trace's)."""
+    """Order id -> the address it was assigned."""
     async with connected(url) as conn:
         rows = await conn.fetch("SELECT order_id::text, address FROM wallet_pool.assignments")
     return {r["order_id"]: r["address"] for r in rows}
@@ -149,9 +136,7 @@ async def _traced(url: str, log: Path, job: LoadJob, processes: int) -> Trace:
 async def capture(
     server: BenchServer, database: str, log_dir: Path, jobs: dict[str, int], processes: int
 ) -> dict[str, Trace]:
-    """A trace per workload of `jobs` (workload -> concurrency), 300 operations each from the
-    load generator's processes, on `database` (its wallets put in already); the database
-    logs nothing afterwards."""
+    """A trace per workload of `jobs` (workload -> concurrency), 300 operations each."""
     log = log_file()
     await _set_logging(server, database, True)
     stack = await start_services(database, log_dir)
@@ -174,7 +159,7 @@ async def _main() -> None:
 
     server = await BenchServer.start()
     try:
-        database = await server.database()
+        database = await server.factory.create()
         await add_wallets(database, "ETH", 1, 1000)
         jobs = {CYCLE: 8, LIFECYCLE: 8}
         traces = await capture(server, database, Path("/tmp/bench-trace"), jobs, 2)

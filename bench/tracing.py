@@ -1,7 +1,4 @@
-"""8: what tracing costs. The lifecycle of scenario 2 on three stacks side by side, in windows
-taken in turn: tracing off (the default); every call traced; one call in ten traced
-(OTEL_TRACES_SAMPLER=parentbased_traceidratio, 0.1). The traced stacks export over OTLP/gRPC
-to a receiver in this process, as to a collector."""
+"""8: what tracing costs (bench/README.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +13,6 @@ from tests.e2e.otlp import OtlpReceiver
 from tests.e2e.stack import LocalStack
 
 TRACING = "8 tracing"
-# The lifecycle's throughput with one call in ten traced, against tracing off.
 _SAMPLED_TARGET = 0.90
 _SAMPLED = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 

@@ -1,15 +1,10 @@
-"""7: what idle watchers cost. Each service's resident memory before and after 1,000
-WatchOrder streams are opened, and the lifecycle's throughput without them and with them
-open, in windows taken in turn on one stack. The streams are held by a process of their
-own (spawned, like the load), on orders of their own that nothing changes while they are
-watched."""
+"""7: what idle watchers cost (bench/README.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import time
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -18,6 +13,7 @@ import grpc
 from bench.harness import Arm, Run, baseline_row, in_rounds, in_turn, join_notes, load
 from bench.loadgen import LIFECYCLE, Client, LoadResult, Target, join, receive, spawn
 from bench.report import Row
+from bench.settings import BenchSettings
 from bench.stack import pids_of, target_of
 from bench.system import rss
 from exchange.order.v1 import order_service_pb2 as order_pb
@@ -25,33 +21,20 @@ from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 
 WATCHERS = "7 idle watchers"
 _ANSWER_SECONDS = 120.0
-# Each service's growth allowed with the streams open.
 _MEMORY_TARGET_MB = 50.0
-# The lifecycle's throughput with the streams open, against without.
 _THROUGHPUT_TARGET = 0.90
 
 Stream = grpc.aio.UnaryStreamCall[order_pb.WatchOrderRequest, order_pb.WatchOrderResponse]
 
 
-@dataclass(frozen=True)
-class WatcherJob:
-    target: Target
-    watchers: int  # streams, each on an order of its own
-    connections: int  # the streams are spread over this many HTTP/2 connections
-    network: str = "ETH"
-
-
-# --- The watchers' process: creates the orders, then opens and closes the streams on command --
-
-
-async def _hold_watchers(job: WatcherJob, conn: Connection) -> None:
-    client = Client(job.target)
-    # A subchannel pool per channel: each channel is a connection of its own.
+async def _hold_watchers(target: Target, settings: BenchSettings, conn: Connection) -> None:
+    """Creates the orders (ETH), then opens and closes the streams on command, spread over
+    `watch_connections` channels (each with a subchannel pool of its own: a connection)."""
+    client = Client(target)
+    options = [("grpc.use_local_subchannel_pool", 1)]
     channels = [
-        grpc.aio.insecure_channel(
-            job.target.order_addr, options=[("grpc.use_local_subchannel_pool", 1)]
-        )
-        for _ in range(job.connections)
+        grpc.aio.insecure_channel(target.order_addr, options=options)
+        for _ in range(settings.watch_connections)
     ]
     stubs = [order_grpc.OrderServiceStub(channel) for channel in channels]
     streams: list[Stream] = []
@@ -69,9 +52,9 @@ async def _hold_watchers(job: WatcherJob, conn: Connection) -> None:
 
         async def create() -> str:
             async with slots:
-                return (await client.create_order(job.network)).id
+                return (await client.create_order("ETH")).id
 
-        orders = await asyncio.gather(*(create() for _ in range(job.watchers)))
+        orders = await asyncio.gather(*(create() for _ in range(settings.watchers)))
         conn.send({"created_seconds": time.monotonic() - started})
         while (command := await asyncio.to_thread(conn.recv)) != "stop":
             if command == "open":
@@ -108,9 +91,6 @@ async def _command(conn: Connection, command: str) -> dict[str, Any]:
     return answer
 
 
-# --- The scenario ------------------------------------------------------------------------------
-
-
 async def watchers(run: Run) -> None:
     settings = run.settings
     count, connections = settings.watchers, settings.watch_connections
@@ -121,7 +101,7 @@ async def watchers(run: Run) -> None:
         flush=True,
     )
     async with run.stack("watch") as (_, stack):
-        holder, pipe = spawn(_hold_watchers, WatcherJob(target_of(stack), count, connections))
+        holder, pipe = spawn(_hold_watchers, target_of(stack), settings)
         try:
             created = await receive(pipe, _ANSWER_SECONDS)
             print(f"  {count:,} orders to watch created in {created['created_seconds']:.1f} s")
@@ -206,8 +186,6 @@ def _report(
 
 
 def _streams_note(count: int, *answers: dict[str, Any]) -> str:
-    """What went wrong with the streams, if anything: some not opened, or ended or sent a
-    message while they should have been idle."""
     problems = []
     for answer in answers:
         if "opened" in answer and answer["opened"] != count:

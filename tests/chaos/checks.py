@@ -1,10 +1,8 @@
-"""What the chaos runs check at the end besides the invariants: no piece of work done
-twice, no error in the services' logs (both runs); and a one-line summary of where the
-orders ended."""
+"""The checks at the end besides the invariants."""
 
+import dataclasses
 import itertools
 import json
-from dataclasses import dataclass
 
 from shared.db import Connection
 from tests import derived
@@ -14,8 +12,7 @@ MINIMUM_COUNTS = {"deposits": 10, "orders paid": 3, "late deposits": 1, "guarded
 
 
 async def no_work_done_twice(conn: Connection) -> list[str]:
-    """What replicas, restarts and retries must never double: a wallet given to an order
-    (each order is served at most once), an order's creation, a status change, an expiry."""
+    """A wallet given to an order, a creation, a status change or an expiry done twice."""
     violations = [
         f"order {r['order_id']} was assigned a wallet {r['n']} times"
         for r in await conn.fetch(
@@ -47,7 +44,6 @@ async def no_work_done_twice(conn: Connection) -> list[str]:
 
 
 async def final_state(conn: Connection) -> str:
-    """Where the orders, the queue and the releases ended, in one line."""
     statuses = {
         r["status"]: r["n"]
         for r in await conn.fetch("SELECT status, count(*) AS n FROM orders.orders GROUP BY status")
@@ -72,10 +68,8 @@ async def final_state(conn: Connection) -> str:
 
 
 def log_problems(text: str) -> list[str]:
-    """Log lines that are bugs whatever the chaos did (services killed, the database
-    restarted or failed over): errors and unhandled exceptions (an INTERNAL answer, a
-    background loop step failing for another reason than an outage, a traceback outside
-    JSON)."""
+    """Lines that are bugs whatever the chaos did: errors, unhandled exceptions, a loop
+    step failing for another reason than an outage, a traceback outside JSON."""
     found = []
     for line in text.splitlines():
         try:
@@ -92,24 +86,15 @@ def log_problems(text: str) -> list[str]:
     return found
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class MoneyCounts:
-    """What the run did on the money paths, from the recorded facts: deposits, the orders
-    they paid, late ones (as the address history attributes them), and wallets handed from
-    one order to the next on a guarded network after the watcher gave the release a height."""
-
     deposits: int
     orders_paid: int
     late_deposits: int
     guarded_reuses: int
 
     def shortfalls(self) -> list[str]:
-        seen = {
-            "deposits": self.deposits,
-            "orders paid": self.orders_paid,
-            "late deposits": self.late_deposits,
-            "guarded reuses": self.guarded_reuses,
-        }
+        seen = {name.replace("_", " "): n for name, n in dataclasses.asdict(self).items()}
         return [
             f"only {seen[name]} {name} in the run (at least {least} expected): the invariants "
             "of deposits and reuse had too little to judge"

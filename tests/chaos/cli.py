@@ -1,5 +1,4 @@
-"""What both chaos runs (`run`, `failover`) do around the run itself: the seed and the log
-directory, the command line's options and its end (SIGTERM, the report, the exit code)."""
+"""The seed, the log directory, the options and the end of both chaos runs."""
 
 import argparse
 import asyncio
@@ -21,9 +20,9 @@ class Report(Protocol):
 
 
 def parse_args(
-    parser: argparse.ArgumentParser, *, seconds: float, seconds_help: str, workers: int
+    description: str, *, seconds: float, seconds_help: str, workers: int, prog: str | None = None
 ) -> argparse.Namespace:
-    """The options both runs take: --seconds, --seed, --workers, --log-dir."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--seconds", type=float, default=seconds, help=seconds_help)
     parser.add_argument("--seed", type=int, default=None, help="default: CHAOS_SEED or random")
     parser.add_argument("--workers", type=int, default=workers, help="concurrent order lifecycles")
@@ -34,8 +33,6 @@ def parse_args(
 def seed_and_log_dir(
     name: str, seed: int | None, log_dir: Path | None, prefix: str
 ) -> tuple[int, Path]:
-    """The seed defaults to CHAOS_SEED, else a random one (printed, to replay the run); the
-    log directory to a new temporary one (its name begins with `prefix`)."""
     if seed is None:
         seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(10**9))
     print(f"{name} seed {seed} (replay with CHAOS_SEED={seed})", flush=True)
@@ -46,9 +43,8 @@ def seed_and_log_dir(
 
 
 def run_and_exit(name: str, run: Callable[[], Awaitable[Report]]) -> NoReturn:
-    """Run, print the report and exit: 1 on a violation or an error in the services' logs,
-    130 when stopped before the end (SIGTERM, like Ctrl-C, stops the run and cleans up the
-    cluster and the services)."""
+    """Exit 1 on a violation or an error in the services' logs, 130 when stopped (SIGTERM,
+    like Ctrl-C, stops the run and cleans up)."""
 
     async def main() -> Report:
         task = asyncio.current_task()

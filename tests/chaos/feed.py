@@ -1,8 +1,5 @@
-"""The event feed through the chaos: a consumer follows `WatchOrderEvents` for the whole run,
-reconnecting with the last sequence it received whenever a stream breaks (a service killed,
-the database down), as a real consumer would. At the end it catches up with the log, and what
-it received must be the log itself: sequences 1..N, each once, in order, the same events as
-`orders.order_events`; and every change the run had acknowledged is among them."""
+"""The event feed's consumer (reconnecting from the last sequence it received, as a real one
+would) and the checks of what it received against the log."""
 
 from __future__ import annotations
 
@@ -14,6 +11,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 import grpc
 
@@ -40,17 +38,10 @@ def status_name(status: opb.OrderStatus.ValueType) -> str:
     return opb.OrderStatus.Name(status).removeprefix("ORDER_STATUS_")
 
 
-def event_status(event: opb.OrderEvent) -> str:
-    return status_name(event.status)
-
-
 class FeedConsumer:
-    """Follows the log from its start until stopped, keeping every event received, in the
-    order received; counts each stream's end in the report (`watch_events`) and each
-    reconnect. A sequence other than the next one is a violation at once (with the chaos
-    around it); `check_feed` judges the whole at the end. `strict`: a stream that ends OK,
-    or with an answer that is not transient, is a violation too (the failover run, with
-    the operator's `metadata`, only reconnects)."""
+    """Follows the log until stopped, keeping every event received; a sequence other than
+    the next one is a violation at once (with the chaos around it). `strict`: so is a stream
+    that ends OK, or not transiently (the failover run only reconnects)."""
 
     def __init__(
         self,
@@ -79,9 +70,8 @@ class FeedConsumer:
                 await self._task
 
     async def catch_up(self, log_end: int, seconds: float) -> None:
-        """Wait until the consumer has received `log_end`. A stream that stalls short of it is
-        a violation; the consumer then reconnects once more, to tell a stuck stream (the
-        new one gets the rest) from a log that does not serve its events."""
+        """A stream that stalls short of `log_end` is a violation; one more reconnect tells a
+        stuck stream (the new one gets the rest) from a log that does not serve its events."""
         if await self._reached(log_end, seconds):
             return
         stalled_at = self.last
@@ -117,14 +107,14 @@ class FeedConsumer:
                     delay = 0.1
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
-                self.report.count("watch_events", code)
+                self.report.count("watch_events", code.name)
                 if code not in TRANSIENT and self.strict:
                     self.report.violation(
                         f"feed: WatchOrderEvents after {self.last} answered {code.name}: "
                         f"{exc.details()}"
                     )
             else:
-                self.report.count("watch_events", grpc.StatusCode.OK)
+                self.report.count("watch_events", "OK")
                 if self.strict:
                     self.report.violation(f"feed: WatchOrderEvents after {self.last} ended OK")
             finally:
@@ -144,16 +134,19 @@ class FeedConsumer:
         self.last = max(self.last, event.sequence)
 
 
+def _named(events: Iterable[opb.OrderEvent]) -> dict[int, tuple[str, str, str]]:
+    return {e.sequence: (e.order_id, event_type(e), status_name(e.status)) for e in events}
+
+
+async def _table(conn: Connection, condition: str, arg: Any) -> dict[int, tuple[str, str, str]]:
+    query = "SELECT sequence, order_id, type, status FROM orders.order_events WHERE sequence "
+    rows = await conn.fetch(query + condition, arg)
+    return {r["sequence"]: (str(r["order_id"]), r["type"], r["status"]) for r in rows}
+
+
 async def compare(conn: Connection, received: list[opb.OrderEvent]) -> tuple[int, list[str]]:
-    """How many sequences received were checked against `conn`'s table (a promoted
-    primary's), and those that name another event there."""
-    feed = {e.sequence: (e.order_id, event_type(e), event_status(e)) for e in received}
-    rows = await conn.fetch(
-        "SELECT sequence, order_id, type, status FROM orders.order_events "
-        "WHERE sequence = ANY($1::bigint[])",
-        list(feed),
-    )
-    table = {r["sequence"]: (str(r["order_id"]), r["type"], r["status"]) for r in rows}
+    feed = _named(received)
+    table = await _table(conn, "= ANY($1::bigint[])", list(feed))
     differ = [
         f"sequence {s}: the feed sent {event}, the promoted primary has {table.get(s)}"
         for s, event in sorted(feed.items())
@@ -163,9 +156,8 @@ async def compare(conn: Connection, received: list[opb.OrderEvent]) -> tuple[int
 
 
 async def log_end(conn: Connection, report: ChaosReport, seconds: float) -> tuple[int, int]:
-    """Where the log ends once every event committed so far is numbered, and the newest
-    status history row then (whose event is among those). Events still unnumbered after
-    `seconds` are a violation: the sequencer must number what committed."""
+    """Where the log ends once every event committed so far is numbered (unnumbered ones
+    after `seconds` are a violation), and the newest status history row then."""
     newest = await conn.fetchrow(
         """SELECT (SELECT coalesce(max(id), 0) FROM orders.order_events) AS event,
                   (SELECT coalesce(max(id), 0) FROM orders.status_history) AS history"""
@@ -187,14 +179,12 @@ async def check_feed(
     acknowledged: Iterable[tuple[uuid.UUID, str]],
     history_through: int,
 ) -> list[str]:
-    """What the consumer received is the log: sequences 1..N, each once and in order, the
-    same (order, type, status) as `orders.order_events` for each; every acknowledged
-    creation and status update and every status history row up to `history_through` has its
-    event; an order's events start with CREATED and its status never goes back."""
+    """The feed is the log: 1..N once each in order, the table's events, every acknowledged
+    change and history row through `history_through`, each order's status never back."""
     first: dict[int, opb.OrderEvent] = {}
     for event in received:
         first.setdefault(event.sequence, event)
-    feed = {s: (e.order_id, event_type(e), event_status(e)) for s, e in first.items()}
+    feed = _named(first.values())
     end = max(first, default=0)
     sequences = [e.sequence for e in received]
     violations = []
@@ -214,13 +204,7 @@ async def check_feed(
 async def _against_table(
     conn: Connection, feed: dict[int, tuple[str, str, str]], end: int
 ) -> list[str]:
-    """The table has every sequence 1..`end`, each naming the event the feed sent."""
-    rows = await conn.fetch(
-        """SELECT sequence, order_id, type, status FROM orders.order_events
-           WHERE sequence <= $1 ORDER BY sequence""",
-        end,
-    )
-    table = {r["sequence"]: (str(r["order_id"]), r["type"], r["status"]) for r in rows}
+    table = await _table(conn, "<= $1", end)
     violations = []
     if set(table) != set(range(1, end + 1)):
         missing = sorted(set(range(1, end + 1)) - set(table))
@@ -242,8 +226,6 @@ async def _changes_missing(
     history_through: int,
     end: int,
 ) -> list[str]:
-    """Acknowledged changes, and status history rows up to `history_through`, that the feed
-    lacks."""
     statuses = {
         (uuid.UUID(order_id), status)
         for order_id, kind, status in feed.values()
@@ -270,12 +252,10 @@ async def _changes_missing(
 
 
 def _out_of_order(events: Iterable[opb.OrderEvent]) -> list[str]:
-    """Events of one order come in the order they happened: CREATED first, and its status
-    never goes back."""
     seen: dict[str, str] = {}
     violations = []
     for event in events:
-        status = event_status(event)
+        status = status_name(event.status)
         before = seen.get(event.order_id)
         if before is None and event_type(event) != "CREATED":
             violations.append(f"order {event.order_id}: {event_type(event)} before CREATED")

@@ -1,6 +1,7 @@
-"""The clients' side of the chaos run: concurrent order lifecycles over gRPC, retried as a
-client would while services or the database are down, and an operator adding wallets now and
-then. It remembers what the services acknowledged, for the checks at the end."""
+"""The clients of both chaos runs: concurrent order lifecycles over gRPC, each call retried as
+a client would while a service or the database is down, and (the chaos run's) an operator
+adding wallets now and then. Every attempt is counted and kept with its times; what was
+acknowledged is remembered for the checks at the end."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -29,6 +31,8 @@ CLIENT_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 500),
 ]
+WRITES = frozenset({"create", "update_processing", "update_completed", "update_cancelled"})
+_CLIENT, _OPERATOR = bearer(CLIENT_TOKEN), bearer(OPERATOR_TOKEN)
 
 
 async def health(stub: health_pb2_grpc.HealthStub) -> int:
@@ -42,10 +46,18 @@ def eth_address(rng: random.Random) -> str:
     return "0x" + rng.randbytes(20).hex()
 
 
+@dataclass
+class Attempt:
+    kind: str
+    subject: str  # the order's id (a create's once answered), or what the call was about
+    started: float  # monotonic clock
+    ended: float = 0.0
+    code: str = ""
+
+
 class Load:
-    """Order lifecycles (`worker`, as many as run at once) and wallet deliveries
-    (`operator`), until `stop` is set. Every answer is counted in the report; answers that
-    are wrong whatever the chaos did are violations."""
+    """Order lifecycles (`worker`) and wallet deliveries (`operator`) until `stop` is set.
+    `failover`: the failover run's lifecycles and retries; no answer judged as it comes."""
 
     def __init__(
         self,
@@ -53,109 +65,116 @@ class Load:
         pool: pool_grpc.WalletPoolServiceAsyncStub,
         report: ChaosReport,
         seed: int,
+        failover: bool = False,
     ) -> None:
         self.orders = orders
         self.pool = pool
         self.report = report
         self.seed = seed
+        self.failover = failover
+        self.attempts: list[Attempt] = []
         # order id -> the last status acknowledged for it (invariant 5)
         self.acknowledged: dict[uuid.UUID, str] = {}
         # (order id, status) for every creation (PENDING) and status update acknowledged
         self.acknowledged_statuses: set[tuple[uuid.UUID, str]] = set()
         self.stop = asyncio.Event()
+        self.timeout = 10 if failover else 5
+        # Codes retried, for how long, and the first and longest pause between tries.
+        self._retry = (
+            (frozenset({"UNAVAILABLE"}), 60, 0.05, 0.5)
+            if failover
+            else (frozenset(c.name for c in TRANSIENT), 30, 0.1, 1.0)
+        )
         self._wallet_rng = random.Random(f"{seed}:wallets")
         self._lifecycles = 0
 
-    async def _call(
+    async def call(
         self,
         kind: str,
         call: Callable[[], Awaitable[Any]],
         subject: str = "",
-        vetted: frozenset[grpc.StatusCode] = frozenset(),
-    ) -> tuple[grpc.StatusCode, Any]:
-        """One attempt; every answer is counted. Answers neither transient nor `vetted` (by
-        the caller) are violations."""
+        vetted: frozenset[str] = frozenset(),
+    ) -> tuple[Attempt, Any]:
+        """One attempt, kept; outside the failover run, answers neither transient nor `vetted`
+        are violations."""
+        attempt = Attempt(kind, subject, time.monotonic())
+        self.attempts.append(attempt)
+        response = None
         try:
             response = await call()
+            attempt.code = "OK"
         except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            self.report.count(kind, code)
-            if code not in TRANSIENT and code not in vetted:
-                self.report.violation(f"{kind} {subject} answered {code.name}: {exc.details()}")
-            return code, None
-        self.report.count(kind, grpc.StatusCode.OK)
-        return grpc.StatusCode.OK, response
+            attempt.code = exc.code().name
+            if not self.failover and exc.code() not in TRANSIENT and attempt.code not in vetted:
+                self.report.violation(f"{kind} {subject} answered {attempt.code}: {exc.details()}")
+        attempt.ended = time.monotonic()
+        self.report.count(kind, attempt.code)
+        return attempt, response
 
-    async def _retry(
+    async def _retried(
         self,
         kind: str,
         call: Callable[[], Awaitable[Any]],
         subject: str,
         rng: random.Random,
-        vetted: frozenset[grpc.StatusCode] = frozenset(),
-    ) -> tuple[grpc.StatusCode, Any]:
-        """Retry transient failures for a while, as a client would; the last answer."""
-        deadline = time.monotonic() + 30
-        delay = 0.1
+        vetted: frozenset[str] = frozenset(),
+    ) -> tuple[Attempt, Any]:
+        codes, seconds, delay, longest = self._retry
+        deadline = time.monotonic() + seconds
         while True:
-            code, response = await self._call(kind, call, subject, vetted)
-            if code not in TRANSIENT or time.monotonic() > deadline:
-                return code, response
+            attempt, response = await self.call(kind, call, subject, vetted)
+            if attempt.code not in codes or time.monotonic() > deadline:
+                return attempt, response
             await asyncio.sleep(delay * rng.uniform(0.5, 1.5))
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, longest)
 
     async def add_wallets(self, count: int) -> None:
         addresses = [eth_address(self._wallet_rng) for _ in range(count)]
         request = wpb.AddWalletsRequest(network="ETH", addresses=addresses)
-        await self._retry(
+        await self._retried(
             "add_wallets",
-            lambda: self.pool.AddWallets(request, metadata=bearer(OPERATOR_TOKEN), timeout=5),
+            lambda: self.pool.AddWallets(request, metadata=_OPERATOR, timeout=self.timeout),
             f"{count} wallets",
             self._wallet_rng,
         )
 
     async def _update(
-        self,
-        order_id: str,
-        status: opb.OrderStatus.ValueType,
-        rng: random.Random,
-        reason: str = "",
+        self, order_id: str, status: opb.OrderStatus.ValueType, rng: random.Random, reason: str = ""
     ) -> bool:
-        """Move the order on (retrying); True once acknowledged."""
         name = status_name(status)
         request = opb.UpdateOrderStatusRequest(order_id=order_id, status=status, reason=reason)
         # A PENDING order may have expired meanwhile: then FAILED_PRECONDITION is right.
         pending = self.acknowledged[uuid.UUID(order_id)] == "PENDING"
-        code, response = await self._retry(
+        attempt, response = await self._retried(
             f"update_{name.lower()}",
             lambda: self.orders.UpdateOrderStatus(
-                request, metadata=bearer(OPERATOR_TOKEN), timeout=5
+                request, metadata=_OPERATOR, timeout=self.timeout
             ),
             order_id,
             rng,
-            frozenset({grpc.StatusCode.FAILED_PRECONDITION}) if pending else frozenset(),
+            frozenset({"FAILED_PRECONDITION"}) if pending else frozenset(),
         )
-        if code is grpc.StatusCode.FAILED_PRECONDITION:
+        if attempt.code == "FAILED_PRECONDITION" and not self.failover:
             await self._expect_expired(order_id, name, rng)
-            return False
         if response is None:
             return False
         if response.order.status != status:
             self.report.violation(
                 f"update of {order_id} to {name} answered {response.order.status}"
             )
-        self.acknowledged[uuid.UUID(order_id)] = name
-        self.acknowledged_statuses.add((uuid.UUID(order_id), name))
+        self._acknowledge(order_id, name)
         return True
+
+    def _acknowledge(self, order_id: str, status: str) -> None:
+        self.acknowledged[uuid.UUID(order_id)] = status
+        self.acknowledged_statuses.add((uuid.UUID(order_id), status))
 
     async def _expect_expired(self, order_id: str, wanted: str, rng: random.Random) -> None:
         """A PENDING order refused a move: only the expiry may have come first."""
-        _, response = await self._retry(
+        _, response = await self._retried(
             "get_history",
             lambda: self.orders.GetOrderHistory(
-                opb.GetOrderHistoryRequest(order_id=order_id),
-                metadata=bearer(CLIENT_TOKEN),
-                timeout=5,
+                opb.GetOrderHistoryRequest(order_id=order_id), metadata=_CLIENT, timeout=5
             ),
             order_id,
             rng,
@@ -166,62 +185,77 @@ class Load:
         if ("CANCELLED", "system", "expired") not in changes:
             self.report.violation(f"{order_id} refused {wanted} but did not expire: {changes}")
         else:
-            self.report.count("expired_first", grpc.StatusCode.FAILED_PRECONDITION)
+            self.report.count("expired_first", "FAILED_PRECONDITION")
 
-    # -- the workload -----------------------------------------------------------------------
-
-    async def _lifecycle(self, index: int) -> None:
-        """create -> (PROCESSING ->) COMPLETED or CANCELLED, or left live (PROCESSING, or
-        PENDING until it expires); some creates carry a request_id and are retried (and
-        repeated on purpose), the others are tried once."""
-        rng = random.Random(f"{self.seed}:order:{index}")
-        request_id = f"chaos-{self.seed}-{index}" if rng.random() < 0.7 else ""
+    async def _create(self, index: int, rng: random.Random) -> str | None:
+        """Outside the failover run some creates carry no request_id (tried once), and some
+        are repeated on purpose."""
+        keyed = self.failover or rng.random() < 0.7
+        request_id = f"{'failover' if self.failover else 'chaos'}-{self.seed}-{index}"
         request = opb.CreateOrderRequest(
-            network="ETH", amount=f"{rng.randint(1, 9999)}.{rng.randint(0, 99):02d}",
-            request_id=request_id,
+            network="ETH", amount=f"{rng.randint(1, 999 if self.failover else 9999)}."
+            f"{rng.randint(0, 99):02d}", request_id=request_id if keyed else "",
         )  # fmt: skip
 
         def create() -> Awaitable[opb.CreateOrderResponse]:
-            return self.orders.CreateOrder(request, metadata=bearer(CLIENT_TOKEN), timeout=5)
+            return self.orders.CreateOrder(request, metadata=_CLIENT, timeout=self.timeout)
 
-        if request_id:
-            _, created = await self._retry("create", create, request_id, rng)
+        if keyed:
+            attempt, created = await self._retried("create", create, request_id, rng)
         else:
-            _, created = await self._call("create", create)
+            attempt, created = await self.call("create", create)
         if created is None:
-            return
+            return None
         order_id: str = created.order.id
+        attempt.subject = order_id
         self.report.orders += 1
-        self.acknowledged.setdefault(uuid.UUID(order_id), "PENDING")
-        self.acknowledged_statuses.add((uuid.UUID(order_id), "PENDING"))
-        if request_id and rng.random() < 0.3:
-            _, again = await self._retry("create_again", create, request_id, rng)
+        self._acknowledge(order_id, "PENDING")
+        if keyed and not self.failover and rng.random() < 0.3:
+            _, again = await self._retried("create_again", create, request_id, rng)
             if again is not None and again.order.id != order_id:
                 self.report.violation(
                     f"request_id {request_id} gave order {order_id}, then {again.order.id}"
                 )
-        fate = rng.random()
-        await asyncio.sleep(rng.uniform(0, 1.5))
+        return order_id
+
+    async def _lifecycle(self, index: int) -> None:
+        """create -> (PROCESSING ->) COMPLETED or CANCELLED, or left live, then read back; the
+        failover run's with no pauses, live orders or reads."""
+        rng = random.Random(f"{self.seed}:order:{index}")
+        order_id = await self._create(index, rng)
+        if order_id is None:
+            return
+        fate = (
+            0.0 if self.failover and rng.random() < 0.6 else 0.5 if self.failover else rng.random()
+        )
+        await self._pause(rng, 1.5)
         if fate < 0.45:
             if await self._update(order_id, opb.ORDER_STATUS_PROCESSING, rng):
-                await asyncio.sleep(rng.uniform(0, 1.0))
+                await self._pause(rng, 1.0)
                 await self._update(order_id, opb.ORDER_STATUS_COMPLETED, rng, "paid out")
         elif fate < 0.85:
             if rng.random() < 0.5:
-                await self._update(order_id, opb.ORDER_STATUS_PROCESSING, rng)
-                await asyncio.sleep(rng.uniform(0, 0.5))
+                processed = await self._update(order_id, opb.ORDER_STATUS_PROCESSING, rng)
+                if self.failover and not processed:
+                    return
+                await self._pause(rng, 0.5)
             await self._update(order_id, opb.ORDER_STATUS_CANCELLED, rng, "changed mind")
         elif fate < 0.92:
             await self._update(order_id, opb.ORDER_STATUS_PROCESSING, rng)
-        await self._read_back(order_id, rng)
+        if not self.failover:
+            await self._read_back(order_id, rng)
+
+    async def _pause(self, rng: random.Random, most: float) -> None:
+        if not self.failover:
+            await asyncio.sleep(rng.uniform(0, most))
 
     async def _read_back(self, order_id: str, rng: random.Random) -> None:
         """An acknowledged status is never undone: a read shows it or a later one."""
         acknowledged = self.acknowledged[uuid.UUID(order_id)]
-        _, response = await self._retry(
+        _, response = await self._retried(
             "get",
             lambda: self.orders.GetOrder(
-                opb.GetOrderRequest(order_id=order_id), metadata=bearer(CLIENT_TOKEN), timeout=5
+                opb.GetOrderRequest(order_id=order_id), metadata=_CLIENT, timeout=5
             ),
             order_id,
             rng,
@@ -240,7 +274,6 @@ class Load:
             await self._lifecycle(self._lifecycles)
 
     async def operator(self) -> None:
-        """Now and then more wallets arrive, which serves waiting orders."""
         while not self.stop.is_set():
             await asyncio.sleep(self._wallet_rng.uniform(2, 5))
             await self.add_wallets(self._wallet_rng.randint(1, 4))

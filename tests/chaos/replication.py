@@ -1,35 +1,125 @@
-"""A PostgreSQL primary and its synchronous streaming standby, built from the binaries the
-`pgserver` package ships (a dev dependency; `postgres` runs them), for failover tests and the
-failover chaos run (`failover`).
-
-Two nodes keep their TCP ports of 127.0.0.1 through failovers, so one multi-host URL
-(`url()`) names the cluster for good: `kill_primary` SIGKILLs every process of the primary
-(as a machine dying would), `promote` makes the standby the primary, and `rebuild_standby`
-turns the dead node into the new primary's synchronous standby (a fresh base backup on its
-old port). A promoted standby runs alone, without synchronous replication, until then.
-"""
+"""A PostgreSQL primary and its synchronous streaming standby, from pgserver's binaries (a dev
+dependency), on two ports of 127.0.0.1 kept through failovers, so one multi-host URL
+(`url()`) names the cluster for good; a promoted standby runs alone until `rebuild_standby`.
+The chaos run uses the primary alone, restarted or crashed at will."""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
-from tests.chaos.postgres import PgBinaries
 from tests.e2e.containers import free_port
 
 DATABASE = "exchange"
 # The standby's name in its primary_conninfo, which the primary's synchronous_standby_names
 # waits for.
 STANDBY_NAME = "standby"
+
+
+class PgBinaries:
+    """pgserver's binaries and a temporary `root`; as root, run as pgserver's user
+    (PostgreSQL refuses root). Servers still running under `root` at exit are stopped."""
+
+    def __init__(self, prefix: str, output: str) -> None:
+        with warnings.catch_warnings():
+            # pgserver's lock file lives in the runtime dir; falling back to /tmp is fine.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+            import pgserver
+
+        self.bin = Path(pgserver.__file__).parent / "pginstall" / "bin"
+        self.root = Path(tempfile.mkdtemp(prefix=prefix))
+        self.output = self.root / output
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:
+            self._as_user = _as_system_user("pgserver", self.bin, self.root)
+        atexit.register(self._stop_at_exit)
+
+    async def run(self, *args: str) -> None:
+
+        def run() -> None:
+            # Never a pipe: the server inherits pg_ctl's output and would keep it open.
+            with self.output.open("ab") as out:
+                subprocess.run(
+                    [*self._as_user, str(self.bin / args[0]), *args[1:]],
+                    check=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    cwd=self.root,
+                    timeout=90,
+                )
+
+        try:
+            await asyncio.to_thread(run)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            text = self.output.read_text(errors="replace")[-2000:] if self.output.exists() else ""
+            raise RuntimeError(f"{args[0]} failed: {exc}\n{text}") from exc
+
+    async def initdb(self, data: Path) -> None:
+        await self.run(
+            "initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
+            "--no-locale", "--no-sync",
+        )  # fmt: skip
+
+    async def start(self, data: Path, port: int, log: Path) -> None:
+        """`fsync=off`: only processes crash here, never the machine."""
+        options = (
+            f"-p {port} -c listen_addresses=127.0.0.1 -k {self.root} "
+            "-c fsync=off -c max_connections=200"
+        )
+        await self.run(
+            "pg_ctl", "start", "-w", "-t", "60", "-D", str(data), "-l", str(log), "-o", options,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        atexit.unregister(self._stop_at_exit)
+
+    def _stop_at_exit(self) -> None:
+        for pid_file in sorted(self.root.glob("*/postmaster.pid")):
+            stop = ["stop", "-m", "immediate", "-D", str(pid_file.parent)]
+            pg_ctl = [*self._as_user, str(self.bin / "pg_ctl"), *stop]
+            subprocess.run(pg_ctl, capture_output=True, check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _as_system_user(user: str, bin_dir: Path, root: Path) -> list[str]:
+    """A command prefix that runs a program as `user` (prepared as pgserver does). Not
+    `subprocess.run(user=...)`: that forks this process, whose gRPC threads make the child
+    crash now and then; a spawned trampoline does not."""
+    import pwd
+
+    from pgserver import utils
+
+    helpers: Any = utils
+    helpers.ensure_user_exists(user)
+    helpers.ensure_prefix_permissions(bin_dir)
+    helpers.ensure_folder_permissions(bin_dir, 0o555)
+    helpers.ensure_folder_permissions(bin_dir.parent / "lib", 0o444)
+    helpers.ensure_folder_permissions(bin_dir.parent / "share", 0o444)
+    entry = pwd.getpwnam(user)
+    os.chown(root, entry.pw_uid, entry.pw_gid)
+    trampoline = (
+        "import os, sys; os.setgroups([]); "
+        f"os.setgid({entry.pw_gid}); os.setuid({entry.pw_uid}); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    return [sys.executable, "-c", trampoline]
 
 
 @dataclass
@@ -40,14 +130,10 @@ class Node:
     log: Path
 
     def url(self, database: str = DATABASE) -> str:
-        """This node alone (for checks made on one server)."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
 
 class ReplicatedCluster:
-    """A primary and a synchronous standby in a temporary directory (removed on close),
-    trust authentication, `fsync=off` (processes die here, never the machine)."""
-
     def __init__(self) -> None:
         self.pg = PgBinaries("exchange-replication-", "commands.out")
         self.root = self.pg.root
@@ -63,8 +149,7 @@ class ReplicatedCluster:
         hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
         return f"postgresql://postgres@{hosts}/{database}?target_session_attrs=read-write"
 
-    async def start(self) -> None:
-        """The primary with the database, then its synchronous standby."""
+    async def start(self, standby: bool = True) -> None:
         await self.pg.initdb(self.primary.data)
         await self._start(self.primary)
         conn = await asyncpg.connect(self.primary.url("postgres"))
@@ -72,13 +157,25 @@ class ReplicatedCluster:
             await conn.execute(f"CREATE DATABASE {DATABASE}")
         finally:
             await conn.close()
-        await self.rebuild_standby()
+        if standby:
+            await self.rebuild_standby()
+
+    async def restart_primary(self, crash: bool, pause: float = 0.0) -> None:
+        """A clean restart (clients disconnected, back at once), or a crash: a stop without a
+        shutdown checkpoint, `pause`, and a start that recovers from WAL."""
+        data, log = str(self.primary.data), str(self.primary.log)
+        if not crash:
+            await self._run(
+                "pg_ctl", "restart", "-w", "-t", "60", "-m", "fast", "-D", data, "-l", log
+            )
+            return
+        await self._run("pg_ctl", "stop", "-w", "-m", "immediate", "-D", data)
+        await asyncio.sleep(pause)
+        await self._start(self.primary)
 
     async def rebuild_standby(self) -> None:
-        """The node that is not the primary becomes its synchronous standby: a base backup
-        (`pg_basebackup -R` writes primary_conninfo with the standby's application_name),
-        started on the node's port; then the primary waits for it at each commit. Returns
-        once the standby has every commit the primary has acknowledged."""
+        """The node that is not the primary becomes its synchronous standby (a base backup on
+        its port); returns once it has every commit the primary acknowledged."""
         node = next(n for n in self.nodes if n is not self.primary)
         if (node.data / "postmaster.pid").exists():
             await self._kill(node)
@@ -114,15 +211,12 @@ class ReplicatedCluster:
             await conn.close()
 
     async def kill_primary(self) -> Node:
-        """SIGKILL the primary's postmaster and every process it started, at once; returns
-        once its port refuses connections."""
+        """Every process of the primary at once; returns once its port refuses connections."""
         node = self.primary
         await self._kill(node)
         return node
 
     async def promote(self) -> Node:
-        """The standby becomes the primary (`pg_ctl promote`, waiting until it takes
-        writes); it runs alone until `rebuild_standby`."""
         assert self.standby is not None, "no standby to promote"
         node = self.standby
         await self._run("pg_ctl", "promote", "-w", "-t", "60", "-D", str(node.data))
@@ -144,8 +238,6 @@ class ReplicatedCluster:
                     await self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(node.data))
         self.pg.close()
 
-    # -- processes --------------------------------------------------------------------------
-
     async def _start(self, node: Node) -> None:
         try:
             await self.pg.start(node.data, node.port, node.log)
@@ -160,7 +252,7 @@ class ReplicatedCluster:
         pid = int((node.data / "postmaster.pid").read_text().split()[0])
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGSTOP)
-        processes = [pid, *_children(pid)]
+        processes = [pid, *children(pid)]
         for each in processes[1:]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(each, signal.SIGSTOP)
@@ -182,7 +274,7 @@ class ReplicatedCluster:
         await self.pg.run(*args)
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -199,8 +291,7 @@ def _accepts_connections(port: int) -> bool:
 
 
 def _drop_synchronous_standby_names(auto_conf: Path) -> None:
-    """A standby promoted with its former primary's synchronous_standby_names would wait
-    for a standby of its own at every commit: it starts without them."""
+    """A promoted standby would otherwise wait for a standby of its own at every commit."""
     lines = auto_conf.read_text().splitlines(keepends=True)
     auto_conf.write_text(
         "".join(line for line in lines if not line.startswith("synchronous_standby_names"))

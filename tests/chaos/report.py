@@ -1,5 +1,4 @@
-"""What a chaos run saw: answers by code, the blows it struck, violations, and how the event
-feed fared; rendered as the report `make chaos` prints."""
+"""What a chaos run saw, rendered as the report `make chaos` prints."""
 
 import json
 import time
@@ -17,9 +16,6 @@ FORBIDDEN = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 
 @dataclass
 class FeedStats:
-    """The event feed's consumer: events received, streams reopened after a break, the
-    sequence the log ended at when the consumer caught up."""
-
     events: int = 0
     reconnects: int = 0
     log_end: int = 0
@@ -57,15 +53,14 @@ class ChaosReport:
         return f"{time.monotonic() - self.started:7.2f}s"
 
     def event(self, text: str) -> None:
-        """A blow struck (or healed), kept to give violations their context."""
         self.events.append(f"{self.now()} {text}")
 
     def violation(self, text: str) -> None:
         recent = "; ".join(self.events[-2:]) or "no chaos yet"
         self.violations.append(f"[{self.now()}] {text} (recent chaos: {recent})")
 
-    def count(self, kind: str, code: grpc.StatusCode) -> None:
-        self.calls.setdefault(kind, Counter())[code.name] += 1
+    def count(self, kind: str, code: str) -> None:
+        self.calls.setdefault(kind, Counter())[code] += 1
 
     def render(self) -> str:
         lines = [
@@ -97,7 +92,6 @@ class ChaosReport:
 
 
 def render_calls(calls: dict[str, Counter[str]], width: int) -> list[str]:
-    """A line per kind of call: how many, and the answers by code."""
     return [
         f"    {kind:<{width}} {sum(by_code.values()):>6}  ("
         + ", ".join(f"{code} {n}" for code, n in by_code.most_common())
@@ -109,7 +103,6 @@ def render_calls(calls: dict[str, Counter[str]], width: int) -> list[str]:
 def render_end(
     violations: list[str], most: int, log_problems: list[str], log_dir: Path | None
 ) -> list[str]:
-    """The violations (the first `most`), the services' error lines, where their logs are."""
     lines = [f"  violations: {len(violations)}", *(f"    - {v}" for v in violations[:most])]
     if len(violations) > most:
         lines.append(f"    ... and {len(violations) - most} more")
@@ -119,7 +112,6 @@ def render_end(
 
 
 def summarize_log_line(line: str) -> str:
-    """A log line's time, service, event, call and the last line of its exception."""
     try:
         entry = json.loads(line)
     except ValueError:

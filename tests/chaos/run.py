@@ -1,8 +1,6 @@
-"""The chaos run: its own PostgreSQL and both services as processes, the load and the feed
-consumer as clients, blows struck at random (SIGKILL a service, restart or crash PostgreSQL),
-then, with everything back, the checks at the end and the report."""
+"""The chaos run (README, Tests: `make chaos`): blows struck at random while the load, the
+feed consumer and the chain watcher run, then the checks at the end and the report."""
 
-import argparse
 import asyncio
 import contextlib
 import random
@@ -19,9 +17,9 @@ from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from scripts.processes import ServiceProcess
 from tests.chaos.checks import final_state, log_problems, money_counts, no_work_done_twice
 from tests.chaos.cli import parse_args, run_and_exit, seed_and_log_dir
-from tests.chaos.cluster import PostgresCluster
 from tests.chaos.feed import SUBSCRIBER_CREDENTIAL, FeedConsumer, check_feed, log_end
 from tests.chaos.load import CLIENT_OPTIONS, Load, health
+from tests.chaos.replication import ReplicatedCluster
 from tests.chaos.report import ChaosReport
 from tests.chaos.watcher import REUSE_CONFIRMATIONS, ChainWatcher
 from tests.e2e import stack
@@ -33,8 +31,6 @@ from tests.invariants import (
 )
 from tests.invariants_api import Api
 
-# What the chaos runs change in the suite's service environment: no metrics ports, a
-# quicker hand-off sweep.
 _QUIET = {"ORDER_METRICS_ADDR": "off", "WALLET_POOL_METRICS_ADDR": "off"}
 _QUIET["HAND_OFF_SWEEP_SECONDS"] = "0.5"
 
@@ -45,55 +41,32 @@ def service_env(database_url: str, extra: dict[str, str] | None = None) -> dict[
 
 
 class ChaosRun:
-    """One run: the cluster, both services, the clients, the chaos, the final check."""
-
-    def __init__(
-        self,
-        seconds: float,
-        seed: int,
-        log_dir: Path,
-        *,
-        workers: int = 24,
-        wallets: int = 24,
-        ttl_seconds: float = 10,
-        cooldown_seconds: float = 0.5,
-    ) -> None:
-        """`ttl_seconds`: PENDING orders expire after this long (some lifecycles leave
-        theirs PENDING); `cooldown_seconds`: released wallets rest this long."""
+    def __init__(self, seconds: float, seed: int, log_dir: Path, workers: int) -> None:
         self.seconds = seconds
         self.seed = seed
         self.log_dir = log_dir
         self.workers = workers
-        self.initial_wallets = wallets
-        self.ttl_seconds = ttl_seconds
-        self.cooldown_seconds = cooldown_seconds
         self.report = ChaosReport(seed, seconds, log_dir=log_dir)
         self._chaos_rng = random.Random(f"{seed}:chaos")
         self._down: set[str] = set()
-        self.cluster = PostgresCluster()
+        self.cluster = ReplicatedCluster()
         self.processes: dict[str, ServiceProcess] = {}
         self._channels: list[grpc.aio.Channel] = []
 
-    # -- setting up -------------------------------------------------------------------------
-
     async def _start_services(self) -> tuple[Load, FeedConsumer, ChainWatcher]:
-        await self.cluster.start()
-        admin = await asyncpg.connect(self.cluster.url())
-        try:
-            await admin.execute("CREATE DATABASE exchange")
-        finally:
-            await admin.close()
+        await self.cluster.start(standby=False)
         extra = {
             **_QUIET,
-            "ORDER_TTL_SECONDS": str(self.ttl_seconds),
+            # Some lifecycles leave their orders PENDING, to expire.
+            "ORDER_TTL_SECONDS": "10",
             "EXPIRY_CHECK_SECONDS": "0.5",
-            "WALLET_COOLDOWN_SECONDS": str(self.cooldown_seconds),
+            "WALLET_COOLDOWN_SECONDS": "0.5",
             # A released ETH wallet also waits for the chain watcher (ChainWatcher).
             "WALLET_REUSE_CONFIRMATIONS": f"ETH:{REUSE_CONFIRMATIONS}",
             "AUTH_TOKENS": SUBSCRIBER_CREDENTIAL,
         }
         services = await stack.LocalStack.start(
-            self.cluster.url("exchange"), self.log_dir, extra_env=extra, service_roles=False
+            self.cluster.primary.url(), self.log_dir, extra_env=extra, service_roles=False
         )
         await stack.Stack.close(services)  # its channels: the clients' reconnect faster
         order, pool = services.order_process, services.pool_process
@@ -107,8 +80,8 @@ class ChaosRun:
         orders = order_grpc.OrderServiceStub(order_channel)
         pool_stub = pool_grpc.WalletPoolServiceStub(pool_channel)
         load = Load(orders, pool_stub, self.report, self.seed)
-        await load.add_wallets(self.initial_wallets)
-        watcher = ChainWatcher(pool_stub, self.cluster.url("exchange"), self.report, self.seed)
+        await load.add_wallets(24)
+        watcher = ChainWatcher(pool_stub, self.cluster.primary.url(), self.report, self.seed)
         return load, FeedConsumer(orders, self.report, self.seed), watcher
 
     async def _close(self) -> None:
@@ -125,7 +98,7 @@ class ChaosRun:
         while not stop.is_set():
             await asyncio.sleep(1.0)
             try:
-                conn = await asyncpg.connect(self.cluster.url("exchange"), timeout=2)
+                conn = await asyncpg.connect(self.cluster.primary.url(), timeout=2)
             except (OSError, asyncpg.PostgresError, TimeoutError):
                 continue
             try:
@@ -136,8 +109,6 @@ class ChaosRun:
             finally:
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=2)
-
-    # -- the chaos --------------------------------------------------------------------------
 
     def _check_alive(self) -> None:
         """A service nobody killed must still run, whatever the database did."""
@@ -172,12 +143,8 @@ class ChaosRun:
 
     async def _restart_postgres(self, how: str) -> None:
         self.report.event(f"PostgreSQL {how} restart")
-        if how == "fast":
-            await self.cluster.restart()
-        else:
-            await self.cluster.crash()
-            await asyncio.sleep(self._chaos_rng.uniform(0, 2))
-            await self.cluster.start()
+        pause = self._chaos_rng.uniform(0, 2) if how == "crash" else 0.0
+        await self.cluster.restart_primary(how == "crash", pause)
         self.report.postgres_restarts[how] += 1
         self.report.event("PostgreSQL is back")
         self._check_alive()
@@ -209,8 +176,6 @@ class ChaosRun:
             await self._restart(name)
         self.report.event("chaos over")
 
-    # -- the end ----------------------------------------------------------------------------
-
     async def _wait_serving(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         names = ("order_service", "wallet_pool_service")
@@ -239,8 +204,6 @@ class ChaosRun:
     async def _drive(
         self, load: Load, feed: FeedConsumer, watcher: ChainWatcher, mark: float
     ) -> None:
-        """The load, the feed consumer and the chain watcher while the chaos lasts; then the
-        lifecycles in flight end, everything settles, and the checks run."""
         feed.start()
         tasks = [asyncio.create_task(load.worker()) for _ in range(self.workers)]
         tasks += [
@@ -271,10 +234,7 @@ class ChaosRun:
     async def _check_at_end(
         self, load: Load, feed: FeedConsumer, watcher: ChainWatcher, mark: float
     ) -> list[str]:
-        """Once releases drained and allocations settled: the invariants (deposits too), no
-        work done twice; then the feed consumer catches up with the log's end and its feed is
-        checked."""
-        pool = await asyncpg.create_pool(self.cluster.url("exchange"), min_size=1, max_size=2)
+        pool = await asyncpg.create_pool(self.cluster.primary.url(), min_size=1, max_size=2)
         try:
             self.report.watcher_height = watcher.height
             self.report.deposits = len(watcher.acknowledged)
@@ -316,19 +276,17 @@ class ChaosRun:
 async def run_chaos(
     seconds: float, seed: int | None = None, log_dir: Path | None = None, workers: int = 24
 ) -> ChaosReport:
-    """Run the chaos for `seconds` (then let everything settle and check); the seed defaults
-    to CHAOS_SEED, else a random one."""
     seed, log_dir = seed_and_log_dir("chaos", seed, log_dir, "exchange-chaos-logs-")
-    return await ChaosRun(seconds, seed, log_dir, workers=workers).run()
+    return await ChaosRun(seconds, seed, log_dir, workers).run()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
+    args = parse_args(
+        "Chaos: order lifecycles and the event feed while both services are SIGKILLed and "
+        "PostgreSQL restarts.",
+        seconds=60, seconds_help="how long the chaos lasts", workers=24,
         prog="python -m tests.chaos",
-        description="Chaos: order lifecycles and the event feed while both services are "
-        "SIGKILLed and PostgreSQL restarts.",
-    )
-    args = parse_args(parser, seconds=60, seconds_help="how long the chaos lasts", workers=24)
+    )  # fmt: skip
     run_and_exit(
         "chaos run", lambda: run_chaos(args.seconds, args.seed, args.log_dir, args.workers)
     )

@@ -1,13 +1,8 @@
-"""The ETH chain watcher of the chaos run: a chain of its own that grows a block each tick,
-with customers paying to pool addresses in some blocks (to held wallets mostly; now and then
-to a released one, late: at least every 5th block), each block reported through
-ReportDeposits and the report retried until acknowledged, through the kills. Some payments
-are USDT (Transfer logs of the built-in contract), now and then a fake token (a contract the
-office does not take) pays a released wallet, and now and then a block of the last few is
-orphaned: its deposits are retracted. It remembers what was acknowledged, for the checks at
-the end (tests/invariants.py, 7 and 8, and the dispositions and payment status). Its look at
-the pool's table fails the run when the query itself is wrong (only an outage is skipped):
-a watcher that silently paid nobody would leave invariants 7 and 8 nothing to judge."""
+"""The ETH chain watcher of the chaos run (README, Tests): a block each tick with payments to
+pool addresses (late ones, tokens, a fake token, orphaned blocks now and then), reported
+until acknowledged, through the kills; what was acknowledged, for the checks at the end. A
+query of its own that fails (not an outage) fails the run: a watcher that silently paid
+nobody would leave invariants 7 and 8 nothing to judge."""
 
 from __future__ import annotations
 
@@ -52,10 +47,8 @@ class ChainWatcher:
         tick_seconds: float = _TICK_SECONDS,
         payee_statuses: tuple[str, ...] = ("PENDING", "PROCESSING"),
     ) -> None:
-        """`late_payers`: whether customers pay released wallets too (each such payment
-        disables a wallet); `tick_seconds`: how often a block is mined and reported;
-        `payee_statuses`: the statuses of the live orders customers pay (a PENDING order
-        that received money outlives its payment window)."""
+        """`late_payers`: customers pay released wallets too; `payee_statuses`: of the live
+        orders paid (a PENDING order that received money outlives its payment window)."""
         self._pool = pool
         self._database_url = database_url
         self._report = report
@@ -82,7 +75,6 @@ class ChainWatcher:
             await self._report_until_acknowledged(deposits, self._orphaned())
 
     def _orphaned(self) -> list[wpb.Retraction]:
-        """Now and then a block of the last few left the chain: its deposits, retracted."""
         for old in [h for h in self._recent if h < self.height - 5]:
             del self._recent[old]
         if not self._recent or self._rng.random() >= _ORPHAN_CHANCE:
@@ -96,11 +88,8 @@ class ChainWatcher:
         ]
 
     async def _payees(self) -> tuple[list[tuple[str, datetime]], bool]:
-        """Who pays in this block, and when: a wallet held by a live order most blocks, a
-        released one rarely (a late payer). Read from the tables, as a chain shows payments to
-        any address, with the database's clock then as the block's time (so a payment to a
-        live order is on time, whatever commits meanwhile); none while the database is
-        down."""
+        """Who pays in this block: a held wallet, or rarely a released one (a late payer); the
+        database's clock as the block's time, so a payment to a live order is on time."""
         late = self._late_payers and (
             self._rng.random() < _LATE_CHANCE or self.height % _LATE_EVERY == 0
         )
@@ -160,14 +149,14 @@ class ChainWatcher:
                 await self._pool.ReportDeposits(request, metadata=bearer(WATCHER_TOKEN), timeout=5)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
-                self._report.count("report_deposits", code)
+                self._report.count("report_deposits", code.name)
                 if code not in TRANSIENT:
                     self._report.violation(f"report_deposits answered {code.name}: {exc.details()}")
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            self._report.count("report_deposits", grpc.StatusCode.OK)
+            self._report.count("report_deposits", "OK")
             for d in deposits:
                 key = ("ETH", d.txid, d.index)
                 self.acknowledged[key] = (d.address, Decimal(d.amount))
