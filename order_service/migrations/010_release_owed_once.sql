@@ -1,0 +1,19 @@
+-- Whether a release is owed is stored once: orders.wallet_release = 'PENDING'. The
+-- pending_releases rows are only the delivery schedule (attempts, next attempt, last error);
+-- their release_time is kept for the previous release by a compatibility trigger
+-- (sql/releases.sql) and read by nothing of this release.
+
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '60s';
+
+-- The releases owed (few), for the retry loop and the gauge.
+-- squawk-ignore require-concurrent-index-creation
+CREATE INDEX orders_release_owed_idx ON orders.orders (id) WHERE wallet_release = 'PENDING';
+
+-- The pool's deposit change number after it took the order's release (ReleaseWalletResponse
+-- .deposit_change; 0: a pool that does not say): the order's payment is evaluated again once
+-- the deposit cursor has passed it, and then it is cleared (NULL: nothing waits).
+ALTER TABLE orders.orders ADD COLUMN release_deposit_change bigint;
+-- squawk-ignore require-concurrent-index-creation
+CREATE INDEX orders_release_settling_idx ON orders.orders (release_deposit_change)
+    WHERE release_deposit_change IS NOT NULL;
