@@ -143,17 +143,17 @@ WHERE p.order_id = ANY (ARRAY(
 RETURNING p.order_id, p.address, p.attempts, p.create_time AS final_time
 
 -- mark_release_done --
--- The release delivered, shown on the order (which records the event), with the pool's
--- deposit change number after it ($2; 0: the pool did not say): the order's payment waits
--- until the deposit cursor has passed it. Its schedule counts the attempt.
-WITH counted AS (
-    UPDATE orders.pending_releases p SET attempts = attempts + 1, last_error = ''
-    FROM orders.orders o
-    WHERE p.order_id = $1 AND o.id = p.order_id AND o.wallet_release = 'PENDING'
+-- The release delivered, shown on the order (which records the event); its schedule counts
+-- the attempt and keeps the pool's deposit change number after it ($2; 0: the pool did not
+-- say): the order's payment waits until the deposit cursor has passed it.
+WITH done AS (
+    UPDATE orders.orders SET wallet_release = 'RELEASED'
+    WHERE id = $1 AND wallet_release = 'PENDING'
+    RETURNING id
 )
-UPDATE orders.orders
-SET wallet_release = 'RELEASED', release_deposit_change = $2
-WHERE id = $1 AND wallet_release = 'PENDING'
+UPDATE orders.pending_releases p
+SET attempts = attempts + 1, last_error = '', deposit_change = $2
+FROM done WHERE p.order_id = done.id
 
 -- postpone_release --
 UPDATE orders.pending_releases p
@@ -206,21 +206,23 @@ SELECT * FROM orders.deposits WHERE order_id = $1 ORDER BY pool_id
 -- of that release, so that it never counts a deposit the pool is about to call late.
 SELECT o.*,
        o.status IN ('COMPLETED', 'CANCELLED')
-       AND (o.wallet_release = 'PENDING' OR o.release_deposit_change > $2) AS payment_waits
+       AND (o.wallet_release = 'PENDING'
+            OR EXISTS (SELECT 1 FROM orders.pending_releases p
+                       WHERE p.order_id = o.id AND p.deposit_change > $2)) AS payment_waits
 FROM orders.orders o WHERE o.id = $1
-FOR UPDATE
+FOR UPDATE OF o
 
 -- settling_orders --
 -- Final orders whose payment waited for the deposit cursor ($1) and may now be evaluated.
-SELECT id FROM orders.orders
-WHERE release_deposit_change <= $1
-ORDER BY release_deposit_change
+SELECT order_id AS id FROM orders.pending_releases
+WHERE deposit_change <= $1
+ORDER BY deposit_change
 LIMIT $2
 
 -- settle_order --
 -- The order's payment evaluated after its release: it waits no more.
-UPDATE orders.orders SET release_deposit_change = NULL
-WHERE id = $1 AND release_deposit_change <= $2
+UPDATE orders.pending_releases SET deposit_change = NULL
+WHERE order_id = $1 AND deposit_change <= $2
 
 -- set_payment --
 -- The payment status and amounts (the event comes from a trigger, on a change of status).

@@ -10,10 +10,12 @@ SET LOCAL statement_timeout = '60s';
 -- squawk-ignore require-concurrent-index-creation
 CREATE INDEX orders_release_owed_idx ON orders.orders (id) WHERE wallet_release = 'PENDING';
 
--- The pool's deposit change number after it took the order's release (ReleaseWalletResponse
+-- The pool's deposit change number after it took the release (ReleaseWalletResponse
 -- .deposit_change; 0: a pool that does not say): the order's payment is evaluated again once
--- the deposit cursor has passed it, and then it is cleared (NULL: nothing waits).
-ALTER TABLE orders.orders ADD COLUMN release_deposit_change bigint;
+-- the deposit cursor has passed it, and then it is cleared (NULL: nothing waits). On the
+-- schedule, not on orders: the previous release reads orders with SELECT *, whose cached
+-- plans a new column there would invalidate during the rollout.
+ALTER TABLE orders.pending_releases ADD COLUMN deposit_change bigint;
 -- squawk-ignore require-concurrent-index-creation
-CREATE INDEX orders_release_settling_idx ON orders.orders (release_deposit_change)
-    WHERE release_deposit_change IS NOT NULL;
+CREATE INDEX pending_releases_settling_idx ON orders.pending_releases (deposit_change)
+    WHERE deposit_change IS NOT NULL;

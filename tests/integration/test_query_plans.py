@@ -74,9 +74,9 @@ async def fill(db_pool: asyncpg.Pool) -> asyncpg.Pool:
            FROM orders.pending_releases p WHERE p.order_id = o.id"""
     )
     await db_pool.execute(
-        """UPDATE orders.orders
-           SET release_deposit_change = CASE WHEN random() < 0.01 THEN 1000 END
-           WHERE release_deposit_change IS NOT NULL"""
+        """UPDATE orders.pending_releases
+           SET deposit_change = CASE WHEN random() < 0.01 THEN 1000 END
+           WHERE deposit_change IS NOT NULL"""
     )
     await db_pool.execute(
         """INSERT INTO wallet_pool.released_orders (order_id)
@@ -96,7 +96,7 @@ ORDER_PLANS = [
     ("claim_expired_orders", (1800.0, 50), {"orders_payment_window_idx"}),
     ("claim_due_releases", (50, 10.0), {"orders_release_owed_idx", "pending_releases_pkey"}),
     ("count_pending_releases", (), {"orders_release_owed_idx"}),
-    ("settling_orders", (500, 100), {"orders_release_settling_idx"}),
+    ("settling_orders", (500, 100), {"pending_releases_settling_idx"}),
     ("list_orders", (None, None, None, None, 50, None, None, None), {"orders_newest_idx"}),
 ]
 # A client's listing (the scope's creator is $8): its first page and one further on.
