@@ -6,7 +6,7 @@ can only judge a deposit by a holding's end it knows of: between an order becomi
 its release reaching the pool, a deposit paid after the final time is on time there, until the
 release makes it late (with a new change number). So a final order's payment is not evaluated
 while its release is owed, nor after delivery until the change cursor has passed the number the
-pool's release answered (pending_releases.deposit_change); then once, here, and it waits no
+pool's release answered (orders.release_settling); then once, here, and it waits no
 more. No final order's payment ever counts a deposit the pool calls late."""
 
 import logging

@@ -144,16 +144,20 @@ RETURNING p.order_id, p.address, p.attempts, p.create_time AS final_time
 
 -- mark_release_done --
 -- The release delivered, shown on the order (which records the event); its schedule counts
--- the attempt and keeps the pool's deposit change number after it ($2; 0: the pool did not
--- say): the order's payment waits until the deposit cursor has passed it.
+-- the attempt; the order's payment waits until the deposit cursor has passed the pool's
+-- deposit change number after the release ($2; 0: the pool did not say).
 WITH done AS (
     UPDATE orders.orders SET wallet_release = 'RELEASED'
     WHERE id = $1 AND wallet_release = 'PENDING'
     RETURNING id
+), counted AS (
+    UPDATE orders.pending_releases p SET attempts = attempts + 1, last_error = ''
+    FROM done WHERE p.order_id = done.id
 )
-UPDATE orders.pending_releases p
-SET attempts = attempts + 1, last_error = '', deposit_change = $2
-FROM done WHERE p.order_id = done.id
+INSERT INTO orders.release_settling (order_id, deposit_change)
+SELECT id, $2 FROM done
+ON CONFLICT (order_id) DO UPDATE
+SET deposit_change = greatest(release_settling.deposit_change, EXCLUDED.deposit_change)
 
 -- postpone_release --
 UPDATE orders.pending_releases p
@@ -207,22 +211,21 @@ SELECT * FROM orders.deposits WHERE order_id = $1 ORDER BY pool_id
 SELECT o.*,
        o.status IN ('COMPLETED', 'CANCELLED')
        AND (o.wallet_release = 'PENDING'
-            OR EXISTS (SELECT 1 FROM orders.pending_releases p
-                       WHERE p.order_id = o.id AND p.deposit_change > $2)) AS payment_waits
+            OR EXISTS (SELECT 1 FROM orders.release_settling s
+                       WHERE s.order_id = o.id AND s.deposit_change > $2)) AS payment_waits
 FROM orders.orders o WHERE o.id = $1
 FOR UPDATE OF o
 
 -- settling_orders --
 -- Final orders whose payment waited for the deposit cursor ($1) and may now be evaluated.
-SELECT order_id AS id FROM orders.pending_releases
+SELECT order_id AS id FROM orders.release_settling
 WHERE deposit_change <= $1
 ORDER BY deposit_change
 LIMIT $2
 
 -- settle_order --
 -- The order's payment evaluated after its release: it waits no more.
-UPDATE orders.pending_releases SET deposit_change = NULL
-WHERE order_id = $1 AND deposit_change <= $2
+DELETE FROM orders.release_settling WHERE order_id = $1 AND deposit_change <= $2
 
 -- set_payment --
 -- The payment status and amounts (the event comes from a trigger, on a change of status).

@@ -320,8 +320,7 @@ async def unsynced_deposit_changes(conn: Connection) -> int:
         """SELECT (SELECT count(*) FROM wallet_pool.deposits d
                    JOIN orders.deposits o ON o.pool_id = d.id
                    WHERE (o.status, o.confirmations) IS DISTINCT FROM (d.status, d.confirmations))
-                + (SELECT count(*) FROM orders.pending_releases
-                   WHERE deposit_change IS NOT NULL)"""
+                + (SELECT count(*) FROM orders.release_settling)"""
     )
     return count
 

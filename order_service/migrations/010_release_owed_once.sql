@@ -6,16 +6,16 @@
 SET LOCAL lock_timeout = '5s';
 SET LOCAL statement_timeout = '60s';
 
+-- Final orders whose payment waits for their delivered release's deposit changes: the pool's
+-- deposit change number after it took the release (ReleaseWalletResponse.deposit_change; 0: a
+-- pool that does not say). The order's payment is evaluated once the deposit cursor has passed
+-- it, and the row goes. A table of its own (few rows, no lock on a table the previous release
+-- uses during the rollout, no new column in its SELECT * of orders).
+CREATE TABLE orders.release_settling (
+    order_id uuid PRIMARY KEY,
+    deposit_change bigint NOT NULL
+);
+
 -- The releases owed (few), for the retry loop and the gauge.
 -- squawk-ignore require-concurrent-index-creation
 CREATE INDEX orders_release_owed_idx ON orders.orders (id) WHERE wallet_release = 'PENDING';
-
--- The pool's deposit change number after it took the release (ReleaseWalletResponse
--- .deposit_change; 0: a pool that does not say): the order's payment is evaluated again once
--- the deposit cursor has passed it, and then it is cleared (NULL: nothing waits). On the
--- schedule, not on orders: the previous release reads orders with SELECT *, whose cached
--- plans a new column there would invalidate during the rollout.
-ALTER TABLE orders.pending_releases ADD COLUMN deposit_change bigint;
--- squawk-ignore require-concurrent-index-creation
-CREATE INDEX pending_releases_settling_idx ON orders.pending_releases (deposit_change)
-    WHERE deposit_change IS NOT NULL;

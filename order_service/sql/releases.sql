@@ -5,16 +5,16 @@
 -- record of it. So that a release delivered by either is delivered for both, the time is
 -- stamped here when wallet_release becomes RELEASED, unless the previous release stamped it.
 -- And a delivery by the previous release, which does not know the pool's deposit change
--- number the order's payment waits for (deposit_change), gets 0: the next deposit sync step
--- evaluates the payment. (After the statement, which may write the same row:
+-- number the order's payment waits for (release_settling), gets 0: the next deposit sync step
+-- evaluates the payment. (After the statement, which may write the same rows:
 -- mark_release_done does.)
 CREATE OR REPLACE FUNCTION orders.stamp_release_delivered() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE orders.pending_releases
-    SET release_time = coalesce(release_time, now()),
-        deposit_change = coalesce(deposit_change, 0)
-    WHERE order_id = NEW.id AND (release_time IS NULL OR deposit_change IS NULL);
+    UPDATE orders.pending_releases SET release_time = now()
+    WHERE order_id = NEW.id AND release_time IS NULL;
+    INSERT INTO orders.release_settling (order_id, deposit_change) VALUES (NEW.id, 0)
+    ON CONFLICT (order_id) DO NOTHING;
     RETURN NULL;
 END
 $$;

@@ -119,9 +119,10 @@ async def _with_deposits(stack: Stack, order_id: str, count: int) -> opb.GetOrde
 async def _settled(db: asyncpg.Pool, order_id: str) -> bool:
     """Released, and its payment evaluated after the release's deposit changes."""
     settled: bool = await db.fetchval(
-        """SELECT o.wallet_release = 'RELEASED' AND p.deposit_change IS NULL
-           FROM orders.orders o JOIN orders.pending_releases p ON p.order_id = o.id
-           WHERE o.id = $1::uuid""",
+        """SELECT o.wallet_release = 'RELEASED'
+                  AND NOT EXISTS (SELECT 1 FROM orders.release_settling s
+                                  WHERE s.order_id = o.id)
+           FROM orders.orders o WHERE o.id = $1::uuid""",
         order_id,
     )
     return settled

@@ -73,11 +73,7 @@ async def fill(db_pool: asyncpg.Pool) -> asyncpg.Pool:
            SET wallet_release = CASE WHEN p.release_time IS NULL THEN 'PENDING' ELSE 'RELEASED' END
            FROM orders.pending_releases p WHERE p.order_id = o.id"""
     )
-    await db_pool.execute(
-        """UPDATE orders.pending_releases
-           SET deposit_change = CASE WHEN random() < 0.01 THEN 1000 END
-           WHERE deposit_change IS NOT NULL"""
-    )
+    await db_pool.execute("DELETE FROM orders.release_settling WHERE random() < 0.99")
     await db_pool.execute(
         """INSERT INTO wallet_pool.released_orders (order_id)
            SELECT gen_random_uuid() FROM generate_series(1, 10000)"""
@@ -96,7 +92,6 @@ ORDER_PLANS = [
     ("claim_expired_orders", (1800.0, 50), {"orders_payment_window_idx"}),
     ("claim_due_releases", (50, 10.0), {"orders_release_owed_idx", "pending_releases_pkey"}),
     ("count_pending_releases", (), {"orders_release_owed_idx"}),
-    ("settling_orders", (500, 100), {"pending_releases_settling_idx"}),
     ("list_orders", (None, None, None, None, 50, None, None, None), {"orders_newest_idx"}),
 ]
 # A client's listing (the scope's creator is $8): its first page and one further on.
