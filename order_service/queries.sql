@@ -116,44 +116,57 @@ SELECT EXISTS (
 )
 
 -- release_pending --
+-- Whether the order owes its wallet's release (orders.wallet_release is the one record of it;
+-- pending_releases only schedules the attempts).
 SELECT EXISTS (
-    SELECT 1 FROM orders.pending_releases WHERE order_id = $1 AND release_time IS NULL
+    SELECT 1 FROM orders.orders WHERE id = $1 AND wallet_release = 'PENDING'
 )
 
 -- count_pending_releases --
-SELECT count(*) FROM orders.pending_releases WHERE release_time IS NULL
+SELECT count(*) FROM orders.orders WHERE wallet_release = 'PENDING'
 
 -- claim_due_releases --
--- Leases a batch of due releases, so replicas never deliver the same one at once.
+-- Leases a batch of due releases, so replicas never deliver the same one at once. The
+-- releases owed are few (orders_release_owed_idx); their schedule says which are due.
 UPDATE orders.pending_releases p
 SET next_attempt_time = now() + make_interval(secs => $2)
 WHERE p.order_id = ANY (ARRAY(
-    SELECT order_id FROM orders.pending_releases
-    WHERE release_time IS NULL AND next_attempt_time <= now()
-    ORDER BY next_attempt_time
+    SELECT s.order_id FROM orders.pending_releases s
+    WHERE s.order_id = ANY (ARRAY(
+        SELECT o.id FROM orders.orders o WHERE o.wallet_release = 'PENDING'
+    ))
+      AND s.next_attempt_time <= now()
+    ORDER BY s.next_attempt_time
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ))
 RETURNING p.order_id, p.address, p.attempts, p.create_time AS final_time
 
 -- mark_release_done --
--- The release delivered, and shown on the order (which records the event).
+-- The release delivered, shown on the order (which records the event); its schedule counts
+-- the attempt; the order's payment waits until the deposit cursor has passed the pool's
+-- deposit change number after the release ($2; 0: the pool did not say).
 WITH done AS (
-    UPDATE orders.pending_releases
-    SET release_time = now(), attempts = attempts + 1, last_error = ''
-    WHERE order_id = $1 AND release_time IS NULL
-    RETURNING order_id
+    UPDATE orders.orders SET wallet_release = 'RELEASED'
+    WHERE id = $1 AND wallet_release = 'PENDING'
+    RETURNING id
+), counted AS (
+    UPDATE orders.pending_releases p SET attempts = attempts + 1, last_error = ''
+    FROM done WHERE p.order_id = done.id
 )
-UPDATE orders.orders o SET wallet_release = 'RELEASED'
-FROM done WHERE o.id = done.order_id
+INSERT INTO orders.release_settling (order_id, deposit_change)
+SELECT id, $2 FROM done
+ON CONFLICT (order_id) DO UPDATE
+SET deposit_change = greatest(release_settling.deposit_change, EXCLUDED.deposit_change)
 
 -- postpone_release --
-UPDATE orders.pending_releases
+UPDATE orders.pending_releases p
 SET attempts = attempts + 1,
     next_attempt_time = now() + make_interval(secs => $2),
     last_error = $3
-WHERE order_id = $1 AND release_time IS NULL
-RETURNING attempts
+FROM orders.orders o
+WHERE p.order_id = $1 AND o.id = p.order_id AND o.wallet_release = 'PENDING'
+RETURNING p.attempts
 
 -- events_after --
 -- The log after a sequence, optionally of some types only ($3: empty for all), with the
@@ -190,9 +203,29 @@ LIMIT $2
 -- order_deposits --
 SELECT * FROM orders.deposits WHERE order_id = $1 ORDER BY pool_id
 
--- lock_order --
--- The order, locked for a change that is decided in the service (its payment status).
-SELECT * FROM orders.orders WHERE id = $1 FOR UPDATE
+-- lock_order_for_payment --
+-- The order, locked for its payment, and whether its payment must wait ($2: how far the
+-- deposit cursor has read the pool's changes): a final order's payment waits while its
+-- release is owed, and after delivery until the cursor has passed the pool's change number
+-- of that release, so that it never counts a deposit the pool is about to call late.
+SELECT o.*,
+       o.status IN ('COMPLETED', 'CANCELLED')
+       AND (o.wallet_release = 'PENDING'
+            OR EXISTS (SELECT 1 FROM orders.release_settling s
+                       WHERE s.order_id = o.id AND s.deposit_change > $2)) AS payment_waits
+FROM orders.orders o WHERE o.id = $1
+FOR UPDATE OF o
+
+-- settling_orders --
+-- Final orders whose payment waited for the deposit cursor ($1) and may now be evaluated.
+SELECT order_id AS id FROM orders.release_settling
+WHERE deposit_change <= $1
+ORDER BY deposit_change
+LIMIT $2
+
+-- settle_order --
+-- The order's payment evaluated after its release: it waits no more.
+DELETE FROM orders.release_settling WHERE order_id = $1 AND deposit_change <= $2
 
 -- set_payment --
 -- The payment status and amounts (the event comes from a trigger, on a change of status).
@@ -209,8 +242,9 @@ SELECT last_pool_id, last_change FROM orders.deposit_cursor
 -- Deposits the pool attributed to orders of this service, each once (their events come
 -- from triggers), updated when seen again, and the cursor moved past the page, in one
 -- statement. Deposits
--- of orders this service does not know are skipped. Late: after the release (the pool
--- says), or after the order became final (a release the pool had not received yet).
+-- of orders this service does not know are skipped. Late is the pool's verdict (the one
+-- judge, wallet_pool.deposit_is_late), kept once given: a release the pool receives after
+-- the deposit makes it late there, and its next change says so here.
 WITH recorded AS (
     INSERT INTO orders.deposits
         (pool_id, order_id, txid, output_index, amount, address, block_height, block_time,
@@ -218,12 +252,7 @@ WITH recorded AS (
          late)
     SELECT d.pool_id, d.order_id, d.txid, d.output_index, d.amount, d.address, d.block_height,
            d.block_time, d.asset, d.disposition, d.token_contract, d.confirmations,
-           d.required_confirmations, d.status,
-           d.late OR EXISTS (
-               SELECT 1 FROM orders.status_history h
-               WHERE h.order_id = d.order_id AND h.to_status IN ('COMPLETED', 'CANCELLED')
-                 AND h.change_time <= d.block_time
-           )
+           d.required_confirmations, d.status, d.late
     FROM unnest(
         $1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::numeric[], $6::text[],
         $7::bigint[], $8::timestamptz[], $9::boolean[], $10::text[], $11::text[], $12::text[],
@@ -232,12 +261,15 @@ WITH recorded AS (
             block_time, late, asset, disposition, token_contract, confirmations,
             required_confirmations, status)
     WHERE EXISTS (SELECT 1 FROM orders.orders o WHERE o.id = d.order_id)
-    -- Seen before: its block, confirmations and status as the pool says now.
+    -- Seen before: its block, confirmations, status and lateness as the pool says now (a
+    -- late deposit stays late).
     ON CONFLICT (pool_id) DO UPDATE
     SET block_height = EXCLUDED.block_height, confirmations = EXCLUDED.confirmations,
-        status = EXCLUDED.status
-    WHERE (deposits.block_height, deposits.confirmations, deposits.status)
-          IS DISTINCT FROM (EXCLUDED.block_height, EXCLUDED.confirmations, EXCLUDED.status)
+        status = EXCLUDED.status, late = deposits.late OR EXCLUDED.late
+    WHERE (deposits.block_height, deposits.confirmations, deposits.status,
+           deposits.late OR EXCLUDED.late)
+          IS DISTINCT FROM (EXCLUDED.block_height, EXCLUDED.confirmations, EXCLUDED.status,
+                            deposits.late)
     RETURNING pool_id, order_id
 ), moved AS (
     -- $16: how far the id cursor (ListDeposits), $17: the change cursor

@@ -34,7 +34,9 @@ class ReleaseDelivery:
     async def deliver(self, release: domain.PendingRelease, path: str) -> bool:
         """One attempt to hand a release to the pool; records the outcome."""
         try:
-            await self._wallet_pool.release(release.order_id, release.address, release.final_time)
+            deposit_change = await self._wallet_pool.release(
+                release.order_id, release.address, release.final_time
+            )
         except WalletPoolError as exc:
             RELEASE_ATTEMPTS.labels(path, "failed").inc()
             attempts = release.attempts + 1
@@ -64,7 +66,7 @@ class ReleaseDelivery:
             after_commit("delivered release", release.order_id),
             self._store.statement() as orders,
         ):
-            await orders.mark_release_done(release.order_id)
+            await orders.mark_release_done(release.order_id, deposit_change)
         self._feed.changed(release.order_id)
         log.info(
             "wallet released",

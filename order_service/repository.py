@@ -206,8 +206,10 @@ class PostgresOrderRepository:
             for r in rows
         ]
 
-    async def mark_release_done(self, order_id: uuid.UUID) -> None:
-        await self._conn.execute(self._q["mark_release_done"], order_id)
+    async def mark_release_done(self, order_id: uuid.UUID, deposit_change: int) -> None:
+        """`deposit_change`: the pool's deposit change number after the release; the
+        order's payment is evaluated again once the deposit cursor has passed it."""
+        await self._conn.execute(self._q["mark_release_done"], order_id, deposit_change)
 
     async def postpone_release(self, order_id: uuid.UUID, delay: float, error: str) -> None:
         await self._conn.execute(self._q["postpone_release"], order_id, delay, error)
@@ -270,8 +272,20 @@ class PostgresOrderRepository:
         )
         return [row["order_id"] for row in rows]
 
-    async def lock(self, order_id: uuid.UUID) -> Order | None:
-        return await self._one("lock_order", order_id)
+    async def lock_for_payment(self, order_id: uuid.UUID, cursor: int) -> tuple[Order, bool] | None:
+        """The order, locked, and whether its payment must wait for its release's deposit
+        changes (`cursor`: the last pool change read); None if unknown."""
+        row = await self._conn.fetchrow(self._q["lock_order_for_payment"], order_id, cursor)
+        return (Order.from_row(row), row["payment_waits"]) if row else None
+
+    async def settling_orders(self, cursor: int, limit: int) -> list[uuid.UUID]:
+        """Final orders whose payment waited for the deposit cursor to pass their
+        release's change number, which `cursor` has."""
+        rows = await self._conn.fetch(self._q["settling_orders"], cursor, limit)
+        return [row["id"] for row in rows]
+
+    async def settle(self, order_id: uuid.UUID, cursor: int) -> None:
+        await self._conn.execute(self._q["settle_order"], order_id, cursor)
 
     async def set_payment(self, order_id: uuid.UUID, payment: Payment) -> Order | None:
         """The order with its new payment; None if it had that payment already."""

@@ -127,7 +127,7 @@ class WalletPoolGateway(Protocol):
     async def allocate(
         self, order_id: uuid.UUID, network: str, asset: str = ""
     ) -> PoolAllocation: ...
-    async def release(self, order_id: uuid.UUID, address: str, final_time: datetime) -> None: ...
+    async def release(self, order_id: uuid.UUID, address: str, final_time: datetime) -> int: ...
     def watch_hand_offs(self) -> AsyncIterator[tuple[uuid.UUID, str]]: ...
     async def deposits_after(self, after_id: int, limit: int) -> tuple[list[PoolDeposit], int]: ...
     async def deposit_changes(
@@ -252,11 +252,14 @@ class GrpcWalletPoolGateway:
             return PoolAllocation(address=response.address, queue_position=None)
         return PoolAllocation(address=None, queue_position=response.queue_position or None)
 
-    async def release(self, order_id: uuid.UUID, address: str, final_time: datetime) -> None:
+    async def release(self, order_id: uuid.UUID, address: str, final_time: datetime) -> int:
+        """The pool's deposit change number after the release (0: nothing to wait for, or
+        a pool of the previous release, which does not say)."""
         request = pb.ReleaseWalletRequest(
             order_id=str(order_id), address=address, final_time=to_timestamp(final_time)
         )
-        await self._call("ReleaseWallet", request)
+        response = await self._call("ReleaseWallet", request)
+        return int(response.deposit_change)
 
     async def deposits_after(self, after_id: int, limit: int) -> tuple[list[PoolDeposit], int]:
         """The attributed deposits the pool recorded after `after_id` (at most `limit` read),

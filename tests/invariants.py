@@ -237,7 +237,7 @@ async def deposits_are_recorded_once_and_attributed(
     amount)) is recorded once, as reported, and attributed as the address history says
     (tests/derived.py: its block time against the holding intervals, in Python). The order
     service shows each attributed deposit of its orders once, as recorded (late as the pool
-    says, or when it came after the order became final), with one DEPOSIT_RECEIVED event."""
+    says: the pool is the one judge), with one DEPOSIT_RECEIVED event."""
     recorded = {d.key: d for d in await derived.read_deposits(conn)}
     violations = [
         f"deposit {key} was acknowledged but is not recorded"
@@ -256,13 +256,6 @@ async def deposits_are_recorded_once_and_attributed(
 
 async def _deposits_shown_once(conn: Connection, pool: list[derived.DepositFacts]) -> list[str]:
     known = {r["id"] for r in await conn.fetch("SELECT id FROM orders.orders")}
-    final_at = {
-        r["order_id"]: r["at"]
-        for r in await conn.fetch(
-            """SELECT order_id, min(change_time) AS at FROM orders.status_history
-               WHERE to_status IN ('COMPLETED', 'CANCELLED') GROUP BY order_id"""
-        )
-    }
     copies: dict[int, list[tuple[object, ...]]] = {}
     for r in await conn.fetch(
         """SELECT pool_id, order_id, txid, output_index, amount, address, block_height,
@@ -281,8 +274,7 @@ async def _deposits_shown_once(conn: Connection, pool: list[derived.DepositFacts
             if d.id in copies:
                 violations.append(f"deposit {d.id} of no known order is shown on an order")
             continue
-        final = final_at.get(d.order_id)
-        late = d.released_at is not None or (final is not None and final <= d.block_time)
+        late = d.released_at is not None
         expected = [
             (d.order_id, d.txid, d.output_index, d.amount, d.address, d.block_height,
              d.block_time, late)
@@ -306,15 +298,29 @@ async def unshown_deposits(conn: Connection) -> int:
     return count
 
 
-async def unsynced_deposit_changes(conn: Connection) -> int:
-    """Copied deposits whose status or confirmations the order service has not yet taken
-    from the pool (it takes them with the payment status they make, in one transaction: once
-    none is left, each order's payment has settled). A disposition never changes once
-    recorded: a copy that differs is a violation (checked after), not a change in flight."""
+async def unsynced_lateness(conn: Connection) -> int:
+    """Copied deposits the pool has judged late since (a release received after them) whose
+    copy is not late yet."""
     count: int = await conn.fetchval(
         """SELECT count(*) FROM wallet_pool.deposits d
            JOIN orders.deposits o ON o.pool_id = d.id
-           WHERE (o.status, o.confirmations) IS DISTINCT FROM (d.status, d.confirmations)"""
+           WHERE o.late IS DISTINCT FROM (d.released_at IS NOT NULL)"""
+    )
+    return count
+
+
+async def unsynced_deposit_changes(conn: Connection) -> int:
+    """Copied deposits whose status or confirmations the order service has not yet
+    taken from the pool (it takes them with the payment status they make, in one
+    transaction), and final orders whose payment still waits for their release's deposit
+    changes: once none is left, each order's payment has settled. A disposition never changes
+    once recorded: a copy that differs is a violation (checked after), not a change in
+    flight."""
+    count: int = await conn.fetchval(
+        """SELECT (SELECT count(*) FROM wallet_pool.deposits d
+                   JOIN orders.deposits o ON o.pool_id = d.id
+                   WHERE (o.status, o.confirmations) IS DISTINCT FROM (d.status, d.confirmations))
+                + (SELECT count(*) FROM orders.release_settling)"""
     )
     return count
 
@@ -353,8 +359,13 @@ async def acknowledged_updates_are_recorded(
 
 
 async def undelivered_releases(conn: Connection) -> int:
+    """Orders owing a release: by wallet_release (the record), or by the delivery time the
+    previous release reads (kept by a compatibility trigger), which must agree."""
     count: int = await conn.fetchval(
-        "SELECT count(*) FROM orders.pending_releases WHERE release_time IS NULL"
+        """SELECT count(*) FROM orders.orders o
+           WHERE o.wallet_release = 'PENDING'
+              OR EXISTS (SELECT 1 FROM orders.pending_releases p
+                         WHERE p.order_id = o.id AND p.release_time IS NULL)"""
     )
     return count
 
@@ -405,6 +416,7 @@ async def check_all(
         while (
             await settled_allocations(conn)
             or await unshown_deposits(conn)
+            or await unsynced_lateness(conn)
             or (payments and await unsynced_deposit_changes(conn))
         ) and time.monotonic() < deadline:
             await asyncio.sleep(0.2)

@@ -68,6 +68,8 @@ class ReleasedOrder:
     handed: tuple[uuid.UUID, str] | None
     kept_address: str | None = None
     kept_queue: str | None = None
+    # The deposit change number the release leaves for the order (ReleaseWalletResponse).
+    deposit_change: int = 0
 
 
 def current_allocation(place: OrderPlace) -> Allocation:
@@ -117,6 +119,7 @@ class HandOff:
 class Release:
     released: bool
     dequeued: bool
+    deposit_change: int = 0
 
 
 def release_outcome(order_id: uuid.UUID, address: str, work: ReleasedOrder) -> Release:
@@ -128,7 +131,9 @@ def release_outcome(order_id: uuid.UUID, address: str, work: ReleasedOrder) -> R
         raise ReleaseMismatch(
             order_id, address, f"it holds no wallet and waits in the {work.kept_queue} queue"
         )
-    return Release(released=work.freed is not None, dequeued=work.dequeued)
+    return Release(
+        released=work.freed is not None, dequeued=work.dequeued, deposit_change=work.deposit_change
+    )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,11 @@ SELECT * FROM wallet_pool.allocate_wallet($1, $2)
 -- The order's lock, retired (never allocated again), out of its queue, and its wallet freed
 -- guarded by the holder ($2 = '' means whichever wallet it holds), cooling for $3 seconds,
 -- and handed to the head of its network's queue in the same transaction if someone waits.
-SELECT * FROM wallet_pool.release_wallet($1, $2, $3, $4)
+-- deposit_change: the pool's deposit change number the release leaves for the order (the
+-- deposits it made late are at or below it; a repeated release says it again).
+SELECT r.*,
+       wallet_pool.order_deposit_change($1, coalesce(r.address, nullif($2, ''))) AS deposit_change
+FROM wallet_pool.release_wallet($1, $2, $3, $4) AS r
 
 -- insert_wallets --
 INSERT INTO wallet_pool.wallets (network, address)

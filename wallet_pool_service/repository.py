@@ -84,7 +84,14 @@ class PostgresWalletAdapter:
         assert row is not None, "release_wallet always returns one row"
         freed = HeldWallet(row["address"], row["network"]) if row["address"] else None
         handed = (row["handed_to"], row["handed_address"]) if row["handed_to"] else None
-        return ReleasedOrder(freed, row["dequeued"], handed, row["kept_address"], row["kept_queue"])
+        return ReleasedOrder(
+            freed,
+            row["dequeued"],
+            handed,
+            row["kept_address"],
+            row["kept_queue"],
+            row["deposit_change"],
+        )
 
     async def add(self, network: str, addresses: list[str]) -> list[str]:
         rows = await self._conn.fetch(self._q["insert_wallets"], network, addresses)

@@ -232,7 +232,11 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
             else None
         )
         release = await self._manager.release_wallet(order_id, request.address, final_time)
-        return pb.ReleaseWalletResponse(released=release.released, dequeued=release.dequeued)
+        return pb.ReleaseWalletResponse(
+            released=release.released,
+            dequeued=release.dequeued,
+            deposit_change=release.deposit_change,
+        )
 
     async def GetPoolStats(
         self, request: pb.GetPoolStatsRequest, context: Context

@@ -195,8 +195,7 @@ async def test_a_release_while_the_pool_is_down_is_kept_and_delivered_when_it_is
 
     async def delivered() -> bool:
         done = await db.fetchval(
-            "SELECT release_time IS NOT NULL FROM orders.pending_releases"
-            " WHERE order_id = $1::uuid",
+            "SELECT wallet_release = 'RELEASED' FROM orders.orders WHERE id = $1::uuid",
             order.id,
         )
         return bool(done)

@@ -48,6 +48,7 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "009_assets_and_payment",
             "009_deposits_and_watermark",
             "010_assets_and_dispositions",
+            "010_release_owed_once",
         ]
         assert await _tables(pools[0]) == {
             "orders.orders",
@@ -57,6 +58,7 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "orders.event_log",
             "orders.deposits",
             "orders.deposit_cursor",
+            "orders.release_settling",
             "orders.schema_migrations",
             "orders.schema_definitions",
             "wallet_pool.wallets",

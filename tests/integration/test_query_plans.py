@@ -67,6 +67,13 @@ async def fill(db_pool: asyncpg.Pool) -> asyncpg.Pool:
            SELECT id, now(), CASE WHEN random() < 0.99 THEN now() END FROM orders.orders
            WHERE status = 'COMPLETED'"""
     )
+    # wallet_release says which are owed; a few delivered ones wait for the deposit cursor.
+    await db_pool.execute(
+        """UPDATE orders.orders o
+           SET wallet_release = CASE WHEN p.release_time IS NULL THEN 'PENDING' ELSE 'RELEASED' END
+           FROM orders.pending_releases p WHERE p.order_id = o.id"""
+    )
+    await db_pool.execute("DELETE FROM orders.release_settling WHERE random() < 0.99")
     await db_pool.execute(
         """INSERT INTO wallet_pool.released_orders (order_id)
            SELECT gen_random_uuid() FROM generate_series(1, 10000)"""
@@ -83,7 +90,8 @@ ORDER_PLANS = [
     ("change_status", (ORDER, "PROCESSING", "COMPLETED", "", "op", 10.0, None), {"orders_pkey"}),
     ("claim_waiting_orders", (100, 0.5), {"orders_waiting_idx", "orders_pkey"}),
     ("claim_expired_orders", (1800.0, 50), {"orders_payment_window_idx"}),
-    ("claim_due_releases", (50, 10.0), {"pending_releases_due_idx", "pending_releases_pkey"}),
+    ("claim_due_releases", (50, 10.0), {"orders_release_owed_idx", "pending_releases_pkey"}),
+    ("count_pending_releases", (), {"orders_release_owed_idx"}),
     ("list_orders", (None, None, None, None, 50, None, None, None), {"orders_newest_idx"}),
 ]
 # A client's listing (the scope's creator is $8): its first page and one further on.

@@ -34,6 +34,10 @@ LATE_DUST = (
     "tests/integration/test_dispositions.py::"
     "test_a_dust_deposit_made_late_by_the_release_does_not_disable_the_wallet",
 )
+# Whether a deposit is late: the rule's table of cases, and the window between an order
+# becoming final and its release reaching the pool, end to end.
+LATENESS_RULE = "tests/integration/test_lateness.py"
+RELEASE_WINDOW = "tests/e2e/test_late_release.py"
 # The payment window: a paid order outlives it, one with only dust does not.
 PAYMENT_WINDOW = (
     "tests/e2e/test_payment_window.py::"
@@ -98,7 +102,7 @@ MUTANTS = [
         "attribution-holding-ends-a-step-late",
         "a deposit at the very end of a holding is on time instead of late",
         ("wallet_pool_service/sql/deposits.sql",),
-        (MONEY_PATHS,),
+        (MONEY_PATHS, LATENESS_RULE),
     ),
     Mutant(
         "attribution-to-the-first-holder",
@@ -201,6 +205,20 @@ MUTANTS = [
         "a reverted deposit (a reorg, a replacement) still counts toward payment (Python)",
         ("order_service/domain.py",),
         (MONEY_PATHS, PAYMENT_RULE),
+    ),
+    Mutant(
+        "release-makes-late-unannounced",
+        "a release makes a deposit late without a new change number: the order service never"
+        " learns it, and counts it",
+        ("wallet_pool_service/sql/release.sql",),
+        (LATENESS_RULE, RELEASE_WINDOW),
+    ),
+    Mutant(
+        "payment-counts-before-the-release-lands",
+        "a final order's payment is evaluated while its release is owed: it counts a deposit"
+        " the pool is about to call late",
+        ("order_service/queries.sql",),
+        (RELEASE_WINDOW,),
     ),
     Mutant(
         "payment-window-expires-a-paid-order",

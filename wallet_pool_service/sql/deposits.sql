@@ -1,5 +1,30 @@
 -- Deposits reported by the chain watchers, and the watermark guard.
 
+-- Whether a deposit is late: the one rule (every verdict of the pool comes from here; the
+-- order service keeps the pool's). A deposit is late when it was paid at or after the end of
+-- its order's holding of the address (p_holding_end: when the order became final, or the
+-- release if earlier; NULL: the order still holds it) and seen (reported) at or after it too:
+-- a block's time may run ahead of the clock, so one reported before the holding ended was
+-- paid before it, whatever its block says.
+CREATE OR REPLACE FUNCTION wallet_pool.deposit_is_late(
+    p_block_time timestamptz, p_reported_at timestamptz, p_holding_end timestamptz
+)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+SELECT coalesce(p_block_time >= p_holding_end AND p_reported_at >= p_holding_end, false)
+$$;
+
+-- The pool's deposit change number an order's release leaves (ReleaseWalletResponse
+-- .deposit_change): the last change of the order's deposits on the address it held, the
+-- ones its release made late included; 0 when none. Volatile: called in the release's
+-- statement, after release_wallet, it sees what release_wallet changed.
+CREATE OR REPLACE FUNCTION wallet_pool.order_deposit_change(p_order_id uuid, p_address text)
+RETURNS bigint
+LANGUAGE sql VOLATILE AS $$
+SELECT coalesce(max(d.change_seq), 0) FROM wallet_pool.deposits d
+WHERE d.address = p_address AND d.order_id = p_order_id
+$$;
+
 -- The lifecycle part of a report (called by report_deposits, under its lock): deposits
 -- recorded before move to their new block and confirmations (CONFIRMING -> CONFIRMED at the
 -- required ones; a CONFIRMED one stays so), a REVERTED one reported again is CONFIRMING or
@@ -190,7 +215,9 @@ BEGIN
                     ELSE 'COUNTED' END,
                r.address, r.amount, r.block_height, r.block_time, r.confirmations, r.required,
                holder.order_id,
-               CASE WHEN holder.released_at <= r.block_time THEN holder.released_at END,
+               -- Reported now (the row's reported_at).
+               CASE WHEN wallet_pool.deposit_is_late(r.block_time, now(), holder.released_at)
+                    THEN holder.released_at END,
                CASE WHEN r.confirmations >= coalesce(r.required, 0) THEN 'CONFIRMED'
                     ELSE 'CONFIRMING' END,
                r.block_hash, nextval('wallet_pool.deposit_changes')

@@ -18,7 +18,8 @@
 -- and ends the holding at the time the order became final (p_final_time, from the order
 -- service; NULL or later: now), so that a deposit after it is late even when the release
 -- itself came later (the pool was unreachable). One already recorded in between is made late
--- here, and holds the wallet out. Reports and releases exclude each other (lock 8203, shared
+-- here (wallet_pool.deposit_is_late, the rule reports use too), with a new change number,
+-- and holds the wallet out. Reports and releases exclude each other (lock 8203, shared
 -- by releases), so that neither attributes a deposit without seeing the other.
 -- Only a COUNTED deposit made late by it holds the wallet out (dust and spam tokens never do).
 CREATE OR REPLACE FUNCTION wallet_pool.release_wallet(
@@ -36,6 +37,19 @@ DECLARE
 BEGIN
     PERFORM pg_advisory_xact_lock_shared(8203, 0);
     PERFORM pg_advisory_xact_lock(8201, hashtext(p_order_id::text));
+    -- Change numbers are drawn in commit order, so that a reader of the changes that has
+    -- read up to one never misses a smaller one committed later: reports draw them under
+    -- lock 8203 (exclusive; releases hold it shared), and the releases that make a deposit
+    -- late draw theirs one at a time, under 8204 (few: most releases skip it).
+    IF EXISTS (
+        SELECT 1 FROM wallet_pool.deposits d
+        WHERE d.order_id = p_order_id AND d.released_at IS NULL
+          AND d.address = (SELECT w.address FROM wallet_pool.wallets w
+                           WHERE w.order_id = p_order_id)
+          AND wallet_pool.deposit_is_late(d.block_time, d.reported_at, least(now(), p_final_time))
+    ) THEN
+        PERFORM pg_advisory_xact_lock(8204, 0);
+    END IF;
     dequeued := false;
     IF p_address <> '' THEN
         SELECT w.address INTO kept_address FROM wallet_pool.wallets w
@@ -77,13 +91,16 @@ BEGIN
         WHERE a.order_id = p_order_id AND a.address = freed.address AND a.released_at IS NULL
         RETURNING a.released_at
     ), made_late AS (
-        UPDATE wallet_pool.deposits d SET released_at = closed.released_at
+        -- The order's deposits reported at or after the holding's end, judged again by the
+        -- rule (deposit_is_late), each made late taking a new change number, so that the
+        -- order service (ListDepositChanges) reads the new verdict.
+        UPDATE wallet_pool.deposits d
+        SET released_at = closed.released_at,
+            change_seq = nextval('wallet_pool.deposit_changes')
         FROM freed, closed
-        -- Seen after the holding ended (a block's time may run ahead of the clock: one
-        -- reported before the order became final was paid before it).
         WHERE d.address = freed.address AND d.order_id = p_order_id
-          AND d.released_at IS NULL AND d.block_time >= closed.released_at
-          AND d.reported_at >= closed.released_at
+          AND d.released_at IS NULL AND d.reported_at >= closed.released_at
+          AND wallet_pool.deposit_is_late(d.block_time, d.reported_at, closed.released_at)
         RETURNING d.txid, d.output_index, d.amount, d.block_time - d.released_at AS late_by,
                   d.disposition
     )
