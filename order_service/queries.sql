@@ -169,34 +169,17 @@ WHERE p.order_id = $1 AND o.id = p.order_id AND o.wallet_release = 'PENDING'
 RETURNING p.attempts
 
 -- events_after --
--- The log after a sequence, optionally of some types only ($3: empty for all), with the
--- deposit of a DEPOSIT_RECEIVED; only what is shown (confirmed_through, migration 008).
-SELECT e.*, d.txid AS deposit_txid, d.output_index AS deposit_index,
-       d.amount AS deposit_amount, d.address AS deposit_address,
-       d.block_height AS deposit_block_height, d.block_time AS deposit_block_time,
-       d.late AS deposit_late, d.asset AS deposit_asset, d.disposition AS deposit_disposition,
-       d.token_contract AS deposit_token_contract, d.confirmations AS deposit_confirmations,
-       d.required_confirmations AS deposit_required_confirmations, d.status AS deposit_status
-FROM orders.order_events e
-LEFT JOIN orders.deposits d ON d.pool_id = e.deposit_id
+-- The log after a sequence, optionally of some types only ($3: empty for all).
+SELECT * FROM orders.events_shown e
 WHERE e.sequence > $1 AND (cardinality($3::text[]) = 0 OR e.type = ANY ($3))
-  AND e.sequence <= (SELECT confirmed_through FROM orders.event_log)
 ORDER BY e.sequence
 LIMIT $2
 
 -- order_events_after --
 -- One order's events after a sequence, optionally of some types only.
-SELECT e.*, d.txid AS deposit_txid, d.output_index AS deposit_index,
-       d.amount AS deposit_amount, d.address AS deposit_address,
-       d.block_height AS deposit_block_height, d.block_time AS deposit_block_time,
-       d.late AS deposit_late, d.asset AS deposit_asset, d.disposition AS deposit_disposition,
-       d.token_contract AS deposit_token_contract, d.confirmations AS deposit_confirmations,
-       d.required_confirmations AS deposit_required_confirmations, d.status AS deposit_status
-FROM orders.order_events e
-LEFT JOIN orders.deposits d ON d.pool_id = e.deposit_id
+SELECT * FROM orders.events_shown e
 WHERE e.order_id = $4 AND e.sequence > $1
   AND (cardinality($3::text[]) = 0 OR e.type = ANY ($3))
-  AND e.sequence <= (SELECT confirmed_through FROM orders.event_log)
 ORDER BY e.sequence
 LIMIT $2
 

@@ -167,3 +167,18 @@ BEGIN
     RETURN deleted;
 END
 $$;
+
+-- The log as readers see it: numbered and confirmed (confirmed_through, migration 008), each
+-- deposit event with its deposit. The event's own columns last, so that a column added to
+-- order_events lands at the end of the view (which CREATE OR REPLACE VIEW allows).
+CREATE OR REPLACE VIEW orders.events_shown AS
+SELECT d.txid AS deposit_txid, d.output_index AS deposit_index,
+       d.amount AS deposit_amount, d.address AS deposit_address,
+       d.block_height AS deposit_block_height, d.block_time AS deposit_block_time,
+       d.late AS deposit_late, d.asset AS deposit_asset, d.disposition AS deposit_disposition,
+       d.token_contract AS deposit_token_contract, d.confirmations AS deposit_confirmations,
+       d.required_confirmations AS deposit_required_confirmations, d.status AS deposit_status,
+       e.*
+FROM orders.order_events e
+LEFT JOIN orders.deposits d ON d.pool_id = e.deposit_id
+WHERE e.sequence <= (SELECT confirmed_through FROM orders.event_log);
