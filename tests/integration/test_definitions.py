@@ -4,6 +4,7 @@ one migrated from zero; what the released code names in the database is still th
 
 import re
 import shutil
+import subprocess
 import uuid
 from importlib import resources
 from pathlib import Path
@@ -15,6 +16,7 @@ from order_service.domain import DepositStatus, EventType, OrderStatus, WalletRe
 from order_service.payment import PaymentStatus
 from shared.db import apply_migrations, create_pool
 from tests.databases import MIGRATIONS, ROOT, DatabaseFactory
+from tests.releases import previous_release
 from tests.schema_catalog import SCHEMAS, catalog, released_surface, surface
 
 SQL_FOLDERS = ("wallet_pool_service.sql", "order_service.sql")
@@ -176,3 +178,32 @@ async def test_the_databases_checks_admit_exactly_the_python_enums_values(
     assert await admitted("orders.order_events", "type") == set(EventType)
     assert await admitted("orders.orders", "payment_status") == set(PaymentStatus)
     assert await admitted("orders.deposits", "status") == set(DepositStatus)
+
+
+def test_a_release_that_changes_a_definition_also_adds_a_migration() -> None:
+    """A replica of the previous release that starts during the rollout keeps the database's
+    definitions only when it finds a migration it does not know (shared/db.py); without one
+    it would put its own, older definitions back until a new replica starts again."""
+    previous = previous_release()
+    for (schema, migrations), folder in zip(
+        MIGRATIONS, ("wallet_pool_service/sql", "order_service/sql"), strict=True
+    ):
+        migrations_folder = migrations.replace(".", "/")
+        then = _files_at(previous, folder)
+        now = {path.name: path.read_text() for path in (ROOT / folder).glob("*.sql")}
+        if then == now:
+            continue
+        added = {p.name for p in (ROOT / migrations_folder).glob("*.sql")}
+        added -= set(_files_at(previous, migrations_folder))
+        assert added, f"{folder} changed since {previous[:7]}, but {schema} has no new migration"
+
+
+def _files_at(commit: str, folder: str) -> dict[str, str]:
+    """The .sql files of `folder` at `commit` (none where it had no such folder)."""
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+
+    listed = git("ls-tree", "--name-only", f"{commit}:{folder}")
+    names = listed.stdout.split() if listed.returncode == 0 else []
+    return {n: git("show", f"{commit}:{folder}/{n}").stdout for n in names if n.endswith(".sql")}
