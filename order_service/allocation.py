@@ -23,6 +23,11 @@ class AllocationSync:
     _feed: OrderFeed
     _sync_lease_seconds: float
 
+    @property
+    def lease_seconds(self) -> float:
+        """How long one asker keeps a waiting order to itself (longer than a call's deadline)."""
+        return self._sync_lease_seconds
+
     async def sync_waiting_orders(self) -> bool:
         """Allocation-loop step: learn the wallets (or queue places) of waiting orders."""
         async with self._store.statement() as orders:

@@ -78,6 +78,7 @@ class OrderLifecycle:
                 actor,
                 expected.code,
                 self._tolerance.for_asset(network, expected.code),
+                self._allocation.lease_seconds,
             )
             if order is None:
                 assert request_id is not None

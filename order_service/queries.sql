@@ -1,11 +1,13 @@
 -- create_order --
 -- The order and its 'created' history row, in one statement. Nothing is returned when the
--- creator used the request_id before.
+-- creator used the request_id before. Leased to its creator for $11 seconds, who asks the
+-- pool about it meanwhile: the allocation loop would ask again while that call is in flight.
 WITH created AS (
     INSERT INTO orders.orders
         (id, status, network, amount, request_id, created_by, asset, tolerance_under_pct,
-         tolerance_under_abs, tolerance_over_pct, tolerance_over_abs)
-    VALUES ($1, 'PENDING', $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         tolerance_under_abs, tolerance_over_pct, tolerance_over_abs, next_sync_time)
+    VALUES ($1, 'PENDING', $2, $3, $4, $5, $6, $7, $8, $9, $10,
+            now() + make_interval(secs => $11::float8))
     ON CONFLICT (created_by, request_id) DO NOTHING
     RETURNING *
 ), history AS (

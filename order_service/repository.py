@@ -83,9 +83,12 @@ class PostgresOrderRepository:
         created_by: str,
         asset: str = "",
         tolerance: Tolerance = NO_TOLERANCE,
+        sync_lease_seconds: float = 0.0,
     ) -> Order | None:
         """The new order, with its 'created' history row; None when `created_by` used
-        `request_id` before. CreationOutcomeUnknown if the connection is lost meanwhile."""
+        `request_id` before. CreationOutcomeUnknown if the connection is lost meanwhile.
+        The allocation loop leaves it alone for `sync_lease_seconds` (the creator asks the
+        pool about it meanwhile)."""
         return await self._write(
             lambda: domain.CreationOutcomeUnknown(order_id, request_id),
             "create_order",
@@ -99,6 +102,7 @@ class PostgresOrderRepository:
             tolerance.under_abs,
             tolerance.over_pct,
             tolerance.over_abs,
+            sync_lease_seconds,
         )
 
     async def by_request_id(self, created_by: str, request_id: str) -> Order | None:

@@ -524,6 +524,16 @@ async def test_replicas_share_the_allocation_sync_without_asking_twice_about_an_
 ) -> None:
     waiting = [await orders.create_order("BTC", Decimal("1"), None, "c") for _ in range(20)]
     assert all(o.queue_position for o in waiting)
+
+    async def due() -> bool:
+        # Each creator's lease on its new order (it asked the pool itself) has run out.
+        return bool(
+            await db_pool.fetchval(
+                "SELECT count(*) = 20 FROM orders.orders WHERE next_sync_time <= now()"
+            )
+        )
+
+    await until(due, "the waiting orders due for the allocation loop")
     gateway = GrpcWalletPoolGateway.connect(
         f"127.0.0.1:{pool_server.port}", timeout_seconds=1, token=SERVICE_TOKEN
     )
@@ -539,6 +549,42 @@ async def test_replicas_share_the_allocation_sync_without_asking_twice_about_an_
         await gateway.close()
     asked = [order_id for counter in counters for order_id in counter.allocations]
     assert sorted(asked) == sorted(o.id for o in waiting)
+
+
+class HeldGateway(CountingGateway):
+    """The real gateway, whose allocation calls wait until `go` is set."""
+
+    def __init__(self, inner: GrpcWalletPoolGateway) -> None:
+        super().__init__(inner)
+        self.go = asyncio.Event()
+
+    async def allocate(self, order_id: uuid.UUID, network: str, asset: str = "") -> PoolAllocation:
+        self.allocations.append(order_id)
+        await self.go.wait()
+        return await self._inner.allocate(order_id, network, asset)
+
+
+async def test_the_allocation_loop_leaves_a_new_order_to_its_creator_while_it_asks_the_pool(
+    db_pool: asyncpg.Pool, pool_server: GrpcServer, pool_manager: WalletPoolManager
+) -> None:
+    await pool_manager.add_wallets("ETH", demo_addresses("ETH", 1))
+    gateway = GrpcWalletPoolGateway.connect(
+        f"127.0.0.1:{pool_server.port}", timeout_seconds=1, token=SERVICE_TOKEN
+    )
+    creator, other = HeldGateway(gateway), CountingGateway(gateway)
+    creating = OrderManager(db_pool, creator, NETWORKS, FAST_RETRY, sync_lease_seconds=30)
+    looping = OrderManager(db_pool, other, NETWORKS, FAST_RETRY, sync_lease_seconds=30)
+    try:
+        created = asyncio.create_task(creating.create_order("ETH", Decimal("1"), None, "c"))
+        await until(lambda: asyncio.sleep(0, bool(creator.allocations)), "the creator asking")
+        # Another replica's allocation loop, while the creator's call is in flight.
+        await looping.allocation.sync_waiting_orders()
+        creator.go.set()
+        order = await created
+    finally:
+        await gateway.close()
+    assert order.wallet_address
+    assert (creator.allocations, other.allocations) == ([order.id], [])
 
 
 async def test_changes_are_announced_to_other_replicas_by_the_sequencer_alone(
