@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
 
 from order_service.payment import NO_TOLERANCE, PaymentStatus, Tolerance
 from shared.auth import CLIENT, OPERATOR, Principal
@@ -23,6 +22,7 @@ from shared.errors import (
     PermissionDenied,
     Violation,
 )
+from shared.rows import Row, from_row, optional
 from shared.validation import parse_decimal_amount, parse_text
 
 MAX_REQUEST_ID_LENGTH = 128
@@ -96,10 +96,6 @@ class DepositStatus(enum.StrEnum):
     REVERTED = "REVERTED"
 
 
-class Row(Protocol):
-    def __getitem__(self, key: str) -> Any: ...
-
-
 @dataclass(frozen=True)
 class Order:
     id: uuid.UUID
@@ -126,29 +122,21 @@ class Order:
 
     @classmethod
     def from_row(cls, row: Row) -> "Order":
-        return cls(
-            id=row["id"],
-            status=OrderStatus(row["status"]),
-            network=row["network"],
-            amount=row["amount"],
-            wallet_address=row["wallet_address"],
-            queue_position=row["queue_position"],
-            request_id=row["request_id"],
-            create_time=row["create_time"],
-            update_time=row["update_time"],
-            created_by=row["created_by"],
-            wallet_release=WalletRelease[row["wallet_release"]],
-            asset=row["asset"],
-            payment_status=PaymentStatus(row["payment_status"]),
-            received_confirmed=row["received_confirmed"],
-            received_pending=row["received_pending"],
-            tolerance=Tolerance(
-                row["tolerance_under_pct"],
-                row["tolerance_under_abs"],
-                row["tolerance_over_pct"],
-                row["tolerance_over_abs"],
-            ),
-            payment_window_start=row["payment_window_start"],
+        tolerance = Tolerance(
+            row["tolerance_under_pct"],
+            row["tolerance_under_abs"],
+            row["tolerance_over_pct"],
+            row["tolerance_over_abs"],
+        )
+        return from_row(
+            cls,
+            row,
+            convert={
+                "status": OrderStatus,
+                "wallet_release": WalletRelease.__getitem__,
+                "payment_status": PaymentStatus,
+            },
+            given={"tolerance": tolerance},
         )
 
 
@@ -215,20 +203,13 @@ class OrderDeposit:
 
     @classmethod
     def from_row(cls, row: Row, prefix: str = "") -> "OrderDeposit":
-        return cls(
-            txid=row[f"{prefix}txid"],
-            index=row[f"{prefix}{'index' if prefix else 'output_index'}"],
-            amount=row[f"{prefix}amount"],
-            address=row[f"{prefix}address"],
-            block_height=row[f"{prefix}block_height"],
-            block_time=row[f"{prefix}block_time"],
-            late=row[f"{prefix}late"],
-            asset=row[f"{prefix}asset"],
-            disposition=DepositDisposition(row[f"{prefix}disposition"]),
-            token_contract=row[f"{prefix}token_contract"],
-            confirmations=row[f"{prefix}confirmations"],
-            required_confirmations=row[f"{prefix}required_confirmations"],
-            status=DepositStatus(row[f"{prefix}status"]),
+        """From the order's deposit columns, or an event's (`prefix` 'deposit_')."""
+        return from_row(
+            cls,
+            row,
+            prefix=prefix,
+            columns={} if prefix else {"index": "output_index"},
+            convert={"disposition": DepositDisposition, "status": DepositStatus},
         )
 
 
@@ -265,28 +246,20 @@ class OrderEvent:
 
     @classmethod
     def from_row(cls, row: Row) -> "OrderEvent":
-        return cls(
-            sequence=row["sequence"],
-            type=EventType(row["type"]),
-            order_id=row["order_id"],
-            event_time=row["event_time"],
-            status=OrderStatus(row["status"]),
-            from_status=OrderStatus(row["from_status"]) if row["from_status"] else None,
-            actor=row["actor"],
-            reason=row["reason"],
-            network=row["network"],
-            wallet_address=row["wallet_address"],
-            queue_position=row["queue_position"],
-            deposit=OrderDeposit.from_row(row, "deposit_") if row["deposit_txid"] else None,
-            payment_status=_payment_status(row["payment_status"]),
-            from_payment_status=_payment_status(row["from_payment_status"]),
-            received_confirmed=row["received_confirmed"],
-            received_pending=row["received_pending"],
+        deposit = OrderDeposit.from_row(row, "deposit_") if row["deposit_txid"] else None
+        payment_status = optional(PaymentStatus)
+        return from_row(
+            cls,
+            row,
+            convert={
+                "type": EventType,
+                "status": OrderStatus,
+                "from_status": optional(OrderStatus),
+                "payment_status": payment_status,
+                "from_payment_status": payment_status,
+            },
+            given={"deposit": deposit},
         )
-
-
-def _payment_status(text: str | None) -> PaymentStatus | None:
-    return PaymentStatus(text) if text else None
 
 
 class EventsDeleted(OutOfRange):
@@ -381,6 +354,18 @@ class StatusChange:
     # The order's payment status when it changed (None: before it was recorded).
     payment_status: PaymentStatus | None = None
 
+    @classmethod
+    def from_row(cls, row: Row) -> "StatusChange":
+        return from_row(
+            cls,
+            row,
+            convert={
+                "from_status": optional(OrderStatus),
+                "to_status": OrderStatus,
+                "payment_status": optional(PaymentStatus),
+            },
+        )
+
 
 @dataclass(frozen=True)
 class PendingRelease:
@@ -407,17 +392,15 @@ class IllegalTransition(FailedPrecondition):
     def __init__(self, current: OrderStatus, target: OrderStatus) -> None:
         allowed = ", ".join(sorted(TRANSITIONS[current])) or "none: the status is final"
         super().__init__(
-            f"status: cannot move an order from {current} to {target}; allowed: {allowed}"
+            f"status: cannot move an order from {current} to {target}; allowed: {allowed}",
+            Violation(
+                "STATUS_TRANSITION",
+                f"status:{current}",
+                f"current status {current}; allowed next: {allowed}",
+            ),
         )
         self.current = current
         self.target = target
-        self.violations = (
-            Violation(
-                type="STATUS_TRANSITION",
-                subject=f"status:{current}",
-                description=f"current status {current}; allowed next: {allowed}",
-            ),
-        )
 
 
 class RequestIdReused(AlreadyExists):

@@ -27,6 +27,7 @@ from order_service.payment import PaymentStatus
 from shared.auth import CLIENT, OPERATOR, SUBSCRIBER, current_principal, method_policy
 from shared.errors import InvalidArgument
 from shared.networks import parse_network
+from shared.proto import from_pb, to_pb
 from shared.timestamps import parse_timestamp, to_timestamp
 from shared.validation import parse_uuid
 
@@ -52,42 +53,15 @@ METHOD_ROLES = method_policy(
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-_STATUS_TO_PB = {
-    OrderStatus.PENDING: pb.ORDER_STATUS_PENDING,
-    OrderStatus.PROCESSING: pb.ORDER_STATUS_PROCESSING,
-    OrderStatus.COMPLETED: pb.ORDER_STATUS_COMPLETED,
-    OrderStatus.CANCELLED: pb.ORDER_STATUS_CANCELLED,
-}
-_STATUS_FROM_PB = {number: status for status, number in _STATUS_TO_PB.items()}
-_ALLOCATION_TO_PB = {
-    Allocation.AWAITING_POOL: pb.ALLOCATION_AWAITING_POOL,
-    Allocation.QUEUED: pb.ALLOCATION_QUEUED,
-    Allocation.ASSIGNED: pb.ALLOCATION_ASSIGNED,
-    Allocation.NONE: pb.ALLOCATION_NONE,
-}
-_EVENT_TYPE_TO_PB = {
-    EventType.CREATED: pb.ORDER_EVENT_TYPE_CREATED,
-    EventType.QUEUED: pb.ORDER_EVENT_TYPE_QUEUED,
-    EventType.WALLET_ASSIGNED: pb.ORDER_EVENT_TYPE_WALLET_ASSIGNED,
-    EventType.STATUS_CHANGED: pb.ORDER_EVENT_TYPE_STATUS_CHANGED,
-    EventType.EXPIRED: pb.ORDER_EVENT_TYPE_EXPIRED,
-    EventType.RELEASE_DELIVERED: pb.ORDER_EVENT_TYPE_RELEASE_DELIVERED,
-    EventType.DEPOSIT_RECEIVED: pb.ORDER_EVENT_TYPE_DEPOSIT_RECEIVED,
-    EventType.PAYMENT_STATUS_CHANGED: pb.ORDER_EVENT_TYPE_PAYMENT_STATUS_CHANGED,
-    EventType.DEPOSIT_CONFIRMED: pb.ORDER_EVENT_TYPE_DEPOSIT_CONFIRMED,
-    EventType.DEPOSIT_REVERTED: pb.ORDER_EVENT_TYPE_DEPOSIT_REVERTED,
-}
-_DEPOSIT_STATUS_TO_PB = {
-    domain.DepositStatus.CONFIRMING: pb.DEPOSIT_STATUS_CONFIRMING,
-    domain.DepositStatus.CONFIRMED: pb.DEPOSIT_STATUS_CONFIRMED,
-    domain.DepositStatus.REVERTED: pb.DEPOSIT_STATUS_REVERTED,
-}
-_PAYMENT_TO_PB = {
-    PaymentStatus.UNPAID: pb.PAYMENT_STATUS_UNPAID,
-    PaymentStatus.PARTIAL: pb.PAYMENT_STATUS_PARTIAL,
-    PaymentStatus.PAID: pb.PAYMENT_STATUS_PAID,
-    PaymentStatus.OVERPAID: pb.PAYMENT_STATUS_OVERPAID,
-}
+_STATUS_TO_PB = to_pb(OrderStatus, pb.OrderStatus, "ORDER_STATUS_")
+_STATUS_FROM_PB = from_pb(_STATUS_TO_PB)
+_ALLOCATION_TO_PB = to_pb(Allocation, pb.Allocation, "ALLOCATION_")
+_EVENT_TYPE_TO_PB = to_pb(EventType, pb.OrderEventType, "ORDER_EVENT_TYPE_")
+_EVENT_TYPE_FROM_PB = from_pb(_EVENT_TYPE_TO_PB)
+_DEPOSIT_STATUS_TO_PB = to_pb(domain.DepositStatus, pb.DepositStatus, "DEPOSIT_STATUS_")
+_DISPOSITION_TO_PB = to_pb(domain.DepositDisposition, pb.DepositDisposition, "DEPOSIT_DISPOSITION_")
+_PAYMENT_TO_PB = to_pb(PaymentStatus, pb.PaymentStatus, "PAYMENT_STATUS_")
+_RELEASE_TO_PB = to_pb(WalletRelease, pb.WalletRelease, "WALLET_RELEASE_")
 
 
 def _payment_to_pb(status: PaymentStatus | None) -> "pb.PaymentStatus.ValueType":
@@ -98,18 +72,10 @@ def _decimal(value: Decimal | None) -> str:
     return str(value) if value is not None else ""
 
 
-_EVENT_TYPE_FROM_PB = {number: kind for kind, number in _EVENT_TYPE_TO_PB.items()}
-_RELEASE_TO_PB = {
-    WalletRelease.NOT_NEEDED: pb.WALLET_RELEASE_NOT_NEEDED,
-    WalletRelease.RELEASED: pb.WALLET_RELEASE_RELEASED,
-    WalletRelease.PENDING: pb.WALLET_RELEASE_PENDING,
-}
-
-
 def parse_status(number: int, *, required: bool) -> OrderStatus | None:
     if number == pb.ORDER_STATUS_UNSPECIFIED and not required:
         return None
-    status: OrderStatus | None = _STATUS_FROM_PB.get(number)  # type: ignore[call-overload]
+    status: OrderStatus | None = _STATUS_FROM_PB.get(number)
     if status is None:
         raise InvalidArgument("status", f"{number} is not a valid order status")
     return status
@@ -149,14 +115,6 @@ def order_to_pb(order: Order, ttl_seconds: float = 0.0) -> pb.Order:
     if window_end is not None:
         message.payment_window_end_time.FromDatetime(window_end)
     return message
-
-
-_DISPOSITION_TO_PB = {
-    domain.DepositDisposition.COUNTED: pb.DEPOSIT_DISPOSITION_COUNTED,
-    domain.DepositDisposition.DUST: pb.DEPOSIT_DISPOSITION_DUST,
-    domain.DepositDisposition.UNKNOWN_ASSET: pb.DEPOSIT_DISPOSITION_UNKNOWN_ASSET,
-    domain.DepositDisposition.WRONG_ASSET: pb.DEPOSIT_DISPOSITION_WRONG_ASSET,
-}
 
 
 def deposit_to_pb(deposit: domain.OrderDeposit) -> pb.OrderDeposit:
@@ -203,7 +161,7 @@ def event_to_pb(event: OrderEvent) -> pb.OrderEvent:
 def parse_event_types(numbers: Iterable[int]) -> frozenset[EventType]:
     types = set()
     for number in numbers:
-        kind: EventType | None = _EVENT_TYPE_FROM_PB.get(number)  # type: ignore[call-overload]
+        kind: EventType | None = _EVENT_TYPE_FROM_PB.get(number)
         if kind is None:
             raise InvalidArgument("types", f"{number} is not a valid order event type")
         types.add(kind)

@@ -12,6 +12,7 @@ from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
 from shared.assets import Asset
 from shared.auth import OPERATOR, SERVICE, WATCHER, method_policy
 from shared.errors import InvalidArgument
+from shared.proto import from_pb, to_pb
 from shared.timestamps import parse_timestamp, to_timestamp
 from shared.validation import parse_decimal_amount, parse_text, parse_uuid
 from wallet_pool_service.deposits import (
@@ -51,13 +52,14 @@ METHOD_ROLES = method_policy(
         "ListDepositChanges": frozenset({OPERATOR, SERVICE}),
     },
 )
-_STATE_TO_PB = {
-    WalletState.AVAILABLE: pb.WALLET_STATE_AVAILABLE,
-    WalletState.ALLOCATED: pb.WALLET_STATE_ALLOCATED,
-    WalletState.DISABLED: pb.WALLET_STATE_DISABLED,
-    WalletState.COOLING: pb.WALLET_STATE_COOLING,
-}
-_STATE_FROM_PB = {number: state for state, number in _STATE_TO_PB.items()}
+_STATE_TO_PB = to_pb(WalletState, pb.WalletState, "WALLET_STATE_")
+_STATE_FROM_PB = from_pb(_STATE_TO_PB)
+_ATTRIBUTION_TO_PB = to_pb(Attribution, pb.DepositAttribution, "DEPOSIT_ATTRIBUTION_")
+_KIND_TO_PB = to_pb(DepositKind, pb.DepositKind, "DEPOSIT_KIND_")
+_KIND_FROM_PB = from_pb(_KIND_TO_PB)
+DISPOSITION_TO_PB = to_pb(Disposition, pb.DepositDisposition, "DEPOSIT_DISPOSITION_")
+_STATUS_TO_PB = to_pb(DepositStatus, pb.DepositStatus, "DEPOSIT_STATUS_")
+_REASON_FROM_PB = from_pb(to_pb(RetractionReason, pb.RetractionReason, "RETRACTION_REASON_"))
 
 
 def wallet_to_pb(wallet: Wallet) -> pb.Wallet:
@@ -77,39 +79,6 @@ def wallet_to_pb(wallet: Wallet) -> pb.Wallet:
         reuse_height=(wallet.reuse_height or 0) if wallet.release_height is not None else 0,
         cooling_reason=wallet.cooling_reason,
     )
-
-
-_ATTRIBUTION_TO_PB = {
-    Attribution.ON_TIME: pb.DEPOSIT_ATTRIBUTION_ON_TIME,
-    Attribution.LATE: pb.DEPOSIT_ATTRIBUTION_LATE,
-    Attribution.UNATTRIBUTED: pb.DEPOSIT_ATTRIBUTION_UNATTRIBUTED,
-}
-
-
-_KIND_TO_PB = {
-    DepositKind.NATIVE: pb.DEPOSIT_KIND_NATIVE,
-    DepositKind.TOKEN: pb.DEPOSIT_KIND_TOKEN,
-    DepositKind.INTERNAL: pb.DEPOSIT_KIND_INTERNAL,
-}
-_KIND_FROM_PB = {number: kind for kind, number in _KIND_TO_PB.items()}
-DISPOSITION_TO_PB = {
-    Disposition.COUNTED: pb.DEPOSIT_DISPOSITION_COUNTED,
-    Disposition.DUST: pb.DEPOSIT_DISPOSITION_DUST,
-    Disposition.UNKNOWN_ASSET: pb.DEPOSIT_DISPOSITION_UNKNOWN_ASSET,
-    Disposition.WRONG_ASSET: pb.DEPOSIT_DISPOSITION_WRONG_ASSET,
-}
-
-
-_STATUS_TO_PB = {
-    DepositStatus.CONFIRMING: pb.DEPOSIT_STATUS_CONFIRMING,
-    DepositStatus.CONFIRMED: pb.DEPOSIT_STATUS_CONFIRMED,
-    DepositStatus.REVERTED: pb.DEPOSIT_STATUS_REVERTED,
-}
-_REASON_FROM_PB = {
-    pb.RETRACTION_REASON_ORPHANED: RetractionReason.ORPHANED,
-    pb.RETRACTION_REASON_REPLACED: RetractionReason.REPLACED,
-    pb.RETRACTION_REASON_DOUBLE_SPENT: RetractionReason.DOUBLE_SPENT,
-}
 
 
 def retraction_from_pb(retraction: pb.Retraction, field: str) -> Retraction:
@@ -200,7 +169,7 @@ def chain_deposit_from_pb(deposit: pb.ChainDeposit, field: str) -> ChainDeposit:
 def parse_state(number: int) -> WalletState | None:
     if number == pb.WALLET_STATE_UNSPECIFIED:
         return None
-    state: WalletState | None = _STATE_FROM_PB.get(number)  # type: ignore[call-overload]
+    state: WalletState | None = _STATE_FROM_PB.get(number)
     if state is None:
         raise InvalidArgument("state", f"{number} is not a valid wallet state")
     return state
