@@ -21,6 +21,7 @@ from shared.grpc_server import GrpcServer
 from shared.listen import Listener
 from shared.loops import PeriodicTask
 from shared.metrics import serve_metrics
+from shared.proto import same_fields
 from shared.tracing import Tracing, run_traced
 
 log = logging.getLogger(__name__)
@@ -119,12 +120,16 @@ def _manager(
         sync_lease_seconds=max(
             settings.allocation_sync_seconds, settings.wallet_pool_timeout_seconds
         ),
-        order_ttl_seconds=settings.order_ttl_seconds,
-        event_retention_seconds=settings.event_retention_seconds,
-        max_watch_streams=settings.max_watch_streams,
-        assets=settings.assets,
-        tolerance=settings.tolerance,
-        completion_requires_payment=settings.completion_requires_payment,
+        # Settings the manager takes under their own names.
+        **same_fields(
+            settings,
+            "order_ttl_seconds",
+            "event_retention_seconds",
+            "max_watch_streams",
+            "assets",
+            "tolerance",
+            "completion_requires_payment",
+        ),
     )
 
 

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from order_service.payment import OVER_VARIABLE, UNDER_VARIABLE, TolerancePolicy
 from shared import config
-from shared.assets import ASSETS_VARIABLE, AssetTable, parse_assets
+from shared.assets import AssetTable, assets_from_env
 from shared.auth import OPERATOR, Principal, load_tokens, require_credentials
 from shared.embedded_db import DEFAULT_DATA_DIR
 from shared.networks import supported_networks
@@ -78,7 +78,7 @@ class OrderSettings:
     @classmethod
     def from_env(cls) -> "OrderSettings":
         networks = supported_networks()
-        assets = parse_assets(config.env_str(ASSETS_VARIABLE, ""), networks)
+        assets = assets_from_env(networks)
         settings = cls(
             environment=config.environment(),
             database_url=config.env_database_url("ORDER_DATABASE_URL", "DATABASE_URL"),

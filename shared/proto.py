@@ -6,7 +6,7 @@ fails at import, so the two cannot drift apart unnoticed."""
 
 import enum
 from collections.abc import Iterable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 E = TypeVar("E", bound=enum.Enum)
 V = TypeVar("V", bound=int, covariant=True)
@@ -26,3 +26,9 @@ def to_pb(members: Iterable[E], proto: "ProtoEnum[V]", prefix: str) -> dict[E, V
 def from_pb(table: dict[E, V]) -> dict[int, E]:
     """The reverse of a `to_pb` table, keyed by the wire number."""
     return {number: member for member, number in table.items()}
+
+
+def same_fields(source: object, *names: str) -> dict[str, Any]:
+    """The named attributes of `source`, for a message (or value) whose fields of those names
+    mean the same: passed through as they are, so only the others are spelled out."""
+    return {name: getattr(source, name) for name in names}

@@ -5,13 +5,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared import config
-from shared.assets import ASSETS_VARIABLE, AssetTable, parse_assets
+from shared.assets import AssetTable, assets_from_env
 from shared.auth import OPERATOR, SERVICE, WATCHER, Principal, load_tokens, require_credentials
 from shared.embedded_db import DEFAULT_DATA_DIR
 from shared.networks import supported_networks
 from shared.tls import ServerTls
 from shared.tracing import TracingSettings, tracing_settings
-from wallet_pool_service.addresses import address_problem, canonical_address
 
 # Roles the service cannot do its job without, and why: start-up refuses without a credential
 # for each. Other roles (client) are optional.
@@ -73,11 +72,6 @@ def parse_reuse_confirmations(
     return result
 
 
-def pool_assets(raw: str, networks: tuple[str, ...]) -> AssetTable:
-    """The assets of ASSETS (over the built-in ones), contracts checked as addresses."""
-    return parse_assets(raw, networks, address_problem, canonical_address)
-
-
 @dataclass(frozen=True)
 class PoolSettings:
     environment: str
@@ -131,7 +125,7 @@ class PoolSettings:
             hand_off_sweep_seconds=config.env_float(
                 "HAND_OFF_SWEEP_SECONDS", 1.0, minimum=0.05, maximum=3600.0
             ),
-            assets=pool_assets(config.env_str(ASSETS_VARIABLE, ""), networks),
+            assets=assets_from_env(networks),
             # One connection listens for hand-offs for as long as the service runs.
             db_pool_size=config.env_int("WALLET_POOL_DB_POOL_SIZE", 8, minimum=2, maximum=1000),
             metrics_addr=config.env_address("WALLET_POOL_METRICS_ADDR", "127.0.0.1:9452"),

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from shared.addresses import address_problem, canonical_address
 from shared.assets import TOKEN_NETWORKS, Asset, AssetTable, check_scale
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Violation
 from shared.rows import Row, from_row
 from shared.validation import parse_text
-from wallet_pool_service.addresses import address_problem, canonical_address
 from wallet_pool_service.domain import MAX_ADDRESS_LENGTH
 
 MAX_DEPOSITS_PER_REPORT = 1000

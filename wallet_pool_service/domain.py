@@ -6,15 +6,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.errors import FailedPrecondition, InvalidArgument, NotFound, Violation
-from shared.rows import Row, from_row
-from shared.validation import parse_text
-from wallet_pool_service.addresses import (
+from shared.addresses import (
     address_problem,
     base58check_encode,
     canonical_address,
     lookup_problem,
 )
+from shared.errors import FailedPrecondition, InvalidArgument, NotFound, Violation
+from shared.rows import Row, from_row
+from shared.validation import parse_text
 
 MAX_ADDRESSES_PER_CALL = 1000
 MAX_ADDRESS_LENGTH = 128

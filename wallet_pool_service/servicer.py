@@ -12,7 +12,7 @@ from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
 from shared.assets import Asset
 from shared.auth import OPERATOR, SERVICE, WATCHER, method_policy
 from shared.errors import InvalidArgument
-from shared.proto import from_pb, to_pb
+from shared.proto import from_pb, same_fields, to_pb
 from shared.timestamps import parse_timestamp, to_timestamp
 from shared.validation import parse_decimal_amount, parse_text, parse_uuid
 from wallet_pool_service.deposits import (
@@ -60,6 +60,20 @@ _KIND_FROM_PB = from_pb(_KIND_TO_PB)
 DISPOSITION_TO_PB = to_pb(Disposition, pb.DepositDisposition, "DEPOSIT_DISPOSITION_")
 _STATUS_TO_PB = to_pb(DepositStatus, pb.DepositStatus, "DEPOSIT_STATUS_")
 _REASON_FROM_PB = from_pb(to_pb(RetractionReason, pb.RetractionReason, "RETRACTION_REASON_"))
+# NetworkStats' fields that the message shows as they are.
+_STATS_FIELDS = (
+    "network",
+    "total",
+    "available",
+    "allocated",
+    "queued",
+    "disabled",
+    "cooling",
+    "below_low_water_mark",
+    "low_water_mark",
+    "held_by_watermark",
+    "held_reason",
+)
 
 
 def wallet_to_pb(wallet: Wallet) -> pb.Wallet:
@@ -210,21 +224,11 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
         return pb.GetPoolStatsResponse(
             networks=[
                 pb.NetworkStats(
-                    network=s.network,
-                    total=s.total,
-                    available=s.available,
-                    allocated=s.allocated,
-                    queued=s.queued,
-                    disabled=s.disabled,
-                    cooling=s.cooling,
-                    below_low_water_mark=s.below_low_water_mark,
-                    low_water_mark=s.low_water_mark,
-                    held_by_watermark=s.held_by_watermark,
+                    **same_fields(s, *_STATS_FIELDS),
                     reuse_guard=s.reuse_confirmations is not None,
                     reuse_confirmations=s.reuse_confirmations or 0,
                     scanned_height=s.scanned_height or 0,
                     watcher_report_time=to_timestamp(s.watcher_report_time),
-                    held_reason=s.held_reason,
                 )
                 for s in stats
             ]
