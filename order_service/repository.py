@@ -8,16 +8,6 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from order_service import domain
-from order_service.domain import (
-    EventType,
-    Order,
-    OrderEvent,
-    OrderFilter,
-    OrderScope,
-    OrderStatus,
-    PendingRelease,
-    StatusChange,
-)
 from order_service.payment import NO_TOLERANCE, Payment, PaymentStatus, Tolerance
 from shared.db import is_database_outage, is_read_only
 from shared.errors import OutcomeUnknown
@@ -60,12 +50,12 @@ def queries() -> dict[str, str]:
 class PostgresOrderRepository(SqlAdapter):
     QUERIES = "order_service"
 
-    async def _one(self, query: str, *args: object) -> Order | None:
-        return await self._row(query, Order.from_row, *args)
+    async def _one(self, query: str, *args: object) -> domain.Order | None:
+        return await self._row(query, domain.Order.from_row, *args)
 
     async def _write(
         self, unknown: Callable[[], OutcomeUnknown], query: str, *args: object
-    ) -> Order | None:
+    ) -> domain.Order | None:
         """`_one` for a write. Outside a transaction the statement commits on its own, so an
         outage while it is in flight (the connection lost after it was sent) leaves its
         outcome unknown: `unknown()` is raised. Inside one, nothing commits before COMMIT; and
@@ -97,7 +87,7 @@ class PostgresOrderRepository(SqlAdapter):
         created_by: str,
         asset: str = "",
         tolerance: Tolerance = NO_TOLERANCE,
-    ) -> Order | None:
+    ) -> domain.Order | None:
         """The new order, with its 'created' history row; None when `created_by` used
         `request_id` before. CreationOutcomeUnknown if the connection is lost meanwhile."""
         return await self._write(
@@ -115,24 +105,24 @@ class PostgresOrderRepository(SqlAdapter):
             tolerance.over_abs,
         )
 
-    async def by_request_id(self, created_by: str, request_id: str) -> Order | None:
+    async def by_request_id(self, created_by: str, request_id: str) -> domain.Order | None:
         return await self._one("order_by_request_id", created_by, request_id)
 
-    async def get(self, order_id: uuid.UUID) -> Order | None:
+    async def get(self, order_id: uuid.UUID) -> domain.Order | None:
         return await self._one("get_order", order_id)
 
     async def page(
         self,
-        scope: OrderScope,
-        filters: OrderFilter,
+        scope: domain.OrderScope,
+        filters: domain.OrderFilter,
         after: tuple[datetime, uuid.UUID] | None,
         limit: int,
-    ) -> list[Order]:
+    ) -> list[domain.Order]:
         """The orders `scope` sees that match `filters`, newest first, after `after`."""
         after_time, after_id = after if after else (None, None)
         return await self._rows(
             "list_orders",
-            Order.from_row,
+            domain.Order.from_row,
             filters.status.value if filters.status else None,
             filters.network,
             after_time,
@@ -143,19 +133,19 @@ class PostgresOrderRepository(SqlAdapter):
             scope.creator,
         )
 
-    async def history(self, order_id: uuid.UUID) -> list[StatusChange]:
-        return await self._rows("order_history", StatusChange.from_row, order_id)
+    async def history(self, order_id: uuid.UUID) -> list[domain.StatusChange]:
+        return await self._rows("order_history", domain.StatusChange.from_row, order_id)
 
     async def change_status(
         self,
         order_id: uuid.UUID,
-        current: OrderStatus,
-        status: OrderStatus,
+        current: domain.OrderStatus,
+        status: domain.OrderStatus,
         reason: str,
         actor: str,
         release_lease_seconds: float | None,
         required_payment: Collection[PaymentStatus] | None = None,
-    ) -> Order | None:
+    ) -> domain.Order | None:
         """Compare-and-set from `current`, with the history row and, given a lease, the owed
         release; None (nothing written) if the order is unknown, its status is not `current`
         or (given `required_payment`) its payment status is not one of those.
@@ -172,11 +162,11 @@ class PostgresOrderRepository(SqlAdapter):
             sorted(p.value for p in required_payment) if required_payment is not None else None,
         )
 
-    async def set_wallet(self, order_id: uuid.UUID, address: str) -> Order | None:
+    async def set_wallet(self, order_id: uuid.UUID, address: str) -> domain.Order | None:
         """The order with its address; None if it is not a live order still waiting."""
         return await self._one("set_wallet", order_id, address)
 
-    async def set_queue_position(self, order_id: uuid.UUID, position: int) -> Order | None:
+    async def set_queue_position(self, order_id: uuid.UUID, position: int) -> domain.Order | None:
         """The order with its new place; None if it is not waiting or the place is the same."""
         return await self._one("set_queue_position", order_id, position)
 
@@ -190,8 +180,8 @@ class PostgresOrderRepository(SqlAdapter):
             lease_seconds,
         )
 
-    async def claim_expired(self, ttl_seconds: float, limit: int) -> list[Order]:
-        return await self._rows("claim_expired_orders", Order.from_row, ttl_seconds, limit)
+    async def claim_expired(self, ttl_seconds: float, limit: int) -> list[domain.Order]:
+        return await self._rows("claim_expired_orders", domain.Order.from_row, ttl_seconds, limit)
 
     async def expiry_due(self, ttl_seconds: float) -> bool:
         return await self._value(bool, "expiry_due", ttl_seconds)
@@ -202,10 +192,12 @@ class PostgresOrderRepository(SqlAdapter):
     async def count_pending_releases(self) -> int:
         return await self._value(int, "count_pending_releases")
 
-    async def claim_due_releases(self, limit: int, lease_seconds: float) -> list[PendingRelease]:
+    async def claim_due_releases(
+        self, limit: int, lease_seconds: float
+    ) -> list[domain.PendingRelease]:
         return await self._rows(
             "claim_due_releases",
-            lambda row: from_row(PendingRelease, row),
+            lambda row: from_row(domain.PendingRelease, row),
             limit,
             lease_seconds,
         )
@@ -221,15 +213,15 @@ class PostgresOrderRepository(SqlAdapter):
         after_sequence: int,
         limit: int,
         order_id: uuid.UUID | None,
-        types: frozenset[EventType],
-    ) -> list[OrderEvent]:
+        types: frozenset[domain.EventType],
+    ) -> list[domain.OrderEvent]:
         """Events with a greater sequence, in sequence order; of one order and of some types
         only, when given (no types: all)."""
         query = "events_after" if order_id is None else "order_events_after"
         args: list[object] = [after_sequence, limit, sorted(types)]
         if order_id is not None:
             args.append(order_id)
-        return await self._rows(query, OrderEvent.from_row, *args)
+        return await self._rows(query, domain.OrderEvent.from_row, *args)
 
     async def deposits(self, order_id: uuid.UUID) -> list[domain.OrderDeposit]:
         return await self._rows("order_deposits", domain.OrderDeposit.from_row, order_id)
@@ -259,10 +251,10 @@ class PostgresOrderRepository(SqlAdapter):
             through_change,
         )
 
-    async def lock(self, order_id: uuid.UUID) -> Order | None:
+    async def lock(self, order_id: uuid.UUID) -> domain.Order | None:
         return await self._one("lock_order", order_id)
 
-    async def set_payment(self, order_id: uuid.UUID, payment: Payment) -> Order | None:
+    async def set_payment(self, order_id: uuid.UUID, payment: Payment) -> domain.Order | None:
         """The order with its new payment; None if it had that payment already."""
         return await self._one(
             "set_payment",

@@ -27,7 +27,7 @@ from order_service.payment import PaymentStatus
 from shared.auth import CLIENT, OPERATOR, SUBSCRIBER, current_principal, method_policy
 from shared.errors import InvalidArgument
 from shared.networks import parse_network
-from shared.proto import from_pb, to_pb
+from shared.proto import from_pb, same_fields, to_pb
 from shared.timestamps import parse_timestamp, to_timestamp
 from shared.validation import parse_uuid
 
@@ -119,13 +119,9 @@ def order_to_pb(order: Order, ttl_seconds: float = 0.0) -> pb.Order:
 
 def deposit_to_pb(deposit: domain.OrderDeposit) -> pb.OrderDeposit:
     return pb.OrderDeposit(
-        txid=deposit.txid,
-        index=deposit.index,
+        **same_fields(deposit, "txid", "index", "address", "block_height", "late"),
         amount=str(deposit.amount),
-        address=deposit.address,
-        block_height=deposit.block_height,
         block_time=to_timestamp(deposit.block_time),
-        late=deposit.late,
         asset=deposit.asset or "",
         disposition=_DISPOSITION_TO_PB[deposit.disposition],
         token_contract=deposit.token_contract or "",

@@ -18,7 +18,7 @@ from order_service.domain import DepositDisposition, DepositStatus, OrderDeposit
 from shared.client_metrics import ClientCall
 from shared.grpc_server import current_deadline
 from shared.logs import current_request_id
-from shared.proto import from_pb, to_pb
+from shared.proto import from_pb, same_fields, to_pb
 from shared.timestamps import from_timestamp, to_timestamp
 from shared.tls import ClientTls
 
@@ -81,17 +81,13 @@ def _pool_deposit(d: pb.Deposit) -> PoolDeposit:
         pool_id=d.id,
         order_id=uuid.UUID(d.order_id),
         deposit=OrderDeposit(
-            txid=d.txid,
-            index=d.index,
+            **same_fields(d, "txid", "index", "address", "block_height", "confirmations"),
             amount=Decimal(d.amount),
-            address=d.address,
-            block_height=d.block_height,
             block_time=from_timestamp(d.block_time),
             late=d.attribution == pb.DEPOSIT_ATTRIBUTION_LATE,
             asset=d.asset if d.disposition != pb.DEPOSIT_DISPOSITION_UNKNOWN_ASSET else None,
             disposition=_DISPOSITIONS.get(d.disposition, DepositDisposition.COUNTED),
             token_contract=d.token_contract or None,
-            confirmations=d.confirmations,
             required_confirmations=d.required_confirmations or None,
             status=_STATUSES.get(d.status, DepositStatus.CONFIRMED),
         ),

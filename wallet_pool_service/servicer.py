@@ -1,7 +1,7 @@
 """gRPC face of the pool: protobuf in, use case, protobuf out. Errors are mapped by the
 shared interceptor."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -60,6 +60,17 @@ _KIND_FROM_PB = from_pb(_KIND_TO_PB)
 DISPOSITION_TO_PB = to_pb(Disposition, pb.DepositDisposition, "DEPOSIT_DISPOSITION_")
 _STATUS_TO_PB = to_pb(DepositStatus, pb.DepositStatus, "DEPOSIT_STATUS_")
 _REASON_FROM_PB = from_pb(to_pb(RetractionReason, pb.RetractionReason, "RETRACTION_REASON_"))
+# What a report did, as the answer shows it.
+_OUTCOME_FIELDS = (
+    "recorded",
+    "repeated",
+    "late",
+    "unattributed",
+    "scanned_height",
+    "updated",
+    "reverted",
+    "finality_violations",
+)
 # NetworkStats' fields that the message shows as they are.
 _STATS_FIELDS = (
     "network",
@@ -135,15 +146,10 @@ def deposit_to_pb(deposit: Deposit) -> pb.Deposit:
         late_by = Duration()
         late_by.FromTimedelta(deposit.late_by)
     return pb.Deposit(
-        id=deposit.id,
-        network=deposit.network,
-        address=chain.address,
-        txid=chain.txid,
-        index=chain.index,
+        **same_fields(deposit, "id", "network", "finality_violation"),
+        **same_fields(chain, "address", "txid", "index", "block_height", "confirmations"),
         amount=str(chain.amount),
-        block_height=chain.block_height,
         block_time=to_timestamp(chain.block_time),
-        confirmations=chain.confirmations,
         report_time=to_timestamp(deposit.report_time),
         attribution=_ATTRIBUTION_TO_PB[deposit.attribution],
         order_id=str(deposit.order_id) if deposit.order_id else "",
@@ -157,7 +163,6 @@ def deposit_to_pb(deposit: Deposit) -> pb.Deposit:
         block_hash=chain.block_hash or "",
         change_sequence=deposit.change,
         revert_reason=deposit.revert_reason or "",
-        finality_violation=deposit.finality_violation,
     )
 
 
@@ -309,18 +314,9 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
             request.finalized_height,
         )
         return pb.ReportDepositsResponse(
-            recorded=outcome.recorded,
-            repeated=outcome.repeated,
-            late=outcome.late,
-            unattributed=outcome.unattributed,
-            scanned_height=outcome.scanned_height,
-            counted=outcome.dispositions.get(Disposition.COUNTED, 0),
-            dust=outcome.dispositions.get(Disposition.DUST, 0),
-            unknown_asset=outcome.dispositions.get(Disposition.UNKNOWN_ASSET, 0),
-            wrong_asset=outcome.dispositions.get(Disposition.WRONG_ASSET, 0),
-            updated=outcome.updated,
-            reverted=outcome.reverted,
-            finality_violations=outcome.finality_violations,
+            **same_fields(outcome, *_OUTCOME_FIELDS),
+            # A count per disposition, in the field of its name.
+            **{d.lower(): outcome.dispositions.get(d, 0) for d in Disposition},
         )
 
     async def ListLateDeposits(
@@ -333,13 +329,25 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
             deposits=[deposit_to_pb(d) for d in late], next_page_token=next_token
         )
 
+    async def _deposits_after(
+        self,
+        page: Callable[[int, int], Awaitable[list[Deposit]]],
+        cursor: int,
+        field: str,
+        page_size: int,
+    ) -> list[pb.Deposit]:
+        """A page of deposits after `cursor`, a bigint of the database (`field`)."""
+        if cursor >= 2**63:
+            raise InvalidArgument(field, "beyond any deposit's")
+        return [deposit_to_pb(d) for d in await page(cursor, page_size)]
+
     async def ListDeposits(
         self, request: pb.ListDepositsRequest, context: Context
     ) -> pb.ListDepositsResponse:
-        if request.after_id >= 2**63:
-            raise InvalidArgument("after_id", "beyond any deposit id")
-        recorded = await self._manager.list_deposits(request.after_id, request.page_size)
-        return pb.ListDepositsResponse(deposits=[deposit_to_pb(d) for d in recorded])
+        recorded = await self._deposits_after(
+            self._manager.list_deposits, request.after_id, "after_id", request.page_size
+        )
+        return pb.ListDepositsResponse(deposits=recorded)
 
     async def ListAssets(
         self, request: pb.ListAssetsRequest, context: Context
@@ -350,7 +358,10 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
     async def ListDepositChanges(
         self, request: pb.ListDepositChangesRequest, context: Context
     ) -> pb.ListDepositChangesResponse:
-        if request.after_change >= 2**63:
-            raise InvalidArgument("after_change", "beyond any change")
-        changed = await self._manager.list_deposit_changes(request.after_change, request.page_size)
-        return pb.ListDepositChangesResponse(deposits=[deposit_to_pb(d) for d in changed])
+        changed = await self._deposits_after(
+            self._manager.list_deposit_changes,
+            request.after_change,
+            "after_change",
+            request.page_size,
+        )
+        return pb.ListDepositChangesResponse(deposits=changed)
