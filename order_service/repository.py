@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
 
-from order_service import domain
+from order_service import domain, events
 from order_service.payment import NO_TOLERANCE, Payment, PaymentStatus, Tolerance
 from shared.db import is_database_outage, is_read_only
 from shared.errors import OutcomeUnknown
@@ -213,15 +213,15 @@ class PostgresOrderRepository(SqlAdapter):
         after_sequence: int,
         limit: int,
         order_id: uuid.UUID | None,
-        types: frozenset[domain.EventType],
-    ) -> list[domain.OrderEvent]:
+        types: frozenset[events.EventType],
+    ) -> list[events.OrderEvent]:
         """Events with a greater sequence, in sequence order; of one order and of some types
         only, when given (no types: all)."""
         query = "events_after" if order_id is None else "order_events_after"
         args: list[object] = [after_sequence, limit, sorted(types)]
         if order_id is not None:
             args.append(order_id)
-        return await self._rows(query, domain.OrderEvent.from_row, *args)
+        return await self._rows(query, events.OrderEvent.from_row, *args)
 
     async def deposits(self, order_id: uuid.UUID) -> list[domain.OrderDeposit]:
         return await self._rows("order_deposits", domain.OrderDeposit.from_row, order_id)

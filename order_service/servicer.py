@@ -13,15 +13,14 @@ from exchange.order.v1 import order_service_pb2_grpc as pb_grpc
 from order_service import domain
 from order_service.domain import (
     Allocation,
-    EventType,
     Order,
-    OrderEvent,
     OrderFilter,
     OrderScope,
     OrderStatus,
     StatusChange,
     WalletRelease,
 )
+from order_service.events import EventType, OrderEvent
 from order_service.manager import OrderManager
 from order_service.payment import PaymentStatus
 from shared.auth import CLIENT, OPERATOR, SUBSCRIBER, current_principal, method_policy
