@@ -22,6 +22,8 @@ _SEQUENCE_BATCH = 5000
 _CONFIRM_TRIES = 100
 _CONFIRM_PAUSE_SECONDS = 0.005
 _EVENT_EXPIRY_BATCH = 1000
+# A watch follows the whole log.
+_EVERY_EVENT = events.EventFilter()
 
 
 class EventLog:
@@ -32,11 +34,7 @@ class EventLog:
         self._retention_seconds = retention_seconds
 
     async def list_events(
-        self,
-        after_sequence: int,
-        requested_size: int,
-        order_id: uuid.UUID | None,
-        types: frozenset[events.EventType],
+        self, after_sequence: int, requested_size: int, filters: events.EventFilter
     ) -> tuple[list[events.OrderEvent], int]:
         """A page of the log after `after_sequence`, and the log's last sequence. Every event
         committed before the call is numbered first, so a caller reads its own changes."""
@@ -48,9 +46,7 @@ class EventLog:
             after_sequence = events.start_of_reading(
                 after_sequence, log_.last_sequence, log_.deleted_through
             )
-            page = await orders.events_after(
-                after_sequence, page_size(requested_size), order_id, types
-            )
+            page = await orders.events_after(after_sequence, page_size(requested_size), filters)
         return page, log_.confirmed_through
 
     async def watch_events(self, after_sequence: int) -> AsyncIterator[events.OrderEvent]:
@@ -84,9 +80,9 @@ class EventLog:
         if cursor is None:
             async with self._store.snapshot() as orders:
                 deleted = (await orders.event_log()).deleted_through
-                return await orders.events_after(deleted, _EVENT_PAGE, None, frozenset())
+                return await orders.events_after(deleted, _EVENT_PAGE, _EVERY_EVENT)
         async with self._store.statement() as orders:
-            page = await orders.events_after(cursor, _EVENT_PAGE, None, frozenset())
+            page = await orders.events_after(cursor, _EVENT_PAGE, _EVERY_EVENT)
             if page and page[0].sequence != cursor + 1:
                 # Sequences are dense: only retention leaves a hole before a page.
                 deleted = (await orders.event_log()).deleted_through

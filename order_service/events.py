@@ -64,6 +64,14 @@ class OrderEvent:
         )
 
 
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a reader asks for: of one order, of some types (none: all), or every one."""
+
+    order_id: uuid.UUID | None = None
+    types: frozenset[EventType] = frozenset()
+
+
 class EventsDeleted(OutOfRange):
     """A consumer asked for events that retention has deleted."""
 

@@ -209,16 +209,12 @@ class PostgresOrderRepository(SqlAdapter):
         await self._execute("postpone_release", order_id, delay, error)
 
     async def events_after(
-        self,
-        after_sequence: int,
-        limit: int,
-        order_id: uuid.UUID | None,
-        types: frozenset[events.EventType],
+        self, after_sequence: int, limit: int, filters: events.EventFilter
     ) -> list[events.OrderEvent]:
-        """Events with a greater sequence, in sequence order; of one order and of some types
-        only, when given (no types: all)."""
+        """Events with a greater sequence that match `filters`, in sequence order."""
+        order_id = filters.order_id
         query = "events_after" if order_id is None else "order_events_after"
-        args: list[object] = [after_sequence, limit, sorted(types)]
+        args: list[object] = [after_sequence, limit, sorted(filters.types)]
         if order_id is not None:
             args.append(order_id)
         return await self._rows(query, events.OrderEvent.from_row, *args)

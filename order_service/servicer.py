@@ -11,16 +11,7 @@ import grpc
 from exchange.order.v1 import order_service_pb2 as pb
 from exchange.order.v1 import order_service_pb2_grpc as pb_grpc
 from order_service import domain
-from order_service.domain import (
-    Allocation,
-    Order,
-    OrderFilter,
-    OrderScope,
-    OrderStatus,
-    StatusChange,
-    WalletRelease,
-)
-from order_service.events import EventType, OrderEvent
+from order_service.events import EventFilter, EventType, OrderEvent
 from order_service.manager import OrderManager
 from order_service.payment import PaymentStatus
 from shared.auth import CLIENT, OPERATOR, SUBSCRIBER, current_principal, method_policy
@@ -52,15 +43,15 @@ METHOD_ROLES = method_policy(
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-_STATUS_TO_PB = to_pb(OrderStatus, pb.OrderStatus, "ORDER_STATUS_")
+_STATUS_TO_PB = to_pb(domain.OrderStatus, pb.OrderStatus, "ORDER_STATUS_")
 _STATUS_FROM_PB = from_pb(_STATUS_TO_PB)
-_ALLOCATION_TO_PB = to_pb(Allocation, pb.Allocation, "ALLOCATION_")
+_ALLOCATION_TO_PB = to_pb(domain.Allocation, pb.Allocation, "ALLOCATION_")
 _EVENT_TYPE_TO_PB = to_pb(EventType, pb.OrderEventType, "ORDER_EVENT_TYPE_")
 _EVENT_TYPE_FROM_PB = from_pb(_EVENT_TYPE_TO_PB)
 _DEPOSIT_STATUS_TO_PB = to_pb(domain.DepositStatus, pb.DepositStatus, "DEPOSIT_STATUS_")
 _DISPOSITION_TO_PB = to_pb(domain.DepositDisposition, pb.DepositDisposition, "DEPOSIT_DISPOSITION_")
 _PAYMENT_TO_PB = to_pb(PaymentStatus, pb.PaymentStatus, "PAYMENT_STATUS_")
-_RELEASE_TO_PB = to_pb(WalletRelease, pb.WalletRelease, "WALLET_RELEASE_")
+_RELEASE_TO_PB = to_pb(domain.WalletRelease, pb.WalletRelease, "WALLET_RELEASE_")
 
 
 def _payment_to_pb(status: PaymentStatus | None) -> "pb.PaymentStatus.ValueType":
@@ -71,10 +62,10 @@ def _decimal(value: Decimal | None) -> str:
     return str(value) if value is not None else ""
 
 
-def parse_status(number: int, *, required: bool) -> OrderStatus | None:
+def parse_status(number: int, *, required: bool) -> domain.OrderStatus | None:
     if number == pb.ORDER_STATUS_UNSPECIFIED and not required:
         return None
-    status: OrderStatus | None = _STATUS_FROM_PB.get(number)
+    status: domain.OrderStatus | None = _STATUS_FROM_PB.get(number)
     if status is None:
         raise InvalidArgument("status", f"{number} is not a valid order status")
     return status
@@ -86,12 +77,12 @@ def optional_time(request: pb.ListOrdersRequest, field: str) -> datetime | None:
     return parse_timestamp(getattr(request, field), field)
 
 
-def caller_scope() -> OrderScope:
+def caller_scope() -> domain.OrderScope:
     """The orders the credential of the call being served may see."""
-    return OrderScope.of(current_principal.get())
+    return domain.OrderScope.of(current_principal.get())
 
 
-def order_to_pb(order: Order, ttl_seconds: float = 0.0) -> pb.Order:
+def order_to_pb(order: domain.Order, ttl_seconds: float = 0.0) -> pb.Order:
     """`ttl_seconds`: the payment window (ORDER_TTL_SECONDS; 0: no expiry)."""
     message = pb.Order(
         id=str(order.id),
@@ -163,7 +154,7 @@ def parse_event_types(numbers: Iterable[int]) -> frozenset[EventType]:
     return frozenset(types)
 
 
-def change_to_pb(change: StatusChange) -> pb.StatusChange:
+def change_to_pb(change: domain.StatusChange) -> pb.StatusChange:
     return pb.StatusChange(
         from_status=_STATUS_TO_PB[change.from_status]
         if change.from_status
@@ -180,7 +171,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     def __init__(self, manager: OrderManager) -> None:
         self._manager = manager
 
-    def _order(self, order: Order) -> pb.Order:
+    def _order(self, order: domain.Order) -> pb.Order:
         return order_to_pb(order, self._manager.order_ttl_seconds)
 
     async def CreateOrder(
@@ -206,7 +197,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         self, request: pb.ListOrdersRequest, context: Context
     ) -> pb.ListOrdersResponse:
         network = request.network
-        filters = OrderFilter(
+        filters = domain.OrderFilter(
             status=parse_status(request.status, required=False),
             network=parse_network(network, self._manager.networks) if network else None,
             created_after=optional_time(request, "created_after"),
@@ -253,9 +244,12 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     async def ListOrderEvents(
         self, request: pb.ListOrderEventsRequest, context: Context
     ) -> pb.ListOrderEventsResponse:
-        order_id = parse_uuid(request.order_id, "order_id") if request.order_id else None
+        filters = EventFilter(
+            order_id=parse_uuid(request.order_id, "order_id") if request.order_id else None,
+            types=parse_event_types(request.types),
+        )
         events, last = await self._manager.events.list_events(
-            request.after_sequence, request.page_size, order_id, parse_event_types(request.types)
+            request.after_sequence, request.page_size, filters
         )
         return pb.ListOrderEventsResponse(
             events=[event_to_pb(e) for e in events], last_sequence=last
