@@ -15,10 +15,10 @@ import asyncpg
 
 from bench.loadgen import Target
 from scripts.processes import ServiceProcess
+from shared import addresses
 from shared.embedded_db import EmbeddedPostgres
 from tests.databases import ROOT, DatabaseFactory
 from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, SERVICE_TOKEN, LocalStack
-from wallet_pool_service import addresses
 
 TOKENS = (OPERATOR_TOKEN, CLIENT_TOKEN, SERVICE_TOKEN)
 

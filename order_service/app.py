@@ -1,7 +1,6 @@
 """Wiring of the order service: settings, database, pool channel, server, loops, shutdown."""
 
 import asyncio
-import contextlib
 import logging
 
 import asyncpg
@@ -13,15 +12,15 @@ from order_service.feed import OrderFeed
 from order_service.manager import OrderManager, ReleasePolicy
 from order_service.servicer import METHOD_ROLES, SERVICE_NAME, OrderServicer
 from order_service.wallet_pool_client import GrpcWalletPoolGateway
-from shared.auth import Authenticator
 from shared.config import run_service
-from shared.db import apply_migrations, close_pool, create_listen_pool, create_pool
+from shared.db import apply_migrations, close_pool
 from shared.embedded_db import resolve_database
 from shared.grpc_server import GrpcServer
 from shared.listen import Listener
 from shared.loops import PeriodicTask
-from shared.metrics import serve_metrics
+from shared.proto import same_fields
 from shared.tracing import Tracing, run_traced
+from shared.wiring import open_pools, service_server, start_serving, stop_task
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ async def _serve(settings: OrderSettings, tracing: Tracing) -> None:
     url, embedded = resolve_database(
         settings.database_url, settings.environment, settings.embedded_data_dir
     )
-    pool, listen_pool = await _open_pools(url, settings)
+    pool, listen_pool = await open_pools(url, settings, "order_service")
     gateway = GrpcWalletPoolGateway.connect(
         settings.wallet_pool_target,
         settings.wallet_pool_timeout_seconds,
@@ -54,12 +53,8 @@ async def _serve(settings: OrderSettings, tracing: Tracing) -> None:
         manager = _manager(settings, pool, gateway)
         feed = manager.feed
         server = _server(settings, tracing, manager, gateway)
-        if settings.metrics_addr:
-            serve_metrics(settings.metrics_addr)
-        await server.start()
         loops = _loops(settings, server, manager)
-        for loop in loops:
-            loop.start()
+        await start_serving(settings, server, loops)
         listener = asyncio.create_task(
             Listener(
                 listen_pool or pool,
@@ -81,28 +76,6 @@ async def _serve(settings: OrderSettings, tracing: Tracing) -> None:
         log.info("stopped")
 
 
-async def _open_pools(
-    url: str, settings: OrderSettings
-) -> tuple[asyncpg.Pool, asyncpg.Pool | None]:
-    """The service's database pool, and the pool LISTEN takes its session from (None: the
-    service's own)."""
-    pool = await create_pool(
-        url,
-        min_size=1,
-        max_size=settings.db_pool_size,
-        application_name="order_service",
-        statement_cache_size=settings.statement_cache_size,
-    )
-    listen_pool = (
-        await create_listen_pool(
-            settings.listen_database_url, "order_service", settings.statement_cache_size
-        )
-        if settings.listen_database_url
-        else None
-    )
-    return pool, listen_pool
-
-
 def _manager(
     settings: OrderSettings, pool: asyncpg.Pool, gateway: GrpcWalletPoolGateway
 ) -> OrderManager:
@@ -119,12 +92,16 @@ def _manager(
         sync_lease_seconds=max(
             settings.allocation_sync_seconds, settings.wallet_pool_timeout_seconds
         ),
-        order_ttl_seconds=settings.order_ttl_seconds,
-        event_retention_seconds=settings.event_retention_seconds,
-        max_watch_streams=settings.max_watch_streams,
-        assets=settings.assets,
-        tolerance=settings.tolerance,
-        completion_requires_payment=settings.completion_requires_payment,
+        # Settings the manager takes under their own names.
+        **same_fields(
+            settings,
+            "order_ttl_seconds",
+            "event_retention_seconds",
+            "max_watch_streams",
+            "assets",
+            "tolerance",
+            "completion_requires_payment",
+        ),
     )
 
 
@@ -142,16 +119,13 @@ def _server(
         manager.feed.close()
         gateway.cut_off(max(0.0, grace - _ANSWER_AFTER_CUT_OFF_SECONDS))
 
-    return GrpcServer(
-        address=settings.address,
-        service_names=[SERVICE_NAME],
-        register=lambda s: pb_grpc.add_OrderServiceServicer_to_server(servicer, s),
-        authenticator=Authenticator(settings.tokens, METHOD_ROLES),
-        grace_seconds=settings.shutdown_grace_seconds,
-        drain_seconds=settings.shutdown_drain_seconds,
-        tls=settings.tls,
-        before_grace=stop_waiting,
-        interceptors=tracing.server_interceptors(),
+    return service_server(
+        settings,
+        tracing,
+        SERVICE_NAME,
+        lambda s: pb_grpc.add_OrderServiceServicer_to_server(servicer, s),
+        METHOD_ROLES,
+        stop_waiting,
     )
 
 
@@ -199,10 +173,7 @@ async def _stop_background(
     listener: asyncio.Task[None] | None, feed: OrderFeed | None, loops: list[PeriodicTask]
 ) -> None:
     """The listener, the feed's sequencer runs and the loops, stopped in that order."""
-    if listener is not None:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listener
+    await stop_task(listener)
     if feed is not None:
         await feed.stop()
     for loop in loops:

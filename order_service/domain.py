@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
 
 from order_service.payment import NO_TOLERANCE, PaymentStatus, Tolerance
 from shared.auth import CLIENT, OPERATOR, Principal
@@ -19,10 +18,10 @@ from shared.errors import (
     FailedPrecondition,
     NotFound,
     OutcomeUnknown,
-    OutOfRange,
     PermissionDenied,
     Violation,
 )
+from shared.rows import Row, from_row, optional
 from shared.validation import parse_decimal_amount, parse_text
 
 MAX_REQUEST_ID_LENGTH = 128
@@ -65,19 +64,6 @@ class Allocation(enum.Enum):
     NONE = "none"  # a final order that never held a wallet
 
 
-class EventType(enum.StrEnum):
-    CREATED = "CREATED"
-    QUEUED = "QUEUED"
-    WALLET_ASSIGNED = "WALLET_ASSIGNED"
-    STATUS_CHANGED = "STATUS_CHANGED"
-    EXPIRED = "EXPIRED"
-    RELEASE_DELIVERED = "RELEASE_DELIVERED"
-    DEPOSIT_RECEIVED = "DEPOSIT_RECEIVED"
-    PAYMENT_STATUS_CHANGED = "PAYMENT_STATUS_CHANGED"
-    DEPOSIT_CONFIRMED = "DEPOSIT_CONFIRMED"
-    DEPOSIT_REVERTED = "DEPOSIT_REVERTED"
-
-
 class DepositDisposition(enum.StrEnum):
     """As the pool classified a deposit: only COUNTED counts toward the payment."""
 
@@ -94,10 +80,6 @@ class DepositStatus(enum.StrEnum):
     CONFIRMING = "CONFIRMING"
     CONFIRMED = "CONFIRMED"
     REVERTED = "REVERTED"
-
-
-class Row(Protocol):
-    def __getitem__(self, key: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -126,29 +108,21 @@ class Order:
 
     @classmethod
     def from_row(cls, row: Row) -> "Order":
-        return cls(
-            id=row["id"],
-            status=OrderStatus(row["status"]),
-            network=row["network"],
-            amount=row["amount"],
-            wallet_address=row["wallet_address"],
-            queue_position=row["queue_position"],
-            request_id=row["request_id"],
-            create_time=row["create_time"],
-            update_time=row["update_time"],
-            created_by=row["created_by"],
-            wallet_release=WalletRelease[row["wallet_release"]],
-            asset=row["asset"],
-            payment_status=PaymentStatus(row["payment_status"]),
-            received_confirmed=row["received_confirmed"],
-            received_pending=row["received_pending"],
-            tolerance=Tolerance(
-                row["tolerance_under_pct"],
-                row["tolerance_under_abs"],
-                row["tolerance_over_pct"],
-                row["tolerance_over_abs"],
-            ),
-            payment_window_start=row["payment_window_start"],
+        tolerance = Tolerance(
+            row["tolerance_under_pct"],
+            row["tolerance_under_abs"],
+            row["tolerance_over_pct"],
+            row["tolerance_over_abs"],
+        )
+        return from_row(
+            cls,
+            row,
+            convert={
+                "status": OrderStatus,
+                "wallet_release": WalletRelease.__getitem__,
+                "payment_status": PaymentStatus,
+            },
+            given={"tolerance": tolerance},
         )
 
 
@@ -215,20 +189,13 @@ class OrderDeposit:
 
     @classmethod
     def from_row(cls, row: Row, prefix: str = "") -> "OrderDeposit":
-        return cls(
-            txid=row[f"{prefix}txid"],
-            index=row[f"{prefix}{'index' if prefix else 'output_index'}"],
-            amount=row[f"{prefix}amount"],
-            address=row[f"{prefix}address"],
-            block_height=row[f"{prefix}block_height"],
-            block_time=row[f"{prefix}block_time"],
-            late=row[f"{prefix}late"],
-            asset=row[f"{prefix}asset"],
-            disposition=DepositDisposition(row[f"{prefix}disposition"]),
-            token_contract=row[f"{prefix}token_contract"],
-            confirmations=row[f"{prefix}confirmations"],
-            required_confirmations=row[f"{prefix}required_confirmations"],
-            status=DepositStatus(row[f"{prefix}status"]),
+        """From the order's deposit columns, or an event's (`prefix` 'deposit_')."""
+        return from_row(
+            cls,
+            row,
+            prefix=prefix,
+            columns={} if prefix else {"index": "output_index"},
+            convert={"disposition": DepositDisposition, "status": DepositStatus},
         )
 
 
@@ -241,84 +208,6 @@ class PoolDeposit:
     deposit: OrderDeposit
     # Its last change's number in the pool (the change cursor).
     change: int = 0
-
-
-@dataclass(frozen=True)
-class OrderEvent:
-    sequence: int
-    type: EventType
-    order_id: uuid.UUID
-    event_time: datetime
-    status: OrderStatus
-    from_status: OrderStatus | None
-    actor: str
-    reason: str
-    network: str
-    wallet_address: str | None
-    queue_position: int | None
-    deposit: OrderDeposit | None = None
-    # PAYMENT_STATUS_CHANGED: from, to, and the amounts then.
-    payment_status: PaymentStatus | None = None
-    from_payment_status: PaymentStatus | None = None
-    received_confirmed: Decimal | None = None
-    received_pending: Decimal | None = None
-
-    @classmethod
-    def from_row(cls, row: Row) -> "OrderEvent":
-        return cls(
-            sequence=row["sequence"],
-            type=EventType(row["type"]),
-            order_id=row["order_id"],
-            event_time=row["event_time"],
-            status=OrderStatus(row["status"]),
-            from_status=OrderStatus(row["from_status"]) if row["from_status"] else None,
-            actor=row["actor"],
-            reason=row["reason"],
-            network=row["network"],
-            wallet_address=row["wallet_address"],
-            queue_position=row["queue_position"],
-            deposit=OrderDeposit.from_row(row, "deposit_") if row["deposit_txid"] else None,
-            payment_status=_payment_status(row["payment_status"]),
-            from_payment_status=_payment_status(row["from_payment_status"]),
-            received_confirmed=row["received_confirmed"],
-            received_pending=row["received_pending"],
-        )
-
-
-def _payment_status(text: str | None) -> PaymentStatus | None:
-    return PaymentStatus(text) if text else None
-
-
-class EventsDeleted(OutOfRange):
-    """A consumer asked for events that retention has deleted."""
-
-    def __init__(self, after_sequence: int, deleted_through: int) -> None:
-        super().__init__(
-            f"after_sequence: events up to {deleted_through} were deleted by retention, so "
-            f"the events after {after_sequence} are no longer complete; rebuild your copy "
-            f"from ListOrders and continue from after_sequence {deleted_through}"
-        )
-
-
-class SequenceAhead(OutOfRange):
-    def __init__(self, after_sequence: int, last_sequence: int) -> None:
-        super().__init__(
-            f"after_sequence: {after_sequence} is beyond the last sequence of the log "
-            f"({last_sequence}); is this cursor from another database?"
-        )
-
-
-def start_of_reading(after_sequence: int, last_sequence: int, deleted_through: int) -> int:
-    """Where reading the log after `after_sequence` starts: 0 (a consumer with nothing yet)
-    starts at the oldest event kept; any other cursor must not be behind retention (events
-    it has not seen are gone) nor beyond the end of the log."""
-    if after_sequence == 0:
-        return deleted_through
-    if after_sequence < deleted_through:
-        raise EventsDeleted(after_sequence, deleted_through)
-    if after_sequence > last_sequence:
-        raise SequenceAhead(after_sequence, last_sequence)
-    return after_sequence
 
 
 @dataclass(frozen=True)
@@ -381,6 +270,18 @@ class StatusChange:
     # The order's payment status when it changed (None: before it was recorded).
     payment_status: PaymentStatus | None = None
 
+    @classmethod
+    def from_row(cls, row: Row) -> "StatusChange":
+        return from_row(
+            cls,
+            row,
+            convert={
+                "from_status": optional(OrderStatus),
+                "to_status": OrderStatus,
+                "payment_status": optional(PaymentStatus),
+            },
+        )
+
 
 @dataclass(frozen=True)
 class PendingRelease:
@@ -407,17 +308,15 @@ class IllegalTransition(FailedPrecondition):
     def __init__(self, current: OrderStatus, target: OrderStatus) -> None:
         allowed = ", ".join(sorted(TRANSITIONS[current])) or "none: the status is final"
         super().__init__(
-            f"status: cannot move an order from {current} to {target}; allowed: {allowed}"
+            f"status: cannot move an order from {current} to {target}; allowed: {allowed}",
+            Violation(
+                "STATUS_TRANSITION",
+                f"status:{current}",
+                f"current status {current}; allowed next: {allowed}",
+            ),
         )
         self.current = current
         self.target = target
-        self.violations = (
-            Violation(
-                type="STATUS_TRANSITION",
-                subject=f"status:{current}",
-                description=f"current status {current}; allowed next: {allowed}",
-            ),
-        )
 
 
 class RequestIdReused(AlreadyExists):

@@ -6,7 +6,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Collection
 
-from order_service import domain
+from order_service import events
 from order_service.feed import OrderFeed
 from order_service.metrics import EVENTS_DELETED, EVENTS_SEQUENCED
 from order_service.store import OrderStore
@@ -22,6 +22,8 @@ _SEQUENCE_BATCH = 5000
 _CONFIRM_TRIES = 100
 _CONFIRM_PAUSE_SECONDS = 0.005
 _EVENT_EXPIRY_BATCH = 1000
+# A watch follows the whole log.
+_EVERY_EVENT = events.EventFilter()
 
 
 class EventLog:
@@ -32,12 +34,8 @@ class EventLog:
         self._retention_seconds = retention_seconds
 
     async def list_events(
-        self,
-        after_sequence: int,
-        requested_size: int,
-        order_id: uuid.UUID | None,
-        types: frozenset[domain.EventType],
-    ) -> tuple[list[domain.OrderEvent], int]:
+        self, after_sequence: int, requested_size: int, filters: events.EventFilter
+    ) -> tuple[list[events.OrderEvent], int]:
         """A page of the log after `after_sequence`, and the log's last sequence. Every event
         committed before the call is numbered first, so a caller reads its own changes."""
         await self.sequence_events()
@@ -45,15 +43,13 @@ class EventLog:
         # checked against (a deletion committed between two reads would be skipped, OK).
         async with self._store.snapshot() as orders:
             log_ = await orders.event_log()
-            after_sequence = domain.start_of_reading(
+            after_sequence = events.start_of_reading(
                 after_sequence, log_.last_sequence, log_.deleted_through
             )
-            page = await orders.events_after(
-                after_sequence, page_size(requested_size), order_id, types
-            )
+            page = await orders.events_after(after_sequence, page_size(requested_size), filters)
         return page, log_.confirmed_through
 
-    async def watch_events(self, after_sequence: int) -> AsyncIterator[domain.OrderEvent]:
+    async def watch_events(self, after_sequence: int) -> AsyncIterator[events.OrderEvent]:
         """Every event after `after_sequence`, in sequence order, then each as it is
         numbered; the stream ends only with an error (retention passed the consumer, or
         the service is stopping). 0 starts at the oldest event kept when a page is read,
@@ -64,7 +60,7 @@ class EventLog:
                 log_ = await orders.event_log()
             # Against what is numbered: after a failover a cursor may be past what the new
             # primary shows yet, never past what it numbered.
-            cursor = domain.start_of_reading(
+            cursor = events.start_of_reading(
                 after_sequence, log_.last_sequence, log_.deleted_through
             )
         with self.feed.watch_log() as grew:
@@ -79,18 +75,18 @@ class EventLog:
                     if self.feed.closed:
                         raise Unavailable("the service is stopping; watch again")
 
-    async def _events_to_watch(self, cursor: int | None) -> list[domain.OrderEvent]:
+    async def _events_to_watch(self, cursor: int | None) -> list[events.OrderEvent]:
         """The next page of a watch after `cursor` (None: from the oldest event kept)."""
         if cursor is None:
             async with self._store.snapshot() as orders:
                 deleted = (await orders.event_log()).deleted_through
-                return await orders.events_after(deleted, _EVENT_PAGE, None, frozenset())
+                return await orders.events_after(deleted, _EVENT_PAGE, _EVERY_EVENT)
         async with self._store.statement() as orders:
-            page = await orders.events_after(cursor, _EVENT_PAGE, None, frozenset())
+            page = await orders.events_after(cursor, _EVENT_PAGE, _EVERY_EVENT)
             if page and page[0].sequence != cursor + 1:
                 # Sequences are dense: only retention leaves a hole before a page.
                 deleted = (await orders.event_log()).deleted_through
-                raise domain.EventsDeleted(cursor, deleted)
+                raise events.EventsDeleted(cursor, deleted)
         return page
 
     async def sequence_events(self, announce: Collection[uuid.UUID] = ()) -> bool:

@@ -1,6 +1,5 @@
 """The order repository: PostgreSQL, SQL only, bound to one connection."""
 
-import functools
 import logging
 import uuid
 from collections.abc import Callable, Collection
@@ -8,23 +7,32 @@ from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
 
-from order_service import domain
-from order_service.domain import (
-    EventType,
-    Order,
-    OrderEvent,
-    OrderFilter,
-    OrderScope,
-    OrderStatus,
-    PendingRelease,
-    StatusChange,
-)
+from order_service import domain, events
 from order_service.payment import NO_TOLERANCE, Payment, PaymentStatus, Tolerance
-from shared.db import Connection, is_database_outage, is_read_only
+from shared.db import is_database_outage, is_read_only
 from shared.errors import OutcomeUnknown
-from shared.sql import load_queries
+from shared.rows import from_row
+from shared.sql import SqlAdapter, columns, load_queries
 
 log = logging.getLogger(__name__)
+
+# The deposit fields `record_deposits` takes, in its parameters' order (after the pool's id
+# and the order's).
+_RECORDED_DEPOSIT_COLUMNS = (
+    "txid",
+    "index",
+    "amount",
+    "address",
+    "block_height",
+    "block_time",
+    "late",
+    "asset",
+    "disposition",
+    "token_contract",
+    "confirmations",
+    "required_confirmations",
+    "status",
+)
 
 
 class EventLog(NamedTuple):
@@ -35,23 +43,19 @@ class EventLog(NamedTuple):
     confirmed_through: int
 
 
-@functools.cache
 def queries() -> dict[str, str]:
     return load_queries("order_service")
 
 
-class PostgresOrderRepository:
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._q = queries()
+class PostgresOrderRepository(SqlAdapter):
+    QUERIES = "order_service"
 
-    async def _one(self, query: str, *args: object) -> Order | None:
-        row = await self._conn.fetchrow(self._q[query], *args)
-        return Order.from_row(row) if row else None
+    async def _one(self, query: str, *args: object) -> domain.Order | None:
+        return await self._row(query, domain.Order.from_row, *args)
 
     async def _write(
         self, unknown: Callable[[], OutcomeUnknown], query: str, *args: object
-    ) -> Order | None:
+    ) -> domain.Order | None:
         """`_one` for a write. Outside a transaction the statement commits on its own, so an
         outage while it is in flight (the connection lost after it was sent) leaves its
         outcome unknown: `unknown()` is raised. Inside one, nothing commits before COMMIT; and
@@ -84,7 +88,7 @@ class PostgresOrderRepository:
         asset: str = "",
         tolerance: Tolerance = NO_TOLERANCE,
         sync_lease_seconds: float = 0.0,
-    ) -> Order | None:
+    ) -> domain.Order | None:
         """The new order, with its 'created' history row; None when `created_by` used
         `request_id` before. CreationOutcomeUnknown if the connection is lost meanwhile.
         The allocation loop leaves it alone for `sync_lease_seconds` (the creator asks the
@@ -105,23 +109,24 @@ class PostgresOrderRepository:
             sync_lease_seconds,
         )
 
-    async def by_request_id(self, created_by: str, request_id: str) -> Order | None:
+    async def by_request_id(self, created_by: str, request_id: str) -> domain.Order | None:
         return await self._one("order_by_request_id", created_by, request_id)
 
-    async def get(self, order_id: uuid.UUID) -> Order | None:
+    async def get(self, order_id: uuid.UUID) -> domain.Order | None:
         return await self._one("get_order", order_id)
 
     async def page(
         self,
-        scope: OrderScope,
-        filters: OrderFilter,
+        scope: domain.OrderScope,
+        filters: domain.OrderFilter,
         after: tuple[datetime, uuid.UUID] | None,
         limit: int,
-    ) -> list[Order]:
+    ) -> list[domain.Order]:
         """The orders `scope` sees that match `filters`, newest first, after `after`."""
         after_time, after_id = after if after else (None, None)
-        rows = await self._conn.fetch(
-            self._q["list_orders"],
+        return await self._rows(
+            "list_orders",
+            domain.Order.from_row,
             filters.status.value if filters.status else None,
             filters.network,
             after_time,
@@ -131,32 +136,20 @@ class PostgresOrderRepository:
             filters.created_before,
             scope.creator,
         )
-        return [Order.from_row(row) for row in rows]
 
-    async def history(self, order_id: uuid.UUID) -> list[StatusChange]:
-        rows = await self._conn.fetch(self._q["order_history"], order_id)
-        return [
-            StatusChange(
-                from_status=OrderStatus(r["from_status"]) if r["from_status"] else None,
-                to_status=OrderStatus(r["to_status"]),
-                actor=r["actor"],
-                reason=r["reason"],
-                change_time=r["change_time"],
-                payment_status=PaymentStatus(r["payment_status"]) if r["payment_status"] else None,
-            )
-            for r in rows
-        ]
+    async def history(self, order_id: uuid.UUID) -> list[domain.StatusChange]:
+        return await self._rows("order_history", domain.StatusChange.from_row, order_id)
 
     async def change_status(
         self,
         order_id: uuid.UUID,
-        current: OrderStatus,
-        status: OrderStatus,
+        current: domain.OrderStatus,
+        status: domain.OrderStatus,
         reason: str,
         actor: str,
         release_lease_seconds: float | None,
         required_payment: Collection[PaymentStatus] | None = None,
-    ) -> Order | None:
+    ) -> domain.Order | None:
         """Compare-and-set from `current`, with the history row and, given a lease, the owed
         release; None (nothing written) if the order is unknown, its status is not `current`
         or (given `required_payment`) its payment status is not one of those.
@@ -173,70 +166,67 @@ class PostgresOrderRepository:
             sorted(p.value for p in required_payment) if required_payment is not None else None,
         )
 
-    async def set_wallet(self, order_id: uuid.UUID, address: str) -> Order | None:
+    async def set_wallet(self, order_id: uuid.UUID, address: str) -> domain.Order | None:
         """The order with its address; None if it is not a live order still waiting."""
         return await self._one("set_wallet", order_id, address)
 
-    async def set_queue_position(self, order_id: uuid.UUID, position: int) -> Order | None:
+    async def set_queue_position(self, order_id: uuid.UUID, position: int) -> domain.Order | None:
         """The order with its new place; None if it is not waiting or the place is the same."""
         return await self._one("set_queue_position", order_id, position)
 
     async def claim_waiting(
         self, limit: int, lease_seconds: float
     ) -> list[tuple[uuid.UUID, str, str]]:
-        rows = await self._conn.fetch(self._q["claim_waiting_orders"], limit, lease_seconds)
-        return [(row["id"], row["network"], row["asset"]) for row in rows]
+        return await self._rows(
+            "claim_waiting_orders",
+            lambda row: (row["id"], row["network"], row["asset"]),
+            limit,
+            lease_seconds,
+        )
 
-    async def claim_expired(self, ttl_seconds: float, limit: int) -> list[Order]:
-        rows = await self._conn.fetch(self._q["claim_expired_orders"], ttl_seconds, limit)
-        return [Order.from_row(row) for row in rows]
+    async def claim_expired(self, ttl_seconds: float, limit: int) -> list[domain.Order]:
+        return await self._rows("claim_expired_orders", domain.Order.from_row, ttl_seconds, limit)
 
     async def expiry_due(self, ttl_seconds: float) -> bool:
-        due: bool = await self._conn.fetchval(self._q["expiry_due"], ttl_seconds)
-        return due
+        return await self._value(bool, "expiry_due", ttl_seconds)
 
     async def release_pending(self, order_id: uuid.UUID) -> bool:
-        pending: bool = await self._conn.fetchval(self._q["release_pending"], order_id)
-        return pending
+        return await self._value(bool, "release_pending", order_id)
 
     async def count_pending_releases(self) -> int:
-        count: int = await self._conn.fetchval(self._q["count_pending_releases"])
-        return count
+        return await self._value(int, "count_pending_releases")
 
-    async def claim_due_releases(self, limit: int, lease_seconds: float) -> list[PendingRelease]:
-        rows = await self._conn.fetch(self._q["claim_due_releases"], limit, lease_seconds)
-        return [
-            PendingRelease(r["order_id"], r["address"], r["attempts"], r["final_time"])
-            for r in rows
-        ]
+    async def claim_due_releases(
+        self, limit: int, lease_seconds: float
+    ) -> list[domain.PendingRelease]:
+        return await self._rows(
+            "claim_due_releases",
+            lambda row: from_row(domain.PendingRelease, row),
+            limit,
+            lease_seconds,
+        )
 
     async def mark_release_done(self, order_id: uuid.UUID, deposit_change: int) -> None:
         """`deposit_change`: the pool's deposit change number after the release; the
         order's payment is evaluated again once the deposit cursor has passed it."""
-        await self._conn.execute(self._q["mark_release_done"], order_id, deposit_change)
+        await self._execute("mark_release_done", order_id, deposit_change)
 
     async def postpone_release(self, order_id: uuid.UUID, delay: float, error: str) -> None:
-        await self._conn.execute(self._q["postpone_release"], order_id, delay, error)
+        await self._execute("postpone_release", order_id, delay, error)
 
     async def events_after(
-        self,
-        after_sequence: int,
-        limit: int,
-        order_id: uuid.UUID | None,
-        types: frozenset[EventType],
-    ) -> list[OrderEvent]:
-        """Events with a greater sequence, in sequence order; of one order and of some types
-        only, when given (no types: all)."""
+        self, after_sequence: int, limit: int, filters: events.EventFilter
+    ) -> list[events.OrderEvent]:
+        """Events with a greater sequence that match `filters`, in sequence order."""
+        order_id = filters.order_id
         query = "events_after" if order_id is None else "order_events_after"
-        args: list[object] = [after_sequence, limit, sorted(types)]
+        args: list[object] = [after_sequence, limit, sorted(filters.types)]
         if order_id is not None:
             args.append(order_id)
-        rows = await self._conn.fetch(self._q[query], *args)
-        return [OrderEvent.from_row(row) for row in rows]
+        return await self._rows(query, events.OrderEvent.from_row, *args)
 
     async def deposits(self, order_id: uuid.UUID) -> list[domain.OrderDeposit]:
-        rows = await self._conn.fetch(self._q["order_deposits"], order_id)
-        return [domain.OrderDeposit.from_row(row) for row in rows]
+        return await self._rows("order_deposits", domain.OrderDeposit.from_row, order_id)
 
     async def deposit_cursor(self) -> tuple[int, int]:
         """The last pool deposit id read, and the last change."""
@@ -254,44 +244,32 @@ class PostgresOrderRepository:
         block, confirmations and status) and move the id cursor to `through_id` or the
         change cursor to `through_change`; returns the orders whose deposits changed."""
         deposits = [p.deposit for p in page]
-        rows = await self._conn.fetch(
-            self._q["record_deposits"],
-            [p.pool_id for p in page],
-            [p.order_id for p in page],
-            [d.txid for d in deposits],
-            [d.index for d in deposits],
-            [d.amount for d in deposits],
-            [d.address for d in deposits],
-            [d.block_height for d in deposits],
-            [d.block_time for d in deposits],
-            [d.late for d in deposits],
-            [d.asset for d in deposits],
-            [d.disposition.value for d in deposits],
-            [d.token_contract for d in deposits],
-            [d.confirmations for d in deposits],
-            [d.required_confirmations for d in deposits],
-            [d.status.value for d in deposits],
+        return await self._rows(
+            "record_deposits",
+            lambda row: row["order_id"],
+            *columns(page, "pool_id", "order_id"),
+            *columns(deposits, *_RECORDED_DEPOSIT_COLUMNS),
             through_id,
             through_change,
         )
-        return [row["order_id"] for row in rows]
 
-    async def lock_for_payment(self, order_id: uuid.UUID, cursor: int) -> tuple[Order, bool] | None:
+    async def lock_for_payment(
+        self, order_id: uuid.UUID, cursor: int
+    ) -> tuple[domain.Order, bool] | None:
         """The order, locked, and whether its payment must wait for its release's deposit
         changes (`cursor`: the last pool change read); None if unknown."""
         row = await self._conn.fetchrow(self._q["lock_order_for_payment"], order_id, cursor)
-        return (Order.from_row(row), row["payment_waits"]) if row else None
+        return (domain.Order.from_row(row), row["payment_waits"]) if row else None
 
     async def settling_orders(self, cursor: int, limit: int) -> list[uuid.UUID]:
         """Final orders whose payment waited for the deposit cursor to pass their
         release's change number, which `cursor` has."""
-        rows = await self._conn.fetch(self._q["settling_orders"], cursor, limit)
-        return [row["id"] for row in rows]
+        return await self._rows("settling_orders", lambda row: row["id"], cursor, limit)
 
     async def settle(self, order_id: uuid.UUID, cursor: int) -> None:
-        await self._conn.execute(self._q["settle_order"], order_id, cursor)
+        await self._execute("settle_order", order_id, cursor)
 
-    async def set_payment(self, order_id: uuid.UUID, payment: Payment) -> Order | None:
+    async def set_payment(self, order_id: uuid.UUID, payment: Payment) -> domain.Order | None:
         """The order with its new payment; None if it had that payment already."""
         return await self._one(
             "set_payment",
@@ -307,15 +285,12 @@ class PostgresOrderRepository:
         return EventLog(row["last_sequence"], row["deleted_through"], row["confirmed_through"])
 
     async def confirm_events(self) -> int:
-        waiting: int = await self._conn.fetchval(self._q["confirm_events"])
-        return waiting
+        return await self._value(int, "confirm_events")
 
     async def sequence_events(self, batch: int, announce: Collection[uuid.UUID]) -> int:
         # As text: the ids are only passed on in the notification.
         announced = [str(order_id) for order_id in announce]
-        numbered: int = await self._conn.fetchval(self._q["sequence_events"], batch, announced)
-        return numbered
+        return await self._value(int, "sequence_events", batch, announced)
 
     async def expire_events(self, retention_seconds: float, batch: int) -> int:
-        deleted: int = await self._conn.fetchval(self._q["expire_events"], retention_seconds, batch)
-        return deleted
+        return await self._value(int, "expire_events", retention_seconds, batch)

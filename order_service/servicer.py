@@ -11,22 +11,13 @@ import grpc
 from exchange.order.v1 import order_service_pb2 as pb
 from exchange.order.v1 import order_service_pb2_grpc as pb_grpc
 from order_service import domain
-from order_service.domain import (
-    Allocation,
-    EventType,
-    Order,
-    OrderEvent,
-    OrderFilter,
-    OrderScope,
-    OrderStatus,
-    StatusChange,
-    WalletRelease,
-)
+from order_service.events import EventFilter, EventType, OrderEvent
 from order_service.manager import OrderManager
 from order_service.payment import PaymentStatus
 from shared.auth import CLIENT, OPERATOR, SUBSCRIBER, current_principal, method_policy
 from shared.errors import InvalidArgument
 from shared.networks import parse_network
+from shared.proto import from_pb, same_fields, to_pb
 from shared.timestamps import parse_timestamp, to_timestamp
 from shared.validation import parse_uuid
 
@@ -52,42 +43,15 @@ METHOD_ROLES = method_policy(
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-_STATUS_TO_PB = {
-    OrderStatus.PENDING: pb.ORDER_STATUS_PENDING,
-    OrderStatus.PROCESSING: pb.ORDER_STATUS_PROCESSING,
-    OrderStatus.COMPLETED: pb.ORDER_STATUS_COMPLETED,
-    OrderStatus.CANCELLED: pb.ORDER_STATUS_CANCELLED,
-}
-_STATUS_FROM_PB = {number: status for status, number in _STATUS_TO_PB.items()}
-_ALLOCATION_TO_PB = {
-    Allocation.AWAITING_POOL: pb.ALLOCATION_AWAITING_POOL,
-    Allocation.QUEUED: pb.ALLOCATION_QUEUED,
-    Allocation.ASSIGNED: pb.ALLOCATION_ASSIGNED,
-    Allocation.NONE: pb.ALLOCATION_NONE,
-}
-_EVENT_TYPE_TO_PB = {
-    EventType.CREATED: pb.ORDER_EVENT_TYPE_CREATED,
-    EventType.QUEUED: pb.ORDER_EVENT_TYPE_QUEUED,
-    EventType.WALLET_ASSIGNED: pb.ORDER_EVENT_TYPE_WALLET_ASSIGNED,
-    EventType.STATUS_CHANGED: pb.ORDER_EVENT_TYPE_STATUS_CHANGED,
-    EventType.EXPIRED: pb.ORDER_EVENT_TYPE_EXPIRED,
-    EventType.RELEASE_DELIVERED: pb.ORDER_EVENT_TYPE_RELEASE_DELIVERED,
-    EventType.DEPOSIT_RECEIVED: pb.ORDER_EVENT_TYPE_DEPOSIT_RECEIVED,
-    EventType.PAYMENT_STATUS_CHANGED: pb.ORDER_EVENT_TYPE_PAYMENT_STATUS_CHANGED,
-    EventType.DEPOSIT_CONFIRMED: pb.ORDER_EVENT_TYPE_DEPOSIT_CONFIRMED,
-    EventType.DEPOSIT_REVERTED: pb.ORDER_EVENT_TYPE_DEPOSIT_REVERTED,
-}
-_DEPOSIT_STATUS_TO_PB = {
-    domain.DepositStatus.CONFIRMING: pb.DEPOSIT_STATUS_CONFIRMING,
-    domain.DepositStatus.CONFIRMED: pb.DEPOSIT_STATUS_CONFIRMED,
-    domain.DepositStatus.REVERTED: pb.DEPOSIT_STATUS_REVERTED,
-}
-_PAYMENT_TO_PB = {
-    PaymentStatus.UNPAID: pb.PAYMENT_STATUS_UNPAID,
-    PaymentStatus.PARTIAL: pb.PAYMENT_STATUS_PARTIAL,
-    PaymentStatus.PAID: pb.PAYMENT_STATUS_PAID,
-    PaymentStatus.OVERPAID: pb.PAYMENT_STATUS_OVERPAID,
-}
+_STATUS_TO_PB = to_pb(domain.OrderStatus, pb.OrderStatus, "ORDER_STATUS_")
+_STATUS_FROM_PB = from_pb(_STATUS_TO_PB)
+_ALLOCATION_TO_PB = to_pb(domain.Allocation, pb.Allocation, "ALLOCATION_")
+_EVENT_TYPE_TO_PB = to_pb(EventType, pb.OrderEventType, "ORDER_EVENT_TYPE_")
+_EVENT_TYPE_FROM_PB = from_pb(_EVENT_TYPE_TO_PB)
+_DEPOSIT_STATUS_TO_PB = to_pb(domain.DepositStatus, pb.DepositStatus, "DEPOSIT_STATUS_")
+_DISPOSITION_TO_PB = to_pb(domain.DepositDisposition, pb.DepositDisposition, "DEPOSIT_DISPOSITION_")
+_PAYMENT_TO_PB = to_pb(PaymentStatus, pb.PaymentStatus, "PAYMENT_STATUS_")
+_RELEASE_TO_PB = to_pb(domain.WalletRelease, pb.WalletRelease, "WALLET_RELEASE_")
 
 
 def _payment_to_pb(status: PaymentStatus | None) -> "pb.PaymentStatus.ValueType":
@@ -98,18 +62,10 @@ def _decimal(value: Decimal | None) -> str:
     return str(value) if value is not None else ""
 
 
-_EVENT_TYPE_FROM_PB = {number: kind for kind, number in _EVENT_TYPE_TO_PB.items()}
-_RELEASE_TO_PB = {
-    WalletRelease.NOT_NEEDED: pb.WALLET_RELEASE_NOT_NEEDED,
-    WalletRelease.RELEASED: pb.WALLET_RELEASE_RELEASED,
-    WalletRelease.PENDING: pb.WALLET_RELEASE_PENDING,
-}
-
-
-def parse_status(number: int, *, required: bool) -> OrderStatus | None:
+def parse_status(number: int, *, required: bool) -> domain.OrderStatus | None:
     if number == pb.ORDER_STATUS_UNSPECIFIED and not required:
         return None
-    status: OrderStatus | None = _STATUS_FROM_PB.get(number)  # type: ignore[call-overload]
+    status: domain.OrderStatus | None = _STATUS_FROM_PB.get(number)
     if status is None:
         raise InvalidArgument("status", f"{number} is not a valid order status")
     return status
@@ -121,12 +77,12 @@ def optional_time(request: pb.ListOrdersRequest, field: str) -> datetime | None:
     return parse_timestamp(getattr(request, field), field)
 
 
-def caller_scope() -> OrderScope:
+def caller_scope() -> domain.OrderScope:
     """The orders the credential of the call being served may see."""
-    return OrderScope.of(current_principal.get())
+    return domain.OrderScope.of(current_principal.get())
 
 
-def order_to_pb(order: Order, ttl_seconds: float = 0.0) -> pb.Order:
+def order_to_pb(order: domain.Order, ttl_seconds: float = 0.0) -> pb.Order:
     """`ttl_seconds`: the payment window (ORDER_TTL_SECONDS; 0: no expiry)."""
     message = pb.Order(
         id=str(order.id),
@@ -151,23 +107,11 @@ def order_to_pb(order: Order, ttl_seconds: float = 0.0) -> pb.Order:
     return message
 
 
-_DISPOSITION_TO_PB = {
-    domain.DepositDisposition.COUNTED: pb.DEPOSIT_DISPOSITION_COUNTED,
-    domain.DepositDisposition.DUST: pb.DEPOSIT_DISPOSITION_DUST,
-    domain.DepositDisposition.UNKNOWN_ASSET: pb.DEPOSIT_DISPOSITION_UNKNOWN_ASSET,
-    domain.DepositDisposition.WRONG_ASSET: pb.DEPOSIT_DISPOSITION_WRONG_ASSET,
-}
-
-
 def deposit_to_pb(deposit: domain.OrderDeposit) -> pb.OrderDeposit:
     return pb.OrderDeposit(
-        txid=deposit.txid,
-        index=deposit.index,
+        **same_fields(deposit, "txid", "index", "address", "block_height", "late"),
         amount=str(deposit.amount),
-        address=deposit.address,
-        block_height=deposit.block_height,
         block_time=to_timestamp(deposit.block_time),
-        late=deposit.late,
         asset=deposit.asset or "",
         disposition=_DISPOSITION_TO_PB[deposit.disposition],
         token_contract=deposit.token_contract or "",
@@ -203,14 +147,14 @@ def event_to_pb(event: OrderEvent) -> pb.OrderEvent:
 def parse_event_types(numbers: Iterable[int]) -> frozenset[EventType]:
     types = set()
     for number in numbers:
-        kind: EventType | None = _EVENT_TYPE_FROM_PB.get(number)  # type: ignore[call-overload]
+        kind: EventType | None = _EVENT_TYPE_FROM_PB.get(number)
         if kind is None:
             raise InvalidArgument("types", f"{number} is not a valid order event type")
         types.add(kind)
     return frozenset(types)
 
 
-def change_to_pb(change: StatusChange) -> pb.StatusChange:
+def change_to_pb(change: domain.StatusChange) -> pb.StatusChange:
     return pb.StatusChange(
         from_status=_STATUS_TO_PB[change.from_status]
         if change.from_status
@@ -227,7 +171,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     def __init__(self, manager: OrderManager) -> None:
         self._manager = manager
 
-    def _order(self, order: Order) -> pb.Order:
+    def _order(self, order: domain.Order) -> pb.Order:
         return order_to_pb(order, self._manager.order_ttl_seconds)
 
     async def CreateOrder(
@@ -253,7 +197,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         self, request: pb.ListOrdersRequest, context: Context
     ) -> pb.ListOrdersResponse:
         network = request.network
-        filters = OrderFilter(
+        filters = domain.OrderFilter(
             status=parse_status(request.status, required=False),
             network=parse_network(network, self._manager.networks) if network else None,
             created_after=optional_time(request, "created_after"),
@@ -300,9 +244,12 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
     async def ListOrderEvents(
         self, request: pb.ListOrderEventsRequest, context: Context
     ) -> pb.ListOrderEventsResponse:
-        order_id = parse_uuid(request.order_id, "order_id") if request.order_id else None
+        filters = EventFilter(
+            order_id=parse_uuid(request.order_id, "order_id") if request.order_id else None,
+            types=parse_event_types(request.types),
+        )
         events, last = await self._manager.events.list_events(
-            request.after_sequence, request.page_size, order_id, parse_event_types(request.types)
+            request.after_sequence, request.page_size, filters
         )
         return pb.ListOrderEventsResponse(
             events=[event_to_pb(e) for e in events], last_sequence=last

@@ -18,6 +18,7 @@ from order_service.domain import DepositDisposition, DepositStatus, OrderDeposit
 from shared.client_metrics import ClientCall
 from shared.grpc_server import current_deadline
 from shared.logs import current_request_id
+from shared.proto import from_pb, same_fields, to_pb
 from shared.timestamps import from_timestamp, to_timestamp
 from shared.tls import ClientTls
 
@@ -67,21 +68,10 @@ class PoolAllocation:
     queue_position: int | None
 
 
-# The pool's dispositions (one of the previous release sends none: its deposits were all
-# counted coin deposits).
-_DISPOSITIONS = {
-    pb.DEPOSIT_DISPOSITION_COUNTED: DepositDisposition.COUNTED,
-    pb.DEPOSIT_DISPOSITION_DUST: DepositDisposition.DUST,
-    pb.DEPOSIT_DISPOSITION_UNKNOWN_ASSET: DepositDisposition.UNKNOWN_ASSET,
-    pb.DEPOSIT_DISPOSITION_WRONG_ASSET: DepositDisposition.WRONG_ASSET,
-}
-
-
-_STATUSES = {
-    pb.DEPOSIT_STATUS_CONFIRMING: DepositStatus.CONFIRMING,
-    pb.DEPOSIT_STATUS_CONFIRMED: DepositStatus.CONFIRMED,
-    pb.DEPOSIT_STATUS_REVERTED: DepositStatus.REVERTED,
-}
+# The pool's dispositions and statuses (a pool of the previous release sends none: its
+# deposits were all counted, confirmed coin deposits).
+_DISPOSITIONS = from_pb(to_pb(DepositDisposition, pb.DepositDisposition, "DEPOSIT_DISPOSITION_"))
+_STATUSES = from_pb(to_pb(DepositStatus, pb.DepositStatus, "DEPOSIT_STATUS_"))
 
 
 def _pool_deposit(d: pb.Deposit) -> PoolDeposit:
@@ -91,17 +81,13 @@ def _pool_deposit(d: pb.Deposit) -> PoolDeposit:
         pool_id=d.id,
         order_id=uuid.UUID(d.order_id),
         deposit=OrderDeposit(
-            txid=d.txid,
-            index=d.index,
+            **same_fields(d, "txid", "index", "address", "block_height", "confirmations"),
             amount=Decimal(d.amount),
-            address=d.address,
-            block_height=d.block_height,
             block_time=from_timestamp(d.block_time),
             late=d.attribution == pb.DEPOSIT_ATTRIBUTION_LATE,
             asset=d.asset if d.disposition != pb.DEPOSIT_DISPOSITION_UNKNOWN_ASSET else None,
             disposition=_DISPOSITIONS.get(d.disposition, DepositDisposition.COUNTED),
             token_contract=d.token_contract or None,
-            confirmations=d.confirmations,
             required_confirmations=d.required_confirmations or None,
             status=_STATUSES.get(d.status, DepositStatus.CONFIRMED),
         ),

@@ -36,8 +36,8 @@ from google.protobuf.json_format import MessageToDict
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
+from shared.addresses import address_problem
 from shared.timestamps import to_timestamp
-from wallet_pool_service.addresses import address_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 # A new chain starts here; a chain continues from the height it last reported (kept in its

@@ -6,11 +6,12 @@ An asset's code is '' for the network's coin and a symbol ('USDT') for a token.
 """
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from shared.config import ConfigError
+from shared.addresses import address_problem, canonical_address
+from shared.config import ConfigError, env_str
 from shared.errors import InvalidArgument
 
 ASSETS_VARIABLE = "ASSETS"
@@ -60,11 +61,6 @@ TOKEN_ASSETS = (
     Asset("ETH", "USDC", "USDC", "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48", 6, Decimal("1"), 64),
 )
 DEFAULT_ASSETS = NATIVE_ASSETS + TOKEN_ASSETS
-
-# A contract's problem on a network ('' if none) and its canonical spelling: the pool's
-# address checks. The order service, which has no address checks, passes none.
-ContractCheck = Callable[[str, str], str | None]
-Canonical = Callable[[str], str]
 
 
 class AssetTable:
@@ -121,9 +117,7 @@ def _fail(entry: str, problem: str) -> ConfigError:
     return ConfigError(f"{ASSETS_VARIABLE}: {entry!r}: {problem}")
 
 
-def _parse_entry(
-    entry: str, networks: tuple[str, ...], check: ContractCheck | None, canonical: Canonical
-) -> tuple[tuple[str, str], Asset | None]:
+def _parse_entry(entry: str, networks: tuple[str, ...]) -> tuple[tuple[str, str], Asset | None]:
     """One `NETWORK:CODE:CONTRACT:DECIMALS:MIN_DEPOSIT:CONFIRMATIONS` entry (CODE and
     CONTRACT empty: the coin), or `NETWORK:CODE:off`; the key and the asset (None: off)."""
     parts = [p.strip() for p in entry.split(":")]
@@ -147,8 +141,8 @@ def _parse_entry(
         raise _fail(entry, "a token needs a code and a contract; the coin has neither")
     if contract and network not in TOKEN_NETWORKS:
         raise _fail(entry, f"{network} has no tokens")
-    if contract and check is not None:
-        problem = check(network, contract)
+    if contract:
+        problem = address_problem(network, contract)
         if problem:
             raise _fail(entry, f"contract {contract!r} is not a {network} address: {problem}")
     if not parts[3].isdigit() or int(parts[3]) > MAX_DECIMALS:
@@ -170,7 +164,7 @@ def _parse_entry(
         network,
         code,
         symbol,
-        canonical(contract) if contract else None,
+        canonical_address(contract) if contract else None,
         decimals,
         minimum,
         int(parts[5]),
@@ -178,22 +172,24 @@ def _parse_entry(
     return (network, code), asset
 
 
-def parse_assets(
-    raw: str,
-    networks: tuple[str, ...],
-    check: ContractCheck | None = None,
-    canonical: Canonical = str,
-) -> AssetTable:
+def assets_from_env(networks: tuple[str, ...]) -> AssetTable:
+    """The ASSETS setting, read the same way by both services (so both refuse the same bad
+    value at start)."""
+    return parse_assets(env_str(ASSETS_VARIABLE, ""), networks)
+
+
+def parse_assets(raw: str, networks: tuple[str, ...]) -> AssetTable:
     """The built-in assets of `networks`, changed by the ASSETS setting: comma-separated
     entries that add a token, replace a built-in one (same network and code), or turn one
-    off. ConfigError (one line naming the variable and the entry) on anything wrong."""
+    off. A token's contract must be an address of its network, and is kept in its canonical
+    spelling. ConfigError (one line naming the variable and the entry) on anything wrong."""
     assets: dict[tuple[str, str], Asset] = {
         a.key: a for a in DEFAULT_ASSETS if a.network in networks
     }
     for entry in (e.strip() for e in raw.split(",")):
         if not entry:
             continue
-        key, asset = _parse_entry(entry, networks, check, canonical)
+        key, asset = _parse_entry(entry, networks)
         if asset is None:
             assets.pop(key, None)
         else:

@@ -247,10 +247,7 @@ async def _apply_definitions(
     in name order, when their checksum differs from the one recorded in
     `schema.schema_definitions`, or all of them when `every_file` (a migration was just
     applied, and may have replaced something they define). Returns the files run."""
-    files = sorted(
-        (entry for entry in resources.files(package).iterdir() if entry.name.endswith(".sql")),
-        key=lambda entry: entry.name,
-    )
+    files = _sql_files(package)
     done = {
         row["file"]: row["checksum"]
         for row in await conn.fetch(f"SELECT file, checksum FROM {schema}.schema_definitions")
@@ -298,17 +295,13 @@ async def apply_migrations(
     """
     if definitions == "":
         definitions = definitions_package(package)
-    files = sorted(
-        (entry for entry in resources.files(package).iterdir() if entry.name.endswith(".sql")),
-        key=lambda entry: entry.name,
-    )
+    files = _sql_files(package)
     folder = package.replace(".", "/")
     checksums = {entry.name: migration_checksum(entry.read_bytes()) for entry in files}
-    lock_key = f"migrations:{schema}"
     applied: list[str] = []
     async with connection(pool) as conn:
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
+            await _lock_migrations(conn, schema)
             await _create_bookkeeping(conn, schema)
             done = await _check_recorded(conn, schema, folder, checksums)
         pending = [entry for entry in files if entry.name.removesuffix(".sql") not in done]
@@ -321,36 +314,66 @@ async def apply_migrations(
             )
         defined = definitions is None
         for entry in pending:
-            version = entry.name.removesuffix(".sql")
+            # The definitions run in the transaction of the last migration applied.
             last = entry is pending[-1] and definitions is not None
-            for attempt in range(1, _LOCK_ATTEMPTS + 1):
-                try:
-                    async with conn.transaction():
-                        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
-                        applied_here = await _apply_one(conn, schema, folder, entry, checksums)
-                        if applied_here and last:
-                            assert definitions is not None
-                            await _apply_definitions(conn, schema, definitions, every_file=True)
-                            defined = True
-                    break
-                except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
-                    if attempt == _LOCK_ATTEMPTS:
-                        raise
-                    log.warning(
-                        "migration waited on a lock too long or deadlocked: trying again",
-                        extra={"schema": schema, "version": version, "attempt": attempt},
-                    )
-                    await asyncio.sleep(0.5 * 2**attempt)
-            if not applied_here:
+            with_definitions = definitions if last else None
+            if not await _apply_retrying(conn, schema, folder, entry, checksums, with_definitions):
                 continue
+            defined = defined or last
+            version = entry.name.removesuffix(".sql")
             applied.append(version)
             log.info("migration applied", extra={"schema": schema, "version": version})
         if not defined:
             assert definitions is not None
             async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
+                await _lock_migrations(conn, schema)
                 await _apply_definitions(conn, schema, definitions, every_file=bool(applied))
     return applied
+
+
+def _sql_files(package: str) -> list[Any]:
+    """The package's `.sql` files, by name (migrations: in the order they apply)."""
+    return sorted(
+        (entry for entry in resources.files(package).iterdir() if entry.name.endswith(".sql")),
+        key=lambda entry: entry.name,
+    )
+
+
+async def _lock_migrations(conn: "Connection", schema: str) -> None:
+    """The transaction-level advisory lock that serialises replicas migrating `schema`."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrations:{schema}")
+
+
+async def _apply_retrying(
+    conn: "Connection",
+    schema: str,
+    folder: str,
+    entry: Any,
+    checksums: dict[str, str],
+    definitions: str | None,
+) -> bool:
+    """One migration in a transaction of its own under the lock, with every file of
+    `definitions` after it when given (and applied); tried again when it waited on a lock
+    too long or deadlocked. False when another replica applied it meanwhile."""
+    version = entry.name.removesuffix(".sql")
+    attempt = 1
+    while True:
+        try:
+            async with conn.transaction():
+                await _lock_migrations(conn, schema)
+                applied = await _apply_one(conn, schema, folder, entry, checksums)
+                if applied and definitions is not None:
+                    await _apply_definitions(conn, schema, definitions, every_file=True)
+            return applied
+        except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
+            if attempt == _LOCK_ATTEMPTS:
+                raise
+            log.warning(
+                "migration waited on a lock too long or deadlocked: trying again",
+                extra={"schema": schema, "version": version, "attempt": attempt},
+            )
+            await asyncio.sleep(0.5 * 2**attempt)
+            attempt += 1
 
 
 async def _apply_one(

@@ -35,6 +35,12 @@ class Violation:
 class FailedPrecondition(ServiceError):
     violations: tuple[Violation, ...] = ()
 
+    def __init__(self, message: str, *violations: Violation) -> None:
+        """`violations`: what the answer lists as unmet (none: only the message)."""
+        super().__init__(message)
+        if violations:
+            self.violations = violations
+
 
 class Unauthenticated(ServiceError):
     pass

@@ -5,7 +5,7 @@ import re
 from shared import config
 from shared.errors import InvalidArgument
 
-# The networks whose addresses the wallet pool can check (wallet_pool_service/addresses.py,
+# The networks whose addresses the wallet pool can check (shared/addresses.py,
 # kept in step by a unit test). SUPPORTED_NETWORKS may only name these.
 KNOWN_NETWORKS = ("BTC", "ETH", "TRON")
 _NETWORK_CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,15}$")

@@ -101,6 +101,8 @@ BAD_VALUES = [
     Bad("PAYMENT_UNDERPAY_TOLERANCE", "150%", (ORDER,)),
     Bad("PAYMENT_OVERPAY_TOLERANCE", "1000%", (ORDER,)),
     Bad("ASSETS", "ETH:USDX:0xdAC17F958D2ee523a2206206994597C13D831ec7:19:1:64", BOTH),
+    # A contract that is no address of its network: both read ASSETS with the pool's check.
+    Bad("ASSETS", "ETH:USDX:0xnot-an-address:6:1:64", BOTH),
     Bad("RELEASE_RETRY_SECONDS", "0.01", (ORDER,)),
     Bad("RELEASE_RETRY_MAX_BACKOFF_SECONDS", "86401", (ORDER,)),
     Bad("HAND_OFF_SWEEP_SECONDS", "3601", (POOL,)),

@@ -2,20 +2,18 @@
 shutdown."""
 
 import asyncio
-import contextlib
 import logging
 
 import asyncpg
 
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
-from shared.auth import Authenticator
 from shared.config import StartupRefused, run_service
-from shared.db import apply_migrations, connection, create_listen_pool, create_pool
+from shared.db import apply_migrations, connection
 from shared.embedded_db import EmbeddedPostgres, resolve_database
 from shared.grpc_server import GrpcServer
 from shared.loops import PeriodicTask
-from shared.metrics import serve_metrics
 from shared.tracing import Tracing, run_traced
+from shared.wiring import open_pools, service_server, start_serving, stop_task
 from wallet_pool_service.config import PoolSettings
 from wallet_pool_service.manager import WalletPoolManager
 from wallet_pool_service.metrics import PoolGauges
@@ -39,19 +37,12 @@ async def _serve(settings: PoolSettings, tracing: Tracing) -> None:
     listener: asyncio.Task[None] | None = None
     try:
         server = _server(settings, tracing, manager)
-        if settings.metrics_addr:
-            serve_metrics(settings.metrics_addr)
-        await server.start()
         loops = _loops(settings, server, manager)
-        for loop in loops:
-            loop.start()
+        await start_serving(settings, server, loops)
         listener = asyncio.create_task(manager.hand_offs.run(), name="hand-off-listener")
         await server.run_until_stopped()
     finally:
-        if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+        await stop_task(listener)
         for loop in loops:
             await loop.stop()
         await manager.close()
@@ -60,16 +51,13 @@ async def _serve(settings: PoolSettings, tracing: Tracing) -> None:
 
 def _server(settings: PoolSettings, tracing: Tracing, manager: WalletPoolManager) -> GrpcServer:
     servicer = WalletPoolServicer(manager)
-    return GrpcServer(
-        address=settings.address,
-        service_names=[SERVICE_NAME],
-        register=lambda s: pb_grpc.add_WalletPoolServiceServicer_to_server(servicer, s),
-        authenticator=Authenticator(settings.tokens, METHOD_ROLES),
-        grace_seconds=settings.shutdown_grace_seconds,
-        drain_seconds=settings.shutdown_drain_seconds,
-        tls=settings.tls,
-        before_grace=lambda _grace_seconds: manager.hand_offs.close(),
-        interceptors=tracing.server_interceptors(),
+    return service_server(
+        settings,
+        tracing,
+        SERVICE_NAME,
+        lambda s: pb_grpc.add_WalletPoolServiceServicer_to_server(servicer, s),
+        METHOD_ROLES,
+        lambda _grace_seconds: manager.hand_offs.close(),
     )
 
 
@@ -123,14 +111,8 @@ class WalletPoolManagerFactory:
 async def _connect(
     url: str, settings: PoolSettings, embedded: EmbeddedPostgres | None
 ) -> WalletPoolManager:
-    pool = await create_pool(
-        url,
-        min_size=1,
-        max_size=settings.db_pool_size,
-        application_name="wallet_pool_service",
-        statement_cache_size=settings.statement_cache_size,
-    )
-    listen_pool: asyncpg.Pool | None = None
+    # The listen pool connects only when the hand-off listener starts.
+    pool, listen_pool = await open_pools(url, settings, "wallet_pool_service")
     try:
         await apply_migrations(pool, SCHEMA, "wallet_pool_service.migrations")
         # The guard's setting, where the database enforces it. Replicas must agree: the last
@@ -144,12 +126,10 @@ async def _connect(
                     "ASSETS gives a contract another code than it has in the database; a "
                     "contract deposits refer to keeps its code (add a new asset instead)"
                 ) from None
-        if settings.listen_database_url:
-            listen_pool = await create_listen_pool(
-                settings.listen_database_url, "wallet_pool_service", settings.statement_cache_size
-            )
     except BaseException:
         await pool.close()
+        if listen_pool is not None:
+            await listen_pool.close()
         if embedded is not None:
             embedded.close()
         raise

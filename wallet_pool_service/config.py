@@ -5,13 +5,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared import config
-from shared.assets import ASSETS_VARIABLE, AssetTable, parse_assets
-from shared.auth import OPERATOR, SERVICE, WATCHER, Principal, load_tokens, require_credentials
-from shared.embedded_db import DEFAULT_DATA_DIR
-from shared.networks import supported_networks
-from shared.tls import ServerTls
-from shared.tracing import TracingSettings, tracing_settings
-from wallet_pool_service.addresses import address_problem, canonical_address
+from shared.auth import OPERATOR, SERVICE, WATCHER, require_credentials
+from shared.settings import ServiceSettings, service_settings
 
 # Roles the service cannot do its job without, and why: start-up refuses without a credential
 # for each. Other roles (client) are optional.
@@ -73,79 +68,38 @@ def parse_reuse_confirmations(
     return result
 
 
-def pool_assets(raw: str, networks: tuple[str, ...]) -> AssetTable:
-    """The assets of ASSETS (over the built-in ones), contracts checked as addresses."""
-    return parse_assets(raw, networks, address_problem, canonical_address)
-
-
 @dataclass(frozen=True)
-class PoolSettings:
-    environment: str
-    database_url: str | None
-    # A connection of its own for LISTEN (None: one of the pool's connections listens).
-    listen_database_url: str | None
-    statement_cache_size: int
-    address: str
-    tokens: dict[str, Principal]
-    networks: tuple[str, ...]
+class PoolSettings(ServiceSettings):
     demo_wallets_per_network: int
     low_water_mark: int
     wallet_cooldown_seconds: float
     # Per network: the watermark guard's confirmations (None: off).
     reuse_confirmations: dict[str, int | None]
     hand_off_sweep_seconds: float
-    # The networks' coins and tokens (ASSETS over the built-in ones).
-    assets: AssetTable
-    db_pool_size: int
-    metrics_addr: str | None
     metrics_refresh_seconds: float
-    health_check_seconds: float
-    tls: ServerTls | None
-    embedded_data_dir: str
-    shutdown_grace_seconds: float
-    shutdown_drain_seconds: float
-    # None: tracing off (the OTEL_* variables do not ask for it).
-    tracing: TracingSettings | None
 
     @classmethod
     def from_env(cls) -> "PoolSettings":
-        networks = supported_networks()
+        # At least two connections: one listens for hand-offs for as long as the service runs.
+        common = service_settings(
+            "WALLET_POOL", "127.0.0.1:50052", "127.0.0.1:9452", min_pool_size=2
+        )
         settings = cls(
-            environment=config.environment(),
-            database_url=config.env_database_url("WALLET_POOL_DATABASE_URL", "DATABASE_URL"),
-            listen_database_url=config.env_database_url("WALLET_POOL_LISTEN_DATABASE_URL"),
-            statement_cache_size=config.env_int(
-                "DATABASE_STATEMENT_CACHE_SIZE", 100, maximum=10_000
-            ),
-            address=config.env_listen_address("WALLET_POOL_SERVICE_ADDR", "127.0.0.1:50052"),
-            tokens=load_tokens(),
-            networks=networks,
+            **common,
             demo_wallets_per_network=config.env_int("DEMO_WALLETS_PER_NETWORK", 5, maximum=1000),
             low_water_mark=config.env_int("POOL_LOW_WATER_MARK", 2, maximum=1_000_000),
             wallet_cooldown_seconds=config.env_float(
                 "WALLET_COOLDOWN_SECONDS", 0.0, maximum=30 * 86400.0
             ),
             reuse_confirmations=parse_reuse_confirmations(
-                config.env_str(_REUSE_VARIABLE, ""), networks
+                config.env_str(_REUSE_VARIABLE, ""), common["networks"]
             ),
             hand_off_sweep_seconds=config.env_float(
                 "HAND_OFF_SWEEP_SECONDS", 1.0, minimum=0.05, maximum=3600.0
             ),
-            assets=pool_assets(config.env_str(ASSETS_VARIABLE, ""), networks),
-            # One connection listens for hand-offs for as long as the service runs.
-            db_pool_size=config.env_int("WALLET_POOL_DB_POOL_SIZE", 8, minimum=2, maximum=1000),
-            metrics_addr=config.env_address("WALLET_POOL_METRICS_ADDR", "127.0.0.1:9452"),
             metrics_refresh_seconds=config.env_float(
                 "METRICS_REFRESH_SECONDS", 5.0, minimum=0.1, maximum=3600.0
             ),
-            health_check_seconds=config.env_float(
-                "HEALTH_CHECK_SECONDS", 2.0, minimum=0.1, maximum=3600.0
-            ),
-            tls=ServerTls.from_env(),
-            embedded_data_dir=config.env_str("EMBEDDED_PG_DIR", DEFAULT_DATA_DIR),
-            shutdown_grace_seconds=config.env_float("SHUTDOWN_GRACE_SECONDS", 10.0, maximum=3600.0),
-            shutdown_drain_seconds=config.env_float("SHUTDOWN_DRAIN_SECONDS", 1.0, maximum=3600.0),
-            tracing=tracing_settings(),
         )
         needed = dict(REQUIRED_ROLES)
         if any(c is not None for c in settings.reuse_confirmations.values()):

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from shared.addresses import address_problem, canonical_address
 from shared.assets import TOKEN_NETWORKS, Asset, AssetTable, check_scale
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Violation
+from shared.rows import Row, from_row
 from shared.validation import parse_text
-from wallet_pool_service.addresses import address_problem, canonical_address
-from wallet_pool_service.domain import MAX_ADDRESS_LENGTH, Row
+from wallet_pool_service.domain import MAX_ADDRESS_LENGTH
 
 MAX_DEPOSITS_PER_REPORT = 1000
 MAX_TXID_LENGTH = 128
@@ -151,31 +152,22 @@ class Deposit:
 
     @classmethod
     def from_row(cls, row: Row) -> "Deposit":
-        return cls(
-            id=row["id"],
-            network=row["network"],
-            chain=ChainDeposit(
-                address=row["address"],
-                txid=row["txid"],
-                index=row["output_index"],
-                amount=row["amount"],
-                block_height=row["block_height"],
-                block_time=row["block_time"],
-                confirmations=row["confirmations"],
-                kind=DepositKind(row["kind"]),
-                token_contract=row["token_contract"],
-                block_hash=row["block_hash"],
-            ),
-            report_time=row["reported_at"],
-            order_id=row["order_id"],
-            release_time=row["released_at"],
-            asset=row["asset"],
-            disposition=Disposition(row["disposition"]),
-            required_confirmations=row["required_confirmations"],
-            status=DepositStatus(row["status"]),
-            change=row["change_seq"],
-            revert_reason=row["revert_reason"],
-            finality_violation=row["finality_violation"],
+        chain = from_row(
+            ChainDeposit,
+            row,
+            columns={"index": "output_index"},
+            convert={"kind": DepositKind},
+        )
+        return from_row(
+            cls,
+            row,
+            columns={
+                "report_time": "reported_at",
+                "release_time": "released_at",
+                "change": "change_seq",
+            },
+            convert={"disposition": Disposition, "status": DepositStatus},
+            given={"chain": chain},
         )
 
 
@@ -234,6 +226,10 @@ class Watermark:
     reuse_confirmations: int | None
     scanned_height: int | None
     report_time: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> "Watermark":
+        return from_row(cls, row, columns={"report_time": "reported_at"})
 
     @property
     def guarded(self) -> bool:
@@ -393,14 +389,8 @@ class ScannedHeightBackwards(FailedPrecondition):
     def __init__(self, network: str, reported: int, known: int) -> None:
         super().__init__(
             f"scanned_height: {reported} is below the {network} height already reported "
-            f"({known}); scanned heights never go back; nothing was recorded"
-        )
-        self.violations = (
-            Violation(
-                type="SCANNED_HEIGHT",
-                subject=f"network:{network}",
-                description=f"already scanned up to {known}",
-            ),
+            f"({known}); scanned heights never go back; nothing was recorded",
+            Violation("SCANNED_HEIGHT", f"network:{network}", f"already scanned up to {known}"),
         )
 
 

@@ -5,16 +5,16 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
 
-from shared.errors import FailedPrecondition, InvalidArgument, NotFound, Violation
-from shared.validation import parse_text
-from wallet_pool_service.addresses import (
+from shared.addresses import (
     address_problem,
     base58check_encode,
     canonical_address,
     lookup_problem,
 )
+from shared.errors import FailedPrecondition, InvalidArgument, NotFound, Violation
+from shared.rows import Row, from_row
+from shared.validation import parse_text
 
 MAX_ADDRESSES_PER_CALL = 1000
 MAX_ADDRESS_LENGTH = 128
@@ -176,10 +176,6 @@ class WalletState(enum.StrEnum):
     COOLING = "COOLING"
 
 
-class Row(Protocol):
-    def __getitem__(self, key: str) -> Any: ...
-
-
 @dataclass(frozen=True)
 class Wallet:
     address: str
@@ -234,18 +230,14 @@ class Wallet:
 
     @classmethod
     def from_row(cls, row: Row) -> "Wallet":
-        return cls(
-            address=row["address"],
-            network=row["network"],
-            order_id=row["order_id"],
-            disabled=row["disabled_at"] is not None,
-            disabled_reason=row["disabled_reason"],
-            create_time=row["created_at"],
-            release_time=row["released_at"],
-            cooldown_end_time=row["cooldown_until"] if row["cooling_down"] else None,
-            release_height=row["release_height"],
-            reuse_height=row["reuse_height"],
-            scanned_height=row["scanned_height"],
+        return from_row(
+            cls,
+            row,
+            columns={"create_time": "created_at", "release_time": "released_at"},
+            given={
+                "disabled": row["disabled_at"] is not None,
+                "cooldown_end_time": row["cooldown_until"] if row["cooling_down"] else None,
+            },
         )
 
 
@@ -255,6 +247,12 @@ class Assignment:
     network: str
     assign_time: datetime
     release_time: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> "Assignment":
+        return from_row(
+            cls, row, columns={"assign_time": "assigned_at", "release_time": "released_at"}
+        )
 
 
 class WalletNotFound(NotFound):
@@ -278,13 +276,9 @@ class ReleaseMismatch(FailedPrecondition):
 
     def __init__(self, order_id: uuid.UUID, address: str, kept: str) -> None:
         super().__init__(
-            f"address: order {order_id} does not hold {address}: {kept}; nothing was released"
-        )
-        self.violations = (
+            f"address: order {order_id} does not hold {address}: {kept}; nothing was released",
             Violation(
-                type="WALLET_HOLDER",
-                subject=f"order:{order_id}",
-                description=f"the order does not hold {address}: {kept}",
+                "WALLET_HOLDER", f"order:{order_id}", f"the order does not hold {address}: {kept}"
             ),
         )
 

@@ -3,6 +3,7 @@ statement that is atomic on its own."""
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -10,13 +11,12 @@ from datetime import datetime
 
 import asyncpg
 
-from shared.assets import Asset, AssetTable
+from shared.assets import Asset, AssetTable, parse_assets
 from shared.db import accepts_writes, close_pool, connection
 from shared.embedded_db import EmbeddedPostgres
 from shared.networks import parse_network
 from shared.pagination import decode_page_token, encode_page_token, foreign_page_token, page_size
 from wallet_pool_service import deposits, domain
-from wallet_pool_service.config import pool_assets
 from wallet_pool_service.feed import HandOffFeed
 from wallet_pool_service.metrics import (
     DEPOSITS_RECORDED,
@@ -49,7 +49,7 @@ class WalletPoolManager:
         self._pool = pool
         self._listen_pool = listen_pool
         self.networks = networks
-        self.assets = assets or pool_assets("", networks)
+        self.assets = assets or parse_assets("", networks)
         self._embedded = embedded
         self.low_water_mark = low_water_mark
         self.cooldown_seconds = cooldown_seconds
@@ -175,14 +175,9 @@ class WalletPoolManager:
             stats.append(
                 domain.NetworkStats(
                     network=name,
-                    total=counts.total,
-                    available=counts.available,
-                    allocated=counts.allocated,
                     queued=queue_counts.get(name, 0),
-                    disabled=counts.disabled,
-                    cooling=counts.cooling,
                     low_water_mark=self.low_water_mark,
-                    held_by_watermark=counts.held_by_watermark,
+                    **dataclasses.asdict(counts),
                     reuse_confirmations=watermark.reuse_confirmations,
                     scanned_height=watermark.scanned_height,
                     watcher_report_time=watermark.report_time,

@@ -3,7 +3,6 @@
 Adapters are bound to one connection, so a use case runs them inside its own transaction.
 """
 
-import functools
 import json
 import uuid
 from collections.abc import Sequence
@@ -12,9 +11,10 @@ from datetime import datetime
 import asyncpg
 
 from shared.assets import Asset
-from shared.db import Connection
-from shared.sql import load_queries
+from shared.rows import from_row
+from shared.sql import SqlAdapter, columns, load_queries
 from wallet_pool_service.deposits import (
+    ChainDeposit,
     ClassifiedDeposit,
     Deposit,
     DepositConflict,
@@ -37,9 +37,24 @@ from wallet_pool_service.domain import (
 )
 
 
-@functools.cache
 def queries() -> dict[str, str]:
     return load_queries("wallet_pool_service")
+
+
+# The fields `report_deposits` takes of each deposit, of its chain part and of each
+# retraction, in its parameters' order.
+_REPORTED_COLUMNS = ("address", "txid", "kind", "index", "token_contract")
+_CHAIN_POSITION_COLUMNS = ("amount", "block_height", "block_time", "confirmations")
+_RETRACTION_COLUMNS = ("txid", "kind", "index", "reason")
+_ASSET_COLUMNS = (
+    "network",
+    "code",
+    "symbol",
+    "contract",
+    "decimals",
+    "min_deposit",
+    "confirmations",
+)
 
 
 def _place(row: asyncpg.Record) -> OrderPlace:
@@ -50,10 +65,8 @@ def _place(row: asyncpg.Record) -> OrderPlace:
     )
 
 
-class PostgresWalletAdapter:
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._q = queries()
+class PostgresWalletAdapter(SqlAdapter):
+    QUERIES = "wallet_pool_service"
 
     async def allocate(self, order_id: uuid.UUID, network: str, asset: str = "") -> ClaimAttempt:
         """Under the order's lock, in one round trip: what the order has, or when it has
@@ -94,79 +107,53 @@ class PostgresWalletAdapter:
         )
 
     async def add(self, network: str, addresses: list[str]) -> list[str]:
-        rows = await self._conn.fetch(self._q["insert_wallets"], network, addresses)
-        return [row["address"] for row in rows]
+        return await self._rows("insert_wallets", lambda row: row["address"], network, addresses)
 
     async def count(self, network: str) -> int:
-        total: int = await self._conn.fetchval(self._q["count_wallets"], network)
-        return total
+        return await self._value(int, "count_wallets", network)
 
     async def counts(self, network: str) -> dict[str, WalletCounts]:
         """Wallets by state per network; `network` empty means all."""
-        rows = await self._conn.fetch(self._q["wallet_counts"], network)
-        return {
-            r["network"]: WalletCounts(
-                r["total"],
-                r["available"],
-                r["allocated"],
-                r["disabled"],
-                r["cooling"],
-                r["held_by_watermark"],
-            )
-            for r in rows
-        }
+        rows = await self._rows(
+            "wallet_counts", lambda row: (row["network"], from_row(WalletCounts, row)), network
+        )
+        return dict(rows)
 
     async def get(self, address: str) -> Wallet | None:
-        row = await self._conn.fetchrow(self._q["get_wallet"], address)
-        return Wallet.from_row(row) if row else None
+        return await self._row("get_wallet", Wallet.from_row, address)
 
     async def set_disabled(self, address: str, reason: str | None) -> Wallet | None:
         """Disable with `reason`, or enable with None."""
-        row = await self._conn.fetchrow(self._q["set_disabled"], address, reason)
-        return Wallet.from_row(row) if row else None
+        return await self._row("set_disabled", Wallet.from_row, address, reason)
 
     async def page(
         self, network: str, state: WalletState | None, after_id: int, limit: int
     ) -> list[tuple[int, Wallet]]:
-        rows = await self._conn.fetch(
-            self._q["list_wallets"], network, state.value if state else "", after_id, limit
+        return await self._rows(
+            "list_wallets",
+            lambda row: (row["id"], Wallet.from_row(row)),
+            network,
+            state.value if state else "",
+            after_id,
+            limit,
         )
-        return [(row["id"], Wallet.from_row(row)) for row in rows]
 
     async def history(self, address: str) -> list[Assignment]:
-        rows = await self._conn.fetch(self._q["wallet_history"], address)
-        return [
-            Assignment(r["order_id"], r["network"], r["assigned_at"], r["released_at"])
-            for r in rows
-        ]
+        return await self._rows("wallet_history", Assignment.from_row, address)
 
     async def configure_reuse_guard(self, confirmations: dict[str, int | None]) -> None:
         """The guard's confirmations per network (None: off), as the database enforces it."""
-        await self._conn.execute(
-            self._q["configure_reuse_guard"], list(confirmations), list(confirmations.values())
+        await self._execute(
+            "configure_reuse_guard", list(confirmations), list(confirmations.values())
         )
 
     async def configure_assets(self, assets: tuple[Asset, ...]) -> None:
         """At start-up: the assets in force; others stay (deposits refer to them), disabled."""
-        await self._conn.execute(
-            self._q["configure_assets"],
-            [a.network for a in assets],
-            [a.code for a in assets],
-            [a.symbol for a in assets],
-            [a.contract for a in assets],
-            [a.decimals for a in assets],
-            [a.min_deposit for a in assets],
-            [a.confirmations for a in assets],
-        )
+        await self._execute("configure_assets", *columns(assets, *_ASSET_COLUMNS))
 
     async def watermarks(self, network: str) -> dict[str, Watermark]:
-        rows = await self._conn.fetch(self._q["watermarks"], network)
-        return {
-            r["network"]: Watermark(
-                r["network"], r["reuse_confirmations"], r["scanned_height"], r["reported_at"]
-            )
-            for r in rows
-        }
+        rows = await self._rows("watermarks", Watermark.from_row, network)
+        return {watermark.network: watermark for watermark in rows}
 
     async def report_deposits(
         self,
@@ -185,88 +172,77 @@ class PostgresWalletAdapter:
             network,
             scanned_height,
             chain_height,
-            [d.address for d in chain],
-            [d.txid for d in chain],
-            [d.kind.value for d in chain],
-            [d.index for d in chain],
-            [d.token_contract for d in chain],
-            [d.asset for d in deposits],
-            [d.disposition.value if d.disposition else None for d in deposits],
-            [d.amount for d in chain],
-            [d.block_height for d in chain],
-            [d.block_time for d in chain],
-            [d.confirmations for d in chain],
-            [d.required_confirmations for d in deposits],
-            [d.block_hash for d in chain],
+            *columns(chain, *_REPORTED_COLUMNS),
+            *columns(deposits, "asset", "disposition"),
+            *columns(chain, *_CHAIN_POSITION_COLUMNS),
+            *columns(deposits, "required_confirmations"),
+            *columns(chain, "block_hash"),
             finalized_height,
-            [r.txid for r in retractions],
-            [r.kind.value for r in retractions],
-            [r.index for r in retractions],
-            [r.reason.value for r in retractions],
+            *columns(retractions, *_RETRACTION_COLUMNS),
         )
-        first = rows[0]
-        if first["outcome"] == "backwards":
-            raise ScannedHeightBackwards(network, scanned_height, first["scanned_height"])
-        if first["outcome"] == "conflict":
-            conflict = DepositConflict(
-                first["position"] - 1,
-                first["known_address"],
-                first["known_amount"],
-                first["known_contract"],
-            )
-            raise DepositRecordedDifferently(network, chain, conflict)
-        tally = first["tally"]
-        if isinstance(tally, str):
-            tally = json.loads(tally)
-        return ReportOutcome(
-            recorded=first["recorded"],
-            repeated=len(deposits) - first["recorded"],
-            late=first["late"],
-            unattributed=first["unattributed"],
-            scanned_height=first["scanned_height"],
-            dispositions={
-                Disposition.COUNTED: first["counted"],
-                Disposition.DUST: first["dust"],
-                Disposition.UNKNOWN_ASSET: first["unknown_asset"],
-                Disposition.WRONG_ASSET: first["wrong_asset"],
-            },
-            tally={
-                (key.partition(":")[0], key.partition(":")[2]): count
-                for key, count in tally.items()
-            },
-            updated=first["updated"],
-            reverted=first["reverted"],
-            finality_violations=first["finality_violations"],
-        )
+        return _report_outcome(network, scanned_height, chain, rows[0])
 
     async def deposit_changes(self, after_change: int, limit: int) -> list[Deposit]:
-        rows = await self._conn.fetch(self._q["deposit_changes"], after_change, limit)
-        return [Deposit.from_row(r) for r in rows]
+        return await self._rows("deposit_changes", Deposit.from_row, after_change, limit)
 
     async def deposits_after(self, after_id: int, limit: int) -> list[Deposit]:
-        rows = await self._conn.fetch(self._q["deposits_after"], after_id, limit)
-        return [Deposit.from_row(r) for r in rows]
+        return await self._rows("deposits_after", Deposit.from_row, after_id, limit)
 
     async def late_deposits(self, network: str, after_id: int, limit: int) -> list[Deposit]:
-        rows = await self._conn.fetch(self._q["late_deposits"], network, after_id, limit)
-        return [Deposit.from_row(r) for r in rows]
+        return await self._rows("late_deposits", Deposit.from_row, network, after_id, limit)
 
 
-class PostgresQueueAdapter:
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._q = queries()
+def _report_outcome(
+    network: str, scanned_height: int, chain: list[ChainDeposit], first: asyncpg.Record
+) -> ReportOutcome:
+    """What `report_deposits` answered: its outcome, or the refusal of the whole report."""
+    if first["outcome"] == "backwards":
+        raise ScannedHeightBackwards(network, scanned_height, first["scanned_height"])
+    if first["outcome"] == "conflict":
+        conflict = DepositConflict(
+            first["position"] - 1,
+            first["known_address"],
+            first["known_amount"],
+            first["known_contract"],
+        )
+        raise DepositRecordedDifferently(network, chain, conflict)
+    tally = first["tally"]
+    if isinstance(tally, str):
+        tally = json.loads(tally)
+    return ReportOutcome(
+        recorded=first["recorded"],
+        repeated=len(chain) - first["recorded"],
+        late=first["late"],
+        unattributed=first["unattributed"],
+        scanned_height=first["scanned_height"],
+        # A count per disposition, in the column of its name.
+        dispositions={d: first[d.lower()] for d in Disposition},
+        tally={
+            (key.partition(":")[0], key.partition(":")[2]): count for key, count in tally.items()
+        },
+        updated=first["updated"],
+        reverted=first["reverted"],
+        finality_violations=first["finality_violations"],
+    )
+
+
+class PostgresQueueAdapter(SqlAdapter):
+    QUERIES = "wallet_pool_service"
 
     async def hand_off_waiting(self, network: str) -> tuple[uuid.UUID, str] | None:
         """A free wallet of `network` to its oldest waiting order, after any order joining
         the queue has joined; None unless both exist."""
-        row = await self._conn.fetchrow(self._q["hand_off_waiting"], network)
-        return (row["order_id"], row["address"]) if row else None
+        return await self._row(
+            "hand_off_waiting", lambda row: (row["order_id"], row["address"]), network
+        )
 
     async def networks_ready_for_hand_off(self, networks: tuple[str, ...]) -> list[str]:
-        rows = await self._conn.fetch(self._q["networks_ready_for_hand_off"], list(networks))
-        return [row["network"] for row in rows]
+        return await self._rows(
+            "networks_ready_for_hand_off", lambda row: row["network"], list(networks)
+        )
 
     async def counts(self, network: str) -> dict[str, int]:
-        rows = await self._conn.fetch(self._q["queue_counts"], network)
-        return {r["network"]: r["queued"] for r in rows}
+        rows = await self._rows(
+            "queue_counts", lambda row: (row["network"], row["queued"]), network
+        )
+        return dict(rows)

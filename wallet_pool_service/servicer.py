@@ -1,7 +1,7 @@
 """gRPC face of the pool: protobuf in, use case, protobuf out. Errors are mapped by the
 shared interceptor."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -12,6 +12,7 @@ from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
 from shared.assets import Asset
 from shared.auth import OPERATOR, SERVICE, WATCHER, method_policy
 from shared.errors import InvalidArgument
+from shared.proto import from_pb, same_fields, to_pb
 from shared.timestamps import parse_timestamp, to_timestamp
 from shared.validation import parse_decimal_amount, parse_text, parse_uuid
 from wallet_pool_service.deposits import (
@@ -51,13 +52,39 @@ METHOD_ROLES = method_policy(
         "ListDepositChanges": frozenset({OPERATOR, SERVICE}),
     },
 )
-_STATE_TO_PB = {
-    WalletState.AVAILABLE: pb.WALLET_STATE_AVAILABLE,
-    WalletState.ALLOCATED: pb.WALLET_STATE_ALLOCATED,
-    WalletState.DISABLED: pb.WALLET_STATE_DISABLED,
-    WalletState.COOLING: pb.WALLET_STATE_COOLING,
-}
-_STATE_FROM_PB = {number: state for state, number in _STATE_TO_PB.items()}
+_STATE_TO_PB = to_pb(WalletState, pb.WalletState, "WALLET_STATE_")
+_STATE_FROM_PB = from_pb(_STATE_TO_PB)
+_ATTRIBUTION_TO_PB = to_pb(Attribution, pb.DepositAttribution, "DEPOSIT_ATTRIBUTION_")
+_KIND_TO_PB = to_pb(DepositKind, pb.DepositKind, "DEPOSIT_KIND_")
+_KIND_FROM_PB = from_pb(_KIND_TO_PB)
+DISPOSITION_TO_PB = to_pb(Disposition, pb.DepositDisposition, "DEPOSIT_DISPOSITION_")
+_STATUS_TO_PB = to_pb(DepositStatus, pb.DepositStatus, "DEPOSIT_STATUS_")
+_REASON_FROM_PB = from_pb(to_pb(RetractionReason, pb.RetractionReason, "RETRACTION_REASON_"))
+# What a report did, as the answer shows it.
+_OUTCOME_FIELDS = (
+    "recorded",
+    "repeated",
+    "late",
+    "unattributed",
+    "scanned_height",
+    "updated",
+    "reverted",
+    "finality_violations",
+)
+# NetworkStats' fields that the message shows as they are.
+_STATS_FIELDS = (
+    "network",
+    "total",
+    "available",
+    "allocated",
+    "queued",
+    "disabled",
+    "cooling",
+    "below_low_water_mark",
+    "low_water_mark",
+    "held_by_watermark",
+    "held_reason",
+)
 
 
 def wallet_to_pb(wallet: Wallet) -> pb.Wallet:
@@ -77,39 +104,6 @@ def wallet_to_pb(wallet: Wallet) -> pb.Wallet:
         reuse_height=(wallet.reuse_height or 0) if wallet.release_height is not None else 0,
         cooling_reason=wallet.cooling_reason,
     )
-
-
-_ATTRIBUTION_TO_PB = {
-    Attribution.ON_TIME: pb.DEPOSIT_ATTRIBUTION_ON_TIME,
-    Attribution.LATE: pb.DEPOSIT_ATTRIBUTION_LATE,
-    Attribution.UNATTRIBUTED: pb.DEPOSIT_ATTRIBUTION_UNATTRIBUTED,
-}
-
-
-_KIND_TO_PB = {
-    DepositKind.NATIVE: pb.DEPOSIT_KIND_NATIVE,
-    DepositKind.TOKEN: pb.DEPOSIT_KIND_TOKEN,
-    DepositKind.INTERNAL: pb.DEPOSIT_KIND_INTERNAL,
-}
-_KIND_FROM_PB = {number: kind for kind, number in _KIND_TO_PB.items()}
-DISPOSITION_TO_PB = {
-    Disposition.COUNTED: pb.DEPOSIT_DISPOSITION_COUNTED,
-    Disposition.DUST: pb.DEPOSIT_DISPOSITION_DUST,
-    Disposition.UNKNOWN_ASSET: pb.DEPOSIT_DISPOSITION_UNKNOWN_ASSET,
-    Disposition.WRONG_ASSET: pb.DEPOSIT_DISPOSITION_WRONG_ASSET,
-}
-
-
-_STATUS_TO_PB = {
-    DepositStatus.CONFIRMING: pb.DEPOSIT_STATUS_CONFIRMING,
-    DepositStatus.CONFIRMED: pb.DEPOSIT_STATUS_CONFIRMED,
-    DepositStatus.REVERTED: pb.DEPOSIT_STATUS_REVERTED,
-}
-_REASON_FROM_PB = {
-    pb.RETRACTION_REASON_ORPHANED: RetractionReason.ORPHANED,
-    pb.RETRACTION_REASON_REPLACED: RetractionReason.REPLACED,
-    pb.RETRACTION_REASON_DOUBLE_SPENT: RetractionReason.DOUBLE_SPENT,
-}
 
 
 def retraction_from_pb(retraction: pb.Retraction, field: str) -> Retraction:
@@ -152,15 +146,10 @@ def deposit_to_pb(deposit: Deposit) -> pb.Deposit:
         late_by = Duration()
         late_by.FromTimedelta(deposit.late_by)
     return pb.Deposit(
-        id=deposit.id,
-        network=deposit.network,
-        address=chain.address,
-        txid=chain.txid,
-        index=chain.index,
+        **same_fields(deposit, "id", "network", "finality_violation"),
+        **same_fields(chain, "address", "txid", "index", "block_height", "confirmations"),
         amount=str(chain.amount),
-        block_height=chain.block_height,
         block_time=to_timestamp(chain.block_time),
-        confirmations=chain.confirmations,
         report_time=to_timestamp(deposit.report_time),
         attribution=_ATTRIBUTION_TO_PB[deposit.attribution],
         order_id=str(deposit.order_id) if deposit.order_id else "",
@@ -174,7 +163,6 @@ def deposit_to_pb(deposit: Deposit) -> pb.Deposit:
         block_hash=chain.block_hash or "",
         change_sequence=deposit.change,
         revert_reason=deposit.revert_reason or "",
-        finality_violation=deposit.finality_violation,
     )
 
 
@@ -200,7 +188,7 @@ def chain_deposit_from_pb(deposit: pb.ChainDeposit, field: str) -> ChainDeposit:
 def parse_state(number: int) -> WalletState | None:
     if number == pb.WALLET_STATE_UNSPECIFIED:
         return None
-    state: WalletState | None = _STATE_FROM_PB.get(number)  # type: ignore[call-overload]
+    state: WalletState | None = _STATE_FROM_PB.get(number)
     if state is None:
         raise InvalidArgument("state", f"{number} is not a valid wallet state")
     return state
@@ -245,21 +233,11 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
         return pb.GetPoolStatsResponse(
             networks=[
                 pb.NetworkStats(
-                    network=s.network,
-                    total=s.total,
-                    available=s.available,
-                    allocated=s.allocated,
-                    queued=s.queued,
-                    disabled=s.disabled,
-                    cooling=s.cooling,
-                    below_low_water_mark=s.below_low_water_mark,
-                    low_water_mark=s.low_water_mark,
-                    held_by_watermark=s.held_by_watermark,
+                    **same_fields(s, *_STATS_FIELDS),
                     reuse_guard=s.reuse_confirmations is not None,
                     reuse_confirmations=s.reuse_confirmations or 0,
                     scanned_height=s.scanned_height or 0,
                     watcher_report_time=to_timestamp(s.watcher_report_time),
-                    held_reason=s.held_reason,
                 )
                 for s in stats
             ]
@@ -340,18 +318,9 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
             request.finalized_height,
         )
         return pb.ReportDepositsResponse(
-            recorded=outcome.recorded,
-            repeated=outcome.repeated,
-            late=outcome.late,
-            unattributed=outcome.unattributed,
-            scanned_height=outcome.scanned_height,
-            counted=outcome.dispositions.get(Disposition.COUNTED, 0),
-            dust=outcome.dispositions.get(Disposition.DUST, 0),
-            unknown_asset=outcome.dispositions.get(Disposition.UNKNOWN_ASSET, 0),
-            wrong_asset=outcome.dispositions.get(Disposition.WRONG_ASSET, 0),
-            updated=outcome.updated,
-            reverted=outcome.reverted,
-            finality_violations=outcome.finality_violations,
+            **same_fields(outcome, *_OUTCOME_FIELDS),
+            # A count per disposition, in the field of its name.
+            **{d.lower(): outcome.dispositions.get(d, 0) for d in Disposition},
         )
 
     async def ListLateDeposits(
@@ -364,13 +333,25 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
             deposits=[deposit_to_pb(d) for d in late], next_page_token=next_token
         )
 
+    async def _deposits_after(
+        self,
+        page: Callable[[int, int], Awaitable[list[Deposit]]],
+        cursor: int,
+        field: str,
+        page_size: int,
+    ) -> list[pb.Deposit]:
+        """A page of deposits after `cursor`, a bigint of the database (`field`)."""
+        if cursor >= 2**63:
+            raise InvalidArgument(field, "beyond any deposit's")
+        return [deposit_to_pb(d) for d in await page(cursor, page_size)]
+
     async def ListDeposits(
         self, request: pb.ListDepositsRequest, context: Context
     ) -> pb.ListDepositsResponse:
-        if request.after_id >= 2**63:
-            raise InvalidArgument("after_id", "beyond any deposit id")
-        recorded = await self._manager.list_deposits(request.after_id, request.page_size)
-        return pb.ListDepositsResponse(deposits=[deposit_to_pb(d) for d in recorded])
+        recorded = await self._deposits_after(
+            self._manager.list_deposits, request.after_id, "after_id", request.page_size
+        )
+        return pb.ListDepositsResponse(deposits=recorded)
 
     async def ListAssets(
         self, request: pb.ListAssetsRequest, context: Context
@@ -381,7 +362,10 @@ class WalletPoolServicer(pb_grpc.WalletPoolServiceServicer):
     async def ListDepositChanges(
         self, request: pb.ListDepositChangesRequest, context: Context
     ) -> pb.ListDepositChangesResponse:
-        if request.after_change >= 2**63:
-            raise InvalidArgument("after_change", "beyond any change")
-        changed = await self._manager.list_deposit_changes(request.after_change, request.page_size)
-        return pb.ListDepositChangesResponse(deposits=[deposit_to_pb(d) for d in changed])
+        changed = await self._deposits_after(
+            self._manager.list_deposit_changes,
+            request.after_change,
+            "after_change",
+            request.page_size,
+        )
+        return pb.ListDepositChangesResponse(deposits=changed)

@@ -15,6 +15,7 @@ from web3 import testing as web3_testing
 
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
+from shared.assets import parse_assets
 from tests import erc20
 from tests.e2e.conftest import own_stack
 from tests.e2e.stack import Stack
@@ -25,7 +26,6 @@ from tests.invariants import (
     deposits_have_one_disposition_and_only_counted_ones_hold_or_count,
     payment_status_is_the_function_of_the_recorded_deposits,
 )
-from wallet_pool_service.config import pool_assets
 
 # eth-tester's first account deploys the token first: its address is known before the chain
 # exists (the stack's ASSETS names it as this chain's USDT, 2 confirmations).
@@ -127,7 +127,7 @@ async def test_a_token_payment_on_a_real_chain_is_confirmed_then_reverted_by_a_r
     assert list(wallets.wallets) == []
 
     async with db.acquire() as conn:
-        assets = pool_assets(f"ETH:USDT:{TOKEN}:6:1:{CONFIRMATIONS}", ("ETH",)).assets
+        assets = parse_assets(f"ETH:USDT:{TOKEN}:6:1:{CONFIRMATIONS}", ("ETH",)).assets
         assert (
             await deposits_have_one_disposition_and_only_counted_ones_hold_or_count(conn, assets)
             == []

@@ -23,10 +23,10 @@ from google.rpc import error_details_pb2, status_pb2
 
 from exchange.order.v1 import order_service_pb2 as opb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
+from shared.addresses import eip55_checksum
 from tests.e2e.conftest import own_stack
 from tests.e2e.stack import OwnStack, Stack
 from tests.waiting import HANG_GUARD_SECONDS
-from wallet_pool_service.addresses import eip55_checksum
 
 FINAL = [opb.ORDER_STATUS_COMPLETED, opb.ORDER_STATUS_CANCELLED]
 

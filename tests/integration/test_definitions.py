@@ -12,7 +12,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from order_service.domain import DepositStatus, EventType, OrderStatus, WalletRelease
+from order_service.domain import DepositStatus, OrderStatus, WalletRelease
+from order_service.events import EventType
 from order_service.payment import PaymentStatus
 from shared.db import apply_migrations, create_pool
 from tests.databases import MIGRATIONS, ROOT, DatabaseFactory

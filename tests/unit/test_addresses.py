@@ -15,10 +15,8 @@ from typing import Any
 import pytest
 
 from order_service.config import OrderSettings
-from shared.config import ConfigError
-from shared.networks import KNOWN_NETWORKS, supported_networks
-from wallet_pool_service import addresses
-from wallet_pool_service.addresses import (
+from shared import addresses
+from shared.addresses import (
     AddressError,
     Bech32Encoding,
     address_problem,
@@ -30,6 +28,8 @@ from wallet_pool_service.addresses import (
     segwit_decode,
     segwit_encode,
 )
+from shared.config import ConfigError
+from shared.networks import KNOWN_NETWORKS, supported_networks
 from wallet_pool_service.config import PoolSettings
 
 # --- Keccak-256 ------------------------------------------------------------------------------

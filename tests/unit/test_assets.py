@@ -8,7 +8,6 @@ import pytest
 from shared.assets import DEFAULT_ASSETS, check_scale, parse_assets
 from shared.config import ConfigError
 from shared.errors import InvalidArgument
-from wallet_pool_service.config import pool_assets
 
 NETWORKS = ("BTC", "ETH", "TRON")
 USDT_TRON = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
@@ -18,7 +17,7 @@ OTHER_ETH = "0x1111111111111111111111111111111111111111"
 
 
 def test_the_built_in_assets_are_the_coins_and_the_mainnet_stablecoins() -> None:
-    table = pool_assets("", NETWORKS)
+    table = parse_assets("", NETWORKS)
 
     assert [(a.network, a.code, a.symbol, a.contract) for a in table.assets] == [
         ("BTC", "", "BTC", None),
@@ -40,7 +39,7 @@ def test_the_built_in_assets_are_the_coins_and_the_mainnet_stablecoins() -> None
 
 def test_the_built_in_contracts_pass_the_pools_address_checks_in_canonical_form() -> None:
     # The checksummed spellings of the issue resolve to the same assets.
-    table = pool_assets(
+    table = parse_assets(
         "ETH:USDT:0xdAC17F958D2ee523a2206206994597C13D831ec7:6:1:64,"
         "ETH:USDC:0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48:6:1:64",
         NETWORKS,
@@ -51,7 +50,7 @@ def test_the_built_in_contracts_pass_the_pools_address_checks_in_canonical_form(
 
 
 def test_the_setting_adds_replaces_and_turns_off_assets() -> None:
-    table = pool_assets(
+    table = parse_assets(
         f"ETH:DAI:{OTHER_ETH}:18:5:12, TRON:USDT:{USDT_TRON}:6:10:30, ETH:USDC:off,"
         " ETH:::18:0.01:32",
         NETWORKS,
@@ -97,7 +96,7 @@ def test_assets_of_networks_not_supported_are_left_out() -> None:
 )
 def test_a_bad_entry_is_refused_naming_the_variable_and_the_value(raw: str, problem: str) -> None:
     with pytest.raises(ConfigError) as refused:
-        pool_assets(raw, NETWORKS)
+        parse_assets(raw, NETWORKS)
 
     message = str(refused.value)
     assert message.startswith("ASSETS: ") and problem in message
@@ -105,7 +104,7 @@ def test_a_bad_entry_is_refused_naming_the_variable_and_the_value(raw: str, prob
 
 
 def test_an_order_names_its_asset_by_code_or_the_coin_by_symbol_or_nothing() -> None:
-    table = pool_assets("", NETWORKS)
+    table = parse_assets("", NETWORKS)
 
     assert table.order_asset("TRON", "usdt").code == "USDT"
     assert table.order_asset("TRON", "").code == ""
@@ -131,7 +130,7 @@ def test_an_order_names_its_asset_by_code_or_the_coin_by_symbol_or_nothing() -> 
 def test_an_amount_carries_no_more_decimals_than_its_asset(
     network: str, code: str, amount: str, fits: bool
 ) -> None:
-    asset = pool_assets("", NETWORKS).order_asset(network, code)
+    asset = parse_assets("", NETWORKS).order_asset(network, code)
     if fits:
         assert check_scale(Decimal(amount), asset, "amount") == Decimal(amount)
     else:

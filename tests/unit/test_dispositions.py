@@ -5,15 +5,14 @@ from decimal import Decimal
 
 import pytest
 
-from shared.assets import Asset
-from wallet_pool_service.config import pool_assets
+from shared.assets import Asset, parse_assets
 from wallet_pool_service.deposits import (
     Disposition,
     classify,
     disposition_before_attribution,
 )
 
-ASSETS = pool_assets("", ("BTC", "ETH", "TRON"))
+ASSETS = parse_assets("", ("BTC", "ETH", "TRON"))
 ETH = ASSETS.get("ETH", "")
 USDT = ASSETS.get("ETH", "USDT")
 TRX = ASSETS.get("TRON", "")

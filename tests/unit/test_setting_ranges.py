@@ -71,3 +71,21 @@ def test_only_ascii_decimal_numbers_are_taken(monkeypatch: pytest.MonkeyPatch, v
         return
     with pytest.raises(ConfigError, match=r"^HEALTH_CHECK_SECONDS must be a number from 0\.1"):
         OrderSettings.from_env()
+
+
+# A token whose contract is no address of its network: both services refuse it alike (they
+# read ASSETS with one parse), naming the variable and the value.
+BAD_CONTRACT = "ETH:USDX:0xnot-an-address:6:1:64"
+
+
+@pytest.mark.parametrize("module", [ORDER, POOL])
+def test_both_services_refuse_a_token_contract_that_is_no_address_of_its_network(
+    monkeypatch: pytest.MonkeyPatch, module: str
+) -> None:
+    monkeypatch.setenv("ASSETS", BAD_CONTRACT)
+    with pytest.raises(ConfigError, match=r"^ASSETS: ") as refused:
+        LOADERS[module]()
+
+    message = str(refused.value)
+    assert BAD_CONTRACT in message and "is not a ETH address" in message
+    assert "\n" not in message

@@ -9,10 +9,10 @@ from order_service.domain import (
     LIVE_STATUSES,
     DepositDisposition,
     DepositStatus,
-    EventType,
     OrderStatus,
     WalletRelease,
 )
+from order_service.events import EventType
 from order_service.payment import PaymentStatus
 from wallet_pool_service import deposits
 from wallet_pool_service.domain import WalletState

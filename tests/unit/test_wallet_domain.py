@@ -2,9 +2,9 @@ from dataclasses import replace
 
 import pytest
 
+from shared.addresses import address_problem, base58check_encode
 from shared.errors import InvalidArgument
 from shared.networks import KNOWN_NETWORKS
-from wallet_pool_service.addresses import address_problem, base58check_encode
 from wallet_pool_service.domain import (
     Allocation,
     HeldWallet,

@@ -21,10 +21,8 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     claimed_address text;
-    scanned bigint;
+    scanned bigint := wallet_pool.scanned_height(p_network);
 BEGIN
-    SELECT m.scanned_height INTO scanned FROM wallet_pool.chain_watermarks m
-    WHERE m.network = p_network;
     WITH claimed AS (
         UPDATE wallet_pool.wallets
         SET order_id = p_order_id, allocated_at = now()

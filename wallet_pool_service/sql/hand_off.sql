@@ -10,10 +10,8 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     handed_network text;
-    scanned bigint;
+    scanned bigint := wallet_pool.scanned_height(p_network);
 BEGIN
-    SELECT m.scanned_height INTO scanned FROM wallet_pool.chain_watermarks m
-    WHERE m.network = p_network;
     WITH head AS (
         SELECT order_id FROM wallet_pool.queue
         WHERE network = p_network

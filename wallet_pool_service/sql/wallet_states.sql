@@ -13,6 +13,14 @@ SELECT w.order_id IS NULL AND w.disabled_at IS NULL
        AND (w.reuse_height IS NULL OR w.reuse_height <= p_scanned)
 $$;
 
+-- The height the network's watcher has scanned up to (NULL: never reported), which
+-- claimable() takes as p_scanned: read the same way by the claim and the hand-off.
+CREATE OR REPLACE FUNCTION wallet_pool.scanned_height(p_network text)
+RETURNS bigint
+LANGUAGE sql STABLE AS $$
+SELECT m.scanned_height FROM wallet_pool.chain_watermarks m WHERE m.network = p_network
+$$;
+
 -- Wallets with what holds them back: the cooldown (cooling_down) or the watermark
 -- (held_by_watermark: its reuse height not reached, or the watcher never reported), and the
 -- state they make (WalletState in domain.py, whose Wallet.state a test holds to this one):
