@@ -59,6 +59,7 @@ async def test_migrations_build_each_service_schema_once_even_when_replicas_star
             "orders.deposits",
             "orders.deposit_cursor",
             "orders.release_settling",
+            "orders.events_shown",
             "orders.schema_migrations",
             "orders.schema_definitions",
             "wallet_pool.wallets",
