@@ -58,6 +58,9 @@ _SERVER_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    # A second server on a port already served fails to start ("address in use") instead
+    # of silently taking half of its calls (gRPC sets SO_REUSEPORT by default on Linux).
+    ("grpc.so_reuseport", 0),
 ]
 
 # By when the call being served must have answered its caller, on the event loop's clock
@@ -295,10 +298,13 @@ class GrpcServer:
         self._serving: bool | None = None
 
     async def start(self) -> int:
-        if self._tls is None:
-            self.port = self.server.add_insecure_port(self._address)
-        else:
-            self.port = self.server.add_secure_port(self._address, self._tls.credentials())
+        try:
+            if self._tls is None:
+                self.port = self.server.add_insecure_port(self._address)
+            else:
+                self.port = self.server.add_secure_port(self._address, self._tls.credentials())
+        except RuntimeError:  # grpcio's answer to a bind that failed (the port is taken)
+            self.port = 0
         if self.port == 0:
             raise OSError(f"could not bind {self._address}")
         await self.server.start()
