@@ -23,6 +23,9 @@ ORDER_ID = "(lpad(to_hex(:client_id::bigint), 16, '0') || lpad(to_hex(:r::bigint
 _PARAM = re.compile(r"\$(\d+)")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _LEAST = 0.02  # statements sent less often per operation than this are left out
+# Transaction control is left out: the floor sends each statement alone, in an order of its
+# own, so a BEGIN and its COMMIT (drawn apart, with their own counts) would not pair up.
+_CONTROL = re.compile(r"^\s*(BEGIN|START TRANSACTION|COMMIT|END|ROLLBACK)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,11 @@ class Script:
 
     @classmethod
     async def build(cls, url: str, trace: Trace) -> Script:
-        counts = {sql: round(n, 2) for sql, n in trace.per_operation().items() if n >= _LEAST}
+        counts = {
+            sql: round(n, 2)
+            for sql, n in trace.per_operation().items()
+            if n >= _LEAST and not _CONTROL.match(sql)
+        }
         if not counts:
             raise RuntimeError("the trace has no statement sent per operation")
         examples = _examples(trace, counts)
