@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
 from scripts.processes import ServiceProcess
+from shared.db import is_database_outage
 from tests.chaos.checks import final_state, log_problems, money_counts, no_work_done_twice
 from tests.chaos.cli import parse_args, run_and_exit, seed_and_log_dir
 from tests.chaos.feed import SUBSCRIBER_CREDENTIAL, FeedConsumer, check_feed, log_end
@@ -99,13 +100,16 @@ class ChaosRun:
             await asyncio.sleep(1.0)
             try:
                 conn = await asyncpg.connect(self.cluster.primary.url(), timeout=2)
-            except (OSError, asyncpg.PostgresError, TimeoutError):
-                continue
+            except Exception as exc:
+                if is_database_outage(exc) or isinstance(exc, asyncpg.PostgresError):
+                    continue
+                raise
             try:
                 for violation in await no_address_held_by_two_live_orders(conn):
                     self.report.violation(f"while running: {violation}")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                pass
+            except Exception as exc:  # a restart cut it: no sample; anything else is loud
+                if not is_database_outage(exc):
+                    self.report.violation(f"the invariant monitor's query failed: {exc!r}")
             finally:
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=2)
