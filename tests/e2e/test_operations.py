@@ -21,7 +21,7 @@ from tests.databases import DatabaseFactory
 from tests.e2e.certificates import self_signed_certificate
 from tests.e2e.conftest import local_only, own_stack
 from tests.e2e.proxy import DatabaseProxy
-from tests.e2e.stack import LocalStack, OwnStack
+from tests.e2e.stack import LocalStack, OwnStack, Service
 from tests.e2e.test_release_flow import add_wallets, create, eth_address, finish
 from tests.waiting import HANG_GUARD_SECONDS, until
 
@@ -85,17 +85,18 @@ async def test_the_callers_request_id_is_logged_by_both_services(stack: OwnStack
         opb.UpdateOrderStatusRequest(order_id=order.id, status=opb.ORDER_STATUS_CANCELLED),
         metadata=(*stack.operator, ("x-request-id", "e2e-request-42")),
     )
-    order_lines = [
-        line for line in stack.order_process.logs().splitlines() if "e2e-request-42" in line
-    ]
-    pool_lines = [
-        line for line in stack.pool_process.logs().splitlines() if "e2e-request-42" in line
-    ]
-    assert any(
-        '"method": "/exchange.order.v1.OrderService/UpdateOrderStatus"' in x for x in order_lines
+
+    async def logged(process: Service, *wanted: str) -> bool:
+        # A call's log line may follow its answer (and the engine's log the container's).
+        lines = [line for line in process.logs().splitlines() if "e2e-request-42" in line]
+        return all(any(w in line for line in lines) for w in wanted)
+
+    method = '"method": "/exchange.order.v1.OrderService/UpdateOrderStatus"'
+    await until(lambda: logged(stack.order_process, method), "the order service's line")
+    await until(
+        lambda: logged(stack.pool_process, "ReleaseWallet", '"event": "wallet released"'),
+        "the pool's lines",
     )
-    assert any("ReleaseWallet" in line for line in pool_lines)
-    assert any('"event": "wallet released"' in line for line in pool_lines)
 
 
 async def _health(channel: grpc.aio.Channel, service: str = "") -> int:
