@@ -21,17 +21,13 @@ class AllocationSync:
     _store: OrderStore
     _wallet_pool: WalletPoolGateway
     _feed: OrderFeed
-    _sync_lease_seconds: float
-
-    @property
-    def lease_seconds(self) -> float:
-        """How long one asker keeps a waiting order to itself (longer than a call's deadline)."""
-        return self._sync_lease_seconds
+    # How long one asker keeps a waiting order to itself (longer than a call's deadline).
+    lease_seconds: float
 
     async def sync_waiting_orders(self) -> bool:
         """Allocation-loop step: learn the wallets (or queue places) of waiting orders."""
         async with self._store.statement() as orders:
-            waiting = await orders.claim_waiting(_SYNC_BATCH, self._sync_lease_seconds)
+            waiting = await orders.claim_waiting(_SYNC_BATCH, self.lease_seconds)
         await asyncio.gather(*(self.sync_order(oid, net, asset) for oid, net, asset in waiting))
         return False
 

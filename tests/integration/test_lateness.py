@@ -47,10 +47,7 @@ async def manager(db_pool: asyncpg.Pool) -> WalletPoolManager:
 async def test_a_release_received_late_judges_again_what_was_reported_since_the_final_time(
     manager: WalletPoolManager, db_pool: asyncpg.Pool
 ) -> None:
-    [address] = demo_addresses("ETH", 1)
-    await manager.add_wallets("ETH", [address])
-    holder = uuid.uuid4()
-    await manager.allocate_wallet(holder, "ETH")
+    address, holder = await held_wallet(manager)
     # Seen before the order became final, its block's time ahead of the clock: on time.
     ahead = deposit(address, height=1, time=datetime.now(UTC) + timedelta(hours=1))
     await manager.report_deposits("ETH", [ahead], 1)
@@ -87,10 +84,7 @@ async def test_a_release_received_late_judges_again_what_was_reported_since_the_
 async def test_a_report_after_the_release_judges_by_the_same_rule(
     manager: WalletPoolManager, db_pool: asyncpg.Pool
 ) -> None:
-    [address] = demo_addresses("ETH", 1)
-    await manager.add_wallets("ETH", [address])
-    holder = uuid.uuid4()
-    await manager.allocate_wallet(holder, "ETH")
+    address, holder = await held_wallet(manager)
     assigned = await assigned_at(db_pool, holder)
     final_time = assigned + timedelta(microseconds=2)
     release = await manager.release_wallet(holder, address, final_time)
@@ -100,6 +94,15 @@ async def test_a_report_after_the_release_judges_by_the_same_rule(
     await manager.report_deposits("ETH", [paid_before, paid_after], 2)
     verdicts = {d.chain.txid: d.attribution for d in await manager.list_deposit_changes(0, 100)}
     assert verdicts == {paid_before.txid: Attribution.ON_TIME, paid_after.txid: Attribution.LATE}
+
+
+async def held_wallet(manager: WalletPoolManager) -> tuple[str, uuid.UUID]:
+    """A new ETH wallet, allocated to a new order: (its address, the order)."""
+    [address] = demo_addresses("ETH", 1)
+    await manager.add_wallets("ETH", [address])
+    holder = uuid.uuid4()
+    await manager.allocate_wallet(holder, "ETH")
+    return address, holder
 
 
 async def assigned_at(db_pool: asyncpg.Pool, order_id: uuid.UUID) -> datetime:
