@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from order_service.repository import PostgresOrderRepository
-from shared.db import accepts_writes, connection, is_database_outage
+from shared.db import accepts_writes, connection, is_database_outage, is_schema_change
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +47,18 @@ class OrderStore:
 
 @contextlib.asynccontextmanager
 async def after_commit(what: str, order_id: uuid.UUID) -> AsyncIterator[None]:
-    """Around the bookkeeping that follows a committed change: a database outage there must
-    not answer the committed change with an error. What it would have recorded is done again
-    later (a release stays owed and is delivered again; a waiting order is asked about
-    again), so it is logged and the change answered as committed."""
+    """Around the bookkeeping that follows a committed change: a database outage there (or
+    an upgrade's migration under a prepared statement) must not answer the committed change
+    with an error. What it would have recorded is done again later (a release stays owed and
+    is delivered again; a waiting order is asked about again), so it is logged and the change
+    answered as committed."""
     try:
         yield
     except Exception as exc:
-        if not is_database_outage(exc):
+        if not (is_database_outage(exc) or is_schema_change(exc)):
             raise
+        cause = "database unavailable" if is_database_outage(exc) else "schema changed"
         log.warning(
-            f"{what} not recorded: database unavailable; it will be done again",
+            f"{what} not recorded: {cause}; it will be done again",
             extra={"order_id": str(order_id)},
         )

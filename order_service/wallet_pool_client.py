@@ -1,7 +1,6 @@
 """The order service's view of the wallet pool service, and its gRPC adapter."""
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from google.protobuf.message import Message
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as pb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pb_grpc
 from order_service.domain import DepositDisposition, DepositStatus, OrderDeposit, PoolDeposit
+from shared.channels import service_config
 from shared.client_metrics import ClientCall
 from shared.grpc_server import current_deadline
 from shared.logs import current_request_id
@@ -24,25 +24,9 @@ from shared.tls import ClientTls
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["WalletPoolService"].full_name
 
-# Both calls are idempotent, so retrying an UNAVAILABLE attempt is safe. Round robin spreads
-# calls over every address the target resolves to (several pool replicas).
-_SERVICE_CONFIG = {
-    "loadBalancingConfig": [{"round_robin": {}}],
-    "methodConfig": [
-        {
-            "name": [{"service": _SERVICE}],
-            "retryPolicy": {
-                "maxAttempts": 3,
-                "initialBackoff": "0.05s",
-                "maxBackoff": "0.5s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }
-    ],
-}
+# Every call is safe to repeat (allocate and release are idempotent; the rest read).
 _CHANNEL_OPTIONS = [
-    ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
+    ("grpc.service_config", service_config([_SERVICE])),
     ("grpc.enable_retries", 1),
     # Reconnect quickly once the pool is back, instead of gRPC's default of up to two minutes.
     ("grpc.initial_reconnect_backoff_ms", 200),

@@ -48,6 +48,14 @@ def is_database_outage(exc: BaseException) -> bool:
     return isinstance(exc, _OUTAGE_ERRORS)
 
 
+def is_schema_change(exc: BaseException) -> bool:
+    """True when a statement prepared before a migration changed what it reads (a rollout's
+    new release migrated the database): asyncpg has dropped the stale statements of the pool,
+    so that trying again prepares them afresh. Outside a transaction asyncpg tries again by
+    itself; inside one it cannot, and the transaction is rolled back: nothing was written."""
+    return isinstance(exc, asyncpg.InvalidCachedStatementError)
+
+
 def is_read_only(exc: BaseException) -> bool:
     """True when the server refused a write for being read-only (SQLSTATE 25006): nothing was
     written, and every connection to that server will refuse writes alike."""

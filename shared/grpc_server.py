@@ -25,7 +25,7 @@ from grpc_status import rpc_status
 
 from shared import errors
 from shared.auth import Authenticator, current_principal
-from shared.db import is_database_outage
+from shared.db import is_database_outage, is_schema_change
 from shared.logs import current_request_id
 from shared.loops import PeriodicTask
 from shared.metrics import HEALTH_CHANGES, HEALTH_SERVING, RPC_HANDLED, RPC_SECONDS, RPC_STARTED
@@ -78,6 +78,8 @@ def status_code_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             return _STATUS_CODES[kind], str(exc)
     if is_database_outage(exc):
         return grpc.StatusCode.UNAVAILABLE, "the database is unavailable; retry later"
+    if is_schema_change(exc):
+        return grpc.StatusCode.UNAVAILABLE, "the database was upgraded during the call; retry"
     return grpc.StatusCode.INTERNAL, "internal error"
 
 

@@ -5,9 +5,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-import asyncpg
-
-from shared.db import is_database_outage
+from shared.db import is_database_outage, is_schema_change
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +44,7 @@ class PeriodicTask:
             except Exception as exc:
                 if is_database_outage(exc):
                     log.warning("loop step: database unavailable", extra={"loop": self.name})
-                elif isinstance(exc, asyncpg.InvalidCachedStatementError):
-                    # A migration changed a table under a prepared statement (a rollout): the
-                    # driver dropped the stale plan, and the next step prepares it afresh.
+                elif is_schema_change(exc):
                     log.warning(
                         "loop step: schema changed, trying again", extra={"loop": self.name}
                     )

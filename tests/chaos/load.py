@@ -21,12 +21,18 @@ from exchange.order.v1 import order_service_pb2 as opb
 from exchange.order.v1 import order_service_pb2_grpc as order_grpc
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2 as wpb
 from exchange.wallet_pool.v1 import wallet_pool_service_pb2_grpc as pool_grpc
+from shared.channels import RETRYABLE_CODES, service_config
 from tests.chaos.feed import RANK, status_name
 from tests.chaos.report import TRANSIENT, ChaosReport
 from tests.e2e.stack import CLIENT_TOKEN, OPERATOR_TOKEN, bearer
 
-# Reconnect fast once a service answers again (gRPC's default backoff grows to two minutes).
+_ORDERS = opb.DESCRIPTOR.services_by_name["OrderService"].full_name
+_POOL = wpb.DESCRIPTOR.services_by_name["WalletPoolService"].full_name
+# The channels README asks clients for: what is safe to repeat is retried on UNAVAILABLE and
+# CANCELLED; CreateOrder is sent once (repeated below only when keyed). Reconnect fast once a
+# service answers again (gRPC's default backoff grows to two minutes).
 CLIENT_OPTIONS = [
+    ("grpc.service_config", service_config([_ORDERS, _POOL], [(_ORDERS, "CreateOrder")])),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 500),
@@ -83,7 +89,7 @@ class Load:
         self._retry = (
             (frozenset({"UNAVAILABLE"}), 60, 0.05, 0.5)
             if failover
-            else (frozenset(c.name for c in TRANSIENT), 30, 0.1, 1.0)
+            else (frozenset({*(c.name for c in TRANSIENT), *RETRYABLE_CODES}), 30, 0.1, 1.0)
         )
         self._wallet_rng = random.Random(f"{seed}:wallets")
         self._lifecycles = 0
@@ -200,10 +206,13 @@ class Load:
         def create() -> Awaitable[opb.CreateOrderResponse]:
             return self.orders.CreateOrder(request, metadata=_CLIENT, timeout=self.timeout)
 
+        # The channel sends CreateOrder once: a stopping replica may answer CANCELLED for a
+        # create it never started (shared/channels.py), which only a keyed one may repeat.
+        stopped = frozenset({"CANCELLED"})
         if keyed:
-            attempt, created = await self._retried("create", create, request_id, rng)
+            attempt, created = await self._retried("create", create, request_id, rng, stopped)
         else:
-            attempt, created = await self.call("create", create)
+            attempt, created = await self.call("create", create, vetted=stopped)
         if created is None:
             return None
         order_id: str = created.order.id
@@ -211,7 +220,7 @@ class Load:
         self.report.orders += 1
         self._acknowledge(order_id, "PENDING")
         if keyed and not self.failover and rng.random() < 0.3:
-            _, again = await self._retried("create_again", create, request_id, rng)
+            _, again = await self._retried("create_again", create, request_id, rng, stopped)
             if again is not None and again.order.id != order_id:
                 self.report.violation(
                     f"request_id {request_id} gave order {order_id}, then {again.order.id}"

@@ -151,8 +151,15 @@ async def test_the_release_rolls_out_over_the_previous_one_under_load_with_no_fa
             await channel.close(None)
     # A watch stream on a replica that stops ends with UNAVAILABLE, as README says; the
     # consumer watches again from its last sequence, and check_feed judges what it got.
+    # So does a create a stopping replica received but never started (CANCELLED, gRPC's
+    # grpc/grpc#41785; what can be repeated the channel repeats, shared/channels.py): a keyed
+    # one is repeated, and _check_at_end finds that none of them created an order.
     failed = {
-        kind: {code: n for code, n in codes.items() if code != "OK"}
+        kind: {
+            code: n
+            for code, n in codes.items()
+            if code != "OK" and not (code == "CANCELLED" and kind in ("create", "create_again"))
+        }
         for kind, codes in report.calls.items()
         if kind != "watch_events"
     }
@@ -210,6 +217,9 @@ async def _check_at_end(
         violations = await check_all(pool, load.acknowledged, settle_seconds=30)
         async with pool.acquire() as conn:
             violations += await no_work_done_twice(conn)
+            orders = await conn.fetchval("SELECT count(*) FROM orders.orders")
+            if orders != report.orders:
+                violations.append(f"{orders} orders, {report.orders} creates answered OK")
             end, history_through = await log_end(conn, report, 15)
             await feed.catch_up(end, 30)
             await feed.stop()
