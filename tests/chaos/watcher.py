@@ -88,8 +88,11 @@ class ChainWatcher:
         ]
 
     async def _payees(self) -> tuple[list[tuple[str, datetime]], bool]:
-        """Who pays in this block: a held wallet, or rarely a released one (a late payer); the
-        database's clock as the block's time, so a payment to a live order is on time."""
+        """Who pays in this block: a held wallet, or rarely a released one (a late payer, paid
+        now by the database's clock). A held wallet is paid at the later of its order's last
+        change and its assignment: inside the holding, before any final time to come (an
+        order whose final change began before this query, but had not locked it yet, takes
+        that moment as its final time, and a payment stamped now would be late)."""
         late = self._late_payers and (
             self._rng.random() < _LATE_CHANCE or self.height % _LATE_EVERY == 0
         )
@@ -101,8 +104,11 @@ class ChainWatcher:
             # SKIP LOCKED: an order whose status is changing right now is not paid in this
             # block; its final time, taken when its transaction began, could precede this
             # block's time, and the payment would be late (never waiting: no deadlock).
-            else """SELECT w.address, now() AS at FROM wallet_pool.wallets w
+            else """SELECT w.address, greatest(o.update_time, a.assigned_at) AS at
+                    FROM wallet_pool.wallets w
                     JOIN orders.orders o ON o.id = w.order_id
+                    JOIN LATERAL (SELECT assigned_at FROM wallet_pool.assignments
+                                  WHERE address = w.address ORDER BY id DESC LIMIT 1) a ON true
                     WHERE o.status = ANY($1::text[]) LIMIT 20 FOR SHARE OF o SKIP LOCKED"""
         )
         try:
