@@ -44,16 +44,19 @@ class ChainWatcher:
         seed: int,
         *,
         late_payers: bool = True,
+        orphans: bool = True,
         tick_seconds: float = _TICK_SECONDS,
         payee_statuses: tuple[str, ...] = ("PENDING", "PROCESSING"),
     ) -> None:
-        """`late_payers`: customers pay released wallets too; `payee_statuses`: of the live
-        orders paid (a PENDING order that received money outlives its payment window)."""
+        """`late_payers`: customers pay released wallets too; `orphans`: now and then a recent
+        block is orphaned (its deposits retracted); `payee_statuses`: of the live orders paid
+        (a PENDING order that received money outlives its payment window)."""
         self._pool = pool
         self._database_url = database_url
         self._report = report
         self._rng = random.Random(f"{seed}:watcher")
         self._late_payers = late_payers
+        self._orphans = orphans
         self._payee_statuses = list(payee_statuses)
         self._tick_seconds = tick_seconds
         self.height = 0
@@ -77,7 +80,7 @@ class ChainWatcher:
     def _orphaned(self) -> list[wpb.Retraction]:
         for old in [h for h in self._recent if h < self.height - 5]:
             del self._recent[old]
-        if not self._recent or self._rng.random() >= _ORPHAN_CHANCE:
+        if not (self._orphans and self._recent) or self._rng.random() >= _ORPHAN_CHANCE:
             return []
         block = self._rng.choice(sorted(self._recent))
         return [

@@ -77,8 +77,10 @@ class Replicas:
 
     def start_watcher(self, database_url: str) -> None:
         """A block every 0.1 s, and customers paying held wallets (never released ones: a
-        late payment would keep a wallet out of the waves; never PENDING ones: an order that
-        received money outlives its payment window, and the expiring ones must expire)."""
+        late payment would keep a wallet out of the waves, and so would a counted payment
+        retracted after its order's release, so no block is orphaned; never PENDING ones: an
+        order that received money outlives its payment window, and the expiring ones must
+        expire)."""
         self.watcher_report = ChaosReport(seed=14, seconds=0)
         self.watcher = ChainWatcher(
             self.pool_stub,
@@ -86,6 +88,7 @@ class Replicas:
             self.watcher_report,
             seed=14,
             late_payers=False,
+            orphans=False,
             tick_seconds=0.1,
             payee_statuses=("PROCESSING",),
         )
