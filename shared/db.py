@@ -373,7 +373,11 @@ async def _apply_retrying(
                 if applied and definitions is not None:
                     await _apply_definitions(conn, schema, definitions, every_file=True)
             return applied
-        except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
+        except (
+            asyncpg.LockNotAvailableError,
+            asyncpg.DeadlockDetectedError,
+            asyncpg.QueryCanceledError,
+        ):
             if attempt == _LOCK_ATTEMPTS:
                 raise
             log.warning(
@@ -401,6 +405,7 @@ async def _apply_one(
         if recorded["checksum"] != checksums[entry.name]:
             raise MigrationChanged(schema, [f"{folder}/{entry.name}"])
         return False
+    await _lock_schema(conn, schema)
     await conn.execute(entry.read_text(encoding="utf-8"))
     await conn.execute(
         f"INSERT INTO {schema}.schema_migrations (version, checksum) VALUES ($1, $2)",
@@ -408,6 +413,31 @@ async def _apply_one(
         checksums[entry.name],
     )
     return True
+
+
+async def _lock_schema(conn: "Connection", schema: str) -> None:
+    """Every table and view of `schema`, ACCESS EXCLUSIVE, before a migration and its
+    definitions change anything: taken at once, or not at all within _LOCK_SECONDS (the
+    transaction is then tried again). Holding them all, the migration never waits on a table
+    while a replica of the previous release waits on one it holds: that replica's snapshot
+    read (a table, then another) would otherwise be the deadlock's victim, and fail its call,
+    because it waited first. Partial locks are held for less than PostgreSQL's
+    deadlock_timeout (1 s), so no reader's deadlock check ever sees the migration."""
+    names = await conn.fetch(
+        """SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v') ORDER BY c.oid""",
+        schema,
+    )
+    if not names:
+        return
+    timeout = await conn.fetchval("SHOW statement_timeout")
+    await conn.execute(f"SET LOCAL statement_timeout = '{_LOCK_SECONDS * 1000:.0f}ms'")
+    await conn.execute(f"LOCK TABLE {', '.join(r['name'] for r in names)} IN ACCESS EXCLUSIVE MODE")
+    await conn.execute("SELECT set_config('statement_timeout', $1, true)", timeout)
+
+
+_LOCK_SECONDS = 0.3
 
 
 # A migration that waits on a lock past its lock_timeout, or that PostgreSQL picks as the

@@ -2,6 +2,7 @@
 recorded with a checksum, skipped while unchanged, in the transaction of the last migration,
 and never over the definitions of a newer release."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -111,3 +112,42 @@ async def test_an_older_release_leaves_the_definitions_of_a_newer_one_in_place(
     (root / "sql" / "answer.sql").write_text(_answer(1))
     assert await apply_migrations(pool, SCHEMA, package) == []
     assert await _answer_now(pool) == 2
+
+
+async def test_a_migration_never_makes_a_snapshot_reader_of_the_previous_release_its_victim(
+    pool: asyncpg.Pool, service: tuple[str, Path]
+) -> None:
+    """A reader holds one table and, once the migration has started, reads another that the
+    migration changes first; the migration then changes the reader's first table. If the
+    migration took the second table before waiting on the first, the reader would wait first
+    and PostgreSQL would abort it as the deadlock's victim: a failed call of a replica still
+    serving. The migration waits for the reader instead (or gives way and tries again)."""
+    package, root = service
+    (root / "migrations" / "001_things.sql").write_text(
+        f"CREATE TABLE {SCHEMA}.first (id bigint); CREATE TABLE {SCHEMA}.second (id bigint);\n"
+    )
+    assert await apply_migrations(pool, SCHEMA, package) == ["001_things"]
+    (root / "migrations" / "002_both.sql").write_text(
+        f"ALTER TABLE {SCHEMA}.second ADD COLUMN x integer;\n"
+        "SELECT pg_sleep(0.3);\n"  # the reader now waits on `second`, before this waits
+        f"ALTER TABLE {SCHEMA}.first ADD COLUMN y integer;\n"
+    )
+    reader = await pool.acquire()
+    try:
+        async with reader.transaction(isolation="repeatable_read", readonly=True):
+            await reader.fetch(f"SELECT * FROM {SCHEMA}.first")
+            migrating = asyncio.create_task(apply_migrations(pool, SCHEMA, package))
+            # The migration has taken `second`, or waits on `first`.
+            while not await reader.fetchval(
+                """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid <> pg_backend_pid()
+                   AND (relation = $1::regclass AND granted
+                        AND mode = 'AccessExclusiveLock'
+                        OR relation = $2::regclass AND NOT granted))""",
+                f"{SCHEMA}.second",
+                f"{SCHEMA}.first",
+            ):
+                await asyncio.sleep(0.01)
+            await reader.fetch(f"SELECT * FROM {SCHEMA}.second")
+        assert await migrating == ["002_both"]
+    finally:
+        await pool.release(reader)
