@@ -110,7 +110,7 @@ class ContainerService:
         if self._created:
             await docker("start", self.name)
         else:
-            await docker(*self._run_args())
+            await self._run()
             self._created = True
         await self._follow_log()
         for _ in range(600):
@@ -120,6 +120,20 @@ class ContainerService:
                 break  # the container stopped: its log is complete
             await asyncio.sleep(0.2)
         raise RuntimeError(f"{self.module} did not start in its container:\n{self.logs()}")
+
+    async def _run(self) -> None:
+        """Create and start the container. A host port free when chosen may be taken before
+        the engine binds it (other suites on the machine): then new ports, once or more."""
+        for attempt in range(5):
+            try:
+                await docker(*self._run_args())
+                return
+            except RuntimeError as exc:
+                taken = ("port is already allocated", "address already in use")
+                if not any(words in str(exc) for words in taken) or attempt == 4:
+                    raise
+            await docker("rm", "--force", self.name, check=False)
+            self.port, self.metrics_port = free_port(), free_port()
 
     async def _follow_log(self) -> None:
         """One `docker logs --follow` per run of the container copies its log into
