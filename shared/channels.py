@@ -24,16 +24,9 @@ def service_config(retried: Sequence[str], not_retried: Sequence[tuple[str, str]
         "backoffMultiplier": 2,
         "retryableStatusCodes": list(RETRYABLE_CODES),
     }
-    return json.dumps(
-        {
-            "loadBalancingConfig": [{"round_robin": {}}],
-            "methodConfig": [
-                {"name": [{"service": service} for service in retried], "retryPolicy": policy},
-                *(
-                    [{"name": [{"service": s, "method": m} for s, m in not_retried]}]
-                    if not_retried
-                    else []
-                ),
-            ],
-        }
-    )
+    methods = []
+    if retried:
+        methods.append({"name": [{"service": s} for s in retried], "retryPolicy": policy})
+    if not_retried:
+        methods.append({"name": [{"service": s, "method": m} for s, m in not_retried]})
+    return json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": methods})
