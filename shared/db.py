@@ -373,11 +373,7 @@ async def _apply_retrying(
                 if applied and definitions is not None:
                     await _apply_definitions(conn, schema, definitions, every_file=True)
             return applied
-        except (
-            asyncpg.LockNotAvailableError,
-            asyncpg.DeadlockDetectedError,
-            asyncpg.QueryCanceledError,
-        ):
+        except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
             if attempt == _LOCK_ATTEMPTS:
                 raise
             log.warning(
@@ -433,7 +429,13 @@ async def _lock_schema(conn: "Connection", schema: str) -> None:
         return
     timeout = await conn.fetchval("SHOW statement_timeout")
     await conn.execute(f"SET LOCAL statement_timeout = '{_LOCK_SECONDS * 1000:.0f}ms'")
-    await conn.execute(f"LOCK TABLE {', '.join(r['name'] for r in names)} IN ACCESS EXCLUSIVE MODE")
+    try:
+        await conn.execute(
+            f"LOCK TABLE {', '.join(r['name'] for r in names)} IN ACCESS EXCLUSIVE MODE"
+        )
+    except asyncpg.QueryCanceledError as exc:
+        # Only this wait is tried again: a migration past its own statement_timeout is not.
+        raise asyncpg.LockNotAvailableError(f"{schema}'s tables: {exc}") from exc
     await conn.execute("SELECT set_config('statement_timeout', $1, true)", timeout)
 
 

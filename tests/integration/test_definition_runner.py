@@ -151,3 +151,40 @@ async def test_a_migration_never_makes_a_snapshot_reader_of_the_previous_release
         assert await migrating == ["002_both"]
     finally:
         await pool.release(reader)
+
+
+async def test_a_migration_past_its_own_statement_timeout_fails_once_and_is_not_tried_again(
+    pool: asyncpg.Pool, service: tuple[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the wait for the schema's tables is tried again; a migration that runs too long
+    fails the start at once, instead of running five times."""
+    package, root = service
+    assert await apply_migrations(pool, SCHEMA, package) == ["001_things"]
+    (root / "migrations" / "002_slow.sql").write_text(
+        "SET LOCAL statement_timeout = '50ms';\nSELECT pg_sleep(1);\n"
+    )
+    with pytest.raises(asyncpg.QueryCanceledError):
+        await apply_migrations(pool, SCHEMA, package)
+    assert "trying again" not in caplog.text
+
+
+async def test_a_migration_gives_way_to_a_long_reader_and_is_tried_again(
+    pool: asyncpg.Pool, service: tuple[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reader holding a table past the lock's 0.3 s: the migration rolls back, tries again
+    after a pause, and is applied once the reader has ended."""
+    package, root = service
+    assert await apply_migrations(pool, SCHEMA, package) == ["001_things"]
+    (root / "migrations" / "002_more.sql").write_text(
+        f"ALTER TABLE {SCHEMA}.things ADD COLUMN x integer;\n"
+    )
+    reader = await pool.acquire()
+    try:
+        async with reader.transaction():
+            await reader.fetch(f"SELECT * FROM {SCHEMA}.things")
+            migrating = asyncio.create_task(apply_migrations(pool, SCHEMA, package))
+            while "trying again" not in caplog.text and not migrating.done():
+                await asyncio.sleep(0.01)
+        assert await migrating == ["002_more"]
+    finally:
+        await pool.release(reader)
